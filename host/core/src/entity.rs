@@ -1,0 +1,592 @@
+//! Entity records: the authoritative, serializable form of every entity.
+//!
+//! References between entities are by name. The same records are what the store keeps and what
+//! `thinghost model export` writes, so the JSON form below is a stable, documented format.
+
+use crate::names::{Kind, Permission};
+use crate::types::BaseType;
+use serde::{Deserialize, Serialize};
+use serde_json::Value as Json;
+use std::collections::BTreeMap;
+
+/// The resource of a run-time entry that covers every property, service or event.
+pub const ALL_RESOURCES: &str = "*";
+
+/// A user or group named in a permission entry or as a member.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct PrincipalRef {
+    pub principal: String,
+    #[serde(rename = "principalType")]
+    pub kind: PrincipalType,
+}
+
+impl PrincipalRef {
+    pub fn user(name: impl Into<String>) -> Self {
+        PrincipalRef {
+            principal: name.into(),
+            kind: PrincipalType::User,
+        }
+    }
+    pub fn group(name: impl Into<String>) -> Self {
+        PrincipalRef {
+            principal: name.into(),
+            kind: PrincipalType::Group,
+        }
+    }
+    /// The entity kind this principal names.
+    pub fn entity_kind(&self) -> Kind {
+        match self.kind {
+            PrincipalType::User => Kind::User,
+            PrincipalType::Group => Kind::Group,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum PrincipalType {
+    User,
+    Group,
+}
+
+/// A visibility principal: an organization, or one of its units (named `Org:Unit`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct VisibilityEntry {
+    pub principal: String,
+    #[serde(rename = "principalType")]
+    pub kind: VisibilityType,
+}
+
+impl VisibilityEntry {
+    pub fn organization(name: impl Into<String>) -> Self {
+        VisibilityEntry {
+            principal: name.into(),
+            kind: VisibilityType::Organization,
+        }
+    }
+    pub fn unit(org: &str, unit: &str) -> Self {
+        VisibilityEntry {
+            principal: format!("{org}:{unit}"),
+            kind: VisibilityType::OrganizationalUnit,
+        }
+    }
+    /// The organization and, for a unit, the unit's name.
+    pub fn split(&self) -> (&str, Option<&str>) {
+        match self.kind {
+            VisibilityType::Organization => (&self.principal, None),
+            VisibilityType::OrganizationalUnit => match self.principal.split_once(':') {
+                Some((o, u)) => (o, Some(u)),
+                None => (&self.principal, Some("")),
+            },
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum VisibilityType {
+    Organization,
+    OrganizationalUnit,
+}
+
+/// One design-time or run-time permission entry.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct PermissionEntry {
+    #[serde(flatten)]
+    pub principal: PrincipalRef,
+    #[serde(rename = "type")]
+    pub permission: Permission,
+    /// `*` for all, or one property, service or event name (an override). Design-time entries use `*`.
+    #[serde(default = "all_resources")]
+    pub resource: String,
+    pub allow: bool,
+}
+
+fn all_resources() -> String {
+    ALL_RESOURCES.to_string()
+}
+
+impl PermissionEntry {
+    pub fn new(
+        principal: PrincipalRef,
+        permission: Permission,
+        resource: &str,
+        allow: bool,
+    ) -> Self {
+        PermissionEntry {
+            principal,
+            permission,
+            resource: resource.to_string(),
+            allow,
+        }
+    }
+}
+
+/// The permissions set on one entity, template instance, shape instance or collection.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Acl {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub visibility: Vec<VisibilityEntry>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub design_time: Vec<PermissionEntry>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub run_time: Vec<PermissionEntry>,
+}
+
+impl Acl {
+    pub fn is_empty(&self) -> bool {
+        self.visibility.is_empty() && self.design_time.is_empty() && self.run_time.is_empty()
+    }
+
+    /// Removes every entry naming `principal`; true if any was removed.
+    pub fn remove_principal(&mut self, principal: &PrincipalRef) -> bool {
+        let before = self.design_time.len() + self.run_time.len();
+        self.design_time.retain(|e| &e.principal != principal);
+        self.run_time.retain(|e| &e.principal != principal);
+        before != self.design_time.len() + self.run_time.len()
+    }
+
+    /// Removes every visibility entry for `org` or one of its units (`unit` = None),
+    /// or for the one unit `org:unit`; true if any was removed.
+    pub fn remove_visibility(&mut self, org: &str, unit: Option<&str>) -> bool {
+        let before = self.visibility.len();
+        self.visibility.retain(|v| {
+            let (o, u) = v.split();
+            !(o == org && (unit.is_none() || u == unit))
+        });
+        before != self.visibility.len()
+    }
+}
+
+/// A property definition.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PropertyDef {
+    pub name: String,
+    pub base_type: BaseType,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_value: Option<Json>,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub read_only: bool,
+    /// For INFOTABLE properties: the data shape of the value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_shape: Option<String>,
+}
+
+/// A service parameter.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ParamDef {
+    pub name: String,
+    pub base_type: BaseType,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub required: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_shape: Option<String>,
+}
+
+/// A service definition. Its implementation is the host's or an extension's.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceDef {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub parameters: Vec<ParamDef>,
+    #[serde(default = "nothing")]
+    pub result: BaseType,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result_data_shape: Option<String>,
+}
+
+fn nothing() -> BaseType {
+    BaseType::Nothing
+}
+
+/// An event definition.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EventDef {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_shape: Option<String>,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// The property, service and event definitions an entity declares itself.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Definitions {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub properties: Vec<PropertyDef>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub services: Vec<ServiceDef>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub events: Vec<EventDef>,
+}
+
+impl Definitions {
+    pub fn is_empty(&self) -> bool {
+        self.properties.is_empty() && self.services.is_empty() && self.events.is_empty()
+    }
+}
+
+/// A Thing: exactly one template, implemented shapes, own definitions and property values.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ThingBody {
+    pub thing_template: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub thing_shapes: Vec<String>,
+    #[serde(default, skip_serializing_if = "Definitions::is_empty")]
+    pub definitions: Definitions,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub values: BTreeMap<String, Json>,
+}
+
+/// A ThingTemplate: one base template (none only for the root `GenericThing`), implemented
+/// shapes, definitions, and the instance permissions every Thing of it inherits.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TemplateBody {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_thing_template: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub thing_shapes: Vec<String>,
+    #[serde(default, skip_serializing_if = "Definitions::is_empty")]
+    pub definitions: Definitions,
+    #[serde(default, skip_serializing_if = "Acl::is_empty")]
+    pub instance_permissions: Acl,
+}
+
+/// A ThingShape: definitions, and run-time instance permissions for the Things that implement it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ShapeBody {
+    #[serde(default, skip_serializing_if = "Definitions::is_empty")]
+    pub definitions: Definitions,
+    #[serde(default, skip_serializing_if = "Acl::is_empty")]
+    pub instance_permissions: Acl,
+}
+
+/// One field of a DataShape.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FieldDef {
+    pub name: String,
+    pub base_type: BaseType,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub is_primary_key: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_shape: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct DataShapeBody {
+    #[serde(default)]
+    pub fields: Vec<FieldDef>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UserBody {
+    /// An opaque password hash (PHC string); None means the user cannot sign in with a password.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_hash: Option<String>,
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub locked: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for UserBody {
+    fn default() -> Self {
+        UserBody {
+            password_hash: None,
+            enabled: true,
+            locked: false,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct GroupBody {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<PrincipalRef>,
+}
+
+/// An organizational unit. Exactly one unit of an organization has no parent: its top unit.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Unit {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<PrincipalRef>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OrganizationBody {
+    pub units: Vec<Unit>,
+}
+
+impl OrganizationBody {
+    /// An organization with only its top unit.
+    pub fn with_top(top: &str) -> Self {
+        OrganizationBody {
+            units: vec![Unit {
+                name: top.to_string(),
+                parent: None,
+                members: vec![],
+            }],
+        }
+    }
+    pub fn unit(&self, name: &str) -> Option<&Unit> {
+        self.units.iter().find(|u| u.name == name)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApplicationKeyBody {
+    /// The user whose security context the key carries.
+    pub user: String,
+    /// The hash of the key (never the key itself).
+    pub key_hash: String,
+    /// A short, non-secret fingerprint for display (`GetKeyID` answers with it).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub fingerprint: String,
+    /// Expiration, epoch milliseconds.
+    pub expiration_date: i64,
+    /// Addresses or CIDR ranges the key may be used from; empty means anywhere.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub whitelist: Vec<String>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub client_name: String,
+    /// Creation time, epoch milliseconds.
+    #[serde(default)]
+    pub created: i64,
+}
+
+/// Subsystems and Resources: entities that host system services.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ServiceHostBody {
+    #[serde(default, skip_serializing_if = "Definitions::is_empty")]
+    pub definitions: Definitions,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ProviderBody {}
+
+/// The kind-specific part of an entity; `kind` is its tag in JSON.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind")]
+pub enum Body {
+    Thing(ThingBody),
+    ThingTemplate(TemplateBody),
+    ThingShape(ShapeBody),
+    DataShape(DataShapeBody),
+    User(UserBody),
+    Group(GroupBody),
+    Organization(OrganizationBody),
+    ApplicationKey(ApplicationKeyBody),
+    Subsystem(ServiceHostBody),
+    Resource(ServiceHostBody),
+    PersistenceProvider(ProviderBody),
+}
+
+impl Body {
+    pub fn kind(&self) -> Kind {
+        match self {
+            Body::Thing(_) => Kind::Thing,
+            Body::ThingTemplate(_) => Kind::ThingTemplate,
+            Body::ThingShape(_) => Kind::ThingShape,
+            Body::DataShape(_) => Kind::DataShape,
+            Body::User(_) => Kind::User,
+            Body::Group(_) => Kind::Group,
+            Body::Organization(_) => Kind::Organization,
+            Body::ApplicationKey(_) => Kind::ApplicationKey,
+            Body::Subsystem(_) => Kind::Subsystem,
+            Body::Resource(_) => Kind::Resource,
+            Body::PersistenceProvider(_) => Kind::PersistenceProvider,
+        }
+    }
+}
+
+/// An entity: common fields and the kind-specific body.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Entity {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+    /// The user who created it (DOMAIN V2: an owner always sees its entity).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    /// The entity's own visibility, design-time and run-time entries.
+    #[serde(default, skip_serializing_if = "Acl::is_empty")]
+    pub permissions: Acl,
+    #[serde(flatten)]
+    pub body: Body,
+}
+
+impl Entity {
+    pub fn new(name: impl Into<String>, body: Body) -> Self {
+        Entity {
+            name: name.into(),
+            description: String::new(),
+            tags: vec![],
+            owner: None,
+            permissions: Acl::default(),
+            body,
+        }
+    }
+    pub fn kind(&self) -> Kind {
+        self.body.kind()
+    }
+    pub fn key(&self) -> Key {
+        Key::new(self.kind(), &self.name)
+    }
+    /// A Thing made from `template`.
+    pub fn thing(name: &str, template: &str) -> Self {
+        Entity::new(
+            name,
+            Body::Thing(ThingBody {
+                thing_template: template.to_string(),
+                thing_shapes: vec![],
+                definitions: Definitions::default(),
+                values: BTreeMap::new(),
+            }),
+        )
+    }
+    /// A ThingTemplate derived from `base`.
+    pub fn template(name: &str, base: &str) -> Self {
+        Entity::new(
+            name,
+            Body::ThingTemplate(TemplateBody {
+                base_thing_template: Some(base.to_string()),
+                thing_shapes: vec![],
+                definitions: Definitions::default(),
+                instance_permissions: Acl::default(),
+            }),
+        )
+    }
+    pub fn shape(name: &str) -> Self {
+        Entity::new(name, Body::ThingShape(ShapeBody::default()))
+    }
+    pub fn user(name: &str) -> Self {
+        Entity::new(name, Body::User(UserBody::default()))
+    }
+    pub fn group(name: &str) -> Self {
+        Entity::new(name, Body::Group(GroupBody::default()))
+    }
+    /// An organization whose top unit has the organization's name.
+    pub fn organization(name: &str) -> Self {
+        Entity::new(name, Body::Organization(OrganizationBody::with_top(name)))
+    }
+
+    /// The entity's own definitions, for the kinds that have them.
+    pub fn definitions(&self) -> Option<&Definitions> {
+        match &self.body {
+            Body::Thing(b) => Some(&b.definitions),
+            Body::ThingTemplate(b) => Some(&b.definitions),
+            Body::ThingShape(b) => Some(&b.definitions),
+            Body::Subsystem(b) | Body::Resource(b) => Some(&b.definitions),
+            _ => None,
+        }
+    }
+    pub fn definitions_mut(&mut self) -> Option<&mut Definitions> {
+        match &mut self.body {
+            Body::Thing(b) => Some(&mut b.definitions),
+            Body::ThingTemplate(b) => Some(&mut b.definitions),
+            Body::ThingShape(b) => Some(&mut b.definitions),
+            Body::Subsystem(b) | Body::Resource(b) => Some(&mut b.definitions),
+            _ => None,
+        }
+    }
+    /// Instance permissions (templates and shapes).
+    pub fn instance_permissions(&self) -> Option<&Acl> {
+        match &self.body {
+            Body::ThingTemplate(b) => Some(&b.instance_permissions),
+            Body::ThingShape(b) => Some(&b.instance_permissions),
+            _ => None,
+        }
+    }
+    pub fn instance_permissions_mut(&mut self) -> Option<&mut Acl> {
+        match &mut self.body {
+            Body::ThingTemplate(b) => Some(&mut b.instance_permissions),
+            Body::ThingShape(b) => Some(&mut b.instance_permissions),
+            _ => None,
+        }
+    }
+}
+
+/// Identifies an entity: its kind and name.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Key {
+    pub kind: Kind,
+    pub name: String,
+}
+
+impl Key {
+    pub fn new(kind: Kind, name: &str) -> Self {
+        Key {
+            kind,
+            name: name.to_string(),
+        }
+    }
+}
+
+impl std::fmt::Display for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.kind.collection(), self.name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn entity_json_is_flat_and_tagged() {
+        let mut e = Entity::thing("Pump1", "GenericThing");
+        e.permissions.run_time.push(PermissionEntry::new(
+            PrincipalRef::user("dev1"),
+            Permission::ServiceInvoke,
+            "Reset",
+            true,
+        ));
+        let v = serde_json::to_value(&e).unwrap();
+        assert_eq!(v["kind"], json!("Thing"));
+        assert_eq!(v["thingTemplate"], json!("GenericThing"));
+        assert_eq!(
+            v["permissions"]["runTime"][0],
+            json!({"principal":"dev1","principalType":"User","type":"ServiceInvoke","resource":"Reset","allow":true})
+        );
+        let back: Entity = serde_json::from_value(v).unwrap();
+        assert_eq!(back, e);
+    }
+
+    #[test]
+    fn unknown_kind_is_an_error() {
+        let r: Result<Entity, _> = serde_json::from_value(json!({"name":"x","kind":"Widget"}));
+        assert!(r.is_err());
+    }
+}

@@ -1,0 +1,133 @@
+//! The InfoTable, the vendor's tabular value: a data shape (ordered field definitions) and rows.
+//!
+//! JSON form (DOMAIN.md section 1):
+//! `{"dataShape":{"fieldDefinitions":{"f":{"name":"f","baseType":"STRING","ordinal":0,"aspects":{}}}},"rows":[{"f":"x"}]}`
+
+use crate::types::BaseType;
+use serde_json::{Map, Value as Json, json};
+
+/// One column of an InfoTable.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Field {
+    pub name: String,
+    pub base_type: BaseType,
+}
+
+/// A table of rows that follow one list of fields.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct InfoTable {
+    pub fields: Vec<Field>,
+    pub rows: Vec<Map<String, Json>>,
+}
+
+impl InfoTable {
+    /// A one-row table with one field: how a primitive service result or a property read answers.
+    pub fn single(name: &str, base_type: BaseType, value: Json) -> InfoTable {
+        let mut row = Map::new();
+        row.insert(name.to_string(), value);
+        InfoTable {
+            fields: vec![Field {
+                name: name.to_string(),
+                base_type,
+            }],
+            rows: vec![row],
+        }
+    }
+
+    /// Parses and checks the JSON form; every row value is checked against its field's type.
+    pub fn from_json(v: &Json) -> Result<InfoTable, String> {
+        let obj = v.as_object().ok_or("an InfoTable is a JSON object")?;
+        let defs = obj
+            .get("dataShape")
+            .and_then(|d| d.get("fieldDefinitions"))
+            .and_then(Json::as_object)
+            .ok_or("dataShape.fieldDefinitions is missing or not an object")?;
+        let mut fields: Vec<(i64, Field)> = Vec::with_capacity(defs.len());
+        for (key, def) in defs {
+            crate::names::check_member_name(key).map_err(|e| format!("field {key:?}: {e}"))?;
+            let bt = def
+                .get("baseType")
+                .and_then(Json::as_str)
+                .ok_or_else(|| format!("field {key:?} has no baseType"))?;
+            let base_type = BaseType::parse(bt)
+                .ok_or_else(|| format!("field {key:?}: unknown baseType {bt:?}"))?;
+            let ordinal = def
+                .get("ordinal")
+                .and_then(Json::as_i64)
+                .unwrap_or(fields.len() as i64);
+            fields.push((
+                ordinal,
+                Field {
+                    name: key.clone(),
+                    base_type,
+                },
+            ));
+        }
+        fields.sort_by_key(|(o, _)| *o);
+        let fields: Vec<Field> = fields.into_iter().map(|(_, f)| f).collect();
+        let mut rows = Vec::new();
+        if let Some(rs) = obj.get("rows") {
+            let rs = rs.as_array().ok_or("rows is not an array")?;
+            for (i, r) in rs.iter().enumerate() {
+                let r = r
+                    .as_object()
+                    .ok_or_else(|| format!("row {i} is not an object"))?;
+                let mut row = Map::new();
+                for (k, val) in r {
+                    let f = fields.iter().find(|f| &f.name == k).ok_or_else(|| {
+                        format!("row {i}: {k:?} is not a field of the data shape")
+                    })?;
+                    let norm = f
+                        .base_type
+                        .normalize(val)
+                        .map_err(|e| format!("row {i}, field {k:?}: {e}"))?;
+                    row.insert(k.clone(), norm);
+                }
+                rows.push(row);
+            }
+        }
+        Ok(InfoTable { fields, rows })
+    }
+
+    /// The JSON form.
+    pub fn to_json(&self) -> Json {
+        let mut defs = Map::new();
+        for (i, f) in self.fields.iter().enumerate() {
+            defs.insert(
+                f.name.clone(),
+                json!({"name": f.name, "baseType": f.base_type.name(), "ordinal": i, "aspects": {}}),
+            );
+        }
+        json!({
+            "dataShape": {"fieldDefinitions": Json::Object(defs)},
+            "rows": self.rows.iter().cloned().map(Json::Object).collect::<Vec<_>>(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn domain_example_round_trips() {
+        let v = json!({"dataShape":{"fieldDefinitions":{"f":{"name":"f","baseType":"STRING","ordinal":0,"aspects":{}}}},"rows":[{"f":"x"}]});
+        let t = InfoTable::from_json(&v).unwrap();
+        assert_eq!(t.to_json(), v);
+    }
+
+    #[test]
+    fn bad_rows_are_refused() {
+        let v = json!({"dataShape":{"fieldDefinitions":{"n":{"name":"n","baseType":"INTEGER"}}},"rows":[{"n":"x"}]});
+        assert!(InfoTable::from_json(&v).unwrap_err().contains("row 0"));
+        let v = json!({"dataShape":{"fieldDefinitions":{}},"rows":[{"z":1}]});
+        assert!(InfoTable::from_json(&v).is_err());
+        assert!(InfoTable::from_json(&json!([])).is_err());
+    }
+
+    #[test]
+    fn single_answers_one_row() {
+        let t = InfoTable::single("result", BaseType::Integer, json!(3));
+        assert_eq!(t.to_json()["rows"][0]["result"], json!(3));
+    }
+}

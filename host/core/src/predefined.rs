@@ -1,0 +1,105 @@
+//! The entities every thinghost starts with (DOMAIN.md section 1, "Predefined principals").
+
+use crate::entity::*;
+use crate::names::Kind;
+
+pub const ADMINISTRATOR: &str = "Administrator";
+pub const SYSTEM: &str = "System";
+pub const ADMINISTRATORS: &str = "Administrators";
+pub const SECURITY_ADMINISTRATORS: &str = "SecurityAdministrators";
+pub const DEVELOPERS: &str = "Developers";
+/// Every user is a member of `Users`, implicitly.
+pub const USERS: &str = "Users";
+pub const AUDITORS: &str = "Auditors";
+/// The organization `Everyone`. It starts empty: the vendor puts `Users` in it, which makes
+/// everything visible to everyone, and itself advises removing it.
+pub const EVERYONE: &str = "Everyone";
+/// The root of every template chain.
+pub const GENERIC_THING: &str = "GenericThing";
+pub const DEFAULT_PERSISTENCE_PROVIDER: &str = "ThingworxPersistenceProvider";
+
+/// Templates of the data-storage and scheduling Things (DOMAIN.md section 1).
+pub const SYSTEM_TEMPLATES: &[&str] = &[
+    "FileRepository",
+    "Scheduler",
+    "DataTable",
+    "Stream",
+    "ValueStream",
+];
+/// Templates whose Things keep data in a persistence provider (DOMAIN P1).
+pub const DATA_STORAGE_TEMPLATES: &[&str] = &["DataTable", "Stream", "ValueStream"];
+pub const SUBSYSTEMS: &[&str] = &["AuditSubsystem", "PlatformSubsystem"];
+pub const RESOURCES: &[&str] = &[
+    "EntityServices",
+    "CurrentSessionInfo",
+    "CollectionFunctions",
+    "SecurityServices",
+];
+
+/// True for the entities that exist from the first start and cannot be deleted.
+pub fn is_predefined(kind: Kind, name: &str) -> bool {
+    match kind {
+        Kind::User => name == ADMINISTRATOR || name == SYSTEM,
+        Kind::Group => [
+            ADMINISTRATORS,
+            SECURITY_ADMINISTRATORS,
+            DEVELOPERS,
+            USERS,
+            AUDITORS,
+        ]
+        .contains(&name),
+        Kind::Organization => name == EVERYONE,
+        Kind::ThingTemplate => name == GENERIC_THING || SYSTEM_TEMPLATES.contains(&name),
+        Kind::Subsystem => SUBSYSTEMS.contains(&name),
+        Kind::Resource => RESOURCES.contains(&name),
+        Kind::PersistenceProvider => name == DEFAULT_PERSISTENCE_PROVIDER,
+        _ => false,
+    }
+}
+
+/// The predefined entities, in an order in which each one's references already exist.
+pub fn entities() -> Vec<Entity> {
+    let mut out = vec![Entity::user(ADMINISTRATOR), Entity::user(SYSTEM)];
+    for g in [
+        ADMINISTRATORS,
+        SECURITY_ADMINISTRATORS,
+        DEVELOPERS,
+        USERS,
+        AUDITORS,
+    ] {
+        let mut e = Entity::group(g);
+        if g == ADMINISTRATORS {
+            if let Body::Group(b) = &mut e.body {
+                b.members.push(PrincipalRef::user(ADMINISTRATOR));
+            }
+        }
+        out.push(e);
+    }
+    out.push(Entity::organization(EVERYONE));
+    out.push(Entity::new(
+        GENERIC_THING,
+        Body::ThingTemplate(TemplateBody {
+            base_thing_template: None,
+            thing_shapes: vec![],
+            definitions: Definitions::default(),
+            instance_permissions: Acl::default(),
+        }),
+    ));
+    for t in SYSTEM_TEMPLATES {
+        out.push(Entity::template(t, GENERIC_THING));
+    }
+    for s in SUBSYSTEMS {
+        out.push(Entity::new(*s, Body::Subsystem(ServiceHostBody::default())));
+    }
+    for r in RESOURCES {
+        out.push(Entity::new(*r, Body::Resource(ServiceHostBody::default())));
+    }
+    out.push(Entity::new(
+        DEFAULT_PERSISTENCE_PROVIDER,
+        Body::PersistenceProvider(ProviderBody::default()),
+    ));
+    for e in &mut out {
+        e.description = "predefined".to_string();
+    }
+    out
+}

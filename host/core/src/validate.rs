@@ -1,0 +1,941 @@
+//! Validation of entities and changes. Everything here reads a [`View`]; nothing mutates.
+
+use crate::entity::*;
+use crate::error::ModelError;
+use crate::model::View;
+use crate::names::{self, Kind};
+use crate::predefined;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Something an entity refers to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Ref {
+    /// An entity, and in words where the reference stands.
+    Entity(Key, String),
+    /// An organizational unit (organization, unit), and where the reference stands.
+    Unit(String, String, String),
+}
+
+fn acl_refs(acl: &Acl, place: &str, out: &mut Vec<Ref>) {
+    for v in &acl.visibility {
+        let (org, unit) = v.split();
+        match unit {
+            None => out.push(Ref::Entity(
+                Key::new(Kind::Organization, org),
+                format!("a visibility entry of {place}"),
+            )),
+            Some(u) => out.push(Ref::Unit(
+                org.to_string(),
+                u.to_string(),
+                format!("a visibility entry of {place}"),
+            )),
+        }
+    }
+    for e in acl.design_time.iter().chain(&acl.run_time) {
+        out.push(Ref::Entity(
+            Key::new(e.principal.entity_kind(), &e.principal.principal),
+            format!("a permission entry of {place}"),
+        ));
+    }
+}
+
+fn definition_refs(defs: &Definitions, place: &str, out: &mut Vec<Ref>) {
+    let mut ds = |name: &Option<String>, what: String| {
+        if let Some(n) = name {
+            out.push(Ref::Entity(Key::new(Kind::DataShape, n), what));
+        }
+    };
+    for p in &defs.properties {
+        ds(&p.data_shape, format!("property {} of {place}", p.name));
+    }
+    for s in &defs.services {
+        ds(
+            &s.result_data_shape,
+            format!("the result of service {} of {place}", s.name),
+        );
+        for p in &s.parameters {
+            ds(
+                &p.data_shape,
+                format!("parameter {} of service {} of {place}", p.name, s.name),
+            );
+        }
+    }
+    for e in &defs.events {
+        ds(&e.data_shape, format!("event {} of {place}", e.name));
+    }
+}
+
+/// Everything `e` refers to.
+pub(crate) fn references(e: &Entity) -> Vec<Ref> {
+    let place = e.key().to_string();
+    let mut out = Vec::new();
+    if let Some(o) = &e.owner {
+        out.push(Ref::Entity(
+            Key::new(Kind::User, o),
+            format!("the owner of {place}"),
+        ));
+    }
+    acl_refs(&e.permissions, &place, &mut out);
+    if let Some(acl) = e.instance_permissions() {
+        acl_refs(
+            acl,
+            &format!("the instance permissions of {place}"),
+            &mut out,
+        );
+    }
+    if let Some(defs) = e.definitions() {
+        definition_refs(defs, &place, &mut out);
+    }
+    match &e.body {
+        Body::Thing(t) => {
+            out.push(Ref::Entity(
+                Key::new(Kind::ThingTemplate, &t.thing_template),
+                format!("the template of {place}"),
+            ));
+            for s in &t.thing_shapes {
+                out.push(Ref::Entity(
+                    Key::new(Kind::ThingShape, s),
+                    format!("the shapes of {place}"),
+                ));
+            }
+        }
+        Body::ThingTemplate(t) => {
+            if let Some(b) = &t.base_thing_template {
+                out.push(Ref::Entity(
+                    Key::new(Kind::ThingTemplate, b),
+                    format!("the base template of {place}"),
+                ));
+            }
+            for s in &t.thing_shapes {
+                out.push(Ref::Entity(
+                    Key::new(Kind::ThingShape, s),
+                    format!("the shapes of {place}"),
+                ));
+            }
+        }
+        Body::DataShape(d) => {
+            for f in &d.fields {
+                if let Some(n) = &f.data_shape {
+                    out.push(Ref::Entity(
+                        Key::new(Kind::DataShape, n),
+                        format!("field {} of {place}", f.name),
+                    ));
+                }
+            }
+        }
+        Body::Group(g) => {
+            for m in &g.members {
+                out.push(Ref::Entity(
+                    Key::new(m.entity_kind(), &m.principal),
+                    format!("the members of {place}"),
+                ));
+            }
+        }
+        Body::Organization(o) => {
+            for u in &o.units {
+                for m in &u.members {
+                    out.push(Ref::Entity(
+                        Key::new(m.entity_kind(), &m.principal),
+                        format!("the members of unit {} of {place}", u.name),
+                    ));
+                }
+            }
+        }
+        Body::ApplicationKey(k) => {
+            out.push(Ref::Entity(
+                Key::new(Kind::User, &k.user),
+                format!("the user of {place}"),
+            ));
+        }
+        _ => {}
+    }
+    out
+}
+
+fn check_ref(view: &dyn View, r: &Ref) -> Result<(), ModelError> {
+    match r {
+        Ref::Entity(key, what) => {
+            if view.contains(key.kind, &key.name) {
+                Ok(())
+            } else {
+                Err(ModelError::MissingReference {
+                    kind: key.kind,
+                    name: key.name.clone(),
+                    what: what.clone(),
+                    hint: match key.kind {
+                        Kind::ThingTemplate | Kind::ThingShape | Kind::DataShape => {
+                            "; create it first (or import it in the same file)"
+                        }
+                        _ => "",
+                    },
+                })
+            }
+        }
+        Ref::Unit(org, unit, what) => match view.get(Kind::Organization, org) {
+            None => Err(ModelError::MissingReference {
+                kind: Kind::Organization,
+                name: org.clone(),
+                what: what.clone(),
+                hint: "",
+            }),
+            Some(o) => match &o.body {
+                Body::Organization(b) if b.unit(unit).is_some() => Ok(()),
+                _ => Err(ModelError::invalid(
+                    what,
+                    format!(
+                        "organizational unit {org}:{unit} does not exist; name a unit as Organization:Unit"
+                    ),
+                )),
+            },
+        },
+    }
+}
+
+/// Validates every entity and collection of a complete model.
+pub(crate) fn validate_all(view: &dyn View) -> Result<(), ModelError> {
+    let mut cache = MergeCache::default();
+    for kind in Kind::ALL {
+        for e in view.entities(kind) {
+            validate_entity(view, e, &mut cache)?;
+        }
+        if let Some(acl) = view.collection(kind) {
+            validate_collection(view, kind, acl)?;
+        }
+    }
+    Ok(())
+}
+
+/// Validates a transaction's writes against the view they produce.
+pub(crate) fn validate_change(
+    view: &dyn View,
+    base: &dyn View,
+    writes: &BTreeMap<Key, Option<Entity>>,
+    collections: &BTreeMap<Kind, Acl>,
+) -> Result<(), ModelError> {
+    let mut cache = MergeCache::default();
+    let mut removed: Vec<&Key> = Vec::new();
+    let mut removed_units: Vec<(String, String)> = Vec::new();
+    let mut structural: BTreeSet<Key> = BTreeSet::new();
+    for (key, after) in writes {
+        match after {
+            Some(e) => {
+                if e.name != key.name || e.kind() != key.kind {
+                    return Err(ModelError::invalid(
+                        key,
+                        "an entity cannot be renamed or change kind",
+                    ));
+                }
+                validate_entity(view, e, &mut cache)?;
+                if matches!(
+                    key.kind,
+                    Kind::ThingTemplate | Kind::ThingShape | Kind::DataShape
+                ) {
+                    structural.insert(key.clone());
+                }
+                if let (
+                    Body::Organization(now),
+                    Some(Entity {
+                        body: Body::Organization(was),
+                        ..
+                    }),
+                ) = (&e.body, base.get(key.kind, &key.name))
+                {
+                    for u in &was.units {
+                        if now.unit(&u.name).is_none() {
+                            removed_units.push((key.name.clone(), u.name.clone()));
+                        }
+                    }
+                }
+            }
+            None => {
+                if predefined::is_predefined(key.kind, &key.name) {
+                    return Err(ModelError::Protected {
+                        kind: key.kind,
+                        name: key.name.clone(),
+                        reason: "it is predefined and the platform needs it",
+                    });
+                }
+                removed.push(key)
+            }
+        }
+    }
+    for (kind, acl) in collections {
+        validate_collection(view, *kind, acl)?;
+    }
+    if !removed.is_empty() || !removed_units.is_empty() {
+        ensure_unreferenced(view, &removed, &removed_units)?;
+    }
+    if !structural.is_empty() {
+        validate_dependents(view, &structural, &mut cache)?;
+    }
+    Ok(())
+}
+
+/// Refuses the removal of anything still referenced, naming up to five of its users.
+fn ensure_unreferenced(
+    view: &dyn View,
+    removed: &[&Key],
+    units: &[(String, String)],
+) -> Result<(), ModelError> {
+    let mut users: BTreeMap<Key, Vec<String>> = BTreeMap::new();
+    let mut unit_users: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
+    let mut visit = |owner: String, refs: Vec<Ref>| {
+        for r in refs {
+            match r {
+                Ref::Entity(k, _) => {
+                    if removed.contains(&&k) {
+                        users.entry(k).or_default().push(owner.clone());
+                    }
+                }
+                Ref::Unit(o, u, _) => {
+                    let pair = (o, u);
+                    if units.contains(&pair) {
+                        unit_users.entry(pair).or_default().push(owner.clone());
+                    }
+                }
+            }
+        }
+    };
+    for kind in Kind::ALL {
+        for e in view.entities(kind) {
+            visit(e.key().to_string(), references(e));
+        }
+        if let Some(acl) = view.collection(kind) {
+            let mut refs = Vec::new();
+            acl_refs(acl, kind.collection(), &mut refs);
+            visit(format!("the {} collection", kind.collection()), refs);
+        }
+    }
+    if let Some((k, mut who)) = users.into_iter().next() {
+        who.dedup();
+        let more = who.len().saturating_sub(5);
+        who.truncate(5);
+        return Err(ModelError::InUse {
+            kind: k.kind,
+            name: k.name,
+            users: who,
+            more,
+        });
+    }
+    if let Some(((o, u), mut who)) = unit_users.into_iter().next() {
+        who.dedup();
+        return Err(ModelError::invalid(
+            format!("Organizations/{o}"),
+            format!(
+                "unit {u} is still named by {}; remove those visibility entries first",
+                who.join(", ")
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Re-checks every template and Thing that inherits from a changed template or shape.
+fn validate_dependents(
+    view: &dyn View,
+    changed: &BTreeSet<Key>,
+    cache: &mut MergeCache,
+) -> Result<(), ModelError> {
+    let mut affected: BTreeSet<String> = BTreeSet::new();
+    for t in view.entities(Kind::ThingTemplate) {
+        let chain = template_chain(view, &t.name)?;
+        let hit = chain.iter().any(|tpl| {
+            changed.contains(&Key::new(Kind::ThingTemplate, &tpl.name))
+                || template_shapes(tpl)
+                    .iter()
+                    .any(|s| changed.contains(&Key::new(Kind::ThingShape, s)))
+        });
+        if hit || changed.iter().any(|k| k.kind == Kind::DataShape) {
+            affected.insert(t.name.clone());
+        }
+    }
+    for name in &affected {
+        let t = view.get(Kind::ThingTemplate, name).expect("listed");
+        validate_entity(view, t, cache)?;
+    }
+    for thing in view.entities(Kind::Thing) {
+        let Body::Thing(b) = &thing.body else {
+            continue;
+        };
+        let own_shape_changed = b
+            .thing_shapes
+            .iter()
+            .any(|s| changed.contains(&Key::new(Kind::ThingShape, s)));
+        if affected.contains(&b.thing_template) || own_shape_changed {
+            validate_entity(view, thing, cache)?;
+        }
+    }
+    Ok(())
+}
+
+fn validate_collection(view: &dyn View, kind: Kind, acl: &Acl) -> Result<(), ModelError> {
+    let place = format!("the {} collection", kind.collection());
+    check_acl(acl, &place, AclPlace::Collection(kind))?;
+    let mut refs = Vec::new();
+    acl_refs(acl, &place, &mut refs);
+    refs.iter().try_for_each(|r| check_ref(view, r))
+}
+
+#[derive(Clone, Copy)]
+enum AclPlace {
+    Entity(Kind),
+    TemplateInstance,
+    ShapeInstance,
+    Collection(Kind),
+}
+
+fn check_acl(acl: &Acl, place: &str, at: AclPlace) -> Result<(), ModelError> {
+    let kind_runtime = match at {
+        AclPlace::Entity(k) | AclPlace::Collection(k) => k.has_run_time_permissions(),
+        AclPlace::TemplateInstance | AclPlace::ShapeInstance => true,
+    };
+    if matches!(at, AclPlace::ShapeInstance)
+        && (!acl.visibility.is_empty() || !acl.design_time.is_empty())
+    {
+        return Err(ModelError::invalid(
+            place,
+            "a ThingShape's instance permissions hold run-time entries only",
+        ));
+    }
+    for v in &acl.visibility {
+        let (org, unit) = v.split();
+        names::check_entity_name(org).map_err(|r| {
+            ModelError::invalid(
+                place,
+                format!("visibility principal {:?}: {r}", v.principal),
+            )
+        })?;
+        if let Some(u) = unit {
+            names::check_entity_name(u).map_err(|r| {
+                ModelError::invalid(
+                    place,
+                    format!(
+                        "visibility principal {:?}: {r} (name a unit as Organization:Unit)",
+                        v.principal
+                    ),
+                )
+            })?;
+        }
+    }
+    for e in &acl.design_time {
+        if !e.permission.is_design_time() {
+            return Err(ModelError::invalid(
+                place,
+                format!(
+                    "{} is a run-time permission, not a design-time one",
+                    e.permission
+                ),
+            ));
+        }
+        if e.permission == crate::Permission::Create && !matches!(at, AclPlace::Collection(_)) {
+            return Err(ModelError::invalid(
+                place,
+                "Create is granted on a collection only (Resources/CollectionFunctions)",
+            ));
+        }
+        if e.resource != ALL_RESOURCES {
+            return Err(ModelError::invalid(
+                place,
+                "a design-time entry applies to the whole entity: its resource is *",
+            ));
+        }
+    }
+    for e in &acl.run_time {
+        if !kind_runtime {
+            return Err(ModelError::invalid(
+                place,
+                "ThingShapes, DataShapes and Groups carry no run-time permissions of their own (R5)",
+            ));
+        }
+        if !e.permission.is_run_time() {
+            return Err(ModelError::invalid(
+                place,
+                format!(
+                    "{} is a design-time permission, not a run-time one",
+                    e.permission
+                ),
+            ));
+        }
+        if e.resource != ALL_RESOURCES {
+            names::check_member_name(&e.resource).map_err(|r| {
+                ModelError::invalid(
+                    place,
+                    format!("resource {:?}: {r}; use * for all", e.resource),
+                )
+            })?;
+        }
+    }
+    Ok(())
+}
+
+fn check_definitions(defs: &Definitions, place: &str) -> Result<(), ModelError> {
+    let mut seen = BTreeSet::new();
+    let member = |n: &str, what: &'static str| {
+        names::check_member_name(n).map_err(|reason| ModelError::InvalidName {
+            what,
+            name: n.to_string(),
+            reason,
+        })
+    };
+    for p in &defs.properties {
+        member(&p.name, "property")?;
+        if !seen.insert(("property", p.name.as_str())) {
+            return Err(dup(place, "property", &p.name, place, place));
+        }
+        if p.base_type == crate::BaseType::Nothing {
+            return Err(ModelError::invalid(
+                place,
+                format!("property {} cannot be of type NOTHING", p.name),
+            ));
+        }
+        if let Some(d) = &p.default_value {
+            p.base_type.normalize(d).map_err(|e| {
+                ModelError::invalid(
+                    place,
+                    format!("the default value of property {}: {e}", p.name),
+                )
+            })?;
+        }
+    }
+    for s in &defs.services {
+        member(&s.name, "service")?;
+        if !seen.insert(("service", s.name.as_str())) {
+            return Err(dup(place, "service", &s.name, place, place));
+        }
+        let mut params = BTreeSet::new();
+        for p in &s.parameters {
+            member(&p.name, "parameter")?;
+            if !params.insert(p.name.as_str()) {
+                return Err(ModelError::invalid(
+                    place,
+                    format!("service {} has two parameters named {}", s.name, p.name),
+                ));
+            }
+            if p.base_type == crate::BaseType::Nothing {
+                return Err(ModelError::invalid(
+                    place,
+                    format!(
+                        "parameter {} of service {} cannot be of type NOTHING",
+                        p.name, s.name
+                    ),
+                ));
+            }
+        }
+    }
+    for e in &defs.events {
+        member(&e.name, "event")?;
+        if !seen.insert(("event", e.name.as_str())) {
+            return Err(dup(place, "event", &e.name, place, place));
+        }
+    }
+    Ok(())
+}
+
+fn dup(entity: &str, category: &'static str, name: &str, first: &str, second: &str) -> ModelError {
+    ModelError::DuplicateDefinition {
+        entity: entity.to_string(),
+        category,
+        name: name.to_string(),
+        first: first.to_string(),
+        second: second.to_string(),
+    }
+}
+
+/// Validates one entity in the context of `view`.
+fn validate_entity(view: &dyn View, e: &Entity, cache: &mut MergeCache) -> Result<(), ModelError> {
+    let kind = e.kind();
+    let place = e.key().to_string();
+    names::check_entity_name(&e.name).map_err(|reason| ModelError::InvalidName {
+        what: kind.label(),
+        name: e.name.clone(),
+        reason,
+    })?;
+    for t in &e.tags {
+        names::check_tag(t).map_err(|r| ModelError::invalid(&place, format!("tag {t:?}: {r}")))?;
+    }
+    for r in references(e) {
+        check_ref(view, &r)?;
+    }
+    check_acl(&e.permissions, &place, AclPlace::Entity(kind))?;
+    if let Some(defs) = e.definitions() {
+        check_definitions(defs, &place)?;
+    }
+    match &e.body {
+        Body::Thing(t) => {
+            let merged = merged_definitions_cached(view, e, cache)?;
+            for s in &t.thing_shapes {
+                if t.thing_shapes.iter().filter(|x| *x == s).count() > 1 {
+                    return Err(ModelError::invalid(
+                        &place,
+                        format!("implements ThingShape {s} twice"),
+                    ));
+                }
+            }
+            for (name, value) in &t.values {
+                let Some((def, _)) = merged.properties.get(name) else {
+                    return Err(ModelError::invalid(
+                        &place,
+                        format!("has a value for {name}, which is not one of its properties"),
+                    ));
+                };
+                def.base_type.normalize(value).map_err(|err| {
+                    ModelError::invalid(&place, format!("property {name}: {err}"))
+                })?;
+            }
+        }
+        Body::ThingTemplate(t) => {
+            match (&t.base_thing_template, e.name == predefined::GENERIC_THING) {
+                (None, false) => {
+                    return Err(ModelError::invalid(
+                        &place,
+                        "a template needs a base template (GenericThing at the root)",
+                    ));
+                }
+                (Some(_), true) => {
+                    return Err(ModelError::Protected {
+                        kind,
+                        name: e.name.clone(),
+                        reason: "GenericThing is the root of every template chain",
+                    });
+                }
+                _ => {}
+            }
+            template_chain(view, &e.name)?;
+            check_acl(
+                &t.instance_permissions,
+                &format!("the instance permissions of {place}"),
+                AclPlace::TemplateInstance,
+            )?;
+            merged_definitions_cached(view, e, cache)?;
+        }
+        Body::ThingShape(s) => {
+            check_acl(
+                &s.instance_permissions,
+                &format!("the instance permissions of {place}"),
+                AclPlace::ShapeInstance,
+            )?;
+        }
+        Body::DataShape(d) => {
+            let mut seen = BTreeSet::new();
+            for f in &d.fields {
+                names::check_member_name(&f.name).map_err(|reason| ModelError::InvalidName {
+                    what: "field",
+                    name: f.name.clone(),
+                    reason,
+                })?;
+                if !seen.insert(f.name.as_str()) {
+                    return Err(dup(&place, "field", &f.name, &place, &place));
+                }
+            }
+        }
+        Body::Group(g) => {
+            if e.name == predefined::ADMINISTRATORS
+                && !g
+                    .members
+                    .contains(&PrincipalRef::user(predefined::ADMINISTRATOR))
+            {
+                return Err(ModelError::Protected {
+                    kind,
+                    name: e.name.clone(),
+                    reason: "Administrator must stay a member, or nobody could administer the platform",
+                });
+            }
+            if g.members.contains(&PrincipalRef::user(predefined::SYSTEM)) {
+                return Err(ModelError::invalid(
+                    &place,
+                    "System is the host's own context and joins no group",
+                ));
+            }
+            group_cycle(view, &e.name)?;
+        }
+        Body::Organization(o) => validate_units(&place, o)?,
+        Body::ApplicationKey(k) => {
+            if k.user == predefined::SYSTEM {
+                return Err(ModelError::invalid(
+                    &place,
+                    "no key can carry the System context; give the key a user of its own",
+                ));
+            }
+            if k.key_hash.is_empty() {
+                return Err(ModelError::invalid(&place, "a key needs its hash"));
+            }
+            for w in &k.whitelist {
+                check_address_range(w).map_err(|m| ModelError::invalid(&place, m))?;
+            }
+        }
+        Body::User(_) | Body::Subsystem(_) | Body::Resource(_) | Body::PersistenceProvider(_) => {}
+    }
+    Ok(())
+}
+
+/// Checks an IP address or CIDR range (`10.0.0.0/8`, `::1`).
+pub fn check_address_range(s: &str) -> Result<(), String> {
+    let (addr, prefix) = match s.split_once('/') {
+        Some((a, p)) => (a, Some(p)),
+        None => (s, None),
+    };
+    let ip: std::net::IpAddr = addr
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not an IP address or CIDR range"))?;
+    if let Some(p) = prefix {
+        let max = if ip.is_ipv4() { 32 } else { 128 };
+        match p.parse::<u8>() {
+            Ok(n) if n <= max => {}
+            _ => return Err(format!("{s:?}: the prefix length must be 0..={max}")),
+        }
+    }
+    Ok(())
+}
+
+fn validate_units(place: &str, o: &OrganizationBody) -> Result<(), ModelError> {
+    let mut names_seen = BTreeSet::new();
+    let mut tops = 0;
+    for u in &o.units {
+        names::check_entity_name(&u.name).map_err(|reason| ModelError::InvalidName {
+            what: "organizational unit",
+            name: u.name.clone(),
+            reason,
+        })?;
+        if !names_seen.insert(u.name.as_str()) {
+            return Err(ModelError::invalid(
+                place,
+                format!("has two units named {}", u.name),
+            ));
+        }
+        match &u.parent {
+            None => tops += 1,
+            Some(p) if o.unit(p).is_none() => {
+                return Err(ModelError::invalid(
+                    place,
+                    format!(
+                        "unit {} has parent {p}, which is not a unit of this organization",
+                        u.name
+                    ),
+                ));
+            }
+            _ => {}
+        }
+    }
+    if tops != 1 {
+        return Err(ModelError::invalid(
+            place,
+            "an organization has exactly one top unit (the one without a parent)",
+        ));
+    }
+    for u in &o.units {
+        let mut path = vec![u.name.clone()];
+        let mut cur = u.parent.as_deref();
+        while let Some(p) = cur {
+            if path.iter().any(|x| x == p) {
+                path.push(p.to_string());
+                return Err(ModelError::Cycle {
+                    kind: Kind::Organization,
+                    path,
+                });
+            }
+            path.push(p.to_string());
+            cur = o.unit(p).and_then(|x| x.parent.as_deref());
+        }
+    }
+    Ok(())
+}
+
+fn group_cycle(view: &dyn View, start: &str) -> Result<(), ModelError> {
+    // Depth-first search from `start` through group members; reaching `start` again is a cycle.
+    fn visit(
+        view: &dyn View,
+        name: &str,
+        start: &str,
+        path: &mut Vec<String>,
+        done: &mut BTreeSet<String>,
+    ) -> Result<(), ModelError> {
+        let Some(Entity {
+            body: Body::Group(g),
+            ..
+        }) = view.get(Kind::Group, name)
+        else {
+            return Ok(());
+        };
+        for m in g.members.iter().filter(|m| m.kind == PrincipalType::Group) {
+            path.push(m.principal.clone());
+            if m.principal == start {
+                return Err(ModelError::Cycle {
+                    kind: Kind::Group,
+                    path: path.clone(),
+                });
+            }
+            if done.insert(m.principal.clone()) {
+                visit(view, &m.principal, start, path, done)?;
+            }
+            path.pop();
+        }
+        Ok(())
+    }
+    visit(
+        view,
+        start,
+        start,
+        &mut vec![start.to_string()],
+        &mut BTreeSet::new(),
+    )
+}
+
+fn template_shapes(e: &Entity) -> &[String] {
+    match &e.body {
+        Body::ThingTemplate(t) => &t.thing_shapes,
+        Body::Thing(t) => &t.thing_shapes,
+        _ => &[],
+    }
+}
+
+/// The template chain from `name` up to the root, nearest first; a cycle is an error.
+pub fn template_chain<'v>(view: &'v dyn View, name: &str) -> Result<Vec<&'v Entity>, ModelError> {
+    let mut chain: Vec<&Entity> = Vec::new();
+    let mut cur = Some(name.to_string());
+    while let Some(n) = cur {
+        if chain.iter().any(|t| t.name == n) {
+            let mut path: Vec<String> = chain.iter().map(|t| t.name.clone()).collect();
+            path.push(n);
+            return Err(ModelError::Cycle {
+                kind: Kind::ThingTemplate,
+                path,
+            });
+        }
+        let Some(t) = view.get(Kind::ThingTemplate, &n) else {
+            return Err(ModelError::MissingReference {
+                kind: Kind::ThingTemplate,
+                name: n,
+                what: format!("the template chain of {name}"),
+                hint: "",
+            });
+        };
+        chain.push(t);
+        cur = match &t.body {
+            Body::ThingTemplate(b) => b.base_thing_template.clone(),
+            _ => None,
+        };
+    }
+    Ok(chain)
+}
+
+/// Definitions merged along the template chain and the implemented shapes, each with its source.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Merged {
+    pub properties: BTreeMap<String, (PropertyDef, String)>,
+    pub services: BTreeMap<String, (ServiceDef, String)>,
+    pub events: BTreeMap<String, (EventDef, String)>,
+}
+
+#[derive(Default)]
+struct MergeCache {
+    templates: BTreeMap<String, Merged>,
+}
+
+/// The definitions of a Thing or template merged along its chain and shapes. A name defined
+/// twice in one chain (by two sources) is an error naming both.
+pub fn merged_definitions(view: &dyn View, e: &Entity) -> Result<Merged, ModelError> {
+    merged_definitions_cached(view, e, &mut MergeCache::default())
+}
+
+fn merged_definitions_cached(
+    view: &dyn View,
+    e: &Entity,
+    cache: &mut MergeCache,
+) -> Result<Merged, ModelError> {
+    let place = e.key().to_string();
+    let mut merged = match &e.body {
+        Body::Thing(t) => {
+            let tpl = view
+                .get(Kind::ThingTemplate, &t.thing_template)
+                .ok_or_else(|| ModelError::MissingReference {
+                    kind: Kind::ThingTemplate,
+                    name: t.thing_template.clone(),
+                    what: format!("the template of {place}"),
+                    hint: "",
+                })?;
+            if !cache.templates.contains_key(&tpl.name) {
+                let m = merged_definitions_cached(view, tpl, cache)?;
+                cache.templates.insert(tpl.name.clone(), m);
+            }
+            cache.templates[&tpl.name].clone()
+        }
+        Body::ThingTemplate(t) => match &t.base_thing_template {
+            Some(base) => {
+                template_chain(view, &e.name)?;
+                let b = view.get(Kind::ThingTemplate, base).expect("chain checked");
+                if !cache.templates.contains_key(base) {
+                    let m = merged_definitions_cached(view, b, cache)?;
+                    cache.templates.insert(base.clone(), m);
+                }
+                cache.templates[base].clone()
+            }
+            None => Merged::default(),
+        },
+        _ => Merged::default(),
+    };
+    let mut sources: Vec<(String, &Definitions)> = Vec::new();
+    if let Some(defs) = e.definitions() {
+        sources.push((place.clone(), defs));
+    }
+    for s in template_shapes(e) {
+        // A shape the chain already brings in is the same source, not a duplicate.
+        let label = format!("ThingShapes/{s}");
+        let already = merged.properties.values().any(|(_, src)| *src == label)
+            || merged.services.values().any(|(_, src)| *src == label)
+            || merged.events.values().any(|(_, src)| *src == label);
+        if already {
+            continue;
+        }
+        if let Some(shape) = view.get(Kind::ThingShape, s)
+            && let Some(defs) = shape.definitions()
+        {
+            sources.push((label, defs));
+        }
+    }
+    for (src, defs) in sources {
+        add_defs(
+            &mut merged.properties,
+            &defs.properties,
+            |p| &p.name,
+            &src,
+            &place,
+            "property",
+        )?;
+        add_defs(
+            &mut merged.services,
+            &defs.services,
+            |s| &s.name,
+            &src,
+            &place,
+            "service",
+        )?;
+        add_defs(
+            &mut merged.events,
+            &defs.events,
+            |v| &v.name,
+            &src,
+            &place,
+            "event",
+        )?;
+    }
+    Ok(merged)
+}
+
+fn add_defs<T: Clone>(
+    into: &mut BTreeMap<String, (T, String)>,
+    defs: &[T],
+    name: impl Fn(&T) -> &String,
+    src: &str,
+    place: &str,
+    category: &'static str,
+) -> Result<(), ModelError> {
+    for d in defs {
+        let n = name(d);
+        if let Some((_, first)) = into.get(n) {
+            return Err(dup(place, category, n, first, src));
+        }
+        into.insert(n.clone(), (d.clone(), src.to_string()));
+    }
+    Ok(())
+}
