@@ -1,1 +1,19 @@
+//! # thinghost
+//!
+//! The `thinghost` command: `init`, `check` and `model import|export` now; the HTTP server and
+//! the plugin runtimes join as their own modules. This crate is the only one that touches the
+//! file system layout of a data directory, the clock and the random number generator.
 
+pub mod cli;
+pub mod keys;
+
+/// The host version, as extensions' `host` requirements see it.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Milliseconds since the epoch, now.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

@@ -1,1 +1,166 @@
+//! # thinghost-store
+//!
+//! Persistence for the thinghost model. [`Store`] is the trait every backend implements;
+//! [`SqliteStore`] is the embedded default (bundled SQLite in WAL mode, `synchronous=FULL`, so an
+//! acknowledged write survives `kill -9` and power loss). [`Db`] pairs a [`Model`] with a store:
+//! each change is validated by the model, written in one store transaction, and undone in memory
+//! if the write fails, so memory and disk never disagree.
+//!
+//! The store knows nothing of the rules: it keeps entity records and collection permissions as
+//! JSON, keyed by kind and name, exactly as [`thinghost_core::Write`]s describe them. A PostgreSQL
+//! backend implements the same trait with the same schema.
 
+mod sqlite;
+
+pub use sqlite::{SCHEMA_VERSION, SqliteStore};
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use thinghost_core::{Acl, Batch, Entity, Kind, Model, ModelError, Policy, Tx, Write};
+use thiserror::Error;
+
+/// Everything a store holds.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    pub entities: Vec<Entity>,
+    pub collections: BTreeMap<Kind, Acl>,
+    pub meta: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Error)]
+pub enum StoreError {
+    #[error("the database {path}: {source}")]
+    Sqlite {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error(
+        "the database {path} has schema version {found}, newer than this build knows ({known}); upgrade thinghost"
+    )]
+    TooNew {
+        path: PathBuf,
+        found: i64,
+        known: i64,
+    },
+    #[error("the database {path} holds a record that cannot be read ({what}): {message}")]
+    Corrupt {
+        path: PathBuf,
+        what: String,
+        message: String,
+    },
+    #[error("{path} is not an initialized thinghost data directory; run `thinghost init --data {dir}` first", dir = path.parent().map(|p| p.display().to_string()).unwrap_or_default())]
+    NotInitialized { path: PathBuf },
+    #[error("{path} already holds a thinghost database; nothing was changed")]
+    AlreadyInitialized { path: PathBuf },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the stored model is not valid: {0}")]
+    InvalidModel(ModelError),
+}
+
+/// A persistence backend.
+pub trait Store: Send {
+    /// Everything stored.
+    fn load(&mut self) -> Result<Snapshot, StoreError>;
+    /// Writes one batch in one transaction; returns only once it is durable.
+    fn commit(&mut self, writes: &[Write], meta: &[(String, String)]) -> Result<(), StoreError>;
+}
+
+/// An error of a [`Db`] change: the model refused it, or the store could not keep it.
+#[derive(Debug, Error)]
+pub enum ChangeError {
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error("the change could not be stored, and was undone: {0}")]
+    Store(#[from] StoreError),
+}
+
+/// The file name of the database inside a data directory.
+pub const DB_FILE: &str = "thinghost.db";
+
+/// The model and its store.
+pub struct Db {
+    model: Model,
+    store: Box<dyn Store>,
+    meta: BTreeMap<String, String>,
+}
+
+impl Db {
+    /// Opens the database of an initialized data directory and loads the model.
+    pub fn open(dir: &Path, policy: Policy) -> Result<Db, StoreError> {
+        let store = SqliteStore::open(&dir.join(DB_FILE))?;
+        Db::load(Box::new(store), policy)
+    }
+
+    /// Loads the model from any store.
+    pub fn load(mut store: Box<dyn Store>, policy: Policy) -> Result<Db, StoreError> {
+        let snap = store.load()?;
+        let model = Model::from_parts(snap.entities, snap.collections, policy)
+            .map_err(StoreError::InvalidModel)?;
+        Ok(Db {
+            model,
+            store,
+            meta: snap.meta,
+        })
+    }
+
+    /// Creates a new database holding `model` (and `meta`), in one transaction.
+    pub fn create(dir: &Path, model: Model, meta: &[(String, String)]) -> Result<Db, StoreError> {
+        let mut store = SqliteStore::create(&dir.join(DB_FILE))?;
+        let mut writes: Vec<Write> = model
+            .export()
+            .entities
+            .into_iter()
+            .map(Write::Put)
+            .collect();
+        for (k, acl) in model.export().collections {
+            writes.push(Write::Collection(k, acl));
+        }
+        store.commit(&writes, meta)?;
+        Ok(Db {
+            model,
+            store: Box::new(store),
+            meta: meta.iter().cloned().collect(),
+        })
+    }
+
+    pub fn model(&self) -> &Model {
+        &self.model
+    }
+
+    /// Stored metadata (`created`, `host_version`, ...).
+    pub fn meta(&self) -> &BTreeMap<String, String> {
+        &self.meta
+    }
+
+    /// Validates and applies a change, then stores it; once this returns Ok the change is durable.
+    pub fn change<F>(&mut self, f: F) -> Result<Batch, ChangeError>
+    where
+        F: FnOnce(&mut Tx<'_>) -> Result<(), ModelError>,
+    {
+        let batch = self.model.change(f)?;
+        if batch.is_empty() {
+            return Ok(batch);
+        }
+        if let Err(e) = self.store.commit(&batch.writes, &[]) {
+            self.model.revert(batch);
+            return Err(e.into());
+        }
+        Ok(batch)
+    }
+
+    /// Imports a model file (all or nothing, in memory and on disk).
+    pub fn import(&mut self, file: thinghost_core::ModelFile) -> Result<Batch, ChangeError> {
+        let batch = self.model.import(file)?;
+        if let Err(e) = self.store.commit(&batch.writes, &[]) {
+            self.model.revert(batch);
+            return Err(e.into());
+        }
+        Ok(batch)
+    }
+}

@@ -1,0 +1,68 @@
+//! Command-line interface.
+
+use clap::{Parser, Subcommand};
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+mod check;
+mod init;
+mod model;
+
+/// thinghost: a platform core for connected devices, in the style of PTC ThingWorx.
+#[derive(Parser, Debug)]
+#[command(name = "thinghost", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Create a data directory with the predefined entities and the Administrator's first key.
+    Init(init::Args),
+    /// Decide whether a user may do something, and explain why (DOMAIN X1).
+    Check(check::Args),
+    /// Export or import the model (entities and permissions) as JSON.
+    Model(model::Args),
+}
+
+/// An error that ends a command: printed as `error: ...`, exit status 2.
+#[derive(Debug)]
+pub struct Failure(pub String);
+
+impl<E: std::fmt::Display> From<E> for Failure {
+    fn from(e: E) -> Self {
+        Failure(e.to_string())
+    }
+}
+
+/// The data directory option shared by the commands.
+#[derive(clap::Args, Debug)]
+pub struct DataDir {
+    /// The data directory (holds thinghost.db and admin.appkey).
+    #[arg(long = "data", value_name = "DIR", env = "THINGHOST_DATA")]
+    pub path: PathBuf,
+}
+
+/// Runs the command line; returns the process exit status.
+pub fn run(args: impl IntoIterator<Item = OsString>) -> i32 {
+    let cli = match Cli::try_parse_from(args) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { 2 } else { 0 };
+        }
+    };
+    let result = match cli.command {
+        Command::Init(a) => init::run(a),
+        Command::Check(a) => check::run(a),
+        Command::Model(a) => model::run(a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(Failure(msg)) => {
+            eprintln!("error: {msg}");
+            2
+        }
+    }
+}
