@@ -70,7 +70,7 @@ impl ModelData {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Write {
     /// Create or replace this entity.
-    Put(Entity),
+    Put(Box<Entity>),
     /// Delete this entity.
     Remove(Key),
     /// Set a collection's permissions (an empty `Acl` clears them).
@@ -385,7 +385,7 @@ impl Model {
             }
             match after {
                 Some(e) => {
-                    batch.writes.push(Write::Put(e.clone()));
+                    batch.writes.push(Write::Put(Box::new(e.clone())));
                     self.data.put(e);
                 }
                 None => {

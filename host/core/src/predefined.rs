@@ -68,10 +68,10 @@ pub fn entities() -> Vec<Entity> {
         AUDITORS,
     ] {
         let mut e = Entity::group(g);
-        if g == ADMINISTRATORS {
-            if let Body::Group(b) = &mut e.body {
-                b.members.push(PrincipalRef::user(ADMINISTRATOR));
-            }
+        if g == ADMINISTRATORS
+            && let Body::Group(b) = &mut e.body
+        {
+            b.members.push(PrincipalRef::user(ADMINISTRATOR));
         }
         out.push(e);
     }

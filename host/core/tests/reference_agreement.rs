@@ -9,6 +9,17 @@ use thinghost_core::*;
 
 const RESOURCES: [&str; 3] = ["*", "A", "B"];
 
+/// A template: base (None = GenericThing, Some(j) = template j < i), shapes, instance entries, visibility.
+type TemplateSpec = (Option<usize>, Vec<usize>, Vec<EntrySpec>, Vec<VisSpec>);
+/// A Thing: template (None = GenericThing), shapes, owner, own entries, visibility.
+type ThingSpec = (
+    Option<usize>,
+    Vec<usize>,
+    Option<usize>,
+    Vec<EntrySpec>,
+    Vec<VisSpec>,
+);
+
 #[derive(Clone, Debug)]
 struct Spec {
     users: usize,
@@ -20,15 +31,9 @@ struct Spec {
     unit_members: Vec<(usize, bool, usize)>,
     shapes: Vec<Vec<EntrySpec>>,
     /// Templates: base (None = GenericThing, Some(j) = template j < i), shapes, instance entries, visibility.
-    templates: Vec<(Option<usize>, Vec<usize>, Vec<EntrySpec>, Vec<VisSpec>)>,
+    templates: Vec<TemplateSpec>,
     /// Things: template (None = GenericThing), shapes, owner, own entries, visibility.
-    things: Vec<(
-        Option<usize>,
-        Vec<usize>,
-        Option<usize>,
-        Vec<EntrySpec>,
-        Vec<VisSpec>,
-    )>,
+    things: Vec<ThingSpec>,
     collection: (Vec<EntrySpec>, Vec<VisSpec>),
     strict: bool,
 }

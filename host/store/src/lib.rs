@@ -116,7 +116,7 @@ impl Db {
             .export()
             .entities
             .into_iter()
-            .map(Write::Put)
+            .map(|e| Write::Put(Box::new(e)))
             .collect();
         for (k, acl) in model.export().collections {
             writes.push(Write::Collection(k, acl));
