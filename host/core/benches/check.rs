@@ -232,7 +232,42 @@ fn bench(c: &mut Criterion) {
         m.len(),
         t.elapsed()
     );
-    let qs = questions(&m, 10_000, things, users);
+    // One-off costs of rare, whole-model changes.
+    let t = Instant::now();
+    m.create(Entity::new(
+        "Extra",
+        Body::DataShape(DataShapeBody::default()),
+    ))
+    .unwrap();
+    eprintln!("create a DataShape: {:?}", t.elapsed());
+    let t = Instant::now();
+    m.delete(Kind::User, "u9999").unwrap();
+    eprintln!(
+        "delete a user (cascade over every entity): {:?}",
+        t.elapsed()
+    );
+    let t = Instant::now();
+    m.change(|tx| {
+        tx.get_mut(Kind::ThingTemplate, "t0")?
+            .definitions_mut()
+            .unwrap()
+            .properties
+            .push(PropertyDef {
+                name: "added".into(),
+                base_type: BaseType::String,
+                description: String::new(),
+                default_value: None,
+                read_only: false,
+                data_shape: None,
+            });
+        Ok(())
+    })
+    .unwrap();
+    eprintln!(
+        "add a property to a base template (re-checks its Things): {:?}",
+        t.elapsed()
+    );
+    let qs = questions(&m, 10_000, things, users - 1);
     let (mut allowed, mut denied, mut hidden) = (0, 0, 0);
     for (s, p, t) in &qs {
         match m.check(*s, *p, *t).outcome {

@@ -226,10 +226,9 @@ pub(crate) fn validate_change(
                     ));
                 }
                 validate_entity(view, e, &mut cache)?;
-                if matches!(
-                    key.kind,
-                    Kind::ThingTemplate | Kind::ThingShape | Kind::DataShape
-                ) {
+                // Templates and shapes carry definitions that Things inherit. (A DataShape can break
+                // its users only by disappearing, which `ensure_unreferenced` covers.)
+                if matches!(key.kind, Kind::ThingTemplate | Kind::ThingShape) {
                     structural.insert(key.clone());
                 }
                 if let (
@@ -345,7 +344,7 @@ fn validate_dependents(
                     .iter()
                     .any(|s| changed.contains(&Key::new(Kind::ThingShape, s)))
         });
-        if hit || changed.iter().any(|k| k.kind == Kind::DataShape) {
+        if hit {
             affected.insert(t.name.clone());
         }
     }
