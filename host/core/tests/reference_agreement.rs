@@ -710,28 +710,16 @@ fn apply(m: &mut Model, mu: &Mutation) {
                         .push(entry);
                 }
             }
-            Mutation::TemplateEntry { template, e } => {
-                if let (Some(t), Some(e)) = (
-                    pick(tx_model(tx), Kind::ThingTemplate, "t", *template),
-                    entry_of(e, false),
-                ) {
+            Mutation::TemplateEntry { template: i, e } | Mutation::ShapeEntry { shape: i, e } => {
+                let (kind, prefix, shape) = match mu {
+                    Mutation::TemplateEntry { .. } => (Kind::ThingTemplate, "t", false),
+                    _ => (Kind::ThingShape, "s", true),
+                };
+                if let (Some(name), Some(e)) =
+                    (pick(tx_model(tx), kind, prefix, *i), entry_of(e, shape))
+                {
                     push(
-                        tx.get_mut(Kind::ThingTemplate, &t)?
-                            .instance_permissions_mut()
-                            .unwrap(),
-                        e,
-                    );
-                }
-            }
-            Mutation::ShapeEntry { shape, e } => {
-                if let (Some(s), Some(e)) = (
-                    pick(tx_model(tx), Kind::ThingShape, "s", *shape),
-                    entry_of(e, true),
-                ) {
-                    push(
-                        tx.get_mut(Kind::ThingShape, &s)?
-                            .instance_permissions_mut()
-                            .unwrap(),
+                        tx.get_mut(kind, &name)?.instance_permissions_mut().unwrap(),
                         e,
                     );
                 }

@@ -36,18 +36,7 @@ impl SqliteStore {
                 path: path.to_path_buf(),
             });
         }
-        let conn = Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(|e| sql(path, e))?;
-        let mut s = SqliteStore {
-            conn,
-            path: path.to_path_buf(),
-        };
-        s.configure()?;
-        s.migrate()?;
-        Ok(s)
+        SqliteStore::connect(path)
     }
 
     /// Creates a new database; refuses if the file exists.
@@ -68,6 +57,11 @@ impl SqliteStore {
                 path: path.to_path_buf(),
                 source: e,
             })?;
+        SqliteStore::connect(path)
+    }
+
+    /// Opens the file, sets the pragmas and migrates the schema.
+    fn connect(path: &Path) -> Result<SqliteStore, StoreError> {
         let conn = Connection::open_with_flags(
             path,
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
