@@ -514,6 +514,13 @@ impl Model {
         self.index.set_policy(policy);
     }
 
+    /// The ApplicationKey entity whose stored hash is `hash` (see the server's `keys` module).
+    pub fn application_key(&self, hash: &str) -> Option<&Entity> {
+        let id = self.index.key_by_hash(hash)?;
+        let (kind, name) = self.index.name_of(id);
+        self.data.get(kind, name)
+    }
+
     /// The security context of a user, by name.
     pub fn subject(&self, user: &str) -> Option<Subject> {
         self.index.subject(user)

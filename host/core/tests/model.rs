@@ -547,3 +547,30 @@ fn a_reverted_batch_restores_model_and_index() {
     assert!(!check(&m, "u", Permission::PropertyRead, "Things/T1").allowed());
     assert!(m.subject("v").is_none());
 }
+
+#[test]
+fn application_keys_are_found_by_hash_and_forgotten_with_their_user() {
+    let mut m = basic();
+    let key = |name: &str, hash: &str| {
+        Entity::new(
+            name,
+            Body::ApplicationKey(ApplicationKeyBody {
+                user: "u".into(),
+                key_hash: hash.into(),
+                fingerprint: String::new(),
+                expiration_date: 0,
+                whitelist: vec![],
+                client_name: String::new(),
+                created: 0,
+            }),
+        )
+    };
+    m.create(key("k1", "sha256:aa")).unwrap();
+    m.create(key("k2", "sha256:bb")).unwrap();
+    assert_eq!(m.application_key("sha256:aa").unwrap().name, "k1");
+    assert!(m.application_key("sha256:cc").is_none());
+    m.delete(Kind::ApplicationKey, "k1").unwrap();
+    assert!(m.application_key("sha256:aa").is_none());
+    m.delete(Kind::User, "u").unwrap();
+    assert!(m.application_key("sha256:bb").is_none());
+}

@@ -64,11 +64,33 @@ pub enum StoreError {
 }
 
 /// A persistence backend.
-pub trait Store: Send {
+pub trait Store: Send + Sync {
     /// Everything stored.
     fn load(&mut self) -> Result<Snapshot, StoreError>;
     /// Writes one batch in one transaction; returns only once it is durable.
     fn commit(&mut self, writes: &[Write], meta: &[(String, String)]) -> Result<(), StoreError>;
+    /// Appends one audit record; returns only once it is durable.
+    fn append_audit(&mut self, record: &AuditRecord) -> Result<(), StoreError>;
+    /// The newest audit records, newest first.
+    fn audit_records(&mut self, limit: usize) -> Result<Vec<AuditRecord>, StoreError>;
+}
+
+/// One audit record (DOMAIN U1): who, what, about which entity.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AuditRecord {
+    /// Epoch milliseconds.
+    pub timestamp: i64,
+    /// The user the record is about (or the name that was tried).
+    pub user: String,
+    /// `Authentication`, `Authorization`, `Model`, ...
+    pub category: String,
+    /// A stable key such as `keyExpired` or `permissionDenied`.
+    pub message_key: String,
+    pub args: serde_json::Value,
+    /// The entity concerned (`Things/Pump1`), or empty.
+    pub source: String,
+    /// Its kind (`Thing`), or empty.
+    pub source_type: String,
 }
 
 /// An error of a [`Db`] change: the model refused it, or the store could not keep it.
@@ -152,6 +174,16 @@ impl Db {
             return Err(e.into());
         }
         Ok(batch)
+    }
+
+    /// Appends an audit record.
+    pub fn audit(&mut self, record: &AuditRecord) -> Result<(), StoreError> {
+        self.store.append_audit(record)
+    }
+
+    /// The newest audit records, newest first.
+    pub fn audit_records(&mut self, limit: usize) -> Result<Vec<AuditRecord>, StoreError> {
+        self.store.audit_records(limit)
     }
 
     /// Imports a model file (all or nothing, in memory and on disk).

@@ -1,13 +1,14 @@
 //! The embedded SQLite backend.
 
-use crate::{Snapshot, Store, StoreError};
+use crate::{AuditRecord, Snapshot, Store, StoreError};
 use rusqlite::{Connection, OpenFlags, params};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
 use thinghost_core::{Entity, Kind, Write};
 
 /// The schema version this build writes; older databases are migrated on open.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// Migrations, in order: `MIGRATIONS[i]` takes the schema from version i to i + 1.
 const MIGRATIONS: &[&str] = &[
@@ -20,11 +21,24 @@ const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;
     CREATE TABLE collections (kind TEXT PRIMARY KEY, body TEXT NOT NULL);
     CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);",
+    // 2: audit records (append-only; the audit subsystem builds on this table).
+    "CREATE TABLE audit (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        timestamp INTEGER NOT NULL,
+        user TEXT NOT NULL,
+        category TEXT NOT NULL,
+        message_key TEXT NOT NULL,
+        args TEXT NOT NULL,
+        source TEXT NOT NULL,
+        source_type TEXT NOT NULL
+    );
+    CREATE INDEX audit_by_time ON audit (timestamp);
+    CREATE INDEX audit_by_source ON audit (source_type, source);",
 ];
 
 /// SQLite in WAL mode with `synchronous=FULL`: a commit is on disk when it returns.
 pub struct SqliteStore {
-    conn: Connection,
+    conn: Mutex<Connection>,
     path: PathBuf,
 }
 
@@ -68,7 +82,7 @@ impl SqliteStore {
         )
         .map_err(|e| sql(path, e))?;
         let mut s = SqliteStore {
-            conn,
+            conn: Mutex::new(conn),
             path: path.to_path_buf(),
         };
         s.configure()?;
@@ -76,9 +90,15 @@ impl SqliteStore {
         Ok(s)
     }
 
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock leaves SQLite consistent (transactions roll back), so a
+        // poisoned lock is still usable.
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn configure(&mut self) -> Result<(), StoreError> {
         // WAL: readers do not block the writer; FULL: every commit is fsynced before it returns.
-        self.conn
+        self.conn()
             .execute_batch(
                 "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA busy_timeout=5000;",
             )
@@ -87,7 +107,7 @@ impl SqliteStore {
 
     /// The schema version on disk.
     pub fn schema_version(&self) -> Result<i64, StoreError> {
-        self.conn
+        self.conn()
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .map_err(|e| sql(&self.path, e))
     }
@@ -102,7 +122,8 @@ impl SqliteStore {
             });
         }
         for (v, step) in MIGRATIONS.iter().enumerate().skip(found as usize) {
-            let tx = self.conn.transaction().map_err(|e| sql(&self.path, e))?;
+            let mut conn = self.conn();
+            let tx = conn.transaction().map_err(|e| sql(&self.path, e))?;
             tx.execute_batch(step).map_err(|e| sql(&self.path, e))?;
             tx.pragma_update(None, "user_version", (v + 1) as i64)
                 .map_err(|e| sql(&self.path, e))?;
@@ -132,11 +153,46 @@ fn corrupt(path: &Path, what: String, message: String) -> StoreError {
 }
 
 impl Store for SqliteStore {
+    fn append_audit(&mut self, r: &AuditRecord) -> Result<(), StoreError> {
+        let path = self.path.clone();
+        self.conn()
+            .prepare_cached("INSERT INTO audit (timestamp, user, category, message_key, args, source, source_type) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)")
+            .and_then(|mut st| {
+                st.execute(params![r.timestamp, r.user, r.category, r.message_key, r.args.to_string(), r.source, r.source_type])
+            })
+            .map(|_| ())
+            .map_err(|e| sql(&path, e))
+    }
+
+    fn audit_records(&mut self, limit: usize) -> Result<Vec<AuditRecord>, StoreError> {
+        let path = self.path.clone();
+        let conn = self.conn();
+        let mut st = conn
+            .prepare("SELECT timestamp, user, category, message_key, args, source, source_type FROM audit ORDER BY id DESC LIMIT ?1")
+            .map_err(|e| sql(&path, e))?;
+        let rows = st
+            .query_map(params![limit as i64], |r| {
+                Ok(AuditRecord {
+                    timestamp: r.get(0)?,
+                    user: r.get(1)?,
+                    category: r.get(2)?,
+                    message_key: r.get(3)?,
+                    args: serde_json::from_str(&r.get::<_, String>(4)?)
+                        .unwrap_or(serde_json::Value::Null),
+                    source: r.get(5)?,
+                    source_type: r.get(6)?,
+                })
+            })
+            .map_err(|e| sql(&path, e))?;
+        rows.collect::<Result<Vec<_>, _>>()
+            .map_err(|e| sql(&path, e))
+    }
+
     fn load(&mut self) -> Result<Snapshot, StoreError> {
         let path = self.path.clone();
         let mut snap = Snapshot::default();
-        let mut stmt = self
-            .conn
+        let conn = self.conn();
+        let mut stmt = conn
             .prepare("SELECT kind, name, body FROM entities")
             .map_err(|e| sql(&path, e))?;
         let rows = stmt
@@ -161,8 +217,7 @@ impl Store for SqliteStore {
             }
             snap.entities.push(e);
         }
-        let mut stmt = self
-            .conn
+        let mut stmt = conn
             .prepare("SELECT kind, body FROM collections")
             .map_err(|e| sql(&path, e))?;
         let rows = stmt
@@ -180,8 +235,7 @@ impl Store for SqliteStore {
                 .map_err(|err| corrupt(&path, format!("collection {kind}"), err.to_string()))?;
             snap.collections.insert(k, acl);
         }
-        let mut stmt = self
-            .conn
+        let mut stmt = conn
             .prepare("SELECT key, value FROM meta")
             .map_err(|e| sql(&path, e))?;
         let rows = stmt
@@ -196,7 +250,8 @@ impl Store for SqliteStore {
 
     fn commit(&mut self, writes: &[Write], meta: &[(String, String)]) -> Result<(), StoreError> {
         let path = self.path.clone();
-        let tx = self.conn.transaction().map_err(|e| sql(&path, e))?;
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(|e| sql(&path, e))?;
         {
             let mut put = tx
                 .prepare_cached("INSERT INTO entities (kind, name, body) VALUES (?1, ?2, ?3) ON CONFLICT (kind, name) DO UPDATE SET body = excluded.body")

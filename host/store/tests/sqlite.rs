@@ -141,3 +141,22 @@ fn a_corrupt_record_is_reported_not_ignored() {
     let err = Db::open(dir.path(), Policy::default()).err().unwrap();
     assert!(err.to_string().contains("ghost"), "{err}");
 }
+
+#[test]
+fn audit_records_are_appended_and_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut db = Db::create(dir.path(), Model::with_predefined(), &[]).unwrap();
+    let r = AuditRecord {
+        timestamp: 5,
+        user: "dev1".into(),
+        category: "Authentication".into(),
+        message_key: "keyExpired".into(),
+        args: serde_json::json!({"key": "k1"}),
+        source: "ApplicationKeys/k1".into(),
+        source_type: "ApplicationKey".into(),
+    };
+    db.audit(&r).unwrap();
+    drop(db);
+    let mut db = Db::open(dir.path(), Policy::default()).unwrap();
+    assert_eq!(db.audit_records(10).unwrap(), vec![r]);
+}

@@ -101,6 +101,8 @@ pub struct AccessIndex {
     /// principal -> units that list it as a direct member.
     in_units: FxHashMap<u32, SmallVec<[u32; 2]>>,
     collections: Vec<Option<Box<CompiledAcl>>>,
+    /// Application keys by the hash of their secret.
+    keys: FxHashMap<Box<str>, EntityId>,
     administrators: u32,
     users_group: u32,
 }
@@ -120,6 +122,7 @@ impl AccessIndex {
             member_of: FxHashMap::default(),
             in_units: FxHashMap::default(),
             collections: (0..Kind::COUNT).map(|_| None).collect(),
+            keys: FxHashMap::default(),
             administrators: 0,
             users_group: 0,
         };
@@ -193,6 +196,11 @@ impl AccessIndex {
     pub fn id(&self, kind: Kind, name: &str) -> Option<EntityId> {
         let id = *self.names[kind.index()].get(name)?;
         self.slots[id.0 as usize].alive.then_some(id)
+    }
+
+    /// The application key whose stored hash is `hash`.
+    pub fn key_by_hash(&self, hash: &str) -> Option<EntityId> {
+        self.keys.get(hash).copied()
     }
 
     /// The kind and name of an id.
@@ -326,6 +334,9 @@ impl AccessIndex {
                 }
             }
             Body::User(_) => affected.push(id.0),
+            Body::ApplicationKey(k) => {
+                self.keys.remove(k.key_hash.as_str());
+            }
             _ => {}
         }
     }
@@ -393,6 +404,9 @@ impl AccessIndex {
                 }
             }
             Body::User(_) => affected.push(id.0),
+            Body::ApplicationKey(k) => {
+                self.keys.insert(k.key_hash.as_str().into(), id);
+            }
             _ => {}
         }
         let s = &mut self.slots[id.0 as usize];
