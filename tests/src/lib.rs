@@ -62,3 +62,85 @@ pub fn text(o: &Output) -> (String, String) {
         String::from_utf8_lossy(&o.stderr).into_owned(),
     )
 }
+
+/// A running `thinghost serve`, stopped when dropped.
+pub struct Server {
+    pub child: std::process::Child,
+    pub url: String,
+    pub dir: PathBuf,
+    pub client: reqwest::blocking::Client,
+}
+
+impl Server {
+    /// Starts `thinghost serve --data DIR --listen 127.0.0.1:0` with the extra arguments and waits
+    /// until `/health` answers.
+    pub fn start(dir: &Path, extra: &[&str]) -> Server {
+        use std::io::{BufRead, BufReader};
+        let mut child = Command::new(thinghost_bin())
+            .args([
+                "serve",
+                "--data",
+                dir.to_str().unwrap(),
+                "--listen",
+                "127.0.0.1:0",
+            ])
+            .args(extra)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("thinghost serve starts");
+        let mut url = None;
+        for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+            let line = line.unwrap();
+            if let Some(rest) = line.split(" listening on ").nth(1) {
+                url = Some(rest.trim().to_string());
+                break;
+            }
+        }
+        let url = url.expect("the server prints its address");
+        let mut builder =
+            reqwest::blocking::Client::builder().timeout(std::time::Duration::from_secs(10));
+        if url.starts_with("https") {
+            let pem = std::fs::read(dir.join("dev-cert.pem")).expect("a --dev certificate");
+            builder = builder.add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap());
+        }
+        let client = builder.build().unwrap();
+        let server = Server {
+            child,
+            url,
+            dir: dir.to_path_buf(),
+            client,
+        };
+        for _ in 0..100 {
+            if server
+                .client
+                .get(server.at("/health"))
+                .send()
+                .is_ok_and(|r| r.status() == 200)
+            {
+                return server;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("the server did not become healthy");
+    }
+
+    pub fn at(&self, path: &str) -> String {
+        format!("{}{path}", self.url.replace("127.0.0.1", "localhost"))
+    }
+
+    /// The Administrator's key written by init.
+    pub fn admin_key(&self) -> String {
+        std::fs::read_to_string(self.dir.join("admin.appkey"))
+            .unwrap()
+            .trim()
+            .to_string()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 mod check;
 mod init;
 mod model;
+mod serve;
 
 /// thinghost: a platform core for connected devices, in the style of PTC ThingWorx.
 #[derive(Parser, Debug)]
@@ -24,6 +25,8 @@ enum Command {
     Check(check::Args),
     /// Export or import the model (entities and permissions) as JSON.
     Model(model::Args),
+    /// Run the server: the REST API over TLS (see --help for the transport options).
+    Serve(serve::Args),
 }
 
 /// An error that ends a command: printed as `error: ...`, exit status 2.
@@ -57,6 +60,7 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> i32 {
         Command::Init(a) => init::run(a),
         Command::Check(a) => check::run(a),
         Command::Model(a) => model::run(a),
+        Command::Serve(a) => serve::run(a),
     };
     match result {
         Ok(code) => code,

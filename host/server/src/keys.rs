@@ -68,3 +68,35 @@ mod tests {
         assert!(a.hash.contains(&a.fingerprint));
     }
 }
+
+/// Hashes a password with argon2id (the argon2 crate's defaults: 19 MiB, 2 passes), as a PHC string.
+pub fn hash_password(password: &str) -> Result<String, String> {
+    use argon2::password_hash::{PasswordHasher, SaltString, rand_core::OsRng};
+    let salt = SaltString::generate(&mut OsRng);
+    argon2::Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| e.to_string())
+}
+
+/// Checks a password against a PHC string (constant-time inside argon2).
+pub fn verify_password(password: &str, phc: &str) -> bool {
+    use argon2::password_hash::{PasswordHash, PasswordVerifier};
+    PasswordHash::new(phc).is_ok_and(|h| {
+        argon2::Argon2::default()
+            .verify_password(password.as_bytes(), &h)
+            .is_ok()
+    })
+}
+
+#[cfg(test)]
+mod password_tests {
+    #[test]
+    fn passwords_hash_with_argon2id_and_verify() {
+        let h = super::hash_password("s3cret").unwrap();
+        assert!(h.starts_with("$argon2id$"));
+        assert!(super::verify_password("s3cret", &h));
+        assert!(!super::verify_password("wrong", &h));
+        assert!(!super::verify_password("s3cret", "not a hash"));
+    }
+}

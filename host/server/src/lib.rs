@@ -4,8 +4,13 @@
 //! the plugin runtimes join as their own modules. This crate is the only one that touches the
 //! file system layout of a data directory, the clock and the random number generator.
 
+pub mod app;
+pub mod auth;
 pub mod cli;
+pub mod http;
 pub mod keys;
+pub mod rest;
+pub mod tls;
 
 /// The host version, as extensions' `host` requirements see it.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

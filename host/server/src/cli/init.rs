@@ -22,12 +22,20 @@ pub struct Args {
     #[command(flatten)]
     data: DataDir,
     /// Days until the Administrator's first key expires.
-    #[arg(long, value_name = "DAYS", default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=365))]
+    #[arg(long, value_name = "DAYS", default_value_t = DEFAULT_ADMIN_KEY_DAYS, value_parser = clap::value_parser!(u32).range(1..=365))]
     admin_key_days: u32,
 }
 
+/// Days the Administrator's first key lives by default.
+pub const DEFAULT_ADMIN_KEY_DAYS: u32 = 30;
+
 pub fn run(args: Args) -> Result<i32, Failure> {
-    let dir = &args.data.path;
+    initialize(&args.data.path, args.admin_key_days)?;
+    Ok(0)
+}
+
+/// Creates a data directory (used by `init`, and by `serve` on first start).
+pub fn initialize(dir: &std::path::Path, admin_key_days: u32) -> Result<(), Failure> {
     let db_path = dir.join(DB_FILE);
     let key_path = dir.join(ADMIN_KEY_FILE);
     if db_path.exists() {
@@ -61,7 +69,7 @@ pub fn run(args: Args) -> Result<i32, Failure> {
             user: predefined::ADMINISTRATOR.to_string(),
             key_hash: key.hash.clone(),
             fingerprint: key.fingerprint.clone(),
-            expiration_date: now + i64::from(args.admin_key_days) * 86_400_000,
+            expiration_date: now + i64::from(admin_key_days) * 86_400_000,
             whitelist: vec![],
             client_name: "thinghost init".to_string(),
             created: now,
@@ -99,11 +107,11 @@ pub fn run(args: Args) -> Result<i32, Failure> {
         "the Administrator's application key (fingerprint {}) is in {} (mode 0600); it expires in {} days",
         key.fingerprint,
         key_path.display(),
-        args.admin_key_days
+        admin_key_days
     );
     eprintln!(
         "warning: this key carries Administrator rights (DOMAIN K4); keep it safe, create keys \
          with least privilege for devices and scripts, and delete this one when you no longer need it"
     );
-    Ok(0)
+    Ok(())
 }

@@ -1,0 +1,55 @@
+//! Shared server state.
+
+use std::net::IpAddr;
+use std::sync::{Mutex, RwLock};
+use thinghost_store::{AuditRecord, Db, SqliteStore, Store};
+
+/// What every request handler shares.
+pub struct App {
+    /// The model and its store. Readers (checks) share; writers (changes) are exclusive, and
+    /// commit to disk before they release the lock, so memory never runs ahead of the disk.
+    pub db: RwLock<Db>,
+    /// A second connection for audit records, so that auditing (of a flood of bad keys, say)
+    /// never waits for, or holds, the model lock.
+    pub audit: Mutex<SqliteStore>,
+    pub auth: crate::auth::Limiter,
+}
+
+impl App {
+    /// Appends an audit record; a failure to audit is logged (and the request still fails closed).
+    pub fn audit(
+        &self,
+        user: &str,
+        category: &str,
+        key: &str,
+        args: serde_json::Value,
+        source: &str,
+        source_type: &str,
+    ) {
+        let record = AuditRecord {
+            timestamp: crate::now_ms(),
+            user: user.to_string(),
+            category: category.to_string(),
+            message_key: key.to_string(),
+            args,
+            source: source.to_string(),
+            source_type: source_type.to_string(),
+        };
+        let mut store = self.audit.lock().unwrap_or_else(|p| p.into_inner());
+        if let Err(e) = store.append_audit(&record) {
+            tracing::error!(error = %e, "cannot write an audit record");
+        }
+    }
+}
+
+/// What the connection knows about the client.
+#[derive(Clone, Debug)]
+pub struct Peer {
+    pub addr: IpAddr,
+    /// The user named by a verified client certificate (mutual TLS).
+    pub client_cert_user: Option<String>,
+}
+
+/// The user a request ran as, for the request log.
+#[derive(Clone, Debug)]
+pub struct LoggedUser(pub String);

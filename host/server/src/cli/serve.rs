@@ -1,0 +1,151 @@
+//! `thinghost serve`.
+
+use super::{DataDir, Failure};
+use crate::app::App;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+use thinghost_core::Policy;
+use thinghost_store::{DB_FILE, Db, SqliteStore};
+
+#[derive(clap::Args, Debug)]
+#[command(
+    after_help = "Transport (DOMAIN K7): TLS by default. Give --tls-cert and --tls-key, or --dev for a \
+generated self-signed development certificate (kept in DIR/dev-cert.pem), or --insecure-http for plain HTTP \
+(development only). --production refuses --dev, --insecure-http, self-signed certificates and certificates \
+signed with MD5 or SHA-1.\n\nThe data directory is initialized on first start exactly as `thinghost init` does."
+)]
+pub struct Args {
+    #[command(flatten)]
+    data: DataDir,
+    /// Address and port to listen on (port 0 picks a free port, printed on start).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8443")]
+    listen: SocketAddr,
+    /// PEM certificate chain for TLS.
+    #[arg(long, value_name = "FILE", requires = "tls_key", conflicts_with_all = ["dev", "insecure_http"])]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key for TLS.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// TLS with a generated self-signed certificate, for development.
+    #[arg(long, conflicts_with = "insecure_http")]
+    dev: bool,
+    /// Plain HTTP, for development only (a warning is printed on every start).
+    #[arg(long)]
+    insecure_http: bool,
+    /// Production mode: refuse plain HTTP, development and self-signed certificates, MD5 and SHA-1.
+    #[arg(long)]
+    production: bool,
+    /// Request client certificates signed by this CA (mutual TLS); a verified certificate whose
+    /// subject common name (CN) is a user's name authenticates as that user.
+    #[arg(long, value_name = "FILE")]
+    client_ca: Option<PathBuf>,
+    /// Log format: text, or json for log shippers. Filter with RUST_LOG (default: info).
+    #[arg(long, value_name = "FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
+}
+
+pub fn run(args: Args) -> Result<i32, Failure> {
+    init_logging(&args.log_format);
+    let dir = args.data.path.clone();
+    if args.production && args.insecure_http {
+        return Err(Failure("--production refuses --insecure-http: plain HTTP exposes keys and data; serve TLS with --tls-cert and --tls-key".into()));
+    }
+    if args.production && args.dev {
+        return Err(Failure("--production refuses --dev: its certificate is self-signed; use --tls-cert and --tls-key with a certificate from a trusted certificate authority".into()));
+    }
+    if args.client_ca.is_some() && args.insecure_http {
+        return Err(Failure(
+            "--client-ca needs TLS; drop --insecure-http".into(),
+        ));
+    }
+    if !dir.join(DB_FILE).exists() {
+        super::init::initialize(&dir, super::init::DEFAULT_ADMIN_KEY_DAYS)?;
+    }
+    let tls = if args.insecure_http {
+        None
+    } else {
+        let (cert, key) = match (&args.tls_cert, &args.tls_key, args.dev) {
+            (Some(c), Some(k), _) => (c.clone(), k.clone()),
+            (_, _, true) => {
+                let (c, k, generated) = crate::tls::dev_certificate(&dir)?;
+                if generated {
+                    println!(
+                        "generated a self-signed development certificate: {} (trust it in your client for development only)",
+                        c.display()
+                    );
+                } else {
+                    println!("using the development certificate {}", c.display());
+                }
+                (c, k)
+            }
+            _ => {
+                return Err(Failure(
+                    "TLS is the default: give --tls-cert FILE and --tls-key FILE, or --dev for a generated development certificate, or --insecure-http for plain HTTP (development only)".into(),
+                ));
+            }
+        };
+        let chain = crate::tls::read_chain(&cert)?;
+        let info = crate::tls::inspect(&chain)?;
+        if args.production {
+            crate::tls::production_check(&info, &cert)?;
+        }
+        let config = crate::tls::server_config(
+            chain,
+            crate::tls::read_key(&key)?,
+            args.client_ca.as_deref(),
+        )?;
+        Some(tokio_rustls::TlsAcceptor::from(config))
+    };
+    let db = Db::open(&dir, Policy::default())?;
+    let audit = SqliteStore::open(&dir.join(DB_FILE))?;
+    let app = Arc::new(App {
+        db: RwLock::new(db),
+        audit: Mutex::new(audit),
+        auth: Default::default(),
+    });
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .map_err(|e| Failure(format!("cannot listen on {}: {e}; pick another address with --listen", args.listen)))?;
+        let local = listener.local_addr()?;
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        if tls.is_none() {
+            eprintln!("warning: serving plain HTTP: keys and data cross the network unencrypted; use TLS outside development");
+        }
+        println!("thinghost {} listening on {scheme}://{local}", crate::VERSION);
+        tracing::info!(address = %local, scheme, "listening");
+        crate::http::serve(listener, crate::http::router(app), tls, shutdown_signal()).await;
+        tracing::info!("stopped");
+        Ok::<(), Failure>(())
+    })?;
+    Ok(0)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("signal handler");
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term.recv() => {},
+    }
+}
+
+fn init_logging(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr);
+    let _ = if format == "json" {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}

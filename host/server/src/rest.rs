@@ -1,0 +1,356 @@
+//! The REST API in the vendor's conventions (DOMAIN.md section 4):
+//! `/Thingworx/{Collection}/{Entity}/{Properties|Services|Events}/{name}`.
+//!
+//! Every answer about an entity the caller cannot see is exactly the answer about one that does
+//! not exist (V1): same status, same body.
+
+use crate::app::App;
+use crate::auth::Caller;
+use axum::http::{HeaderMap, Method, StatusCode};
+use serde_json::{Value as Json, json};
+use thinghost_core::infotable::InfoTable;
+use thinghost_core::validate::merged_definitions;
+use thinghost_core::{Body, Decision, Entity, Kind, Model, Outcome, Permission, Target, View};
+
+/// An API error: a status and a message for the body.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+    /// A denial to audit: (permission, target path).
+    pub denied: Option<(Permission, String)>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            message: message.into(),
+            denied: None,
+        }
+    }
+    pub fn body(&self) -> Json {
+        json!({ "error": self.message })
+    }
+}
+
+/// The one answer for an entity that does not exist or is not visible.
+fn not_found(kind: Kind, name: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        format!("{} {name:?} was not found", kind.label()),
+    )
+}
+
+/// A successful answer: a JSON body, or an empty 200 (void).
+pub enum Reply {
+    Json(Json),
+    Empty,
+}
+
+/// Resolves an entity the caller can see; anything else is the same 404.
+fn visible_entity<'m>(
+    m: &'m Model,
+    caller: &Caller,
+    kind: Kind,
+    name: &str,
+) -> Result<(&'m Entity, thinghost_core::EntityId), ApiError> {
+    let id = m
+        .access()
+        .id(kind, name)
+        .ok_or_else(|| not_found(kind, name))?;
+    if !m.access().visible(caller.subject, id) {
+        return Err(not_found(kind, name));
+    }
+    Ok((m.get(kind, name).expect("indexed"), id))
+}
+
+/// Checks a permission; a denial is a 403 (the entity is visible by now) and is audited.
+fn require(
+    m: &Model,
+    caller: &Caller,
+    permission: Permission,
+    target: Target,
+    path: &str,
+) -> Result<Decision, ApiError> {
+    let d = m.check(caller.subject, permission, target);
+    match d.outcome {
+        Outcome::Allowed => Ok(d),
+        Outcome::NotVisible => {
+            let (kind, name) = match target {
+                Target::Entity { id, .. } => {
+                    let (k, n) = m.access().name_of(id);
+                    (k, n.to_string())
+                }
+                Target::Collection(k) => (k, String::new()),
+            };
+            Err(not_found(kind, &name))
+        }
+        Outcome::Denied => Err(ApiError {
+            status: StatusCode::FORBIDDEN,
+            message: format!("{} may not {} on {path}", caller.name, permission),
+            denied: Some((permission, path.to_string())),
+        }),
+    }
+}
+
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|t| {
+            let t = t.trim().to_ascii_lowercase();
+            t == "application/json" || (t.starts_with("application/") && t.ends_with("+json"))
+        })
+}
+
+/// Parses a JSON request body; malformed JSON is a 400 that says where.
+pub fn parse_body(headers: &HeaderMap, body: &[u8]) -> Result<Json, ApiError> {
+    if !is_json(headers) {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "a write needs Content-Type: application/json",
+        ));
+    }
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(json!({}));
+    }
+    serde_json::from_slice(body).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "the body is not valid JSON: {e} (line {}, column {})",
+                e.line(),
+                e.column()
+            ),
+        )
+    })
+}
+
+/// The entity's description as JSON (GET /Thingworx/{Collection}/{Entity}).
+fn describe(m: &Model, e: &Entity) -> Json {
+    let mut v = json!({
+        "name": e.name,
+        "description": e.description,
+        "tags": e.tags,
+        "kind": e.kind().label(),
+    });
+    match &e.body {
+        Body::Thing(t) => {
+            v["thingTemplate"] = json!(t.thing_template);
+            v["implementedShapes"] = json!(t.thing_shapes);
+        }
+        Body::ThingTemplate(t) => {
+            v["baseThingTemplate"] = json!(t.base_thing_template);
+            v["implementedShapes"] = json!(t.thing_shapes);
+        }
+        Body::DataShape(d) => v["fieldDefinitions"] = json!(d.fields),
+        _ => {}
+    }
+    if matches!(e.kind(), Kind::Thing | Kind::ThingTemplate)
+        && let Ok(merged) = merged_definitions(m, e)
+    {
+        let props: Vec<Json> = merged
+            .properties
+            .values()
+            .map(|(d, src)| json!({"definition": d, "source": src}))
+            .collect();
+        let services: Vec<Json> = merged
+            .services
+            .values()
+            .map(|(d, src)| json!({"definition": d, "source": src}))
+            .collect();
+        let events: Vec<Json> = merged
+            .events
+            .values()
+            .map(|(d, src)| json!({"definition": d, "source": src}))
+            .collect();
+        v["propertyDefinitions"] = json!(props);
+        v["serviceDefinitions"] = json!(services);
+        v["eventDefinitions"] = json!(events);
+    } else if let Some(defs) = e.definitions() {
+        v["definitions"] = json!(defs);
+    }
+    v
+}
+
+/// Handles one API request for an authenticated caller.
+pub fn handle(
+    app: &App,
+    caller: &Caller,
+    method: &Method,
+    path: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Reply, ApiError> {
+    let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let parts = match parts.as_slice() {
+        ["Thingworx", rest @ ..] => rest.to_vec(),
+        _ => {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "the API lives under /Thingworx/",
+            ));
+        }
+    };
+    if parts.is_empty() || parts.iter().any(|p| p.is_empty()) {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "name a collection: /Thingworx/{Collection}",
+        ));
+    }
+    let kind = Kind::from_collection(parts[0]).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("there is no collection {:?}", parts[0]),
+        )
+    })?;
+    match (method, &parts[1..]) {
+        (&Method::GET, []) => {
+            let db = app.db.read().unwrap_or_else(|p| p.into_inner());
+            let m = db.model();
+            let mut table = InfoTable {
+                fields: vec![
+                    thinghost_core::infotable::Field {
+                        name: "name".into(),
+                        base_type: thinghost_core::BaseType::String,
+                    },
+                    thinghost_core::infotable::Field {
+                        name: "description".into(),
+                        base_type: thinghost_core::BaseType::String,
+                    },
+                ],
+                rows: vec![],
+            };
+            for e in m.entities(kind) {
+                let id = m.access().id(kind, &e.name).expect("indexed");
+                if m.access().visible(caller.subject, id) {
+                    let mut row = serde_json::Map::new();
+                    row.insert("name".into(), json!(e.name));
+                    row.insert("description".into(), json!(e.description));
+                    table.rows.push(row);
+                }
+            }
+            Ok(Reply::Json(table.to_json()))
+        }
+        (&Method::GET, [name]) => {
+            let db = app.db.read().unwrap_or_else(|p| p.into_inner());
+            let m = db.model();
+            let (e, id) = visible_entity(m, caller, kind, name)?;
+            require(
+                m,
+                caller,
+                Permission::Read,
+                Target::Entity { id, resource: None },
+                path,
+            )?;
+            Ok(Reply::Json(describe(m, e)))
+        }
+        (&Method::GET, [name, "Properties", prop]) => {
+            let db = app.db.read().unwrap_or_else(|p| p.into_inner());
+            let m = db.model();
+            let (e, id) = visible_entity(m, caller, kind, name)?;
+            let resource = m.access().sym(prop);
+            require(
+                m,
+                caller,
+                Permission::PropertyRead,
+                Target::Entity { id, resource },
+                path,
+            )?;
+            let (def, value) = property(m, e, prop)?;
+            Ok(Reply::Json(
+                InfoTable::single(prop, def.base_type, value).to_json(),
+            ))
+        }
+        (&Method::PUT, [name, "Properties", prop]) => {
+            let parsed = parse_body(headers, body)?;
+            let mut db = app.db.write().unwrap_or_else(|p| p.into_inner());
+            let m = db.model();
+            let (e, id) = visible_entity(m, caller, kind, name)?;
+            let resource = m.access().sym(prop);
+            require(
+                m,
+                caller,
+                Permission::PropertyWrite,
+                Target::Entity { id, resource },
+                path,
+            )?;
+            let (def, _) = property(m, e, prop)?;
+            if def.read_only {
+                return Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    format!("property {prop} is read-only"),
+                ));
+            }
+            let raw = parsed.get(*prop).ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    format!("the body needs {{\"{prop}\": value}}"),
+                )
+            })?;
+            let value = def.base_type.normalize(raw).map_err(|err| {
+                ApiError::new(StatusCode::BAD_REQUEST, format!("property {prop}: {err}"))
+            })?;
+            let name = name.to_string();
+            let prop = prop.to_string();
+            db.change(|tx| {
+                if let Body::Thing(t) = &mut tx.get_mut(kind, &name)?.body {
+                    t.values.insert(prop, value);
+                }
+                Ok(())
+            })
+            .map_err(|e| match e {
+                thinghost_store::ChangeError::Model(me) => {
+                    ApiError::new(StatusCode::BAD_REQUEST, me.to_string())
+                }
+                thinghost_store::ChangeError::Store(se) => {
+                    tracing::error!(error = %se, "a write could not be stored");
+                    ApiError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "the change could not be stored; nothing was changed; try again",
+                    )
+                }
+            })?;
+            Ok(Reply::Empty)
+        }
+        (_, [] | [_] | [_, "Properties", _]) => Err(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("{method} is not allowed on {path}"),
+        )),
+        _ => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no route for {path}"),
+        )),
+    }
+}
+
+/// A property of a Thing: its definition and current value (or default).
+fn property<'m>(
+    m: &'m Model,
+    e: &'m Entity,
+    prop: &str,
+) -> Result<(thinghost_core::PropertyDef, Json), ApiError> {
+    let Body::Thing(t) = &e.body else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("{} {} has no properties", e.kind().label(), e.name),
+        ));
+    };
+    let merged = merged_definitions(m, e)
+        .map_err(|err| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()))?;
+    let (def, _) = merged.properties.get(prop).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("Thing {} has no property {prop:?}", e.name),
+        )
+    })?;
+    let value = t
+        .values
+        .get(prop)
+        .cloned()
+        .or_else(|| def.default_value.clone())
+        .unwrap_or(Json::Null);
+    Ok((def.clone(), value))
+}
