@@ -10,6 +10,7 @@ pub mod cli;
 pub mod http;
 pub mod keys;
 pub mod rest;
+pub mod services;
 pub mod tls;
 
 /// The host version, as extensions' `host` requirements see it.

@@ -301,21 +301,85 @@ pub fn handle(
                 }
                 Ok(())
             })
-            .map_err(|e| match e {
-                thinghost_store::ChangeError::Model(me) => {
-                    ApiError::new(StatusCode::BAD_REQUEST, me.to_string())
-                }
-                thinghost_store::ChangeError::Store(se) => {
-                    tracing::error!(error = %se, "a write could not be stored");
-                    ApiError::new(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "the change could not be stored; nothing was changed; try again",
-                    )
-                }
-            })?;
+            .map_err(crate::services::change_error)?;
             Ok(Reply::Empty)
         }
-        (_, [] | [_] | [_, "Properties", _]) => Err(ApiError::new(
+        (&Method::POST, [name, "Services", service]) => {
+            let params = match parse_body(headers, body)? {
+                Json::Object(o) => o,
+                _ => {
+                    return Err(ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        "the body of a service call is a JSON object of parameters",
+                    ));
+                }
+            };
+            let mut db = app.db.write().unwrap_or_else(|p| p.into_inner());
+            // Resources are platform functions every signed-in user reaches; everything else
+            // must be visible (V1).
+            if kind == Kind::Resource {
+                db.model()
+                    .access()
+                    .id(kind, name)
+                    .ok_or_else(|| not_found(kind, name))?;
+            } else {
+                visible_entity(db.model(), caller, kind, name)?;
+            }
+            let mut call = crate::services::Call {
+                app,
+                db: &mut db,
+                caller,
+                kind,
+                entity: name.to_string(),
+                service: service.to_string(),
+                params,
+            };
+            if let Some(r) = crate::services::host_service(&mut call) {
+                return r;
+            }
+            // A service defined on the entity but implemented by nobody yet (extensions implement them).
+            let m = db.model();
+            let (e, id) = visible_entity(m, caller, kind, name)?;
+            let defined = matches!(kind, Kind::Thing | Kind::ThingTemplate)
+                && merged_definitions(m, e).is_ok_and(|d| d.services.contains_key(*service));
+            if !defined {
+                return Err(ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    format!("{} {name} has no service {service:?}", kind.label()),
+                ));
+            }
+            require(
+                m,
+                caller,
+                Permission::ServiceInvoke,
+                Target::Entity {
+                    id,
+                    resource: m.access().sym(service),
+                },
+                path,
+            )?;
+            Err(ApiError::new(
+                StatusCode::NOT_IMPLEMENTED,
+                format!(
+                    "service {service} of {name} has no implementation: services are implemented by extensions"
+                ),
+            ))
+        }
+        (&Method::DELETE, [name]) => {
+            let mut db = app.db.write().unwrap_or_else(|p| p.into_inner());
+            visible_entity(db.model(), caller, kind, name)?;
+            let mut call = crate::services::Call {
+                app,
+                db: &mut db,
+                caller,
+                kind,
+                entity: name.to_string(),
+                service: "Delete".into(),
+                params: serde_json::Map::new(),
+            };
+            crate::services::delete(&mut call, kind, name)
+        }
+        (_, [] | [_] | [_, "Properties", _] | [_, "Services", _]) => Err(ApiError::new(
             StatusCode::METHOD_NOT_ALLOWED,
             format!("{method} is not allowed on {path}"),
         )),
