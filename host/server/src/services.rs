@@ -17,8 +17,11 @@ use thinghost_core::predefined;
 use thinghost_core::*;
 use thinghost_store::{ChangeError, Db};
 
-/// A parameter: name, type, required.
+/// A parameter: name, type, required. `ANY` marks a parameter whose value may take any JSON
+/// shape because the service checks it against something else (a default value against its
+/// property's type, say).
 type Param = (&'static str, BaseType, bool);
+const ANY: BaseType = BaseType::Nothing;
 
 const PRINCIPAL: Param = ("principal", BaseType::String, true);
 const PRINCIPAL_TYPE: Param = ("principalType", BaseType::String, true);
@@ -95,9 +98,15 @@ impl Call<'_> {
         for (name, bt, required) in spec {
             match self.params.get(*name) {
                 None | Some(Json::Null) if *required => {
-                    return Err(bad(format!("parameter {name} ({bt}) is required")));
+                    let t = if *bt == ANY {
+                        "any type".to_string()
+                    } else {
+                        bt.to_string()
+                    };
+                    return Err(bad(format!("parameter {name} ({t}) is required")));
                 }
                 None | Some(Json::Null) => {}
+                Some(_) if *bt == ANY => {}
                 Some(v) => {
                     let norm = bt
                         .normalize(v)
@@ -708,7 +717,7 @@ fn create(call: &mut Call<'_>, kind: Kind) -> Result<Reply, ApiError> {
             TAGS,
             ("user", BaseType::Username, false),
             ("expirationDate", BaseType::Datetime, false),
-            ("whitelist", BaseType::Json, false),
+            ("whitelist", ANY, false),
             ("clientName", BaseType::String, false),
         ],
         _ => unreachable!("no Create service for {kind}"),
@@ -1119,7 +1128,7 @@ fn property_definition(call: &mut Call<'_>) -> Result<Reply, ApiError> {
             NAME,
             ("type", BaseType::String, true),
             DESCRIPTION,
-            ("defaultValue", BaseType::Json, false),
+            ("defaultValue", ANY, false),
             ("readOnly", BaseType::Boolean, false),
         ])?;
     } else {
