@@ -1241,6 +1241,9 @@ fn group_member(call: &mut Call<'_>) -> Result<Reply, ApiError> {
     Ok(Reply::Empty)
 }
 
+/// A change to an organization's units, prepared before the transaction.
+type OrgChange = Box<dyn FnOnce(&mut OrganizationBody) -> Result<(), String>>;
+
 fn organization(call: &mut Call<'_>) -> Result<Reply, ApiError> {
     let adding_unit = call.service == "AddOrganizationalUnit";
     if adding_unit {
@@ -1255,7 +1258,7 @@ fn organization(call: &mut Call<'_>) -> Result<Reply, ApiError> {
     call.require_on_entity(Permission::Update, "change this organization")?;
     let org = call.entity.clone();
     let unit = call.str("name");
-    let change: Box<dyn FnOnce(&mut OrganizationBody) -> Result<(), String>> = if adding_unit {
+    let change: OrgChange = if adding_unit {
         let parent = call.str("parentName");
         Box::new(move |o| {
             if o.unit(&parent).is_none() {
