@@ -63,6 +63,22 @@ pub fn text(o: &Output) -> (String, String) {
     )
 }
 
+/// How the test client connects.
+#[derive(Default)]
+pub struct Setup {
+    /// The CA certificate to trust (default: the data directory's --dev certificate).
+    pub ca: Option<PathBuf>,
+    /// A client certificate and key (mutual TLS).
+    pub identity: Option<(PathBuf, PathBuf)>,
+    /// Where the server's standard error (its log) goes.
+    pub log: Option<PathBuf>,
+}
+
+/// A test certificate from tests/fixtures/tls.
+pub fn tls_fixture(name: &str) -> PathBuf {
+    workspace().join("tests/fixtures/tls").join(name)
+}
+
 /// A running `thinghost serve`, stopped when dropped.
 pub struct Server {
     pub child: std::process::Child,
@@ -73,9 +89,18 @@ pub struct Server {
 
 impl Server {
     /// Starts `thinghost serve --data DIR --listen 127.0.0.1:0` with the extra arguments and waits
-    /// until `/health` answers.
+    /// until `/health` answers. The client trusts the `--dev` certificate.
     pub fn start(dir: &Path, extra: &[&str]) -> Server {
+        Server::start_with(dir, extra, &Setup::default())
+    }
+
+    /// Like `start`, with a client set up as `setup` says.
+    pub fn start_with(dir: &Path, extra: &[&str], setup: &Setup) -> Server {
         use std::io::{BufRead, BufReader};
+        let stderr = match &setup.log {
+            Some(path) => std::process::Stdio::from(std::fs::File::create(path).unwrap()),
+            None => std::process::Stdio::null(),
+        };
         let mut child = Command::new(thinghost_bin())
             .args([
                 "serve",
@@ -86,7 +111,7 @@ impl Server {
             ])
             .args(extra)
             .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
+            .stderr(stderr)
             .spawn()
             .expect("thinghost serve starts");
         let mut url = None;
@@ -101,8 +126,14 @@ impl Server {
         let mut builder =
             reqwest::blocking::Client::builder().timeout(std::time::Duration::from_secs(10));
         if url.starts_with("https") {
-            let pem = std::fs::read(dir.join("dev-cert.pem")).expect("a --dev certificate");
+            let ca = setup.ca.clone().unwrap_or_else(|| dir.join("dev-cert.pem"));
+            let pem = std::fs::read(&ca).expect("a CA certificate to trust");
             builder = builder.add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap());
+        }
+        if let Some((cert, key)) = &setup.identity {
+            let mut pem = std::fs::read(cert).unwrap();
+            pem.extend(std::fs::read(key).unwrap());
+            builder = builder.identity(reqwest::Identity::from_pem(&pem).unwrap());
         }
         let client = builder.build().unwrap();
         let server = Server {

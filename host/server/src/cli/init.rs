@@ -30,12 +30,20 @@ pub struct Args {
 pub const DEFAULT_ADMIN_KEY_DAYS: u32 = 30;
 
 pub fn run(args: Args) -> Result<i32, Failure> {
-    initialize(&args.data.path, args.admin_key_days)?;
+    let report = initialize(&args.data.path, args.admin_key_days)?;
+    println!("{}", report.info);
+    eprintln!("warning: {}", report.warning);
     Ok(0)
 }
 
+/// What `initialize` did, for the caller to show: where the key is, and the K4 warning.
+pub struct Initialized {
+    pub info: String,
+    pub warning: String,
+}
+
 /// Creates a data directory (used by `init`, and by `serve` on first start).
-pub fn initialize(dir: &std::path::Path, admin_key_days: u32) -> Result<(), Failure> {
+pub fn initialize(dir: &std::path::Path, admin_key_days: u32) -> Result<Initialized, Failure> {
     let db_path = dir.join(DB_FILE);
     let key_path = dir.join(ADMIN_KEY_FILE);
     if db_path.exists() {
@@ -102,16 +110,16 @@ pub fn initialize(dir: &std::path::Path, admin_key_days: u32) -> Result<(), Fail
         }
         return Err(e.into());
     }
-    println!("initialized {}", dir.display());
-    println!(
-        "the Administrator's application key (fingerprint {}) is in {} (mode 0600); it expires in {} days",
-        key.fingerprint,
-        key_path.display(),
-        admin_key_days
-    );
-    eprintln!(
-        "warning: this key carries Administrator rights (DOMAIN K4); keep it safe, create keys \
-         with least privilege for devices and scripts, and delete this one when you no longer need it"
-    );
-    Ok(())
+    Ok(Initialized {
+        info: format!(
+            "initialized {}\nthe Administrator's application key (fingerprint {}) is in {} (mode 0600); it expires in {} days",
+            dir.display(),
+            key.fingerprint,
+            key_path.display(),
+            admin_key_days
+        ),
+        warning: "this key carries Administrator rights (DOMAIN K4); keep it safe, create keys with least privilege \
+                  for devices and scripts, and delete this one when you no longer need it"
+            .to_string(),
+    })
 }

@@ -60,7 +60,9 @@ pub fn run(args: Args) -> Result<i32, Failure> {
         ));
     }
     if !dir.join(DB_FILE).exists() {
-        super::init::initialize(&dir, super::init::DEFAULT_ADMIN_KEY_DAYS)?;
+        let report = super::init::initialize(&dir, super::init::DEFAULT_ADMIN_KEY_DAYS)?;
+        println!("{}", report.info);
+        tracing::warn!("{}", report.warning);
     }
     let tls = if args.insecure_http {
         None
@@ -114,7 +116,7 @@ pub fn run(args: Args) -> Result<i32, Failure> {
         let local = listener.local_addr()?;
         let scheme = if tls.is_some() { "https" } else { "http" };
         if tls.is_none() {
-            eprintln!("warning: serving plain HTTP: keys and data cross the network unencrypted; use TLS outside development");
+            tracing::warn!("serving plain HTTP: keys and data cross the network unencrypted; use TLS outside development");
         }
         println!("thinghost {} listening on {scheme}://{local}", crate::VERSION);
         tracing::info!(address = %local, scheme, "listening");
