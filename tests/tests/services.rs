@@ -705,3 +705,46 @@ fn repeated_failed_sign_ins_are_slowed() {
         "the fourth attempt waits"
     );
 }
+
+#[test]
+fn repeated_failed_sign_ins_lock_the_user_out_and_are_audited() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("d");
+    let s = Server::start(
+        &dir,
+        &[
+            "--dev",
+            "--signin-slow-after",
+            "100",
+            "--signin-lockout-after",
+            "3",
+        ],
+    );
+    build(&s);
+    let p = "/Thingworx/Things/P1/Properties/pressure";
+    for _ in 0..3 {
+        let r = s
+            .client
+            .get(s.at(p))
+            .basic_auth("alice", Some("wrong"))
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 401);
+    }
+    // Locked out: the right password is refused too, for the lockout period.
+    let r = s
+        .client
+        .get(s.at(p))
+        .basic_auth("alice", Some("correct horse"))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let mut db = thinghost_store::Db::open(&dir, thinghost_core::Policy::default()).unwrap();
+    let keys: Vec<String> = db
+        .audit_records(50)
+        .unwrap()
+        .into_iter()
+        .map(|r| r.message_key)
+        .collect();
+    assert!(keys.contains(&"lockedOut".to_string()), "{keys:?}");
+}

@@ -35,31 +35,51 @@ fn refused(user: &str, key: &'static str, detail: impl Into<String>) -> Refused 
     }
 }
 
-/// Failed sign-ins are counted per user and per address. After `SLOW_AFTER` failures in the
-/// window each further attempt waits one second more (up to five); after `LOCK_AFTER` failures
-/// the user or address is refused for `LOCKOUT`, whatever the password.
-pub const SLOW_AFTER: u32 = 3;
-pub const LOCK_AFTER: u32 = 10;
-pub const WINDOW: Duration = Duration::from_secs(15 * 60);
-pub const LOCKOUT: Duration = Duration::from_secs(15 * 60);
+/// Failed sign-ins are counted per user and per address. After `slow_after` failures each
+/// further attempt waits one second more (at most five); after `lock_after` failures the user or
+/// address is refused for `lockout`, whatever the password. A success clears the user's count.
+#[derive(Clone, Copy, Debug)]
+pub struct LimiterConfig {
+    pub slow_after: u32,
+    pub lock_after: u32,
+    pub lockout: Duration,
+}
+
+impl Default for LimiterConfig {
+    fn default() -> Self {
+        LimiterConfig {
+            slow_after: 3,
+            lock_after: 10,
+            lockout: Duration::from_secs(15 * 60),
+        }
+    }
+}
 
 #[derive(Default)]
 pub struct Limiter {
+    pub config: LimiterConfig,
     failures: Mutex<HashMap<String, (u32, Instant)>>,
 }
 
 impl Limiter {
+    pub fn new(config: LimiterConfig) -> Self {
+        Limiter {
+            config,
+            failures: Mutex::default(),
+        }
+    }
+
     fn count(&self, who: &str) -> u32 {
         let map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
         match map.get(who) {
-            Some((n, since)) if since.elapsed() < WINDOW.max(LOCKOUT) => *n,
+            Some((n, since)) if since.elapsed() < self.config.lockout => *n,
             _ => 0,
         }
     }
     fn fail(&self, who: &str) {
         let mut map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
         let e = map.entry(who.to_string()).or_insert((0, Instant::now()));
-        if e.1.elapsed() >= WINDOW.max(LOCKOUT) {
+        if e.1.elapsed() >= self.config.lockout {
             *e = (0, Instant::now());
         }
         e.0 += 1;
@@ -76,12 +96,11 @@ impl Limiter {
         let n = self
             .count(&format!("user:{user}"))
             .max(self.count(&format!("addr:{addr}")));
-        if n >= LOCK_AFTER {
+        if n >= self.config.lock_after {
             return Err(());
         }
-        Ok(Duration::from_secs(
-            u64::from(n.saturating_sub(SLOW_AFTER - 1)).min(5),
-        ))
+        let over = n.saturating_sub(self.config.slow_after.saturating_sub(1));
+        Ok(Duration::from_secs(u64::from(over).min(5)))
     }
 }
 
@@ -301,11 +320,12 @@ mod tests {
         let l = Limiter::default();
         let addr: IpAddr = "127.0.0.1".parse().unwrap();
         assert_eq!(l.gate("bob", addr), Ok(Duration::ZERO));
-        for _ in 0..SLOW_AFTER {
+        let c = LimiterConfig::default();
+        for _ in 0..c.slow_after {
             l.fail("user:bob");
         }
         assert_eq!(l.gate("bob", addr), Ok(Duration::from_secs(1)));
-        for _ in SLOW_AFTER..LOCK_AFTER {
+        for _ in c.slow_after..c.lock_after {
             l.fail("user:bob");
         }
         assert!(l.gate("bob", addr).is_err());

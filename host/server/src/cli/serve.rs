@@ -40,6 +40,15 @@ pub struct Args {
     /// subject common name (CN) is a user's name authenticates as that user.
     #[arg(long, value_name = "FILE")]
     client_ca: Option<PathBuf>,
+    /// Failed sign-ins (per user or address) after which each further attempt is slowed.
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    signin_slow_after: u32,
+    /// Failed sign-ins (per user or address) after which sign-ins are refused for a while.
+    #[arg(long, value_name = "N", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+    signin_lockout_after: u32,
+    /// How long a locked-out user or address is refused, in minutes.
+    #[arg(long, value_name = "MINUTES", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..))]
+    signin_lockout_minutes: u64,
     /// Log format: text, or json for log shippers. Filter with RUST_LOG (default: info).
     #[arg(long, value_name = "FORMAT", default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
@@ -104,7 +113,11 @@ pub fn run(args: Args) -> Result<i32, Failure> {
     let app = Arc::new(App {
         db: RwLock::new(db),
         audit: Mutex::new(audit),
-        auth: Default::default(),
+        auth: crate::auth::Limiter::new(crate::auth::LimiterConfig {
+            slow_after: args.signin_slow_after,
+            lock_after: args.signin_lockout_after,
+            lockout: std::time::Duration::from_secs(args.signin_lockout_minutes * 60),
+        }),
     });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
