@@ -167,7 +167,7 @@ fn init_refuses_a_stale_key_file_and_leaves_it_alone() {
 }
 
 #[test]
-fn the_key_file_is_private_prints_its_path_never_the_key_and_is_stored_only_as_a_hash() {
+fn k2_the_key_file_is_private_prints_its_path_never_the_key_and_is_stored_only_as_a_hash() {
     let t = tempfile::tempdir().unwrap();
     let dir = t.path().join("data");
     let o = thinghost(&["init", "--data", dir.to_str().unwrap()]);

@@ -223,7 +223,7 @@ fn bad_writes_get_415_400_403_405_and_change_nothing() {
 }
 
 #[test]
-fn keys_are_refused_in_urls_when_expired_or_out_of_range_and_each_refusal_is_audited() {
+fn k3_expired_out_of_range_and_unknown_keys_answer_one_401_and_each_refusal_is_audited() {
     let t = tempfile::tempdir().unwrap();
     let dir = t.path().join("data");
     seed000(&dir);
@@ -283,7 +283,7 @@ fn keys_are_refused_in_urls_when_expired_or_out_of_range_and_each_refusal_is_aud
 }
 
 #[test]
-fn tls_is_the_default_and_production_refuses_what_it_must() {
+fn k7_tls_is_the_default_and_production_refuses_what_it_must() {
     let t = tempfile::tempdir().unwrap();
     let dir = t.path().join("data");
     let d = dir.to_str().unwrap();
@@ -349,4 +349,49 @@ fn serve_initializes_a_new_data_directory_like_init() {
             .count(),
         1
     );
+}
+
+#[test]
+fn k1_a_key_runs_as_its_user_and_only_in_the_appkey_header() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("data");
+    seed000(&dir);
+    let s = Server::start(&dir, &["--dev"]);
+    let who = "/Thingworx/Resources/CurrentSessionInfo/Services/GetCurrentUser";
+    for (key, user) in [(DEV1, "dev1"), (DEV2, "dev2")] {
+        let r = s
+            .client
+            .post(s.at(who))
+            .header("appKey", key)
+            .json(&json!({}))
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.json::<Json>().unwrap()["rows"][0]["result"], user);
+    }
+    // With that user's permissions: dev1 reaches Pump1, not Pump2.
+    assert_eq!(
+        get(&s, DEV1, "/Thingworx/Things/Pump1/Properties/pressure").0,
+        200
+    );
+    assert_eq!(
+        get(&s, DEV1, "/Thingworx/Things/Pump2/Properties/pressure").0,
+        404
+    );
+    // In the URL, even with a valid header beside it: refused.
+    let r = s
+        .client
+        .post(s.at(&format!("{who}?appKey={DEV1}")))
+        .header("appKey", DEV1)
+        .json(&json!({}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let r = s
+        .client
+        .post(s.at(&format!("{who}?APPKEY={DEV1}")))
+        .json(&json!({}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 401);
 }

@@ -494,7 +494,7 @@ fn bad_service_calls_answer_400_404_405_409_naming_the_problem() {
 }
 
 #[test]
-fn keys_for_administrators_come_with_a_warning_and_keys_for_others_need_an_administrator() {
+fn k4_keys_for_administrators_come_with_a_warning_and_keys_for_others_need_an_administrator() {
     let t = tempfile::tempdir().unwrap();
     let s = Server::start(&t.path().join("d"), &["--dev"]);
     let alice = build(&s);
@@ -674,7 +674,7 @@ fn p1_data_storage_things_need_a_visible_provider_and_the_platform_service() {
 }
 
 #[test]
-fn repeated_failed_sign_ins_are_slowed() {
+fn k5_repeated_failed_sign_ins_are_slowed() {
     let t = tempfile::tempdir().unwrap();
     let s = Server::start(&t.path().join("d"), &["--dev"]);
     build(&s);
@@ -707,7 +707,7 @@ fn repeated_failed_sign_ins_are_slowed() {
 }
 
 #[test]
-fn repeated_failed_sign_ins_lock_the_user_out_and_are_audited() {
+fn k5_repeated_failed_sign_ins_lock_the_user_out_and_are_audited() {
     let t = tempfile::tempdir().unwrap();
     let dir = t.path().join("d");
     let s = Server::start(

@@ -14,7 +14,7 @@ fn tls_args(name: &str) -> Vec<String> {
 }
 
 #[test]
-fn production_accepts_a_ca_signed_sha256_certificate_and_refuses_sha1() {
+fn k7_production_accepts_a_ca_signed_sha256_certificate_and_refuses_sha1() {
     let t = tempfile::tempdir().unwrap();
     let dir = t.path().join("d");
     let d = dir.to_str().unwrap();
@@ -51,7 +51,7 @@ fn production_accepts_a_ca_signed_sha256_certificate_and_refuses_sha1() {
 }
 
 #[test]
-fn a_verified_client_certificate_authenticates_as_the_user_it_names() {
+fn k7_a_verified_client_certificate_authenticates_as_the_user_it_names() {
     let t = tempfile::tempdir().unwrap();
     let dir = t.path().join("d");
     let mut extra = tls_args("server-sha256");
