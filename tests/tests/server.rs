@@ -11,6 +11,8 @@ const DEV1: &str = "3f1c2a9e-0d4b-4e7a-9c55-1a2b3c4d5e6f";
 const DEV2: &str = "7a6b5c4d-3e2f-4a1b-8c9d-0e1f2a3b4c5d";
 const EXPIRED: &str = "00000000-1111-2222-3333-444444444444";
 const FENCED: &str = "55555555-6666-7777-8888-999999999999";
+const RETIRED: &str = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee";
+const FROZEN: &str = "12121212-3434-5656-7878-909090909090";
 
 fn key(name: &str, user: &str, secret: &str, expires: i64, whitelist: &[&str]) -> Json {
     json!({"kind": "ApplicationKey", "name": name, "user": user, "keyHash": thinghost::keys::hash(secret),
@@ -39,6 +41,10 @@ fn seed000(dir: &Path) {
         key("dev2-key", "dev2", DEV2, far, &[]),
         key("dev1-old", "dev1", EXPIRED, 1, &[]),
         key("dev1-fenced", "dev1", FENCED, far, &["10.0.0.0/8"]),
+        json!({"kind": "User", "name": "retired", "enabled": false}),
+        json!({"kind": "User", "name": "frozen", "locked": true}),
+        key("retired-key", "retired", RETIRED, far, &[]),
+        key("frozen-key", "frozen", FROZEN, far, &[]),
     ];
     for (thing, unit, user) in [("Pump1", "Line1", "dev1"), ("Pump2", "Line2", "dev2")] {
         let rt: Vec<Json> = ["PropertyRead", "PropertyWrite", "ServiceInvoke"]
@@ -241,7 +247,9 @@ fn k3_expired_out_of_range_and_unknown_keys_answer_one_401_and_each_refusal_is_a
     let unknown = get(&s, "not-a-key", p);
     let expired = get(&s, EXPIRED, p);
     let fenced = get(&s, FENCED, p);
-    for (st, body) in [&unknown, &expired, &fenced] {
+    let retired = get(&s, RETIRED, p);
+    let frozen = get(&s, FROZEN, p);
+    for (st, body) in [&unknown, &expired, &fenced, &retired, &frozen] {
         assert_eq!(*st, 401);
         assert_eq!(body, &unknown.1, "every 401 says the same");
     }

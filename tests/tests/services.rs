@@ -748,3 +748,80 @@ fn k5_repeated_failed_sign_ins_lock_the_user_out_and_are_audited() {
         .collect();
     assert!(keys.contains(&"lockedOut".to_string()), "{keys:?}");
 }
+
+#[test]
+fn instance_permissions_on_a_template_reach_every_thing_of_it() {
+    let t = tempfile::tempdir().unwrap();
+    let s = Server::start(&t.path().join("d"), &["--dev", "--key-lifetime-hours", "2"]);
+    let alice = build(&s);
+    let admin = s.admin_key();
+    let p = "/Thingworx/Things/P1/Properties/pressure";
+    let put = |key: &str| {
+        s.client
+            .put(s.at(p))
+            .header("appKey", key)
+            .json(&json!({"pressure": 7}))
+            .send()
+            .unwrap()
+            .status()
+    };
+    assert_eq!(put(&alice), 403);
+    ok(
+        &s,
+        &admin,
+        "/Thingworx/ThingTemplates/Pump/Services/AddInstanceRunTimePermission",
+        json!({"principal": "Ops", "principalType": "Group", "type": "PropertyWrite", "resource": "pressure", "allow": true}),
+    );
+    assert_eq!(put(&alice), 200);
+    let v = ok(
+        &s,
+        &admin,
+        "/Thingworx/ThingTemplates/Pump/Services/GetInstanceRunTimePermissions",
+        json!({}),
+    );
+    assert_eq!(v["rows"][0]["resource"], "pressure");
+    // The template's own permissions are another list.
+    let v = ok(
+        &s,
+        &admin,
+        "/Thingworx/ThingTemplates/Pump/Services/GetRunTimePermissions",
+        json!({}),
+    );
+    assert_eq!(v["rows"].as_array().unwrap().len(), 0);
+    // Things have no instance permissions.
+    let (st, _) = post(
+        &s,
+        &admin,
+        "/Thingworx/Things/P1/Services/AddInstanceRunTimePermission",
+        json!({"principal": "Ops", "principalType": "Group", "type": "PropertyWrite"}),
+    );
+    assert_eq!(st, 404);
+    // The entity's own deny beats the template's allow (R1).
+    ok(
+        &s,
+        &admin,
+        "/Thingworx/Things/P1/Services/AddRunTimePermission",
+        json!({"principal": "alice", "principalType": "User", "type": "PropertyWrite", "resource": "pressure", "allow": false}),
+    );
+    assert_eq!(put(&alice), 403);
+    ok(
+        &s,
+        &admin,
+        "/Thingworx/Things/P1/Services/DeleteRunTimePermission",
+        json!({"principal": "alice", "principalType": "User", "type": "PropertyWrite", "resource": "pressure"}),
+    );
+    assert_eq!(put(&alice), 200);
+    // --key-lifetime-hours sets the default lifetime of new keys.
+    let v = ok(
+        &s,
+        &admin,
+        &format!("{ES}/CreateApplicationKey"),
+        json!({"name": "short"}),
+    );
+    let exp = v["rows"][0]["expirationDate"].as_i64().unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    assert!((exp - now - 2 * 3_600_000).abs() < 60_000);
+}

@@ -13,6 +13,8 @@ pub struct App {
     /// never waits for, or holds, the model lock.
     pub audit: Mutex<SqliteStore>,
     pub auth: crate::auth::Limiter,
+    /// The lifetime of a new application key when the request names none (K3).
+    pub key_lifetime_ms: i64,
 }
 
 impl App {

@@ -7,9 +7,6 @@
 
 use sha2::{Digest, Sha256};
 
-/// The default lifetime of a new key (DOMAIN K3): 24 hours.
-pub const DEFAULT_KEY_LIFETIME_MS: i64 = 24 * 3_600_000;
-
 /// A new key and what is stored of it.
 pub struct NewKey {
     /// The secret: shown once, never stored.

@@ -879,7 +879,7 @@ fn create_key(call: &mut Call<'_>, name: &str) -> Result<Reply, ApiError> {
         .params
         .get("expirationDate")
         .and_then(Json::as_i64)
-        .unwrap_or(now + crate::keys::DEFAULT_KEY_LIFETIME_MS);
+        .unwrap_or(now + call.app.key_lifetime_ms);
     if expires <= now {
         return Err(bad(
             "parameter expirationDate: the key would be expired already",

@@ -40,6 +40,9 @@ pub struct Args {
     /// subject common name (CN) is a user's name authenticates as that user.
     #[arg(long, value_name = "FILE")]
     client_ca: Option<PathBuf>,
+    /// Lifetime of a new application key when CreateApplicationKey names no expirationDate.
+    #[arg(long, value_name = "HOURS", default_value_t = 24, value_parser = clap::value_parser!(i64).range(1..=8760))]
+    key_lifetime_hours: i64,
     /// Failed sign-ins (per user or address) after which each further attempt is slowed.
     #[arg(long, value_name = "N", default_value_t = 3)]
     signin_slow_after: u32,
@@ -113,6 +116,7 @@ pub fn run(args: Args) -> Result<i32, Failure> {
     let app = Arc::new(App {
         db: RwLock::new(db),
         audit: Mutex::new(audit),
+        key_lifetime_ms: args.key_lifetime_hours * 3_600_000,
         auth: crate::auth::Limiter::new(crate::auth::LimiterConfig {
             slow_after: args.signin_slow_after,
             lock_after: args.signin_lockout_after,
