@@ -331,6 +331,7 @@ fn k7_tls_is_the_default_and_production_refuses_what_it_must() {
     assert!(s.url.starts_with("http://"));
     let k = s.admin_key();
     assert_eq!(get(&s, &k, "/Thingworx/Users").0, 200);
+    drop(s);
     // The TLS server does not speak plain HTTP.
     let s = Server::start(&dir, &["--dev"]);
     let plain = reqwest::blocking::Client::new()
@@ -402,4 +403,54 @@ fn k1_a_key_runs_as_its_user_and_only_in_the_appkey_header() {
         .send()
         .unwrap();
     assert_eq!(r.status(), 401);
+}
+
+#[test]
+fn a_second_server_or_an_import_on_a_served_directory_is_refused() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("data");
+    seed000(&dir);
+    let s = Server::start(&dir, &["--dev"]);
+    let o = thinghost(&[
+        "serve",
+        "--data",
+        dir.to_str().unwrap(),
+        "--dev",
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).1.contains("server is running"), "{:?}", text(&o));
+    let file = t.path().join("seed000.json");
+    let o = thinghost(&[
+        "model",
+        "--data",
+        dir.to_str().unwrap(),
+        "import",
+        file.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).1.contains("server is running"), "{:?}", text(&o));
+    // Reading is fine while it runs.
+    let o = thinghost(&[
+        "check",
+        "--data",
+        dir.to_str().unwrap(),
+        "--user",
+        "dev1",
+        "--action",
+        "PropertyRead",
+        "--target",
+        "Things/Pump1",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    drop(s);
+    let o = thinghost(&[
+        "model",
+        "--data",
+        dir.to_str().unwrap(),
+        "import",
+        file.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{:?}", text(&o));
 }

@@ -825,3 +825,148 @@ fn instance_permissions_on_a_template_reach_every_thing_of_it() {
         .as_millis() as i64;
     assert!((exp - now - 2 * 3_600_000).abs() < 60_000);
 }
+
+#[test]
+fn shapes_definitions_data_shapes_members_and_permission_lists_over_rest() {
+    let t = tempfile::tempdir().unwrap();
+    let s = Server::start(&t.path().join("d"), &["--dev"]);
+    let alice = build(&s);
+    let admin = s.admin_key();
+    let get = |key: &str, path: &str| {
+        let r = s
+            .client
+            .get(s.at(path))
+            .header("appKey", key)
+            .send()
+            .unwrap();
+        (r.status(), r.json::<Json>().unwrap_or(Json::Null))
+    };
+    // A shape with a property, implemented by P1: the property is P1's, from the shape.
+    ok(
+        &s,
+        &admin,
+        &format!("{ES}/CreateThingShape"),
+        json!({"name": "Rotating"}),
+    );
+    ok(
+        &s,
+        &admin,
+        "/Thingworx/ThingShapes/Rotating/Services/AddPropertyDefinition",
+        json!({"name": "rpm", "type": "INTEGER", "defaultValue": 1500}),
+    );
+    ok(
+        &s,
+        &admin,
+        "/Thingworx/Things/P1/Services/AddShapeToThing",
+        json!({"thingShapeName": "Rotating"}),
+    );
+    let (st, v) = get(&admin, "/Thingworx/Things/P1");
+    assert_eq!(st, 200);
+    let rpm = v["propertyDefinitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["definition"]["name"] == "rpm")
+        .expect("rpm");
+    assert_eq!(rpm["source"], "ThingShapes/Rotating");
+    assert_eq!(v["implementedShapes"], json!(["Rotating"]));
+    assert_eq!(
+        get(&alice, "/Thingworx/Things/P1/Properties/rpm").1["rows"][0]["rpm"],
+        1500
+    );
+    // Removing a definition removes the property.
+    ok(
+        &s,
+        &admin,
+        "/Thingworx/ThingShapes/Rotating/Services/DeletePropertyDefinition",
+        json!({"name": "rpm"}),
+    );
+    assert_eq!(get(&alice, "/Thingworx/Things/P1/Properties/rpm").0, 404);
+    let (st, _) = post(
+        &s,
+        &admin,
+        "/Thingworx/ThingShapes/Rotating/Services/DeletePropertyDefinition",
+        json!({"name": "rpm"}),
+    );
+    assert_eq!(st, 400);
+    // A data shape with fields.
+    ok(
+        &s,
+        &admin,
+        &format!("{ES}/CreateDataShape"),
+        json!({"name": "Reading", "fields": [
+        {"name": "at", "baseType": "DATETIME", "isPrimaryKey": true},
+        {"name": "value", "baseType": "NUMBER"}]}),
+    );
+    let (_, v) = get(&admin, "/Thingworx/DataShapes/Reading");
+    assert_eq!(v["fieldDefinitions"][0]["name"], "at");
+    assert_eq!(v["fieldDefinitions"][0]["isPrimaryKey"], true);
+    let (st, _) = post(
+        &s,
+        &admin,
+        &format!("{ES}/CreateDataShape"),
+        json!({"name": "Bad", "fields": [{"name": "x", "baseType": "WIDGET"}]}),
+    );
+    assert_eq!(st, 400);
+    // Design-time and visibility lists, and their deletion.
+    ok(
+        &s,
+        &admin,
+        "/Thingworx/Things/P1/Services/AddDesignTimePermission",
+        json!({"principal": "Ops", "principalType": "Group", "type": "Read", "allow": true}),
+    );
+    assert_eq!(get(&alice, "/Thingworx/Things/P1").0, 200);
+    let v = ok(
+        &s,
+        &admin,
+        "/Thingworx/Things/P1/Services/GetDesignTimePermissions",
+        json!({}),
+    );
+    assert_eq!(v["rows"][0]["type"], "Read");
+    ok(
+        &s,
+        &admin,
+        "/Thingworx/Things/P1/Services/DeleteDesignTimePermission",
+        json!({"principal": "Ops", "principalType": "Group", "type": "Read"}),
+    );
+    assert_eq!(get(&alice, "/Thingworx/Things/P1").0, 403);
+    let v = ok(
+        &s,
+        &admin,
+        "/Thingworx/Things/P1/Services/GetVisibilityPermissions",
+        json!({}),
+    );
+    assert_eq!(v["rows"][0]["principal"], "Acme:Plant1");
+    // Leaving the group ends the grant; losing the visibility hides the Thing.
+    ok(
+        &s,
+        &admin,
+        "/Thingworx/Groups/Ops/Services/DeleteMember",
+        json!({"member": "alice", "type": "User"}),
+    );
+    assert_eq!(
+        get(&alice, "/Thingworx/Things/P1/Properties/pressure").0,
+        404,
+        "alice saw P1 through Ops's unit"
+    );
+    ok(
+        &s,
+        &admin,
+        "/Thingworx/Groups/Ops/Services/AddMember",
+        json!({"member": "alice", "type": "User"}),
+    );
+    assert_eq!(
+        get(&alice, "/Thingworx/Things/P1/Properties/pressure").0,
+        200
+    );
+    ok(
+        &s,
+        &admin,
+        "/Thingworx/Things/P1/Services/DeleteVisibilityPermission",
+        json!({"principal": "Acme:Plant1", "principalType": "OrganizationalUnit"}),
+    );
+    assert_eq!(
+        get(&alice, "/Thingworx/Things/P1/Properties/pressure").0,
+        404
+    );
+}

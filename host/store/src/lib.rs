@@ -59,6 +59,10 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "a thinghost server is running on {path}; stop it first, or make the change through its API"
+    )]
+    Busy { path: PathBuf },
     #[error("the stored model is not valid: {0}")]
     InvalidModel(ModelError),
 }
@@ -194,5 +198,37 @@ impl Db {
             return Err(e.into());
         }
         Ok(batch)
+    }
+}
+
+/// The lock file of a data directory.
+pub const LOCK_FILE: &str = "thinghost.lock";
+
+/// An exclusive hold on a data directory: a running server keeps one, so that no other process
+/// writes behind its in-memory model. Released when dropped (or when the process dies).
+pub struct DirLock {
+    _file: std::fs::File,
+}
+
+impl DirLock {
+    /// Takes the lock, or says who holds it.
+    pub fn acquire(dir: &Path) -> Result<DirLock, StoreError> {
+        let path = dir.join(LOCK_FILE);
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|source| StoreError::Io {
+                path: path.clone(),
+                source,
+            })?;
+        match file.try_lock() {
+            Ok(()) => Ok(DirLock { _file: file }),
+            Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Busy {
+                path: dir.to_path_buf(),
+            }),
+            Err(std::fs::TryLockError::Error(source)) => Err(StoreError::Io { path, source }),
+        }
     }
 }

@@ -111,6 +111,7 @@ pub fn run(args: Args) -> Result<i32, Failure> {
         )?;
         Some(tokio_rustls::TlsAcceptor::from(config))
     };
+    let _lock = thinghost_store::DirLock::acquire(&dir)?;
     let db = Db::open(&dir, Policy::default())?;
     let audit = SqliteStore::open(&dir.join(DB_FILE))?;
     let app = Arc::new(App {
