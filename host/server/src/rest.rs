@@ -249,17 +249,15 @@ pub fn handle(
         }
         (&Method::GET, [name, "Properties", prop]) => {
             let db = app.db.read().unwrap_or_else(|p| p.into_inner());
-            let m = db.model();
-            let (e, id) = visible_entity(m, caller, kind, name)?;
-            let resource = m.access().sym(prop);
-            require(
-                m,
+            let (def, value) = checked_property(
+                db.model(),
                 caller,
+                kind,
+                name,
+                prop,
                 Permission::PropertyRead,
-                Target::Entity { id, resource },
                 path,
             )?;
-            let (def, value) = property(m, e, prop)?;
             Ok(Reply::Json(
                 InfoTable::single(prop, def.base_type, value).to_json(),
             ))
@@ -267,17 +265,15 @@ pub fn handle(
         (&Method::PUT, [name, "Properties", prop]) => {
             let parsed = parse_body(headers, body)?;
             let mut db = app.db.write().unwrap_or_else(|p| p.into_inner());
-            let m = db.model();
-            let (e, id) = visible_entity(m, caller, kind, name)?;
-            let resource = m.access().sym(prop);
-            require(
-                m,
+            let (def, _) = checked_property(
+                db.model(),
                 caller,
+                kind,
+                name,
+                prop,
                 Permission::PropertyWrite,
-                Target::Entity { id, resource },
                 path,
             )?;
-            let (def, _) = property(m, e, prop)?;
             if def.read_only {
                 return Err(ApiError::new(
                     StatusCode::FORBIDDEN,
@@ -388,6 +384,23 @@ pub fn handle(
             format!("no route for {path}"),
         )),
     }
+}
+
+/// A property the caller may read or write (`permission`): visible entity (else 404), permitted
+/// (else 403), defined (else 404); its definition and current value.
+fn checked_property(
+    m: &Model,
+    caller: &Caller,
+    kind: Kind,
+    name: &str,
+    prop: &str,
+    permission: Permission,
+    path: &str,
+) -> Result<(thinghost_core::PropertyDef, Json), ApiError> {
+    let (e, id) = visible_entity(m, caller, kind, name)?;
+    let resource = m.access().sym(prop);
+    require(m, caller, permission, Target::Entity { id, resource }, path)?;
+    property(m, e, prop)
 }
 
 /// A property of a Thing: its definition and current value (or default).

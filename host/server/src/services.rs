@@ -62,16 +62,7 @@ impl Call<'_> {
     }
 
     fn is_admin(&self) -> bool {
-        matches!(
-            self.model()
-                .check(
-                    self.caller.subject,
-                    Permission::Delete,
-                    Target::Collection(Kind::User)
-                )
-                .basis,
-            Basis::Administrator | Basis::System
-        )
+        self.model().access().is_administrator(self.caller.subject)
     }
 
     fn path(&self) -> String {
@@ -684,37 +675,15 @@ pub fn delete(call: &mut Call<'_>, kind: Kind, name: &str) -> Result<Reply, ApiE
 }
 
 fn create(call: &mut Call<'_>, kind: Kind) -> Result<Reply, ApiError> {
-    let spec: Vec<Param> = match kind {
-        Kind::Thing => vec![
-            NAME,
-            DESCRIPTION,
-            TAGS,
-            ("thingTemplateName", BaseType::Thingtemplatename, true),
-        ],
-        Kind::ThingTemplate => vec![
-            NAME,
-            DESCRIPTION,
-            TAGS,
-            ("thingTemplateName", BaseType::Thingtemplatename, false),
-        ],
-        Kind::ThingShape | Kind::Group => vec![NAME, DESCRIPTION, TAGS],
-        Kind::DataShape => vec![NAME, DESCRIPTION, TAGS, ("fields", BaseType::Json, false)],
-        Kind::User => vec![
-            NAME,
-            DESCRIPTION,
-            TAGS,
-            ("password", BaseType::Password, true),
-        ],
-        Kind::Organization => vec![
-            NAME,
-            DESCRIPTION,
-            TAGS,
-            ("topOUName", BaseType::String, false),
-        ],
-        Kind::ApplicationKey => vec![
-            NAME,
-            DESCRIPTION,
-            TAGS,
+    // Every Create service takes name, description and tags; these are the others.
+    let extra: &[Param] = match kind {
+        Kind::Thing => &[("thingTemplateName", BaseType::Thingtemplatename, true)],
+        Kind::ThingTemplate => &[("thingTemplateName", BaseType::Thingtemplatename, false)],
+        Kind::ThingShape | Kind::Group => &[],
+        Kind::DataShape => &[("fields", BaseType::Json, false)],
+        Kind::User => &[("password", BaseType::Password, true)],
+        Kind::Organization => &[("topOUName", BaseType::String, false)],
+        Kind::ApplicationKey => &[
             ("user", BaseType::Username, false),
             ("expirationDate", BaseType::Datetime, false),
             ("whitelist", ANY, false),
@@ -722,6 +691,10 @@ fn create(call: &mut Call<'_>, kind: Kind) -> Result<Reply, ApiError> {
         ],
         _ => unreachable!("no Create service for {kind}"),
     };
+    let spec: Vec<Param> = [NAME, DESCRIPTION, TAGS]
+        .into_iter()
+        .chain(extra.iter().copied())
+        .collect();
     call.params(&spec)?;
     call.require(
         Permission::Create,
@@ -907,11 +880,8 @@ fn create_key(call: &mut Call<'_>, name: &str) -> Result<Reply, ApiError> {
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     let admin_user = {
         let m = call.model();
-        m.subject(&user).is_some_and(|s| {
-            m.check(s, Permission::Delete, Target::Collection(Kind::User))
-                .basis
-                == Basis::Administrator
-        })
+        m.subject(&user)
+            .is_some_and(|s| m.access().is_administrator(s))
     };
     let warning = admin_user.then(|| format!("{user} is a member of Administrators: this key carries administrator rights; give devices and scripts keys of least-privileged users (K4)"));
     if let Some(w) = &warning {
@@ -1036,7 +1006,14 @@ fn session_info(call: &mut Call<'_>) -> Option<Result<Reply, ApiError>> {
         call.params(&[])?;
         let m = call.model();
         let me = call.caller.name.clone();
-        let principals = reference::principals(m, &me);
+        let access = m.access();
+        let principals: Vec<PrincipalRef> = access
+            .principals(call.caller.subject)
+            .map(|id| match access.name_of(id) {
+                (Kind::Group, n) => PrincipalRef::group(n),
+                (_, n) => PrincipalRef::user(n),
+            })
+            .collect();
         Ok(match s.as_str() {
             "GetCurrentUser" => result(BaseType::Username, json!(me)),
             "GetCurrentUserGroups" => Reply::Json(names_table(

@@ -540,6 +540,24 @@ impl AccessIndex {
         }
     }
 
+    /// Is the subject a member of Administrators (directly or nested), or the System context (A2)?
+    pub fn is_administrator(&self, subject: Subject) -> bool {
+        match subject {
+            Subject::System => true,
+            Subject::User(u) => self.user(u).is_some_and(|s| s.admin),
+        }
+    }
+
+    /// The user's principals (A3): the user, `Users`, and every group that contains it directly or
+    /// through nested groups. Empty for System and for unknown users.
+    pub fn principals(&self, subject: Subject) -> impl Iterator<Item = EntityId> + '_ {
+        let list: &[u32] = match subject {
+            Subject::User(u) => self.user(u).map(|s| s.principals.as_slice()).unwrap_or(&[]),
+            Subject::System => &[],
+        };
+        list.iter().map(|p| EntityId(*p))
+    }
+
     /// Is the entity visible to the subject (V1, V2)? Absent entities are not.
     pub fn visible(&self, subject: Subject, id: EntityId) -> bool {
         let Some(slot) = self.slots.get(id.0 as usize).filter(|s| s.alive) else {
