@@ -442,6 +442,9 @@ pub struct Entity {
     /// The entity's own visibility, design-time and run-time entries.
     #[serde(default, skip_serializing_if = "Acl::is_empty")]
     pub permissions: Acl,
+    /// The extension that contributed it (and owns it), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extension: Option<String>,
     #[serde(flatten)]
     pub body: Body,
 }
@@ -454,6 +457,7 @@ impl Entity {
             tags: vec![],
             owner: None,
             permissions: Acl::default(),
+            extension: None,
             body,
         }
     }

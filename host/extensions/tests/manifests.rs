@@ -1,0 +1,284 @@
+//! Manifests, load order and contributions (DOMAIN E1, E2, E3).
+
+use semver::Version;
+use std::path::Path;
+use thinghost_core::*;
+use thinghost_extensions::{Manifest, contribute, owned, plan};
+
+/// The minimal example of the extensions issue, exactly as written there.
+const HELLO: &str = r#"
+[extension]
+name = "hello"            # unique, [a-z0-9-]+
+version = "1.0.0"         # semver
+host = ">=0.1"            # host versions it runs on
+runtime = "rhai"          # "rhai" | "wasm" | "native"
+entry = "main.rhai"       # relative to this folder
+
+[requires]                # other extensions and version requirements (optional)
+
+[[things]]
+name = "HelloThing"
+template = "GenericThing"
+
+[[things.properties]]
+name = "greeting"
+type = "STRING"
+default = "Hello"
+
+[[things.services]]
+name = "Greet"
+handler = "greet"
+result = "STRING"
+params = [{ name = "who", type = "STRING", required = true }]
+"#;
+
+fn parse(text: &str) -> Result<Manifest, thinghost_extensions::ManifestError> {
+    Manifest::parse(text, Path::new("plugins/x/plugin.toml"))
+}
+
+fn ext(name: &str, version: &str, requires: &[(&str, &str)]) -> Manifest {
+    let reqs: String = requires
+        .iter()
+        .map(|(n, r)| format!("{n} = \"{r}\"\n"))
+        .collect();
+    parse(&format!(
+        "[extension]\nname = \"{name}\"\nversion = \"{version}\"\nhost = \">=0.1\"\nruntime = \"rhai\"\nentry = \"main.rhai\"\n[requires]\n{reqs}"
+    ))
+    .unwrap()
+}
+
+fn host() -> Version {
+    Version::parse("0.1.0").unwrap()
+}
+
+#[test]
+fn the_hello_example_parses_exactly_as_written() {
+    let m = parse(HELLO).unwrap();
+    assert_eq!(m.name(), "hello");
+    assert_eq!(m.extension.version, Version::parse("1.0.0").unwrap());
+    let handlers = m.handlers();
+    assert_eq!(handlers.len(), 1);
+    assert_eq!(
+        (handlers[0].0, handlers[0].1, handlers[0].2.handler.as_str()),
+        (Kind::Thing, "HelloThing", "greet")
+    );
+    let es = m.entities().unwrap();
+    let Body::Thing(t) = &es[0].body else {
+        panic!()
+    };
+    assert_eq!(
+        t.definitions.properties[0].default_value,
+        Some(serde_json::json!("Hello"))
+    );
+    assert_eq!(
+        t.definitions.services[0].parameters[0].base_type,
+        BaseType::String
+    );
+    assert!(t.definitions.services[0].parameters[0].required);
+}
+
+#[test]
+fn a_bad_manifest_is_refused_naming_the_extension_the_file_and_the_cause() {
+    let cases = [
+        (
+            HELLO.replace("name = \"hello\"", "name = \"Hello World\""),
+            "must be 1-64 characters",
+        ),
+        (
+            HELLO.replace("version = \"1.0.0\"", "version = \"one\""),
+            "version",
+        ),
+        (
+            HELLO.replace("runtime = \"rhai\"", "runtime = \"lua\""),
+            "lua",
+        ),
+        (
+            HELLO.replace("entry = \"main.rhai\"", "entry = \"../main.rhai\""),
+            "inside the extension folder",
+        ),
+        (
+            HELLO.replace("type = \"STRING\"\ndefault", "type = \"INTEGER\"\ndefault"),
+            "the default of property greeting",
+        ),
+        (
+            HELLO.replace("type = \"STRING\"\ndefault", "type = \"WIDGET\"\ndefault"),
+            "WIDGET",
+        ),
+        (
+            HELLO.replace("[[things]]", "[[widgets]]\nname = \"w\"\n[[things]]"),
+            "widgets",
+        ),
+        (
+            HELLO.replace(
+                "handler = \"greet\"",
+                "handler = \"greet\"\ncolour = \"red\"",
+            ),
+            "colour",
+        ),
+        (
+            format!(
+                "{HELLO}\n[[permissions]]\nentity = \"Things/Other\"\nprincipal = \"Users\"\nprincipal_type = \"Group\"\ntype = \"ServiceInvoke\"\n"
+            ),
+            "not one of this extension's entities",
+        ),
+        (
+            format!(
+                "{HELLO}\n[[permissions]]\nentity = \"Things/HelloThing\"\nprincipal = \"Users\"\nprincipal_type = \"Group\"\ntype = \"Read\"\n"
+            ),
+            "not a run-time permission",
+        ),
+        (
+            HELLO.replace("[requires]", "[requires]\nhello = \"1\""),
+            "cannot require itself",
+        ),
+        ("not toml at all [".to_string(), "plugins/x/plugin.toml"),
+    ];
+    for (text, says) in cases {
+        let err = parse(&text).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains(says), "{says}: {msg}");
+        assert!(msg.contains("plugins/x/plugin.toml"), "{msg}");
+        assert!(msg.starts_with("extension "), "{msg}");
+    }
+}
+
+#[test]
+fn e1_a_missing_dependency_refuses_the_extension_and_those_that_need_it() {
+    let (a, b, c) = (
+        ext("a", "1.0.0", &[("b", "^1")]),
+        ext("c", "1.0.0", &[("a", "*")]),
+        ext("d", "1.0.0", &[]),
+    );
+    let p = plan(&[&a, &b, &c], &host());
+    assert_eq!(p.order, vec!["d"]);
+    assert!(
+        p.refused["a"].contains("needs b ^1, which is not installed; install b first"),
+        "{:?}",
+        p.refused
+    );
+    assert!(
+        p.refused["c"].contains("needs a") && p.refused["c"].contains("refused"),
+        "{:?}",
+        p.refused
+    );
+}
+
+#[test]
+fn e1_an_unsatisfied_version_is_refused_naming_both_versions() {
+    let (a, b) = (ext("a", "1.0.0", &[("b", "^2")]), ext("b", "1.4.0", &[]));
+    let p = plan(&[&a, &b], &host());
+    assert_eq!(p.order, vec!["b"]);
+    assert_eq!(p.refused["a"], "needs b ^2, but b 1.4.0 is installed");
+}
+
+#[test]
+fn e1_a_cycle_is_refused_naming_it() {
+    let (a, b, c, d) = (
+        ext("a", "1.0.0", &[("b", "*")]),
+        ext("b", "1.0.0", &[("a", "*")]),
+        ext("c", "1.0.0", &[("a", "*")]),
+        ext("d", "1.0.0", &[]),
+    );
+    let p = plan(&[&a, &b, &c, &d], &host());
+    assert_eq!(p.order, vec!["d"]);
+    assert!(
+        p.refused["a"].contains("dependency cycle: a -> b -> a"),
+        "{:?}",
+        p.refused
+    );
+    assert!(
+        p.refused["b"].contains("dependency cycle: b -> a -> b"),
+        "{:?}",
+        p.refused
+    );
+    assert!(
+        p.refused["c"].contains("in a dependency cycle"),
+        "{:?}",
+        p.refused
+    );
+}
+
+#[test]
+fn e1_a_host_version_mismatch_and_duplicate_names_are_refused() {
+    let mut a = ext("a", "1.0.0", &[]);
+    a.extension.host = semver::VersionReq::parse(">=2").unwrap();
+    let p = plan(&[&a], &host());
+    assert!(
+        p.refused["a"].contains("needs host >=2, but this is thinghost 0.1.0"),
+        "{:?}",
+        p.refused
+    );
+    let (x1, x2) = (ext("x", "1.0.0", &[]), ext("x", "2.0.0", &[]));
+    let p = plan(&[&x1, &x2], &host());
+    assert!(p.refused["x"].contains("two packages are named x"));
+    assert!(p.order.is_empty());
+}
+
+#[test]
+fn e2_cse_then_rae_then_ace_whatever_the_order_found() {
+    let cse = ext("cse", "1.0.0", &[]);
+    let rae = ext("rae", "1.0.0", &[("cse", "^1")]);
+    let ace = ext("ace", "1.0.0", &[("rae", "^1"), ("cse", "^1")]);
+    for input in [
+        vec![&ace, &rae, &cse],
+        vec![&cse, &ace, &rae],
+        vec![&rae, &cse, &ace],
+    ] {
+        let p = plan(&input, &host());
+        assert_eq!(p.order, vec!["cse", "rae", "ace"]);
+        assert!(p.refused.is_empty());
+    }
+    // Without RAE, ACE is refused with the reason.
+    let p = plan(&[&cse, &ace], &host());
+    assert_eq!(
+        p.refused["ace"],
+        "needs rae ^1, which is not installed; install rae first"
+    );
+}
+
+#[test]
+fn e3_contributions_enter_the_model_all_or_nothing_and_are_the_extensions() {
+    let mut model = Model::with_predefined();
+    let m = parse(HELLO).unwrap();
+    contribute(&mut model, &m).unwrap();
+    let e = model.get(Kind::Thing, "HelloThing").unwrap();
+    assert_eq!(e.extension.as_deref(), Some("hello"));
+    assert_eq!(
+        owned(&model, "hello"),
+        vec![(Kind::Thing, "HelloThing".to_string())]
+    );
+    // Loading the same version again changes nothing.
+    assert!(contribute(&mut model, &m).unwrap().is_empty());
+    // A broken contribution (a template that does not exist) changes nothing at all.
+    let before = model.export();
+    let broken = parse(&format!(
+        "{}\n[[thing_shapes]]\nname = \"NewShape\"\n",
+        HELLO
+            .replace("name = \"hello\"", "name = \"broken\"")
+            .replace("HelloThing", "Other")
+            .replace(
+                "template = \"GenericThing\"",
+                "template = \"NoSuchTemplate\""
+            )
+    ))
+    .unwrap();
+    let err = contribute(&mut model, &broken).unwrap_err();
+    assert!(err.to_string().contains("NoSuchTemplate"), "{err}");
+    assert_eq!(model.export(), before);
+    // An entity that is not the extension's is never taken over.
+    model
+        .create(Entity::thing("Taken", "GenericThing"))
+        .unwrap();
+    let grab = parse(
+        &HELLO
+            .replace("name = \"hello\"", "name = \"grab\"")
+            .replace("HelloThing", "Taken"),
+    )
+    .unwrap();
+    let err = contribute(&mut model, &grab).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("Things/Taken already exists and is not this extension's"),
+        "{err}"
+    );
+}
