@@ -1,0 +1,246 @@
+//! The Rhai runtime: one engine per extension, scripts compiled once, limits on every call.
+
+use crate::host_api::{HOST_FUNCTIONS, Host, HostCall};
+use rhai::{AST, CallFnOptions, Dynamic, Engine, EvalAltResult, NativeCallContext, Scope};
+use serde_json::Value as Json;
+use std::cell::Cell;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Limits on one call into an extension's script.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Wall-clock time for the call, host calls included.
+    pub deadline: Duration,
+    /// Rhai operations (a loop that does nothing else still counts).
+    pub max_operations: u64,
+    pub max_call_depth: usize,
+    pub max_string_size: usize,
+    pub max_array_size: usize,
+    pub max_map_size: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            deadline: Duration::from_secs(1),
+            max_operations: 10_000_000,
+            max_call_depth: 64,
+            max_string_size: 1 << 20,
+            max_array_size: 100_000,
+            max_map_size: 100_000,
+        }
+    }
+}
+
+thread_local! {
+    /// The deadline of the call running on this thread (calls are synchronous).
+    static DEADLINE: Cell<Option<Instant>> = const { Cell::new(None) };
+}
+
+/// The host of the current call, carried as the call's tag.
+#[derive(Clone)]
+struct HostHandle(Arc<dyn Host>);
+
+fn host_of(ctx: &NativeCallContext) -> Result<Arc<dyn Host>, Box<EvalAltResult>> {
+    ctx.tag()
+        .and_then(|t| t.clone().try_cast::<HostHandle>())
+        .map(|h| h.0)
+        .ok_or_else(|| "the host API is only available inside a service call".into())
+}
+
+fn to_dynamic(v: &Json) -> Result<Dynamic, Box<EvalAltResult>> {
+    rhai::serde::to_dynamic(v)
+}
+
+fn from_dynamic(d: &Dynamic) -> Result<Json, Box<EvalAltResult>> {
+    rhai::serde::from_dynamic::<Json>(d)
+}
+
+fn run(ctx: &NativeCallContext, call: HostCall) -> Result<Dynamic, Box<EvalAltResult>> {
+    let host = host_of(ctx)?;
+    match host.call(call) {
+        Ok(v) => to_dynamic(&v),
+        Err(e) => Err(e.to_string().into()),
+    }
+}
+
+/// Why a call into an extension failed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum CallError {
+    #[error("the call took longer than its deadline of {0:?} and was stopped")]
+    Deadline(Duration),
+    #[error("the script hit a limit: {0}")]
+    Limit(String),
+    #[error("the script failed: {0}")]
+    Script(String),
+    #[error("the script returned a value that is not JSON-like: {0}")]
+    BadResult(String),
+}
+
+/// A compiled Rhai extension.
+pub struct RhaiExtension {
+    engine: Engine,
+    ast: AST,
+    limits: Limits,
+}
+
+impl RhaiExtension {
+    /// Compiles `source`; `origin` names the file in errors.
+    pub fn compile(source: &str, origin: &str, limits: Limits) -> Result<RhaiExtension, String> {
+        let mut engine = Engine::new();
+        engine.set_max_operations(limits.max_operations);
+        engine.set_max_call_levels(limits.max_call_depth);
+        engine.set_max_string_size(limits.max_string_size);
+        engine.set_max_array_size(limits.max_array_size);
+        engine.set_max_map_size(limits.max_map_size);
+        engine.set_max_expr_depths(64, 64);
+        // No file or module access: `import` finds nothing.
+        engine.set_module_resolver(rhai::module_resolvers::DummyModuleResolver::new());
+        engine.on_progress(|_| {
+            DEADLINE.with(|d| match d.get() {
+                Some(t) if Instant::now() > t => Some(Dynamic::from("deadline")),
+                _ => None,
+            })
+        });
+        engine.on_print(|s| tracing_line(s));
+        engine.on_debug(|s, _, _| tracing_line(s));
+        register_host_api(&mut engine);
+        let ast = engine
+            .compile(source)
+            .map_err(|e| format!("{origin}: {e}"))?;
+        Ok(RhaiExtension {
+            engine,
+            ast,
+            limits,
+        })
+    }
+
+    /// Does the script define `name` with `arity` parameters?
+    pub fn defines(&self, name: &str, arity: usize) -> bool {
+        self.ast
+            .iter_functions()
+            .any(|f| f.name == name && f.params.len() == arity)
+    }
+
+    /// Calls `handler` with `args` (the service's parameters in declared order) for `host`.
+    pub fn call(
+        &self,
+        host: Arc<dyn Host>,
+        handler: &str,
+        args: &[Json],
+    ) -> Result<Json, CallError> {
+        let args: Vec<Dynamic> = args
+            .iter()
+            .map(|a| to_dynamic(a).map_err(|e| CallError::Script(e.to_string())))
+            .collect::<Result<_, _>>()?;
+        let deadline = Instant::now() + self.limits.deadline;
+        let previous = DEADLINE.with(|d| d.replace(Some(deadline)));
+        let options = CallFnOptions::new()
+            .with_tag(HostHandle(host))
+            .eval_ast(false);
+        let result = self.engine.call_fn_with_options::<Dynamic>(
+            options,
+            &mut Scope::new(),
+            &self.ast,
+            handler,
+            args,
+        );
+        DEADLINE.with(|d| d.set(previous));
+        match result {
+            Ok(v) => from_dynamic(&v).map_err(|e| CallError::BadResult(e.to_string())),
+            Err(e) => Err(match *e {
+                EvalAltResult::ErrorTerminated(..) => CallError::Deadline(self.limits.deadline),
+                EvalAltResult::ErrorTooManyOperations(..)
+                | EvalAltResult::ErrorStackOverflow(..)
+                | EvalAltResult::ErrorDataTooLarge(..) => CallError::Limit(e.to_string()),
+                _ => CallError::Script(e.to_string()),
+            }),
+        }
+    }
+}
+
+fn tracing_line(s: &str) {
+    // Extensions' print/debug output goes to the host's standard error, one line each.
+    eprintln!("extension: {s}");
+}
+
+/// Registers every function of [`HOST_FUNCTIONS`].
+fn register_host_api(engine: &mut Engine) {
+    debug_assert_eq!(
+        HOST_FUNCTIONS.len(),
+        6,
+        "a new host function needs its Rhai binding here"
+    );
+    engine.register_fn(
+        "get_property",
+        |ctx: NativeCallContext, thing: &str, property: &str| {
+            run(
+                &ctx,
+                HostCall::GetProperty {
+                    thing: thing.into(),
+                    property: property.into(),
+                },
+            )
+        },
+    );
+    engine.register_fn(
+        "set_property",
+        |ctx: NativeCallContext, thing: &str, property: &str, value: Dynamic| {
+            let value = from_dynamic(&value)?;
+            run(
+                &ctx,
+                HostCall::SetProperty {
+                    thing: thing.into(),
+                    property: property.into(),
+                    value,
+                },
+            )
+        },
+    );
+    engine.register_fn(
+        "invoke_service",
+        |ctx: NativeCallContext, thing: &str, service: &str, params: rhai::Map| {
+            let params = from_dynamic(&Dynamic::from_map(params))?;
+            run(
+                &ctx,
+                HostCall::InvokeService {
+                    thing: thing.into(),
+                    service: service.into(),
+                    params,
+                },
+            )
+        },
+    );
+    engine.register_fn("list_things", |ctx: NativeCallContext| {
+        run(&ctx, HostCall::ListThings)
+    });
+    engine.register_fn("log", |ctx: NativeCallContext, message: &str| {
+        run(
+            &ctx,
+            HostCall::Log {
+                message: message.into(),
+            },
+        )
+    });
+    engine.register_fn("caller", |ctx: NativeCallContext| {
+        run(&ctx, HostCall::Caller)
+    });
+}
+
+/// The Rhai API reference, generated from [`HOST_FUNCTIONS`].
+pub fn reference() -> String {
+    let mut out = String::from(
+        "# The Rhai host API\n\nGenerated from `HOST_FUNCTIONS` (host/extensions/src/host_api.rs).\n\n| function | returns | what |\n|---|---|---|\n",
+    );
+    for f in HOST_FUNCTIONS {
+        out.push_str(&format!(
+            "| `{}({})` | {} | {} |\n",
+            f.name,
+            f.params.join(", "),
+            f.returns,
+            f.doc
+        ));
+    }
+    out
+}
