@@ -12,18 +12,27 @@ pub mod rhai_runtime;
 pub use manifest::{Manifest, ManifestError, Package};
 pub use plan::{Plan, plan};
 
-use thinghost_core::{Batch, Kind, Model, ModelError, View};
+use thinghost_core::{Batch, Kind, Model, ModelError, Tx, View};
 
 /// Brings an extension's entities into the model, all in one transaction: either every entity is
 /// valid and becomes visible, or nothing changes (DOMAIN E3). The entities are marked as the
 /// extension's. An entity of the same kind and name that belongs to someone else is refused.
 pub fn contribute(model: &mut Model, manifest: &Manifest) -> Result<Batch, ModelError> {
+    let change = contribution(manifest)?;
+    model.change(change)
+}
+
+/// The change that contributes an extension's entities, for [`Model::change`] or a store's
+/// `Db::change` (so that it is persisted in the same transaction).
+pub fn contribution(
+    manifest: &Manifest,
+) -> Result<impl FnOnce(&mut Tx<'_>) -> Result<(), ModelError> + use<>, ModelError> {
     let entities = manifest.entities().map_err(|message| ModelError::Invalid {
         entity: format!("extension {}", manifest.name()),
         message,
     })?;
     let name = manifest.name().to_string();
-    model.change(|tx| {
+    Ok(move |tx: &mut Tx<'_>| {
         for mut e in entities {
             match tx.get(e.kind(), &e.name) {
                 Some(existing) if existing.extension.as_deref() != Some(name.as_str()) => {
@@ -41,13 +50,50 @@ pub fn contribute(model: &mut Model, manifest: &Manifest) -> Result<Batch, Model
                         ),
                     });
                 }
-                _ => {}
+                Some(existing) => {
+                    // A new start or version: keep what administrators granted and the values
+                    // the Thing holds; the manifest's own entries are added to them.
+                    e.permissions = union(&existing.permissions, &e.permissions);
+                    if let (Some(old), Some(new)) =
+                        (existing.instance_permissions(), e.instance_permissions())
+                    {
+                        let merged = union(old, new);
+                        *e.instance_permissions_mut().expect("same kind") = merged;
+                    }
+                    if let (thinghost_core::Body::Thing(new), thinghost_core::Body::Thing(old)) =
+                        (&mut e.body, &existing.body)
+                    {
+                        new.values = old.values.clone();
+                    }
+                    e.owner = existing.owner.clone();
+                }
+                None => {}
             }
             e.extension = Some(name.clone());
             tx.put(e);
         }
         Ok(())
     })
+}
+
+fn union(a: &thinghost_core::Acl, b: &thinghost_core::Acl) -> thinghost_core::Acl {
+    let mut out = a.clone();
+    for v in &b.visibility {
+        if !out.visibility.contains(v) {
+            out.visibility.push(v.clone());
+        }
+    }
+    for e in &b.run_time {
+        if !out.run_time.contains(e) {
+            out.run_time.push(e.clone());
+        }
+    }
+    for e in &b.design_time {
+        if !out.design_time.contains(e) {
+            out.design_time.push(e.clone());
+        }
+    }
+    out
 }
 
 /// The entities an extension owns in the model.

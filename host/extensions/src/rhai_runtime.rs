@@ -24,7 +24,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             deadline: Duration::from_secs(1),
-            max_operations: 10_000_000,
+            max_operations: 1_000_000_000,
             max_call_depth: 64,
             max_string_size: 1 << 20,
             max_array_size: 100_000,

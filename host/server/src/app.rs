@@ -15,6 +15,8 @@ pub struct App {
     pub auth: crate::auth::Limiter,
     /// The lifetime of a new application key when the request names none (K3).
     pub key_lifetime_ms: i64,
+    /// The extensions loaded from the plugin directory.
+    pub extensions: crate::extensions::Registry,
 }
 
 impl App {

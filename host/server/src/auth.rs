@@ -17,6 +17,8 @@ use thinghost_core::{Body, Kind, Subject, View};
 pub struct Caller {
     pub subject: Subject,
     pub name: String,
+    /// How deep in extension service calls this request is (0 for a request from outside).
+    pub depth: u8,
 }
 
 /// Why authentication failed; the client sees only "401", the audit log sees this.
@@ -224,6 +226,7 @@ pub async fn authenticate(
         return Ok(Caller {
             subject,
             name: k.user.clone(),
+            depth: 0,
         });
     }
     if let Some(user) = &peer.client_cert_user {
@@ -232,6 +235,7 @@ pub async fn authenticate(
         return Ok(Caller {
             subject,
             name: user.clone(),
+            depth: 0,
         });
     }
     if let Some(auth) = headers
@@ -286,6 +290,7 @@ pub async fn authenticate(
         return Ok(Caller {
             subject,
             name: user.to_string(),
+            depth: 0,
         });
     }
     Err(refused(

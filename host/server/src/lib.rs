@@ -7,6 +7,7 @@
 pub mod app;
 pub mod auth;
 pub mod cli;
+pub mod extensions;
 pub mod http;
 pub mod keys;
 pub mod rest;

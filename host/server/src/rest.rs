@@ -177,7 +177,7 @@ fn describe(m: &Model, e: &Entity) -> Json {
 
 /// Handles one API request for an authenticated caller.
 pub fn handle(
-    app: &App,
+    app: &std::sync::Arc<App>,
     caller: &Caller,
     method: &Method,
     path: &str,
@@ -333,17 +333,20 @@ pub fn handle(
             if let Some(r) = crate::services::host_service(&mut call) {
                 return r;
             }
-            // A service defined on the entity but implemented by nobody yet (extensions implement them).
+            let mut params = call.params;
+            // A service defined on the entity: implemented by an extension, or by nobody yet.
             let m = db.model();
             let (e, id) = visible_entity(m, caller, kind, name)?;
-            let defined = matches!(kind, Kind::Thing | Kind::ThingTemplate)
-                && merged_definitions(m, e).is_ok_and(|d| d.services.contains_key(*service));
-            if !defined {
+            let merged = match kind {
+                Kind::Thing | Kind::ThingTemplate => merged_definitions(m, e).ok(),
+                _ => None,
+            };
+            let Some((def, source)) = merged.as_ref().and_then(|d| d.services.get(*service)) else {
                 return Err(ApiError::new(
                     StatusCode::NOT_FOUND,
                     format!("{} {name} has no service {service:?}", kind.label()),
                 ));
-            }
+            };
             require(
                 m,
                 caller,
@@ -354,12 +357,41 @@ pub fn handle(
                 },
                 path,
             )?;
-            Err(ApiError::new(
-                StatusCode::NOT_IMPLEMENTED,
-                format!(
-                    "service {service} of {name} has no implementation: services are implemented by extensions"
-                ),
-            ))
+            let implementation = source
+                .split_once('/')
+                .and_then(|(c, n)| Some((Kind::from_collection(c)?, n)))
+                .and_then(|(k, n)| app.extensions.handler(k, n, service));
+            let Some((loaded, handler)) = implementation else {
+                return Err(ApiError::new(
+                    StatusCode::NOT_IMPLEMENTED,
+                    format!(
+                        "service {service} of {name} has no implementation: services are implemented by extensions"
+                    ),
+                ));
+            };
+            let spec: Vec<(&str, thinghost_core::BaseType, bool)> = def
+                .parameters
+                .iter()
+                .map(|p| (p.name.as_str(), p.base_type, p.required))
+                .collect();
+            crate::services::check_params(m, caller, service, &mut params, &spec)?;
+            let args: Vec<Json> = def
+                .parameters
+                .iter()
+                .map(|p| params.get(&p.name).cloned().unwrap_or(Json::Null))
+                .collect();
+            let result = def.result;
+            // The handler runs without the model lock: each of its host calls is a request of its own.
+            drop(db);
+            crate::extensions::run_service(
+                app,
+                caller,
+                loaded,
+                &handler,
+                &args,
+                result,
+                &format!("{}/{name}/Services/{service}", kind.collection()),
+            )
         }
         (&Method::DELETE, [name]) => {
             let mut db = app.db.write().unwrap_or_else(|p| p.into_inner());

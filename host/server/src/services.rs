@@ -72,54 +72,14 @@ impl Call<'_> {
     /// Validates the parameters against `spec`: unknown or missing ones, wrong types, and
     /// `*NAME` values that name nothing the caller can see are 400s naming the parameter.
     fn params(&mut self, spec: &[Param]) -> Result<(), ApiError> {
-        for k in self.params.keys() {
-            if !spec.iter().any(|(n, _, _)| n == k) {
-                let known: Vec<&str> = spec.iter().map(|p| p.0).collect();
-                return Err(bad(format!(
-                    "{} has no parameter {k:?}; its parameters are: {}",
-                    self.service,
-                    if known.is_empty() {
-                        "none".to_string()
-                    } else {
-                        known.join(", ")
-                    }
-                )));
-            }
-        }
-        for (name, bt, required) in spec {
-            match self.params.get(*name) {
-                None | Some(Json::Null) if *required => {
-                    let t = if *bt == ANY {
-                        "any type".to_string()
-                    } else {
-                        bt.to_string()
-                    };
-                    return Err(bad(format!("parameter {name} ({t}) is required")));
-                }
-                None | Some(Json::Null) => {}
-                Some(_) if *bt == ANY => {}
-                Some(v) => {
-                    let norm = bt
-                        .normalize(v)
-                        .map_err(|e| bad(format!("parameter {name}: {e}")))?;
-                    if let (Some(kind), Json::String(s)) = (bt.names_kind(), &norm) {
-                        let m = self.model();
-                        let visible = m
-                            .access()
-                            .id(kind, s)
-                            .is_some_and(|id| m.access().visible(self.caller.subject, id));
-                        if !visible {
-                            return Err(bad(format!(
-                                "parameter {name}: there is no {} named {s:?}",
-                                kind.label()
-                            )));
-                        }
-                    }
-                    self.params.insert(name.to_string(), norm);
-                }
-            }
-        }
-        Ok(())
+        let spec: Vec<(&str, BaseType, bool)> = spec.to_vec();
+        check_params(
+            self.db.model(),
+            self.caller,
+            &self.service,
+            &mut self.params,
+            &spec,
+        )
     }
 
     fn str(&self, name: &str) -> String {
@@ -203,6 +163,64 @@ impl Call<'_> {
         );
         Ok(())
     }
+}
+
+/// Validates parameters against a spec (name, type, required): unknown or missing ones, wrong
+/// types, and `*NAME` values that name nothing the caller can see are 400s naming the
+/// parameter. Values are replaced by their normal form.
+pub fn check_params(
+    model: &Model,
+    caller: &Caller,
+    service: &str,
+    params: &mut Map<String, Json>,
+    spec: &[(&str, BaseType, bool)],
+) -> Result<(), ApiError> {
+    for k in params.keys() {
+        if !spec.iter().any(|(n, _, _)| n == k) {
+            let known: Vec<&str> = spec.iter().map(|p| p.0).collect();
+            return Err(bad(format!(
+                "{service} has no parameter {k:?}; its parameters are: {}",
+                if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                }
+            )));
+        }
+    }
+    for (name, bt, required) in spec {
+        match params.get(*name) {
+            None | Some(Json::Null) if *required => {
+                let t = if *bt == ANY {
+                    "any type".to_string()
+                } else {
+                    bt.to_string()
+                };
+                return Err(bad(format!("parameter {name} ({t}) is required")));
+            }
+            None | Some(Json::Null) => {}
+            Some(_) if *bt == ANY => {}
+            Some(v) => {
+                let norm = bt
+                    .normalize(v)
+                    .map_err(|e| bad(format!("parameter {name}: {e}")))?;
+                if let (Some(kind), Json::String(s)) = (bt.names_kind(), &norm) {
+                    let visible = model
+                        .access()
+                        .id(kind, s)
+                        .is_some_and(|id| model.access().visible(caller.subject, id));
+                    if !visible {
+                        return Err(bad(format!(
+                            "parameter {name}: there is no {} named {s:?}",
+                            kind.label()
+                        )));
+                    }
+                }
+                params.insert(name.to_string(), norm);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Parameters for the audit log, without secrets.
@@ -572,6 +590,11 @@ pub fn host_service(call: &mut Call<'_>) -> Option<Result<Reply, ApiError>> {
             ))
         })(
         ),
+        (
+            Kind::Subsystem,
+            "PlatformSubsystem",
+            "GetExtensionPackageList" | "GetExtensionPackageDetails",
+        ) => extension_packages(call),
         (_, _, "GetPermissionsForCurrentUser") => current_user_permissions(call),
         (_, _, "CheckPermissionForUser") => check_for_user(call),
         (
@@ -1350,4 +1373,66 @@ fn change_password(call: &mut Call<'_>) -> Result<Reply, ApiError> {
         },
     )?;
     Ok(Reply::Empty)
+}
+
+/// `GetExtensionPackageList()` and `GetExtensionPackageDetails(packageName)`: each extension's
+/// state (loaded with its contributions and declared capabilities, or refused and why).
+fn extension_packages(call: &mut Call<'_>) -> Result<Reply, ApiError> {
+    let details = call.service == "GetExtensionPackageDetails";
+    if details {
+        call.params(&[("packageName", BaseType::String, true)])?;
+    } else {
+        call.params(&[])?;
+    }
+    let id = call
+        .model()
+        .access()
+        .id(Kind::Subsystem, "PlatformSubsystem")
+        .expect("predefined");
+    let resource = call.model().access().sym(&call.service);
+    call.require(
+        Permission::ServiceInvoke,
+        Target::Entity { id, resource },
+        "list the extensions",
+    )?;
+    let all = call.app.extensions.summary();
+    if details {
+        let name = call.str("packageName");
+        let p = all
+            .into_iter()
+            .find(|p| p["name"] == name.as_str())
+            .ok_or_else(|| {
+                bad(format!(
+                    "parameter packageName: there is no extension package {name:?}"
+                ))
+            })?;
+        return Ok(result(BaseType::Json, p));
+    }
+    let rows = all
+        .iter()
+        .map(|p| {
+            let mut r = Map::new();
+            for k in ["name", "version", "state"] {
+                r.insert(k.into(), p[k].clone());
+            }
+            r.insert(
+                "reason".into(),
+                p.get("reason").cloned().unwrap_or(json!("")),
+            );
+            r
+        })
+        .collect();
+    Ok(Reply::Json(
+        InfoTable {
+            fields: ["name", "version", "state", "reason"]
+                .iter()
+                .map(|n| Field {
+                    name: n.to_string(),
+                    base_type: BaseType::String,
+                })
+                .collect(),
+            rows,
+        }
+        .to_json(),
+    ))
 }

@@ -18,6 +18,9 @@ signed with MD5 or SHA-1.\n\nThe data directory is initialized on first start ex
 pub struct Args {
     #[command(flatten)]
     data: DataDir,
+    /// The plugin directory: one folder per extension, each with its plugin.toml.
+    #[arg(long, value_name = "DIR")]
+    plugins: Option<PathBuf>,
     /// Address and port to listen on (port 0 picks a free port, printed on start).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8443")]
     listen: SocketAddr,
@@ -112,12 +115,30 @@ pub fn run(args: Args) -> Result<i32, Failure> {
         Some(tokio_rustls::TlsAcceptor::from(config))
     };
     let _lock = thinghost_store::DirLock::acquire(&dir)?;
-    let db = Db::open(&dir, Policy::default())?;
+    let mut db = Db::open(&dir, Policy::default())?;
+    let extensions = match &args.plugins {
+        Some(plugins) => {
+            let registry = crate::extensions::load_dir(plugins, &mut db)?;
+            for p in registry.summary() {
+                match p["state"].as_str() {
+                    Some("loaded") => {
+                        tracing::info!(extension = %p["name"].as_str().unwrap_or(""), version = %p["version"].as_str().unwrap_or(""), "extension loaded")
+                    }
+                    _ => {
+                        tracing::warn!(extension = %p["name"].as_str().unwrap_or(""), reason = %p["reason"].as_str().unwrap_or(""), "extension refused")
+                    }
+                }
+            }
+            registry
+        }
+        None => crate::extensions::Registry::default(),
+    };
     let audit = SqliteStore::open(&dir.join(DB_FILE))?;
     let app = Arc::new(App {
         db: RwLock::new(db),
         audit: Mutex::new(audit),
         key_lifetime_ms: args.key_lifetime_hours * 3_600_000,
+        extensions,
         auth: crate::auth::Limiter::new(crate::auth::LimiterConfig {
             slow_after: args.signin_slow_after,
             lock_after: args.signin_lockout_after,

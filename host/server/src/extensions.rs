@@ -1,0 +1,456 @@
+//! Extensions in the server: loading the plugin directory, and running extension services with
+//! the host API. [`HostCtx::call`] is the one choke point every host call of every runtime passes.
+
+use crate::app::App;
+use crate::auth::Caller;
+use crate::rest::{self, ApiError, Reply};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
+use serde_json::{Value as Json, json};
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use thinghost_core::{Body, Kind, View};
+use thinghost_extensions::host_api::{Host, HostCall, HostError};
+use thinghost_extensions::manifest::{MANIFEST, Runtime};
+use thinghost_extensions::rhai_runtime::{Limits, RhaiExtension};
+use thinghost_extensions::{Manifest, contribution, plan};
+use thinghost_store::Db;
+
+/// How deep extension services may call each other.
+pub const MAX_DEPTH: u8 = 8;
+
+/// A loaded extension.
+pub struct Loaded {
+    pub manifest: Manifest,
+    pub dir: PathBuf,
+    pub runtime: RhaiExtension,
+}
+
+/// What became of one package.
+pub enum State {
+    Loaded(Arc<Loaded>),
+    Refused {
+        dir: PathBuf,
+        version: Option<String>,
+        reason: String,
+    },
+}
+
+/// The extensions of a running server.
+#[derive(Default)]
+pub struct Registry {
+    pub packages: BTreeMap<String, State>,
+    /// (kind, entity, service) -> (extension, handler).
+    handlers: HashMap<(Kind, String, String), (Arc<Loaded>, String)>,
+}
+
+impl Registry {
+    /// The extension handler of a service defined on `kind`/`entity`.
+    pub fn handler(
+        &self,
+        kind: Kind,
+        entity: &str,
+        service: &str,
+    ) -> Option<(Arc<Loaded>, String)> {
+        self.handlers
+            .get(&(kind, entity.to_string(), service.to_string()))
+            .cloned()
+    }
+
+    /// A summary per package, for logs, `plugin list` and `GetExtensionPackageList`.
+    pub fn summary(&self) -> Vec<Json> {
+        self.packages
+            .iter()
+            .map(|(name, st)| match st {
+                State::Loaded(l) => json!({
+                    "name": name, "version": l.manifest.extension.version.to_string(), "state": "loaded",
+                    "runtime": format!("{:?}", l.manifest.extension.runtime).to_lowercase(),
+                    "things": l.manifest.things.len(), "thingTemplates": l.manifest.thing_templates.len(),
+                    "thingShapes": l.manifest.thing_shapes.len(), "dataShapes": l.manifest.data_shapes.len(),
+                    "services": l.manifest.handlers().len(),
+                    "capabilities": {"functions": l.manifest.capabilities.functions, "read": l.manifest.capabilities.read,
+                                     "write": l.manifest.capabilities.write, "invoke": l.manifest.capabilities.invoke},
+                    "requires": l.manifest.requires.iter().map(|(k, v)| (k.clone(), json!(v.to_string()))).collect::<serde_json::Map<_, _>>(),
+                    "folder": l.dir.display().to_string(),
+                }),
+                State::Refused { dir, version, reason } => json!({
+                    "name": name, "version": version, "state": "refused", "reason": reason, "folder": dir.display().to_string(),
+                }),
+            })
+            .collect()
+    }
+}
+
+/// Reads, orders, compiles and contributes every package of `dir`. A package that fails anything
+/// is refused with its reason (and so is every package that needs it); the others load.
+pub fn load_dir(dir: &Path, db: &mut Db) -> Result<Registry, String> {
+    let mut registry = Registry::default();
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| format!("cannot read the plugin directory {}: {e}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_dir())
+        .collect();
+    entries.sort();
+    let mut manifests: Vec<(Manifest, PathBuf)> = Vec::new();
+    for folder in entries {
+        let folder_name = folder
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if !folder.join(MANIFEST).exists() {
+            registry.packages.insert(
+                folder_name,
+                State::Refused {
+                    dir: folder.clone(),
+                    version: None,
+                    reason: format!("{} has no {MANIFEST}", folder.display()),
+                },
+            );
+            continue;
+        }
+        match Manifest::read(&folder) {
+            Ok(m) => manifests.push((m, folder)),
+            Err(e) => {
+                registry.packages.insert(
+                    e.extension.clone(),
+                    State::Refused {
+                        dir: folder,
+                        version: None,
+                        reason: e.to_string(),
+                    },
+                );
+            }
+        }
+    }
+    let host = semver::Version::parse(crate::VERSION).expect("the host version is semver");
+    let refs: Vec<&Manifest> = manifests.iter().map(|(m, _)| m).collect();
+    let p = plan(&refs, &host);
+    for (m, folder) in &manifests {
+        if let Some(reason) = p.refused.get(m.name()) {
+            registry.packages.insert(
+                m.name().to_string(),
+                State::Refused {
+                    dir: folder.clone(),
+                    version: Some(m.extension.version.to_string()),
+                    reason: format!("extension {}: {reason}", m.name()),
+                },
+            );
+        }
+    }
+    for name in &p.order {
+        let (m, folder) = manifests
+            .iter()
+            .find(|(m, _)| m.name() == name)
+            .expect("planned from these");
+        let refuse = |reason: String| State::Refused {
+            dir: folder.clone(),
+            version: Some(m.extension.version.to_string()),
+            reason: format!("extension {name}: {reason}"),
+        };
+        // A dependency refused while loading refuses this one too.
+        if let Some(dep) = m
+            .requires
+            .keys()
+            .find(|d| !matches!(registry.packages.get(d.as_str()), Some(State::Loaded(_))))
+        {
+            registry.packages.insert(
+                name.clone(),
+                refuse(format!("needs {dep}, which was refused")),
+            );
+            continue;
+        }
+        match load_one(m, folder, db) {
+            Ok(loaded) => {
+                let loaded = Arc::new(loaded);
+                for (kind, entity, s) in loaded.manifest.handlers() {
+                    registry.handlers.insert(
+                        (kind, entity.to_string(), s.name.clone()),
+                        (loaded.clone(), s.handler.clone()),
+                    );
+                }
+                registry
+                    .packages
+                    .insert(name.clone(), State::Loaded(loaded));
+            }
+            Err(reason) => {
+                registry.packages.insert(name.clone(), refuse(reason));
+            }
+        }
+    }
+    Ok(registry)
+}
+
+fn load_one(m: &Manifest, folder: &Path, db: &mut Db) -> Result<Loaded, String> {
+    let entry = folder.join(&m.extension.entry);
+    let runtime = match m.extension.runtime {
+        Runtime::Rhai => {
+            let source = std::fs::read_to_string(&entry)
+                .map_err(|e| format!("cannot read {}: {e}", entry.display()))?;
+            RhaiExtension::compile(&source, &entry.display().to_string(), Limits::default())?
+        }
+        other => {
+            return Err(format!(
+                "the {} runtime is not available in this build of thinghost; Rhai extensions are",
+                format!("{other:?}").to_lowercase()
+            ));
+        }
+    };
+    for (kind, entity, s) in m.handlers() {
+        if !runtime.defines(&s.handler, s.params.len()) {
+            return Err(format!(
+                "{} does not define the handler {}({}) of service {} on {}/{entity}",
+                entry.display(),
+                s.handler,
+                s.params
+                    .iter()
+                    .map(|p| p.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                s.name,
+                kind.collection()
+            ));
+        }
+    }
+    let change = contribution(m).map_err(|e| e.to_string())?;
+    db.change(change).map_err(|e| e.to_string())?;
+    Ok(Loaded {
+        manifest: m.clone(),
+        dir: folder.to_path_buf(),
+        runtime,
+    })
+}
+
+/// The host side of one extension service call: who called, which extension.
+pub struct HostCtx {
+    pub app: Arc<App>,
+    pub caller: Caller,
+    pub extension: Arc<Loaded>,
+}
+
+/// Does `pattern` (`Things/*`, `Things/Pump*`, `Things/Hub/Services/*`) match `path`?
+pub fn pattern_matches(pattern: &str, path: &str) -> bool {
+    match pattern.split_once('*') {
+        None => pattern == path,
+        Some((pre, post)) => {
+            path.len() >= pre.len() + post.len()
+                && path.starts_with(pre)
+                && pattern_matches_rest(post, &path[pre.len()..])
+        }
+    }
+}
+
+fn pattern_matches_rest(pattern: &str, path: &str) -> bool {
+    if pattern.is_empty() {
+        return true;
+    }
+    (0..=path.len())
+        .filter(|i| path.is_char_boundary(*i))
+        .any(|i| pattern_matches(pattern, &path[i..]))
+}
+
+impl HostCtx {
+    /// Is the Thing the extension's own (contributed by it, or made from one of its templates)?
+    fn own_thing(&self, thing: &str) -> bool {
+        let db = self.app.db.read().unwrap_or_else(|p| p.into_inner());
+        let m = db.model();
+        let name = self.extension.manifest.name();
+        let Some(e) = m.get(Kind::Thing, thing) else {
+            return false;
+        };
+        if e.extension.as_deref() == Some(name) {
+            return true;
+        }
+        let Body::Thing(t) = &e.body else {
+            return false;
+        };
+        thinghost_core::validate::template_chain(m, &t.thing_template)
+            .map(|chain| chain.iter().any(|t| t.extension.as_deref() == Some(name)))
+            .unwrap_or(false)
+    }
+
+    /// The extension's declared capabilities (least privilege for the extension itself).
+    fn authorize(&self, call: &HostCall) -> Result<(), HostError> {
+        let caps = &self.extension.manifest.capabilities;
+        let f = call.function();
+        if !caps.functions.is_empty() && !caps.functions.iter().any(|x| x == f) {
+            return Err(HostError::Capability(format!("host function {f}")));
+        }
+        let (list, path, thing) = match call {
+            HostCall::GetProperty { thing, .. } => {
+                (&caps.read, format!("Things/{thing}"), Some(thing))
+            }
+            HostCall::SetProperty { thing, .. } => {
+                (&caps.write, format!("Things/{thing}"), Some(thing))
+            }
+            HostCall::InvokeService { thing, service, .. } => (
+                &caps.invoke,
+                format!("Things/{thing}/Services/{service}"),
+                Some(thing),
+            ),
+            HostCall::ListThings => (&caps.read, "Things/*".to_string(), None),
+            HostCall::Log { .. } | HostCall::Caller => return Ok(()),
+        };
+        if thing.is_some_and(|t| self.own_thing(t))
+            || list
+                .iter()
+                .any(|p| pattern_matches(p, &path) || (thing.is_none() && p.starts_with("Things/")))
+        {
+            Ok(())
+        } else {
+            Err(HostError::Capability(format!("{f} on {path}")))
+        }
+    }
+
+    fn request(&self, method: Method, path: &str, body: Option<Json>) -> Result<Reply, HostError> {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            axum::http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        let bytes = body.map(|b| b.to_string().into_bytes()).unwrap_or_default();
+        let caller = Caller {
+            depth: self.caller.depth + 1,
+            ..self.caller.clone()
+        };
+        rest::handle(&self.app, &caller, &method, path, &headers, &bytes).map_err(|e| {
+            let msg = e.message.clone();
+            match e.status {
+                StatusCode::NOT_FOUND => HostError::NotFound(msg),
+                StatusCode::FORBIDDEN => HostError::Denied(msg),
+                StatusCode::BAD_REQUEST | StatusCode::CONFLICT => HostError::Invalid(msg),
+                _ => HostError::Failed(msg),
+            }
+        })
+    }
+}
+
+impl Host for HostCtx {
+    /// The choke point: every host call of every runtime comes here, is checked against the
+    /// extension's capabilities, and is then made as a request of the calling user, through the
+    /// same checks as any request of that user (DOMAIN E4).
+    fn call(&self, call: HostCall) -> Result<Json, HostError> {
+        if let Err(e) = self.authorize(&call) {
+            self.app.audit(
+                &self.caller.name,
+                "Authorization",
+                "extensionCapabilityDenied",
+                json!({"extension": self.extension.manifest.name(), "call": format!("{call:?}")}),
+                "",
+                "",
+            );
+            return Err(e);
+        }
+        let first_row = |reply: Reply, field: &str| match reply {
+            Reply::Json(v) => v["rows"][0].get(field).cloned().unwrap_or(Json::Null),
+            Reply::Empty => Json::Null,
+        };
+        match call {
+            HostCall::GetProperty { thing, property } => {
+                let reply = self.request(
+                    Method::GET,
+                    &format!("/Thingworx/Things/{thing}/Properties/{property}"),
+                    None,
+                )?;
+                Ok(first_row(reply, &property))
+            }
+            HostCall::SetProperty {
+                thing,
+                property,
+                value,
+            } => {
+                self.request(
+                    Method::PUT,
+                    &format!("/Thingworx/Things/{thing}/Properties/{property}"),
+                    Some(json!({ property.clone(): value })),
+                )?;
+                Ok(Json::Null)
+            }
+            HostCall::InvokeService {
+                thing,
+                service,
+                params,
+            } => {
+                let reply = self.request(
+                    Method::POST,
+                    &format!("/Thingworx/Things/{thing}/Services/{service}"),
+                    Some(params),
+                )?;
+                Ok(match reply {
+                    Reply::Json(v)
+                        if v["dataShape"]["fieldDefinitions"]
+                            .as_object()
+                            .is_some_and(|f| f.len() == 1 && f.contains_key("result")) =>
+                    {
+                        v["rows"][0]["result"].clone()
+                    }
+                    Reply::Json(v) => v,
+                    Reply::Empty => Json::Null,
+                })
+            }
+            HostCall::ListThings => match self.request(Method::GET, "/Thingworx/Things", None)? {
+                Reply::Json(v) => Ok(Json::Array(
+                    v["rows"]
+                        .as_array()
+                        .map(|rows| rows.iter().map(|r| r["name"].clone()).collect())
+                        .unwrap_or_default(),
+                )),
+                Reply::Empty => Ok(json!([])),
+            },
+            HostCall::Log { message } => {
+                tracing::info!(extension = self.extension.manifest.name(), user = %self.caller.name, "{message}");
+                Ok(Json::Null)
+            }
+            HostCall::Caller => Ok(json!(self.caller.name)),
+        }
+    }
+}
+
+/// Runs an extension service: parameters already checked, in declared order.
+pub fn run_service(
+    app: &Arc<App>,
+    caller: &Caller,
+    loaded: Arc<Loaded>,
+    handler: &str,
+    args: &[Json],
+    result: thinghost_core::BaseType,
+    what: &str,
+) -> Result<Reply, ApiError> {
+    if caller.depth >= MAX_DEPTH {
+        return Err(ApiError::new(
+            StatusCode::LOOP_DETECTED,
+            format!("{what}: extension services call each other more than {MAX_DEPTH} deep"),
+        ));
+    }
+    let name = loaded.manifest.name().to_string();
+    let host = Arc::new(HostCtx {
+        app: app.clone(),
+        caller: caller.clone(),
+        extension: loaded.clone(),
+    });
+    let out = loaded.runtime.call(host, handler, args).map_err(|e| {
+        app.audit(
+            &caller.name,
+            "Extension",
+            "extensionCallFailed",
+            json!({"extension": name, "service": what, "error": e.to_string()}),
+            "",
+            "",
+        );
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("{what} failed in extension {name}: {e}"),
+        )
+    })?;
+    if result == thinghost_core::BaseType::Nothing {
+        return Ok(Reply::Empty);
+    }
+    let value = result.normalize(&out).map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("{what}: extension {name} returned a wrong result: {e}"),
+        )
+    })?;
+    Ok(Reply::Json(
+        thinghost_core::infotable::InfoTable::single("result", result, value).to_json(),
+    ))
+}
