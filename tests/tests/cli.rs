@@ -383,3 +383,28 @@ fn every_command_has_help() {
     let o = thinghost(&["frobnicate"]);
     assert_eq!(o.status.code(), Some(2));
 }
+
+#[test]
+fn plugin_check_reports_each_package_and_fails_when_one_would_be_refused() {
+    let examples = workspace().join("examples");
+    let o = thinghost(&["plugin", "check", examples.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    assert!(text(&o).0.contains("hello 1.0.0: loads"), "{:?}", text(&o));
+    let fixtures = workspace().join("tests/fixtures/plugins");
+    let o = thinghost(&["plugin", "check", fixtures.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    let out = text(&o).0;
+    assert!(
+        out.contains("broken-handler 1.0.0: REFUSED")
+            && out.contains("does not define the handler run_it(x)"),
+        "{out}"
+    );
+    assert!(out.contains("hostile 1.0.0: loads"), "{out}");
+    let o = thinghost(&["plugin", "list", fixtures.to_str().unwrap(), "--json"]);
+    assert_eq!(o.status.code(), Some(0));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v.as_array().unwrap().len(), 4);
+    let o = thinghost(&["plugin", "check", "/no/such/dir"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).1.contains("cannot read the plugin directory"));
+}

@@ -103,7 +103,7 @@ impl RhaiExtension {
                 _ => None,
             })
         });
-        engine.on_print(|s| tracing_line(s));
+        engine.on_print(tracing_line);
         engine.on_debug(|s, _, _| tracing_line(s));
         register_host_api(&mut engine);
         let ast = engine

@@ -189,3 +189,14 @@ fn the_rhai_reference_lists_every_host_function() {
         assert!(r.contains(&format!("`{}(", f.name)), "{}", f.name);
     }
 }
+
+#[test]
+fn the_committed_rhai_reference_is_the_generated_one() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../sdk/rhai-api.md");
+    let committed = std::fs::read_to_string(&path).unwrap_or_default();
+    assert_eq!(
+        committed,
+        reference(),
+        "sdk/rhai-api.md is out of date: regenerate it with `cargo run -p thinghost -- plugin rhai-api > sdk/rhai-api.md`"
+    );
+}

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 mod check;
 mod init;
 mod model;
+mod plugin;
 mod serve;
 
 /// thinghost: a platform core for connected devices, in the style of PTC ThingWorx.
@@ -27,6 +28,8 @@ enum Command {
     Model(model::Args),
     /// Run the server: the REST API over TLS (see --help for the transport options).
     Serve(serve::Args),
+    /// List or check the extension packages of a plugin directory, without serving them.
+    Plugin(plugin::Args),
 }
 
 /// An error that ends a command: printed as `error: ...`, exit status 2.
@@ -61,6 +64,7 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> i32 {
         Command::Check(a) => check::run(a),
         Command::Model(a) => model::run(a),
         Command::Serve(a) => serve::run(a),
+        Command::Plugin(a) => plugin::run(a),
     };
     match result {
         Ok(code) => code,

@@ -84,6 +84,18 @@ impl Registry {
 /// Reads, orders, compiles and contributes every package of `dir`. A package that fails anything
 /// is refused with its reason (and so is every package that needs it); the others load.
 pub fn load_dir(dir: &Path, db: &mut Db) -> Result<Registry, String> {
+    load_dir_with(dir, &mut |m: &Manifest| {
+        let change = contribution(m).map_err(|e| e.to_string())?;
+        db.change(change).map(|_| ()).map_err(|e| e.to_string())
+    })
+}
+
+/// Like [`load_dir`], with the contribution step given: `serve` stores it, `plugin check` only
+/// applies it to a model in memory.
+pub fn load_dir_with(
+    dir: &Path,
+    contribute: &mut dyn FnMut(&Manifest) -> Result<(), String>,
+) -> Result<Registry, String> {
     let mut registry = Registry::default();
     let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(|e| format!("cannot read the plugin directory {}: {e}", dir.display()))?
@@ -159,7 +171,7 @@ pub fn load_dir(dir: &Path, db: &mut Db) -> Result<Registry, String> {
             );
             continue;
         }
-        match load_one(m, folder, db) {
+        match load_one(m, folder, contribute) {
             Ok(loaded) => {
                 let loaded = Arc::new(loaded);
                 for (kind, entity, s) in loaded.manifest.handlers() {
@@ -180,7 +192,11 @@ pub fn load_dir(dir: &Path, db: &mut Db) -> Result<Registry, String> {
     Ok(registry)
 }
 
-fn load_one(m: &Manifest, folder: &Path, db: &mut Db) -> Result<Loaded, String> {
+fn load_one(
+    m: &Manifest,
+    folder: &Path,
+    contribute: &mut dyn FnMut(&Manifest) -> Result<(), String>,
+) -> Result<Loaded, String> {
     let entry = folder.join(&m.extension.entry);
     let runtime = match m.extension.runtime {
         Runtime::Rhai => {
@@ -211,8 +227,7 @@ fn load_one(m: &Manifest, folder: &Path, db: &mut Db) -> Result<Loaded, String> 
             ));
         }
     }
-    let change = contribution(m).map_err(|e| e.to_string())?;
-    db.change(change).map_err(|e| e.to_string())?;
+    contribute(m)?;
     Ok(Loaded {
         manifest: m.clone(),
         dir: folder.to_path_buf(),

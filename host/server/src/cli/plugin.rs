@@ -1,0 +1,100 @@
+//! `thinghost plugin list|check DIR`.
+
+use super::Failure;
+use std::path::PathBuf;
+use thinghost_core::{Model, Policy};
+use thinghost_extensions::{Manifest, contribution};
+use thinghost_store::Db;
+
+#[derive(clap::Args, Debug)]
+#[command(
+    after_help = "Both do what `serve --plugins DIR` does at start (read the manifests, order them, compile \
+the code, check every handler, contribute the entities) on a model in memory: nothing is written. With --data, \
+the contributions are checked against that data directory's model.\n\nExit status of check: 0 if every package \
+would load, 1 if any would be refused, 2 on error."
+)]
+pub struct Args {
+    #[command(subcommand)]
+    action: Action,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Action {
+    /// Show each package: loaded (version, contributions, capabilities) or refused (why).
+    List(Target),
+    /// Like list, and exit with status 1 if any package would be refused.
+    Check(Target),
+    /// Print the reference of the Rhai host API (generated from the host API's one definition).
+    RhaiApi,
+}
+
+#[derive(clap::Args, Debug)]
+struct Target {
+    /// The plugin directory.
+    dir: PathBuf,
+    /// Check against this data directory's model (read only).
+    #[arg(long, value_name = "DIR")]
+    data: Option<PathBuf>,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(args: Args) -> Result<i32, Failure> {
+    let (target, check) = match args.action {
+        Action::List(t) => (t, false),
+        Action::Check(t) => (t, true),
+        Action::RhaiApi => {
+            print!("{}", thinghost_extensions::rhai_runtime::reference());
+            return Ok(0);
+        }
+    };
+    let mut model = match &target.data {
+        Some(d) => {
+            let db = Db::open(d, Policy::default())?;
+            let f = db.model().export();
+            Model::from_parts(f.entities, f.collections, Policy::default())?
+        }
+        None => Model::with_predefined(),
+    };
+    let registry = crate::extensions::load_dir_with(&target.dir, &mut |m: &Manifest| {
+        let change = contribution(m).map_err(|e| e.to_string())?;
+        model.change(change).map(|_| ()).map_err(|e| e.to_string())
+    })?;
+    let summary = registry.summary();
+    if target.json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else if summary.is_empty() {
+        println!("no extension packages in {}", target.dir.display());
+    } else {
+        for p in &summary {
+            let name = p["name"].as_str().unwrap_or("");
+            let version = p["version"].as_str().unwrap_or("?");
+            if p["state"] == "loaded" {
+                println!(
+                    "{name} {version}: loads ({} runtime; {} things, {} templates, {} shapes, {} data shapes, {} services)",
+                    p["runtime"].as_str().unwrap_or(""),
+                    p["things"],
+                    p["thingTemplates"],
+                    p["thingShapes"],
+                    p["dataShapes"],
+                    p["services"]
+                );
+                let caps = &p["capabilities"];
+                if caps.as_object().is_some_and(|c| {
+                    c.values()
+                        .any(|v| v.as_array().is_some_and(|a| !a.is_empty()))
+                }) {
+                    println!("  capabilities: {caps}");
+                }
+            } else {
+                println!(
+                    "{name} {version}: REFUSED: {}",
+                    p["reason"].as_str().unwrap_or("")
+                );
+            }
+        }
+    }
+    let refused = summary.iter().any(|p| p["state"] != "loaded");
+    Ok(if check && refused { 1 } else { 0 })
+}
