@@ -32,7 +32,34 @@ pub fn contribution(
         message,
     })?;
     let name = manifest.name().to_string();
+    let declared: Vec<(Kind, String)> = entities
+        .iter()
+        .map(|e| (e.kind(), e.name.clone()))
+        .collect();
     Ok(move |tx: &mut Tx<'_>| {
+        // What an earlier version contributed and this one no longer declares goes (E5): a
+        // template or shape still in use refuses the upgrade, naming its users.
+        let stale: Vec<(Kind, String)> = Kind::ALL
+            .iter()
+            .flat_map(|k| {
+                tx.entities(*k)
+                    .filter(|e| e.extension.as_deref() == Some(name.as_str()))
+                    .map(|e| (*k, e.name.clone()))
+                    .collect::<Vec<_>>()
+            })
+            .filter(|key| !declared.contains(key))
+            .collect();
+        // Things first, then templates, then shapes and data shapes.
+        let rank = |k: &Kind| match k {
+            Kind::Thing => 0,
+            Kind::ThingTemplate => 1,
+            _ => 2,
+        };
+        let mut stale = stale;
+        stale.sort_by_key(|(k, _)| rank(k));
+        for (k, n) in stale {
+            tx.delete(k, &n)?;
+        }
         for mut e in entities {
             match tx.get(e.kind(), &e.name) {
                 Some(existing) if existing.extension.as_deref() != Some(name.as_str()) => {

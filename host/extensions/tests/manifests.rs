@@ -282,3 +282,77 @@ fn e3_contributions_enter_the_model_all_or_nothing_and_are_the_extensions() {
         "{err}"
     );
 }
+
+#[test]
+fn e5_an_upgrade_keeps_users_things_and_refuses_to_remove_a_template_in_use() {
+    let v1 = parse(&PUMPS_V1.replace("VERSION", "1.0.0")).unwrap();
+    let mut model = Model::with_predefined();
+    contribute(&mut model, &v1).unwrap();
+    // A user makes a Thing from the extension's template, sets a value and a permission.
+    model.create(Entity::user("op")).unwrap();
+    let mut p = Entity::thing("MyPump", "PumpTemplate");
+    if let Body::Thing(t) = &mut p.body {
+        t.values.insert("rpm".into(), serde_json::json!(900));
+    }
+    p.permissions.run_time.push(PermissionEntry::new(
+        PrincipalRef::user("op"),
+        Permission::PropertyRead,
+        "*",
+        true,
+    ));
+    model.create(p.clone()).unwrap();
+    // 1.1 drops the shape and the hub Thing: they go; the user's Thing stays as it was.
+    let v11 = parse(&v1_text_without(
+        &[
+            "[[thing_shapes]]\nname = \"Obsolete\"\n",
+            "[[things]]\nname = \"PumpHub\"\n",
+        ],
+        "1.1.0",
+    ))
+    .unwrap();
+    contribute(&mut model, &v11).unwrap();
+    assert!(model.get(Kind::ThingShape, "Obsolete").is_none());
+    assert!(model.get(Kind::Thing, "PumpHub").is_none());
+    assert_eq!(model.get(Kind::Thing, "MyPump").unwrap(), &p);
+    // 2.0 drops the template the user's Thing is made from: refused, naming the Thing; nothing changes.
+    let before = model.export();
+    let v2 = parse(&v1_text_without(&["[[thing_templates]]\nname = \"PumpTemplate\"\n\n[[thing_templates.properties]]\nname = \"rpm\"\ntype = \"INTEGER\"\ndefault = 0\n"], "2.0.0")).unwrap();
+    let err = contribute(&mut model, &v2).unwrap_err();
+    assert!(
+        err.to_string().contains("PumpTemplate") && err.to_string().contains("Things/MyPump"),
+        "{err}"
+    );
+    assert_eq!(model.export(), before);
+}
+
+const PUMPS_V1: &str = r#"
+[extension]
+name = "pumps"
+version = "VERSION"
+host = ">=0.1"
+runtime = "rhai"
+entry = "main.rhai"
+
+[[thing_templates]]
+name = "PumpTemplate"
+
+[[thing_templates.properties]]
+name = "rpm"
+type = "INTEGER"
+default = 0
+
+[[thing_shapes]]
+name = "Obsolete"
+
+[[things]]
+name = "PumpHub"
+"#;
+
+fn v1_text_without(parts: &[&str], version: &str) -> String {
+    let mut s = PUMPS_V1.replace("VERSION", version);
+    for p in parts {
+        assert!(s.contains(p), "{p:?} not in the manifest");
+        s = s.replace(p, "");
+    }
+    s
+}
