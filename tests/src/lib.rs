@@ -175,3 +175,32 @@ impl Drop for Server {
         let _ = self.child.wait();
     }
 }
+
+/// POSTs JSON with an app key; the status and the body (JSON, or a string if it is not JSON).
+pub fn post(
+    s: &Server,
+    key: &str,
+    path: &str,
+    body: serde_json::Value,
+) -> (reqwest::StatusCode, serde_json::Value) {
+    let r = s
+        .client
+        .post(s.at(path))
+        .header("appKey", key)
+        .json(&body)
+        .send()
+        .unwrap();
+    let st = r.status();
+    let text = r.text().unwrap();
+    (
+        st,
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+    )
+}
+
+/// Like `post`, asserting 200; the body.
+pub fn ok(s: &Server, key: &str, path: &str, body: serde_json::Value) -> serde_json::Value {
+    let (st, v) = post(s, key, path, body.clone());
+    assert_eq!(st, 200, "{path} {body}: {v}");
+    v
+}

@@ -1,10 +1,9 @@
 //! Extensions in the running server: the hello example over REST, refused packages, and hostile
 //! extension code that must do nothing its caller could not (DOMAIN E4).
 
-use reqwest::StatusCode;
 use serde_json::{Value as Json, json};
 use std::path::Path;
-use thinghost_tests::{Server, workspace};
+use thinghost_tests::{Server, ok, post, workspace};
 
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
@@ -25,28 +24,6 @@ fn plugins(root: &Path, fixtures: &[&str]) -> std::path::PathBuf {
         );
     }
     dir
-}
-
-fn post(s: &Server, key: &str, path: &str, body: Json) -> (StatusCode, Json) {
-    let r = s
-        .client
-        .post(s.at(path))
-        .header("appKey", key)
-        .json(&body)
-        .send()
-        .unwrap();
-    let st = r.status();
-    let text = r.text().unwrap();
-    (
-        st,
-        serde_json::from_str(&text).unwrap_or(Json::String(text)),
-    )
-}
-
-fn ok(s: &Server, key: &str, path: &str, body: Json) -> Json {
-    let (st, v) = post(s, key, path, body.clone());
-    assert_eq!(st, 200, "{path} {body}: {v}");
-    v
 }
 
 const ES: &str = "/Thingworx/Resources/EntityServices/Services";

@@ -1,31 +1,8 @@
 //! The host services over REST, end to end: an administrator builds a model through the API and
 //! a user works within it.
 
-use reqwest::StatusCode;
 use serde_json::{Value as Json, json};
-use thinghost_tests::Server;
-
-fn post(s: &Server, key: &str, path: &str, body: Json) -> (StatusCode, Json) {
-    let r = s
-        .client
-        .post(s.at(path))
-        .header("appKey", key)
-        .json(&body)
-        .send()
-        .unwrap();
-    let st = r.status();
-    let text = r.text().unwrap();
-    (
-        st,
-        serde_json::from_str(&text).unwrap_or(Json::String(text)),
-    )
-}
-
-fn ok(s: &Server, key: &str, path: &str, body: Json) -> Json {
-    let (st, v) = post(s, key, path, body.clone());
-    assert_eq!(st, 200, "{path} {body}: {v}");
-    v
-}
+use thinghost_tests::{Server, ok, post};
 
 const ES: &str = "/Thingworx/Resources/EntityServices/Services";
 
