@@ -947,3 +947,45 @@ fn shapes_definitions_data_shapes_members_and_permission_lists_over_rest() {
         404
     );
 }
+
+#[test]
+fn names_with_spaces_and_non_ascii_letters_work_in_urls() {
+    let t = tempfile::tempdir().unwrap();
+    let s = Server::start(&t.path().join("d"), &["--dev"]);
+    let admin = s.admin_key();
+    ok(
+        &s,
+        &admin,
+        &format!("{ES}/CreateThing"),
+        json!({"name": "Pumpe Ä 7", "thingTemplateName": "GenericThing"}),
+    );
+    ok(
+        &s,
+        &admin,
+        "/Thingworx/Things/Pumpe%20%C3%84%207/Services/AddPropertyDefinition",
+        json!({"name": "level", "type": "NUMBER", "defaultValue": 4}),
+    );
+    let r = s
+        .client
+        .get(s.at("/Thingworx/Things/Pumpe%20%C3%84%207/Properties/level"))
+        .header("appKey", &admin)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Json>().unwrap()["rows"][0]["level"], 4);
+    // An encoded slash cannot smuggle a path segment; invalid UTF-8 is a 400.
+    let r = s
+        .client
+        .get(s.at("/Thingworx/Things/a%2Fb"))
+        .header("appKey", &admin)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let r = s
+        .client
+        .get(s.at("/Thingworx/Things/%FF"))
+        .header("appKey", &admin)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 400);
+}

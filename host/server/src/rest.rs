@@ -184,7 +184,29 @@ pub fn handle(
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<Reply, ApiError> {
-    let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+    // Segments arrive percent-encoded (`Device%207`); entity and member names are matched decoded.
+    let decoded: Vec<String> = path
+        .trim_matches('/')
+        .split('/')
+        .map(|seg| {
+            percent_encoding::percent_decode_str(seg)
+                .decode_utf8()
+                .map(|c| c.into_owned())
+                .map_err(|_| {
+                    ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        "the path is not valid UTF-8 once decoded",
+                    )
+                })
+        })
+        .collect::<Result<_, _>>()?;
+    if decoded.iter().any(|seg| seg.contains('/')) {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no route for {path}"),
+        ));
+    }
+    let parts: Vec<&str> = decoded.iter().map(String::as_str).collect();
     let parts = match parts.as_slice() {
         ["Thingworx", rest @ ..] => rest.to_vec(),
         _ => {
