@@ -161,8 +161,8 @@ impl RhaiExtension {
 }
 
 fn tracing_line(s: &str) {
-    // Extensions' print/debug output goes to the host's standard error, one line each.
-    eprintln!("extension: {s}");
+    // Extensions' print/debug output goes to the host's log (text or JSON), one event each.
+    tracing::info!(target: "extension", "{s}");
 }
 
 /// Registers every function of [`HOST_FUNCTIONS`].
