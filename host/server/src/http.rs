@@ -104,11 +104,18 @@ async fn api(
     let path = uri.path().to_string();
     let app2 = app.clone();
     let caller2 = caller.clone();
-    // Model work may write to disk: keep it off the async workers.
-    let result = tokio::task::spawn_blocking(move || {
-        rest::handle(&app2, &caller2, &method, &path, &headers, &body)
-    })
-    .await;
+    // Reads take a shared lock for well under a microsecond and run here; writes and service
+    // calls may wait for the disk or run extension code, so they go to the blocking pool.
+    let result = if method == Method::GET {
+        Ok(rest::handle(
+            &app2, &caller2, &method, &path, &headers, &body,
+        ))
+    } else {
+        tokio::task::spawn_blocking(move || {
+            rest::handle(&app2, &caller2, &method, &path, &headers, &body)
+        })
+        .await
+    };
     let mut res = match result {
         Ok(Ok(rest::Reply::Json(v))) => json_response(StatusCode::OK, &v),
         Ok(Ok(rest::Reply::Empty)) => StatusCode::OK.into_response(),
