@@ -95,6 +95,8 @@ impl Batch {
 pub struct Tx<'m> {
     base: &'m ModelData,
     writes: BTreeMap<Key, Option<Entity>>,
+    /// The names in `writes`, per kind, so that reads can ask without allocating a `Key`.
+    written: [std::collections::BTreeSet<String>; Kind::COUNT],
     collections: BTreeMap<Kind, Acl>,
 }
 
@@ -130,15 +132,22 @@ impl<'m> Tx<'m> {
         Tx {
             base,
             writes: BTreeMap::new(),
+            written: Default::default(),
             collections: BTreeMap::new(),
         }
     }
 
     fn overlay(&self, kind: Kind, name: &str) -> Option<&Option<Entity>> {
-        if self.writes.is_empty() {
+        if !self.written[kind.index()].contains(name) {
             return None;
         }
         self.writes.get(&Key::new(kind, name))
+    }
+
+    /// Records a write in the overlay.
+    fn write(&mut self, key: Key, value: Option<Entity>) {
+        self.written[key.kind.index()].insert(key.name.clone());
+        self.writes.insert(key, value);
     }
 
     /// Creates an entity; fails if one of that kind and name exists.
@@ -155,7 +164,7 @@ impl<'m> Tx<'m> {
 
     /// Creates or replaces an entity.
     pub fn put(&mut self, e: Entity) {
-        self.writes.insert(e.key(), Some(e));
+        self.write(e.key(), Some(e));
     }
 
     /// The entity, for change; fails if it does not exist.
@@ -163,7 +172,7 @@ impl<'m> Tx<'m> {
         let key = Key::new(kind, name);
         if !self.writes.contains_key(&key) {
             let current = self.base.get(kind, name).cloned();
-            self.writes.insert(key.clone(), current);
+            self.write(key.clone(), current);
         }
         self.writes
             .get_mut(&key)
@@ -213,33 +222,32 @@ impl<'m> Tx<'m> {
             Kind::Organization => self.cascade_organization(name),
             _ => {}
         }
-        self.writes.insert(Key::new(kind, name), None);
+        self.write(Key::new(kind, name), None);
         Ok(())
     }
 
-    fn all_keys(&self) -> Vec<Key> {
+    /// The keys of the entities that pass `filter`, in kind and name order.
+    fn keys_where(&self, filter: impl Fn(&Entity) -> bool) -> Vec<Key> {
         Kind::ALL
             .iter()
-            .flat_map(|k| self.entities(*k).map(Entity::key).collect::<Vec<_>>())
+            .flat_map(|k| {
+                self.entities(*k)
+                    .filter(|e| filter(e))
+                    .map(Entity::key)
+                    .collect::<Vec<_>>()
+            })
             .collect()
     }
 
     fn cascade_principal(&mut self, p: &PrincipalRef) {
         let is_user = p.kind == PrincipalType::User;
-        for key in self.all_keys() {
+        for key in self.keys_where(|e| validate::mentions(e, p.entity_kind(), &p.principal)) {
             let e = self.get(key.kind, &key.name).expect("listed");
-            let mentions = validate::references(e).iter().any(|r| match r {
-                validate::Ref::Entity(k, _) => k.kind == p.entity_kind() && k.name == p.principal,
-                validate::Ref::Unit(..) => false,
-            });
-            if !mentions {
-                continue;
-            }
             if is_user
                 && let Body::ApplicationKey(k) = &e.body
                 && k.user == p.principal
             {
-                self.writes.insert(key, None);
+                self.write(key, None);
                 continue;
             }
             let e = self.get_mut(key.kind, &key.name).expect("exists");
@@ -273,14 +281,13 @@ impl<'m> Tx<'m> {
 
     fn cascade_organization(&mut self, org: &str) {
         let names = |acl: &Acl| acl.visibility.iter().any(|v| v.split().0 == org);
-        for key in self.all_keys() {
-            let e = self.get(key.kind, &key.name).expect("listed");
-            if names(&e.permissions) || e.instance_permissions().is_some_and(names) {
-                let e = self.get_mut(key.kind, &key.name).expect("exists");
-                e.permissions.remove_visibility(org, None);
-                if let Some(acl) = e.instance_permissions_mut() {
-                    acl.remove_visibility(org, None);
-                }
+        for key in self
+            .keys_where(|e| names(&e.permissions) || e.instance_permissions().is_some_and(names))
+        {
+            let e = self.get_mut(key.kind, &key.name).expect("exists");
+            e.permissions.remove_visibility(org, None);
+            if let Some(acl) = e.instance_permissions_mut() {
+                acl.remove_visibility(org, None);
             }
         }
         for kind in Kind::ALL {

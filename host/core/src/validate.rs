@@ -16,140 +16,169 @@ pub(crate) enum Ref {
     Unit(String, String, String),
 }
 
-fn acl_refs(acl: &Acl, place: &str, out: &mut Vec<Ref>) {
-    for v in &acl.visibility {
-        let (org, unit) = v.split();
-        match unit {
-            None => out.push(Ref::Entity(
-                Key::new(Kind::Organization, org),
-                format!("a visibility entry of {place}"),
-            )),
-            Some(u) => out.push(Ref::Unit(
-                org.to_string(),
-                u.to_string(),
-                format!("a visibility entry of {place}"),
-            )),
-        }
-    }
-    for e in acl.design_time.iter().chain(&acl.run_time) {
-        out.push(Ref::Entity(
-            Key::new(e.principal.entity_kind(), &e.principal.principal),
-            format!("a permission entry of {place}"),
-        ));
-    }
+/// What a reference points at, borrowed from the entity.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum RefTarget<'a> {
+    Entity(Kind, &'a str),
+    Unit(&'a str, &'a str),
 }
 
-fn definition_refs(defs: &Definitions, place: &str, out: &mut Vec<Ref>) {
-    let mut ds = |name: &Option<String>, what: String| {
-        if let Some(n) = name {
-            out.push(Ref::Entity(Key::new(Kind::DataShape, n), what));
-        }
-    };
-    for p in &defs.properties {
-        ds(&p.data_shape, format!("property {} of {place}", p.name));
-    }
-    for s in &defs.services {
-        ds(
-            &s.result_data_shape,
-            format!("the result of service {} of {place}", s.name),
-        );
-        for p in &s.parameters {
-            ds(
-                &p.data_shape,
-                format!("parameter {} of service {} of {place}", p.name, s.name),
-            );
-        }
-    }
-    for e in &defs.events {
-        ds(&e.data_shape, format!("event {} of {place}", e.name));
-    }
-}
-
-/// Everything `e` refers to.
-pub(crate) fn references(e: &Entity) -> Vec<Ref> {
-    let place = e.key().to_string();
-    let mut out = Vec::new();
+/// Calls `f` for every reference of `e`, with a description of where it stands that is only
+/// computed if asked for: scans of the whole model allocate nothing.
+pub(crate) fn visit_references(e: &Entity, f: &mut dyn FnMut(RefTarget<'_>, &dyn Fn() -> String)) {
+    let place = || e.key().to_string();
     if let Some(o) = &e.owner {
-        out.push(Ref::Entity(
-            Key::new(Kind::User, o),
-            format!("the owner of {place}"),
-        ));
+        f(RefTarget::Entity(Kind::User, o), &|| {
+            format!("the owner of {}", place())
+        });
     }
-    acl_refs(&e.permissions, &place, &mut out);
+    visit_acl(&e.permissions, &|| place(), f);
     if let Some(acl) = e.instance_permissions() {
-        acl_refs(
+        visit_acl(
             acl,
-            &format!("the instance permissions of {place}"),
-            &mut out,
+            &|| format!("the instance permissions of {}", place()),
+            f,
         );
     }
     if let Some(defs) = e.definitions() {
-        definition_refs(defs, &place, &mut out);
+        for p in &defs.properties {
+            if let Some(n) = &p.data_shape {
+                f(RefTarget::Entity(Kind::DataShape, n), &|| {
+                    format!("property {} of {}", p.name, place())
+                });
+            }
+        }
+        for s in &defs.services {
+            if let Some(n) = &s.result_data_shape {
+                f(RefTarget::Entity(Kind::DataShape, n), &|| {
+                    format!("the result of service {} of {}", s.name, place())
+                });
+            }
+            for p in &s.parameters {
+                if let Some(n) = &p.data_shape {
+                    f(RefTarget::Entity(Kind::DataShape, n), &|| {
+                        format!("parameter {} of service {} of {}", p.name, s.name, place())
+                    });
+                }
+            }
+        }
+        for ev in &defs.events {
+            if let Some(n) = &ev.data_shape {
+                f(RefTarget::Entity(Kind::DataShape, n), &|| {
+                    format!("event {} of {}", ev.name, place())
+                });
+            }
+        }
     }
     match &e.body {
         Body::Thing(t) => {
-            out.push(Ref::Entity(
-                Key::new(Kind::ThingTemplate, &t.thing_template),
-                format!("the template of {place}"),
-            ));
+            f(
+                RefTarget::Entity(Kind::ThingTemplate, &t.thing_template),
+                &|| format!("the template of {}", place()),
+            );
             for s in &t.thing_shapes {
-                out.push(Ref::Entity(
-                    Key::new(Kind::ThingShape, s),
-                    format!("the shapes of {place}"),
-                ));
+                f(RefTarget::Entity(Kind::ThingShape, s), &|| {
+                    format!("the shapes of {}", place())
+                });
             }
         }
         Body::ThingTemplate(t) => {
             if let Some(b) = &t.base_thing_template {
-                out.push(Ref::Entity(
-                    Key::new(Kind::ThingTemplate, b),
-                    format!("the base template of {place}"),
-                ));
+                f(RefTarget::Entity(Kind::ThingTemplate, b), &|| {
+                    format!("the base template of {}", place())
+                });
             }
             for s in &t.thing_shapes {
-                out.push(Ref::Entity(
-                    Key::new(Kind::ThingShape, s),
-                    format!("the shapes of {place}"),
-                ));
+                f(RefTarget::Entity(Kind::ThingShape, s), &|| {
+                    format!("the shapes of {}", place())
+                });
             }
         }
         Body::DataShape(d) => {
-            for f in &d.fields {
-                if let Some(n) = &f.data_shape {
-                    out.push(Ref::Entity(
-                        Key::new(Kind::DataShape, n),
-                        format!("field {} of {place}", f.name),
-                    ));
+            for fd in &d.fields {
+                if let Some(n) = &fd.data_shape {
+                    f(RefTarget::Entity(Kind::DataShape, n), &|| {
+                        format!("field {} of {}", fd.name, place())
+                    });
                 }
             }
         }
         Body::Group(g) => {
             for m in &g.members {
-                out.push(Ref::Entity(
-                    Key::new(m.entity_kind(), &m.principal),
-                    format!("the members of {place}"),
-                ));
+                f(RefTarget::Entity(m.entity_kind(), &m.principal), &|| {
+                    format!("the members of {}", place())
+                });
             }
         }
         Body::Organization(o) => {
             for u in &o.units {
                 for m in &u.members {
-                    out.push(Ref::Entity(
-                        Key::new(m.entity_kind(), &m.principal),
-                        format!("the members of unit {} of {place}", u.name),
-                    ));
+                    f(RefTarget::Entity(m.entity_kind(), &m.principal), &|| {
+                        format!("the members of unit {} of {}", u.name, place())
+                    });
                 }
             }
         }
         Body::ApplicationKey(k) => {
-            out.push(Ref::Entity(
-                Key::new(Kind::User, &k.user),
-                format!("the user of {place}"),
-            ));
+            f(RefTarget::Entity(Kind::User, &k.user), &|| {
+                format!("the user of {}", place())
+            });
         }
         _ => {}
     }
+}
+
+fn visit_acl(
+    acl: &Acl,
+    place: &dyn Fn() -> String,
+    f: &mut dyn FnMut(RefTarget<'_>, &dyn Fn() -> String),
+) {
+    for v in &acl.visibility {
+        let (org, unit) = v.split();
+        let what = || format!("a visibility entry of {}", place());
+        match unit {
+            None => f(RefTarget::Entity(Kind::Organization, org), &what),
+            Some(u) => f(RefTarget::Unit(org, u), &what),
+        }
+    }
+    for e in acl.design_time.iter().chain(&acl.run_time) {
+        f(
+            RefTarget::Entity(e.principal.entity_kind(), &e.principal.principal),
+            &|| format!("a permission entry of {}", place()),
+        );
+    }
+}
+
+/// Everything `e` refers to, with descriptions (for validating one entity).
+pub(crate) fn references(e: &Entity) -> Vec<Ref> {
+    let mut out = Vec::new();
+    visit_references(e, &mut |t, what| {
+        out.push(match t {
+            RefTarget::Entity(k, n) => Ref::Entity(Key::new(k, n), what()),
+            RefTarget::Unit(o, u) => Ref::Unit(o.to_string(), u.to_string(), what()),
+        })
+    });
     out
+}
+
+/// Does `e` refer to the entity `kind`/`name`? Allocation-free.
+pub(crate) fn mentions(e: &Entity, kind: Kind, name: &str) -> bool {
+    let mut found = false;
+    visit_references(e, &mut |t, _| {
+        if t == RefTarget::Entity(kind, name) {
+            found = true;
+        }
+    });
+    found
+}
+
+fn acl_refs(acl: &Acl, place: &str, out: &mut Vec<Ref>) {
+    visit_acl(acl, &|| place.to_string(), &mut |t, what| {
+        out.push(match t {
+            RefTarget::Entity(k, n) => Ref::Entity(Key::new(k, n), what()),
+            RefTarget::Unit(o, u) => Ref::Unit(o.to_string(), u.to_string(), what()),
+        })
+    });
 }
 
 fn check_ref(view: &dyn View, r: &Ref) -> Result<(), ModelError> {
@@ -295,9 +324,17 @@ fn ensure_unreferenced(
             }
         }
     };
+    let hit = |t: RefTarget<'_>| match t {
+        RefTarget::Entity(k, n) => removed.iter().any(|r| r.kind == k && r.name == n),
+        RefTarget::Unit(o, u) => units.iter().any(|(ro, ru)| ro == o && ru == u),
+    };
     for kind in Kind::ALL {
         for e in view.entities(kind) {
-            visit(e.key().to_string(), references(e));
+            let mut refers = false;
+            visit_references(e, &mut |t, _| refers |= hit(t));
+            if refers {
+                visit(e.key().to_string(), references(e));
+            }
         }
         if let Some(acl) = view.collection(kind) {
             let mut refs = Vec::new();
