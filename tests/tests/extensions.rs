@@ -309,6 +309,15 @@ fn e4_hostile_rhai_code_can_do_nothing_its_caller_could_not() {
     // Endless recursion through services is cut off.
     let (st, v) = call(&admin, "Recurse");
     assert!(st == 500 || st == 508, "{st} {v}");
+    // Names are taken literally: encoded characters or slashes reach nothing else.
+    for service in ["Smuggle", "SmugglePath"] {
+        let (st, v) = call(&admin, service);
+        assert_eq!(st, 500, "{service}: {v}");
+        assert!(
+            v["error"].as_str().unwrap().contains("not found"),
+            "{service}: {v}"
+        );
+    }
     // The server keeps serving, and the extension stays loaded.
     assert_eq!(s.client.get(s.at("/health")).send().unwrap().status(), 200);
     assert_eq!(call(&mallory, "WhoAmI").1["rows"][0]["result"], "mallory");

@@ -242,6 +242,12 @@ pub struct HostCtx {
     pub extension: Arc<Loaded>,
 }
 
+/// One path segment from a name the extension gave: percent-encoded, so that the name is taken
+/// literally (a `/` cannot add a segment, a `%41` is not an `A`).
+fn segment(name: &str) -> String {
+    percent_encoding::utf8_percent_encode(name, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
 /// Does `pattern` (`Things/*`, `Things/Pump*`, `Things/Hub/Services/*`) match `path`?
 pub fn pattern_matches(pattern: &str, path: &str) -> bool {
     match pattern.split_once('*') {
@@ -363,7 +369,11 @@ impl Host for HostCtx {
             HostCall::GetProperty { thing, property } => {
                 let reply = self.request(
                     Method::GET,
-                    &format!("/Thingworx/Things/{thing}/Properties/{property}"),
+                    &format!(
+                        "/Thingworx/Things/{}/Properties/{}",
+                        segment(&thing),
+                        segment(&property)
+                    ),
                     None,
                 )?;
                 Ok(first_row(reply, &property))
@@ -375,7 +385,11 @@ impl Host for HostCtx {
             } => {
                 self.request(
                     Method::PUT,
-                    &format!("/Thingworx/Things/{thing}/Properties/{property}"),
+                    &format!(
+                        "/Thingworx/Things/{}/Properties/{}",
+                        segment(&thing),
+                        segment(&property)
+                    ),
                     Some(json!({ property.clone(): value })),
                 )?;
                 Ok(Json::Null)
@@ -387,7 +401,11 @@ impl Host for HostCtx {
             } => {
                 let reply = self.request(
                     Method::POST,
-                    &format!("/Thingworx/Things/{thing}/Services/{service}"),
+                    &format!(
+                        "/Thingworx/Things/{}/Services/{}",
+                        segment(&thing),
+                        segment(&service)
+                    ),
                     Some(params),
                 )?;
                 Ok(match reply {
