@@ -55,6 +55,18 @@ pub fn thinghost(args: &[&str]) -> Output {
         .expect("thinghost runs")
 }
 
+/// `thinghost model --data DIR import FILE`, which must succeed.
+pub fn import(dir: &Path, file: &Path) {
+    let o = thinghost(&[
+        "model",
+        "--data",
+        dir.to_str().unwrap(),
+        "import",
+        file.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{:?}", text(&o));
+}
+
 /// Standard output and error of a run, as text.
 pub fn text(o: &Output) -> (String, String) {
     (

@@ -2,7 +2,7 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use thinghost_tests::{text, thinghost, workspace};
+use thinghost_tests::{import, text, thinghost, workspace};
 
 fn fixture() -> String {
     workspace()
@@ -342,14 +342,7 @@ fn export_then_import_carries_a_model_to_another_data_directory() {
         std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
         0o600
     );
-    let o = thinghost(&[
-        "model",
-        "--data",
-        b.to_str().unwrap(),
-        "import",
-        file.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{:?}", text(&o));
+    import(&b, &file);
     assert_eq!(export(&a), export(&b));
     // Importing the same file again changes nothing.
     let o = thinghost(&[

@@ -5,7 +5,7 @@ use serde_json::{Value as Json, json};
 use std::path::Path;
 use thinghost_core::{Policy, View};
 use thinghost_store::Db;
-use thinghost_tests::{Server, text, thinghost};
+use thinghost_tests::{Server, import, text, thinghost};
 
 const DEV1: &str = "3f1c2a9e-0d4b-4e7a-9c55-1a2b3c4d5e6f";
 const DEV2: &str = "7a6b5c4d-3e2f-4a1b-8c9d-0e1f2a3b4c5d";
@@ -60,14 +60,7 @@ fn seed000(dir: &Path) {
         json!({"format": "thinghost-model", "version": 1, "entities": entities}).to_string(),
     )
     .unwrap();
-    let o = thinghost(&[
-        "model",
-        "--data",
-        dir.to_str().unwrap(),
-        "import",
-        file.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{:?}", text(&o));
+    import(dir, &file);
 }
 
 fn get(s: &Server, key: &str, path: &str) -> (StatusCode, String) {
@@ -445,12 +438,5 @@ fn a_second_server_or_an_import_on_a_served_directory_is_refused() {
     ]);
     assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
     drop(s);
-    let o = thinghost(&[
-        "model",
-        "--data",
-        dir.to_str().unwrap(),
-        "import",
-        file.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{:?}", text(&o));
+    import(&dir, &file);
 }

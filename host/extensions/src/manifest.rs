@@ -372,32 +372,23 @@ impl Manifest {
     /// The services this extension implements: (collection, entity, service) with its handler.
     pub fn handlers(&self) -> Vec<(thinghost_core::Kind, &str, &ServiceDecl)> {
         use thinghost_core::Kind;
-        let mut out = Vec::new();
-        for t in &self.things {
-            out.extend(
-                t.members
-                    .services
+        let owners = self
+            .things
+            .iter()
+            .map(|t| (Kind::Thing, t.name.as_str(), &t.members))
+            .chain(
+                self.thing_templates
                     .iter()
-                    .map(|s| (Kind::Thing, t.name.as_str(), s)),
-            );
-        }
-        for t in &self.thing_templates {
-            out.extend(
-                t.members
-                    .services
+                    .map(|t| (Kind::ThingTemplate, t.name.as_str(), &t.members)),
+            )
+            .chain(
+                self.thing_shapes
                     .iter()
-                    .map(|s| (Kind::ThingTemplate, t.name.as_str(), s)),
+                    .map(|t| (Kind::ThingShape, t.name.as_str(), &t.members)),
             );
-        }
-        for t in &self.thing_shapes {
-            out.extend(
-                t.members
-                    .services
-                    .iter()
-                    .map(|s| (Kind::ThingShape, t.name.as_str(), s)),
-            );
-        }
-        out
+        owners
+            .flat_map(|(kind, name, members)| members.services.iter().map(move |s| (kind, name, s)))
+            .collect()
     }
 
     /// The entities the extension contributes, with their definitions and permissions. Errors
