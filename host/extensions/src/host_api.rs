@@ -1,6 +1,6 @@
 //! The host API: what extension code may ask of the host, defined once for every runtime.
 //!
-//! The Rhai functions and (later) the WIT imports are generated from [`HOST_FUNCTIONS`] and call
+//! The Rhai functions, the Rhai reference and the WIT contract's imports are generated from [`HOST_FUNCTIONS`] and call
 //! [`Host::call`]; the host implements that one function, which authorizes every call (the
 //! extension's declared capabilities, then the caller's own rights) before doing anything.
 
@@ -28,8 +28,12 @@ pub enum HostCall {
     ListThings,
     /// Writes a line to the host's log, attributed to the extension.
     Log { message: String },
+    /// Writes an entry in the audit history.
+    Audit { message: String },
     /// The name of the user the code runs for.
     Caller,
+    /// The name of the entity whose service is running.
+    Me,
 }
 
 impl HostCall {
@@ -41,59 +45,276 @@ impl HostCall {
             HostCall::InvokeService { .. } => "invoke_service",
             HostCall::ListThings => "list_things",
             HostCall::Log { .. } => "log",
+            HostCall::Audit { .. } => "audit",
             HostCall::Caller => "caller",
+            HostCall::Me => "me",
         }
+    }
+}
+
+/// The type of a host function's parameter or result, as each runtime sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ty {
+    /// A name or a message.
+    Str,
+    /// A value of any base type (JSON, as in the REST API).
+    Json,
+    /// A map of parameters (a JSON object).
+    Params,
+    /// A list of names.
+    Names,
+    /// Nothing.
+    Unit,
+}
+
+impl Ty {
+    /// The WIT spelling (in `sdk/wit/thinghost.wit`).
+    pub fn wit(self) -> &'static str {
+        match self {
+            Ty::Str => "string",
+            Ty::Json | Ty::Params => "json",
+            Ty::Names => "list<string>",
+            Ty::Unit => "_",
+        }
+    }
+
+    /// The Rhai spelling (in `sdk/rhai-api.md`).
+    pub fn rhai(self) -> &'static str {
+        match self {
+            Ty::Str => "string",
+            Ty::Json => "value",
+            Ty::Params => "map",
+            Ty::Names => "array of strings",
+            Ty::Unit => "()",
+        }
+    }
+}
+
+impl HostCall {
+    /// A call from a host function's name and its arguments in order (for runtimes whose calls
+    /// arrive as data: the native ABI).
+    pub fn from_args(function: &str, args: Vec<Json>) -> Result<HostCall, HostError> {
+        let f = HOST_FUNCTIONS
+            .iter()
+            .find(|f| f.name == function)
+            .ok_or_else(|| HostError::Invalid(format!("there is no host function {function:?}")))?;
+        if args.len() != f.params.len() {
+            return Err(HostError::Invalid(format!(
+                "{function} takes {} arguments, not {}",
+                f.params.len(),
+                args.len()
+            )));
+        }
+        let mut it = args.into_iter();
+        let mut next = |ty: Ty| -> Result<Json, HostError> {
+            let v = it.next().expect("counted");
+            match ty {
+                Ty::Str if !v.is_string() => Err(HostError::Invalid(format!(
+                    "{function}: a name or message must be a string, not {v}"
+                ))),
+                Ty::Params if !v.is_object() => Err(HostError::Invalid(format!(
+                    "{function}: the parameters must be an object, not {v}"
+                ))),
+                _ => Ok(v),
+            }
+        };
+        let text = |v: Json| v.as_str().unwrap_or_default().to_string();
+        Ok(match function {
+            "get_property" => HostCall::GetProperty {
+                thing: text(next(Ty::Str)?),
+                property: text(next(Ty::Str)?),
+            },
+            "set_property" => HostCall::SetProperty {
+                thing: text(next(Ty::Str)?),
+                property: text(next(Ty::Str)?),
+                value: next(Ty::Json)?,
+            },
+            "invoke_service" => HostCall::InvokeService {
+                thing: text(next(Ty::Str)?),
+                service: text(next(Ty::Str)?),
+                params: next(Ty::Params)?,
+            },
+            "list_things" => HostCall::ListThings,
+            "log" => HostCall::Log {
+                message: text(next(Ty::Str)?),
+            },
+            "audit" => HostCall::Audit {
+                message: text(next(Ty::Str)?),
+            },
+            "caller" => HostCall::Caller,
+            "me" => HostCall::Me,
+            other => unreachable!("{other} is in HOST_FUNCTIONS but not here"),
+        })
     }
 }
 
 /// A host function as extension code sees it.
 #[derive(Clone, Copy, Debug)]
 pub struct HostFn {
+    /// snake_case; the WIT name is the same in kebab-case.
     pub name: &'static str,
-    pub params: &'static [&'static str],
-    pub returns: &'static str,
+    pub params: &'static [(&'static str, Ty)],
+    pub returns: Ty,
     pub doc: &'static str,
 }
 
-/// Every host function, in one place: the Rhai API and its reference are generated from this.
+impl HostFn {
+    /// The name in WIT (`get-property`).
+    pub fn wit_name(&self) -> String {
+        self.name.replace('_', "-")
+    }
+}
+
+/// Every host function, in one place: the Rhai API, its reference page and the WIT contract's
+/// `host` interface are generated from this (tests keep the checked-in files equal to it).
 pub const HOST_FUNCTIONS: &[HostFn] = &[
     HostFn {
         name: "get_property",
-        params: &["thing", "property"],
-        returns: "value",
+        params: &[("thing", Ty::Str), ("property", Ty::Str)],
+        returns: Ty::Json,
         doc: "The property's value, as the caller may read it.",
     },
     HostFn {
         name: "set_property",
-        params: &["thing", "property", "value"],
-        returns: "()",
+        params: &[
+            ("thing", Ty::Str),
+            ("property", Ty::Str),
+            ("value", Ty::Json),
+        ],
+        returns: Ty::Unit,
         doc: "Writes the property, as the caller may write it.",
     },
     HostFn {
         name: "invoke_service",
-        params: &["thing", "service", "params"],
-        returns: "value",
-        doc: "Runs a service with a map of parameters, as the caller may.",
+        params: &[
+            ("thing", Ty::Str),
+            ("service", Ty::Str),
+            ("params", Ty::Params),
+        ],
+        returns: Ty::Json,
+        doc: "Runs a service with a map of parameters, as the caller may. A service with one result gives that value; others give their InfoTable.",
     },
     HostFn {
         name: "list_things",
         params: &[],
-        returns: "array of names",
-        doc: "The Things the caller can see.",
+        returns: Ty::Names,
+        doc: "The names of the Things the caller can see.",
     },
     HostFn {
         name: "log",
-        params: &["message"],
-        returns: "()",
-        doc: "A line in the host's log, attributed to the extension.",
+        params: &[("message", Ty::Str)],
+        returns: Ty::Unit,
+        doc: "A line in the host's log, attributed to the extension and the caller.",
+    },
+    HostFn {
+        name: "audit",
+        params: &[("message", Ty::Str)],
+        returns: Ty::Unit,
+        doc: "An entry in the audit history (category Extensions), attributed to the extension and the caller.",
     },
     HostFn {
         name: "caller",
         params: &[],
-        returns: "string",
+        returns: Ty::Str,
         doc: "The name of the user the code runs for.",
     },
+    HostFn {
+        name: "me",
+        params: &[],
+        returns: Ty::Str,
+        doc: "The name of the entity whose service is running (ThingWorx's `me`): the Thing, also when the service comes from its template or a shape.",
+    },
 ];
+
+/// The WIT package version of the contract. A breaking change to the contract is a new major
+/// version of the package; the host keeps serving the old one beside it.
+pub const WIT_PACKAGE: &str = "thinghost:extension@0.1.0";
+
+/// The whole WIT contract (`sdk/wit/thinghost.wit`), generated from [`HOST_FUNCTIONS`].
+pub fn wit() -> String {
+    let mut host = String::new();
+    for f in HOST_FUNCTIONS {
+        let params: Vec<String> = f
+            .params
+            .iter()
+            .map(|(n, t)| format!("{n}: {}", t.wit()))
+            .collect();
+        host.push_str(&format!(
+            "    /// {}\n    {}: func({}) -> result<{}, host-error>;\n",
+            f.doc,
+            f.wit_name(),
+            params.join(", "),
+            f.returns.wit()
+        ));
+    }
+    WIT_TEMPLATE
+        .replace("{package}", WIT_PACKAGE)
+        .replace("{host}", host.trim_end())
+}
+
+const WIT_TEMPLATE: &str = r#"// The contract between thinghost and its WebAssembly extensions.
+//
+// Generated from HOST_FUNCTIONS (host/extensions/src/host_api.rs) by
+// `thinghost plugin wit > sdk/wit/thinghost.wit`; a test keeps the two equal.
+//
+// An extension is a component of the world `extension`: it imports `host` and exports `handlers`.
+// Values cross the boundary as JSON text, the same representation the REST API uses for each
+// base type (a NUMBER is a JSON number, a DATETIME an ISO-8601 string, an INFOTABLE an object).
+// Every host call is made as a request of the user who invoked the service, and only within the
+// extension's declared [capabilities].
+
+package {package};
+
+interface types {
+    /// A value as JSON text.
+    type json = string;
+
+    /// Why a host call failed. `not-found` is also the answer for what the caller cannot see.
+    variant host-error {
+        /// The entity does not exist, or the caller cannot see it.
+        not-found(string),
+        /// The caller lacks the permission.
+        denied(string),
+        /// The extension's manifest does not declare this in [capabilities].
+        capability(string),
+        /// A bad name, value or parameter.
+        invalid(string),
+        /// Anything else.
+        failed(string),
+    }
+}
+
+/// What extension code may ask of the host.
+interface host {
+    use types.{json, host-error};
+
+{host}
+}
+
+/// What the extension gives the host.
+interface handlers {
+    use types.{json};
+
+    /// A handler and how many parameters it takes.
+    record handler {
+        name: string,
+        arity: u32,
+    }
+
+    /// Every handler the component defines (checked against the manifest at load).
+    list-handlers: func() -> list<handler>;
+
+    /// Runs a handler with the service's parameters in declared order (a JSON array). The result
+    /// is JSON text, checked against the service's result type; an error is a message for the
+    /// caller.
+    call: func(name: string, args: json) -> result<json, string>;
+}
+
+world extension {
+    import host;
+    export handlers;
+}
+"#;
 
 /// Why a host call failed. `NotFound` is also the answer for what the caller cannot see.
 #[derive(Clone, Debug, PartialEq, Eq, Error)]
@@ -108,6 +329,21 @@ pub enum HostError {
     Invalid(String),
     #[error("failed: {0}")]
     Failed(String),
+}
+
+/// Why a call into an extension failed (every runtime).
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+pub enum CallError {
+    #[error("the call took longer than its deadline of {0:?} and was stopped")]
+    Deadline(std::time::Duration),
+    #[error("the extension hit a limit: {0}")]
+    Limit(String),
+    #[error("the handler failed: {0}")]
+    Script(String),
+    #[error("the extension's code failed: {0}")]
+    Trap(String),
+    #[error("the extension returned a value that is not JSON-like: {0}")]
+    BadResult(String),
 }
 
 /// The host side of the API. One `call` for everything: the choke point.

@@ -4,10 +4,13 @@
 //! the contribution of an extension's entities to the model ([`contribute`]). The code runtimes
 //! (Rhai, WebAssembly components, native libraries) build on this crate.
 
+pub mod code;
 pub mod host_api;
 pub mod manifest;
+pub mod native_runtime;
 pub mod plan;
 pub mod rhai_runtime;
+pub mod wasm_runtime;
 
 pub use manifest::{Manifest, ManifestError, Package};
 pub use plan::{Plan, plan};

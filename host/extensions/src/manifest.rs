@@ -266,6 +266,43 @@ pub struct Capabilities {
     pub invoke: Vec<String>,
 }
 
+/// Limits on one call into the extension's code (`[limits]`). Every runtime enforces the deadline;
+/// the memory cap applies to WebAssembly (linear memory) and, as string, array and map sizes, to
+/// Rhai; `max_operations` applies to Rhai. Native code is trusted and has none of these.
+#[derive(Clone, Copy, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsDecl {
+    /// Wall-clock time for one call, host calls included, in milliseconds (1-60000; 1000).
+    #[serde(default = "default_deadline_ms")]
+    pub deadline_ms: u64,
+    /// Memory of one call in MiB (1-4096; 64).
+    #[serde(default = "default_memory_mib")]
+    pub memory_mib: u64,
+    /// Rhai operations for one call (1000 and up; 1,000,000,000).
+    #[serde(default = "default_max_operations")]
+    pub max_operations: u64,
+}
+
+fn default_deadline_ms() -> u64 {
+    1000
+}
+fn default_memory_mib() -> u64 {
+    64
+}
+fn default_max_operations() -> u64 {
+    1_000_000_000
+}
+
+impl Default for LimitsDecl {
+    fn default() -> Self {
+        LimitsDecl {
+            deadline_ms: default_deadline_ms(),
+            memory_mib: default_memory_mib(),
+            max_operations: default_max_operations(),
+        }
+    }
+}
+
 /// A parsed `plugin.toml`.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -276,6 +313,8 @@ pub struct Manifest {
     pub requires: BTreeMap<String, VersionReq>,
     #[serde(default)]
     pub capabilities: Capabilities,
+    #[serde(default)]
+    pub limits: LimitsDecl,
     #[serde(default)]
     pub things: Vec<ThingDecl>,
     #[serde(default)]
@@ -346,6 +385,43 @@ impl Manifest {
                     m.extension.entry
                 ),
             ));
+        }
+        let l = &m.limits;
+        if !(1..=60_000).contains(&l.deadline_ms) {
+            return Err(err(
+                &name,
+                format!("[limits] deadline_ms = {} must be 1-60000", l.deadline_ms),
+            ));
+        }
+        if !(1..=4096).contains(&l.memory_mib) {
+            return Err(err(
+                &name,
+                format!("[limits] memory_mib = {} must be 1-4096", l.memory_mib),
+            ));
+        }
+        if l.max_operations < 1000 {
+            return Err(err(
+                &name,
+                format!(
+                    "[limits] max_operations = {} must be at least 1000",
+                    l.max_operations
+                ),
+            ));
+        }
+        for f in &m.capabilities.functions {
+            if !crate::host_api::HOST_FUNCTIONS.iter().any(|h| h.name == f) {
+                return Err(err(
+                    &name,
+                    format!(
+                        "[capabilities] functions names {f:?}, which is not a host function ({})",
+                        crate::host_api::HOST_FUNCTIONS
+                            .iter()
+                            .map(|h| h.name)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                ));
+            }
         }
         m.entities().map_err(|c| err(&name, c))?;
         Ok(m)

@@ -1,5 +1,6 @@
 //! The Rhai runtime: one engine per extension, scripts compiled once, limits on every call.
 
+pub use crate::host_api::CallError;
 use crate::host_api::{HOST_FUNCTIONS, Host, HostCall};
 use rhai::{AST, CallFnOptions, Dynamic, Engine, EvalAltResult, NativeCallContext, Scope};
 use serde_json::Value as Json;
@@ -29,6 +30,19 @@ impl Default for Limits {
             max_string_size: 1 << 20,
             max_array_size: 100_000,
             max_map_size: 100_000,
+        }
+    }
+}
+
+impl Limits {
+    /// The limits a manifest's `[limits]` sets: its deadline and operations; strings may take a
+    /// 64th of its memory cap (1 MiB of the default 64).
+    pub fn from_manifest(l: &crate::manifest::LimitsDecl) -> Limits {
+        Limits {
+            deadline: Duration::from_millis(l.deadline_ms),
+            max_operations: l.max_operations,
+            max_string_size: (l.memory_mib as usize) << 14,
+            ..Limits::default()
         }
     }
 }
@@ -63,19 +77,6 @@ fn run(ctx: &NativeCallContext, call: HostCall) -> Result<Dynamic, Box<EvalAltRe
         Ok(v) => to_dynamic(&v),
         Err(e) => Err(e.to_string().into()),
     }
-}
-
-/// Why a call into an extension failed.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum CallError {
-    #[error("the call took longer than its deadline of {0:?} and was stopped")]
-    Deadline(Duration),
-    #[error("the script hit a limit: {0}")]
-    Limit(String),
-    #[error("the script failed: {0}")]
-    Script(String),
-    #[error("the script returned a value that is not JSON-like: {0}")]
-    BadResult(String),
 }
 
 /// A compiled Rhai extension.
@@ -169,7 +170,7 @@ fn tracing_line(s: &str) {
 fn register_host_api(engine: &mut Engine) {
     debug_assert_eq!(
         HOST_FUNCTIONS.len(),
-        6,
+        8,
         "a new host function needs its Rhai binding here"
     );
     engine.register_fn(
@@ -223,9 +224,18 @@ fn register_host_api(engine: &mut Engine) {
             },
         )
     });
+    engine.register_fn("audit", |ctx: NativeCallContext, message: &str| {
+        run(
+            &ctx,
+            HostCall::Audit {
+                message: message.into(),
+            },
+        )
+    });
     engine.register_fn("caller", |ctx: NativeCallContext| {
         run(&ctx, HostCall::Caller)
     });
+    engine.register_fn("me", |ctx: NativeCallContext| run(&ctx, HostCall::Me));
 }
 
 /// The Rhai API reference, generated from [`HOST_FUNCTIONS`].
@@ -237,8 +247,12 @@ pub fn reference() -> String {
         out.push_str(&format!(
             "| `{}({})` | {} | {} |\n",
             f.name,
-            f.params.join(", "),
-            f.returns,
+            f.params
+                .iter()
+                .map(|(n, t)| format!("{n}: {}", t.rhai()))
+                .collect::<Vec<_>>()
+                .join(", "),
+            f.returns.rhai(),
             f.doc
         ));
     }

@@ -200,3 +200,14 @@ fn the_committed_rhai_reference_is_the_generated_one() {
         "sdk/rhai-api.md is out of date: regenerate it with `cargo run -p thinghost -- plugin rhai-api > sdk/rhai-api.md`"
     );
 }
+
+#[test]
+fn the_committed_wit_contract_is_the_generated_one() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../sdk/wit/thinghost.wit");
+    let committed = std::fs::read_to_string(&path).unwrap_or_default();
+    assert_eq!(
+        committed,
+        thinghost_extensions::host_api::wit(),
+        "sdk/wit/thinghost.wit is out of date: regenerate it with `cargo run -p thinghost -- plugin wit > sdk/wit/thinghost.wit`"
+    );
+}

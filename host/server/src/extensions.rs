@@ -10,9 +10,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use thinghost_core::{Body, Kind, View};
+use thinghost_extensions::code::{Code, LoadOptions};
 use thinghost_extensions::host_api::{Host, HostCall, HostError};
-use thinghost_extensions::manifest::{MANIFEST, Runtime};
-use thinghost_extensions::rhai_runtime::{Limits, RhaiExtension};
+use thinghost_extensions::manifest::MANIFEST;
 use thinghost_extensions::{Manifest, contribution, plan};
 use thinghost_store::Db;
 
@@ -23,7 +23,7 @@ pub const MAX_DEPTH: u8 = 8;
 pub struct Loaded {
     pub manifest: Manifest,
     pub dir: PathBuf,
-    pub runtime: RhaiExtension,
+    pub runtime: Code,
 }
 
 /// What became of one package.
@@ -83,8 +83,8 @@ impl Registry {
 
 /// Reads, orders, compiles and contributes every package of `dir`. A package that fails anything
 /// is refused with its reason (and so is every package that needs it); the others load.
-pub fn load_dir(dir: &Path, db: &mut Db) -> Result<Registry, String> {
-    load_dir_with(dir, &mut |m: &Manifest| {
+pub fn load_dir(dir: &Path, options: &LoadOptions, db: &mut Db) -> Result<Registry, String> {
+    load_dir_with(dir, options, &mut |m: &Manifest| {
         let change = contribution(m).map_err(|e| e.to_string())?;
         db.change(change).map(|_| ()).map_err(|e| e.to_string())
     })
@@ -94,6 +94,7 @@ pub fn load_dir(dir: &Path, db: &mut Db) -> Result<Registry, String> {
 /// applies it to a model in memory.
 pub fn load_dir_with(
     dir: &Path,
+    options: &LoadOptions,
     contribute: &mut dyn FnMut(&Manifest) -> Result<(), String>,
 ) -> Result<Registry, String> {
     let mut registry = Registry::default();
@@ -171,7 +172,7 @@ pub fn load_dir_with(
             );
             continue;
         }
-        match load_one(m, folder, contribute) {
+        match load_one(m, folder, options, contribute) {
             Ok(loaded) => {
                 let loaded = Arc::new(loaded);
                 for (kind, entity, s) in loaded.manifest.handlers() {
@@ -195,38 +196,10 @@ pub fn load_dir_with(
 fn load_one(
     m: &Manifest,
     folder: &Path,
+    options: &LoadOptions,
     contribute: &mut dyn FnMut(&Manifest) -> Result<(), String>,
 ) -> Result<Loaded, String> {
-    let entry = folder.join(&m.extension.entry);
-    let runtime = match m.extension.runtime {
-        Runtime::Rhai => {
-            let source = std::fs::read_to_string(&entry)
-                .map_err(|e| format!("cannot read {}: {e}", entry.display()))?;
-            RhaiExtension::compile(&source, &entry.display().to_string(), Limits::default())?
-        }
-        other => {
-            return Err(format!(
-                "the {} runtime is not available in this build of thinghost; Rhai extensions are",
-                format!("{other:?}").to_lowercase()
-            ));
-        }
-    };
-    for (kind, entity, s) in m.handlers() {
-        if !runtime.defines(&s.handler, s.params.len()) {
-            return Err(format!(
-                "{} does not define the handler {}({}) of service {} on {}/{entity}",
-                entry.display(),
-                s.handler,
-                s.params
-                    .iter()
-                    .map(|p| p.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                s.name,
-                kind.collection()
-            ));
-        }
-    }
+    let runtime = Code::load(m, folder, options)?;
     contribute(m)?;
     Ok(Loaded {
         manifest: m.clone(),
@@ -240,6 +213,8 @@ pub struct HostCtx {
     pub app: Arc<App>,
     pub caller: Caller,
     pub extension: Arc<Loaded>,
+    /// The entity whose service runs.
+    pub me: String,
 }
 
 /// One path segment from a name the extension gave: percent-encoded, so that the name is taken
@@ -309,7 +284,9 @@ impl HostCtx {
                 Some(thing),
             ),
             HostCall::ListThings => (&caps.read, "Things/*".to_string(), None),
-            HostCall::Log { .. } | HostCall::Caller => return Ok(()),
+            HostCall::Log { .. } | HostCall::Audit { .. } | HostCall::Caller | HostCall::Me => {
+                return Ok(());
+            }
         };
         if thing.is_some_and(|t| self.own_thing(t))
             || list
@@ -433,21 +410,51 @@ impl Host for HostCtx {
                 tracing::info!(extension = self.extension.manifest.name(), user = %self.caller.name, "{message}");
                 Ok(Json::Null)
             }
+            HostCall::Audit { message } => {
+                if message.len() > 4096 {
+                    return Err(HostError::Invalid(
+                        "an audit message is at most 4096 bytes".into(),
+                    ));
+                }
+                self.app.audit(
+                    &self.caller.name,
+                    "Extension",
+                    "extensionAudit",
+                    json!({"extension": self.extension.manifest.name(), "message": message}),
+                    self.extension.manifest.name(),
+                    "Extension",
+                );
+                Ok(Json::Null)
+            }
             HostCall::Caller => Ok(json!(self.caller.name)),
+            HostCall::Me => Ok(json!(self.me)),
         }
     }
 }
 
-/// Runs an extension service: parameters already checked, in declared order.
-pub fn run_service(
-    app: &Arc<App>,
-    caller: &Caller,
-    loaded: Arc<Loaded>,
-    handler: &str,
-    args: &[Json],
-    result: thinghost_core::BaseType,
-    what: &str,
-) -> Result<Reply, ApiError> {
+/// One call of an extension service.
+pub struct Invocation<'a> {
+    pub loaded: Arc<Loaded>,
+    pub handler: &'a str,
+    /// The parameters, checked, in declared order.
+    pub args: &'a [Json],
+    pub result: thinghost_core::BaseType,
+    /// The entity the service runs on.
+    pub me: &'a str,
+    /// The service's path, for messages.
+    pub what: &'a str,
+}
+
+/// Runs an extension service.
+pub fn run_service(app: &Arc<App>, caller: &Caller, inv: Invocation) -> Result<Reply, ApiError> {
+    let Invocation {
+        loaded,
+        handler,
+        args,
+        result,
+        me,
+        what,
+    } = inv;
     if caller.depth >= MAX_DEPTH {
         return Err(ApiError::new(
             StatusCode::LOOP_DETECTED,
@@ -459,6 +466,7 @@ pub fn run_service(
         app: app.clone(),
         caller: caller.clone(),
         extension: loaded.clone(),
+        me: me.to_string(),
     });
     let out = loaded.runtime.call(host, handler, args).map_err(|e| {
         app.audit(

@@ -408,11 +408,14 @@ pub fn handle(
             crate::extensions::run_service(
                 app,
                 caller,
-                loaded,
-                &handler,
-                &args,
-                result,
-                &format!("{}/{name}/Services/{service}", kind.collection()),
+                crate::extensions::Invocation {
+                    loaded,
+                    handler: &handler,
+                    args: &args,
+                    result,
+                    me: name,
+                    what: &format!("{}/{name}/Services/{service}", kind.collection()),
+                },
             )
         }
         (&Method::DELETE, [name]) => {

@@ -26,6 +26,8 @@ enum Action {
     Check(Target),
     /// Print the reference of the Rhai host API (generated from the host API's one definition).
     RhaiApi,
+    /// Print the WIT contract of WebAssembly extensions (generated from the same definition).
+    Wit,
 }
 
 #[derive(clap::Args, Debug)]
@@ -38,6 +40,9 @@ struct Target {
     /// Print JSON.
     #[arg(long)]
     json: bool,
+    /// Load native libraries (trusted code), as `serve --allow-native` does.
+    #[arg(long)]
+    allow_native: bool,
 }
 
 pub fn run(args: Args) -> Result<i32, Failure> {
@@ -46,6 +51,10 @@ pub fn run(args: Args) -> Result<i32, Failure> {
         Action::Check(t) => (t, true),
         Action::RhaiApi => {
             print!("{}", thinghost_extensions::rhai_runtime::reference());
+            return Ok(0);
+        }
+        Action::Wit => {
+            print!("{}", thinghost_extensions::host_api::wit());
             return Ok(0);
         }
     };
@@ -57,7 +66,11 @@ pub fn run(args: Args) -> Result<i32, Failure> {
         }
         None => Model::with_predefined(),
     };
-    let registry = crate::extensions::load_dir_with(&target.dir, &mut |m: &Manifest| {
+    let options = thinghost_extensions::code::LoadOptions {
+        wasm_cache: None,
+        allow_native: target.allow_native,
+    };
+    let registry = crate::extensions::load_dir_with(&target.dir, &options, &mut |m: &Manifest| {
         let change = contribution(m).map_err(|e| e.to_string())?;
         model.change(change).map(|_| ()).map_err(|e| e.to_string())
     })?;

@@ -21,6 +21,10 @@ pub struct Args {
     /// The plugin directory: one folder per extension, each with its plugin.toml.
     #[arg(long, value_name = "DIR")]
     plugins: Option<PathBuf>,
+    /// Load native extensions (runtime = "native"): shared libraries that run as trusted code
+    /// inside the server, with all of its rights. Off by default.
+    #[arg(long)]
+    allow_native: bool,
     /// Address and port to listen on (port 0 picks a free port, printed on start).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8443")]
     listen: SocketAddr,
@@ -118,7 +122,16 @@ pub fn run(args: Args) -> Result<i32, Failure> {
     let mut db = Db::open(&dir, Policy::default())?;
     let extensions = match &args.plugins {
         Some(plugins) => {
-            let registry = crate::extensions::load_dir(plugins, &mut db)?;
+            let options = thinghost_extensions::code::LoadOptions {
+                wasm_cache: Some(dir.join("cache").join("wasm")),
+                allow_native: args.allow_native,
+            };
+            if args.allow_native {
+                tracing::warn!(
+                    "native extensions are allowed: they run as trusted code inside the server"
+                );
+            }
+            let registry = crate::extensions::load_dir(plugins, &options, &mut db)?;
             for p in registry.summary() {
                 match p["state"].as_str() {
                     Some("loaded") => {

@@ -1,0 +1,110 @@
+//! An extension's code, whatever its runtime: loaded from its package, asked which handlers it
+//! defines, and called with the host API.
+
+use crate::host_api::{CallError, Host};
+use crate::manifest::{Manifest, Runtime};
+use crate::native_runtime::NativeExtension;
+use crate::rhai_runtime::{self, RhaiExtension};
+use crate::wasm_runtime::{self, WasmExtension};
+use serde_json::Value as Json;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// How the server loads code.
+#[derive(Clone, Debug, Default)]
+pub struct LoadOptions {
+    /// Where compiled WebAssembly is cached (the data directory's `cache/wasm`); none: compile
+    /// every time.
+    pub wasm_cache: Option<PathBuf>,
+    /// Native libraries are trusted code in the server's process: off unless the operator
+    /// turns them on (`serve --allow-native`).
+    pub allow_native: bool,
+}
+
+/// The code of a loaded extension.
+pub enum Code {
+    Rhai(Box<RhaiExtension>),
+    Wasm(WasmExtension),
+    Native(NativeExtension),
+}
+
+impl Code {
+    /// Loads the entry of the package in `folder` with the runtime its manifest names, and checks
+    /// that it defines every handler the manifest declares (with the declared parameter count).
+    pub fn load(m: &Manifest, folder: &Path, options: &LoadOptions) -> Result<Code, String> {
+        let entry = folder.join(&m.extension.entry);
+        let origin = entry.display().to_string();
+        let code = match m.extension.runtime {
+            Runtime::Rhai => {
+                let source = std::fs::read_to_string(&entry)
+                    .map_err(|e| format!("cannot read {origin}: {e}"))?;
+                Code::Rhai(Box::new(RhaiExtension::compile(
+                    &source,
+                    &origin,
+                    rhai_runtime::Limits::from_manifest(&m.limits),
+                )?))
+            }
+            Runtime::Wasm => {
+                let bytes =
+                    std::fs::read(&entry).map_err(|e| format!("cannot read {origin}: {e}"))?;
+                Code::Wasm(WasmExtension::load(
+                    &bytes,
+                    &origin,
+                    wasm_runtime::Limits::from_manifest(&m.limits),
+                    options.wasm_cache.as_deref(),
+                )?)
+            }
+            Runtime::Native => {
+                if !options.allow_native {
+                    return Err(format!(
+                        "{origin} is a native library, which runs as trusted code inside the server; \
+                         native extensions are off unless the server is started with --allow-native"
+                    ));
+                }
+                Code::Native(NativeExtension::load(
+                    &entry,
+                    std::time::Duration::from_millis(m.limits.deadline_ms),
+                )?)
+            }
+        };
+        for (kind, entity, s) in m.handlers() {
+            if !code.defines(&s.handler, s.params.len()) {
+                return Err(format!(
+                    "{origin} does not define the handler {}({}) of service {} on {}/{entity}",
+                    s.handler,
+                    s.params
+                        .iter()
+                        .map(|p| p.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    s.name,
+                    kind.collection()
+                ));
+            }
+        }
+        Ok(code)
+    }
+
+    /// Does the code define `name` with `arity` parameters?
+    pub fn defines(&self, name: &str, arity: usize) -> bool {
+        match self {
+            Code::Rhai(c) => c.defines(name, arity),
+            Code::Wasm(c) => c.defines(name, arity),
+            Code::Native(c) => c.defines(name, arity),
+        }
+    }
+
+    /// Calls `handler` with `args` (the service's parameters in declared order) for `host`.
+    pub fn call(
+        &self,
+        host: Arc<dyn Host>,
+        handler: &str,
+        args: &[Json],
+    ) -> Result<Json, CallError> {
+        match self {
+            Code::Rhai(c) => c.call(host, handler, args),
+            Code::Wasm(c) => c.call(host, handler, args),
+            Code::Native(c) => c.call(host, handler, args),
+        }
+    }
+}

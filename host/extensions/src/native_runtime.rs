@@ -1,0 +1,241 @@
+//! The native runtime: an extension as a shared library with a C ABI (`sdk/native/thinghost.h`).
+//!
+//! Native code runs inside the server's process with all of its rights: it is trusted code, off
+//! unless the operator starts the server with `--allow-native`. Its host calls still go through
+//! the one choke point (as requests of the calling user, within the declared capabilities), but
+//! nothing stops the library from doing anything else a process can do; there is no memory cap.
+//! What the host does enforce: the ABI version, checked before anything else is called; the
+//! deadline (a call runs on its own thread, and the caller gets its answer at the deadline even
+//! if the library never returns: that thread is abandoned); and a library is never unloaded,
+//! because unloading Rust code is unsound (a changed native extension needs a restart).
+
+use crate::host_api::{CallError, Host, HostCall, HostError};
+use serde_json::Value as Json;
+use std::ffi::c_void;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// The version of the C ABI this host speaks. A library answers it from `thinghost_abi_version`.
+pub const ABI_VERSION: u32 = 1;
+
+/// Appends bytes to a buffer the caller owns.
+pub type WriteFn = unsafe extern "C" fn(sink: *mut c_void, ptr: *const u8, len: usize);
+
+/// A host call: function name and a JSON array of arguments in; the answer (JSON text, or the
+/// error message) out through `write`. Returns 0, or the error kind (see [`status`]).
+pub type HostCallFn = unsafe extern "C" fn(
+    ctx: *const c_void,
+    function: *const u8,
+    function_len: usize,
+    args: *const u8,
+    args_len: usize,
+    sink: *mut c_void,
+    write: WriteFn,
+) -> i32;
+
+/// What the host gives a library on every call.
+#[repr(C)]
+pub struct HostTable {
+    pub abi_version: u32,
+    pub ctx: *const c_void,
+    pub call: HostCallFn,
+}
+
+/// Status codes of host calls (and of `thinghost_call`: 0 or [`status::FAILED`]).
+pub mod status {
+    pub const OK: i32 = 0;
+    pub const NOT_FOUND: i32 = 1;
+    pub const DENIED: i32 = 2;
+    pub const CAPABILITY: i32 = 3;
+    pub const INVALID: i32 = 4;
+    pub const FAILED: i32 = 5;
+}
+
+type AbiVersionFn = unsafe extern "C" fn() -> u32;
+type HandlersFn = unsafe extern "C" fn(sink: *mut c_void, write: WriteFn) -> i32;
+type CallFn = unsafe extern "C" fn(
+    host: *const HostTable,
+    name: *const u8,
+    name_len: usize,
+    args: *const u8,
+    args_len: usize,
+    sink: *mut c_void,
+    write: WriteFn,
+) -> i32;
+
+unsafe extern "C" fn write_vec(sink: *mut c_void, ptr: *const u8, len: usize) {
+    if sink.is_null() || (ptr.is_null() && len > 0) {
+        return;
+    }
+    // SAFETY: `sink` is the `Vec<u8>` the host passed for this call, alive until it returns;
+    // `ptr..ptr+len` is the library's readable buffer, per the ABI.
+    unsafe {
+        let v = &mut *(sink as *mut Vec<u8>);
+        if len > 0 {
+            v.extend_from_slice(std::slice::from_raw_parts(ptr, len));
+        }
+    }
+}
+
+unsafe extern "C" fn host_call(
+    ctx: *const c_void,
+    function: *const u8,
+    function_len: usize,
+    args: *const u8,
+    args_len: usize,
+    sink: *mut c_void,
+    write: WriteFn,
+) -> i32 {
+    // SAFETY: `ctx` is the `Arc<dyn Host>` behind the table the host made for this call, alive
+    // until the call's thread ends; the byte ranges are the library's, per the ABI.
+    let (host, function, args) = unsafe {
+        (
+            &*(ctx as *const Arc<dyn Host>),
+            std::slice::from_raw_parts(function, function_len),
+            std::slice::from_raw_parts(args, args_len),
+        )
+    };
+    let answer = (|| {
+        let function = std::str::from_utf8(function)
+            .map_err(|_| HostError::Invalid("the function name is not UTF-8".into()))?;
+        let args: Vec<Json> = serde_json::from_slice(args)
+            .map_err(|e| HostError::Invalid(format!("the arguments are not a JSON array: {e}")))?;
+        host.call(HostCall::from_args(function, args)?)
+    })();
+    let (code, text) = match answer {
+        Ok(v) => (status::OK, v.to_string()),
+        Err(e) => (
+            match e {
+                HostError::NotFound(_) => status::NOT_FOUND,
+                HostError::Denied(_) => status::DENIED,
+                HostError::Capability(_) => status::CAPABILITY,
+                HostError::Invalid(_) => status::INVALID,
+                HostError::Failed(_) => status::FAILED,
+            },
+            e.to_string(),
+        ),
+    };
+    // SAFETY: `write` and `sink` are the library's, per the ABI.
+    unsafe { write(sink, text.as_ptr(), text.len()) };
+    code
+}
+
+/// A loaded native library.
+pub struct NativeExtension {
+    handlers: Vec<(String, usize)>,
+    call: CallFn,
+    deadline: Duration,
+}
+
+impl NativeExtension {
+    /// Loads the library at `path`, checks its ABI version, and asks for its handlers.
+    pub fn load(path: &Path, deadline: Duration) -> Result<NativeExtension, String> {
+        let origin = path.display();
+        // SAFETY: loading runs the library's initializers. Native extensions are trusted code,
+        // loaded only when the operator allows them (`--allow-native`).
+        let lib = unsafe { libloading::Library::new(path) }
+            .map_err(|e| format!("cannot load the native library {origin}: {e}"))?;
+        // Never unloaded: the library's code must outlive every pointer into it.
+        let lib: &'static libloading::Library = Box::leak(Box::new(lib));
+        // SAFETY (each `get`): the symbol's type is the one the ABI fixes for that name.
+        let version = unsafe { lib.get::<AbiVersionFn>(b"thinghost_abi_version\0") }
+            .map_err(|_| format!("{origin} is not a thinghost native extension: it has no thinghost_abi_version symbol"))?;
+        // SAFETY: as above; the function takes nothing and returns a number.
+        let v = unsafe { version() };
+        if v != ABI_VERSION {
+            return Err(format!(
+                "{origin} speaks version {v} of the native ABI; this host speaks version {ABI_VERSION}: rebuild it against this host's sdk/native/thinghost.h"
+            ));
+        }
+        let handlers_fn = *unsafe { lib.get::<HandlersFn>(b"thinghost_handlers\0") }
+            .map_err(|_| format!("{origin} has no thinghost_handlers symbol"))?;
+        let call = *unsafe { lib.get::<CallFn>(b"thinghost_call\0") }
+            .map_err(|_| format!("{origin} has no thinghost_call symbol"))?;
+        let mut out: Vec<u8> = Vec::new();
+        // SAFETY: the sink is `out`, alive for the call.
+        let rc = unsafe { handlers_fn(&mut out as *mut Vec<u8> as *mut c_void, write_vec) };
+        if rc != status::OK {
+            return Err(format!(
+                "{origin}: thinghost_handlers failed: {}",
+                String::from_utf8_lossy(&out)
+            ));
+        }
+        #[derive(serde::Deserialize)]
+        struct H {
+            name: String,
+            arity: usize,
+        }
+        let list: Vec<H> = serde_json::from_slice(&out).map_err(|e| {
+            format!("{origin}: thinghost_handlers wrote no JSON array of {{name, arity}}: {e}")
+        })?;
+        Ok(NativeExtension {
+            handlers: list.into_iter().map(|h| (h.name, h.arity)).collect(),
+            call,
+            deadline,
+        })
+    }
+
+    /// Does the library define `name` with `arity` parameters?
+    pub fn defines(&self, name: &str, arity: usize) -> bool {
+        self.handlers.iter().any(|(n, a)| n == name && *a == arity)
+    }
+
+    /// Calls `handler` on a thread of its own, and waits until the deadline.
+    pub fn call(
+        &self,
+        host: Arc<dyn Host>,
+        handler: &str,
+        args: &[Json],
+    ) -> Result<Json, CallError> {
+        let call = self.call;
+        let name = handler.to_string();
+        let args = Json::Array(args.to_vec()).to_string();
+        let (tx, rx) = mpsc::channel();
+        std::thread::Builder::new()
+            .name(format!("native-{name}"))
+            .spawn(move || {
+                let host: Arc<dyn Host> = host;
+                let table = HostTable {
+                    abi_version: ABI_VERSION,
+                    ctx: &host as *const Arc<dyn Host> as *const c_void,
+                    call: host_call,
+                };
+                let mut out: Vec<u8> = Vec::new();
+                // SAFETY: the table, the strings and the sink live on this thread's stack until
+                // the call returns; the library follows the ABI (it is trusted code).
+                let rc = unsafe {
+                    call(
+                        &table,
+                        name.as_ptr(),
+                        name.len(),
+                        args.as_ptr(),
+                        args.len(),
+                        &mut out as *mut Vec<u8> as *mut c_void,
+                        write_vec,
+                    )
+                };
+                let _ = tx.send((rc, out));
+            })
+            .map_err(|e| CallError::Trap(format!("cannot start a thread for the call: {e}")))?;
+        match rx.recv_timeout(self.deadline) {
+            Ok((status::OK, out)) => serde_json::from_slice(&out).map_err(|e| {
+                CallError::BadResult(format!("{e}: {:.200}", String::from_utf8_lossy(&out)))
+            }),
+            Ok((_, out)) => Err(CallError::Script(
+                String::from_utf8_lossy(&out).into_owned(),
+            )),
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                tracing::error!(
+                    handler,
+                    "a native extension call passed its deadline; its thread is abandoned"
+                );
+                Err(CallError::Deadline(self.deadline))
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => Err(CallError::Trap(
+                "the native call ended without an answer".into(),
+            )),
+        }
+    }
+}

@@ -1,0 +1,460 @@
+//! The WebAssembly runtime: extensions as components of the world `extension` (`sdk/wit`).
+//!
+//! A narrow wrapper over wasmtime, in the manner of spin-core: it exposes only what thinghost
+//! uses, and each knob it sets says why. One engine per process; one compiled component per
+//! extension version (cached in the data directory); a fresh instance per call from a
+//! pre-instantiated template, so that no state leaks from one caller to the next.
+//!
+//! What a component gets: the `host` interface (every call through [`Host::call`], the choke
+//! point) and a WASI environment with nothing in it: no files, no network, no environment
+//! variables or arguments, stdin empty, stdout discarded, stderr kept (up to 64 KiB) for error
+//! messages, clocks that stand still at the Unix epoch, and no way to sleep.
+
+use crate::host_api::{CallError, Host, HostCall, HostError};
+use serde_json::Value as Json;
+use sha2::{Digest, Sha256};
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+use wasmtime::component::{Component, HasSelf, Linker, Resource, ResourceTable};
+use wasmtime::{Config, Engine, Store, StoreContextMut, StoreLimits, StoreLimitsBuilder, Trap};
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+mod bindings {
+    wasmtime::component::bindgen!({
+        world: "extension",
+        path: "../../sdk/wit",
+    });
+}
+
+use bindings::thinghost::extension::types::HostError as WitHostError;
+
+/// How often the epoch advances: the resolution of every deadline.
+const TICK: Duration = Duration::from_millis(10);
+/// What a component may write to stderr in one call (a panic message fits many times).
+const STDERR_CAPACITY: usize = 64 << 10;
+/// The WASI clock interface whose waiting functions are replaced (the version wasmtime-wasi 48
+/// defines; components built against any 0.2.x match it).
+const MONOTONIC_CLOCK: &str = "wasi:clocks/monotonic-clock@0.2.12";
+
+/// Limits on one call into a component.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Wall-clock time for the call, host calls included.
+    pub deadline: Duration,
+    /// Linear memory of the instance, in bytes.
+    pub memory: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            deadline: Duration::from_secs(1),
+            memory: 64 << 20,
+        }
+    }
+}
+
+impl Limits {
+    /// The limits a manifest's `[limits]` sets.
+    pub fn from_manifest(l: &crate::manifest::LimitsDecl) -> Limits {
+        Limits {
+            deadline: Duration::from_millis(l.deadline_ms),
+            memory: (l.memory_mib as usize) << 20,
+        }
+    }
+}
+
+/// The process's one engine, with its epoch ticker.
+fn engine() -> &'static Engine {
+    static ENGINE: OnceLock<Engine> = OnceLock::new();
+    ENGINE.get_or_init(|| {
+        let mut config = Config::new();
+        // Deadlines: compiled code checks the epoch at loop headers and function entries, and a
+        // ticker advances it every TICK. Much cheaper than fuel, which counts every block.
+        config.epoch_interruption(true);
+        // Extensions are components; core modules have no contract to check.
+        config.wasm_component_model(true);
+        // A bounded guest stack: deep recursion traps instead of reaching the host's stack.
+        config.max_wasm_stack(1 << 20);
+        // Cranelift at its default optimization level; compile time is paid once per version.
+        let engine = Engine::new(&config).expect("the wasmtime configuration is valid");
+        let weak = engine.weak();
+        std::thread::Builder::new()
+            .name("wasm-epoch".into())
+            .spawn(move || {
+                while let Some(e) = weak.upgrade() {
+                    e.increment_epoch();
+                    drop(e);
+                    std::thread::sleep(TICK);
+                }
+            })
+            .expect("the epoch ticker thread starts");
+        engine
+    })
+}
+
+/// The data of one call's store.
+struct State {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limits: StoreLimits,
+    host: Option<Arc<dyn Host>>,
+}
+
+impl WasiView for State {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// Clocks that stand still: the host API is the only source of time an extension has.
+struct Epoch;
+
+impl wasmtime_wasi::HostWallClock for Epoch {
+    fn resolution(&self) -> Duration {
+        Duration::from_secs(1)
+    }
+    fn now(&self) -> Duration {
+        Duration::ZERO
+    }
+}
+
+impl wasmtime_wasi::HostMonotonicClock for Epoch {
+    fn resolution(&self) -> u64 {
+        1_000_000_000
+    }
+    fn now(&self) -> u64 {
+        0
+    }
+}
+
+impl State {
+    fn new(limits: &Limits, host: Option<Arc<dyn Host>>) -> (State, MemoryOutputPipe) {
+        let stderr = MemoryOutputPipe::new(STDERR_CAPACITY);
+        let wasi = WasiCtxBuilder::new()
+            .stderr(stderr.clone())
+            .wall_clock(Epoch)
+            .monotonic_clock(Epoch)
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .build();
+        let state = State {
+            wasi,
+            table: ResourceTable::new(),
+            limits: StoreLimitsBuilder::new()
+                .memory_size(limits.memory)
+                .instances(16)
+                .memories(16)
+                .tables(64)
+                .table_elements(1 << 20)
+                // A failed growth traps with a message that names it, instead of returning -1
+                // to an allocator that would abort with a bare `unreachable`.
+                .trap_on_grow_failure(true)
+                .build(),
+            host,
+        };
+        (state, stderr)
+    }
+
+    fn call(&mut self, call: HostCall) -> Result<Json, WitHostError> {
+        let Some(host) = &self.host else {
+            return Err(WitHostError::Failed(
+                "the host API is only available inside a service call".into(),
+            ));
+        };
+        host.call(call).map_err(|e| match e {
+            HostError::NotFound(m) => WitHostError::NotFound(m),
+            HostError::Denied(m) => WitHostError::Denied(m),
+            HostError::Capability(m) => WitHostError::Capability(m),
+            HostError::Invalid(m) => WitHostError::Invalid(m),
+            HostError::Failed(m) => WitHostError::Failed(m),
+        })
+    }
+}
+
+fn parse(what: &str, text: &str) -> Result<Json, WitHostError> {
+    serde_json::from_str(text)
+        .map_err(|e| WitHostError::Invalid(format!("{what} is not JSON text: {e}")))
+}
+
+impl bindings::thinghost::extension::types::Host for State {}
+
+impl bindings::thinghost::extension::host::Host for State {
+    fn get_property(&mut self, thing: String, property: String) -> Result<String, WitHostError> {
+        self.call(HostCall::GetProperty { thing, property })
+            .map(|v| v.to_string())
+    }
+
+    fn set_property(
+        &mut self,
+        thing: String,
+        property: String,
+        value: String,
+    ) -> Result<(), WitHostError> {
+        let value = parse("the value", &value)?;
+        self.call(HostCall::SetProperty {
+            thing,
+            property,
+            value,
+        })
+        .map(|_| ())
+    }
+
+    fn invoke_service(
+        &mut self,
+        thing: String,
+        service: String,
+        params: String,
+    ) -> Result<String, WitHostError> {
+        let params = parse("the parameters", &params)?;
+        if !params.is_object() {
+            return Err(WitHostError::Invalid(
+                "the parameters must be a JSON object".into(),
+            ));
+        }
+        self.call(HostCall::InvokeService {
+            thing,
+            service,
+            params,
+        })
+        .map(|v| v.to_string())
+    }
+
+    fn list_things(&mut self) -> Result<Vec<String>, WitHostError> {
+        let v = self.call(HostCall::ListThings)?;
+        Ok(v.as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|n| n.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    fn log(&mut self, message: String) -> Result<(), WitHostError> {
+        self.call(HostCall::Log { message }).map(|_| ())
+    }
+
+    fn audit(&mut self, message: String) -> Result<(), WitHostError> {
+        self.call(HostCall::Audit { message }).map(|_| ())
+    }
+
+    fn caller(&mut self) -> Result<String, WitHostError> {
+        let v = self.call(HostCall::Caller)?;
+        Ok(v.as_str().unwrap_or_default().to_string())
+    }
+
+    fn me(&mut self) -> Result<String, WitHostError> {
+        let v = self.call(HostCall::Me)?;
+        Ok(v.as_str().unwrap_or_default().to_string())
+    }
+}
+
+/// A compiled, linked extension component.
+pub struct WasmExtension {
+    pre: bindings::ExtensionPre<State>,
+    handlers: Vec<(String, usize)>,
+    limits: Limits,
+}
+
+/// Where the compiled artifact of `bytes` is cached: keyed by the component's hash and by the
+/// engine's compatibility hash (a new wasmtime or another CPU compiles anew).
+fn cache_path(dir: &Path, bytes: &[u8]) -> PathBuf {
+    let digest = Sha256::digest(bytes);
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    engine().precompile_compatibility_hash().hash(&mut h);
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    dir.join(format!("{hex}-{:016x}.cwasm", h.finish()))
+}
+
+/// Compiles a component, or loads its compiled form from `cache` (written there after the first
+/// compilation; a stale or damaged file is compiled anew and replaced).
+fn component(bytes: &[u8], origin: &str, cache: Option<&Path>) -> Result<Component, String> {
+    let engine = engine();
+    let path = cache.map(|d| cache_path(d, bytes));
+    if let Some(p) = path.as_ref().filter(|p| p.exists()) {
+        // SAFETY: the file is one this function wrote into the data directory, which holds the
+        // server's database and is trusted like it; wasmtime checks the engine's compatibility
+        // and the artifact's header, and a failure falls through to compiling.
+        if let Ok(c) = unsafe { Component::deserialize_file(engine, p) } {
+            return Ok(c);
+        }
+        tracing::warn!(file = %p.display(), "a cached compiled extension could not be used; compiling again");
+    }
+    let c = Component::from_binary(engine, bytes).map_err(|e| {
+        format!("{origin} is not a WebAssembly component that thinghost can compile: {e:#}")
+    })?;
+    if let (Some(p), Ok(art)) = (path, c.serialize()) {
+        let tmp = p.with_extension("tmp");
+        let written = p
+            .parent()
+            .map(std::fs::create_dir_all)
+            .unwrap_or(Ok(()))
+            .and_then(|_| std::fs::write(&tmp, &art))
+            .and_then(|_| std::fs::rename(&tmp, &p));
+        if let Err(e) = written {
+            tracing::warn!(file = %p.display(), "cannot cache the compiled extension: {e}");
+        }
+    }
+    Ok(c)
+}
+
+/// Extensions cannot wait: the host API is their only clock, and a sleep would hold a server
+/// thread beyond any deadline. Both ways to make a clock pollable trap with this message.
+const NO_SLEEP: &str =
+    "extensions cannot sleep or wait on a clock (the host API is their only source of time)";
+
+fn linker() -> Result<Linker<State>, String> {
+    let mut linker = Linker::new(engine());
+    wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| e.to_string())?;
+    bindings::Extension::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)
+        .map_err(|e| e.to_string())?;
+    linker.allow_shadowing(true);
+    let mut clock = linker
+        .instance(MONOTONIC_CLOCK)
+        .map_err(|e| e.to_string())?;
+    type Pollable = Resource<wasmtime_wasi::p2::DynPollable>;
+    clock
+        .func_wrap(
+            "subscribe-duration",
+            |_: StoreContextMut<State>, _: (u64,)| -> wasmtime::Result<(Pollable,)> {
+                wasmtime::bail!(NO_SLEEP)
+            },
+        )
+        .map_err(|e| e.to_string())?;
+    clock
+        .func_wrap(
+            "subscribe-instant",
+            |_: StoreContextMut<State>, _: (u64,)| -> wasmtime::Result<(Pollable,)> {
+                wasmtime::bail!(NO_SLEEP)
+            },
+        )
+        .map_err(|e| e.to_string())?;
+    Ok(linker)
+}
+
+impl WasmExtension {
+    /// Compiles (or loads from `cache`) and links a component, and asks it for its handlers.
+    /// `origin` names the file in errors.
+    pub fn load(
+        bytes: &[u8],
+        origin: &str,
+        limits: Limits,
+        cache: Option<&Path>,
+    ) -> Result<WasmExtension, String> {
+        let component = component(bytes, origin, cache)?;
+        let pre = linker()?.instantiate_pre(&component).map_err(|e| {
+            format!("{origin} cannot be linked: {e:#} (an extension imports only the thinghost host interface and WASI 0.2)")
+        })?;
+        let pre = bindings::ExtensionPre::new(pre).map_err(|e| {
+            format!(
+                "{origin} is not a thinghost extension (the world `extension` of {}): {e:#}",
+                crate::host_api::WIT_PACKAGE
+            )
+        })?;
+        let mut ext = WasmExtension {
+            pre,
+            handlers: Vec::new(),
+            limits,
+        };
+        let handlers = ext
+            .with_instance(None, |store, inst| {
+                inst.thinghost_extension_handlers()
+                    .call_list_handlers(store)
+            })
+            .map_err(|e| format!("{origin}: listing its handlers failed: {e}"))?;
+        ext.handlers = handlers
+            .into_iter()
+            .map(|h| (h.name, h.arity as usize))
+            .collect();
+        Ok(ext)
+    }
+
+    /// Does the component define `name` with `arity` parameters?
+    pub fn defines(&self, name: &str, arity: usize) -> bool {
+        self.handlers.iter().any(|(n, a)| n == name && *a == arity)
+    }
+
+    /// The handlers the component defines.
+    pub fn handlers(&self) -> &[(String, usize)] {
+        &self.handlers
+    }
+
+    /// Runs `f` on a fresh instance, within the limits.
+    fn with_instance<R>(
+        &self,
+        host: Option<Arc<dyn Host>>,
+        f: impl FnOnce(&mut Store<State>, &bindings::Extension) -> wasmtime::Result<R>,
+    ) -> Result<R, CallError> {
+        let (state, stderr) = State::new(&self.limits, host);
+        let mut store = Store::new(engine(), state);
+        store.limiter(|s| &mut s.limits);
+        let ticks = self.limits.deadline.as_millis().div_ceil(TICK.as_millis()) as u64;
+        store.set_epoch_deadline(ticks.max(1) + 1);
+        store.epoch_deadline_trap();
+        let result = self
+            .pre
+            .instantiate(&mut store)
+            .and_then(|inst| f(&mut store, &inst));
+        result.map_err(|e| self.explain(e, &stderr))
+    }
+
+    fn explain(&self, e: wasmtime::Error, stderr: &MemoryOutputPipe) -> CallError {
+        let said = String::from_utf8_lossy(&stderr.contents())
+            .trim()
+            .to_string();
+        let text = format!("{e:#}");
+        match e.downcast_ref::<Trap>() {
+            Some(Trap::Interrupt) => return CallError::Deadline(self.limits.deadline),
+            Some(Trap::StackOverflow) => {
+                return CallError::Limit("the call stack overflowed".into());
+            }
+            _ => {}
+        }
+        if text.contains("forcing a memory growth failure")
+            || text.contains("forcing trap when growing memory")
+        {
+            return CallError::Limit(format!(
+                "the memory cap of {} MiB was reached",
+                self.limits.memory >> 20
+            ));
+        }
+        let last = said
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .take(8)
+            .collect::<Vec<_>>()
+            .join(" / ");
+        if last.is_empty() {
+            CallError::Trap(text)
+        } else {
+            CallError::Trap(format!("{text}; it wrote: {last}"))
+        }
+    }
+
+    /// Calls `handler` with `args` (the service's parameters in declared order) for `host`.
+    pub fn call(
+        &self,
+        host: Arc<dyn Host>,
+        handler: &str,
+        args: &[Json],
+    ) -> Result<Json, CallError> {
+        let args = Json::Array(args.to_vec()).to_string();
+        let out = self.with_instance(Some(host), |store, inst| {
+            inst.thinghost_extension_handlers()
+                .call_call(store, handler, &args)
+        })?;
+        match out {
+            Ok(text) => serde_json::from_str(&text)
+                .map_err(|e| CallError::BadResult(format!("{e}: {text:.200}"))),
+            Err(message) => Err(CallError::Script(message)),
+        }
+    }
+}
