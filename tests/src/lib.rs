@@ -46,6 +46,63 @@ pub fn thinghost_bin() -> &'static Path {
     })
 }
 
+/// How to build a Rust extension crate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Build {
+    /// A WebAssembly component (`wasm32-wasip2`, release).
+    Wasm,
+    /// A native shared library for this machine (release).
+    Native,
+}
+
+/// Builds the Rust extension crate in `dir` (relative to the workspace; a workspace of its own)
+/// and returns the built file. Built once per test process and kind.
+pub fn rust_extension(dir: &str, build: Build) -> PathBuf {
+    static BUILT: std::sync::Mutex<Vec<((String, Build), PathBuf)>> =
+        std::sync::Mutex::new(Vec::new());
+    let mut built = BUILT.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((_, p)) = built.iter().find(|(k, _)| k.0 == dir && k.1 == build) {
+        return p.clone();
+    }
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let target_dir = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| workspace().join("target"))
+        .join("extensions");
+    let manifest = workspace().join(dir).join("Cargo.toml");
+    let mut cmd = Command::new(cargo);
+    cmd.args(["build", "--quiet", "--release", "--message-format=json"])
+        .arg("--manifest-path")
+        .arg(&manifest)
+        .arg("--target-dir")
+        .arg(&target_dir)
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_BUILD_TARGET");
+    if build == Build::Wasm {
+        cmd.args(["--target", "wasm32-wasip2"]);
+    }
+    let out = cmd.output().expect("cargo runs");
+    assert!(
+        out.status.success(),
+        "building {dir} ({build:?}) failed (is the wasm32-wasip2 target installed? `rustup target add wasm32-wasip2`):\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let file = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["reason"] == "compiler-artifact" && v["target"]["kind"][0] == "cdylib")
+        .filter_map(|v| v["filenames"].as_array().cloned())
+        .flatten()
+        .filter_map(|f| f.as_str().map(PathBuf::from))
+        .find(|f| {
+            let ext = f.extension().and_then(|e| e.to_str()).unwrap_or("");
+            matches!(ext, "wasm" | "so" | "dylib" | "dll")
+        })
+        .unwrap_or_else(|| panic!("cargo names the library built from {dir}"));
+    built.push(((dir.to_string(), build), file.clone()));
+    file
+}
+
 /// Runs `thinghost` with these arguments.
 pub fn thinghost(args: &[&str]) -> Output {
     Command::new(thinghost_bin())

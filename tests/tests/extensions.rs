@@ -3,7 +3,7 @@
 
 use serde_json::{Value as Json, json};
 use std::path::Path;
-use thinghost_tests::{Server, ok, post, workspace};
+use thinghost_tests::{Build, Server, ok, post, rust_extension, workspace};
 
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
@@ -97,6 +97,141 @@ fn the_hello_example_answers_over_rest() {
         json!({"who": "again"}),
     );
     assert_eq!(v["rows"][0]["result"], "Hi, again!");
+}
+
+/// A plugin directory with the hello example and the tank-monitor example built as `build`,
+/// installed the way its README says.
+fn with_tank_monitor(root: &Path, build: Build) -> std::path::PathBuf {
+    let p = plugins(root, &[]);
+    let lib = rust_extension("examples/tank-monitor", build);
+    let dir = p.join("tank-monitor");
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = lib.file_name().unwrap().to_str().unwrap().to_string();
+    std::fs::copy(&lib, dir.join(&file)).unwrap();
+    let mut manifest =
+        std::fs::read_to_string(workspace().join("examples/tank-monitor/plugin.toml")).unwrap();
+    if build == Build::Native {
+        manifest = manifest.replace(
+            "runtime = \"wasm\"\nentry = \"tank_monitor.wasm\"",
+            &format!("runtime = \"native\"\nentry = \"{file}\""),
+        );
+    }
+    std::fs::write(dir.join("plugin.toml"), manifest).unwrap();
+    p
+}
+
+/// The tank-monitor services, used the way an operator would.
+fn tanks_work(s: &Server) {
+    let admin = s.admin_key();
+    // Users make their own tanks from the extension's template.
+    ok(
+        s,
+        &admin,
+        &format!("{ES}/CreateThing"),
+        json!({"name": "Tank2", "thingTemplateName": "WaterTank"}),
+    );
+    let v = ok(
+        s,
+        &admin,
+        "/Thingworx/Things/Tank2/Services/Fill",
+        json!({"liters": 950}),
+    );
+    assert_eq!(v["rows"][0]["result"], 950.0);
+    let v = ok(
+        s,
+        &admin,
+        "/Thingworx/Things/Tank2/Services/FillPercent",
+        json!({}),
+    );
+    assert_eq!(v["rows"][0]["result"], 95.0);
+    let r = s
+        .client
+        .get(s.at("/Thingworx/Things/Tank2/Properties/alarm"))
+        .header("appKey", &admin)
+        .send()
+        .unwrap();
+    assert_eq!(r.json::<Json>().unwrap()["rows"][0]["alarm"], true);
+    // A bad parameter is the handler's error, for the caller.
+    let (st, v) = post(
+        s,
+        &admin,
+        "/Thingworx/Things/Tank2/Services/Fill",
+        json!({"liters": -1}),
+    );
+    assert_eq!(st, 500);
+    assert!(
+        v["error"].as_str().unwrap().contains("positive number"),
+        "{v}"
+    );
+    // The fleet report asks every tank the caller can see.
+    let v = ok(
+        s,
+        &admin,
+        "/Thingworx/Things/Tank1/Services/FleetReport",
+        json!({}),
+    );
+    assert_eq!(v["rows"][0]["result"], "Tank1: 0%\nTank2: 95%");
+    // hello loads beside it.
+    let v = ok(
+        s,
+        &admin,
+        "/Thingworx/Things/HelloThing/Services/Greet",
+        json!({"who": "tanks"}),
+    );
+    assert_eq!(v["rows"][0]["result"], "Hello, tanks!");
+}
+
+#[test]
+fn the_rust_wasm_example_answers_over_rest() {
+    let t = tempfile::tempdir().unwrap();
+    let p = with_tank_monitor(t.path(), Build::Wasm);
+    let s = Server::start(
+        &t.path().join("d"),
+        &["--dev", "--plugins", p.to_str().unwrap()],
+    );
+    tanks_work(&s);
+    let v = ok(
+        &s,
+        &s.admin_key(),
+        "/Thingworx/Subsystems/PlatformSubsystem/Services/GetExtensionPackageDetails",
+        json!({"packageName": "tank-monitor"}),
+    );
+    assert_eq!(v["rows"][0]["result"]["runtime"], "wasm");
+    assert_eq!(
+        v["rows"][0]["result"]["capabilities"]["invoke"][0],
+        "Things/*/Services/FillPercent"
+    );
+    // A restart loads the cached compilation and keeps the user's tank with its values.
+    drop(s);
+    let s = Server::start(
+        &t.path().join("d"),
+        &["--dev", "--plugins", p.to_str().unwrap()],
+    );
+    let v = ok(
+        &s,
+        &s.admin_key(),
+        "/Thingworx/Things/Tank2/Services/FillPercent",
+        json!({}),
+    );
+    assert_eq!(v["rows"][0]["result"], 95.0);
+}
+
+#[test]
+fn the_rust_example_also_loads_as_a_native_library_when_allowed() {
+    let t = tempfile::tempdir().unwrap();
+    let p = with_tank_monitor(t.path(), Build::Native);
+    let s = Server::start(
+        &t.path().join("d"),
+        &["--dev", "--allow-native", "--plugins", p.to_str().unwrap()],
+    );
+    tanks_work(&s);
+    let v = ok(
+        &s,
+        &s.admin_key(),
+        "/Thingworx/Subsystems/PlatformSubsystem/Services/GetExtensionPackageDetails",
+        json!({"packageName": "tank-monitor"}),
+    );
+    assert_eq!(v["rows"][0]["result"]["runtime"], "native");
 }
 
 #[test]
@@ -230,48 +365,43 @@ fn hostile_world(s: &Server) -> String {
     v["rows"][0]["keyId"].as_str().unwrap().to_string()
 }
 
-#[test]
-fn e4_hostile_rhai_code_can_do_nothing_its_caller_could_not() {
-    let t = tempfile::tempdir().unwrap();
-    let p = plugins(t.path(), &["hostile", "nosy"]);
-    let s = Server::start(
-        &t.path().join("d"),
-        &["--dev", "--plugins", p.to_str().unwrap()],
+/// Posts to a service of the Hostile Thing.
+fn call(s: &Server, key: &str, service: &str) -> (u16, Json) {
+    let (st, v) = post(
+        s,
+        key,
+        &format!("/Thingworx/Things/Hostile/Services/{service}"),
+        json!({}),
     );
-    let mallory = hostile_world(&s);
+    (st.as_u16(), v)
+}
+
+/// The error text of a failed call, checked to be a 500 (the extension failed, not the server).
+fn failure(s: &Server, key: &str, service: &str) -> String {
+    let (st, v) = call(s, key, service);
+    assert_eq!(st, 500, "{service}: {v}");
+    v["error"].as_str().unwrap().to_string()
+}
+
+/// What every runtime must refuse: the code has its caller's rights and no more (DOMAIN E4).
+fn the_caller_s_rights_bound_the_code(s: &Server, mallory: &str) {
     let admin = s.admin_key();
-    let call = |key: &str, service: &str| {
-        post(
-            &s,
-            key,
-            &format!("/Thingworx/Things/Hostile/Services/{service}"),
-            json!({}),
-        )
-    };
     // It runs as the caller.
-    assert_eq!(call(&mallory, "WhoAmI").1["rows"][0]["result"], "mallory");
+    assert_eq!(call(s, mallory, "WhoAmI").1["rows"][0]["result"], "mallory");
     // Reading a Thing the caller cannot see: not found, exactly as for a Thing that does not exist.
-    let (st, v) = call(&mallory, "Peek");
-    assert_eq!(st, 500);
+    let e = failure(s, mallory, "Peek");
     assert!(
-        v["error"]
-            .as_str()
-            .unwrap()
-            .contains(r#"not found: Thing "Secret" was not found"#),
-        "{v}"
+        e.contains(r#"not found: Thing "Secret" was not found"#),
+        "{e}"
     );
     // (An administrator calling the same code reads it: the code has the caller's rights, no more, no less.)
-    assert_eq!(call(&admin, "Peek").1["rows"][0]["result"], "1234");
+    assert_eq!(call(s, &admin, "Peek").1["rows"][0]["result"], "1234");
     // Writing a property the caller may not write: denied, nothing written.
-    let (st, v) = call(&mallory, "Scribble");
-    assert_eq!(st, 500);
-    assert!(v["error"].as_str().unwrap().contains("denied"), "{v}");
+    assert!(failure(s, mallory, "Scribble").contains("denied"));
     // Granting itself rights: denied.
-    let (st, v) = call(&mallory, "Escalate");
-    assert_eq!(st, 500);
-    assert!(v["error"].as_str().unwrap().contains("denied"), "{v}");
+    assert!(failure(s, mallory, "Escalate").contains("denied"));
     let perms = ok(
-        &s,
+        s,
         &admin,
         "/Thingworx/Things/Shared/Services/GetRunTimePermissions",
         json!({}),
@@ -288,39 +418,44 @@ fn e4_hostile_rhai_code_can_do_nothing_its_caller_could_not() {
         .send()
         .unwrap();
     assert_eq!(r.json::<Json>().unwrap()["rows"][0]["level"], 1);
-    // An infinite loop is stopped at the deadline; a memory bomb at the cap; a trap is an error.
+    // A handler's own error reaches the caller.
+    assert!(failure(s, mallory, "Trap").contains("trapped on purpose"));
+    // Endless recursion through services is cut off.
+    let (st, v) = call(s, &admin, "Recurse");
+    assert!(st == 500 || st == 508, "{st} {v}");
+    // Names are taken literally: an encoded character reaches nothing else.
+    assert!(failure(s, &admin, "Smuggle").contains("not found"));
+}
+
+/// The server keeps serving after everything above, and the extension stays loaded.
+fn still_serving(s: &Server, mallory: &str) {
+    assert_eq!(s.client.get(s.at("/health")).send().unwrap().status(), 200);
+    assert_eq!(call(s, mallory, "WhoAmI").1["rows"][0]["result"], "mallory");
+}
+
+#[test]
+fn e4_hostile_rhai_code_can_do_nothing_its_caller_could_not() {
+    let t = tempfile::tempdir().unwrap();
+    let p = plugins(t.path(), &["hostile", "nosy"]);
+    let s = Server::start(
+        &t.path().join("d"),
+        &["--dev", "--plugins", p.to_str().unwrap()],
+    );
+    let mallory = hostile_world(&s);
+    let admin = s.admin_key();
+    the_caller_s_rights_bound_the_code(&s, &mallory);
+    // An infinite loop is stopped at the deadline; a memory bomb at the cap.
     let start = std::time::Instant::now();
-    let (st, v) = call(&mallory, "Spin");
-    assert_eq!(st, 500);
-    let e = v["error"].as_str().unwrap();
+    let e = failure(&s, &mallory, "Spin");
     assert!(
         e.contains("deadline") || e.contains("Too many operations"),
-        "{v}"
+        "{e}"
     );
     assert!(start.elapsed() < std::time::Duration::from_secs(10));
-    let (st, v) = call(&mallory, "Bomb");
-    assert_eq!(st, 500, "{v}");
-    let (st, v) = call(&mallory, "Trap");
-    assert_eq!(st, 500);
-    assert!(
-        v["error"].as_str().unwrap().contains("trapped on purpose"),
-        "{v}"
-    );
-    // Endless recursion through services is cut off.
-    let (st, v) = call(&admin, "Recurse");
-    assert!(st == 500 || st == 508, "{st} {v}");
-    // Names are taken literally: encoded characters or slashes reach nothing else.
-    for service in ["Smuggle", "SmugglePath"] {
-        let (st, v) = call(&admin, service);
-        assert_eq!(st, 500, "{service}: {v}");
-        assert!(
-            v["error"].as_str().unwrap().contains("not found"),
-            "{service}: {v}"
-        );
-    }
-    // The server keeps serving, and the extension stays loaded.
-    assert_eq!(s.client.get(s.at("/health")).send().unwrap().status(), 200);
-    assert_eq!(call(&mallory, "WhoAmI").1["rows"][0]["result"], "mallory");
+    failure(&s, &mallory, "Bomb");
+    // A slash cannot add a path segment.
+    assert!(failure(&s, &admin, "SmugglePath").contains("not found"));
+    still_serving(&s, &mallory);
     // Without a declared capability, an extension cannot read other Things, even for an administrator.
     let (st, v) = post(
         &s,
@@ -336,4 +471,100 @@ fn e4_hostile_rhai_code_can_do_nothing_its_caller_could_not() {
             .contains("not declared in the extension's [capabilities]"),
         "{v}"
     );
+}
+
+/// A plugin directory with the hostile Rust extension built as `build` (and the Rhai `nosy`
+/// beside it: runtimes mix in one directory).
+fn hostile_rust(root: &Path, build: Build) -> std::path::PathBuf {
+    plugins(root, &["nosy"]);
+    let lib = rust_extension("tests/fixtures/hostile-rust", build);
+    let dir = root.join("plugins").join("hostile");
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = lib.file_name().unwrap().to_str().unwrap().to_string();
+    std::fs::copy(&lib, dir.join(&file)).unwrap();
+    let manifest =
+        std::fs::read_to_string(workspace().join("tests/fixtures/hostile-rust/plugin.toml"))
+            .unwrap()
+            .replace(
+                "runtime = \"wasm\"\nentry = \"hostile_rust.wasm\"",
+                &format!(
+                    "runtime = \"{}\"\nentry = \"{file}\"",
+                    if build == Build::Wasm {
+                        "wasm"
+                    } else {
+                        "native"
+                    }
+                ),
+            );
+    std::fs::write(dir.join("plugin.toml"), manifest).unwrap();
+    root.join("plugins")
+}
+
+#[test]
+fn e4_hostile_wasm_code_can_do_nothing_its_caller_could_not() {
+    let t = tempfile::tempdir().unwrap();
+    let p = hostile_rust(t.path(), Build::Wasm);
+    let s = Server::start(
+        &t.path().join("d"),
+        &["--dev", "--plugins", p.to_str().unwrap()],
+    );
+    let mallory = hostile_world(&s);
+    the_caller_s_rights_bound_the_code(&s, &mallory);
+    // An infinite loop is stopped at the deadline (1 s by default).
+    let start = std::time::Instant::now();
+    let e = failure(&s, &mallory, "Spin");
+    assert!(e.contains("deadline of 1s"), "{e}");
+    assert!(start.elapsed() < std::time::Duration::from_secs(10));
+    // A memory bomb stops at the cap (64 MiB by default).
+    let e = failure(&s, &mallory, "Bomb");
+    assert!(e.contains("memory cap of 64 MiB"), "{e}");
+    // A panic is an error for the caller, with the panic's message.
+    let e = failure(&s, &mallory, "Panic");
+    assert!(e.contains("panicked on purpose"), "{e}");
+    // Unbounded recursion overflows the guest's stack, not the server's.
+    let e = failure(&s, &mallory, "Stack");
+    assert!(e.contains("stack"), "{e}");
+    // No sleeping, no files, no environment, and the clock stands still.
+    let e = failure(&s, &mallory, "Sleep");
+    assert!(e.contains("cannot sleep"), "{e}");
+    let e = failure(&s, &mallory, "Files");
+    assert!(e.contains("no file"), "{e}");
+    assert_eq!(call(&s, &mallory, "Clock").1["rows"][0]["result"], 0);
+    assert_eq!(
+        call(&s, &mallory, "Env").1["rows"][0]["result"],
+        "0 variables"
+    );
+    still_serving(&s, &mallory);
+    // The compiled component was cached in the data directory for the next start.
+    let cached = std::fs::read_dir(t.path().join("d/cache/wasm"))
+        .unwrap()
+        .count();
+    assert_eq!(cached, 1);
+}
+
+#[test]
+fn e4_hostile_native_code_is_bounded_by_its_callers_rights_and_the_deadline() {
+    let t = tempfile::tempdir().unwrap();
+    let p = hostile_rust(t.path(), Build::Native);
+    // Off by default: the library is refused, naming the flag.
+    let listed = thinghost_tests::thinghost(&["plugin", "list", p.to_str().unwrap()]);
+    let out = String::from_utf8_lossy(&listed.stdout);
+    assert!(out.contains("--allow-native"), "{out}");
+    let s = Server::start(
+        &t.path().join("d"),
+        &["--dev", "--allow-native", "--plugins", p.to_str().unwrap()],
+    );
+    let mallory = hostile_world(&s);
+    the_caller_s_rights_bound_the_code(&s, &mallory);
+    // A panic does not unwind into the server: the SDK turns it into the call's error.
+    let e = failure(&s, &mallory, "Panic");
+    assert!(e.contains("panicked on purpose"), "{e}");
+    // A library that never returns gets the caller an answer at the deadline.
+    for service in ["Spin", "Sleep"] {
+        let start = std::time::Instant::now();
+        let e = failure(&s, &mallory, service);
+        assert!(e.contains("deadline"), "{service}: {e}");
+        assert!(start.elapsed() < std::time::Duration::from_secs(10));
+    }
+    still_serving(&s, &mallory);
 }

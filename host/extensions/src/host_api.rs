@@ -331,6 +331,19 @@ pub enum HostError {
     Failed(String),
 }
 
+impl HostError {
+    /// The message without the kind.
+    pub fn message(&self) -> &str {
+        match self {
+            HostError::NotFound(m)
+            | HostError::Denied(m)
+            | HostError::Capability(m)
+            | HostError::Invalid(m)
+            | HostError::Failed(m) => m,
+        }
+    }
+}
+
 /// Why a call into an extension failed (every runtime).
 #[derive(Clone, Debug, PartialEq, Eq, Error)]
 pub enum CallError {

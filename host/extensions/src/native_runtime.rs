@@ -114,7 +114,7 @@ unsafe extern "C" fn host_call(
                 HostError::Invalid(_) => status::INVALID,
                 HostError::Failed(_) => status::FAILED,
             },
-            e.to_string(),
+            e.message().to_string(),
         ),
     };
     // SAFETY: `write` and `sink` are the library's, per the ABI.

@@ -50,7 +50,6 @@ pub mod bindings {
     });
 }
 
-use bindings::thinghost::extension::host as wit;
 use bindings::thinghost::extension::types::HostError;
 
 /// Why a host call failed: the host's answer, or a value that did not convert.
@@ -126,16 +125,12 @@ pub mod host {
 
     /// A property's value, as the caller may read it.
     pub fn get_property<T: DeserializeOwned>(thing: &str, property: &str) -> Result<T, Error> {
-        Ok(serde_json::from_str(&wit::get_property(thing, property)?)?)
+        Ok(serde_json::from_str(&imp::get_property(thing, property)?)?)
     }
 
     /// Writes a property, as the caller may write it.
     pub fn set_property(thing: &str, property: &str, value: &impl Serialize) -> Result<(), Error> {
-        Ok(wit::set_property(
-            thing,
-            property,
-            &serde_json::to_string(value)?,
-        )?)
+        imp::set_property(thing, property, &serde_json::to_string(value)?)
     }
 
     /// Runs a service with an object of parameters (`json!({"who": "Ada"})`), as the caller may.
@@ -146,35 +141,274 @@ pub mod host {
         params: &Json,
     ) -> Result<T, Error> {
         let params = serde_json::to_string(params)?;
-        Ok(serde_json::from_str(&wit::invoke_service(
+        Ok(serde_json::from_str(&imp::invoke_service(
             thing, service, &params,
         )?)?)
     }
 
     /// The names of the Things the caller can see.
     pub fn list_things() -> Result<Vec<String>, Error> {
-        Ok(wit::list_things()?)
+        imp::list_things()
     }
 
     /// A line in the host's log, attributed to the extension and the caller.
     pub fn log(message: &str) -> Result<(), Error> {
-        Ok(wit::log(message)?)
+        imp::log(message)
     }
 
     /// An entry in the audit history, attributed to the extension and the caller.
     pub fn audit(message: &str) -> Result<(), Error> {
-        Ok(wit::audit(message)?)
+        imp::audit(message)
     }
 
     /// The name of the user the code runs for.
     pub fn caller() -> Result<String, Error> {
-        Ok(wit::caller()?)
+        imp::caller()
     }
 
     /// The name of the entity whose service is running (ThingWorx's `me`): the Thing, also
     /// when the service comes from its template or a shape.
     pub fn me() -> Result<String, Error> {
+        imp::me()
+    }
+}
+
+/// The host calls of a WebAssembly component: the contract's imports.
+#[cfg(target_arch = "wasm32")]
+mod imp {
+    use super::Error;
+    use super::bindings::thinghost::extension::host as wit;
+
+    pub fn get_property(thing: &str, property: &str) -> Result<String, Error> {
+        Ok(wit::get_property(thing, property)?)
+    }
+    pub fn set_property(thing: &str, property: &str, value: &str) -> Result<(), Error> {
+        Ok(wit::set_property(thing, property, value)?)
+    }
+    pub fn invoke_service(thing: &str, service: &str, params: &str) -> Result<String, Error> {
+        Ok(wit::invoke_service(thing, service, params)?)
+    }
+    pub fn list_things() -> Result<Vec<String>, Error> {
+        Ok(wit::list_things()?)
+    }
+    pub fn log(message: &str) -> Result<(), Error> {
+        Ok(wit::log(message)?)
+    }
+    pub fn audit(message: &str) -> Result<(), Error> {
+        Ok(wit::audit(message)?)
+    }
+    pub fn caller() -> Result<String, Error> {
+        Ok(wit::caller()?)
+    }
+    pub fn me() -> Result<String, Error> {
         Ok(wit::me()?)
+    }
+}
+
+/// The host calls of a native library: through the table the host passes to `thinghost_call`.
+#[cfg(not(target_arch = "wasm32"))]
+mod imp {
+    use super::{Error, Json, native};
+
+    fn text(function: &str, args: Json) -> Result<String, Error> {
+        native::host_call(function, args).map(|v| v.to_string())
+    }
+    fn string(function: &str) -> Result<String, Error> {
+        match native::host_call(function, Json::Array(vec![]))? {
+            Json::String(s) => Ok(s),
+            other => Err(Error::Value(format!("{function} answered {other}"))),
+        }
+    }
+
+    pub fn get_property(thing: &str, property: &str) -> Result<String, Error> {
+        text("get_property", serde_json::json!([thing, property]))
+    }
+    pub fn set_property(thing: &str, property: &str, value: &str) -> Result<(), Error> {
+        let value: Json = serde_json::from_str(value)?;
+        native::host_call("set_property", serde_json::json!([thing, property, value])).map(|_| ())
+    }
+    pub fn invoke_service(thing: &str, service: &str, params: &str) -> Result<String, Error> {
+        let params: Json = serde_json::from_str(params)?;
+        text(
+            "invoke_service",
+            serde_json::json!([thing, service, params]),
+        )
+    }
+    pub fn list_things() -> Result<Vec<String>, Error> {
+        Ok(serde_json::from_value(native::host_call(
+            "list_things",
+            Json::Array(vec![]),
+        )?)?)
+    }
+    pub fn log(message: &str) -> Result<(), Error> {
+        native::host_call("log", serde_json::json!([message])).map(|_| ())
+    }
+    pub fn audit(message: &str) -> Result<(), Error> {
+        native::host_call("audit", serde_json::json!([message])).map(|_| ())
+    }
+    pub fn caller() -> Result<String, Error> {
+        string("caller")
+    }
+    pub fn me() -> Result<String, Error> {
+        string("me")
+    }
+}
+
+/// The C ABI of native extensions (`sdk/native/thinghost.h`), for [`extension!`] on targets other
+/// than WebAssembly. Native extensions are trusted code: the server loads them only with
+/// `--allow-native`.
+#[cfg(not(target_arch = "wasm32"))]
+pub mod native {
+    use super::{Error, Handlers, Json};
+    use std::cell::Cell;
+    use std::ffi::c_void;
+
+    /// The version of the C ABI this SDK speaks.
+    pub const ABI_VERSION: u32 = 1;
+
+    /// Appends bytes to a buffer the caller owns.
+    pub type WriteFn = unsafe extern "C" fn(sink: *mut c_void, ptr: *const u8, len: usize);
+
+    /// A host call (see `sdk/native/thinghost.h`).
+    pub type HostCallFn = unsafe extern "C" fn(
+        ctx: *const c_void,
+        function: *const u8,
+        function_len: usize,
+        args: *const u8,
+        args_len: usize,
+        sink: *mut c_void,
+        write: WriteFn,
+    ) -> i32;
+
+    /// What the host passes on every call.
+    #[repr(C)]
+    pub struct HostTable {
+        pub abi_version: u32,
+        pub ctx: *const c_void,
+        pub call: HostCallFn,
+    }
+
+    thread_local! {
+        static HOST: Cell<*const HostTable> = const { Cell::new(std::ptr::null()) };
+    }
+
+    unsafe extern "C" fn write_vec(sink: *mut c_void, ptr: *const u8, len: usize) {
+        if sink.is_null() || ptr.is_null() || len == 0 {
+            return;
+        }
+        // SAFETY: `sink` is the Vec this module passed; `ptr..ptr+len` is the host's buffer.
+        unsafe {
+            (*(sink as *mut Vec<u8>)).extend_from_slice(std::slice::from_raw_parts(ptr, len));
+        }
+    }
+
+    pub(crate) fn host_call(function: &str, args: Json) -> Result<Json, Error> {
+        let table = HOST.with(|h| h.get());
+        if table.is_null() {
+            return Err(Error::Failed(
+                "the host API is only available inside a service call".into(),
+            ));
+        }
+        let args = args.to_string();
+        let mut out: Vec<u8> = Vec::new();
+        // SAFETY: the table is the host's, valid for the duration of the current call.
+        let rc = unsafe {
+            ((*table).call)(
+                (*table).ctx,
+                function.as_ptr(),
+                function.len(),
+                args.as_ptr(),
+                args.len(),
+                &mut out as *mut Vec<u8> as *mut c_void,
+                write_vec,
+            )
+        };
+        let text = String::from_utf8_lossy(&out).into_owned();
+        match rc {
+            0 => Ok(serde_json::from_str(&text)?),
+            1 => Err(Error::NotFound(text)),
+            2 => Err(Error::Denied(text)),
+            3 => Err(Error::Capability(text)),
+            4 => Err(Error::Invalid(text)),
+            _ => Err(Error::Failed(text)),
+        }
+    }
+
+    fn write(sink: *mut c_void, write: WriteFn, text: &str) {
+        // SAFETY: the host's sink and writer, per the ABI.
+        unsafe { write(sink, text.as_ptr(), text.len()) }
+    }
+
+    #[doc(hidden)]
+    pub unsafe fn __handlers(register: fn(&mut Handlers), sink: *mut c_void, w: WriteFn) -> i32 {
+        let list = std::panic::catch_unwind(|| {
+            let mut h = Handlers::default();
+            register(&mut h);
+            h.describe()
+        });
+        match list {
+            Ok(list) => {
+                let v: Vec<Json> = list
+                    .into_iter()
+                    .map(|(name, arity)| serde_json::json!({"name": name, "arity": arity}))
+                    .collect();
+                write(sink, w, &Json::Array(v).to_string());
+                0
+            }
+            Err(_) => {
+                write(sink, w, "registering the handlers panicked");
+                5
+            }
+        }
+    }
+
+    #[doc(hidden)]
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn __call(
+        register: fn(&mut Handlers),
+        host: *const HostTable,
+        name: *const u8,
+        name_len: usize,
+        args: *const u8,
+        args_len: usize,
+        sink: *mut c_void,
+        w: WriteFn,
+    ) -> i32 {
+        // SAFETY: the host's strings, valid for the call, per the ABI.
+        let (name, args) = unsafe {
+            (
+                String::from_utf8_lossy(std::slice::from_raw_parts(name, name_len)).into_owned(),
+                String::from_utf8_lossy(std::slice::from_raw_parts(args, args_len)).into_owned(),
+            )
+        };
+        // SAFETY: as above; the table is the host's.
+        if host.is_null() || unsafe { (*host).abi_version } != ABI_VERSION {
+            write(sink, w, "the host speaks another version of the native ABI");
+            return 5;
+        }
+        let previous = HOST.with(|h| h.replace(host));
+        // A panic must not unwind into the host: it becomes the call's error.
+        let out = std::panic::catch_unwind(|| super::__call(register, &name, &args));
+        HOST.with(|h| h.set(previous));
+        match out {
+            Ok(Ok(json)) => {
+                write(sink, w, &json);
+                0
+            }
+            Ok(Err(message)) => {
+                write(sink, w, &message);
+                5
+            }
+            Err(panic) => {
+                let why = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a panic".into());
+                write(sink, w, &format!("the handler panicked: {why}"));
+                5
+            }
+        }
     }
 }
 
@@ -262,6 +496,7 @@ handler_impl!(7; A1, A2, A3, A4, A5, A6, A7);
 handler_impl!(8; A1, A2, A3, A4, A5, A6, A7, A8);
 
 #[doc(hidden)]
+#[cfg(target_arch = "wasm32")]
 pub fn __list(
     register: fn(&mut Handlers),
 ) -> Vec<bindings::exports::thinghost::extension::handlers::Handler> {
@@ -286,11 +521,15 @@ pub fn __call(register: fn(&mut Handlers), name: &str, args: &str) -> Result<Str
 }
 
 /// Makes this crate a thinghost extension whose handlers `register` adds. Use it once, at the
-/// root of a `cdylib` crate built for `wasm32-wasip2`.
+/// root of a `cdylib` crate. Built for `wasm32-wasip2` it is a WebAssembly component (the
+/// contract's world `extension`); built for the host's own target it is a native library with
+/// the C ABI of `sdk/native/thinghost.h` (trusted code, loaded only with `--allow-native`).
 #[macro_export]
 macro_rules! extension {
     ($register:path) => {
+        #[cfg(target_arch = "wasm32")]
         struct __ThinghostExtension;
+        #[cfg(target_arch = "wasm32")]
         impl $crate::bindings::exports::thinghost::extension::handlers::Guest
             for __ThinghostExtension
         {
@@ -306,7 +545,48 @@ macro_rules! extension {
                 $crate::__call($register, &name, &args)
             }
         }
+        #[cfg(target_arch = "wasm32")]
         $crate::bindings::export!(__ThinghostExtension with_types_in $crate::bindings);
+
+        /// The native ABI version (checked by the host before anything else).
+        #[cfg(not(target_arch = "wasm32"))]
+        #[unsafe(no_mangle)]
+        pub extern "C" fn thinghost_abi_version() -> u32 {
+            $crate::native::ABI_VERSION
+        }
+        /// Writes the handlers as a JSON array of {name, arity}.
+        ///
+        /// # Safety
+        /// `sink` and `write` are the host's, per the native ABI.
+        #[cfg(not(target_arch = "wasm32"))]
+        #[unsafe(no_mangle)]
+        pub unsafe extern "C" fn thinghost_handlers(
+            sink: *mut ::std::ffi::c_void,
+            write: $crate::native::WriteFn,
+        ) -> i32 {
+            unsafe { $crate::native::__handlers($register, sink, write) }
+        }
+        /// Runs a handler.
+        ///
+        /// # Safety
+        /// Every pointer is the host's, valid for the call, per the native ABI.
+        #[cfg(not(target_arch = "wasm32"))]
+        #[unsafe(no_mangle)]
+        pub unsafe extern "C" fn thinghost_call(
+            host: *const $crate::native::HostTable,
+            name: *const u8,
+            name_len: usize,
+            args: *const u8,
+            args_len: usize,
+            sink: *mut ::std::ffi::c_void,
+            write: $crate::native::WriteFn,
+        ) -> i32 {
+            unsafe {
+                $crate::native::__call(
+                    $register, host, name, name_len, args, args_len, sink, write,
+                )
+            }
+        }
     };
 }
 
