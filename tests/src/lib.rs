@@ -71,7 +71,7 @@ pub fn rust_extension(dir: &str, build: Build) -> PathBuf {
         .join("extensions");
     let manifest = workspace().join(dir).join("Cargo.toml");
     let mut cmd = Command::new(cargo);
-    cmd.args(["build", "--quiet", "--release", "--message-format=json"])
+    cmd.args(["build", "--quiet", "--locked", "--release", "--message-format=json"])
         .arg("--manifest-path")
         .arg(&manifest)
         .arg("--target-dir")
