@@ -201,8 +201,15 @@ fn the_rust_wasm_example_answers_over_rest() {
         v["rows"][0]["result"]["capabilities"]["invoke"][0],
         "Things/*/Services/FillPercent"
     );
-    // A restart loads the cached compilation and keeps the user's tank with its values.
+    // A restart loads the cached compilation and keeps the user's tank with its values; a
+    // damaged cache file is compiled anew and replaced.
     drop(s);
+    let cache: Vec<_> = std::fs::read_dir(t.path().join("d/cache/wasm"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(cache.len(), 1, "{cache:?}");
+    std::fs::write(&cache[0], b"damaged").unwrap();
     let s = Server::start(
         &t.path().join("d"),
         &["--dev", "--plugins", p.to_str().unwrap()],
@@ -214,6 +221,7 @@ fn the_rust_wasm_example_answers_over_rest() {
         json!({}),
     );
     assert_eq!(v["rows"][0]["result"], 95.0);
+    assert!(std::fs::metadata(&cache[0]).unwrap().len() > 1000);
 }
 
 #[test]
