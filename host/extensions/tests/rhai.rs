@@ -211,3 +211,19 @@ fn the_committed_wit_contract_is_the_generated_one() {
         "sdk/wit/thinghost.wit is out of date: regenerate it with `cargo run -p thinghost -- plugin wit > sdk/wit/thinghost.wit`"
     );
 }
+
+#[test]
+fn the_native_header_names_the_abi_version_and_every_host_function() {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../sdk/native/thinghost.h");
+    let header = std::fs::read_to_string(&path).unwrap();
+    assert!(header.contains(&format!(
+        "#define THINGHOST_ABI_VERSION {}",
+        thinghost_extensions::native_runtime::ABI_VERSION
+    )));
+    for f in thinghost_extensions::host_api::HOST_FUNCTIONS {
+        let params: Vec<&str> = f.params.iter().map(|(n, _)| *n).collect();
+        let line = format!(" *   {}({})", f.name, params.join(", "));
+        assert!(header.contains(&line), "sdk/native/thinghost.h lacks {line:?}");
+    }
+}
