@@ -71,13 +71,19 @@ pub fn rust_extension(dir: &str, build: Build) -> PathBuf {
         .join("extensions");
     let manifest = workspace().join(dir).join("Cargo.toml");
     let mut cmd = Command::new(cargo);
-    cmd.args(["build", "--quiet", "--locked", "--release", "--message-format=json"])
-        .arg("--manifest-path")
-        .arg(&manifest)
-        .arg("--target-dir")
-        .arg(&target_dir)
-        .env_remove("RUSTFLAGS")
-        .env_remove("CARGO_BUILD_TARGET");
+    cmd.args([
+        "build",
+        "--quiet",
+        "--locked",
+        "--release",
+        "--message-format=json",
+    ])
+    .arg("--manifest-path")
+    .arg(&manifest)
+    .arg("--target-dir")
+    .arg(&target_dir)
+    .env_remove("RUSTFLAGS")
+    .env_remove("CARGO_BUILD_TARGET");
     if build == Build::Wasm {
         cmd.args(["--target", "wasm32-wasip2"]);
     }

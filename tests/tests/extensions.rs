@@ -197,6 +197,9 @@ fn the_rust_wasm_example_answers_over_rest() {
         json!({"packageName": "tank-monitor"}),
     );
     assert_eq!(v["rows"][0]["result"]["runtime"], "wasm");
+    assert_eq!(v["rows"][0]["result"]["trusted"], false);
+    assert_eq!(v["rows"][0]["result"]["limits"]["deadlineMs"], 2000);
+    assert_eq!(v["rows"][0]["result"]["limits"]["memoryMib"], 32);
     assert_eq!(
         v["rows"][0]["result"]["capabilities"]["invoke"][0],
         "Things/*/Services/FillPercent"
@@ -240,6 +243,7 @@ fn the_rust_example_also_loads_as_a_native_library_when_allowed() {
         json!({"packageName": "tank-monitor"}),
     );
     assert_eq!(v["rows"][0]["result"]["runtime"], "native");
+    assert_eq!(v["rows"][0]["result"]["trusted"], true);
 }
 
 #[test]
@@ -406,8 +410,10 @@ fn the_caller_s_rights_bound_the_code(s: &Server, mallory: &str) {
     assert_eq!(call(s, &admin, "Peek").1["rows"][0]["result"], "1234");
     // Writing a property the caller may not write: denied, nothing written.
     assert!(failure(s, mallory, "Scribble").contains("denied"));
-    // Granting itself rights: denied.
+    // Granting itself rights, or changing an entity's definition: denied. (Creating entities is
+    // out of reach by construction: the host API addresses only Things' properties and services.)
     assert!(failure(s, mallory, "Escalate").contains("denied"));
+    assert!(failure(s, mallory, "Reshape").contains("denied"));
     let perms = ok(
         s,
         &admin,
@@ -575,4 +581,44 @@ fn e4_hostile_native_code_is_bounded_by_its_callers_rights_and_the_deadline() {
         assert!(start.elapsed() < std::time::Duration::from_secs(10));
     }
     still_serving(&s, &mallory);
+}
+
+#[test]
+fn e1_wasm_packages_that_do_not_match_their_manifest_are_refused() {
+    let t = tempfile::tempdir().unwrap();
+    let p = hostile_rust(t.path(), Build::Wasm);
+    // A handler the component does not define.
+    let lacking = p.join("lacking");
+    copy_dir(&p.join("hostile"), &lacking);
+    let manifest = std::fs::read_to_string(lacking.join("plugin.toml"))
+        .unwrap()
+        .replace("name = \"hostile\"", "name = \"lacking\"")
+        .replace("name = \"Hostile\"", "name = \"Lacking\"")
+        + "\n[[things.services]]\nname = \"Missing\"\nhandler = \"nope\"\n";
+    std::fs::write(lacking.join("plugin.toml"), manifest).unwrap();
+    // A file that is not a component.
+    let junk = p.join("junk");
+    copy_dir(&p.join("hostile"), &junk);
+    std::fs::write(junk.join("hostile_rust.wasm"), b"not wasm").unwrap();
+    let manifest = std::fs::read_to_string(junk.join("plugin.toml"))
+        .unwrap()
+        .replace("name = \"hostile\"", "name = \"junk\"")
+        .replace("name = \"Hostile\"", "name = \"Junk\"");
+    std::fs::write(junk.join("plugin.toml"), manifest).unwrap();
+    let out = thinghost_tests::thinghost(&["plugin", "check", p.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("lacking/hostile_rust.wasm does not define the handler nope() of service Missing on Things/Lacking"),
+        "{text}"
+    );
+    assert!(
+        text.contains("junk/hostile_rust.wasm is not a WebAssembly component"),
+        "{text}"
+    );
+    // The good one beside them loads.
+    assert!(
+        text.contains("hostile 1.0.0: loads (wasm runtime"),
+        "{text}"
+    );
 }

@@ -224,6 +224,9 @@ fn the_native_header_names_the_abi_version_and_every_host_function() {
     for f in thinghost_extensions::host_api::HOST_FUNCTIONS {
         let params: Vec<&str> = f.params.iter().map(|(n, _)| *n).collect();
         let line = format!(" *   {}({})", f.name, params.join(", "));
-        assert!(header.contains(&line), "sdk/native/thinghost.h lacks {line:?}");
+        assert!(
+            header.contains(&line),
+            "sdk/native/thinghost.h lacks {line:?}"
+        );
     }
 }

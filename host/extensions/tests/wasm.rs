@@ -13,13 +13,19 @@ fn load(bytes: &[u8]) -> String {
 #[test]
 fn e1_bytes_that_are_not_webassembly_are_refused() {
     let e = load(b"#!/bin/sh\necho hi\n");
-    assert!(e.starts_with("plugins/x/x.wasm is not a WebAssembly component"), "{e}");
+    assert!(
+        e.starts_with("plugins/x/x.wasm is not a WebAssembly component"),
+        "{e}"
+    );
 }
 
 #[test]
 fn e1_a_core_module_is_not_a_component() {
     let e = load(&wat::parse_str("(module (func (export \"greet\")))").unwrap());
-    assert!(e.contains("plugins/x/x.wasm is not a WebAssembly component"), "{e}");
+    assert!(
+        e.contains("plugins/x/x.wasm is not a WebAssembly component"),
+        "{e}"
+    );
 }
 
 #[test]
