@@ -281,6 +281,7 @@ fn e1_broken_packages_are_refused_with_their_reason_and_the_others_load() {
         "{r}"
     );
     let r = state("needs-missing");
+    assert_eq!(r["state"], "waiting");
     assert!(
         r["reason"]
             .as_str()

@@ -13,11 +13,15 @@ pub struct Plan {
     pub order: Vec<String>,
     /// Name -> reason.
     pub refused: BTreeMap<String, String>,
+    /// The refused ones that only wait for a dependency that is not installed (directly, or
+    /// through others that wait): they load once it is.
+    pub waiting: BTreeSet<String>,
 }
 
 /// Plans the loading of `manifests` on a host of version `host`.
 pub fn plan(manifests: &[&Manifest], host: &Version) -> Plan {
     let mut refused: BTreeMap<String, String> = BTreeMap::new();
+    let mut waiting: BTreeSet<String> = BTreeSet::new();
     let mut by_name: BTreeMap<&str, &Manifest> = BTreeMap::new();
     for m in manifests {
         if by_name.contains_key(m.name()) {
@@ -55,9 +59,16 @@ pub fn plan(manifests: &[&Manifest], host: &Version) -> Plan {
                     None if refused.contains_key(dep) => {
                         Some(format!("needs {dep} {req}, which was refused"))
                     }
-                    None => Some(format!(
-                        "needs {dep} {req}, which is not installed; install {dep} first"
-                    )),
+                    None => {
+                        waiting.insert(name.to_string());
+                        Some(format!(
+                            "needs {dep} {req}, which is not installed; install {dep} first"
+                        ))
+                    }
+                    Some(_) if waiting.contains(dep) => {
+                        waiting.insert(name.to_string());
+                        Some(format!("needs {dep}, which is waiting: {}", refused[dep]))
+                    }
                     Some(d) if !req.matches(&d.extension.version) => Some(format!(
                         "needs {dep} {req}, but {dep} {} is installed",
                         d.extension.version
@@ -118,7 +129,11 @@ pub fn plan(manifests: &[&Manifest], host: &Version) -> Plan {
         };
         refused.insert(n.to_string(), reason);
     }
-    Plan { order, refused }
+    Plan {
+        order,
+        refused,
+        waiting,
+    }
 }
 
 /// Follows unloaded dependencies from `start` until a name repeats; returns the cycle.

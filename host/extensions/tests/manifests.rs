@@ -157,9 +157,14 @@ fn e1_a_missing_dependency_refuses_the_extension_and_those_that_need_it() {
         p.refused
     );
     assert!(
-        p.refused["c"].contains("needs a") && p.refused["c"].contains("refused"),
+        p.refused["c"].contains("needs a, which is waiting"),
         "{:?}",
         p.refused
+    );
+    // Both only wait for b: they load once it is installed.
+    assert_eq!(
+        p.waiting.iter().map(String::as_str).collect::<Vec<_>>(),
+        vec!["a", "c"]
     );
 }
 
@@ -169,6 +174,10 @@ fn e1_an_unsatisfied_version_is_refused_naming_both_versions() {
     let p = plan(&[&a, &b], &host());
     assert_eq!(p.order, vec!["b"]);
     assert_eq!(p.refused["a"], "needs b ^2, but b 1.4.0 is installed");
+    assert!(
+        p.waiting.is_empty(),
+        "a wrong version is refused, not waiting"
+    );
 }
 
 #[test]

@@ -33,6 +33,8 @@ pub enum State {
         dir: PathBuf,
         version: Option<String>,
         reason: String,
+        /// Refused only because a dependency is not installed: it loads once that is.
+        waiting: bool,
     },
 }
 
@@ -76,8 +78,9 @@ impl Registry {
                     "requires": l.manifest.requires.iter().map(|(k, v)| (k.clone(), json!(v.to_string()))).collect::<serde_json::Map<_, _>>(),
                     "folder": l.dir.display().to_string(),
                 }),
-                State::Refused { dir, version, reason } => json!({
-                    "name": name, "version": version, "state": "refused", "reason": reason, "folder": dir.display().to_string(),
+                State::Refused { dir, version, reason, waiting } => json!({
+                    "name": name, "version": version, "state": if *waiting { "waiting" } else { "refused" },
+                    "reason": reason, "folder": dir.display().to_string(),
                 }),
             })
             .collect()
@@ -120,6 +123,7 @@ pub fn load_dir_with(
                     dir: folder.clone(),
                     version: None,
                     reason: format!("{} has no {MANIFEST}", folder.display()),
+                    waiting: false,
                 },
             );
             continue;
@@ -133,6 +137,7 @@ pub fn load_dir_with(
                         dir: folder,
                         version: None,
                         reason: e.to_string(),
+                        waiting: false,
                     },
                 );
             }
@@ -149,6 +154,7 @@ pub fn load_dir_with(
                     dir: folder.clone(),
                     version: Some(m.extension.version.to_string()),
                     reason: format!("extension {}: {reason}", m.name()),
+                    waiting: p.waiting.contains(m.name()),
                 },
             );
         }
@@ -162,6 +168,7 @@ pub fn load_dir_with(
             dir: folder.clone(),
             version: Some(m.extension.version.to_string()),
             reason: format!("extension {name}: {reason}"),
+            waiting: false,
         };
         // A dependency refused while loading refuses this one too.
         if let Some(dep) = m

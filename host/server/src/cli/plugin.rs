@@ -100,6 +100,11 @@ pub fn run(args: Args) -> Result<i32, Failure> {
                 }) {
                     println!("  capabilities: {caps}");
                 }
+            } else if p["state"] == "waiting" {
+                println!(
+                    "{name} {version}: WAITING for a dependency: {}",
+                    p["reason"].as_str().unwrap_or("")
+                );
             } else {
                 println!(
                     "{name} {version}: REFUSED: {}",
