@@ -99,24 +99,32 @@ fn the_hello_example_answers_over_rest() {
     assert_eq!(v["rows"][0]["result"], "Hi, again!");
 }
 
-/// A plugin directory with the hello example and the tank-monitor example built as `build`,
-/// installed the way its README says.
+/// Installs the Rust extension crate in `dir` (built as `build`) into `plugins/name`, the way
+/// the example's README says: its plugin.toml and the built file, with `runtime` and `entry`
+/// rewritten for a native build.
+fn install_rust(plugins: &Path, name: &str, dir: &str, build: Build) {
+    let lib = rust_extension(dir, build);
+    let to = plugins.join(name);
+    std::fs::create_dir_all(&to).unwrap();
+    let file = lib.file_name().unwrap().to_str().unwrap().to_string();
+    std::fs::copy(&lib, to.join(&file)).unwrap();
+    let mut manifest = std::fs::read_to_string(workspace().join(dir).join("plugin.toml")).unwrap();
+    if build == Build::Native {
+        let wasm_entry = format!(
+            "entry = \"{}.wasm\"",
+            file.trim_start_matches("lib").split('.').next().unwrap()
+        );
+        manifest = manifest
+            .replace("runtime = \"wasm\"", "runtime = \"native\"")
+            .replace(&wasm_entry, &format!("entry = \"{file}\""));
+    }
+    std::fs::write(to.join("plugin.toml"), manifest).unwrap();
+}
+
+/// A plugin directory with the hello example and the tank-monitor example built as `build`.
 fn with_tank_monitor(root: &Path, build: Build) -> std::path::PathBuf {
     let p = plugins(root, &[]);
-    let lib = rust_extension("examples/tank-monitor", build);
-    let dir = p.join("tank-monitor");
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = lib.file_name().unwrap().to_str().unwrap().to_string();
-    std::fs::copy(&lib, dir.join(&file)).unwrap();
-    let mut manifest =
-        std::fs::read_to_string(workspace().join("examples/tank-monitor/plugin.toml")).unwrap();
-    if build == Build::Native {
-        manifest = manifest.replace(
-            "runtime = \"wasm\"\nentry = \"tank_monitor.wasm\"",
-            &format!("runtime = \"native\"\nentry = \"{file}\""),
-        );
-    }
-    std::fs::write(dir.join("plugin.toml"), manifest).unwrap();
+    install_rust(&p, "tank-monitor", "examples/tank-monitor", build);
     p
 }
 
@@ -491,28 +499,9 @@ fn e4_hostile_rhai_code_can_do_nothing_its_caller_could_not() {
 /// A plugin directory with the hostile Rust extension built as `build` (and the Rhai `nosy`
 /// beside it: runtimes mix in one directory).
 fn hostile_rust(root: &Path, build: Build) -> std::path::PathBuf {
-    plugins(root, &["nosy"]);
-    let lib = rust_extension("tests/fixtures/hostile-rust", build);
-    let dir = root.join("plugins").join("hostile");
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = lib.file_name().unwrap().to_str().unwrap().to_string();
-    std::fs::copy(&lib, dir.join(&file)).unwrap();
-    let manifest =
-        std::fs::read_to_string(workspace().join("tests/fixtures/hostile-rust/plugin.toml"))
-            .unwrap()
-            .replace(
-                "runtime = \"wasm\"\nentry = \"hostile_rust.wasm\"",
-                &format!(
-                    "runtime = \"{}\"\nentry = \"{file}\"",
-                    if build == Build::Wasm {
-                        "wasm"
-                    } else {
-                        "native"
-                    }
-                ),
-            );
-    std::fs::write(dir.join("plugin.toml"), manifest).unwrap();
-    root.join("plugins")
+    let p = plugins(root, &["nosy"]);
+    install_rust(&p, "hostile", "tests/fixtures/hostile-rust", build);
+    p
 }
 
 #[test]

@@ -17,53 +17,8 @@ use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::Duration;
 
-/// The version of the C ABI this host speaks. A library answers it from `thinghost_abi_version`.
-pub const ABI_VERSION: u32 = 1;
-
-/// Appends bytes to a buffer the caller owns.
-pub type WriteFn = unsafe extern "C" fn(sink: *mut c_void, ptr: *const u8, len: usize);
-
-/// A host call: function name and a JSON array of arguments in; the answer (JSON text, or the
-/// error message) out through `write`. Returns 0, or the error kind (see [`status`]).
-pub type HostCallFn = unsafe extern "C" fn(
-    ctx: *const c_void,
-    function: *const u8,
-    function_len: usize,
-    args: *const u8,
-    args_len: usize,
-    sink: *mut c_void,
-    write: WriteFn,
-) -> i32;
-
-/// What the host gives a library on every call.
-#[repr(C)]
-pub struct HostTable {
-    pub abi_version: u32,
-    pub ctx: *const c_void,
-    pub call: HostCallFn,
-}
-
-/// Status codes of host calls (and of `thinghost_call`: 0 or [`status::FAILED`]).
-pub mod status {
-    pub const OK: i32 = 0;
-    pub const NOT_FOUND: i32 = 1;
-    pub const DENIED: i32 = 2;
-    pub const CAPABILITY: i32 = 3;
-    pub const INVALID: i32 = 4;
-    pub const FAILED: i32 = 5;
-}
-
-type AbiVersionFn = unsafe extern "C" fn() -> u32;
-type HandlersFn = unsafe extern "C" fn(sink: *mut c_void, write: WriteFn) -> i32;
-type CallFn = unsafe extern "C" fn(
-    host: *const HostTable,
-    name: *const u8,
-    name_len: usize,
-    args: *const u8,
-    args_len: usize,
-    sink: *mut c_void,
-    write: WriteFn,
-) -> i32;
+pub use thinghost_abi::{ABI_VERSION, HostTable, status};
+use thinghost_abi::{AbiVersionFn, CallFn, HandlersFn, WriteFn};
 
 unsafe extern "C" fn write_vec(sink: *mut c_void, ptr: *const u8, len: usize) {
     if sink.is_null() || (ptr.is_null() && len > 0) {

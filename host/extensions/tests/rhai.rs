@@ -221,6 +221,20 @@ fn the_native_header_names_the_abi_version_and_every_host_function() {
         "#define THINGHOST_ABI_VERSION {}",
         thinghost_extensions::native_runtime::ABI_VERSION
     )));
+    use thinghost_extensions::native_runtime::status;
+    for (name, code) in [
+        ("OK", status::OK),
+        ("NOT_FOUND", status::NOT_FOUND),
+        ("DENIED", status::DENIED),
+        ("CAPABILITY", status::CAPABILITY),
+        ("INVALID", status::INVALID),
+        ("FAILED", status::FAILED),
+    ] {
+        assert!(
+            header.contains(&format!("#define THINGHOST_{name} {code}")),
+            "THINGHOST_{name}"
+        );
+    }
     for f in thinghost_extensions::host_api::HOST_FUNCTIONS {
         let params: Vec<&str> = f.params.iter().map(|(n, _)| *n).collect();
         let line = format!(" *   {}({})", f.name, params.join(", "));

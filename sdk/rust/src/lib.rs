@@ -263,30 +263,7 @@ pub mod native {
     use std::cell::Cell;
     use std::ffi::c_void;
 
-    /// The version of the C ABI this SDK speaks.
-    pub const ABI_VERSION: u32 = 1;
-
-    /// Appends bytes to a buffer the caller owns.
-    pub type WriteFn = unsafe extern "C" fn(sink: *mut c_void, ptr: *const u8, len: usize);
-
-    /// A host call (see `sdk/native/thinghost.h`).
-    pub type HostCallFn = unsafe extern "C" fn(
-        ctx: *const c_void,
-        function: *const u8,
-        function_len: usize,
-        args: *const u8,
-        args_len: usize,
-        sink: *mut c_void,
-        write: WriteFn,
-    ) -> i32;
-
-    /// What the host passes on every call.
-    #[repr(C)]
-    pub struct HostTable {
-        pub abi_version: u32,
-        pub ctx: *const c_void,
-        pub call: HostCallFn,
-    }
+    pub use thinghost_abi::{ABI_VERSION, HostTable, WriteFn};
 
     thread_local! {
         static HOST: Cell<*const HostTable> = const { Cell::new(std::ptr::null()) };
@@ -324,12 +301,13 @@ pub mod native {
             )
         };
         let text = String::from_utf8_lossy(&out).into_owned();
+        use thinghost_abi::status;
         match rc {
-            0 => Ok(serde_json::from_str(&text)?),
-            1 => Err(Error::NotFound(text)),
-            2 => Err(Error::Denied(text)),
-            3 => Err(Error::Capability(text)),
-            4 => Err(Error::Invalid(text)),
+            status::OK => Ok(serde_json::from_str(&text)?),
+            status::NOT_FOUND => Err(Error::NotFound(text)),
+            status::DENIED => Err(Error::Denied(text)),
+            status::CAPABILITY => Err(Error::Capability(text)),
+            status::INVALID => Err(Error::Invalid(text)),
             _ => Err(Error::Failed(text)),
         }
     }
@@ -353,11 +331,11 @@ pub mod native {
                     .map(|(name, arity)| serde_json::json!({"name": name, "arity": arity}))
                     .collect();
                 write(sink, w, &Json::Array(v).to_string());
-                0
+                thinghost_abi::status::OK
             }
             Err(_) => {
                 write(sink, w, "registering the handlers panicked");
-                5
+                thinghost_abi::status::FAILED
             }
         }
     }
@@ -384,7 +362,7 @@ pub mod native {
         // SAFETY: as above; the table is the host's.
         if host.is_null() || unsafe { (*host).abi_version } != ABI_VERSION {
             write(sink, w, "the host speaks another version of the native ABI");
-            return 5;
+            return thinghost_abi::status::FAILED;
         }
         let previous = HOST.with(|h| h.replace(host));
         // A panic must not unwind into the host: it becomes the call's error.
@@ -393,11 +371,11 @@ pub mod native {
         match out {
             Ok(Ok(json)) => {
                 write(sink, w, &json);
-                0
+                thinghost_abi::status::OK
             }
             Ok(Err(message)) => {
                 write(sink, w, &message);
-                5
+                thinghost_abi::status::FAILED
             }
             Err(panic) => {
                 let why = panic
@@ -406,7 +384,7 @@ pub mod native {
                     .or_else(|| panic.downcast_ref::<String>().cloned())
                     .unwrap_or_else(|| "a panic".into());
                 write(sink, w, &format!("the handler panicked: {why}"));
-                5
+                thinghost_abi::status::FAILED
             }
         }
     }
