@@ -379,10 +379,32 @@ fn every_command_has_help() {
 
 #[test]
 fn plugin_check_reports_each_package_and_fails_when_one_would_be_refused() {
-    let examples = workspace().join("examples");
-    let o = thinghost(&["plugin", "check", examples.to_str().unwrap()]);
+    let t = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(t.path().join("hello")).unwrap();
+    for f in ["plugin.toml", "main.rhai"] {
+        std::fs::copy(
+            workspace().join("examples/hello").join(f),
+            t.path().join("hello").join(f),
+        )
+        .unwrap();
+    }
+    let o = thinghost(&["plugin", "check", t.path().to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
     assert!(text(&o).0.contains("hello 1.0.0: loads"), "{:?}", text(&o));
+    // A compiled package whose code is not built yet says how to build it.
+    std::fs::create_dir_all(t.path().join("tank-monitor")).unwrap();
+    std::fs::copy(
+        workspace().join("examples/tank-monitor/plugin.toml"),
+        t.path().join("tank-monitor/plugin.toml"),
+    )
+    .unwrap();
+    let o = thinghost(&["plugin", "check", t.path().to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{:?}", text(&o));
+    assert!(
+        text(&o).0.contains("tank_monitor.wasm does not exist: build the component (cargo build --release --target wasm32-wasip2) and copy it into the package folder"),
+        "{:?}",
+        text(&o)
+    );
     let fixtures = workspace().join("tests/fixtures/plugins");
     let o = thinghost(&["plugin", "check", fixtures.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(1));

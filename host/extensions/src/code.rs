@@ -34,6 +34,17 @@ impl Code {
     pub fn load(m: &Manifest, folder: &Path, options: &LoadOptions) -> Result<Code, String> {
         let entry = folder.join(&m.extension.entry);
         let origin = entry.display().to_string();
+        if !entry.exists() {
+            return Err(match m.extension.runtime {
+                Runtime::Wasm => format!(
+                    "{origin} does not exist: build the component (cargo build --release --target wasm32-wasip2) and copy it into the package folder"
+                ),
+                Runtime::Native => format!(
+                    "{origin} does not exist: build the library (cargo build --release) and copy it into the package folder"
+                ),
+                Runtime::Rhai => format!("{origin} does not exist: the manifest's entry names it"),
+            });
+        }
         let code = match m.extension.runtime {
             Runtime::Rhai => {
                 let source = std::fs::read_to_string(&entry)
