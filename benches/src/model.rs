@@ -1,39 +1,36 @@
-//! Access checks on a large generated model: 100,000 Things over 100 templates (3 levels of base
-//! templates, shapes), 10,000 users, 1,000 groups nested 3 deep, 100 organizational units, entries
-//! at all four levels with overrides and denies. Also the cost of keeping the index current.
-//!
-//! Run: `cargo bench -p thinghost-core --bench check`
+//! The generated model of the access benchmarks: seeded and deterministic. At full size, 100,000
+//! Things over 100 templates (3 levels of base templates, shapes), 10,000 users, 1,000 groups
+//! nested 3 deep, 100 organizational units in a tree, run-time entries at all four levels with
+//! overrides and denies.
 
-use criterion::{Criterion, criterion_group, criterion_main};
 use std::collections::BTreeMap;
-use std::hint::black_box;
-use std::time::Instant;
 use thinghost_core::*;
 
 /// A small deterministic generator (xorshift64*), so every run builds the same model.
-struct Rng(u64);
+pub struct Rng(pub u64);
 impl Rng {
-    fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
         self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
     }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n as u64) as usize
     }
-    fn chance(&mut self, percent: u64) -> bool {
-        self.next() % 100 < percent
+    pub fn chance(&mut self, percent: u64) -> bool {
+        self.next_u64() % 100 < percent
     }
 }
 
-const SERVICES: [&str; 4] = ["Reset", "Start", "Stop", "Calibrate"];
+pub const SERVICES: [&str; 4] = ["Reset", "Start", "Stop", "Calibrate"];
 
-fn rt(p: PrincipalRef, perm: Permission, r: &str, allow: bool) -> PermissionEntry {
+pub fn rt(p: PrincipalRef, perm: Permission, r: &str, allow: bool) -> PermissionEntry {
     PermissionEntry::new(p, perm, r, allow)
 }
 
-fn build(things: usize, users: usize, groups: usize, units: usize) -> Model {
+/// Builds the model: `things` Things over 100 templates, `users` users, `groups` groups, `units` units.
+pub fn build(things: usize, users: usize, groups: usize, units: usize) -> Model {
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     let mut es = predefined::entities();
     for i in 0..users {
@@ -192,12 +189,38 @@ fn build(things: usize, users: usize, groups: usize, units: usize) -> Model {
     Model::from_parts(es, BTreeMap::from([(Kind::Thing, coll)]), Policy::default()).unwrap()
 }
 
-fn questions(
-    m: &Model,
-    n: usize,
-    things: usize,
-    users: usize,
-) -> Vec<(Subject, Permission, Target)> {
+/// One question of the sample: may `user` do `permission` on `thing` (its property or service
+/// `resource`, or the whole Thing)?
+#[derive(Clone, Debug)]
+pub struct Question {
+    pub user: String,
+    pub permission: Permission,
+    pub thing: String,
+    pub resource: Option<String>,
+}
+
+impl Question {
+    /// The path of the target, as the REST API spells it.
+    pub fn path(&self) -> String {
+        match (&self.resource, self.permission.category()) {
+            (Some(r), Some(c)) => format!("Things/{}/{}/{r}", self.thing, c.name()),
+            _ => format!("Things/{}", self.thing),
+        }
+    }
+
+    /// The question in the engine's terms (interned ids).
+    pub fn resolve(&self, m: &Model) -> (Subject, Permission, Target) {
+        (
+            m.subject(&self.user).expect("the user exists"),
+            self.permission,
+            m.target(&self.path()).expect("the path parses"),
+        )
+    }
+}
+
+/// A fixed sample of `n` questions: users u0..users, the run-time and design-time permissions on
+/// Things x0..things, services and properties by name.
+pub fn questions(n: usize, things: usize, users: usize) -> Vec<Question> {
     let mut rng = Rng(42);
     let perms = [
         Permission::ServiceInvoke,
@@ -207,127 +230,18 @@ fn questions(
     ];
     (0..n)
         .map(|_| {
-            let s = m.subject(&format!("u{}", rng.below(users))).unwrap();
-            let p = perms[rng.below(4)];
-            let path = match p.category() {
-                Some(c) => format!(
-                    "Things/x{}/{}/{}",
-                    rng.below(things),
-                    c.name(),
-                    SERVICES[rng.below(4)]
-                ),
-                None => format!("Things/x{}", rng.below(things)),
-            };
-            (s, p, m.target(&path).unwrap())
+            let user = format!("u{}", rng.below(users));
+            let permission = perms[rng.below(4)];
+            let thing = format!("x{}", rng.below(things));
+            let resource = permission
+                .category()
+                .map(|_| SERVICES[rng.below(4)].to_string());
+            Question {
+                user,
+                permission,
+                thing,
+                resource,
+            }
         })
         .collect()
 }
-
-fn bench(c: &mut Criterion) {
-    let (things, users) = (100_000, 10_000);
-    let t = Instant::now();
-    let mut m = build(things, users, 1_000, 100);
-    eprintln!(
-        "built and indexed {} entities in {:?}",
-        m.len(),
-        t.elapsed()
-    );
-    // One-off costs of rare, whole-model changes.
-    let t = Instant::now();
-    m.create(Entity::new(
-        "Extra",
-        Body::DataShape(DataShapeBody::default()),
-    ))
-    .unwrap();
-    eprintln!("create a DataShape: {:?}", t.elapsed());
-    let t = Instant::now();
-    m.delete(Kind::User, "u9999").unwrap();
-    eprintln!(
-        "delete a user (cascade over every entity): {:?}",
-        t.elapsed()
-    );
-    let t = Instant::now();
-    m.change(|tx| {
-        tx.get_mut(Kind::ThingTemplate, "t0")?
-            .definitions_mut()
-            .unwrap()
-            .properties
-            .push(PropertyDef {
-                name: "added".into(),
-                base_type: BaseType::String,
-                description: String::new(),
-                default_value: None,
-                read_only: false,
-                data_shape: None,
-            });
-        Ok(())
-    })
-    .unwrap();
-    eprintln!(
-        "add a property to a base template (re-checks its Things): {:?}",
-        t.elapsed()
-    );
-    let qs = questions(&m, 10_000, things, users - 1);
-    let (mut allowed, mut denied, mut hidden) = (0, 0, 0);
-    for (s, p, t) in &qs {
-        match m.check(*s, *p, *t).outcome {
-            Outcome::Allowed => allowed += 1,
-            Outcome::Denied => denied += 1,
-            Outcome::NotVisible => hidden += 1,
-        }
-    }
-    eprintln!("sample: {allowed} allowed, {denied} denied, {hidden} not visible");
-    let mut i = 0;
-    c.bench_function("check/100k-things", |b| {
-        b.iter(|| {
-            let (s, p, t) = qs[i % qs.len()];
-            i += 1;
-            black_box(m.check(black_box(s), p, t))
-        })
-    });
-    let mut flip = false;
-    c.bench_function("change/permission-on-a-thing", |b| {
-        b.iter(|| {
-            flip = !flip;
-            m.change(|tx| {
-                let acl = &mut tx.get_mut(Kind::Thing, "x77")?.permissions;
-                if flip {
-                    acl.run_time.push(rt(
-                        PrincipalRef::user("u5"),
-                        Permission::EventInvoke,
-                        "*",
-                        true,
-                    ));
-                } else {
-                    acl.run_time
-                        .retain(|e| e.permission != Permission::EventInvoke);
-                }
-                Ok(())
-            })
-            .unwrap()
-        })
-    });
-    c.bench_function("change/membership-of-a-leaf-group", |b| {
-        b.iter(|| {
-            flip = !flip;
-            m.change(|tx| {
-                if let Body::Group(g) = &mut tx.get_mut(Kind::Group, "g999")?.body {
-                    if flip {
-                        g.members.push(PrincipalRef::user("u7"));
-                    } else {
-                        g.members.retain(|p| p.principal != "u7");
-                    }
-                }
-                Ok(())
-            })
-            .unwrap()
-        })
-    });
-}
-
-criterion_group! {
-    name = benches;
-    config = Criterion::default().sample_size(30).measurement_time(std::time::Duration::from_secs(3));
-    targets = bench
-}
-criterion_main!(benches);

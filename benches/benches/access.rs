@@ -1,0 +1,196 @@
+//! Row 1 of BENCHMARKS.md: access checks, thinghost against Cedar and a precomputed lookup, on
+//! one generated model; and row 2's in-memory part: the cost of one permission change and one
+//! membership change until checks see it.
+//!
+//! `cargo bench -p thinghost-benches --bench access` (THINGHOST_BENCH_THINGS=10000 for a smaller
+//! model). It first proves that every contender gives thinghost's answer to every question of the
+//! sample, and aborts if one does not: the comparison must be fair.
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use std::collections::HashMap;
+use std::hint::black_box;
+use std::time::Instant;
+use thinghost_benches::model::{Question, build, questions, rt};
+use thinghost_benches::timing::{Stats, measure};
+use thinghost_benches::cedar;
+use thinghost_core::reference::{self, RefTarget};
+use thinghost_core::*;
+
+fn things() -> usize {
+    std::env::var("THINGHOST_BENCH_THINGS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000)
+}
+
+fn row(name: &str, s: Stats, base: Stats) {
+    println!(
+        "| {name} | {:.0} | {:.0} | {:.0} | {:.2}x |",
+        s.median_ns,
+        s.p99_ns,
+        s.per_sec,
+        s.median_ns / base.median_ns
+    );
+}
+
+fn key(q: &Question) -> u64 {
+    let n = |s: &str| {
+        s[1..]
+            .parse::<u64>()
+            .expect("generated names end in a number")
+    };
+    let r = match q.resource.as_deref() {
+        None => 0,
+        Some(r) => {
+            1 + thinghost_benches::model::SERVICES
+                .iter()
+                .position(|s| *s == r)
+                .unwrap() as u64
+        }
+    };
+    (n(&q.user) << 40) | (n(&q.thing) << 8) | ((q.permission as u64) << 4) | r
+}
+
+fn access(c: &mut Criterion) {
+    let (things, users) = (things(), 10_000);
+    let t = Instant::now();
+    let mut m = build(things, users, 1_000, 100);
+    eprintln!(
+        "built and indexed {} entities in {:?}",
+        m.len(),
+        t.elapsed()
+    );
+    let qs = questions(10_000, things, users - 1);
+    let resolved: Vec<_> = qs.iter().map(|q| q.resolve(&m)).collect();
+    let answers: Vec<bool> = resolved
+        .iter()
+        .map(|(s, p, t)| m.check(*s, *p, *t).outcome == Outcome::Allowed)
+        .collect();
+    let (mut allowed, mut denied, mut hidden) = (0, 0, 0);
+    for (s, p, t) in &resolved {
+        match m.check(*s, *p, *t).outcome {
+            Outcome::Allowed => allowed += 1,
+            Outcome::Denied => denied += 1,
+            Outcome::NotVisible => hidden += 1,
+        }
+    }
+    eprintln!("sample: {allowed} allowed, {denied} denied, {hidden} not visible");
+
+    // Fairness first: every contender gives the same answer to every question.
+    let naive = |i: usize| {
+        let q = &qs[i];
+        reference::check(
+            &m,
+            Policy::default(),
+            Some(&q.user),
+            q.permission,
+            RefTarget::Entity {
+                kind: Kind::Thing,
+                name: &q.thing,
+                resource: q.resource.as_deref(),
+            },
+        )
+        .outcome
+            == Outcome::Allowed
+    };
+    let t = Instant::now();
+    let cm = cedar::translate(&m, &qs);
+    eprintln!("translated to Cedar in {:?}", t.elapsed());
+    for (i, q) in qs.iter().enumerate() {
+        assert_eq!(
+            naive(i),
+            answers[i],
+            "the reference evaluator disagrees on {q:?}"
+        );
+        if cm.allowed(i) != answers[i] {
+            panic!(
+                "Cedar disagrees with thinghost on {q:?}: thinghost says {}; {}",
+                answers[i],
+                m.explain(&m.check(resolved[i].0, resolved[i].1, resolved[i].2))
+            );
+        }
+    }
+    eprintln!(
+        "agreement: thinghost, the reference evaluator and Cedar give the same {} answers",
+        qs.len()
+    );
+    let floor: HashMap<u64, bool> = qs.iter().zip(&answers).map(|(q, a)| (key(q), *a)).collect();
+    let keys: Vec<u64> = qs.iter().map(key).collect();
+
+    let engine = measure(qs.len(), 20, |i| {
+        let (s, p, t) = resolved[i];
+        m.check(s, p, t).outcome == Outcome::Allowed
+    });
+    let lookup = measure(qs.len(), 20, |i| floor[&keys[i]]);
+    let cedar = measure(qs.len(), 1, |i| cm.allowed(i));
+    let naive_n = qs.len().min(1_000);
+    let naive_stats = measure(naive_n, 1, naive);
+    println!(
+        "\n## Row 1: access checks ({things} Things, {users} users, 1,000 groups, 100 units; 10,000 questions)\n"
+    );
+    println!("| contender | median ns | p99 ns | checks/s (one core) | median / thinghost |");
+    println!("|---|---|---|---|---|");
+    row("thinghost (indexed engine)", engine, engine);
+    row("precomputed HashMap lookup (the floor)", lookup, engine);
+    row("cedar-policy 4.14 `is_authorized`", cedar, engine);
+    row(
+        &format!("thinghost naive reference evaluator ({naive_n} questions)"),
+        naive_stats,
+        engine,
+    );
+
+    // Row 2, in memory: a change until checks see it (the change returns with the index updated).
+    let mut flip = false;
+    c.bench_function("change/permission-on-a-thing", |b| {
+        b.iter(|| {
+            flip = !flip;
+            m.change(|tx| {
+                let acl = &mut tx.get_mut(Kind::Thing, "x77")?.permissions;
+                if flip {
+                    acl.run_time.push(rt(
+                        PrincipalRef::user("u5"),
+                        Permission::EventInvoke,
+                        "*",
+                        true,
+                    ));
+                } else {
+                    acl.run_time
+                        .retain(|e| e.permission != Permission::EventInvoke);
+                }
+                Ok(())
+            })
+            .unwrap()
+        })
+    });
+    c.bench_function("change/membership-of-a-leaf-group", |b| {
+        b.iter(|| {
+            flip = !flip;
+            m.change(|tx| {
+                if let Body::Group(g) = &mut tx.get_mut(Kind::Group, "g999")?.body {
+                    if flip {
+                        g.members.push(PrincipalRef::user("u7"));
+                    } else {
+                        g.members.retain(|p| p.principal != "u7");
+                    }
+                }
+                Ok(())
+            })
+            .unwrap()
+        })
+    });
+    let mut i = 0;
+    c.bench_function("check/criterion-mean", |b| {
+        b.iter(|| {
+            let (s, p, t) = resolved[i % resolved.len()];
+            i += 1;
+            black_box(m.check(black_box(s), p, t))
+        })
+    });
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().sample_size(30).measurement_time(std::time::Duration::from_secs(3));
+    targets = access
+}
+criterion_main!(benches);
