@@ -12,7 +12,7 @@ use std::hint::black_box;
 use std::time::Instant;
 use thinghost_benches::model::{Question, build, questions, rt};
 use thinghost_benches::timing::{Stats, measure};
-use thinghost_benches::cedar;
+use thinghost_benches::{casbin, cedar};
 use thinghost_core::reference::{self, RefTarget};
 use thinghost_core::*;
 
@@ -114,6 +114,23 @@ fn access(c: &mut Criterion) {
         "agreement: thinghost, the reference evaluator and Cedar give the same {} answers",
         qs.len()
     );
+    // casbin cannot express level precedence or visibility: compare it where its answer is ours.
+    let t = Instant::now();
+    let cb = casbin::translate(&m, &qs);
+    eprintln!("translated to casbin in {:?}", t.elapsed());
+    let casbin_budget = std::env::var("THINGHOST_BENCH_CASBIN")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(500usize);
+    let same: Vec<usize> = (0..qs.len().min(casbin_budget))
+        .filter(|&i| cb.allowed(i) == answers[i])
+        .collect();
+    let considered = qs.len().min(casbin_budget);
+    let same_allowed = same.iter().filter(|&&i| answers[i]).count();
+    eprintln!(
+        "casbin gives thinghost's answer on {} of the first {considered} questions ({same_allowed} of them allowed); the others need level precedence or visibility",
+        same.len()
+    );
     let floor: HashMap<u64, bool> = qs.iter().zip(&answers).map(|(q, a)| (key(q), *a)).collect();
     let keys: Vec<u64> = qs.iter().map(key).collect();
 
@@ -123,6 +140,11 @@ fn access(c: &mut Criterion) {
     });
     let lookup = measure(qs.len(), 20, |i| floor[&keys[i]]);
     let cedar = measure(qs.len(), 1, |i| cm.allowed(i));
+    let casbin_stats = measure(same.len(), 1, |j| cb.allowed(same[j]));
+    let engine_same = measure(same.len(), 20, |j| {
+        let (s, p, t) = resolved[same[j]];
+        m.check(s, p, t).outcome == Outcome::Allowed
+    });
     let naive_n = qs.len().min(1_000);
     let naive_stats = measure(naive_n, 1, naive);
     println!(
@@ -137,6 +159,18 @@ fn access(c: &mut Criterion) {
         &format!("thinghost naive reference evaluator ({naive_n} questions)"),
         naive_stats,
         engine,
+    );
+    println!(
+        "\nOn the {} questions (of the first {considered}) where casbin's answer is thinghost's:\n",
+        same.len()
+    );
+    println!("| contender | median ns | p99 ns | checks/s (one core) | median / thinghost |");
+    println!("|---|---|---|---|---|");
+    row("thinghost (indexed engine)", engine_same, engine_same);
+    row(
+        "casbin 2.20 `enforce` (RBAC, deny-override)",
+        casbin_stats,
+        engine_same,
     );
 
     // Row 2, in memory: a change until checks see it (the change returns with the index updated).

@@ -4,6 +4,7 @@
 //! the anchors ([`cedar`]), and the timing helpers ([`timing`]). The benchmarks themselves are in
 //! `benches/` (`cargo bench -p thinghost-benches`).
 
+pub mod casbin;
 pub mod cedar;
 pub mod model;
 pub mod timing;
