@@ -20,7 +20,7 @@ use std::str::FromStr;
 use thinghost_core::validate::template_chain;
 use thinghost_core::*;
 
-use crate::model::Question;
+use thinghost_bench_model::model::Question;
 
 /// The most slots an item can have: (entity + 3 templates + shapes + collection) x 2 scopes.
 pub const MAX_SLOTS: usize = 12;

@@ -10,7 +10,7 @@ use casbin::{CoreApi, DefaultModel, Enforcer, MemoryAdapter, MgmtApi};
 use thinghost_core::validate::template_chain;
 use thinghost_core::*;
 
-use crate::model::Question;
+use thinghost_bench_model::model::Question;
 
 const MODEL: &str = r#"
 [request_definition]
@@ -40,6 +40,8 @@ fn principal(p: &PrincipalRef) -> String {
 /// The casbin side of one model and sample.
 pub struct CasbinModel {
     pub enforcer: Enforcer,
+    /// How many `p` rows the enforcer holds.
+    pub policies: usize,
     /// One request per question, in order.
     pub requests: Vec<(String, String, String)>,
 }
@@ -145,7 +147,7 @@ pub fn translate(m: &Model, questions: &[Question]) -> CasbinModel {
         let mut e = Enforcer::new(model, MemoryAdapter::default())
             .await
             .expect("an enforcer");
-        e.add_policies(policies).await.expect("policies");
+        e.add_policies(policies.clone()).await.expect("policies");
         e.add_named_grouping_policies("g", roles)
             .await
             .expect("roles");
@@ -156,5 +158,9 @@ pub fn translate(m: &Model, questions: &[Question]) -> CasbinModel {
             .expect("objects");
         e
     });
-    CasbinModel { enforcer, requests }
+    CasbinModel {
+        enforcer,
+        policies: policies.len(),
+        requests,
+    }
 }
