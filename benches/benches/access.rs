@@ -54,11 +54,14 @@ fn key(q: &Question) -> u64 {
 /// casbin runs in a build of its own (its Rhai features would change ours): run it, and print
 /// its rows. casbin cannot express level precedence or visibility, so it is compared only on
 /// the questions where its answer is thinghost's.
-fn casbin_rows(things: usize) {
-    let budget: usize = std::env::var("THINGHOST_BENCH_CASBIN")
+fn casbin_budget() -> usize {
+    std::env::var("THINGHOST_BENCH_CASBIN")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(500);
+        .unwrap_or(500)
+}
+
+fn casbin_rows(things: usize, budget: usize, print: bool) -> Stats {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let target = std::env::var("CARGO_TARGET_DIR")
         .map(std::path::PathBuf::from)
@@ -83,6 +86,9 @@ fn casbin_rows(things: usize) {
         p99_ns: v[k]["p99_ns"].as_f64().unwrap(),
         per_sec: v[k]["per_sec"].as_f64().unwrap(),
     };
+    if !print {
+        return stats("casbin");
+    }
     println!(
         "\ncasbin ({} policy rows) gives thinghost's answer on {} of the first {} questions ({} of them allowed); the others need level precedence or visibility. On those:\n",
         v["policies"], v["same"], v["considered"], v["same_allowed"]
@@ -96,6 +102,117 @@ fn casbin_rows(things: usize) {
         stats("casbin"),
         engine,
     );
+    stats("casbin")
+}
+
+/// Medians of one model size: thinghost, the floor, Cedar, casbin.
+type Point = (usize, [f64; 4]);
+
+/// thinghost, the floor and Cedar on a model of `things` Things (answers checked as in row 1).
+fn medians(things: usize) -> [f64; 3] {
+    let users = 10_000;
+    let m = build(things, users, 1_000, 100);
+    let qs = questions(10_000, things, users - 1);
+    let resolved: Vec<_> = qs.iter().map(|q| q.resolve(&m)).collect();
+    let answers: Vec<bool> = resolved
+        .iter()
+        .map(|(s, p, t)| m.check(*s, *p, *t).outcome == Outcome::Allowed)
+        .collect();
+    let cm = cedar::translate(&m, &qs);
+    for i in 0..qs.len() {
+        assert_eq!(cm.allowed(i), answers[i], "Cedar disagrees on {:?}", qs[i]);
+    }
+    let floor: HashMap<u64, bool> = qs.iter().zip(&answers).map(|(q, a)| (key(q), *a)).collect();
+    let keys: Vec<u64> = qs.iter().map(key).collect();
+    let engine = measure(qs.len(), 10, |i| {
+        let (s, p, t) = resolved[i];
+        m.check(s, p, t).outcome == Outcome::Allowed
+    });
+    let lookup = measure(qs.len(), 10, |i| floor[&keys[i]]);
+    let cedar = measure(2_000, 1, |i| cm.allowed(i));
+    [engine.median_ns, lookup.median_ns, cedar.median_ns]
+}
+
+/// The plot of BENCHMARKS.md: median check latency against model size, log-log, as SVG.
+fn plot(points: &[Point]) -> String {
+    let (w, h, left, right, top, bottom) = (720.0, 440.0, 80.0, 200.0, 30.0, 60.0);
+    let (lo, hi) = (1.0f64, 9.0f64); // 10 ns .. 1 s, as log10(ns)
+    let xs: Vec<f64> = points.iter().map(|(n, _)| (*n as f64).log10()).collect();
+    let (x0, x1) = (xs[0], xs[xs.len() - 1]);
+    let x = |v: f64| left + (v - x0) / (x1 - x0) * (w - left - right);
+    let y =
+        |ns: f64| top + (hi - ns.max(1.0).log10().clamp(lo, hi)) / (hi - lo) * (h - top - bottom);
+    let mut svg = format!(
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">
+<rect width="{w}" height="{h}" fill="white"/>
+<text x="{}" y="18" text-anchor="middle" font-size="14">Median access-check latency against model size (log-log)</text>
+"#,
+        (w - right + left) / 2.0
+    );
+    for e in 1..=9 {
+        let yy = y(10f64.powi(e));
+        let label = [
+            "", "10 ns", "100 ns", "1 µs", "10 µs", "100 µs", "1 ms", "10 ms", "100 ms", "1 s",
+        ][e as usize];
+        svg.push_str(&format!(
+            r##"<line x1="{left}" y1="{yy}" x2="{}" y2="{yy}" stroke="#ddd"/><text x="{}" y="{}" text-anchor="end">{label}</text>
+"##,
+            w - right,
+            left - 6.0,
+            yy + 4.0
+        ));
+    }
+    for (i, (n, _)) in points.iter().enumerate() {
+        let xx = x(xs[i]);
+        svg.push_str(&format!(
+            r##"<line x1="{xx}" y1="{top}" x2="{xx}" y2="{}" stroke="#ddd"/><text x="{xx}" y="{}" text-anchor="middle">{n} Things</text>
+"##,
+            h - bottom,
+            h - bottom + 18.0
+        ));
+    }
+    let series = [
+        ("thinghost", "#1f77b4"),
+        ("precomputed lookup (floor)", "#7f7f7f"),
+        ("cedar-policy", "#ff7f0e"),
+        ("casbin (questions it can answer)", "#d62728"),
+    ];
+    for (k, (name, color)) in series.iter().enumerate() {
+        let pts: Vec<String> = points
+            .iter()
+            .enumerate()
+            .map(|(i, (_, v))| format!("{:.1},{:.1}", x(xs[i]), y(v[k])))
+            .collect();
+        svg.push_str(&format!(
+            r#"<polyline fill="none" stroke="{color}" stroke-width="2" points="{}"/>
+"#,
+            pts.join(" ")
+        ));
+        for p in &pts {
+            let (px, py) = p.split_once(',').unwrap();
+            svg.push_str(&format!(
+                r#"<circle cx="{px}" cy="{py}" r="3" fill="{color}"/>"#
+            ));
+        }
+        let ly = top + 20.0 + 20.0 * k as f64;
+        svg.push_str(&format!(
+            r#"
+<line x1="{}" y1="{ly}" x2="{}" y2="{ly}" stroke="{color}" stroke-width="2"/><text x="{}" y="{}">{name}</text>
+"#,
+            w - right + 10.0,
+            w - right + 30.0,
+            w - right + 35.0,
+            ly + 4.0
+        ));
+    }
+    svg.push_str(&format!(
+        r#"<text x="{}" y="{}" text-anchor="middle">10,000 users, 1,000 groups, 100 units; 10,000 questions (casbin: up to 200)</text>
+</svg>
+"#,
+        (w - right + left) / 2.0,
+        h - 12.0
+    ));
+    svg
 }
 
 fn access(c: &mut Criterion) {
@@ -213,7 +330,33 @@ fn access(c: &mut Criterion) {
         naive_stats,
         engine,
     );
-    casbin_rows(things);
+    let casbin_main = casbin_rows(things, casbin_budget(), true);
+    // The plot: the same contenders on smaller models, then this one.
+    if std::env::var_os("THINGHOST_BENCH_NO_PLOT").is_none() {
+        let mut points: Vec<Point> = Vec::new();
+        for n in [1_000, 10_000] {
+            if n < things {
+                let [e, f, c] = medians(n);
+                let cb = casbin_rows(n, 200, false);
+                points.push((n, [e, f, c, cb.median_ns]));
+            }
+        }
+        points.push((
+            things,
+            [
+                engine.median_ns,
+                lookup.median_ns,
+                cedar.median_ns,
+                casbin_main.median_ns,
+            ],
+        ));
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("check-latency.svg");
+        std::fs::write(&path, plot(&points)).expect("the plot is written");
+        println!(
+            "\nMedians by model size (ns): {points:?}; plotted in {}",
+            path.display()
+        );
+    }
 
     // Row 2, startup: the whole model loaded from the SQLite store, validated and indexed.
     let dir = tempfile::tempdir().expect("a temporary directory");
