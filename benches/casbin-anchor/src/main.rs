@@ -6,9 +6,8 @@
 mod casbin;
 
 use serde_json::json;
-use thinghost_bench_model::model::{build, questions};
+use thinghost_bench_model::model::{Answers, build, questions};
 use thinghost_bench_model::timing::{Stats, measure};
-use thinghost_core::Outcome;
 
 fn stats(s: Stats) -> serde_json::Value {
     json!({"median_ns": s.median_ns, "p99_ns": s.p99_ns, "per_sec": s.per_sec})
@@ -26,21 +25,15 @@ fn main() {
     let users = 10_000;
     let m = build(things, users, 1_000, 100);
     let qs = questions(10_000, things, users - 1);
-    let resolved: Vec<_> = qs.iter().map(|q| q.resolve(&m)).collect();
-    let answers: Vec<bool> = resolved
-        .iter()
-        .map(|(s, p, t)| m.check(*s, *p, *t).outcome == Outcome::Allowed)
-        .collect();
+    let ours = Answers::of(&m, &qs);
+    let answers = &ours.allowed;
     let cb = casbin::translate(&m, &qs);
     let considered = qs.len().min(budget);
     let same: Vec<usize> = (0..considered)
         .filter(|&i| cb.allowed(i) == answers[i])
         .collect();
     let same_allowed = same.iter().filter(|&&i| answers[i]).count();
-    let engine = measure(same.len(), 20, |j| {
-        let (s, p, t) = resolved[same[j]];
-        m.check(s, p, t).outcome == Outcome::Allowed
-    });
+    let engine = measure(same.len(), 20, |j| ours.check(&m, same[j]));
     let casbin = measure(same.len(), 1, |j| cb.allowed(same[j]));
     println!(
         "{}",

@@ -245,3 +245,27 @@ pub fn questions(n: usize, things: usize, users: usize) -> Vec<Question> {
         })
         .collect()
 }
+
+/// The engine's answers to a sample: each question resolved to the engine's terms, and whether it
+/// is allowed. Every contender is checked against these before it is timed.
+pub struct Answers {
+    pub resolved: Vec<(Subject, Permission, Target)>,
+    pub allowed: Vec<bool>,
+}
+
+impl Answers {
+    pub fn of(m: &Model, qs: &[Question]) -> Answers {
+        let resolved: Vec<_> = qs.iter().map(|q| q.resolve(m)).collect();
+        let allowed = resolved
+            .iter()
+            .map(|(s, p, t)| m.check(*s, *p, *t).outcome == Outcome::Allowed)
+            .collect();
+        Answers { resolved, allowed }
+    }
+
+    /// Asks the engine question `i` again (what the benchmarks time).
+    pub fn check(&self, m: &Model, i: usize) -> bool {
+        let (s, p, t) = self.resolved[i];
+        m.check(s, p, t).outcome == Outcome::Allowed
+    }
+}
