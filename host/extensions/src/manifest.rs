@@ -270,35 +270,23 @@ pub struct Capabilities {
 /// the memory cap applies to WebAssembly (linear memory) and, as string, array and map sizes, to
 /// Rhai; `max_operations` applies to Rhai. Native code is trusted and has none of these.
 #[derive(Clone, Copy, Debug, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct LimitsDecl {
     /// Wall-clock time for one call, host calls included, in milliseconds (1-60000; 1000).
-    #[serde(default = "default_deadline_ms")]
     pub deadline_ms: u64,
     /// Memory of one call in MiB (1-4096; 64).
-    #[serde(default = "default_memory_mib")]
     pub memory_mib: u64,
     /// Rhai operations for one call (1000 and up; 1,000,000,000).
-    #[serde(default = "default_max_operations")]
     pub max_operations: u64,
 }
 
-fn default_deadline_ms() -> u64 {
-    1000
-}
-fn default_memory_mib() -> u64 {
-    64
-}
-fn default_max_operations() -> u64 {
-    1_000_000_000
-}
-
+/// The defaults of every runtime's limits: the runtimes' own defaults are these.
 impl Default for LimitsDecl {
     fn default() -> Self {
         LimitsDecl {
-            deadline_ms: default_deadline_ms(),
-            memory_mib: default_memory_mib(),
-            max_operations: default_max_operations(),
+            deadline_ms: 1000,
+            memory_mib: 64,
+            max_operations: 1_000_000_000,
         }
     }
 }

@@ -23,14 +23,7 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits {
-            deadline: Duration::from_secs(1),
-            max_operations: 1_000_000_000,
-            max_call_depth: 64,
-            max_string_size: 1 << 20,
-            max_array_size: 100_000,
-            max_map_size: 100_000,
-        }
+        Limits::from_manifest(&crate::manifest::LimitsDecl::default())
     }
 }
 
@@ -41,8 +34,10 @@ impl Limits {
         Limits {
             deadline: Duration::from_millis(l.deadline_ms),
             max_operations: l.max_operations,
+            max_call_depth: 64,
             max_string_size: (l.memory_mib as usize) << 14,
-            ..Limits::default()
+            max_array_size: 100_000,
+            max_map_size: 100_000,
         }
     }
 }

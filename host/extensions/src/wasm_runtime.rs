@@ -50,10 +50,7 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits {
-            deadline: Duration::from_secs(1),
-            memory: 64 << 20,
-        }
+        Limits::from_manifest(&crate::manifest::LimitsDecl::default())
     }
 }
 

@@ -365,3 +365,30 @@ fn v1_text_without(parts: &[&str], version: &str) -> String {
     }
     s
 }
+
+#[test]
+fn limits_default_per_key_and_out_of_range_values_are_refused() {
+    let head = "[extension]\nname = \"x\"\nversion = \"1.0.0\"\nhost = \">=0.1\"\nruntime = \"wasm\"\nentry = \"x.wasm\"\n";
+    let m = parse(&format!("{head}[limits]\ndeadline_ms = 5\n")).unwrap();
+    assert_eq!(m.limits.deadline_ms, 5);
+    assert_eq!(m.limits.memory_mib, 64, "an absent key keeps its default");
+    assert_eq!(m.limits.max_operations, 1_000_000_000);
+    for (line, cause) in [
+        ("deadline_ms = 0", "deadline_ms = 0 must be 1-60000"),
+        ("memory_mib = 5000", "memory_mib = 5000 must be 1-4096"),
+        (
+            "max_operations = 10",
+            "max_operations = 10 must be at least 1000",
+        ),
+        ("fuel = 1", "unknown field `fuel`"),
+    ] {
+        let e = parse(&format!("{head}[limits]\n{line}\n")).unwrap_err();
+        assert!(e.to_string().contains(cause), "{line}: {e}");
+    }
+    let e = parse(&format!("{head}[capabilities]\nfunctions = [\"spawn\"]\n")).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("\"spawn\", which is not a host function"),
+        "{e}"
+    );
+}
