@@ -43,15 +43,22 @@ unsafe extern "C" fn host_call(
     sink: *mut c_void,
     write: WriteFn,
 ) -> i32 {
-    // SAFETY: `ctx` is the `Arc<dyn Host>` behind the table the host made for this call, alive
-    // until the call's thread ends; the byte ranges are the library's, per the ABI.
-    let (host, function, args) = unsafe {
-        (
-            &*(ctx as *const Arc<dyn Host>),
-            std::slice::from_raw_parts(function, function_len),
-            std::slice::from_raw_parts(args, args_len),
-        )
+    // A library that passes a null range gets an error, not undefined behaviour.
+    let bytes = |ptr: *const u8, len: usize| -> &[u8] {
+        if ptr.is_null() {
+            &[]
+        } else {
+            // SAFETY: a non-null range is the library's readable buffer, per the ABI.
+            unsafe { std::slice::from_raw_parts(ptr, len) }
+        }
     };
+    if ctx.is_null() || sink.is_null() {
+        return status::INVALID;
+    }
+    // SAFETY: `ctx` is the `Arc<dyn Host>` behind the table the host made for this call, alive
+    // until the call's thread ends.
+    let host = unsafe { &*(ctx as *const Arc<dyn Host>) };
+    let (function, args) = (bytes(function, function_len), bytes(args, args_len));
     let answer = (|| {
         let function = std::str::from_utf8(function)
             .map_err(|_| HostError::Invalid("the function name is not UTF-8".into()))?;
