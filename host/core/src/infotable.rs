@@ -4,7 +4,7 @@
 //! `{"dataShape":{"fieldDefinitions":{"f":{"name":"f","baseType":"STRING","ordinal":0,"aspects":{}}}},"rows":[{"f":"x"}]}`
 
 use crate::types::BaseType;
-use serde_json::{Map, Value as Json, json};
+use serde_json::{Map, Value as Json};
 
 /// One column of an InfoTable.
 #[derive(Clone, Debug, PartialEq)]
@@ -91,23 +91,37 @@ impl InfoTable {
 
     /// The JSON form.
     pub fn to_json(&self) -> Json {
-        let mut defs = Map::new();
-        for (i, f) in self.fields.iter().enumerate() {
-            defs.insert(
-                f.name.clone(),
-                json!({"name": f.name, "baseType": f.base_type.name(), "ordinal": i, "aspects": {}}),
-            );
+        self.clone().into_json()
+    }
+
+    /// The JSON form, taking the rows without copying them. Built value by value: every reply
+    /// of a service passes here, and `json!` would serialize each field on the way.
+    pub fn into_json(self) -> Json {
+        let mut defs = Map::with_capacity(self.fields.len());
+        for (i, f) in self.fields.into_iter().enumerate() {
+            let mut def = Map::with_capacity(4);
+            def.insert("name".into(), Json::String(f.name.clone()));
+            def.insert("baseType".into(), Json::String(f.base_type.name().into()));
+            def.insert("ordinal".into(), Json::from(i));
+            def.insert("aspects".into(), Json::Object(Map::new()));
+            defs.insert(f.name, Json::Object(def));
         }
-        json!({
-            "dataShape": {"fieldDefinitions": Json::Object(defs)},
-            "rows": self.rows.iter().cloned().map(Json::Object).collect::<Vec<_>>(),
-        })
+        let mut shape = Map::with_capacity(1);
+        shape.insert("fieldDefinitions".into(), Json::Object(defs));
+        let mut table = Map::with_capacity(2);
+        table.insert("dataShape".into(), Json::Object(shape));
+        table.insert(
+            "rows".into(),
+            Json::Array(self.rows.into_iter().map(Json::Object).collect()),
+        );
+        Json::Object(table)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn domain_example_round_trips() {

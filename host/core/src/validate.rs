@@ -855,6 +855,67 @@ pub fn template_chain<'v>(view: &'v dyn View, name: &str) -> Result<Vec<&'v Enti
     Ok(chain)
 }
 
+/// Where one member of a Thing or template is defined, and its definition: found along the
+/// entity, its shapes, and its template chain with their shapes, without merging the rest (what
+/// one request needs: the service it calls, the property it reads). Validation keeps each name
+/// defined by one source per chain, so the first found is the one [`merged_definitions`] has.
+pub fn find_member<'v, T>(
+    view: &'v dyn View,
+    e: &'v Entity,
+    pick: impl Fn(&'v Definitions) -> Option<&'v T>,
+) -> Option<(&'v T, &'v Entity)> {
+    let in_one = |x: &'v Entity| -> Option<(&'v T, &'v Entity)> {
+        if let Some(d) = x.definitions().and_then(&pick) {
+            return Some((d, x));
+        }
+        template_shapes(x).iter().find_map(|s| {
+            let shape = view.get(Kind::ThingShape, s)?;
+            Some((shape.definitions().and_then(&pick)?, shape))
+        })
+    };
+    let mut cur = Some(e);
+    // Validation refuses cycles; should one be there anyway, the walk stops where it repeats.
+    let mut seen: Vec<&str> = Vec::new();
+    while let Some(x) = cur {
+        if seen.contains(&x.name.as_str()) && x.kind() == Kind::ThingTemplate {
+            return None;
+        }
+        if x.kind() == Kind::ThingTemplate {
+            seen.push(&x.name);
+        }
+        if let Some(found) = in_one(x) {
+            return Some(found);
+        }
+        cur = match &x.body {
+            Body::Thing(t) => view.get(Kind::ThingTemplate, &t.thing_template),
+            Body::ThingTemplate(t) => t
+                .base_thing_template
+                .as_deref()
+                .and_then(|b| view.get(Kind::ThingTemplate, b)),
+            _ => None,
+        };
+    }
+    None
+}
+
+/// A service of a Thing or template along its chain: [`find_member`] for services.
+pub fn find_service<'v>(
+    view: &'v dyn View,
+    e: &'v Entity,
+    name: &str,
+) -> Option<(&'v ServiceDef, &'v Entity)> {
+    find_member(view, e, |d| d.services.iter().find(|s| s.name == name))
+}
+
+/// A property of a Thing or template along its chain: [`find_member`] for properties.
+pub fn find_property<'v>(
+    view: &'v dyn View,
+    e: &'v Entity,
+    name: &str,
+) -> Option<(&'v PropertyDef, &'v Entity)> {
+    find_member(view, e, |d| d.properties.iter().find(|p| p.name == name))
+}
+
 /// Definitions merged along the template chain and the implemented shapes, each with its source.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Merged {

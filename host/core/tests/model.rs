@@ -206,6 +206,37 @@ fn prop(name: &str, t: BaseType) -> PropertyDef {
     }
 }
 
+/// The one-member lookup of a request (`find_property`, `find_service`) finds, for every Thing
+/// and template, exactly what merging the whole chain has, from the same source; and nothing
+/// for a name nobody defines.
+fn finding_agrees_with_merging(m: &Model) {
+    for kind in [Kind::Thing, Kind::ThingTemplate] {
+        for e in m.entities(kind) {
+            let merged = validate::merged_definitions(m, e).unwrap();
+            for (name, (def, source)) in &merged.properties {
+                let (found, at) = validate::find_property(m, e, name).expect(name);
+                assert_eq!(
+                    (found, at.key().to_string()),
+                    (def, source.clone()),
+                    "{}",
+                    e.key()
+                );
+            }
+            for (name, (def, source)) in &merged.services {
+                let (found, at) = validate::find_service(m, e, name).expect(name);
+                assert_eq!(
+                    (found, at.key().to_string()),
+                    (def, source.clone()),
+                    "{}",
+                    e.key()
+                );
+            }
+            assert!(validate::find_property(m, e, "nobody-defines-this").is_none());
+            assert!(validate::find_service(m, e, "nobody-defines-this").is_none());
+        }
+    }
+}
+
 #[test]
 fn definitions_merge_along_the_chain_and_a_duplicate_is_refused() {
     let mut m = model();
@@ -233,6 +264,7 @@ fn definitions_merge_along_the_chain_and_a_duplicate_is_refused() {
     let merged = validate::merged_definitions(&m, m.get(Kind::Thing, "P1").unwrap()).unwrap();
     assert_eq!(merged.properties["serial"].1, "ThingTemplates/Base");
     assert_eq!(merged.properties["rpm"].1, "ThingShapes/Rotating");
+    finding_agrees_with_merging(&m);
     // The Thing implementing the shape its template already has is not a duplicate.
     m.change(|tx| {
         if let Body::Thing(t) = &mut tx.get_mut(Kind::Thing, "P1")?.body {
@@ -241,6 +273,7 @@ fn definitions_merge_along_the_chain_and_a_duplicate_is_refused() {
         Ok(())
     })
     .unwrap();
+    finding_agrees_with_merging(&m);
     // A second definition of `serial` in the chain is refused, naming both sources.
     let err = refused(&mut m, |tx| {
         tx.get_mut(Kind::Thing, "P1")?

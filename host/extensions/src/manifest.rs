@@ -280,6 +280,11 @@ pub struct LimitsDecl {
     pub max_operations: u64,
 }
 
+impl LimitsDecl {
+    /// The largest memory cap (all of a 32-bit linear memory).
+    pub const MAX_MEMORY_MIB: u64 = 4096;
+}
+
 /// The defaults of every runtime's limits: the runtimes' own defaults are these.
 impl Default for LimitsDecl {
     fn default() -> Self {
@@ -381,10 +386,14 @@ impl Manifest {
                 format!("[limits] deadline_ms = {} must be 1-60000", l.deadline_ms),
             ));
         }
-        if !(1..=4096).contains(&l.memory_mib) {
+        if !(1..=LimitsDecl::MAX_MEMORY_MIB).contains(&l.memory_mib) {
             return Err(err(
                 &name,
-                format!("[limits] memory_mib = {} must be 1-4096", l.memory_mib),
+                format!(
+                    "[limits] memory_mib = {} must be 1-{}",
+                    l.memory_mib,
+                    LimitsDecl::MAX_MEMORY_MIB
+                ),
             ));
         }
         if l.max_operations < 1000 {

@@ -5,7 +5,7 @@
 //! the one choke point (as requests of the calling user, within the declared capabilities), but
 //! nothing stops the library from doing anything else a process can do; there is no memory cap.
 //! What the host does enforce: the ABI version, checked before anything else is called; the
-//! deadline (a call runs on its own thread, and the caller gets its answer at the deadline even
+//! deadline (a call runs on a worker thread, and the caller gets its answer at the deadline even
 //! if the library never returns: that thread is abandoned); and a library is never unloaded,
 //! because unloading Rust code is unsound (a changed native extension needs a restart).
 
@@ -13,8 +13,8 @@ use crate::host_api::{CallError, Host, HostCall, HostError};
 use serde_json::Value as Json;
 use std::ffi::c_void;
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub use thinghost_abi::{ABI_VERSION, HostTable, status};
@@ -56,7 +56,7 @@ unsafe extern "C" fn host_call(
         return status::INVALID;
     }
     // SAFETY: `ctx` is the `Arc<dyn Host>` behind the table the host made for this call, alive
-    // until the call's thread ends.
+    // until the call returns.
     let host = unsafe { &*(ctx as *const Arc<dyn Host>) };
     let (function, args) = (bytes(function, function_len), bytes(args, args_len));
     let answer = (|| {
@@ -82,6 +82,73 @@ unsafe extern "C" fn host_call(
     // SAFETY: `write` and `sink` are the library's, per the ABI.
     unsafe { write(sink, text.as_ptr(), text.len()) };
     code
+}
+
+/// What a native call answers: the status and the bytes the library wrote.
+type Answer = (i32, Vec<u8>);
+
+/// One native call: the work, run on a worker thread, and where its answer goes.
+struct Job {
+    work: Box<dyn FnOnce() -> Answer + Send>,
+    reply: mpsc::Sender<Answer>,
+}
+
+/// The threads native calls run on. A call goes to an idle worker (or a new one when none is
+/// idle); a worker that finishes its call is idle again before it delivers the answer (so the
+/// caller's next call finds it), unless enough already wait. A call that passes its deadline
+/// keeps its worker: that thread is abandoned, never reused, and the next call gets another.
+/// Handing a call to a waiting thread costs a few microseconds where starting a thread per call
+/// cost tens.
+struct Workers {
+    idle: Mutex<Vec<mpsc::Sender<Job>>>,
+}
+
+/// How many idle workers wait at most; more are let go.
+const MAX_IDLE_WORKERS: usize = 16;
+
+static WORKERS: Workers = Workers {
+    idle: Mutex::new(Vec::new()),
+};
+
+impl Workers {
+    fn run(&'static self, mut job: Job) -> std::io::Result<()> {
+        loop {
+            let worker = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+            match worker {
+                Some(tx) => match tx.send(job) {
+                    Ok(()) => return Ok(()),
+                    // That worker is gone; try the next.
+                    Err(mpsc::SendError(back)) => job = back,
+                },
+                None => break,
+            }
+        }
+        std::thread::Builder::new()
+            .name("native-call".into())
+            .spawn(move || {
+                let (tx, rx) = mpsc::channel::<Job>();
+                loop {
+                    let answer = (job.work)();
+                    let idle = {
+                        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+                        let room = idle.len() < MAX_IDLE_WORKERS;
+                        if room {
+                            idle.push(tx.clone());
+                        }
+                        room
+                    };
+                    let _ = job.reply.send(answer);
+                    if !idle {
+                        return;
+                    }
+                    match rx.recv() {
+                        Ok(next) => job = next,
+                        Err(_) => return,
+                    }
+                }
+            })
+            .map(|_| ())
+    }
 }
 
 /// A loaded native library.
@@ -144,7 +211,7 @@ impl NativeExtension {
         self.handlers.iter().any(|(n, a)| n == name && *a == arity)
     }
 
-    /// Calls `handler` on a thread of its own, and waits until the deadline.
+    /// Calls `handler` on a worker thread, and waits until the deadline.
     pub fn call(
         &self,
         host: Arc<dyn Host>,
@@ -154,31 +221,34 @@ impl NativeExtension {
         let call = self.call;
         let name = handler.to_string();
         let args = Json::Array(args.to_vec()).to_string();
-        let (tx, rx) = mpsc::channel();
-        std::thread::Builder::new()
-            .name(format!("native-{name}"))
-            .spawn(move || {
-                let host: Arc<dyn Host> = host;
-                let table = HostTable {
-                    abi_version: ABI_VERSION,
-                    ctx: &host as *const Arc<dyn Host> as *const c_void,
-                    call: host_call,
-                };
-                let mut out: Vec<u8> = Vec::new();
-                // SAFETY: the table, the strings and the sink live on this thread's stack until
-                // the call returns; the library follows the ABI (it is trusted code).
-                let rc = unsafe {
-                    call(
-                        &table,
-                        name.as_ptr(),
-                        name.len(),
-                        args.as_ptr(),
-                        args.len(),
-                        &mut out as *mut Vec<u8> as *mut c_void,
-                        write_vec,
-                    )
-                };
-                let _ = tx.send((rc, out));
+        let (reply, rx) = mpsc::channel();
+        let work = move || {
+            let host: Arc<dyn Host> = host;
+            let table = HostTable {
+                abi_version: ABI_VERSION,
+                ctx: &host as *const Arc<dyn Host> as *const c_void,
+                call: host_call,
+            };
+            let mut out: Vec<u8> = Vec::new();
+            // SAFETY: the table, the strings and the sink live on this thread's stack until the
+            // call returns; the library follows the ABI (it is trusted code).
+            let rc = unsafe {
+                call(
+                    &table,
+                    name.as_ptr(),
+                    name.len(),
+                    args.as_ptr(),
+                    args.len(),
+                    &mut out as *mut Vec<u8> as *mut c_void,
+                    write_vec,
+                )
+            };
+            (rc, out)
+        };
+        WORKERS
+            .run(Job {
+                work: Box::new(work),
+                reply,
             })
             .map_err(|e| CallError::Trap(format!("cannot start a thread for the call: {e}")))?;
         match rx.recv_timeout(self.deadline) {

@@ -77,9 +77,13 @@ fn engine() -> &'static Engine {
         // A bounded guest stack: deep recursion traps instead of reaching the host's stack.
         config.max_wasm_stack(1 << 20);
         // Cranelift at its default optimization level; compile time is paid once per version.
-        // The on-demand instance allocator (the default): the pooling allocator measured slower
-        // for our per-call instances (31.4 µs against 29.7 µs a call, benches/calls.rs), and it
-        // would reserve address space for the largest memory cap an extension may ask for.
+        // The on-demand instance allocator (the default). A call's cost is mostly the kernel's:
+        // mapping the instance's memory, its page faults, unmapping it. The pooling allocator
+        // did not do better on this machine (benches/dispatch.rs, a call of `add` alone: 33 µs
+        // on demand; 33 µs pooled; 37 µs pooled with 8 MiB kept resident, because this kernel
+        // offers no PAGEMAP_SCAN and wasmtime then resets the whole resident prefix with
+        // memset), and it caps concurrent calls and reserves address space for the largest
+        // memory cap an extension may declare.
         let engine = Engine::new(&config).expect("the wasmtime configuration is valid");
         let weak = engine.weak();
         std::thread::Builder::new()

@@ -147,7 +147,8 @@ pub fn allowed_address(addr: IpAddr, list: &[String]) -> bool {
         })
 }
 
-fn user_usable(model: &thinghost_core::Model, name: &str) -> Result<Subject, Refused> {
+/// The subject of the user `name`, if it may act now (enabled, not locked, not System).
+pub fn user_usable(model: &thinghost_core::Model, name: &str) -> Result<Subject, Refused> {
     match model.get(Kind::User, name).map(|u| &u.body) {
         Some(Body::User(u)) if !u.enabled => {
             Err(refused(name, "userDisabled", "the user is disabled"))

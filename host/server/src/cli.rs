@@ -5,7 +5,7 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 
 mod check;
-mod init;
+pub mod init;
 mod model;
 mod plugin;
 mod serve;

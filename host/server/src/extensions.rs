@@ -502,6 +502,6 @@ pub fn run_service(app: &Arc<App>, caller: &Caller, inv: Invocation) -> Result<R
         )
     })?;
     Ok(Reply::Json(
-        thinghost_core::infotable::InfoTable::single("result", result, value).to_json(),
+        thinghost_core::infotable::InfoTable::single("result", result, value).into_json(),
     ))
 }

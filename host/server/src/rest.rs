@@ -9,7 +9,7 @@ use crate::auth::Caller;
 use axum::http::{HeaderMap, Method, StatusCode};
 use serde_json::{Value as Json, json};
 use thinghost_core::infotable::InfoTable;
-use thinghost_core::validate::merged_definitions;
+use thinghost_core::validate::{find_property, find_service, merged_definitions};
 use thinghost_core::{Body, Decision, Entity, Kind, Model, Outcome, Permission, Target, View};
 
 /// An API error: a status and a message for the body.
@@ -254,7 +254,7 @@ pub fn handle(
                     table.rows.push(row);
                 }
             }
-            Ok(Reply::Json(table.to_json()))
+            Ok(Reply::Json(table.into_json()))
         }
         (&Method::GET, [name]) => {
             let db = app.db.read().unwrap_or_else(|p| p.into_inner());
@@ -281,7 +281,7 @@ pub fn handle(
                 path,
             )?;
             Ok(Reply::Json(
-                InfoTable::single(prop, def.base_type, value).to_json(),
+                InfoTable::single(prop, def.base_type, value).into_json(),
             ))
         }
         (&Method::PUT, [name, "Properties", prop]) => {
@@ -359,11 +359,11 @@ pub fn handle(
             // A service defined on the entity: implemented by an extension, or by nobody yet.
             let m = db.model();
             let (e, id) = visible_entity(m, caller, kind, name)?;
-            let merged = match kind {
-                Kind::Thing | Kind::ThingTemplate => merged_definitions(m, e).ok(),
+            let found = match kind {
+                Kind::Thing | Kind::ThingTemplate => find_service(m, e, service),
                 _ => None,
             };
-            let Some((def, source)) = merged.as_ref().and_then(|d| d.services.get(*service)) else {
+            let Some((def, source)) = found else {
                 return Err(ApiError::new(
                     StatusCode::NOT_FOUND,
                     format!("{} {name} has no service {service:?}", kind.label()),
@@ -379,10 +379,7 @@ pub fn handle(
                 },
                 path,
             )?;
-            let implementation = source
-                .split_once('/')
-                .and_then(|(c, n)| Some((Kind::from_collection(c)?, n)))
-                .and_then(|(k, n)| app.extensions.handler(k, n, service));
+            let implementation = app.extensions.handler(source.kind(), &source.name, service);
             let Some((loaded, handler)) = implementation else {
                 return Err(ApiError::new(
                     StatusCode::NOT_IMPLEMENTED,
@@ -472,9 +469,7 @@ fn property<'m>(
             format!("{} {} has no properties", e.kind().label(), e.name),
         ));
     };
-    let merged = merged_definitions(m, e)
-        .map_err(|err| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()))?;
-    let (def, _) = merged.properties.get(prop).ok_or_else(|| {
+    let (def, _) = find_property(m, e, prop).ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_FOUND,
             format!("Thing {} has no property {prop:?}", e.name),

@@ -335,7 +335,7 @@ fn entries_table(entries: &[PermissionEntry], with_resource: bool) -> Json {
             r
         })
         .collect();
-    InfoTable { fields, rows }.to_json()
+    InfoTable { fields, rows }.into_json()
 }
 
 fn visibility_table(entries: &[VisibilityEntry]) -> Json {
@@ -361,7 +361,7 @@ fn visibility_table(entries: &[VisibilityEntry]) -> Json {
         ],
         rows,
     }
-    .to_json()
+    .into_json()
 }
 
 fn names_table(field: &str, names: impl IntoIterator<Item = String>) -> Json {
@@ -379,11 +379,11 @@ fn names_table(field: &str, names: impl IntoIterator<Item = String>) -> Json {
             })
             .collect(),
     }
-    .to_json()
+    .into_json()
 }
 
 fn result(bt: BaseType, v: Json) -> Reply {
-    Reply::Json(InfoTable::single("result", bt, v).to_json())
+    Reply::Json(InfoTable::single("result", bt, v).into_json())
 }
 
 /// Which ACL of an entity a permission service works on.
@@ -955,7 +955,7 @@ fn create_key(call: &mut Call<'_>, name: &str) -> Result<Reply, ApiError> {
         ],
         rows: vec![row],
     };
-    finish_create(call, entity, Some(Reply::Json(table.to_json())))
+    finish_create(call, entity, Some(Reply::Json(table.into_json())))
 }
 
 fn explain_access(call: &mut Call<'_>) -> Result<Reply, ApiError> {
@@ -1013,7 +1013,7 @@ fn explain_access(call: &mut Call<'_>) -> Result<Reply, ApiError> {
             ],
             rows: vec![row],
         }
-        .to_json(),
+        .into_json(),
     ))
 }
 
@@ -1100,7 +1100,7 @@ fn current_user_permissions(call: &mut Call<'_>) -> Result<Reply, ApiError> {
             ],
             rows,
         }
-        .to_json(),
+        .into_json(),
     ))
 }
 
@@ -1433,6 +1433,6 @@ fn extension_packages(call: &mut Call<'_>) -> Result<Reply, ApiError> {
                 .collect(),
             rows,
         }
-        .to_json(),
+        .into_json(),
     ))
 }
