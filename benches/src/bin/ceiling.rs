@@ -1,0 +1,43 @@
+//! `ceiling ADDR [CERT_DIR]`: the ceiling of row 4 of BENCHMARKS.md. The same HTTP stack as
+//! thinghost (axum on hyper, tokio, rustls, `thinghost::http::serve`), with one route that
+//! answers a constant: what a request costs before thinghost does anything. With CERT_DIR, TLS
+//! with the development certificate of that directory. Prints the address it listens on.
+
+use axum::Router;
+use axum::routing::get;
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (addr, certs) = match &args[..] {
+        [a] => (a.clone(), None),
+        [a, d] => (a.clone(), Some(std::path::PathBuf::from(d))),
+        _ => {
+            eprintln!("usage: ceiling ADDR [CERT_DIR]");
+            std::process::exit(2);
+        }
+    };
+    let tls = certs.map(|dir| {
+        let (cert, key, _) = thinghost::tls::dev_certificate(&dir).expect("a certificate");
+        let config = thinghost::tls::server_config(
+            thinghost::tls::read_chain(&cert).expect("a chain"),
+            thinghost::tls::read_key(&key).expect("a key"),
+            None,
+        )
+        .expect("a TLS configuration");
+        tokio_rustls::TlsAcceptor::from(config)
+    });
+    let constant = || async { r#"{"rows":[{"result":42}]}"# };
+    let router = Router::new().route("/{*path}", get(constant).post(constant));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(&addr).await.expect("listens");
+        println!(
+            "listening on {}",
+            listener.local_addr().expect("an address")
+        );
+        thinghost::http::serve(listener, router, tls, std::future::pending()).await;
+    });
+}
