@@ -207,8 +207,9 @@ fn main() {
     let mut runtime_only = Vec::new();
     let host: Arc<dyn Host> = Arc::new(NoHost);
     for (runtime, _) in ADDERS {
+        let registry = app.extensions.load();
         let Some(thinghost::extensions::State::Loaded(loaded)) =
-            app.extensions.packages.get(&format!("add-{runtime}"))
+            registry.packages.get(&format!("add-{runtime}"))
         else {
             panic!("add-{runtime} is loaded");
         };

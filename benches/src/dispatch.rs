@@ -186,7 +186,9 @@ pub fn local_app(data: &Path, plugins: &Path) -> (Arc<App>, Caller, String) {
         audit: Mutex::new(audit),
         auth: thinghost::auth::Limiter::new(Default::default()),
         key_lifetime_ms: 3_600_000,
-        extensions,
+        extensions: arc_swap::ArcSwap::from_pointee(extensions),
+        plugins: None,
+        reload_lock: Mutex::new(()),
     });
     let admin = caller(&app, thinghost_core::predefined::ADMINISTRATOR);
     let key = setup(

@@ -279,6 +279,18 @@ fn e1_broken_packages_are_refused_with_their_reason_and_the_others_load() {
             .clone()
     };
     assert_eq!(state("hello")["state"], "loaded");
+    // The details carry the folder's content hash, as the plugin directory's watcher compares it.
+    let d = ok(
+        &s,
+        &admin,
+        "/Thingworx/Subsystems/PlatformSubsystem/Services/GetExtensionPackageDetails",
+        json!({"packageName": "hello"}),
+    );
+    assert_eq!(
+        d["rows"][0]["result"]["contentHash"],
+        thinghost_extensions::package::content_hash(&p.join("hello")).unwrap(),
+        "{d}"
+    );
     let r = state("broken-handler");
     assert_eq!(r["state"], "refused");
     assert!(
@@ -611,4 +623,119 @@ fn e1_wasm_packages_that_do_not_match_their_manifest_are_refused() {
         text.contains("hostile 1.0.0: loads (wasm runtime"),
         "{text}"
     );
+}
+
+const RELOAD: &str = "/Thingworx/Subsystems/PlatformSubsystem/Services/ReloadExtension";
+
+/// The hot-reload path, by hand: `ReloadExtension` replaces an extension's code without a
+/// restart; a folder that did not change is no change; a broken version is refused, named in
+/// the package list, and the loaded version keeps serving; a version that changes the model is
+/// refused with the advice to restart; only administrators may reload.
+#[test]
+fn reload_extension_replaces_code_and_a_broken_version_leaves_the_old_one_serving() {
+    let t = tempfile::tempdir().unwrap();
+    let p = plugins(t.path(), &[]);
+    let s = Server::start(
+        &t.path().join("d"),
+        &["--dev", "--plugins", p.to_str().unwrap()],
+    );
+    let admin = s.admin_key();
+    let greet = || {
+        ok(
+            &s,
+            &admin,
+            "/Thingworx/Things/HelloThing/Services/Greet",
+            json!({"who": "Ann"}),
+        )["rows"][0]["result"]
+            .clone()
+    };
+    let reload = || post(&s, &admin, RELOAD, json!({"packageName": "hello"}));
+    assert_eq!(greet(), "Hello, Ann!");
+    let (st, v) = reload();
+    assert_eq!(
+        (st.as_u16(), &v["rows"][0]["result"]["outcome"]),
+        (200, &json!("unchanged")),
+        "{v}"
+    );
+
+    // New code, a new patch version: every later call runs it.
+    let manifest = std::fs::read_to_string(p.join("hello/plugin.toml")).unwrap();
+    std::fs::write(
+        p.join("hello/plugin.toml"),
+        manifest.replace("version = \"1.0.0\"", "version = \"1.0.1\""),
+    )
+    .unwrap();
+    std::fs::write(
+        p.join("hello/main.rhai"),
+        "fn greet(who) { \"Hi, \" + who + \"!\" }\n",
+    )
+    .unwrap();
+    let (st, v) = reload();
+    assert_eq!(st.as_u16(), 200, "{v}");
+    assert_eq!(
+        v["rows"][0]["result"],
+        json!({"outcome": "replaced", "from": "1.0.0", "to": "1.0.1"})
+    );
+    assert_eq!(greet(), "Hi, Ann!");
+
+    // Broken code: refused with the reason; 1.0.1 keeps serving, and the list says why.
+    std::fs::write(p.join("hello/main.rhai"), "fn greet(who) { \"Hi, \" + \n").unwrap();
+    let (st, v) = reload();
+    assert_eq!(st.as_u16(), 409, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("hello"), "{v}");
+    assert_eq!(greet(), "Hi, Ann!");
+    let d = ok(
+        &s,
+        &admin,
+        "/Thingworx/Subsystems/PlatformSubsystem/Services/GetExtensionPackageDetails",
+        json!({"packageName": "hello"}),
+    );
+    let details = &d["rows"][0]["result"];
+    assert_eq!(details["version"], "1.0.1", "{d}");
+    assert!(details["reloadError"].is_string(), "{d}");
+
+    // Fixed code but a new property: a change of the model needs a restart, for now.
+    std::fs::write(
+        p.join("hello/main.rhai"),
+        "fn greet(who) { \"Hey, \" + who + \"!\" }\n",
+    )
+    .unwrap();
+    std::fs::write(
+        p.join("hello/plugin.toml"),
+        manifest.replace("version = \"1.0.0\"", "version = \"1.0.2\"")
+            + "\n[[things.properties]]\nname = \"extra\"\ntype = \"STRING\"\n",
+    )
+    .unwrap();
+    let (st, v) = reload();
+    assert_eq!(st.as_u16(), 409, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("restart"), "{v}");
+    assert_eq!(greet(), "Hi, Ann!");
+
+    // A package that does not exist; a caller who is not an administrator.
+    let (st, v) = post(&s, &admin, RELOAD, json!({"packageName": "nope"}));
+    assert_eq!(st.as_u16(), 409, "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("no extension package"),
+        "{v}"
+    );
+    ok(
+        &s,
+        &admin,
+        &format!("{ES}/CreateUser"),
+        json!({"name": "eve", "password": "a long password"}),
+    );
+    let key = ok(
+        &s,
+        &admin,
+        &format!("{ES}/CreateApplicationKey"),
+        json!({"name": "eve-key", "user": "eve"}),
+    )["rows"][0]["keyId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (st, _) = post(&s, &key, RELOAD, json!({"packageName": "hello"}));
+    assert!(matches!(st.as_u16(), 403 | 404), "{st}");
 }

@@ -8,6 +8,7 @@ pub mod code;
 pub mod host_api;
 pub mod manifest;
 pub mod native_runtime;
+pub mod package;
 pub mod plan;
 pub mod rhai_runtime;
 pub mod wasm_runtime;

@@ -15,8 +15,13 @@ pub struct App {
     pub auth: crate::auth::Limiter,
     /// The lifetime of a new application key when the request names none (K3).
     pub key_lifetime_ms: i64,
-    /// The extensions loaded from the plugin directory.
-    pub extensions: crate::extensions::Registry,
+    /// The extensions loaded from the plugin directory: the current generation, swapped whole
+    /// by a reload. A request loads it once and keeps what it found until it ends.
+    pub extensions: arc_swap::ArcSwap<crate::extensions::Registry>,
+    /// The plugin directory and how it loads, when there is one.
+    pub plugins: Option<crate::extensions::Source>,
+    /// Reloads run one at a time (each builds on the generation before it).
+    pub reload_lock: Mutex<()>,
 }
 
 impl App {

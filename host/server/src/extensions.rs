@@ -24,9 +24,13 @@ pub struct Loaded {
     pub manifest: Manifest,
     pub dir: PathBuf,
     pub runtime: Code,
+    /// The folder's content hash when it was loaded (`package::content_hash`): a change of the
+    /// folder that leaves it equal is no change.
+    pub hash: String,
 }
 
 /// What became of one package.
+#[derive(Clone)]
 pub enum State {
     Loaded(Arc<Loaded>),
     Refused {
@@ -38,12 +42,17 @@ pub enum State {
     },
 }
 
-/// The extensions of a running server.
-#[derive(Default)]
+/// The extensions of a running server: one generation. A generation is never changed; a reload
+/// builds the next one beside it and publishes it with one pointer swap
+/// ([`App::extensions`](crate::app::App)), and a call holds the extension it started on until
+/// it ends.
+#[derive(Clone, Default)]
 pub struct Registry {
     pub packages: BTreeMap<String, State>,
     /// (kind, entity, service) -> (extension, handler).
     handlers: HashMap<(Kind, String, String), (Arc<Loaded>, String)>,
+    /// Why the last reload of a package failed, while its previous version keeps serving.
+    pub reload_failures: BTreeMap<String, String>,
 }
 
 impl Registry {
@@ -77,6 +86,8 @@ impl Registry {
                     "trusted": matches!(l.runtime, Code::Native(_)),
                     "requires": l.manifest.requires.iter().map(|(k, v)| (k.clone(), json!(v.to_string()))).collect::<serde_json::Map<_, _>>(),
                     "folder": l.dir.display().to_string(),
+                    "contentHash": l.hash,
+                    "reloadError": self.reload_failures.get(name),
                 }),
                 State::Refused { dir, version, reason, waiting } => json!({
                     "name": name, "version": version, "state": if *waiting { "waiting" } else { "refused" },
@@ -85,6 +96,163 @@ impl Registry {
             })
             .collect()
     }
+}
+
+/// Where the extensions come from, for reloads.
+pub struct Source {
+    pub dir: PathBuf,
+    pub options: LoadOptions,
+}
+
+/// What a reload did.
+#[derive(Debug, PartialEq)]
+pub enum Reloaded {
+    /// The folder's content is what is loaded: nothing to do.
+    Unchanged,
+    /// The new version serves every call that starts from now on.
+    Replaced { from: String, to: String },
+}
+
+/// Reloads the package `name` from its folder, by hand (`ReloadExtension`) or for the watcher.
+///
+/// This version reloads what a package's code is: its entry, handlers, limits and capabilities.
+/// A new version whose contributions to the model differ (Things, templates, shapes, data shapes,
+/// permissions) is refused with the advice to restart. The new version is loaded completely
+/// beside the old one; if anything fails, the old one keeps serving and the failure is recorded
+/// (`reloadError` in the package list). Otherwise the next generation is published with one
+/// swap: calls already running finish on the old version, every later call runs the new one.
+pub fn reload(app: &App, name: &str) -> Result<Reloaded, String> {
+    let Some(source) = &app.plugins else {
+        return Err("the server runs without a plugin directory (serve --plugins DIR)".into());
+    };
+    let _one_at_a_time = app.reload_lock.lock().unwrap_or_else(|p| p.into_inner());
+    let current = app.extensions.load_full();
+    let outcome = replace(&current, source, name);
+    let mut next = (*current).clone();
+    match &outcome {
+        Ok((_, None)) => return Ok(Reloaded::Unchanged),
+        Ok((_, Some(loaded))) => {
+            next.handlers.retain(|_, (l, _)| l.manifest.name() != name);
+            for (kind, entity, s) in loaded.manifest.handlers() {
+                next.handlers.insert(
+                    (kind, entity.to_string(), s.name.clone()),
+                    (loaded.clone(), s.handler.clone()),
+                );
+            }
+            next.packages
+                .insert(name.to_string(), State::Loaded(loaded.clone()));
+            next.reload_failures.remove(name);
+        }
+        Err(reason) => {
+            if !next.packages.contains_key(name) {
+                return Err(reason.clone());
+            }
+            next.reload_failures
+                .insert(name.to_string(), reason.clone());
+        }
+    }
+    app.extensions.store(Arc::new(next));
+    match outcome {
+        Ok((from, Some(loaded))) => Ok(Reloaded::Replaced {
+            from,
+            to: loaded.manifest.extension.version.to_string(),
+        }),
+        Ok((_, None)) => Ok(Reloaded::Unchanged),
+        Err(reason) => Err(reason),
+    }
+}
+
+/// The new version of `name`, loaded beside the current one (None: unchanged); or why not.
+fn replace(
+    current: &Registry,
+    source: &Source,
+    name: &str,
+) -> Result<(String, Option<Arc<Loaded>>), String> {
+    let old = match current.packages.get(name) {
+        Some(State::Loaded(l)) => l.clone(),
+        Some(State::Refused { .. }) => {
+            return Err(format!(
+                "extension {name} is not loaded, so there is nothing to replace; restart the server to load it"
+            ));
+        }
+        None => return Err(format!("there is no extension package {name:?}")),
+    };
+    if matches!(old.runtime, Code::Native(_)) {
+        return Err(format!(
+            "extension {name} is a native library, which is never unloaded (unloading Rust code is unsound): restart the server to replace it"
+        ));
+    }
+    let folder = old.dir.clone();
+    let hash = thinghost_extensions::package::content_hash(&folder)
+        .map_err(|e| format!("extension {name}: {e}"))?;
+    let from = old.manifest.extension.version.to_string();
+    if hash == old.hash {
+        return Ok((from, None));
+    }
+    let m = Manifest::read(&folder).map_err(|e| e.to_string())?;
+    if m.name() != name {
+        return Err(format!(
+            "the folder {} now holds the extension {:?}, not {name:?}; restart the server to load it",
+            folder.display(),
+            m.name()
+        ));
+    }
+    if m.extension.version < old.manifest.extension.version {
+        return Err(format!(
+            "extension {name}: version {} is lower than the loaded {from}; a downgrade needs a restart",
+            m.extension.version
+        ));
+    }
+    let mut same_model = m.clone();
+    same_model.extension = old.manifest.extension.clone();
+    same_model.requires = old.manifest.requires.clone();
+    same_model.capabilities = old.manifest.capabilities.clone();
+    same_model.limits = old.manifest.limits;
+    if same_model != old.manifest {
+        return Err(format!(
+            "extension {name} {}: its contributions to the model (Things, templates, shapes, data shapes, permissions or service handlers) differ from {from}'s; this version of thinghost reloads code, limits and capabilities only: restart the server to apply it",
+            m.extension.version
+        ));
+    }
+    for (dep, req) in &m.requires {
+        match current.packages.get(dep) {
+            Some(State::Loaded(d)) if req.matches(&d.manifest.extension.version) => {}
+            _ => {
+                return Err(format!(
+                    "extension {name} {} needs {dep} {req}, which is not loaded",
+                    m.extension.version
+                ));
+            }
+        }
+    }
+    for (other, state) in &current.packages {
+        if let State::Loaded(l) = state
+            && let Some(req) = l.manifest.requires.get(name)
+            && !req.matches(&m.extension.version)
+        {
+            return Err(format!(
+                "extension {other} needs {name} {req}, which version {} is not; the old version keeps serving",
+                m.extension.version
+            ));
+        }
+    }
+    if m.extension.runtime == thinghost_extensions::manifest::Runtime::Native {
+        return Err(format!(
+            "extension {name} {} turns into a native library, which loads only at start: restart the server",
+            m.extension.version
+        ));
+    }
+    let runtime = Code::load(&m, &folder, &source.options)
+        .map_err(|e| format!("extension {name} {}: {e}", m.extension.version))?;
+    Ok((
+        from,
+        Some(Arc::new(Loaded {
+            manifest: m,
+            dir: folder,
+            runtime,
+            hash,
+        })),
+    ))
 }
 
 /// Reads, orders, compiles and contributes every package of `dir`. A package that fails anything
@@ -209,12 +377,15 @@ fn load_one(
     options: &LoadOptions,
     contribute: &mut dyn FnMut(&Manifest) -> Result<(), String>,
 ) -> Result<Loaded, String> {
+    // Hashed before it is read: a change made during the load shows as a change next time.
+    let hash = thinghost_extensions::package::content_hash(folder)?;
     let runtime = Code::load(m, folder, options)?;
     contribute(m)?;
     Ok(Loaded {
         manifest: m.clone(),
         dir: folder.to_path_buf(),
         runtime,
+        hash,
     })
 }
 

@@ -49,7 +49,7 @@ pub enum Reply {
 }
 
 /// Resolves an entity the caller can see; anything else is the same 404.
-fn visible_entity<'m>(
+pub(crate) fn visible_entity<'m>(
     m: &'m Model,
     caller: &Caller,
     kind: Kind,
@@ -332,6 +332,11 @@ pub fn handle(
                     ));
                 }
             };
+            // A reload compiles code, which may take seconds: it runs without the model lock.
+            if (kind, *name, *service) == (Kind::Subsystem, "PlatformSubsystem", "ReloadExtension")
+            {
+                return crate::services::reload_extension(app, caller, params);
+            }
             let mut db = app.db.write().unwrap_or_else(|p| p.into_inner());
             // Resources are platform functions every signed-in user reaches; everything else
             // must be visible (V1).
@@ -379,7 +384,12 @@ pub fn handle(
                 },
                 path,
             )?;
-            let implementation = app.extensions.handler(source.kind(), &source.name, service);
+            // The generation of now: this call keeps the extension it finds until it ends, even
+            // if a reload publishes another meanwhile.
+            let implementation =
+                app.extensions
+                    .load()
+                    .handler(source.kind(), &source.name, service);
             let Some((loaded, handler)) = implementation else {
                 return Err(ApiError::new(
                     StatusCode::NOT_IMPLEMENTED,

@@ -1375,6 +1375,75 @@ fn change_password(call: &mut Call<'_>) -> Result<Reply, ApiError> {
     Ok(Reply::Empty)
 }
 
+/// `Subsystems/PlatformSubsystem/Services/ReloadExtension(packageName)`, administrators only:
+/// reloads one extension package from its folder (`extensions::reload`). Answers what happened
+/// (`unchanged`, or `replaced` with both versions); a refusal is a 409 with the reason, and the
+/// loaded version keeps serving. Every outcome but `unchanged` is audited.
+pub fn reload_extension(
+    app: &std::sync::Arc<App>,
+    caller: &Caller,
+    mut params: Map<String, Json>,
+) -> Result<Reply, ApiError> {
+    let path = "Subsystems/PlatformSubsystem".to_string();
+    {
+        let db = app.db.read().unwrap_or_else(|p| p.into_inner());
+        let m = db.model();
+        crate::rest::visible_entity(m, caller, Kind::Subsystem, "PlatformSubsystem")?;
+        if !m.access().is_administrator(caller.subject) {
+            return Err(forbidden(
+                caller,
+                "reload extensions",
+                path,
+                Permission::ServiceInvoke,
+            ));
+        }
+        check_params(
+            m,
+            caller,
+            "ReloadExtension",
+            &mut params,
+            &[("packageName", BaseType::String, true)],
+        )?;
+    }
+    let name = params
+        .get("packageName")
+        .and_then(Json::as_str)
+        .unwrap_or_default()
+        .to_string();
+    match crate::extensions::reload(app, &name) {
+        Ok(crate::extensions::Reloaded::Unchanged) => {
+            Ok(result(BaseType::Json, json!({"outcome": "unchanged"})))
+        }
+        Ok(crate::extensions::Reloaded::Replaced { from, to }) => {
+            tracing::info!(extension = %name, %from, %to, "extension reloaded");
+            app.audit(
+                &caller.name,
+                "Extensions",
+                "extensionReloaded",
+                json!({"extension": name, "from": from, "to": to}),
+                &name,
+                "Extension",
+            );
+            Ok(result(
+                BaseType::Json,
+                json!({"outcome": "replaced", "from": from, "to": to}),
+            ))
+        }
+        Err(reason) => {
+            tracing::warn!(extension = %name, %reason, "extension reload refused");
+            app.audit(
+                &caller.name,
+                "Extensions",
+                "extensionReloadRefused",
+                json!({"extension": name, "reason": reason}),
+                &name,
+                "Extension",
+            );
+            Err(ApiError::new(StatusCode::CONFLICT, reason))
+        }
+    }
+}
+
 /// `GetExtensionPackageList()` and `GetExtensionPackageDetails(packageName)`: each extension's
 /// state (loaded with its contributions and declared capabilities, or refused and why).
 fn extension_packages(call: &mut Call<'_>) -> Result<Reply, ApiError> {
@@ -1395,7 +1464,7 @@ fn extension_packages(call: &mut Call<'_>) -> Result<Reply, ApiError> {
         Target::Entity { id, resource },
         "list the extensions",
     )?;
-    let all = call.app.extensions.summary();
+    let all = call.app.extensions.load().summary();
     if details {
         let name = call.str("packageName");
         let p = all

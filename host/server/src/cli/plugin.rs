@@ -93,6 +93,10 @@ pub fn run(args: Args) -> Result<i32, Failure> {
                     p["dataShapes"],
                     p["services"]
                 );
+                println!(
+                    "  content: sha256 {}",
+                    p["contentHash"].as_str().unwrap_or("")
+                );
                 let caps = &p["capabilities"];
                 if caps.as_object().is_some_and(|c| {
                     c.values()

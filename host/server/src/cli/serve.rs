@@ -120,6 +120,7 @@ pub fn run(args: Args) -> Result<i32, Failure> {
     };
     let _lock = thinghost_store::DirLock::acquire(&dir)?;
     let mut db = Db::open(&dir, Policy::default())?;
+    let mut source = None;
     let extensions = match &args.plugins {
         Some(plugins) => {
             let options = thinghost_extensions::code::LoadOptions {
@@ -142,6 +143,10 @@ pub fn run(args: Args) -> Result<i32, Failure> {
                     }
                 }
             }
+            source = Some(crate::extensions::Source {
+                dir: plugins.clone(),
+                options,
+            });
             registry
         }
         None => crate::extensions::Registry::default(),
@@ -151,7 +156,9 @@ pub fn run(args: Args) -> Result<i32, Failure> {
         db: RwLock::new(db),
         audit: Mutex::new(audit),
         key_lifetime_ms: args.key_lifetime_hours * 3_600_000,
-        extensions,
+        extensions: arc_swap::ArcSwap::from_pointee(extensions),
+        plugins: source,
+        reload_lock: Mutex::new(()),
         auth: crate::auth::Limiter::new(crate::auth::LimiterConfig {
             slow_after: args.signin_slow_after,
             lock_after: args.signin_lockout_after,
