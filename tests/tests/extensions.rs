@@ -635,9 +635,10 @@ const RELOAD: &str = "/Thingworx/Subsystems/PlatformSubsystem/Services/ReloadExt
 fn reload_extension_replaces_code_and_a_broken_version_leaves_the_old_one_serving() {
     let t = tempfile::tempdir().unwrap();
     let p = plugins(t.path(), &[]);
+    // By hand only: the watcher would race the test to each reload.
     let s = Server::start(
         &t.path().join("d"),
-        &["--dev", "--plugins", p.to_str().unwrap()],
+        &["--dev", "--no-watch", "--plugins", p.to_str().unwrap()],
     );
     let admin = s.admin_key();
     let greet = || {
@@ -738,4 +739,92 @@ fn reload_extension_replaces_code_and_a_broken_version_leaves_the_old_one_servin
         .to_string();
     let (st, _) = post(&s, &key, RELOAD, json!({"packageName": "hello"}));
     assert!(matches!(st.as_u16(), 403 | 404), "{st}");
+}
+
+/// The watched plugin directory: a changed extension folder reloads by itself once it is quiet,
+/// while a client keeps calling its service and every call succeeds; a broken change leaves the
+/// loaded version serving and says why.
+#[test]
+fn a_changed_extension_folder_reloads_by_itself_and_no_call_fails() {
+    let t = tempfile::tempdir().unwrap();
+    let p = plugins(t.path(), &[]);
+    let s = Server::start(
+        &t.path().join("d"),
+        &[
+            "--dev",
+            "--plugins",
+            p.to_str().unwrap(),
+            "--reload-quiet-ms",
+            "100",
+        ],
+    );
+    let admin = s.admin_key();
+    // `ok` fails the test on any answer but 200.
+    let greet = || {
+        ok(
+            &s,
+            &admin,
+            "/Thingworx/Things/HelloThing/Services/Greet",
+            json!({"who": "Ann"}),
+        )["rows"][0]["result"]
+            .clone()
+    };
+    assert_eq!(greet(), "Hello, Ann!");
+    let manifest = std::fs::read_to_string(p.join("hello/plugin.toml")).unwrap();
+    std::fs::write(
+        p.join("hello/main.rhai"),
+        "fn greet(who) { \"Hi, \" + who + \"!\" }\n",
+    )
+    .unwrap();
+    std::fs::write(
+        p.join("hello/plugin.toml"),
+        manifest.replace("version = \"1.0.0\"", "version = \"1.0.1\""),
+    )
+    .unwrap();
+    let start = std::time::Instant::now();
+    let mut answers = Vec::new();
+    loop {
+        let a = greet();
+        answers.push(a.clone());
+        if a == "Hi, Ann!" {
+            break;
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(20),
+            "no reload: {answers:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // Every answer was the old version's until the new one's, never anything else.
+    assert!(
+        answers[..answers.len() - 1]
+            .iter()
+            .all(|a| a == "Hello, Ann!"),
+        "{answers:?}"
+    );
+
+    std::fs::write(p.join("hello/main.rhai"), "fn greet(who) { \"Hi, \" + \n").unwrap();
+    let start = std::time::Instant::now();
+    let details = loop {
+        assert_eq!(greet(), "Hi, Ann!");
+        let d = ok(
+            &s,
+            &admin,
+            "/Thingworx/Subsystems/PlatformSubsystem/Services/GetExtensionPackageDetails",
+            json!({"packageName": "hello"}),
+        );
+        if d["rows"][0]["result"]["reloadError"].is_string() {
+            break d;
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(20),
+            "the broken change was not noticed: {d}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert_eq!(
+        details["rows"][0]["result"]["version"], "1.0.1",
+        "{details}"
+    );
+    assert_eq!(greet(), "Hi, Ann!");
 }

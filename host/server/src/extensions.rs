@@ -162,6 +162,38 @@ pub fn reload(app: &App, name: &str) -> Result<Reloaded, String> {
     }
 }
 
+/// [`reload`], logged, and audited for `user` (category `Extensions`): `extensionReloaded` or
+/// `extensionReloadRefused` with the reason; an unchanged folder is neither.
+pub fn reload_audited(app: &App, user: &str, name: &str) -> Result<Reloaded, String> {
+    let outcome = reload(app, name);
+    match &outcome {
+        Ok(Reloaded::Unchanged) => {}
+        Ok(Reloaded::Replaced { from, to }) => {
+            tracing::info!(extension = %name, %from, %to, "extension reloaded");
+            app.audit(
+                user,
+                "Extensions",
+                "extensionReloaded",
+                json!({"extension": name, "from": from, "to": to}),
+                name,
+                "Extension",
+            );
+        }
+        Err(reason) => {
+            tracing::warn!(extension = %name, %reason, "extension reload refused; the loaded version keeps serving");
+            app.audit(
+                user,
+                "Extensions",
+                "extensionReloadRefused",
+                json!({"extension": name, "reason": reason}),
+                name,
+                "Extension",
+            );
+        }
+    }
+    outcome
+}
+
 /// The new version of `name`, loaded beside the current one (None: unchanged); or why not.
 fn replace(
     current: &Registry,

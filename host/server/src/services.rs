@@ -1410,37 +1410,15 @@ pub fn reload_extension(
         .and_then(Json::as_str)
         .unwrap_or_default()
         .to_string();
-    match crate::extensions::reload(app, &name) {
+    match crate::extensions::reload_audited(app, &caller.name, &name) {
         Ok(crate::extensions::Reloaded::Unchanged) => {
             Ok(result(BaseType::Json, json!({"outcome": "unchanged"})))
         }
-        Ok(crate::extensions::Reloaded::Replaced { from, to }) => {
-            tracing::info!(extension = %name, %from, %to, "extension reloaded");
-            app.audit(
-                &caller.name,
-                "Extensions",
-                "extensionReloaded",
-                json!({"extension": name, "from": from, "to": to}),
-                &name,
-                "Extension",
-            );
-            Ok(result(
-                BaseType::Json,
-                json!({"outcome": "replaced", "from": from, "to": to}),
-            ))
-        }
-        Err(reason) => {
-            tracing::warn!(extension = %name, %reason, "extension reload refused");
-            app.audit(
-                &caller.name,
-                "Extensions",
-                "extensionReloadRefused",
-                json!({"extension": name, "reason": reason}),
-                &name,
-                "Extension",
-            );
-            Err(ApiError::new(StatusCode::CONFLICT, reason))
-        }
+        Ok(crate::extensions::Reloaded::Replaced { from, to }) => Ok(result(
+            BaseType::Json,
+            json!({"outcome": "replaced", "from": from, "to": to}),
+        )),
+        Err(reason) => Err(ApiError::new(StatusCode::CONFLICT, reason)),
     }
 }
 

@@ -59,6 +59,12 @@ pub struct Args {
     /// How long a locked-out user or address is refused, in minutes.
     #[arg(long, value_name = "MINUTES", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..))]
     signin_lockout_minutes: u64,
+    /// Do not watch the plugin directory (changes then need ReloadExtension or a restart).
+    #[arg(long)]
+    no_watch: bool,
+    /// How long an extension folder must be quiet after a change before it is reloaded.
+    #[arg(long, value_name = "MS", default_value_t = 200, value_parser = clap::value_parser!(u64).range(10..=60_000))]
+    reload_quiet_ms: u64,
     /// Log format: text, or json for log shippers. Filter with RUST_LOG (default: info).
     #[arg(long, value_name = "FORMAT", default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
@@ -165,6 +171,19 @@ pub fn run(args: Args) -> Result<i32, Failure> {
             lockout: std::time::Duration::from_secs(args.signin_lockout_minutes * 60),
         }),
     });
+    // Kept until the server stops: dropping it ends the watch.
+    let _watch = match (&app.plugins, args.no_watch) {
+        (Some(source), false) => {
+            let w = crate::watch::spawn(
+                app.clone(),
+                source.dir.clone(),
+                std::time::Duration::from_millis(args.reload_quiet_ms),
+            )?;
+            tracing::info!(dir = %source.dir.display(), "watching the plugin directory");
+            Some(w)
+        }
+        _ => None,
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

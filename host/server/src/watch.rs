@@ -1,0 +1,130 @@
+//! The watched plugin directory: a change of an extension's folder reloads that extension
+//! (`extensions::reload`) once the folder has been quiet for a while, so that an editor's save or
+//! a `cp -r` (many events) makes one reload of the finished content. A folder whose content hash
+//! did not change is no reload; a failed reload leaves the old version serving, with the reason
+//! logged, audited and in the package list.
+//!
+//! For now, a folder added while the server runs, or one whose package was refused at start,
+//! loads at the next start; the watcher logs that.
+
+use crate::app::App;
+use notify::{RecursiveMode, Watcher};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::mpsc::{RecvTimeoutError, channel};
+use std::time::{Duration, Instant};
+
+/// Starts watching `dir`; the watch ends when the returned watcher is dropped.
+pub fn spawn(app: Arc<App>, dir: PathBuf, quiet: Duration) -> Result<impl Drop, String> {
+    let (tx, rx) = channel::<notify::Result<notify::Event>>();
+    let mut watcher = notify::recommended_watcher(tx)
+        .map_err(|e| format!("cannot watch the plugin directory {}: {e}", dir.display()))?;
+    watcher
+        .watch(&dir, RecursiveMode::Recursive)
+        .map_err(|e| format!("cannot watch the plugin directory {}: {e}", dir.display()))?;
+    std::thread::Builder::new()
+        .name("plugin-watch".into())
+        .spawn(move || {
+            // The folders that changed, and when they last did.
+            let mut pending: HashMap<String, Instant> = HashMap::new();
+            loop {
+                let wait = if pending.is_empty() {
+                    Duration::from_secs(3600)
+                } else {
+                    quiet / 4
+                };
+                match rx.recv_timeout(wait) {
+                    Ok(Ok(event)) => {
+                        for path in &event.paths {
+                            if let Some(folder) = top_folder(&dir, path) {
+                                pending.insert(folder, Instant::now());
+                            }
+                        }
+                    }
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, "the plugin directory watch reported an error")
+                    }
+                    Err(RecvTimeoutError::Timeout) => {}
+                    Err(RecvTimeoutError::Disconnected) => return,
+                }
+                let now = Instant::now();
+                let quiet_now: Vec<String> = pending
+                    .iter()
+                    .filter(|(_, at)| now.duration_since(**at) >= quiet)
+                    .map(|(f, _)| f.clone())
+                    .collect();
+                for folder in quiet_now {
+                    pending.remove(&folder);
+                    changed(&app, &dir, &folder);
+                }
+            }
+        })
+        .map_err(|e| format!("cannot start the plugin directory watcher: {e}"))?;
+    Ok(watcher)
+}
+
+/// The first path segment of `path` below `dir`: the extension folder it belongs to.
+fn top_folder(dir: &Path, path: &Path) -> Option<String> {
+    let rel = path.strip_prefix(dir).ok()?;
+    let first = rel.components().next()?;
+    let name = first.as_os_str().to_string_lossy().into_owned();
+    (!name.starts_with('.')).then_some(name)
+}
+
+/// A folder of the plugin directory changed and is quiet now.
+fn changed(app: &Arc<App>, dir: &Path, folder: &str) {
+    let path = dir.join(folder);
+    let package = app
+        .extensions
+        .load()
+        .packages
+        .iter()
+        .find(|(_, st)| match st {
+            crate::extensions::State::Loaded(l) => l.dir == path,
+            crate::extensions::State::Refused { dir, .. } => *dir == path,
+        })
+        .map(|(name, st)| {
+            (
+                name.clone(),
+                matches!(st, crate::extensions::State::Loaded(_)),
+            )
+        });
+    match package {
+        Some((name, true)) => {
+            let _ =
+                crate::extensions::reload_audited(app, thinghost_core::predefined::SYSTEM, &name);
+        }
+        Some((name, false)) => tracing::warn!(
+            extension = %name,
+            folder = %path.display(),
+            "a refused extension's folder changed: it loads at the next start"
+        ),
+        None if path.is_dir() => tracing::warn!(
+            folder = %path.display(),
+            "a new extension folder: it loads at the next start"
+        ),
+        None => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_map_to_the_extension_folder_they_are_in() {
+        let dir = Path::new("/srv/plugins");
+        assert_eq!(
+            top_folder(dir, Path::new("/srv/plugins/hello/main.rhai")).as_deref(),
+            Some("hello")
+        );
+        assert_eq!(
+            top_folder(dir, Path::new("/srv/plugins/hello")).as_deref(),
+            Some("hello")
+        );
+        assert_eq!(top_folder(dir, Path::new("/srv/plugins")), None);
+        assert_eq!(top_folder(dir, Path::new("/elsewhere/x")), None);
+        assert_eq!(top_folder(dir, Path::new("/srv/plugins/.tmp-copy/x")), None);
+    }
+}
