@@ -173,15 +173,23 @@ pub fn run(args: Args) -> Result<i32, Failure> {
     });
     // Kept until the server stops: dropping it ends the watch.
     let _watch = match (&app.plugins, args.no_watch) {
-        (Some(source), false) => {
-            let w = crate::watch::spawn(
-                app.clone(),
-                source.dir.clone(),
-                std::time::Duration::from_millis(args.reload_quiet_ms),
-            )?;
-            tracing::info!(dir = %source.dir.display(), "watching the plugin directory");
-            Some(w)
-        }
+        (Some(source), false) => match crate::watch::spawn(
+            app.clone(),
+            source.dir.clone(),
+            std::time::Duration::from_millis(args.reload_quiet_ms),
+        ) {
+            Ok(w) => {
+                tracing::info!(dir = %source.dir.display(), "watching the plugin directory");
+                Some(w)
+            }
+            // The server still serves: changes then need ReloadExtension or a restart.
+            Err(e) => {
+                tracing::warn!(
+                    "{e}; extension changes need ReloadExtension or a restart (on Linux, raise fs.inotify.max_user_instances or max_user_watches)"
+                );
+                None
+            }
+        },
         _ => None,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
