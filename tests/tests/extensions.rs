@@ -705,6 +705,15 @@ fn reload_extension_replaces_code_and_a_broken_version_leaves_the_old_one_servin
     let d = hello_details(&s, &admin);
     assert_eq!(d["version"], "1.0.1", "{d}");
     assert!(d["reloadError"].is_string(), "{d}");
+    // Put back as loaded: unchanged, and the recorded failure is gone.
+    std::fs::write(p.join("hello/main.rhai"), HI).unwrap();
+    let (st, v) = reload();
+    assert_eq!(
+        (st.as_u16(), &v["rows"][0]["result"]["outcome"]),
+        (200, &json!("unchanged")),
+        "{v}"
+    );
+    assert!(hello_details(&s, &admin)["reloadError"].is_null());
 
     // Fixed code but a new property: a change of the model needs a restart, for now.
     rewrite_hello(

@@ -127,11 +127,9 @@ pub fn reload(app: &App, name: &str) -> Result<Reloaded, String> {
     };
     let _one_at_a_time = app.reload_lock.lock().unwrap_or_else(|p| p.into_inner());
     let current = app.extensions.load_full();
-    let outcome = replace(&current, source, name);
     let mut next = (*current).clone();
-    match &outcome {
-        Ok((_, None)) => return Ok(Reloaded::Unchanged),
-        Ok((_, Some(loaded))) => {
+    let outcome = match replace(&current, source, name) {
+        Ok((from, Some(loaded))) => {
             next.handlers.retain(|_, (l, _)| l.manifest.name() != name);
             for (kind, entity, s) in loaded.manifest.handlers() {
                 next.handlers.insert(
@@ -139,27 +137,24 @@ pub fn reload(app: &App, name: &str) -> Result<Reloaded, String> {
                     (loaded.clone(), s.handler.clone()),
                 );
             }
+            let to = loaded.manifest.extension.version.to_string();
             next.packages
-                .insert(name.to_string(), State::Loaded(loaded.clone()));
+                .insert(name.to_string(), State::Loaded(loaded));
             next.reload_failures.remove(name);
+            Ok(Reloaded::Replaced { from, to })
         }
-        Err(reason) => {
-            if !next.packages.contains_key(name) {
-                return Err(reason.clone());
-            }
+        // The folder is back to what is loaded: a failure recorded since is void.
+        Ok((_, None)) if next.reload_failures.remove(name).is_some() => Ok(Reloaded::Unchanged),
+        Ok((_, None)) => return Ok(Reloaded::Unchanged),
+        Err(reason) if next.packages.contains_key(name) => {
             next.reload_failures
                 .insert(name.to_string(), reason.clone());
+            Err(reason)
         }
-    }
+        Err(reason) => return Err(reason),
+    };
     app.extensions.store(Arc::new(next));
-    match outcome {
-        Ok((from, Some(loaded))) => Ok(Reloaded::Replaced {
-            from,
-            to: loaded.manifest.extension.version.to_string(),
-        }),
-        Ok((_, None)) => Ok(Reloaded::Unchanged),
-        Err(reason) => Err(reason),
-    }
+    outcome
 }
 
 /// [`reload`], logged, and audited for `user` (category `Extensions`): `extensionReloaded` or

@@ -17,6 +17,11 @@ use std::time::{Duration, Instant};
 
 /// Starts watching `dir`; the watch ends when the returned watcher is dropped.
 pub fn spawn(app: Arc<App>, dir: PathBuf, quiet: Duration) -> Result<impl Drop, String> {
+    // Events name paths under the watched one as the watcher resolved it; compare absolute,
+    // canonical paths on both sides (`--plugins ./plugins` must work as well as a full path).
+    let dir = dir
+        .canonicalize()
+        .map_err(|e| format!("cannot watch the plugin directory {}: {e}", dir.display()))?;
     let (tx, rx) = channel::<notify::Result<notify::Event>>();
     let mut watcher = notify::recommended_watcher(tx)
         .map_err(|e| format!("cannot watch the plugin directory {}: {e}", dir.display()))?;
@@ -75,14 +80,15 @@ fn top_folder(dir: &Path, path: &Path) -> Option<String> {
 /// A folder of the plugin directory changed and is quiet now.
 fn changed(app: &Arc<App>, dir: &Path, folder: &str) {
     let path = dir.join(folder);
+    let is_here = |d: &Path| d.canonicalize().is_ok_and(|d| d == path) || d == path;
     let package = app
         .extensions
         .load()
         .packages
         .iter()
         .find(|(_, st)| match st {
-            crate::extensions::State::Loaded(l) => l.dir == path,
-            crate::extensions::State::Refused { dir, .. } => *dir == path,
+            crate::extensions::State::Loaded(l) => is_here(&l.dir),
+            crate::extensions::State::Refused { dir, .. } => is_here(dir),
         })
         .map(|(name, st)| {
             (
