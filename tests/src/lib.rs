@@ -64,6 +64,24 @@ pub fn rust_extension(dir: &str, build: Build) -> PathBuf {
     if let Some((_, p)) = built.iter().find(|(k, _)| k.0 == dir && k.1 == build) {
         return p.clone();
     }
+    let _one_build_at_a_time = BUILDING.lock().unwrap_or_else(|p| p.into_inner());
+    let file = cargo_build(dir, build, &[]);
+    built.push(((dir.to_string(), build), file.clone()));
+    file
+}
+
+/// Cargo builds of the extension crates share one target directory: one at a time.
+static BUILDING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Builds the Rust extension crate in `dir` with these environment variables set (a crate may
+/// read them with `env!` at build time) and copies the built file to `to`.
+pub fn rust_extension_with_env(dir: &str, build: Build, env: &[(&str, &str)], to: &Path) {
+    let _one_build_at_a_time = BUILDING.lock().unwrap_or_else(|p| p.into_inner());
+    let file = cargo_build(dir, build, env);
+    std::fs::copy(&file, to).unwrap();
+}
+
+fn cargo_build(dir: &str, build: Build, env: &[(&str, &str)]) -> PathBuf {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let target_dir = std::env::var("CARGO_TARGET_DIR")
         .map(PathBuf::from)
@@ -83,7 +101,8 @@ pub fn rust_extension(dir: &str, build: Build) -> PathBuf {
     .arg("--target-dir")
     .arg(&target_dir)
     .env_remove("RUSTFLAGS")
-    .env_remove("CARGO_BUILD_TARGET");
+    .env_remove("CARGO_BUILD_TARGET")
+    .envs(env.iter().copied());
     if build == Build::Wasm {
         cmd.args(["--target", "wasm32-wasip2"]);
     }
@@ -93,7 +112,7 @@ pub fn rust_extension(dir: &str, build: Build) -> PathBuf {
         "building {dir} ({build:?}) failed (is the wasm32-wasip2 target installed? `rustup target add wasm32-wasip2`):\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let file = String::from_utf8_lossy(&out.stdout)
+    String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .filter(|v| v["reason"] == "compiler-artifact" && v["target"]["kind"][0] == "cdylib")
@@ -104,9 +123,31 @@ pub fn rust_extension(dir: &str, build: Build) -> PathBuf {
             let ext = f.extension().and_then(|e| e.to_str()).unwrap_or("");
             matches!(ext, "wasm" | "so" | "dylib" | "dll")
         })
-        .unwrap_or_else(|| panic!("cargo names the library built from {dir}"));
-    built.push(((dir.to_string(), build), file.clone()));
-    file
+        .unwrap_or_else(|| panic!("cargo names the library built from {dir}"))
+}
+
+/// Copies the files of `from` (not its subfolders) into `to`, which is created.
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+    }
+}
+
+/// Polls `f` until it answers Some, for at most 20 s.
+pub fn within_20s<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(20),
+            "{what} did not happen within 20 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }
 
 /// Runs `thinghost` with these arguments.

@@ -3,15 +3,7 @@
 
 use serde_json::{Value as Json, json};
 use std::path::Path;
-use thinghost_tests::{Build, Server, ok, post, rust_extension, workspace};
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
-    }
-}
+use thinghost_tests::{Build, Server, copy_dir, ok, post, rust_extension, workspace};
 
 /// A plugin directory with the hello example and the given test fixtures.
 fn plugins(root: &Path, fixtures: &[&str]) -> std::path::PathBuf {
@@ -280,7 +272,13 @@ fn e1_broken_packages_are_refused_with_their_reason_and_the_others_load() {
     };
     assert_eq!(state("hello")["state"], "loaded");
     // The details carry the folder's content hash, as the plugin directory's watcher compares it.
-    let d = hello_details(&s, &admin);
+    let d = ok(
+        &s,
+        &admin,
+        "/Thingworx/Subsystems/PlatformSubsystem/Services/GetExtensionPackageDetails",
+        json!({"packageName": "hello"}),
+    )["rows"][0]["result"]
+        .clone();
     assert_eq!(
         d["contentHash"],
         thinghost_extensions::package::content_hash(&p.join("hello")).unwrap(),
@@ -618,188 +616,4 @@ fn e1_wasm_packages_that_do_not_match_their_manifest_are_refused() {
         text.contains("hostile 1.0.0: loads (wasm runtime"),
         "{text}"
     );
-}
-
-const RELOAD: &str = "/Thingworx/Subsystems/PlatformSubsystem/Services/ReloadExtension";
-
-/// A server with the hello example in its plugin directory (`extra` options added), and that
-/// directory.
-fn hello_server(t: &Path, extra: &[&str]) -> (Server, std::path::PathBuf) {
-    let p = plugins(t, &[]);
-    let mut args = vec!["--dev", "--plugins", p.to_str().unwrap()];
-    args.extend_from_slice(extra);
-    (Server::start(&t.join("d"), &args), p)
-}
-
-/// hello's `Greet("Ann")`; any answer but 200 fails the test.
-fn greet(s: &Server, key: &str) -> Json {
-    ok(
-        s,
-        key,
-        "/Thingworx/Things/HelloThing/Services/Greet",
-        json!({"who": "Ann"}),
-    )["rows"][0]["result"]
-        .clone()
-}
-
-/// hello's package details (version, contentHash, reloadError, ...).
-fn hello_details(s: &Server, key: &str) -> Json {
-    ok(
-        s,
-        key,
-        "/Thingworx/Subsystems/PlatformSubsystem/Services/GetExtensionPackageDetails",
-        json!({"packageName": "hello"}),
-    )["rows"][0]["result"]
-        .clone()
-}
-
-/// Rewrites hello's folder: its code, and its manifest at `version` with `more` appended.
-fn rewrite_hello(p: &Path, code: &str, version: &str, more: &str) {
-    let manifest = std::fs::read_to_string(workspace().join("examples/hello/plugin.toml")).unwrap();
-    std::fs::write(p.join("hello/main.rhai"), code).unwrap();
-    std::fs::write(
-        p.join("hello/plugin.toml"),
-        manifest.replace("version = \"1.0.0\"", &format!("version = \"{version}\"")) + more,
-    )
-    .unwrap();
-}
-
-const HI: &str = "fn greet(who) { \"Hi, \" + who + \"!\" }\n";
-const BROKEN: &str = "fn greet(who) { \"Hi, \" + \n";
-
-/// The hot-reload path, by hand: `ReloadExtension` replaces an extension's code without a
-/// restart; a folder that did not change is no change; a broken version is refused, named in
-/// the package list, and the loaded version keeps serving; a version that changes the model is
-/// refused with the advice to restart; only administrators may reload.
-#[test]
-fn reload_extension_replaces_code_and_a_broken_version_leaves_the_old_one_serving() {
-    let t = tempfile::tempdir().unwrap();
-    // By hand only: the watcher would race the test to each reload.
-    let (s, p) = hello_server(t.path(), &["--no-watch"]);
-    let admin = s.admin_key();
-    let reload = || post(&s, &admin, RELOAD, json!({"packageName": "hello"}));
-    assert_eq!(greet(&s, &admin), "Hello, Ann!");
-    let (st, v) = reload();
-    assert_eq!(
-        (st.as_u16(), &v["rows"][0]["result"]["outcome"]),
-        (200, &json!("unchanged")),
-        "{v}"
-    );
-
-    // New code, a new patch version: every later call runs it.
-    rewrite_hello(&p, HI, "1.0.1", "");
-    let (st, v) = reload();
-    assert_eq!(st.as_u16(), 200, "{v}");
-    assert_eq!(
-        v["rows"][0]["result"],
-        json!({"outcome": "replaced", "from": "1.0.0", "to": "1.0.1"})
-    );
-    assert_eq!(greet(&s, &admin), "Hi, Ann!");
-
-    // Broken code: refused with the reason; 1.0.1 keeps serving, and the list says why.
-    std::fs::write(p.join("hello/main.rhai"), BROKEN).unwrap();
-    let (st, v) = reload();
-    assert_eq!(st.as_u16(), 409, "{v}");
-    assert!(v["error"].as_str().unwrap().contains("hello"), "{v}");
-    assert_eq!(greet(&s, &admin), "Hi, Ann!");
-    let d = hello_details(&s, &admin);
-    assert_eq!(d["version"], "1.0.1", "{d}");
-    assert!(d["reloadError"].is_string(), "{d}");
-    // Put back as loaded: unchanged, and the recorded failure is gone.
-    std::fs::write(p.join("hello/main.rhai"), HI).unwrap();
-    let (st, v) = reload();
-    assert_eq!(
-        (st.as_u16(), &v["rows"][0]["result"]["outcome"]),
-        (200, &json!("unchanged")),
-        "{v}"
-    );
-    assert!(hello_details(&s, &admin)["reloadError"].is_null());
-
-    // Fixed code but a new property: a change of the model needs a restart, for now.
-    rewrite_hello(
-        &p,
-        "fn greet(who) { \"Hey, \" + who + \"!\" }\n",
-        "1.0.2",
-        "\n[[things.properties]]\nname = \"extra\"\ntype = \"STRING\"\n",
-    );
-    let (st, v) = reload();
-    assert_eq!(st.as_u16(), 409, "{v}");
-    assert!(v["error"].as_str().unwrap().contains("restart"), "{v}");
-    assert_eq!(greet(&s, &admin), "Hi, Ann!");
-
-    // A package that does not exist; a caller who is not an administrator.
-    let (st, v) = post(&s, &admin, RELOAD, json!({"packageName": "nope"}));
-    assert_eq!(st.as_u16(), 409, "{v}");
-    assert!(
-        v["error"]
-            .as_str()
-            .unwrap()
-            .contains("no extension package"),
-        "{v}"
-    );
-    ok(
-        &s,
-        &admin,
-        &format!("{ES}/CreateUser"),
-        json!({"name": "eve", "password": "a long password"}),
-    );
-    let key = ok(
-        &s,
-        &admin,
-        &format!("{ES}/CreateApplicationKey"),
-        json!({"name": "eve-key", "user": "eve"}),
-    )["rows"][0]["keyId"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let (st, _) = post(&s, &key, RELOAD, json!({"packageName": "hello"}));
-    assert!(matches!(st.as_u16(), 403 | 404), "{st}");
-}
-
-/// Polls `f` until it answers Some, for at most 20 s.
-fn within_20s<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let start = std::time::Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(
-            start.elapsed() < std::time::Duration::from_secs(20),
-            "{what} did not happen within 20 s"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-}
-
-/// The watched plugin directory: a changed extension folder reloads by itself once it is quiet,
-/// while a client keeps calling its service and every call succeeds; a broken change leaves the
-/// loaded version serving and says why.
-#[test]
-fn a_changed_extension_folder_reloads_by_itself_and_no_call_fails() {
-    let t = tempfile::tempdir().unwrap();
-    let (s, p) = hello_server(t.path(), &["--reload-quiet-ms", "100"]);
-    let admin = s.admin_key();
-    assert_eq!(greet(&s, &admin), "Hello, Ann!");
-    rewrite_hello(&p, HI, "1.0.1", "");
-    let mut answers = Vec::new();
-    within_20s("the reload", || {
-        answers.push(greet(&s, &admin));
-        (answers.last() == Some(&json!("Hi, Ann!"))).then_some(())
-    });
-    // Every answer was the old version's until the new one's, never anything else.
-    assert!(
-        answers[..answers.len() - 1]
-            .iter()
-            .all(|a| a == "Hello, Ann!"),
-        "{answers:?}"
-    );
-
-    std::fs::write(p.join("hello/main.rhai"), BROKEN).unwrap();
-    let d = within_20s("noticing the broken change", || {
-        assert_eq!(greet(&s, &admin), "Hi, Ann!");
-        let d = hello_details(&s, &admin);
-        d["reloadError"].is_string().then_some(d)
-    });
-    assert_eq!(d["version"], "1.0.1", "{d}");
-    assert_eq!(greet(&s, &admin), "Hi, Ann!");
 }

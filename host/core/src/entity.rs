@@ -250,6 +250,29 @@ pub struct ThingBody {
     pub definitions: Definitions,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub values: BTreeMap<String, Json>,
+    /// Set while the Thing is disabled because the extension its template came from was removed:
+    /// what it had from that extension, kept until the extension comes back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parked: Option<Parked>,
+}
+
+/// What a user's Thing had from an extension that was removed (DOMAIN E5: the Thing stays, with
+/// its values and permissions). While parked, the Thing is based on `GenericThing`, no service of
+/// it runs and no property of it is written; when the extension is installed again, its template,
+/// shapes and values come back.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Parked {
+    /// The removed extension.
+    pub extension: String,
+    /// The Thing's template, from that extension.
+    pub thing_template: String,
+    /// The shapes of that extension the Thing implemented.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub thing_shapes: Vec<String>,
+    /// The values of the properties that left with the extension.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub values: BTreeMap<String, Json>,
 }
 
 /// A ThingTemplate: one base template (none only for the root `GenericThing`), implemented
@@ -476,6 +499,7 @@ impl Entity {
                 thing_shapes: vec![],
                 definitions: Definitions::default(),
                 values: BTreeMap::new(),
+                parked: None,
             }),
         )
     }

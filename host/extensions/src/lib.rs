@@ -16,7 +16,7 @@ pub mod wasm_runtime;
 pub use manifest::{Manifest, ManifestError, Package};
 pub use plan::{Plan, plan};
 
-use thinghost_core::{Batch, Kind, Model, ModelError, Tx, View};
+use thinghost_core::{Batch, Body, Entity, Kind, Model, ModelError, Parked, Tx, View};
 
 /// Brings an extension's entities into the model, all in one transaction: either every entity is
 /// valid and becomes visible, or nothing changes (DOMAIN E3). The entities are marked as the
@@ -103,8 +103,132 @@ pub fn contribution(
             e.extension = Some(name.clone());
             tx.put(e);
         }
-        Ok(())
+        unpark(tx, &name)
     })
+}
+
+/// The Things parked when `extension` was removed get back what they had from it, if the
+/// returning version still has their template and shapes (else they stay parked). A value of a
+/// property the returning version no longer defines is dropped.
+fn unpark(tx: &mut Tx<'_>, extension: &str) -> Result<(), ModelError> {
+    let parked: Vec<Entity> = tx
+        .entities(Kind::Thing)
+        .filter(|e| {
+            matches!(&e.body, Body::Thing(t)
+                if t.parked.as_ref().is_some_and(|p| p.extension == extension))
+        })
+        .cloned()
+        .collect();
+    for mut e in parked {
+        let Body::Thing(t) = &mut e.body else {
+            continue;
+        };
+        let p = t.parked.take().expect("filtered on it");
+        if !tx.contains(Kind::ThingTemplate, &p.thing_template)
+            || p.thing_shapes
+                .iter()
+                .any(|s| !tx.contains(Kind::ThingShape, s))
+        {
+            continue;
+        }
+        t.thing_template = p.thing_template;
+        t.thing_shapes.extend(p.thing_shapes);
+        t.values.extend(p.values);
+        let defined = thinghost_core::validate::merged_definitions(tx, &e)?;
+        if let Body::Thing(t) = &mut e.body {
+            t.values.retain(|k, _| defined.properties.contains_key(k));
+        }
+        tx.put(e);
+    }
+    Ok(())
+}
+
+/// The change that takes an extension's contributions out of the model (its folder left the
+/// plugin directory), in one transaction. A Thing a user made from one of its templates, or that
+/// implements one of its shapes, stays: parked ([`Parked`]), based on `GenericThing`, with its
+/// own values and permissions, until the extension comes back ([`contribution`] restores it).
+/// Anything else of the model that still uses the extension's entities (a user's template based
+/// on one of its templates, a data shape in use) refuses the removal, naming its users.
+pub fn removal(extension: &str) -> impl FnOnce(&mut Tx<'_>) -> Result<(), ModelError> + use<> {
+    let name = extension.to_string();
+    move |tx: &mut Tx<'_>| {
+        let owned: Vec<(Kind, String)> = Kind::ALL
+            .iter()
+            .flat_map(|k| {
+                tx.entities(*k)
+                    .filter(|e| e.extension.as_deref() == Some(name.as_str()))
+                    .map(|e| (*k, e.name.clone()))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let owns = |k: Kind, n: &str| owned.iter().any(|(ok, on)| *ok == k && on == n);
+        let users: Vec<Entity> = tx
+            .entities(Kind::Thing)
+            .filter(|e| e.extension.as_deref() != Some(name.as_str()))
+            .filter(|e| match &e.body {
+                Body::Thing(t) => {
+                    owns(Kind::ThingTemplate, &t.thing_template)
+                        || t.thing_shapes.iter().any(|s| owns(Kind::ThingShape, s))
+                }
+                _ => false,
+            })
+            .cloned()
+            .collect();
+        for mut e in users {
+            let Body::Thing(t) = &mut e.body else {
+                continue;
+            };
+            if let Some(p) = &t.parked {
+                return Err(ModelError::Invalid {
+                    entity: format!("extension {name}"),
+                    message: format!(
+                        "Thing {} is already disabled until extension {} comes back; install {} again or delete the Thing first",
+                        e.name, p.extension, p.extension
+                    ),
+                });
+            }
+            let (gone, kept): (Vec<String>, Vec<String>) = t
+                .thing_shapes
+                .iter()
+                .cloned()
+                .partition(|s| owns(Kind::ThingShape, s));
+            let template = if owns(Kind::ThingTemplate, &t.thing_template) {
+                std::mem::replace(
+                    &mut t.thing_template,
+                    thinghost_core::predefined::GENERIC_THING.to_string(),
+                )
+            } else {
+                t.thing_template.clone()
+            };
+            t.thing_shapes = kept;
+            let all_values = std::mem::take(&mut t.values);
+            let left = thinghost_core::validate::merged_definitions(tx, &e)?;
+            let (stay, go): (std::collections::BTreeMap<_, _>, _) = all_values
+                .into_iter()
+                .partition(|(k, _)| left.properties.contains_key(k));
+            if let Body::Thing(t) = &mut e.body {
+                t.values = stay;
+                t.parked = Some(Parked {
+                    extension: name.clone(),
+                    thing_template: template,
+                    thing_shapes: gone,
+                    values: go,
+                });
+            }
+            tx.put(e);
+        }
+        let rank = |k: &Kind| match k {
+            Kind::Thing => 0,
+            Kind::ThingTemplate => 1,
+            _ => 2,
+        };
+        let mut owned = owned.clone();
+        owned.sort_by_key(|(k, _)| rank(k));
+        for (k, n) in owned {
+            tx.delete(k, &n)?;
+        }
+        Ok(())
+    }
 }
 
 fn union(a: &thinghost_core::Acl, b: &thinghost_core::Acl) -> thinghost_core::Acl {

@@ -392,3 +392,64 @@ fn limits_default_per_key_and_out_of_range_values_are_refused() {
         "{e}"
     );
 }
+
+/// Removing an extension (its folder left the plugin directory): its entities leave; a user's
+/// Thing made from its template stays, parked on GenericThing with its own permissions, its
+/// values kept aside; the extension's return restores template and values. A user's template
+/// based on the extension's refuses the removal, naming it, and changes nothing.
+#[test]
+fn e5_a_removed_extension_leaves_users_things_parked_until_it_returns() {
+    let v1 = parse(&PUMPS_V1.replace("VERSION", "1.0.0")).unwrap();
+    let mut model = Model::with_predefined();
+    contribute(&mut model, &v1).unwrap();
+    model.create(Entity::user("op")).unwrap();
+    let mut p = Entity::thing("MyPump", "PumpTemplate");
+    if let Body::Thing(t) = &mut p.body {
+        t.values.insert("rpm".into(), serde_json::json!(900));
+        t.thing_shapes.push("Obsolete".into());
+    }
+    p.permissions.run_time.push(PermissionEntry::new(
+        PrincipalRef::user("op"),
+        Permission::PropertyRead,
+        "*",
+        true,
+    ));
+    model.create(p.clone()).unwrap();
+
+    model
+        .change(thinghost_extensions::removal("pumps"))
+        .unwrap();
+    assert!(owned(&model, "pumps").is_empty());
+    assert!(model.get(Kind::ThingTemplate, "PumpTemplate").is_none());
+    let parked = model.get(Kind::Thing, "MyPump").unwrap();
+    assert_eq!(parked.permissions, p.permissions);
+    let Body::Thing(t) = &parked.body else {
+        panic!("a Thing")
+    };
+    assert_eq!(t.thing_template, "GenericThing");
+    assert!(t.thing_shapes.is_empty() && t.values.is_empty());
+    assert_eq!(
+        t.parked,
+        Some(Parked {
+            extension: "pumps".into(),
+            thing_template: "PumpTemplate".into(),
+            thing_shapes: vec!["Obsolete".into()],
+            values: [("rpm".to_string(), serde_json::json!(900))].into(),
+        })
+    );
+
+    // The extension comes back: the Thing is as it was.
+    contribute(&mut model, &v1).unwrap();
+    assert_eq!(model.get(Kind::Thing, "MyPump").unwrap(), &p);
+
+    // A user's template based on the extension's: the removal is refused, naming it.
+    model
+        .create(Entity::template("MyPumpTemplate", "PumpTemplate"))
+        .unwrap();
+    let before = model.export();
+    let err = model
+        .change(thinghost_extensions::removal("pumps"))
+        .unwrap_err();
+    assert!(err.to_string().contains("MyPumpTemplate"), "{err}");
+    assert_eq!(model.export(), before);
+}

@@ -68,6 +68,31 @@ impl Registry {
             .cloned()
     }
 
+    /// Rebuilds the service handlers from the loaded packages: every generation links its
+    /// services anew, so a dependent's handlers are re-linked in the same swap as its dependency.
+    pub(crate) fn relink(&mut self) {
+        self.handlers.clear();
+        for st in self.packages.values() {
+            if let State::Loaded(l) = st {
+                for (kind, entity, s) in l.manifest.handlers() {
+                    self.handlers.insert(
+                        (kind, entity.to_string(), s.name.clone()),
+                        (l.clone(), s.handler.clone()),
+                    );
+                }
+            }
+        }
+    }
+
+    /// The package whose folder is `folder`, if any.
+    pub fn at(&self, folder: &Path) -> Option<(&String, &State)> {
+        let same = |d: &Path| d == folder || d.canonicalize().is_ok_and(|d| d == folder);
+        self.packages.iter().find(|(_, st)| match st {
+            State::Loaded(l) => same(&l.dir),
+            State::Refused { dir, .. } => same(dir),
+        })
+    }
+
     /// A summary per package, for logs, `plugin list` and `GetExtensionPackageList`.
     pub fn summary(&self) -> Vec<Json> {
         self.packages
@@ -102,184 +127,6 @@ impl Registry {
 pub struct Source {
     pub dir: PathBuf,
     pub options: LoadOptions,
-}
-
-/// What a reload did.
-#[derive(Debug, PartialEq)]
-pub enum Reloaded {
-    /// The folder's content is what is loaded: nothing to do.
-    Unchanged,
-    /// The new version serves every call that starts from now on.
-    Replaced { from: String, to: String },
-}
-
-/// Reloads the package `name` from its folder, by hand (`ReloadExtension`) or for the watcher.
-///
-/// This version reloads what a package's code is: its entry, handlers, limits and capabilities.
-/// A new version whose contributions to the model differ (Things, templates, shapes, data shapes,
-/// permissions) is refused with the advice to restart. The new version is loaded completely
-/// beside the old one; if anything fails, the old one keeps serving and the failure is recorded
-/// (`reloadError` in the package list). Otherwise the next generation is published with one
-/// swap: calls already running finish on the old version, every later call runs the new one.
-pub fn reload(app: &App, name: &str) -> Result<Reloaded, String> {
-    let Some(source) = &app.plugins else {
-        return Err("the server runs without a plugin directory (serve --plugins DIR)".into());
-    };
-    let _one_at_a_time = app.reload_lock.lock().unwrap_or_else(|p| p.into_inner());
-    let current = app.extensions.load_full();
-    let mut next = (*current).clone();
-    let outcome = match replace(&current, source, name) {
-        Ok((from, Some(loaded))) => {
-            next.handlers.retain(|_, (l, _)| l.manifest.name() != name);
-            for (kind, entity, s) in loaded.manifest.handlers() {
-                next.handlers.insert(
-                    (kind, entity.to_string(), s.name.clone()),
-                    (loaded.clone(), s.handler.clone()),
-                );
-            }
-            let to = loaded.manifest.extension.version.to_string();
-            next.packages
-                .insert(name.to_string(), State::Loaded(loaded));
-            next.reload_failures.remove(name);
-            Ok(Reloaded::Replaced { from, to })
-        }
-        // The folder is back to what is loaded: a failure recorded since is void.
-        Ok((_, None)) if next.reload_failures.remove(name).is_some() => Ok(Reloaded::Unchanged),
-        Ok((_, None)) => return Ok(Reloaded::Unchanged),
-        Err(reason) if next.packages.contains_key(name) => {
-            next.reload_failures
-                .insert(name.to_string(), reason.clone());
-            Err(reason)
-        }
-        Err(reason) => return Err(reason),
-    };
-    app.extensions.store(Arc::new(next));
-    outcome
-}
-
-/// [`reload`], logged, and audited for `user` (category `Extensions`): `extensionReloaded` or
-/// `extensionReloadRefused` with the reason; an unchanged folder is neither.
-pub fn reload_audited(app: &App, user: &str, name: &str) -> Result<Reloaded, String> {
-    let outcome = reload(app, name);
-    match &outcome {
-        Ok(Reloaded::Unchanged) => {}
-        Ok(Reloaded::Replaced { from, to }) => {
-            tracing::info!(extension = %name, %from, %to, "extension reloaded");
-            app.audit(
-                user,
-                "Extensions",
-                "extensionReloaded",
-                json!({"extension": name, "from": from, "to": to}),
-                name,
-                "Extension",
-            );
-        }
-        Err(reason) => {
-            tracing::warn!(extension = %name, %reason, "extension reload refused; the loaded version keeps serving");
-            app.audit(
-                user,
-                "Extensions",
-                "extensionReloadRefused",
-                json!({"extension": name, "reason": reason}),
-                name,
-                "Extension",
-            );
-        }
-    }
-    outcome
-}
-
-/// The new version of `name`, loaded beside the current one (None: unchanged); or why not.
-fn replace(
-    current: &Registry,
-    source: &Source,
-    name: &str,
-) -> Result<(String, Option<Arc<Loaded>>), String> {
-    let old = match current.packages.get(name) {
-        Some(State::Loaded(l)) => l.clone(),
-        Some(State::Refused { .. }) => {
-            return Err(format!(
-                "extension {name} is not loaded, so there is nothing to replace; restart the server to load it"
-            ));
-        }
-        None => return Err(format!("there is no extension package {name:?}")),
-    };
-    if matches!(old.runtime, Code::Native(_)) {
-        return Err(format!(
-            "extension {name} is a native library, which is never unloaded (unloading Rust code is unsound): restart the server to replace it"
-        ));
-    }
-    let folder = old.dir.clone();
-    let hash = thinghost_extensions::package::content_hash(&folder)
-        .map_err(|e| format!("extension {name}: {e}"))?;
-    let from = old.manifest.extension.version.to_string();
-    if hash == old.hash {
-        return Ok((from, None));
-    }
-    let m = Manifest::read(&folder).map_err(|e| e.to_string())?;
-    if m.name() != name {
-        return Err(format!(
-            "the folder {} now holds the extension {:?}, not {name:?}; restart the server to load it",
-            folder.display(),
-            m.name()
-        ));
-    }
-    if m.extension.version < old.manifest.extension.version {
-        return Err(format!(
-            "extension {name}: version {} is lower than the loaded {from}; a downgrade needs a restart",
-            m.extension.version
-        ));
-    }
-    let mut same_model = m.clone();
-    same_model.extension = old.manifest.extension.clone();
-    same_model.requires = old.manifest.requires.clone();
-    same_model.capabilities = old.manifest.capabilities.clone();
-    same_model.limits = old.manifest.limits;
-    if same_model != old.manifest {
-        return Err(format!(
-            "extension {name} {}: its contributions to the model (Things, templates, shapes, data shapes, permissions or service handlers) differ from {from}'s; this version of thinghost reloads code, limits and capabilities only: restart the server to apply it",
-            m.extension.version
-        ));
-    }
-    for (dep, req) in &m.requires {
-        match current.packages.get(dep) {
-            Some(State::Loaded(d)) if req.matches(&d.manifest.extension.version) => {}
-            _ => {
-                return Err(format!(
-                    "extension {name} {} needs {dep} {req}, which is not loaded",
-                    m.extension.version
-                ));
-            }
-        }
-    }
-    for (other, state) in &current.packages {
-        if let State::Loaded(l) = state
-            && let Some(req) = l.manifest.requires.get(name)
-            && !req.matches(&m.extension.version)
-        {
-            return Err(format!(
-                "extension {other} needs {name} {req}, which version {} is not; the old version keeps serving",
-                m.extension.version
-            ));
-        }
-    }
-    if m.extension.runtime == thinghost_extensions::manifest::Runtime::Native {
-        return Err(format!(
-            "extension {name} {} turns into a native library, which loads only at start: restart the server",
-            m.extension.version
-        ));
-    }
-    let runtime = Code::load(&m, &folder, &source.options)
-        .map_err(|e| format!("extension {name} {}: {e}", m.extension.version))?;
-    Ok((
-        from,
-        Some(Arc::new(Loaded {
-            manifest: m,
-            dir: folder,
-            runtime,
-            hash,
-        })),
-    ))
 }
 
 /// Reads, orders, compiles and contributes every package of `dir`. A package that fails anything
@@ -398,7 +245,7 @@ pub fn load_dir_with(
     Ok(registry)
 }
 
-fn load_one(
+pub(crate) fn load_one(
     m: &Manifest,
     folder: &Path,
     options: &LoadOptions,

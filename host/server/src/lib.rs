@@ -1,7 +1,8 @@
 //! # thinghost
 //!
-//! The `thinghost` command: `init`, `check` and `model import|export` now; the HTTP server and
-//! the plugin runtimes join as their own modules. This crate is the only one that touches the
+//! The `thinghost` command and server: the REST API (`rest`, `services`), authentication
+//! (`auth`, `keys`, `tls`), the extension host (`extensions`, with hot reload in `reload` and the
+//! plugin directory watch in `watch`), and the administration commands (`cli`). This crate is the only one that touches the
 //! file system layout of a data directory, the clock and the random number generator.
 
 pub mod app;
@@ -10,9 +11,11 @@ pub mod cli;
 pub mod extensions;
 pub mod http;
 pub mod keys;
+pub mod reload;
 pub mod rest;
 pub mod services;
 pub mod tls;
+pub mod watch;
 
 /// The host version, as extensions' `host` requirements see it.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -24,4 +27,3 @@ pub fn now_ms() -> i64 {
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
 }
-pub mod watch;

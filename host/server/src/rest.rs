@@ -140,6 +140,11 @@ fn describe(m: &Model, e: &Entity) -> Json {
         Body::Thing(t) => {
             v["thingTemplate"] = json!(t.thing_template);
             v["implementedShapes"] = json!(t.thing_shapes);
+            // Disabled while the extension its template came from is removed.
+            v["enabled"] = json!(t.parked.is_none());
+            if let Some(p) = &t.parked {
+                v["parked"] = json!(p);
+            }
         }
         Body::ThingTemplate(t) => {
             v["baseThingTemplate"] = json!(t.base_thing_template);
@@ -296,6 +301,9 @@ pub fn handle(
                 Permission::PropertyWrite,
                 path,
             )?;
+            if let Some(refusal) = db.model().get(kind, name).and_then(disabled) {
+                return Err(refusal);
+            }
             if def.read_only {
                 return Err(ApiError::new(
                     StatusCode::FORBIDDEN,
@@ -368,6 +376,9 @@ pub fn handle(
                 Kind::Thing | Kind::ThingTemplate => find_service(m, e, service),
                 _ => None,
             };
+            if let Some(refusal) = disabled(e) {
+                return Err(refusal);
+            }
             let Some((def, source)) = found else {
                 return Err(ApiError::new(
                     StatusCode::NOT_FOUND,
@@ -467,6 +478,22 @@ fn checked_property(
     property(m, e, prop)
 }
 
+/// Why a Thing answers no service call and no property write: it is parked, disabled until the
+/// extension its template came from is installed again (`Parked`).
+fn disabled(e: &Entity) -> Option<ApiError> {
+    let Body::Thing(t) = &e.body else {
+        return None;
+    };
+    let p = t.parked.as_ref()?;
+    Some(ApiError::new(
+        StatusCode::CONFLICT,
+        format!(
+            "Thing {} is disabled: its template {} came from extension {}, which was removed from the plugin directory; it works again when {} is installed again",
+            e.name, p.thing_template, p.extension, p.extension
+        ),
+    ))
+}
+
 /// A property of a Thing: its definition and current value (or default).
 fn property<'m>(
     m: &'m Model,
@@ -480,6 +507,9 @@ fn property<'m>(
         ));
     };
     let (def, _) = find_property(m, e, prop).ok_or_else(|| {
+        if let Some(refusal) = disabled(e) {
+            return refusal;
+        }
         ApiError::new(
             StatusCode::NOT_FOUND,
             format!("Thing {} has no property {prop:?}", e.name),

@@ -1375,10 +1375,13 @@ fn change_password(call: &mut Call<'_>) -> Result<Reply, ApiError> {
     Ok(Reply::Empty)
 }
 
-/// `Subsystems/PlatformSubsystem/Services/ReloadExtension(packageName)`, administrators only:
-/// reloads one extension package from its folder (`extensions::reload`). Answers what happened
-/// (`unchanged`, or `replaced` with both versions); a refusal is a 409 with the reason, and the
-/// loaded version keeps serving. Every outcome but `unchanged` is audited.
+/// `Subsystems/PlatformSubsystem/Services/ReloadExtension(packageName, force)`, administrators
+/// only: brings the package's folder in line with the running server (`reload::sync_folder`):
+/// loads a new folder, replaces a changed version, removes a package whose folder is gone.
+/// `force` allows a lower version than the loaded one. Answers what happened to each package
+/// (`outcomes`: `unchanged`, `added`, `replaced`, `removed`, `forgotten`); a refusal is a 409
+/// with the reason, and the loaded version keeps serving. Every outcome but `unchanged` is
+/// audited.
 pub fn reload_extension(
     app: &std::sync::Arc<App>,
     caller: &Caller,
@@ -1402,7 +1405,10 @@ pub fn reload_extension(
             caller,
             "ReloadExtension",
             &mut params,
-            &[("packageName", BaseType::String, true)],
+            &[
+                ("packageName", BaseType::String, true),
+                ("force", BaseType::Boolean, false),
+            ],
         )?;
     }
     let name = params
@@ -1410,15 +1416,43 @@ pub fn reload_extension(
         .and_then(Json::as_str)
         .unwrap_or_default()
         .to_string();
-    match crate::extensions::reload_audited(app, &caller.name, &name) {
-        Ok(crate::extensions::Reloaded::Unchanged) => {
-            Ok(result(BaseType::Json, json!({"outcome": "unchanged"})))
+    let force = params.get("force").and_then(Json::as_bool).unwrap_or(false);
+    let Some(folder) = crate::reload::folder_of(app, &name) else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            match &app.plugins {
+                Some(p) => format!(
+                    "there is no extension package {name:?}, and no folder {name:?} in the plugin directory {}",
+                    p.dir.display()
+                ),
+                None => "the server runs without a plugin directory (serve --plugins DIR)".into(),
+            },
+        ));
+    };
+    match crate::reload::sync_audited(app, &caller.name, &folder, force) {
+        Ok(done) => {
+            let outcomes: Vec<Json> = done
+                .iter()
+                .map(|(package, what)| {
+                    use crate::reload::Outcome;
+                    match what {
+                        Outcome::Unchanged => json!({"package": package, "outcome": "unchanged"}),
+                        Outcome::Added { version } => {
+                            json!({"package": package, "outcome": "added", "version": version})
+                        }
+                        Outcome::Replaced { from, to } => {
+                            json!({"package": package, "outcome": "replaced", "from": from, "to": to})
+                        }
+                        Outcome::Removed { version } => {
+                            json!({"package": package, "outcome": "removed", "version": version})
+                        }
+                        Outcome::Forgotten => json!({"package": package, "outcome": "forgotten"}),
+                    }
+                })
+                .collect();
+            Ok(result(BaseType::Json, json!({ "outcomes": outcomes })))
         }
-        Ok(crate::extensions::Reloaded::Replaced { from, to }) => Ok(result(
-            BaseType::Json,
-            json!({"outcome": "replaced", "from": from, "to": to}),
-        )),
-        Err(reason) => Err(ApiError::new(StatusCode::CONFLICT, reason)),
+        Err(r) => Err(ApiError::new(StatusCode::CONFLICT, r.reason)),
     }
 }
 
@@ -1466,12 +1500,20 @@ fn extension_packages(call: &mut Call<'_>) -> Result<Reply, ApiError> {
                 "reason".into(),
                 p.get("reason").cloned().unwrap_or(json!("")),
             );
+            // Why the last reload failed while this version keeps serving.
+            r.insert(
+                "reloadError".into(),
+                p.get("reloadError")
+                    .filter(|e| e.is_string())
+                    .cloned()
+                    .unwrap_or(json!("")),
+            );
             r
         })
         .collect();
     Ok(Reply::Json(
         InfoTable {
-            fields: ["name", "version", "state", "reason"]
+            fields: ["name", "version", "state", "reason", "reloadError"]
                 .iter()
                 .map(|n| Field {
                     name: n.to_string(),

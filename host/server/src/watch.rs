@@ -2,10 +2,8 @@
 //! (`extensions::reload`) once the folder has been quiet for a while, so that an editor's save or
 //! a `cp -r` (many events) makes one reload of the finished content. A folder whose content hash
 //! did not change is no reload; a failed reload leaves the old version serving, with the reason
-//! logged, audited and in the package list.
-//!
-//! For now, a folder added while the server runs, or one whose package was refused at start,
-//! loads at the next start; the watcher logs that.
+//! logged, audited and in the package list. A new folder loads; a removed one unloads
+//! (`reload.rs` says how).
 
 use crate::app::App;
 use notify::{RecursiveMode, Watcher};
@@ -77,41 +75,15 @@ fn top_folder(dir: &Path, path: &Path) -> Option<String> {
     (!name.starts_with('.')).then_some(name)
 }
 
-/// A folder of the plugin directory changed and is quiet now.
+/// A folder of the plugin directory changed and is quiet now: add, change or remove its
+/// extension, as `ReloadExtension` would (never forced: a downgrade needs a hand).
 fn changed(app: &Arc<App>, dir: &Path, folder: &str) {
-    let path = dir.join(folder);
-    let is_here = |d: &Path| d.canonicalize().is_ok_and(|d| d == path) || d == path;
-    let package = app
-        .extensions
-        .load()
-        .packages
-        .iter()
-        .find(|(_, st)| match st {
-            crate::extensions::State::Loaded(l) => is_here(&l.dir),
-            crate::extensions::State::Refused { dir, .. } => is_here(dir),
-        })
-        .map(|(name, st)| {
-            (
-                name.clone(),
-                matches!(st, crate::extensions::State::Loaded(_)),
-            )
-        });
-    match package {
-        Some((name, true)) => {
-            let _ =
-                crate::extensions::reload_audited(app, thinghost_core::predefined::SYSTEM, &name);
-        }
-        Some((name, false)) => tracing::warn!(
-            extension = %name,
-            folder = %path.display(),
-            "a refused extension's folder changed: it loads at the next start"
-        ),
-        None if path.is_dir() => tracing::warn!(
-            folder = %path.display(),
-            "a new extension folder: it loads at the next start"
-        ),
-        None => {}
-    }
+    let _ = crate::reload::sync_audited(
+        app,
+        thinghost_core::predefined::SYSTEM,
+        &dir.join(folder),
+        false,
+    );
 }
 
 #[cfg(test)]

@@ -129,6 +129,13 @@ pub fn run(args: Args) -> Result<i32, Failure> {
     let mut source = None;
     let extensions = match &args.plugins {
         Some(plugins) => {
+            // Absolute from here on: the watcher and the reloads compare folders by path.
+            let plugins = &plugins.canonicalize().map_err(|e| {
+                format!(
+                    "cannot read the plugin directory {}: {e}; create it, or leave out --plugins",
+                    plugins.display()
+                )
+            })?;
             let options = thinghost_extensions::code::LoadOptions {
                 wasm_cache: Some(dir.join("cache").join("wasm")),
                 allow_native: args.allow_native,
@@ -139,6 +146,7 @@ pub fn run(args: Args) -> Result<i32, Failure> {
                 );
             }
             let registry = crate::extensions::load_dir(plugins, &options, &mut db)?;
+            crate::reload::remove_absent(&mut db, &registry);
             for p in registry.summary() {
                 match p["state"].as_str() {
                     Some("loaded") => {
