@@ -174,6 +174,27 @@ fn reload_extension_by_hand_replaces_code_and_model_and_a_broken_version_leaves_
     assert_eq!(st, 409, "{v}");
     assert!(v["error"].as_str().unwrap().contains("hello"), "{v}");
     assert_eq!(greet(&s, &admin), "Hi, Ann!");
+    // The same from a shell: `thinghost plugin reload` says why, exit status 1.
+    let plugin_reload = |name: &str| {
+        thinghost_tests::thinghost(&[
+            "plugin",
+            "reload",
+            name,
+            "--url",
+            &s.at(""),
+            "--app-key-file",
+            s.dir.join("admin.appkey").to_str().unwrap(),
+            "--ca-cert",
+            s.dir.join("dev-cert.pem").to_str().unwrap(),
+        ])
+    };
+    let out = plugin_reload("hello");
+    let (stdout, stderr) = thinghost_tests::text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(
+        stderr.contains("refused: ") && stderr.contains("hello"),
+        "{stderr}"
+    );
     let d = details(&s, &admin, "hello").unwrap();
     assert_eq!(d["version"], "1.0.1", "{d}");
     assert!(d["reloadError"].is_string(), "{d}");
@@ -185,6 +206,18 @@ fn reload_extension_by_hand_replaces_code_and_model_and_a_broken_version_leaves_
         (200, vec![outcome("hello", "unchanged")])
     );
     assert!(details(&s, &admin, "hello").unwrap()["reloadError"].is_null());
+
+    // Fixed again, by the command: replaced, exit status 0.
+    std::fs::write(
+        p.join("hello/main.rhai"),
+        "fn greet(who) { \"Hi there, \" + who + \"!\" }\n",
+    )
+    .unwrap();
+    let out = plugin_reload("hello");
+    let (stdout, stderr) = thinghost_tests::text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    assert_eq!(stdout.trim(), "hello: 1.0.1 -> 1.0.1");
+    assert_eq!(greet(&s, &admin), "Hi there, Ann!");
 
     // A new property and code that reads it: model and code change in one swap.
     rewrite_hello(

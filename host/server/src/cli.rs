@@ -8,6 +8,7 @@ mod check;
 pub mod init;
 mod model;
 mod plugin;
+pub mod remote;
 mod serve;
 
 /// thinghost: a platform core for connected devices, in the style of PTC ThingWorx.
@@ -28,7 +29,7 @@ enum Command {
     Model(model::Args),
     /// Run the server: the REST API over TLS (see --help for the transport options).
     Serve(serve::Args),
-    /// List or check the extension packages of a plugin directory, without serving them.
+    /// List or check the extension packages of a plugin directory; reload one in a running server.
     Plugin(plugin::Args),
 }
 

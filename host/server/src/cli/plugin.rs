@@ -1,4 +1,4 @@
-//! `thinghost plugin list|check DIR`.
+//! `thinghost plugin list|check DIR`, `plugin reload NAME`.
 
 use super::Failure;
 use std::path::PathBuf;
@@ -8,7 +8,7 @@ use thinghost_store::Db;
 
 #[derive(clap::Args, Debug)]
 #[command(
-    after_help = "Both do what `serve --plugins DIR` does at start (read the manifests, order them, compile \
+    after_help = "list and check do what `serve --plugins DIR` does at start (read the manifests, order them, compile \
 the code, check every handler, contribute the entities) on a model in memory: nothing is written. With --data, \
 the contributions are checked against that data directory's model.\n\nExit status of check: 0 if every package \
 would load, 1 if any would be refused, 2 on error."
@@ -24,10 +24,25 @@ enum Action {
     List(Target),
     /// Like list, and exit with status 1 if any package would be refused.
     Check(Target),
+    /// Bring one package of a running server's plugin directory in line with its folder (load a
+    /// new one, replace a changed one, remove one whose folder is gone), as the directory's
+    /// watcher does; the server's ReloadExtension service. Exit status 1 if refused.
+    Reload(Reload),
     /// Print the reference of the Rhai host API (generated from the host API's one definition).
     RhaiApi,
     /// Print the WIT contract of WebAssembly extensions (generated from the same definition).
     Wit,
+}
+
+#[derive(clap::Args, Debug)]
+struct Reload {
+    /// The package's name (its folder's, for a new one).
+    name: String,
+    /// Accept a lower version than the loaded one.
+    #[arg(long)]
+    force: bool,
+    #[command(flatten)]
+    remote: super::remote::Remote,
 }
 
 #[derive(clap::Args, Debug)]
@@ -57,6 +72,7 @@ pub fn run(args: Args) -> Result<i32, Failure> {
             print!("{}", thinghost_extensions::host_api::wit());
             return Ok(0);
         }
+        Action::Reload(r) => return reload(r),
     };
     let mut model = match &target.data {
         Some(d) => {
@@ -119,4 +135,45 @@ pub fn run(args: Args) -> Result<i32, Failure> {
     }
     let refused = summary.iter().any(|p| p["state"] != "loaded");
     Ok(if check && refused { 1 } else { 0 })
+}
+
+fn reload(r: Reload) -> Result<i32, Failure> {
+    let body = serde_json::json!({"packageName": r.name, "force": r.force});
+    let (status, reply) = r.remote.post(
+        "/Thingworx/Subsystems/PlatformSubsystem/Services/ReloadExtension",
+        &body,
+    )?;
+    match status {
+        200 => {}
+        // Refused: the loaded version, if any, keeps serving.
+        409 => {
+            eprintln!("refused: {}", super::remote::Remote::message(&reply));
+            return Ok(1);
+        }
+        _ => {
+            return Err(Failure(format!(
+                "the server answered {status}: {}",
+                super::remote::Remote::message(&reply)
+            )));
+        }
+    }
+    for o in reply["rows"][0]["result"]["outcomes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        let package = o["package"].as_str().unwrap_or("");
+        match o["outcome"].as_str().unwrap_or("") {
+            "unchanged" => println!("{package}: unchanged (the folder holds what is loaded)"),
+            "added" => println!("{package} {}: loaded", o["version"].as_str().unwrap_or("")),
+            "replaced" => println!(
+                "{package}: {} -> {}",
+                o["from"].as_str().unwrap_or(""),
+                o["to"].as_str().unwrap_or("")
+            ),
+            "removed" => println!("{package} {}: removed", o["version"].as_str().unwrap_or("")),
+            other => println!("{package}: {other}"),
+        }
+    }
+    Ok(0)
 }
