@@ -35,6 +35,16 @@ pub fn target(sub: &str) -> PathBuf {
 /// Builds the `cdylib` of the crate at `dir` (a workspace of its own) in release mode, for
 /// `target` (None: natively), and returns the file.
 pub fn build_cdylib(dir: &Path, target_triple: Option<&str>) -> PathBuf {
+    build_cdylib_with_env(dir, target_triple, &[])
+}
+
+/// [`build_cdylib`] with these environment variables set for the build (a crate may read them
+/// with `env!`).
+pub fn build_cdylib_with_env(
+    dir: &Path,
+    target_triple: Option<&str>,
+    env: &[(&str, &str)],
+) -> PathBuf {
     let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     cmd.args([
         "build",
@@ -48,7 +58,8 @@ pub fn build_cdylib(dir: &Path, target_triple: Option<&str>) -> PathBuf {
     .arg("--target-dir")
     .arg(target("extensions"))
     .env_remove("RUSTFLAGS")
-    .env_remove("CARGO_BUILD_TARGET");
+    .env_remove("CARGO_BUILD_TARGET")
+    .envs(env.iter().copied());
     if let Some(t) = target_triple {
         cmd.args(["--target", t]);
     }

@@ -10,3 +10,4 @@ pub mod cedar;
 
 pub use thinghost_bench_model::{model, timing};
 pub mod dispatch;
+pub mod load;
