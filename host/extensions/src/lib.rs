@@ -43,27 +43,9 @@ pub fn contribution(
     Ok(move |tx: &mut Tx<'_>| {
         // What an earlier version contributed and this one no longer declares goes (E5): a
         // template or shape still in use refuses the upgrade, naming its users.
-        let stale: Vec<(Kind, String)> = Kind::ALL
-            .iter()
-            .flat_map(|k| {
-                tx.entities(*k)
-                    .filter(|e| e.extension.as_deref() == Some(name.as_str()))
-                    .map(|e| (*k, e.name.clone()))
-                    .collect::<Vec<_>>()
-            })
-            .filter(|key| !declared.contains(key))
-            .collect();
-        // Things first, then templates, then shapes and data shapes.
-        let rank = |k: &Kind| match k {
-            Kind::Thing => 0,
-            Kind::ThingTemplate => 1,
-            _ => 2,
-        };
-        let mut stale = stale;
-        stale.sort_by_key(|(k, _)| rank(k));
-        for (k, n) in stale {
-            tx.delete(k, &n)?;
-        }
+        let mut stale = owned_in(tx, &name);
+        stale.retain(|key| !declared.contains(key));
+        delete_all(tx, stale)?;
         for mut e in entities {
             match tx.get(e.kind(), &e.name) {
                 Some(existing) if existing.extension.as_deref() != Some(name.as_str()) => {
@@ -152,15 +134,7 @@ fn unpark(tx: &mut Tx<'_>, extension: &str) -> Result<(), ModelError> {
 pub fn removal(extension: &str) -> impl FnOnce(&mut Tx<'_>) -> Result<(), ModelError> + use<> {
     let name = extension.to_string();
     move |tx: &mut Tx<'_>| {
-        let owned: Vec<(Kind, String)> = Kind::ALL
-            .iter()
-            .flat_map(|k| {
-                tx.entities(*k)
-                    .filter(|e| e.extension.as_deref() == Some(name.as_str()))
-                    .map(|e| (*k, e.name.clone()))
-                    .collect::<Vec<_>>()
-            })
-            .collect();
+        let owned = owned_in(tx, &name);
         let owns = |k: Kind, n: &str| owned.iter().any(|(ok, on)| *ok == k && on == n);
         let users: Vec<Entity> = tx
             .entities(Kind::Thing)
@@ -217,16 +191,7 @@ pub fn removal(extension: &str) -> impl FnOnce(&mut Tx<'_>) -> Result<(), ModelE
             }
             tx.put(e);
         }
-        let rank = |k: &Kind| match k {
-            Kind::Thing => 0,
-            Kind::ThingTemplate => 1,
-            _ => 2,
-        };
-        let mut owned = owned.clone();
-        owned.sort_by_key(|(k, _)| rank(k));
-        for (k, n) in owned {
-            tx.delete(k, &n)?;
-        }
+        delete_all(tx, owned)?;
         Ok(())
     }
 }
@@ -253,14 +218,30 @@ fn union(a: &thinghost_core::Acl, b: &thinghost_core::Acl) -> thinghost_core::Ac
 
 /// The entities an extension owns in the model.
 pub fn owned(model: &Model, extension: &str) -> Vec<(Kind, String)> {
+    owned_in(model, extension)
+}
+
+fn owned_in(view: &dyn View, extension: &str) -> Vec<(Kind, String)> {
     Kind::ALL
         .iter()
         .flat_map(|k| {
-            model
-                .entities(*k)
+            view.entities(*k)
                 .filter(|e| e.extension.as_deref() == Some(extension))
                 .map(|e| (*k, e.name.clone()))
                 .collect::<Vec<_>>()
         })
         .collect()
+}
+
+/// Deletes `keys`: Things first, then templates, then shapes and data shapes.
+fn delete_all(tx: &mut Tx<'_>, mut keys: Vec<(Kind, String)>) -> Result<(), ModelError> {
+    keys.sort_by_key(|(k, _)| match k {
+        Kind::Thing => 0,
+        Kind::ThingTemplate => 1,
+        _ => 2,
+    });
+    for (k, n) in keys {
+        tx.delete(k, &n)?;
+    }
+    Ok(())
 }
