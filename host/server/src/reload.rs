@@ -534,6 +534,16 @@ fn remove(
 /// restart gives the state a running server would have. One that cannot leave (a user's
 /// template still based on one of its templates, say) stays, with a warning.
 pub fn remove_absent(db: &mut thinghost_store::Db, registry: &Registry) {
+    // A folder whose manifest cannot be read may hold any of them: remove none until it is fixed.
+    if let Some((folder, _)) = registry.packages.iter().find(|(_, st)| {
+        matches!(st, State::Refused { version: None, dir, .. } if dir.join(MANIFEST).is_file())
+    }) {
+        tracing::warn!(
+            package = %folder,
+            "a package's manifest cannot be read: extensions whose folder left the plugin directory keep their contributions until it is fixed"
+        );
+        return;
+    }
     let mut absent: Vec<String> = Kind::ALL
         .iter()
         .flat_map(|k| {
