@@ -254,6 +254,15 @@ fn reload_extension_by_hand_replaces_code_and_model_and_a_broken_version_leaves_
     // A package that does not exist; a caller who is not an administrator.
     let (st, v) = reload(&s, &admin, "nope");
     assert_eq!(st, 404, "{v}");
+    // A path is no package name: nothing outside the plugin directory loads.
+    copy_dir(
+        &workspace().join("examples/hello"),
+        &t.path().join("outside"),
+    );
+    for name in ["../outside", "/tmp", ".."] {
+        let (st, v) = reload(&s, &admin, name);
+        assert_eq!(st, 404, "{name}: {v}");
+    }
     assert!(
         v["error"]
             .as_str()

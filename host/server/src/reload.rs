@@ -97,6 +97,14 @@ pub fn folder_of(app: &App, name: &str) -> Option<PathBuf> {
         Some(State::Loaded(l)) => Some(l.dir.clone()),
         Some(State::Refused { dir, .. }) => Some(dir.clone()),
         None => {
+            // One folder name, never a path: nothing outside the plugin directory loads.
+            let mut parts = Path::new(name).components();
+            if !matches!(
+                (parts.next(), parts.next()),
+                (Some(std::path::Component::Normal(_)), None)
+            ) {
+                return None;
+            }
             let dir = source.dir.join(name);
             dir.is_dir().then_some(dir)
         }
