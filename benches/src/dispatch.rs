@@ -200,6 +200,7 @@ pub fn local_app(data: &Path, plugins: &Path) -> (Arc<App>, Caller, String) {
         extensions: arc_swap::ArcSwap::from_pointee(extensions),
         plugins: None,
         reload_lock: Mutex::new(()),
+        sessions: thinghost::sessions::Sessions::new(std::time::Duration::from_secs(15)),
     });
     let admin = caller(&app, thinghost_core::predefined::ADMINISTRATOR);
     let key = setup(

@@ -39,7 +39,12 @@ typedef void (*thinghost_write)(void *sink, const uint8_t *ptr, size_t len);
  *   get_property(thing, property)          -> value
  *   set_property(thing, property, value)   -> null
  *   invoke_service(thing, service, params) -> value (params is an object)
+ *   invoke_entity_service(collection, entity, service, params) -> value
  *   list_things()                          -> array of names
+ *   start_session(remote_endpoint)         -> session start (sessionId, launchUri, ...)
+ *   end_session(session_id)                -> the ended session
+ *   get_session(session_id)                -> a session
+ *   list_sessions()                        -> array of sessions
  *   log(message)                           -> null
  *   audit(message)                         -> null
  *   caller()                               -> string

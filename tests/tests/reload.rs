@@ -683,3 +683,65 @@ fn a_removed_extension_leaves_and_users_things_stay_disabled_until_it_comes_back
     let s = serve(t.path(), &p, &["--reload-quiet-ms", "100"]);
     assert_eq!(state(&s, &admin), changed);
 }
+
+/// What the running server refused stays refused after a restart with the same directory: the
+/// server starts from the packages it had accepted (kept in the data directory) and applies the
+/// plugin directory to them by the same rules. A broken version in a folder leaves the accepted
+/// one serving, a lower version is not taken without force, a needed extension whose folder left
+/// stays; each shows its reason again.
+#[test]
+fn a_restart_keeps_the_accepted_versions_whatever_the_folders_hold_that_was_refused() {
+    let t = tempfile::tempdir().unwrap();
+    let p = hello_plugins(t.path());
+    b_package(&p, "1.0.0", "b1");
+    a_package(&p);
+    let mut s = serve(t.path(), &p, &["--no-watch"]);
+    let admin = s.admin_key();
+    assert_eq!(greet(&s, &admin), "Hello, Ann!");
+
+    // Broken code in hello's folder.
+    rewrite_hello(&p, BROKEN, "1.1.0", "");
+    assert_eq!(reload(&s, &admin, "hello").0, 409);
+    // A lower version of a, not forced.
+    let a_manifest = std::fs::read_to_string(p.join("a/plugin.toml")).unwrap();
+    std::fs::write(
+        p.join("a/plugin.toml"),
+        a_manifest.replace("version = \"1.0.0\"", "version = \"0.9.0\""),
+    )
+    .unwrap();
+    assert_eq!(reload(&s, &admin, "a").0, 409);
+    // b's folder leaves while a needs it.
+    std::fs::rename(p.join("b"), t.path().join("b-away")).unwrap();
+    assert_eq!(reload(&s, &admin, "b").0, 409);
+
+    let errors = |s: &Server| {
+        ["hello", "a", "b"].map(|n| {
+            let d = details(s, &admin, n).unwrap();
+            (
+                d["version"].clone(),
+                d["state"].clone(),
+                d["reloadError"].clone(),
+            )
+        })
+    };
+    let running = (state(&s, &admin), errors(&s));
+    for (version, st, error) in &running.1 {
+        assert_eq!(st, "loaded");
+        assert!(error.is_string(), "{version}: a reason is shown");
+    }
+    drop(s);
+    s = serve(t.path(), &p, &["--no-watch"]);
+    assert_eq!((state(&s, &admin), errors(&s)), running);
+    assert_eq!(greet(&s, &admin), "Hello, Ann!");
+    assert_eq!(result(&s, &admin, "AThing", "Combined"), "a+b1");
+
+    // Fixed while stopped: the next start takes the fixed version, by the same rules.
+    rewrite_hello(&p, HI, "1.1.0", "");
+    drop(s);
+    let s = serve(t.path(), &p, &["--no-watch"]);
+    assert_eq!(greet(&s, &admin), "Hi, Ann!");
+    assert_eq!(
+        details(&s, &admin, "hello").unwrap()["reloadError"],
+        Json::Null
+    );
+}

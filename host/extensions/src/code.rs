@@ -32,8 +32,19 @@ impl Code {
     /// Loads the entry of the package in `folder` with the runtime its manifest names, and checks
     /// that it defines every handler the manifest declares (with the declared parameter count).
     pub fn load(m: &Manifest, folder: &Path, options: &LoadOptions) -> Result<Code, String> {
+        Code::load_as(m, folder, folder, options)
+    }
+
+    /// Like [`Code::load`], from a copy of the package (in `folder`) of the package folder
+    /// `shown`, which errors name: the operator knows the folder, not the copy.
+    pub fn load_as(
+        m: &Manifest,
+        folder: &Path,
+        shown: &Path,
+        options: &LoadOptions,
+    ) -> Result<Code, String> {
         let entry = folder.join(&m.extension.entry);
-        let origin = entry.display().to_string();
+        let origin = shown.join(&m.extension.entry).display().to_string();
         if !entry.exists() {
             return Err(match m.extension.runtime {
                 Runtime::Wasm => format!(

@@ -24,8 +24,23 @@ pub enum HostCall {
         service: String,
         params: Json,
     },
+    /// Runs a service of any entity (`Things`, `ThingTemplates`, `Groups`, ...).
+    InvokeEntityService {
+        collection: String,
+        entity: String,
+        service: String,
+        params: Json,
+    },
     /// The names of the Things the caller can see.
     ListThings,
+    /// Starts a remote-access session of the caller on the running service's Thing.
+    StartSession { endpoint: String },
+    /// Ends a session on the running service's Thing.
+    EndSession { session: String },
+    /// One session on the running service's Thing.
+    GetSession { session: String },
+    /// The caller's current sessions on the running service's Thing.
+    ListSessions,
     /// Writes a line to the host's log, attributed to the extension.
     Log { message: String },
     /// Writes an entry in the audit history.
@@ -43,7 +58,12 @@ impl HostCall {
             HostCall::GetProperty { .. } => "get_property",
             HostCall::SetProperty { .. } => "set_property",
             HostCall::InvokeService { .. } => "invoke_service",
+            HostCall::InvokeEntityService { .. } => "invoke_entity_service",
             HostCall::ListThings => "list_things",
+            HostCall::StartSession { .. } => "start_session",
+            HostCall::EndSession { .. } => "end_session",
+            HostCall::GetSession { .. } => "get_session",
+            HostCall::ListSessions => "list_sessions",
             HostCall::Log { .. } => "log",
             HostCall::Audit { .. } => "audit",
             HostCall::Caller => "caller",
@@ -134,7 +154,23 @@ impl HostCall {
                 service: text(next(Ty::Str)?),
                 params: next(Ty::Params)?,
             },
+            "invoke_entity_service" => HostCall::InvokeEntityService {
+                collection: text(next(Ty::Str)?),
+                entity: text(next(Ty::Str)?),
+                service: text(next(Ty::Str)?),
+                params: next(Ty::Params)?,
+            },
             "list_things" => HostCall::ListThings,
+            "start_session" => HostCall::StartSession {
+                endpoint: text(next(Ty::Str)?),
+            },
+            "end_session" => HostCall::EndSession {
+                session: text(next(Ty::Str)?),
+            },
+            "get_session" => HostCall::GetSession {
+                session: text(next(Ty::Str)?),
+            },
+            "list_sessions" => HostCall::ListSessions,
             "log" => HostCall::Log {
                 message: text(next(Ty::Str)?),
             },
@@ -195,10 +231,45 @@ pub const HOST_FUNCTIONS: &[HostFn] = &[
         doc: "Runs a service with a map of parameters, as the caller may. A service with one result gives that value; others give their InfoTable.",
     },
     HostFn {
+        name: "invoke_entity_service",
+        params: &[
+            ("collection", Ty::Str),
+            ("entity", Ty::Str),
+            ("service", Ty::Str),
+            ("params", Ty::Params),
+        ],
+        returns: Ty::Json,
+        doc: "Runs a service of any entity (collection `Things`, `ThingTemplates`, `Groups`, ...), as the caller may; the result as for invoke_service.",
+    },
+    HostFn {
         name: "list_things",
         params: &[],
         returns: Ty::Names,
         doc: "The names of the Things the caller can see.",
+    },
+    HostFn {
+        name: "start_session",
+        params: &[("remote_endpoint", Ty::Str)],
+        returns: Ty::Json,
+        doc: "Starts a remote-access session of the caller on the running service's Thing (the caller must hold ServiceInvoke on its StartSession). Gives sessionId, launchUri (with a single-use nonce key), nonceExpiresInSeconds and the session.",
+    },
+    HostFn {
+        name: "end_session",
+        params: &[("session_id", Ty::Str)],
+        returns: Ty::Json,
+        doc: "Ends a session on the running service's Thing (the caller's own; an administrator's any). Gives the ended session.",
+    },
+    HostFn {
+        name: "get_session",
+        params: &[("session_id", Ty::Str)],
+        returns: Ty::Json,
+        doc: "A session on the running service's Thing that the caller may see (its own; an administrator's any).",
+    },
+    HostFn {
+        name: "list_sessions",
+        params: &[],
+        returns: Ty::Json,
+        doc: "The current sessions on the running service's Thing that the caller may see, as a list.",
     },
     HostFn {
         name: "log",
@@ -237,7 +308,7 @@ pub fn wit() -> String {
         let params: Vec<String> = f
             .params
             .iter()
-            .map(|(n, t)| format!("{n}: {}", t.wit()))
+            .map(|(n, t)| format!("{}: {}", n.replace('_', "-"), t.wit()))
             .collect();
         host.push_str(&format!(
             "    /// {}\n    {}: func({}) -> result<{}, host-error>;\n",
@@ -357,6 +428,21 @@ pub enum CallError {
     Trap(String),
     #[error("the extension returned a value that is not JSON-like: {0}")]
     BadResult(String),
+}
+
+impl CallError {
+    /// A handler's refusal of the request rather than a failure: an error message that starts
+    /// like a host error, `invalid: ` (a bad parameter: 400), `not found: ` (404) or `denied: `
+    /// (403), whether the handler wrote it or let a host error through. Gives the HTTP status
+    /// and the message.
+    pub fn rejection(&self) -> Option<(u16, &str)> {
+        let CallError::Script(m) = self else {
+            return None;
+        };
+        [("invalid: ", 400), ("not found: ", 404), ("denied: ", 403)]
+            .iter()
+            .find_map(|(prefix, status)| m.strip_prefix(prefix).map(|rest| (*status, rest)))
+    }
 }
 
 /// The host side of the API. One `call` for everything: the choke point.

@@ -75,6 +75,9 @@ pub struct ExtensionSection {
     pub entry: String,
     #[serde(default)]
     pub description: String,
+    /// Audit categories the extension adds (`REMOTE_ACCESS`): upper case, `[A-Z][A-Z0-9_]*`.
+    #[serde(default)]
+    pub audit_categories: Vec<String>,
 }
 
 /// A property of a contributed Thing, template or shape.
@@ -358,6 +361,20 @@ impl Manifest {
             .map_err(|e| err(&fallback, e.to_string().trim().replace('\n', " ")))?;
         let name = m.extension.name.clone();
         check_extension_name(&name).map_err(|c| err(&name, c))?;
+        for c in &m.extension.audit_categories {
+            let ok = c.chars().next().is_some_and(|f| f.is_ascii_uppercase())
+                && c.len() <= 64
+                && c.chars()
+                    .all(|x| x.is_ascii_uppercase() || x.is_ascii_digit() || x == '_');
+            if !ok {
+                return Err(err(
+                    &name,
+                    format!(
+                        "[extension] audit_categories: {c:?} is not an audit category name (upper case letters, digits and _, such as REMOTE_ACCESS)"
+                    ),
+                ));
+            }
+        }
         for dep in m.requires.keys() {
             check_extension_name(dep).map_err(|c| err(&name, format!("[requires]: {c}")))?;
             if *dep == name {

@@ -12,9 +12,7 @@ use std::path::{Path, PathBuf};
 
 /// The SHA-256 of the folder's content, in hex.
 pub fn content_hash(folder: &Path) -> Result<String, String> {
-    let mut files: Vec<PathBuf> = Vec::new();
-    collect(folder, folder, &mut files)?;
-    files.sort();
+    let files = files(folder)?;
     let mut h = Sha256::new();
     for rel in &files {
         let bytes = std::fs::read(folder.join(rel))
@@ -26,6 +24,14 @@ pub fn content_hash(folder: &Path) -> Result<String, String> {
         h.update(&bytes);
     }
     Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// The files the hash covers (relative to `folder`, in path order): what a package is.
+pub fn files(folder: &Path) -> Result<Vec<PathBuf>, String> {
+    let mut files: Vec<PathBuf> = Vec::new();
+    collect(folder, folder, &mut files)?;
+    files.sort();
+    Ok(files)
 }
 
 fn collect(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), String> {

@@ -150,9 +150,19 @@ impl RhaiExtension {
                 EvalAltResult::ErrorTooManyOperations(..)
                 | EvalAltResult::ErrorStackOverflow(..)
                 | EvalAltResult::ErrorDataTooLarge(..) => CallError::Limit(e.to_string()),
-                _ => CallError::Script(e.to_string()),
+                // A value the handler threw (or a host error it let through) is its message.
+                _ => CallError::Script(thrown(&e).unwrap_or_else(|| e.to_string())),
             }),
         }
+    }
+}
+
+/// The value a script threw, through the calls it passed.
+fn thrown(e: &EvalAltResult) -> Option<String> {
+    match e {
+        EvalAltResult::ErrorRuntime(v, _) => Some(v.to_string()),
+        EvalAltResult::ErrorInFunctionCall(_, _, inner, _) => thrown(inner),
+        _ => None,
     }
 }
 
@@ -165,7 +175,7 @@ fn tracing_line(s: &str) {
 fn register_host_api(engine: &mut Engine) {
     debug_assert_eq!(
         HOST_FUNCTIONS.len(),
-        8,
+        13,
         "a new host function needs its Rhai binding here"
     );
     engine.register_fn(
@@ -210,6 +220,55 @@ fn register_host_api(engine: &mut Engine) {
     );
     engine.register_fn("list_things", |ctx: NativeCallContext| {
         run(&ctx, HostCall::ListThings)
+    });
+    engine.register_fn(
+        "invoke_entity_service",
+        |ctx: NativeCallContext,
+         collection: &str,
+         entity: &str,
+         service: &str,
+         params: rhai::Map| {
+            let params = from_dynamic(&Dynamic::from_map(params))?;
+            run(
+                &ctx,
+                HostCall::InvokeEntityService {
+                    collection: collection.into(),
+                    entity: entity.into(),
+                    service: service.into(),
+                    params,
+                },
+            )
+        },
+    );
+    engine.register_fn(
+        "start_session",
+        |ctx: NativeCallContext, remote_endpoint: &str| {
+            run(
+                &ctx,
+                HostCall::StartSession {
+                    endpoint: remote_endpoint.into(),
+                },
+            )
+        },
+    );
+    engine.register_fn("end_session", |ctx: NativeCallContext, session_id: &str| {
+        run(
+            &ctx,
+            HostCall::EndSession {
+                session: session_id.into(),
+            },
+        )
+    });
+    engine.register_fn("get_session", |ctx: NativeCallContext, session_id: &str| {
+        run(
+            &ctx,
+            HostCall::GetSession {
+                session: session_id.into(),
+            },
+        )
+    });
+    engine.register_fn("list_sessions", |ctx: NativeCallContext| {
+        run(&ctx, HostCall::ListSessions)
     });
     engine.register_fn("log", |ctx: NativeCallContext, message: &str| {
         run(

@@ -231,6 +231,53 @@ impl bindings::thinghost::extension::host::Host for State {
         .map(|v| v.to_string())
     }
 
+    fn invoke_entity_service(
+        &mut self,
+        collection: String,
+        entity: String,
+        service: String,
+        params: String,
+    ) -> Result<String, WitHostError> {
+        let params = parse("the parameters", &params)?;
+        if !params.is_object() {
+            return Err(WitHostError::Invalid(
+                "the parameters must be a JSON object".into(),
+            ));
+        }
+        self.call(HostCall::InvokeEntityService {
+            collection,
+            entity,
+            service,
+            params,
+        })
+        .map(|v| v.to_string())
+    }
+
+    fn start_session(&mut self, remote_endpoint: String) -> Result<String, WitHostError> {
+        self.call(HostCall::StartSession {
+            endpoint: remote_endpoint,
+        })
+        .map(|v| v.to_string())
+    }
+
+    fn end_session(&mut self, session_id: String) -> Result<String, WitHostError> {
+        self.call(HostCall::EndSession {
+            session: session_id,
+        })
+        .map(|v| v.to_string())
+    }
+
+    fn get_session(&mut self, session_id: String) -> Result<String, WitHostError> {
+        self.call(HostCall::GetSession {
+            session: session_id,
+        })
+        .map(|v| v.to_string())
+    }
+
+    fn list_sessions(&mut self) -> Result<String, WitHostError> {
+        self.call(HostCall::ListSessions).map(|v| v.to_string())
+    }
+
     fn list_things(&mut self) -> Result<Vec<String>, WitHostError> {
         let v = self.call(HostCall::ListThings)?;
         Ok(v.as_array()

@@ -22,6 +22,8 @@ pub struct App {
     pub plugins: Option<crate::extensions::Source>,
     /// Reloads run one at a time (each builds on the generation before it).
     pub reload_lock: Mutex<()>,
+    /// Remote-access sessions and their nonce keys.
+    pub sessions: crate::sessions::Sessions,
 }
 
 impl App {

@@ -109,6 +109,7 @@ impl Registry {
                     "limits": {"deadlineMs": l.manifest.limits.deadline_ms, "memoryMib": l.manifest.limits.memory_mib,
                                "maxOperations": l.manifest.limits.max_operations},
                     "trusted": matches!(l.runtime, Code::Native(_)),
+                    "auditCategories": l.manifest.extension.audit_categories,
                     "requires": l.manifest.requires.iter().map(|(k, v)| (k.clone(), json!(v.to_string()))).collect::<serde_json::Map<_, _>>(),
                     "folder": l.dir.display().to_string(),
                     "contentHash": l.hash,
@@ -125,8 +126,11 @@ impl Registry {
 
 /// Where the extensions come from, for reloads.
 pub struct Source {
+    /// The plugin directory (absolute).
     pub dir: PathBuf,
     pub options: LoadOptions,
+    /// The copies of the packages the server accepted (`DATA/extensions`).
+    pub accepted: crate::accepted::Accepted,
 }
 
 /// Reads, orders, compiles and contributes every package of `dir`. A package that fails anything
@@ -145,11 +149,28 @@ pub fn load_dir_with(
     options: &LoadOptions,
     contribute: &mut dyn FnMut(&Manifest) -> Result<(), String>,
 ) -> Result<Registry, String> {
+    load_copies(dir, dir, options, contribute)
+}
+
+/// Like [`load_dir_with`], from copies of the packages of plugin directory `shown` kept in `dir`
+/// (the accepted copies, at start): each package is recorded, and named in errors, as the
+/// folder of `shown` it is a copy of.
+pub fn load_copies(
+    dir: &Path,
+    shown: &Path,
+    options: &LoadOptions,
+    contribute: &mut dyn FnMut(&Manifest) -> Result<(), String>,
+) -> Result<Registry, String> {
     let mut registry = Registry::default();
     let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(|e| format!("cannot read the plugin directory {}: {e}", dir.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.is_dir())
+        // Hidden folders (`.git`, a staging area) hold no package.
+        .filter(|p| {
+            !p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+        })
         .collect();
     entries.sort();
     let mut manifests: Vec<(Manifest, PathBuf)> = Vec::new();
@@ -158,25 +179,26 @@ pub fn load_dir_with(
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
+        let presented = shown.join(&folder_name);
         if !folder.join(MANIFEST).exists() {
             registry.packages.insert(
                 folder_name,
                 State::Refused {
-                    dir: folder.clone(),
+                    dir: presented.clone(),
                     version: None,
-                    reason: format!("{} has no {MANIFEST}", folder.display()),
+                    reason: format!("{} has no {MANIFEST}", presented.display()),
                     waiting: false,
                 },
             );
             continue;
         }
-        match Manifest::read(&folder) {
+        match read_manifest(&folder, &presented) {
             Ok(m) => manifests.push((m, folder)),
             Err(e) => {
                 registry.packages.insert(
                     e.extension.clone(),
                     State::Refused {
-                        dir: folder,
+                        dir: presented,
                         version: None,
                         reason: e.to_string(),
                         waiting: false,
@@ -188,12 +210,13 @@ pub fn load_dir_with(
     let host = semver::Version::parse(crate::VERSION).expect("the host version is semver");
     let refs: Vec<&Manifest> = manifests.iter().map(|(m, _)| m).collect();
     let p = plan(&refs, &host);
+    let presented = |folder: &Path| shown.join(folder.file_name().unwrap_or_default());
     for (m, folder) in &manifests {
         if let Some(reason) = p.refused.get(m.name()) {
             registry.packages.insert(
                 m.name().to_string(),
                 State::Refused {
-                    dir: folder.clone(),
+                    dir: presented(folder),
                     version: Some(m.extension.version.to_string()),
                     reason: format!("extension {}: {reason}", m.name()),
                     waiting: p.waiting.contains(m.name()),
@@ -207,7 +230,7 @@ pub fn load_dir_with(
             .find(|(m, _)| m.name() == name)
             .expect("planned from these");
         let refuse = |reason: String| State::Refused {
-            dir: folder.clone(),
+            dir: presented(folder),
             version: Some(m.extension.version.to_string()),
             reason: format!("extension {name}: {reason}"),
             waiting: false,
@@ -224,7 +247,7 @@ pub fn load_dir_with(
             );
             continue;
         }
-        match load_one(m, folder, options, contribute) {
+        match load_one(m, folder, &presented(folder), options, contribute) {
             Ok(loaded) => {
                 let loaded = Arc::new(loaded);
                 for (kind, entity, s) in loaded.manifest.handlers() {
@@ -245,22 +268,43 @@ pub fn load_dir_with(
     Ok(registry)
 }
 
+/// Loads the package in `folder` (the package folder `shown`, or a copy of it).
 pub(crate) fn load_one(
     m: &Manifest,
     folder: &Path,
+    shown: &Path,
     options: &LoadOptions,
     contribute: &mut dyn FnMut(&Manifest) -> Result<(), String>,
 ) -> Result<Loaded, String> {
     // Hashed before it is read: a change made during the load shows as a change next time.
     let hash = thinghost_extensions::package::content_hash(folder)?;
-    let runtime = Code::load(m, folder, options)?;
+    let runtime = Code::load_as(m, folder, shown, options)?;
     contribute(m)?;
     Ok(Loaded {
         manifest: m.clone(),
-        dir: folder.to_path_buf(),
+        dir: shown.to_path_buf(),
         runtime,
         hash,
     })
+}
+
+/// The manifest in `folder` (the package folder `shown`, or a copy of it); errors name `shown`.
+pub fn read_manifest(
+    folder: &Path,
+    shown: &Path,
+) -> Result<Manifest, thinghost_extensions::manifest::ManifestError> {
+    let origin = shown.join(MANIFEST);
+    match std::fs::read_to_string(folder.join(MANIFEST)) {
+        Ok(text) => Manifest::parse(&text, &origin),
+        Err(e) => Err(thinghost_extensions::manifest::ManifestError {
+            extension: shown
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            file: origin.display().to_string(),
+            cause: format!("cannot read it: {e}"),
+        }),
+    }
 }
 
 /// The host side of one extension service call: who called, which extension.
@@ -319,6 +363,79 @@ impl HostCtx {
             .unwrap_or(false)
     }
 
+    /// Is the entity the extension's own (contributed by it; for a Thing also one made from its
+    /// templates)?
+    fn own_entity(&self, collection: &str, entity: &str) -> bool {
+        if collection == "Things" {
+            return self.own_thing(entity);
+        }
+        let Some(kind) = Kind::from_collection(collection) else {
+            return false;
+        };
+        let db = self.app.db.read().unwrap_or_else(|p| p.into_inner());
+        db.model()
+            .get(kind, entity)
+            .is_some_and(|e| e.extension.as_deref() == Some(self.extension.manifest.name()))
+    }
+
+    /// The remote-access session functions act on the running service's Thing, for a caller who
+    /// may invoke that Thing's session service of the same name (`StartSession`, ...): the host
+    /// checks it, as it would a request. Gives whether the caller is an administrator (who sees
+    /// every session of the Thing).
+    fn session_rights(&self, service: &str) -> Result<bool, HostError> {
+        let db = self.app.db.read().unwrap_or_else(|p| p.into_inner());
+        let m = db.model();
+        let access = m.access();
+        let path = format!("Things/{}/Services/{service}", self.me);
+        let Some(id) = access.id(Kind::Thing, &self.me) else {
+            return Err(HostError::Invalid(format!(
+                "remote-access sessions run on Things; {} is no Thing",
+                self.me
+            )));
+        };
+        let target = thinghost_core::Target::Entity {
+            id,
+            resource: access.sym(service),
+        };
+        match rest::require(
+            m,
+            &self.caller,
+            thinghost_core::Permission::ServiceInvoke,
+            target,
+            &path,
+        ) {
+            Ok(_) => Ok(access.is_administrator(self.caller.subject)),
+            Err(e) => {
+                if let Some((permission, target)) = &e.denied {
+                    self.app.audit(
+                        &self.caller.name,
+                        "Authorization",
+                        "permissionDenied",
+                        json!({"permission": permission.name(), "target": target, "extension": self.extension.manifest.name()}),
+                        target,
+                        "",
+                    );
+                }
+                Err(if e.status == StatusCode::NOT_FOUND {
+                    HostError::NotFound(e.message)
+                } else {
+                    HostError::Denied(e.message)
+                })
+            }
+        }
+    }
+
+    fn audit_session(&self, key: &str, session: &Json) {
+        self.app.audit(
+            &self.caller.name,
+            "REMOTE_ACCESS",
+            key,
+            json!({"session": session, "extension": self.extension.manifest.name()}),
+            &format!("Things/{}", self.me),
+            "Thing",
+        );
+    }
+
     /// The extension's declared capabilities (least privilege for the extension itself).
     fn authorize(&self, call: &HostCall) -> Result<(), HostError> {
         let caps = &self.extension.manifest.capabilities;
@@ -338,8 +455,32 @@ impl HostCtx {
                 format!("Things/{thing}/Services/{service}"),
                 Some(thing),
             ),
+            HostCall::InvokeEntityService {
+                collection,
+                entity,
+                service,
+                ..
+            } => {
+                let path = format!("{collection}/{entity}/Services/{service}");
+                return if self.own_entity(collection, entity)
+                    || caps.invoke.iter().any(|p| pattern_matches(p, &path))
+                {
+                    Ok(())
+                } else {
+                    Err(HostError::Capability(format!("{f} on {path}")))
+                };
+            }
             HostCall::ListThings => (&caps.read, "Things/*".to_string(), None),
-            HostCall::Log { .. } | HostCall::Audit { .. } | HostCall::Caller | HostCall::Me => {
+            // The session functions act on the running service's own Thing only; the host checks
+            // the caller's right to its session services (`session_rights`).
+            HostCall::StartSession { .. }
+            | HostCall::EndSession { .. }
+            | HostCall::GetSession { .. }
+            | HostCall::ListSessions
+            | HostCall::Log { .. }
+            | HostCall::Audit { .. }
+            | HostCall::Caller
+            | HostCall::Me => {
                 return Ok(());
             }
         };
@@ -366,6 +507,17 @@ impl HostCtx {
             ..self.caller.clone()
         };
         rest::handle(&self.app, &caller, &method, path, &headers, &bytes).map_err(|e| {
+            // Every denial is audited, also one met by extension code on the caller's behalf.
+            if let Some((permission, target)) = &e.denied {
+                self.app.audit(
+                    &caller.name,
+                    "Authorization",
+                    "permissionDenied",
+                    json!({"permission": permission.name(), "target": target, "extension": self.extension.manifest.name()}),
+                    target,
+                    "",
+                );
+            }
             let msg = e.message.clone();
             match e.status {
                 StatusCode::NOT_FOUND => HostError::NotFound(msg),
@@ -452,6 +604,94 @@ impl Host for HostCtx {
                     Reply::Empty => Json::Null,
                 })
             }
+            HostCall::InvokeEntityService {
+                collection,
+                entity,
+                service,
+                params,
+            } => {
+                if Kind::from_collection(&collection).is_none() {
+                    return Err(HostError::Invalid(format!(
+                        "{collection:?} is not a collection (Things, ThingTemplates, ThingShapes, Groups, ...)"
+                    )));
+                }
+                let reply = self.request(
+                    Method::POST,
+                    &format!(
+                        "/Thingworx/{collection}/{}/Services/{}",
+                        segment(&entity),
+                        segment(&service)
+                    ),
+                    Some(params),
+                )?;
+                Ok(match reply {
+                    Reply::Json(v)
+                        if v["dataShape"]["fieldDefinitions"]
+                            .as_object()
+                            .is_some_and(|f| f.len() == 1 && f.contains_key("result")) =>
+                    {
+                        v["rows"][0]["result"].clone()
+                    }
+                    Reply::Json(v) => v,
+                    Reply::Empty => Json::Null,
+                })
+            }
+            HostCall::StartSession { endpoint } => {
+                self.session_rights("StartSession")?;
+                if endpoint.trim().is_empty() || endpoint.len() > 512 {
+                    return Err(HostError::Invalid(
+                        "remoteEndpoint: the device-side address (host:port), 1 to 512 characters"
+                            .into(),
+                    ));
+                }
+                let started = self
+                    .app
+                    .sessions
+                    .start(&self.me, &self.caller.name, &endpoint)
+                    .map_err(HostError::Failed)?;
+                self.audit_session("remoteSessionStarted", &started.session);
+                Ok(json!({
+                    "sessionId": started.session["sessionId"],
+                    "launchUri": started.launch_uri,
+                    "nonceExpiresInSeconds": started.expires_in.as_secs(),
+                    "session": started.session,
+                }))
+            }
+            HostCall::EndSession { session } => {
+                let admin = self.session_rights("EndSession")?;
+                let ended = self
+                    .app
+                    .sessions
+                    .end(&session, &self.me, &self.caller.name, admin)
+                    .ok_or_else(|| {
+                        HostError::NotFound(format!(
+                            "there is no session {session:?} on {}",
+                            self.me
+                        ))
+                    })?;
+                self.audit_session("remoteSessionEnded", &ended);
+                Ok(ended)
+            }
+            HostCall::GetSession { session } => {
+                let admin = self.session_rights("GetSession")?;
+                self.app
+                    .sessions
+                    .get(&session, &self.me, &self.caller.name, admin)
+                    .ok_or_else(|| {
+                        HostError::NotFound(format!(
+                            "there is no session {session:?} on {}",
+                            self.me
+                        ))
+                    })
+            }
+            HostCall::ListSessions => {
+                let admin = self.session_rights("GetSessions")?;
+                Ok(Json::Array(self.app.sessions.list(
+                    &self.me,
+                    &self.caller.name,
+                    admin,
+                )))
+            }
             HostCall::ListThings => match self.request(Method::GET, "/Thingworx/Things", None)? {
                 Reply::Json(v) => Ok(Json::Array(
                     v["rows"]
@@ -524,6 +764,14 @@ pub fn run_service(app: &Arc<App>, caller: &Caller, inv: Invocation) -> Result<R
         me: me.to_string(),
     });
     let out = loaded.runtime.call(host, handler, args).map_err(|e| {
+        if let Some((status, message)) = e.rejection() {
+            // The handler refused the request (a bad parameter, something not found, not
+            // allowed): the caller's error, not the server's.
+            return ApiError::new(
+                StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),
+                format!("{what}: {message}"),
+            );
+        }
         app.audit(
             &caller.name,
             "Extension",

@@ -20,6 +20,7 @@ use tower::ServiceExt as _;
 pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/health", get(|| async { "ok" }))
+        .route("/Thingworx/TWS", any(crate::tws::tws))
         .route("/Thingworx", any(api))
         .route("/Thingworx/{*rest}", any(api))
         .layer(middleware::from_fn(log_request))
@@ -215,7 +216,7 @@ where
             router.clone().oneshot(req.map(Body::new))
         });
     if let Err(e) = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-        .serve_connection(io, service)
+        .serve_connection_with_upgrades(io, service)
         .await
     {
         tracing::debug!(error = %e, "connection ended with an error");

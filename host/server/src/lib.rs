@@ -5,6 +5,7 @@
 //! plugin directory watch in `watch`), and the administration commands (`cli`). This crate is the only one that touches the
 //! file system layout of a data directory, the clock and the random number generator.
 
+pub mod accepted;
 pub mod app;
 pub mod auth;
 pub mod cli;
@@ -14,7 +15,9 @@ pub mod keys;
 pub mod reload;
 pub mod rest;
 pub mod services;
+pub mod sessions;
 pub mod tls;
+pub mod tws;
 pub mod watch;
 
 /// The host version, as extensions' `host` requirements see it.

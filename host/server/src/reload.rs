@@ -17,8 +17,9 @@
 //! on. A refusal changes nothing but the record of why (`reloadError`, or the refused package's
 //! `reason`): the old version keeps serving.
 
+use crate::accepted::Staged;
 use crate::app::App;
-use crate::extensions::{Loaded, Registry, Source, State};
+use crate::extensions::{Loaded, Registry, Source, State, read_manifest};
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -74,13 +75,17 @@ pub fn sync_folder(app: &App, folder: &Path, force: bool) -> Result<Vec<Done>, R
     match (here, present) {
         (None, false) => Ok(vec![]),
         (Some((name, State::Refused { .. })), false) => {
+            // A copy that failed to load at start goes with its folder.
+            if let Err(e) = source.accepted.forget(&folder_name(folder)) {
+                tracing::error!(extension = %name, error = %e, "cannot remove the accepted copy");
+            }
             let mut next = (*current).clone();
             next.packages.remove(&name);
             next.reload_failures.remove(&name);
             app.extensions.store(Arc::new(next));
             Ok(vec![(name, Outcome::Forgotten)])
         }
-        (Some((name, State::Loaded(old))), false) => remove(app, &current, &name, &old),
+        (Some((name, State::Loaded(old))), false) => remove(app, source, &current, &name, &old),
         (Some((name, State::Loaded(old))), true) => {
             change(app, source, &current, &name, &old, force)
         }
@@ -173,6 +178,14 @@ pub fn sync_audited(
         }
     }
     outcome
+}
+
+/// The published package's copy becomes its accepted copy. If that fails, the server serves the
+/// new version all the same; the next start loads the copy before and applies the folder again.
+fn keep(source: &Source, staged: Staged, folder: &Path, name: &str) {
+    if let Err(e) = source.accepted.accept(staged, &folder_name(folder)) {
+        tracing::error!(extension = %name, error = %e, "cannot keep the accepted copy; the next start applies the plugin folder again");
+    }
 }
 
 fn folder_name(folder: &Path) -> String {
@@ -300,7 +313,16 @@ fn add(
             reason,
         }
     };
-    let m = match Manifest::read(folder) {
+    // What loads is a copy: the folder may change meanwhile, the copy cannot; once published it
+    // is the accepted copy, which the next start loads.
+    let staged = match source.accepted.stage(folder) {
+        Ok(s) => s,
+        Err(e) => {
+            let reason = format!("cannot copy the package: {e}");
+            return Err(refused(next, folder_name(folder), None, reason, false));
+        }
+    };
+    let m = match read_manifest(staged.path(), folder) {
         Ok(m) => m,
         Err(e) => {
             return Err(refused(
@@ -327,13 +349,16 @@ fn add(
         let reason = format!("extension {name}: {why}");
         return Err(refused(next, name, Some(version), reason, waiting));
     }
-    let loaded = match crate::extensions::load_one(&m, folder, &source.options, &mut |_| Ok(())) {
-        Ok(l) => Arc::new(l),
-        Err(e) => {
-            let reason = format!("extension {name}: {e}");
-            return Err(refused(next, name, Some(version), reason, false));
-        }
-    };
+    let loaded =
+        match crate::extensions::load_one(&m, staged.path(), folder, &source.options, &mut |_| {
+            Ok(())
+        }) {
+            Ok(l) => Arc::new(l),
+            Err(e) => {
+                let reason = format!("extension {name}: {e}");
+                return Err(refused(next, name, Some(version), reason, false));
+            }
+        };
     let contribute = match thinghost_extensions::contribution(&m) {
         Ok(c) => c,
         Err(e) => {
@@ -350,6 +375,7 @@ fn add(
         let reason = format!("extension {name}: {e}");
         return Err(refused(next, name, Some(version), reason, false));
     }
+    keep(source, staged, folder, &name);
     let mut done = vec![(name, Outcome::Added { version })];
     // The packages that waited for this one try again (and those that wait for them, in turn).
     loop {
@@ -406,7 +432,13 @@ fn change(
         }
         return Ok(vec![(name.to_string(), Outcome::Unchanged)]);
     }
-    let m = Manifest::read(&old.dir).map_err(|e| refuse(e.to_string()))?;
+    let staged = source
+        .accepted
+        .stage(&old.dir)
+        .map_err(|e| refuse(format!("extension {name}: cannot copy the package: {e}")))?;
+    let hash = thinghost_extensions::package::content_hash(staged.path())
+        .map_err(|e| refuse(format!("extension {name}: {e}")))?;
+    let m = read_manifest(staged.path(), &old.dir).map_err(|e| refuse(e.to_string()))?;
     let to = m.extension.version.to_string();
     if m.name() != name {
         return Err(refuse(format!(
@@ -437,7 +469,7 @@ fn change(
             "extension {name} {to} turns into a native library, which loads only at start: restart the server"
         )));
     }
-    let runtime = Code::load(&m, &old.dir, &source.options)
+    let runtime = Code::load_as(&m, staged.path(), &old.dir, &source.options)
         .map_err(|e| refuse(format!("extension {name} {to}: {e}")))?;
     let contribute = thinghost_extensions::contribution(&m)
         .map_err(|e| refuse(format!("extension {name} {to}: {e}")))?;
@@ -498,12 +530,14 @@ fn change(
             "extension {name} {to} is refused, the loaded {from} keeps serving: {e}"
         ))
     })?;
+    keep(source, staged, &old.dir, name);
     Ok(vec![(name.to_string(), Outcome::Replaced { from, to })])
 }
 
 /// Remove: the loaded package's folder is gone.
 fn remove(
     app: &App,
+    source: &Source,
     current: &Arc<Registry>,
     name: &str,
     old: &Arc<Loaded>,
@@ -534,13 +568,127 @@ fn remove(
         Some(Box::new(thinghost_extensions::removal(name))),
     )
     .map_err(|e| refuse(format!("extension {name} stays loaded: {e}")))?;
+    if let Err(e) = source.accepted.forget(&folder_name(&old.dir)) {
+        tracing::error!(extension = %name, error = %e, "cannot remove the accepted copy; it loads at the next start and leaves again");
+    }
     Ok(vec![(name.to_string(), Outcome::Removed { version })])
 }
 
-/// At start: the extensions whose contributions are in the model but whose package is not in
-/// the plugin directory leave, as if their folder had been removed while the server ran, so a
-/// restart gives the state a running server would have. One that cannot leave (a user's
-/// template still based on one of its templates, say) stays, with a warning.
+/// At start, step one: the accepted copies load, so the server begins where it stopped. Native
+/// packages change only at a start (they are never unloaded): their copies follow their
+/// folders first, so a new native version, or its removal, takes effect now.
+pub fn load_accepted(db: &mut thinghost_store::Db, source: &Source) -> Result<Registry, String> {
+    let accepted = &source.accepted;
+    accepted.recover()?;
+    for name in accepted.names()? {
+        let copy = accepted.path(&name);
+        if !Manifest::read(&copy).is_ok_and(|m| m.extension.runtime == Runtime::Native) {
+            continue;
+        }
+        let folder = source.dir.join(&name);
+        if !folder.join(MANIFEST).is_file() {
+            accepted.forget(&name)?;
+        } else if thinghost_extensions::package::content_hash(&folder)?
+            != thinghost_extensions::package::content_hash(&copy)?
+        {
+            accepted.accept(accepted.stage(&folder)?, &name)?;
+        }
+    }
+    crate::extensions::load_copies(
+        accepted.root(),
+        &source.dir,
+        &source.options,
+        &mut |m: &Manifest| {
+            let change = thinghost_extensions::contribution(m).map_err(|e| e.to_string())?;
+            db.change(change).map(|_| ()).map_err(|e| e.to_string())
+        },
+    )
+}
+
+/// At start, step two (before the server listens): the plugin directory is applied to the
+/// accepted packages by the rules of a running server, as if its folders had changed while it
+/// ran: first the folders that left (dependents before what they need), then the folders there
+/// (dependencies first). A version the running server refused is refused again, and the
+/// accepted one serves. Last, what is in the model without a package leaves
+/// ([`remove_absent`]). Audited like the watcher's changes.
+pub fn apply_plugin_dir(app: &App) -> Result<(), String> {
+    let Some(source) = &app.plugins else {
+        return Ok(());
+    };
+    let system = thinghost_core::predefined::SYSTEM;
+    let host = semver::Version::parse(crate::VERSION).expect("the host version is semver");
+    let current = app.extensions.load_full();
+    let loaded: Vec<&Loaded> = current
+        .packages
+        .values()
+        .filter_map(|st| match st {
+            State::Loaded(l) => Some(l.as_ref()),
+            State::Refused { .. } => None,
+        })
+        .collect();
+    let manifests: Vec<&Manifest> = loaded.iter().map(|l| &l.manifest).collect();
+    let order = thinghost_extensions::plan(&manifests, &host).order;
+    for name in order.iter().rev() {
+        if let Some(l) = loaded.iter().find(|l| l.manifest.name() == name)
+            && !l.dir.join(MANIFEST).is_file()
+        {
+            let _ = sync_audited(app, system, &l.dir, false);
+        }
+    }
+    let gone: Vec<PathBuf> = current
+        .packages
+        .values()
+        .filter_map(|st| match st {
+            State::Refused { dir, .. } if !dir.join(MANIFEST).is_file() => Some(dir.clone()),
+            _ => None,
+        })
+        .collect();
+    for dir in gone {
+        let _ = sync_audited(app, system, &dir, false);
+    }
+    let mut folders: Vec<PathBuf> = std::fs::read_dir(&source.dir)
+        .map_err(|e| {
+            format!(
+                "cannot read the plugin directory {}: {e}",
+                source.dir.display()
+            )
+        })?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_dir() && !folder_name(p).starts_with('.'))
+        .collect();
+    folders.sort();
+    let present: Vec<(Manifest, PathBuf)> = folders
+        .iter()
+        .filter_map(|f| Manifest::read(f).ok().map(|m| (m, f.clone())))
+        .collect();
+    let refs: Vec<&Manifest> = present.iter().map(|(m, _)| m).collect();
+    let mut ordered: Vec<PathBuf> = thinghost_extensions::plan(&refs, &host)
+        .order
+        .iter()
+        .filter_map(|name| {
+            present
+                .iter()
+                .find(|(m, _)| m.name() == name)
+                .map(|(_, f)| f.clone())
+        })
+        .collect();
+    for f in folders {
+        if !ordered.contains(&f) {
+            ordered.push(f);
+        }
+    }
+    for folder in ordered {
+        let _ = sync_audited(app, system, &folder, false);
+    }
+    let mut db = app.db.write().unwrap_or_else(|p| p.into_inner());
+    remove_absent(&mut db, &app.extensions.load());
+    Ok(())
+}
+
+/// At start: the extensions whose contributions are in the model but whose package is neither
+/// accepted nor in the plugin directory leave, as if their folder had been removed while the
+/// server ran. One that cannot leave (a user's template still based on one of its templates,
+/// say) stays, with a warning.
 pub fn remove_absent(db: &mut thinghost_store::Db, registry: &Registry) {
     // A folder whose manifest cannot be read may hold any of them: remove none until it is fixed.
     if let Some((folder, _)) = registry.packages.iter().find(|(_, st)| {

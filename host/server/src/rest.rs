@@ -66,7 +66,7 @@ pub(crate) fn visible_entity<'m>(
 }
 
 /// Checks a permission; a denial is a 403 (the entity is visible by now) and is audited.
-fn require(
+pub(crate) fn require(
     m: &Model,
     caller: &Caller,
     permission: Permission,

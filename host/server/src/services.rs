@@ -543,6 +543,170 @@ fn permission_service(
     Ok(Reply::Empty)
 }
 
+/// `AddPermissions(permissions)`, and `AddInstancePermissions` on templates and shapes: entries of
+/// the three families, added in one transaction with one audit entry that lists them (a grant is
+/// all or nothing). Each item of the JSON array: `family` (`visibility`, `designTime` or
+/// `runTime`), `principal`, `principalType`, and for the permission families `type`, `allow`
+/// (default true) and, at run time, `resource` (default `*`). Every principal must exist.
+fn add_permissions(call: &mut Call<'_>, which: AclOf) -> Result<Reply, ApiError> {
+    call.params(&[("permissions", BaseType::Json, true)])?;
+    call.require_on_entity(Permission::Update, "change this entity's permissions")?;
+    let items = match call.params.get("permissions") {
+        Some(Json::Array(items)) if !items.is_empty() => items.clone(),
+        _ => {
+            return Err(bad(
+                "parameter permissions: a non-empty JSON array of {family, principal, principalType, type, resource, allow}",
+            ));
+        }
+    };
+    enum Change {
+        Visibility(VisibilityEntry),
+        Entry {
+            design: bool,
+            entry: PermissionEntry,
+        },
+    }
+    let mut changes = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let at = |m: String| bad(format!("parameter permissions, item {i}: {m}"));
+        let field = |k: &str| item.get(k).and_then(Json::as_str).unwrap_or_default();
+        let principal = field("principal").to_string();
+        let principal_type = field("principalType");
+        let exists = |kind: Kind, name: &str| call.model().get(kind, name).is_some();
+        match field("family") {
+            "visibility" => {
+                let entry = match principal_type {
+                    "Organization" => VisibilityEntry::organization(principal.clone()),
+                    "OrganizationalUnit" => match principal.split_once(':') {
+                        Some((o, u)) => VisibilityEntry::unit(o, u),
+                        None => {
+                            return Err(at(format!(
+                                "name a unit as Organization:Unit, not {principal:?}"
+                            )));
+                        }
+                    },
+                    other => {
+                        return Err(at(format!(
+                            "principalType {other:?} is not Organization or OrganizationalUnit"
+                        )));
+                    }
+                };
+                let (org, unit) = entry.split();
+                let found = match (call.model().get(Kind::Organization, org), unit) {
+                    (Some(e), Some(u)) => {
+                        matches!(&e.body, Body::Organization(o) if o.units.iter().any(|x| x.name == u))
+                    }
+                    (Some(_), None) => true,
+                    (None, _) => false,
+                };
+                if !found {
+                    return Err(at(format!(
+                        "there is no {principal_type} named {principal:?}"
+                    )));
+                }
+                changes.push(Change::Visibility(entry));
+            }
+            family @ ("designTime" | "runTime") => {
+                let (who, kind) = match principal_type {
+                    "User" => (PrincipalRef::user(principal.clone()), Kind::User),
+                    "Group" => (PrincipalRef::group(principal.clone()), Kind::Group),
+                    other => {
+                        return Err(at(format!("principalType {other:?} is not User or Group")));
+                    }
+                };
+                if !exists(kind, &principal) {
+                    return Err(at(format!(
+                        "there is no {principal_type} named {principal:?}"
+                    )));
+                }
+                let t = field("type");
+                let permission = Permission::parse(t)
+                    .ok_or_else(|| at(format!("type {t:?} is not a permission")))?;
+                let design = family == "designTime";
+                let resource = match item.get("resource").and_then(Json::as_str) {
+                    Some(r) if !design => r.to_string(),
+                    _ => ALL_RESOURCES.to_string(),
+                };
+                let allow = match item.get("allow") {
+                    None | Some(Json::Null) => true,
+                    Some(Json::Bool(b)) => *b,
+                    Some(other) => {
+                        return Err(at(format!("allow must be true or false, not {other}")));
+                    }
+                };
+                changes.push(Change::Entry {
+                    design,
+                    entry: PermissionEntry::new(who, permission, &resource, allow),
+                });
+            }
+            other => {
+                return Err(at(format!(
+                    "family {other:?} is not visibility, designTime or runTime"
+                )));
+            }
+        }
+    }
+    let (kind, name) = (call.kind, call.entity.clone());
+    call.commit("permissionsChanged", (kind, name.clone()), move |tx| {
+        let acl = acl_mut(tx, kind, &name, which)?;
+        for c in changes {
+            match c {
+                Change::Visibility(v) => {
+                    acl.visibility.retain(|x| x != &v);
+                    acl.visibility.push(v);
+                }
+                Change::Entry { design, entry } => {
+                    let list = if design {
+                        &mut acl.design_time
+                    } else {
+                        &mut acl.run_time
+                    };
+                    // One entry per principal, type and resource: adding replaces.
+                    list.retain(|e| {
+                        !(e.principal == entry.principal
+                            && e.permission == entry.permission
+                            && e.resource == entry.resource)
+                    });
+                    list.push(entry);
+                }
+            }
+        }
+        Ok(())
+    })?;
+    Ok(Reply::Empty)
+}
+
+/// `ImplementsShape(thingShapeName)` on a Thing or a ThingTemplate: does it implement the shape,
+/// itself or through its template chain? Needs design-time Read (it describes the entity).
+fn implements_shape(call: &mut Call<'_>) -> Result<Reply, ApiError> {
+    call.params(&[("thingShapeName", BaseType::String, true)])?;
+    call.require_on_entity(Permission::Read, "read this entity's definition")?;
+    let shape = call.str("thingShapeName");
+    let m = call.model();
+    let e = m.get(call.kind, &call.entity).expect("resolved");
+    let (template, own): (String, Vec<String>) = match &e.body {
+        Body::Thing(t) => (t.thing_template.clone(), t.thing_shapes.clone()),
+        Body::ThingTemplate(t) => (call.entity.clone(), t.thing_shapes.clone()),
+        _ => {
+            return Err(bad(
+                "ImplementsShape is a service of Things and ThingTemplates",
+            ));
+        }
+    };
+    let inherited = thinghost_core::validate::template_chain(m, &template)
+        .map(|chain| {
+            chain.iter().any(|t| match &t.body {
+                Body::ThingTemplate(b) => b.thing_shapes.iter().any(|s| s == &shape),
+                _ => false,
+            })
+        })
+        .unwrap_or(false);
+    Ok(result(
+        BaseType::Boolean,
+        json!(inherited || own.iter().any(|s| s == &shape)),
+    ))
+}
+
 /// Runs a host service, if there is one of that name on that entity.
 pub fn host_service(call: &mut Call<'_>) -> Option<Result<Reply, ApiError>> {
     let service = call.service.clone();
@@ -561,6 +725,12 @@ pub fn host_service(call: &mut Call<'_>) -> Option<Result<Reply, ApiError>> {
         && matches!(kind, Kind::ThingTemplate | Kind::ThingShape)
     {
         return Some(permission_service(call, &op, AclOf::Instance, None));
+    }
+    if s == "AddInstancePermissions" && matches!(kind, Kind::ThingTemplate | Kind::ThingShape) {
+        return Some(add_permissions(call, AclOf::Instance));
+    }
+    if s == "AddPermissions" && kind != Kind::Resource {
+        return Some(add_permissions(call, AclOf::Own));
     }
     if is_permission_op(s) && kind != Kind::Resource {
         return Some(permission_service(call, s, AclOf::Own, None));
@@ -603,6 +773,7 @@ pub fn host_service(call: &mut Call<'_>) -> Option<Result<Reply, ApiError>> {
             "AddPropertyDefinition" | "DeletePropertyDefinition",
         ) => property_definition(call),
         (Kind::Thing, _, "AddShapeToThing") => add_shape(call),
+        (Kind::Thing | Kind::ThingTemplate, _, "ImplementsShape") => implements_shape(call),
         (Kind::Group, _, "AddMember" | "DeleteMember") => group_member(call),
         (Kind::Organization, _, "AddOrganizationalUnit" | "AddMember" | "DeleteMember") => {
             organization(call)

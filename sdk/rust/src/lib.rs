@@ -146,9 +146,55 @@ pub mod host {
         )?)?)
     }
 
+    /// Runs a service of any entity (`collection` `Things`, `ThingTemplates`, `Groups`, ...),
+    /// as the caller may; the result as for [`invoke_service`].
+    pub fn invoke_entity_service<T: DeserializeOwned>(
+        collection: &str,
+        entity: &str,
+        service: &str,
+        params: &Json,
+    ) -> Result<T, Error> {
+        let params = serde_json::to_string(params)?;
+        Ok(serde_json::from_str(&imp::invoke_entity_service(
+            collection, entity, service, &params,
+        )?)?)
+    }
+
     /// The names of the Things the caller can see.
     pub fn list_things() -> Result<Vec<String>, Error> {
         imp::list_things()
+    }
+
+    /// Starts a remote-access session of the caller on the running service's Thing: its
+    /// `sessionId`, `launchUri` (with a single-use nonce key), `nonceExpiresInSeconds` and
+    /// `session`.
+    pub fn start_session(remote_endpoint: &str) -> Result<Json, Error> {
+        Ok(serde_json::from_str(&imp::session(
+            "start_session",
+            remote_endpoint,
+        )?)?)
+    }
+
+    /// Ends a session on the running service's Thing (the caller's own; an administrator's
+    /// any); gives the ended session.
+    pub fn end_session(session_id: &str) -> Result<Json, Error> {
+        Ok(serde_json::from_str(&imp::session(
+            "end_session",
+            session_id,
+        )?)?)
+    }
+
+    /// A session on the running service's Thing that the caller may see.
+    pub fn get_session(session_id: &str) -> Result<Json, Error> {
+        Ok(serde_json::from_str(&imp::session(
+            "get_session",
+            session_id,
+        )?)?)
+    }
+
+    /// The current sessions on the running service's Thing that the caller may see.
+    pub fn list_sessions() -> Result<Json, Error> {
+        Ok(serde_json::from_str(&imp::list_sessions()?)?)
     }
 
     /// A line in the host's log, attributed to the extension and the caller.
@@ -188,8 +234,28 @@ mod imp {
     pub fn invoke_service(thing: &str, service: &str, params: &str) -> Result<String, Error> {
         Ok(wit::invoke_service(thing, service, params)?)
     }
+    pub fn invoke_entity_service(
+        collection: &str,
+        entity: &str,
+        service: &str,
+        params: &str,
+    ) -> Result<String, Error> {
+        Ok(wit::invoke_entity_service(
+            collection, entity, service, params,
+        )?)
+    }
     pub fn list_things() -> Result<Vec<String>, Error> {
         Ok(wit::list_things()?)
+    }
+    pub fn session(function: &str, arg: &str) -> Result<String, Error> {
+        Ok(match function {
+            "start_session" => wit::start_session(arg)?,
+            "end_session" => wit::end_session(arg)?,
+            _ => wit::get_session(arg)?,
+        })
+    }
+    pub fn list_sessions() -> Result<String, Error> {
+        Ok(wit::list_sessions()?)
     }
     pub fn log(message: &str) -> Result<(), Error> {
         Ok(wit::log(message)?)
@@ -234,11 +300,29 @@ mod imp {
             serde_json::json!([thing, service, params]),
         )
     }
+    pub fn invoke_entity_service(
+        collection: &str,
+        entity: &str,
+        service: &str,
+        params: &str,
+    ) -> Result<String, Error> {
+        let params: Json = serde_json::from_str(params)?;
+        text(
+            "invoke_entity_service",
+            serde_json::json!([collection, entity, service, params]),
+        )
+    }
     pub fn list_things() -> Result<Vec<String>, Error> {
         Ok(serde_json::from_value(native::host_call(
             "list_things",
             Json::Array(vec![]),
         )?)?)
+    }
+    pub fn session(function: &str, arg: &str) -> Result<String, Error> {
+        text(function, serde_json::json!([arg]))
+    }
+    pub fn list_sessions() -> Result<String, Error> {
+        text("list_sessions", Json::Array(vec![]))
     }
     pub fn log(message: &str) -> Result<(), Error> {
         native::host_call("log", serde_json::json!([message])).map(|_| ())

@@ -65,6 +65,13 @@ pub struct Args {
     /// How long an extension folder must be quiet after a change before it is reloaded.
     #[arg(long, value_name = "MS", default_value_t = 200, value_parser = clap::value_parser!(u64).range(10..=60_000))]
     reload_quiet_ms: u64,
+    /// Where remote-access clients reach this server, as `https://HOST:PORT` (the host and port
+    /// of StartSession's launch URI). Default: the address the server listens on.
+    #[arg(long, value_name = "URL")]
+    public_url: Option<String>,
+    /// How long a remote-access nonce key is good for (it is good for one use).
+    #[arg(long, value_name = "SECONDS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    nonce_lifetime_seconds: u64,
     /// Log format: text, or json for log shippers. Filter with RUST_LOG (default: info).
     #[arg(long, value_name = "FORMAT", default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
@@ -124,6 +131,7 @@ pub fn run(args: Args) -> Result<i32, Failure> {
         )?;
         Some(tokio_rustls::TlsAcceptor::from(config))
     };
+    let public = args.public_url.as_deref().map(public_address).transpose()?;
     let _lock = thinghost_store::DirLock::acquire(&dir)?;
     let mut db = Db::open(&dir, Policy::default())?;
     let mut source = None;
@@ -145,22 +153,15 @@ pub fn run(args: Args) -> Result<i32, Failure> {
                     "native extensions are allowed: they run as trusted code inside the server"
                 );
             }
-            let registry = crate::extensions::load_dir(plugins, &options, &mut db)?;
-            crate::reload::remove_absent(&mut db, &registry);
-            for p in registry.summary() {
-                match p["state"].as_str() {
-                    Some("loaded") => {
-                        tracing::info!(extension = %p["name"].as_str().unwrap_or(""), version = %p["version"].as_str().unwrap_or(""), "extension loaded")
-                    }
-                    _ => {
-                        tracing::warn!(extension = %p["name"].as_str().unwrap_or(""), reason = %p["reason"].as_str().unwrap_or(""), "extension refused")
-                    }
-                }
-            }
-            source = Some(crate::extensions::Source {
+            let s = crate::extensions::Source {
                 dir: plugins.clone(),
                 options,
-            });
+                accepted: crate::accepted::Accepted::new(&dir),
+            };
+            // What the server accepted when it last ran; the plugin directory is applied to it
+            // once the server's state exists (below).
+            let registry = crate::reload::load_accepted(&mut db, &s)?;
+            source = Some(s);
             registry
         }
         None => crate::extensions::Registry::default(),
@@ -173,12 +174,28 @@ pub fn run(args: Args) -> Result<i32, Failure> {
         extensions: arc_swap::ArcSwap::from_pointee(extensions),
         plugins: source,
         reload_lock: Mutex::new(()),
+        sessions: crate::sessions::Sessions::new(std::time::Duration::from_secs(
+            args.nonce_lifetime_seconds,
+        )),
         auth: crate::auth::Limiter::new(crate::auth::LimiterConfig {
             slow_after: args.signin_slow_after,
             lock_after: args.signin_lockout_after,
             lockout: std::time::Duration::from_secs(args.signin_lockout_minutes * 60),
         }),
     });
+    if app.plugins.is_some() {
+        crate::reload::apply_plugin_dir(&app)?;
+        for p in app.extensions.load().summary() {
+            match p["state"].as_str() {
+                Some("loaded") => {
+                    tracing::info!(extension = %p["name"].as_str().unwrap_or(""), version = %p["version"].as_str().unwrap_or(""), reload_error = %p["reloadError"].as_str().unwrap_or(""), "extension loaded")
+                }
+                _ => {
+                    tracing::warn!(extension = %p["name"].as_str().unwrap_or(""), reason = %p["reason"].as_str().unwrap_or(""), "extension refused")
+                }
+            }
+        }
+    }
     // Kept until the server stops: dropping it ends the watch.
     let _watch = match (&app.plugins, args.no_watch) {
         (Some(source), false) => match crate::watch::spawn(
@@ -208,6 +225,10 @@ pub fn run(args: Args) -> Result<i32, Failure> {
             .await
             .map_err(|e| Failure(format!("cannot listen on {}: {e}; pick another address with --listen", args.listen)))?;
         let local = listener.local_addr()?;
+        let _ = app.sessions.public.set(public.unwrap_or_else(|| crate::sessions::PublicAddress {
+            host: local.ip().to_string(),
+            port: local.port(),
+        }));
         let scheme = if tls.is_some() { "https" } else { "http" };
         if tls.is_none() {
             tracing::warn!("serving plain HTTP: keys and data cross the network unencrypted; use TLS outside development");
@@ -219,6 +240,23 @@ pub fn run(args: Args) -> Result<i32, Failure> {
         Ok::<(), Failure>(())
     })?;
     Ok(0)
+}
+
+/// `--public-url`: `https://HOST[:PORT]` (the scheme's port when none is given).
+fn public_address(text: &str) -> Result<crate::sessions::PublicAddress, Failure> {
+    let bad = || {
+        Failure(format!(
+            "--public-url {text:?}: give it as https://HOST:PORT, the address remote-access clients use to reach this server"
+        ))
+    };
+    let url = url::Url::parse(text).map_err(|_| bad())?;
+    match (url.host_str(), url.port_or_known_default(), url.path()) {
+        (Some(host), Some(port), "" | "/") => Ok(crate::sessions::PublicAddress {
+            host: host.to_string(),
+            port,
+        }),
+        _ => Err(bad()),
+    }
 }
 
 async fn shutdown_signal() {

@@ -1,0 +1,245 @@
+//! `/Thingworx/TWS`: the remote-access connection of a session (DOMAIN K6, S1).
+//!
+//! A remote-access client opens a WebSocket here with two headers: `sessionId` and `nonce`, the
+//! nonce key that `StartSession` returned in its launch URI. The nonce is good once, before its
+//! expiry, for that session only; an application key, a password or a client certificate is
+//! never accepted here (and a nonce is never accepted anywhere else: the REST API does not know
+//! it). Every refusal answers 401 and is audited with its reason.
+//!
+//! The connection runs as the nonce's user with the seed's minimum rights and no more: it may
+//! read the session's Thing's properties (`GetProperty`) and run its session services
+//! (`GetSession`, `GetSessions`, `EndSession`), each checked as a request of that user; nothing
+//! else. The server sends the session's state changes (`connected`, `ended`) and closes the
+//! connection when the session ends. The tunnel to the device comes with edge connectivity.
+
+use crate::app::{App, LoggedUser, Peer};
+use crate::auth::Caller;
+use crate::rest::{self, Reply};
+use crate::sessions::{NonceRefused, Phase};
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Extension, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value as Json, json};
+use std::sync::Arc;
+
+fn refuse(app: &App, peer: &Peer, user: &str, key: &str, detail: &str) -> Response {
+    app.audit(
+        user,
+        "Authentication",
+        key,
+        json!({"detail": detail, "address": peer.addr.to_string(), "endpoint": "/Thingworx/TWS"}),
+        "",
+        "",
+    );
+    let mut res = (
+        StatusCode::UNAUTHORIZED,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        json!({"error": "authentication failed"}).to_string(),
+    )
+        .into_response();
+    res.extensions_mut().insert(LoggedUser(user.to_string()));
+    res
+}
+
+/// The upgrade: checks the nonce, then hands the socket to [`connection`].
+pub async fn tws(
+    State(app): State<Arc<App>>,
+    Extension(peer): Extension<Peer>,
+    headers: HeaderMap,
+    upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+) -> Response {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    if header("appKey").is_some() || headers.contains_key(header::AUTHORIZATION) {
+        return refuse(
+            &app,
+            &peer,
+            "",
+            "remoteAccessRefused",
+            "only a nonce key opens a remote-access connection; an application key or a password never does",
+        );
+    }
+    let (Some(nonce), Some(session)) = (header("nonce"), header("sessionId")) else {
+        return refuse(
+            &app,
+            &peer,
+            "",
+            "noCredentials",
+            "a remote-access connection needs the headers nonce and sessionId (from StartSession's launch URI)",
+        );
+    };
+    // Not a WebSocket request: refused before the nonce is spent.
+    let upgrade = match upgrade {
+        Ok(u) => u,
+        Err(rejection) => return rejection.into_response(),
+    };
+    let (user, thing, phase) = match app.sessions.redeem(nonce, session) {
+        Ok(found) => found,
+        Err(NonceRefused::Unknown) => {
+            return refuse(
+                &app,
+                &peer,
+                "",
+                "nonceRefused",
+                "unknown nonce: never issued, already used, or expired",
+            );
+        }
+        Err(NonceRefused::Expired { user }) => {
+            return refuse(&app, &peer, &user, "nonceExpired", "the nonce expired");
+        }
+        Err(NonceRefused::WrongSession { user }) => {
+            return refuse(
+                &app,
+                &peer,
+                &user,
+                "nonceRefused",
+                "the nonce was issued for another session",
+            );
+        }
+    };
+    let subject = {
+        let db = app.db.read().unwrap_or_else(|p| p.into_inner());
+        crate::auth::user_usable(db.model(), &user)
+    };
+    let caller = match subject {
+        Ok(subject) => Caller {
+            subject,
+            name: user.clone(),
+            depth: 0,
+        },
+        Err(r) => return refuse(&app, &peer, &user, r.key, &r.detail),
+    };
+    app.audit(
+        &user,
+        "REMOTE_ACCESS",
+        "remoteConnectionOpened",
+        json!({"sessionId": session, "thing": thing, "address": peer.addr.to_string()}),
+        &format!("Things/{thing}"),
+        "Thing",
+    );
+    let session = session.to_string();
+    let mut res =
+        upgrade.on_upgrade(move |socket| connection(app, caller, thing, session, phase, socket));
+    res.extensions_mut().insert(LoggedUser(user));
+    res
+}
+
+/// One request over the connection, within the seed's minimum rights.
+fn request(app: &Arc<App>, caller: &Caller, thing: &str, session: &str, msg: &Json) -> Json {
+    let op = msg["op"].as_str().unwrap_or_default();
+    let thing_path = format!(
+        "/Thingworx/Things/{}",
+        percent_encoding::utf8_percent_encode(thing, percent_encoding::NON_ALPHANUMERIC)
+    );
+    let (method, path, body) = match op {
+        "GetProperty" => {
+            let Some(name) = msg["name"].as_str() else {
+                return json!({"op": op, "status": 400, "error": "GetProperty needs name"});
+            };
+            let name =
+                percent_encoding::utf8_percent_encode(name, percent_encoding::NON_ALPHANUMERIC);
+            (
+                Method::GET,
+                format!("{thing_path}/Properties/{name}"),
+                Vec::new(),
+            )
+        }
+        "GetSession" | "EndSession" => (
+            Method::POST,
+            format!("{thing_path}/Services/{op}"),
+            json!({"sessionId": msg["sessionId"].as_str().unwrap_or(session)})
+                .to_string()
+                .into_bytes(),
+        ),
+        "GetSessions" => (
+            Method::POST,
+            format!("{thing_path}/Services/GetSessions"),
+            b"{}".to_vec(),
+        ),
+        other => {
+            return json!({
+                "op": other, "status": 403,
+                "error": format!("{other:?} is not allowed on a remote-access connection: it may read the Thing's properties (GetProperty) and run its session services (GetSession, GetSessions, EndSession), nothing else"),
+            });
+        }
+    };
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    match rest::handle(app, caller, &method, &path, &headers, &body) {
+        Ok(Reply::Json(v)) => json!({"op": op, "status": 200, "result": v}),
+        Ok(Reply::Empty) => json!({"op": op, "status": 200}),
+        Err(e) => {
+            if let Some((permission, target)) = &e.denied {
+                app.audit(
+                    &caller.name,
+                    "Authorization",
+                    "permissionDenied",
+                    json!({"permission": permission.name(), "target": target, "endpoint": "/Thingworx/TWS"}),
+                    target,
+                    "",
+                );
+            }
+            json!({"op": op, "status": e.status.as_u16(), "error": e.message})
+        }
+    }
+}
+
+async fn send(socket: &mut WebSocket, v: Json) -> bool {
+    socket
+        .send(Message::Text(v.to_string().into()))
+        .await
+        .is_ok()
+}
+
+async fn connection(
+    app: Arc<App>,
+    caller: Caller,
+    thing: String,
+    session: String,
+    mut phase: tokio::sync::watch::Receiver<Phase>,
+    mut socket: WebSocket,
+) {
+    let state = |app: &App| json!({"event": "session", "state": "connected", "session": app.sessions.describe(&session)});
+    if !send(&mut socket, state(&app)).await {
+        return;
+    }
+    loop {
+        tokio::select! {
+            changed = phase.changed() => {
+                let now = *phase.borrow_and_update();
+                if changed.is_err() || now == Phase::Ended {
+                    let _ = send(&mut socket, json!({"event": "session", "state": "ended", "sessionId": session})).await;
+                    let _ = socket.send(Message::Close(None)).await;
+                    break;
+                }
+            }
+            msg = socket.recv() => {
+                let text = match msg {
+                    Some(Ok(Message::Text(t))) => t.to_string(),
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                    Some(Ok(Message::Binary(_))) => {
+                        if !send(&mut socket, json!({"status": 400, "error": "send JSON text messages"})).await { break; }
+                        continue;
+                    }
+                    _ => break,
+                };
+                let reply = match serde_json::from_str::<Json>(&text) {
+                    Ok(msg) if msg.is_object() => {
+                        let (app2, caller2, thing2, session2) = (app.clone(), caller.clone(), thing.clone(), session.clone());
+                        tokio::task::spawn_blocking(move || request(&app2, &caller2, &thing2, &session2, &msg))
+                            .await
+                            .unwrap_or_else(|_| json!({"status": 500, "error": "internal error"}))
+                    }
+                    _ => json!({"status": 400, "error": "a message is a JSON object such as {\"op\": \"GetSession\"}"}),
+                };
+                if !send(&mut socket, reply).await { break; }
+            }
+        }
+    }
+}

@@ -1,0 +1,879 @@
+//! The shipped extensions CSE, RAE and ACE against the real server over HTTPS: the seed 002
+//! walk-through (grants G1-G4, sessions S1), nonce keys on `/Thingworx/TWS` (K6), and their load
+//! order (E2) in every arrangement of the plugin directory.
+
+use serde_json::{Value as Json, json};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use thinghost_tests::{Server, copy_dir, ok, post, workspace};
+
+const ES: &str = "/Thingworx/Resources/EntityServices/Services";
+const RAE_GRANTS: &str = "/Thingworx/Things/RemoteAccessPermissionsServices/Services";
+const ACE_GRANTS: &str = "/Thingworx/Things/eMessageServices/Services";
+
+/// The shipped plugin directory, copied (only the named extensions).
+fn plugins(t: &Path, names: &[&str]) -> PathBuf {
+    let p = t.join("plugins");
+    std::fs::create_dir_all(&p).unwrap();
+    for n in names {
+        copy_dir(&workspace().join("plugins").join(n), &p.join(n));
+    }
+    p
+}
+
+fn serve(t: &Path, p: &Path, extra: &[&str]) -> Server {
+    let mut args = vec!["--dev", "--plugins", p.to_str().unwrap(), "--no-watch"];
+    args.extend_from_slice(extra);
+    Server::start(&t.join("d"), &args)
+}
+
+fn get(s: &Server, key: &str, path: &str) -> (u16, Json) {
+    let r = s
+        .client
+        .get(s.at(path))
+        .header("appKey", key)
+        .send()
+        .unwrap();
+    let st = r.status().as_u16();
+    (st, r.json().unwrap_or(Json::Null))
+}
+
+fn call(s: &Server, key: &str, thing: &str, service: &str, params: Json) -> (u16, Json) {
+    let (st, v) = post(
+        s,
+        key,
+        &format!("/Thingworx/Things/{thing}/Services/{service}"),
+        params,
+    );
+    (st.as_u16(), v)
+}
+
+fn result(s: &Server, key: &str, thing: &str, service: &str, params: Json) -> Json {
+    let (st, v) = call(s, key, thing, service, params);
+    assert_eq!(st, 200, "{thing}.{service}: {v}");
+    v["rows"][0]["result"].clone()
+}
+
+/// raUser (with a key) in raUserGroup, in raOrg: the seed's setup. Returns raUser's key.
+fn seed_users(s: &Server, admin: &str) -> String {
+    ok(
+        s,
+        admin,
+        &format!("{ES}/CreateUser"),
+        json!({"name": "raUser", "password": "a long password 1"}),
+    );
+    ok(
+        s,
+        admin,
+        &format!("{ES}/CreateGroup"),
+        json!({"name": "raUserGroup"}),
+    );
+    ok(
+        s,
+        admin,
+        "/Thingworx/Groups/raUserGroup/Services/AddMember",
+        json!({"member": "raUser", "type": "User"}),
+    );
+    ok(
+        s,
+        admin,
+        &format!("{ES}/CreateOrganization"),
+        json!({"name": "raOrg"}),
+    );
+    ok(
+        s,
+        admin,
+        "/Thingworx/Organizations/raOrg/Services/AddMember",
+        json!({"name": "raOrg", "member": "raUserGroup", "type": "Group"}),
+    );
+    let v = ok(
+        s,
+        admin,
+        &format!("{ES}/CreateApplicationKey"),
+        json!({"name": "raUser-key", "user": "raUser"}),
+    );
+    v["rows"][0]["keyId"].as_str().unwrap().to_string()
+}
+
+fn thing(s: &Server, admin: &str, name: &str, template: &str) {
+    ok(
+        s,
+        admin,
+        &format!("{ES}/CreateThing"),
+        json!({"name": name, "thingTemplateName": template}),
+    );
+}
+
+/// The audit records with `key`, newest last.
+fn audited(s: &Server, key: &str) -> Vec<Json> {
+    use thinghost_store::Store;
+    let mut store =
+        thinghost_store::SqliteStore::open(&s.dir.join(thinghost_store::DB_FILE)).unwrap();
+    store
+        .audit_records(10_000)
+        .unwrap()
+        .into_iter()
+        .rev()
+        .filter(|r| r.message_key == key)
+        .map(
+            |r| json!({"user": r.user, "category": r.category, "args": r.args, "source": r.source}),
+        )
+        .collect()
+}
+
+/// A grant Thing and what goes with it: RAE's or ACE's.
+struct Flavor {
+    grants: &'static str,
+    for_thing: &'static str,
+    for_template: &'static str,
+    template: &'static str,
+    shape: &'static str,
+}
+
+const FLAVORS: [Flavor; 2] = [
+    Flavor {
+        grants: RAE_GRANTS,
+        for_thing: "GrantPermissionsThingWorxInternalForThing",
+        for_template: "GrantPermissionsThingWorxInternalForTemplate",
+        template: "RemoteThingWithTunnels",
+        shape: "RemoteAccessible",
+    },
+    Flavor {
+        grants: ACE_GRANTS,
+        for_thing: "GrantRemoteAccessPermissionsForThing",
+        for_template: "GrantRemoteAccessPermissionsForTemplate",
+        template: "AxedaManagedModel",
+        shape: "AxedaRemoteAccessible",
+    },
+];
+
+/// A server with the three extensions, the seed's raUser, raUserGroup and raOrg, and Device1
+/// made from the flavor's template, which raUser cannot see yet. (temp dir, server, admin key,
+/// raUser's key)
+fn seed(f: &Flavor) -> (tempfile::TempDir, Server, String, String) {
+    let t = tempfile::tempdir().unwrap();
+    let p = plugins(
+        t.path(),
+        &["connection-services", "remote-access", "axeda-compat"],
+    );
+    let s = serve(t.path(), &p, &[]);
+    let admin = s.admin_key();
+    let ra = seed_users(&s, &admin);
+    thing(&s, &admin, "Device1", f.template);
+    assert_eq!(get(&s, &ra, "/Thingworx/Things/Device1").0, 404);
+    (t, s, admin, ra)
+}
+
+/// G1, for RAE's and ACE's grant services: every parameter is required and of its base type.
+#[test]
+fn g1_every_grant_parameter_is_required_and_of_its_base_type() {
+    for f in &FLAVORS {
+        let Flavor {
+            grants, for_thing, ..
+        } = *f;
+        let (_t, s, admin, _ra) = seed(f);
+        // G1: all parameters required, each of its base type.
+        let (st, v) = post(
+            &s,
+            &admin,
+            &format!("{grants}/{for_thing}"),
+            json!({"organization": "raOrg", "userGroup": "raUserGroup"}),
+        );
+        assert_eq!(st, 400, "{v}");
+        assert!(v["error"].as_str().unwrap().contains("thingName"), "{v}");
+        let (st, v) = post(
+            &s,
+            &admin,
+            &format!("{grants}/{for_thing}"),
+            json!({"organization": "raOrg", "userGroup": "noSuchGroup", "thingName": "Device1"}),
+        );
+        assert_eq!(st, 400, "{v}");
+        assert!(v["error"].as_str().unwrap().contains("userGroup"), "{v}");
+    }
+}
+
+/// G2: a target without the shape is refused, naming the missing shape, and nothing changes.
+#[test]
+fn g2_a_target_without_the_shape_is_refused_naming_it_and_nothing_changes() {
+    for f in &FLAVORS {
+        let Flavor {
+            grants,
+            for_thing,
+            shape,
+            ..
+        } = *f;
+        let (_t, s, admin, ra) = seed(f);
+        // G2: a Thing without the shape is refused, naming it, and nothing changes.
+        thing(&s, &admin, "Plain", "RemoteThing");
+        let (st, v) = post(
+            &s,
+            &admin,
+            &format!("{grants}/{for_thing}"),
+            json!({"organization": "raOrg", "userGroup": "raUserGroup", "thingName": "Plain"}),
+        );
+        assert_eq!(st, 400, "{v}");
+        assert!(
+            v["error"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("Thing Plain does not implement the shape {shape}")),
+            "{v}"
+        );
+        let v = ok(
+            &s,
+            &admin,
+            "/Thingworx/Things/Plain/Services/GetVisibilityPermissions",
+            json!({}),
+        );
+        assert_eq!(v["rows"], json!([]), "nothing was granted");
+        assert_eq!(get(&s, &ra, "/Thingworx/Things/Plain").0, 404);
+    }
+}
+
+/// G3 and S1, the seed 002 walk-through: after the administrator's grant, raUser sees the Thing,
+/// reads its properties, starts, gets, lists and ends a session, and can do nothing else on it;
+/// the grant is one change with one audit entry; the template variant grants every Thing of the
+/// template, also those made after it.
+#[test]
+fn g3_s1_the_seed_002_walk_through_gives_exactly_the_minimum_and_sessions_run() {
+    for f in &FLAVORS {
+        let Flavor {
+            grants,
+            for_thing,
+            for_template,
+            template,
+            shape,
+            ..
+        } = *f;
+        let (_t, s, admin, ra) = seed(f);
+        let granted = result(
+            &s,
+            &admin,
+            grants.rsplit('/').nth(1).unwrap(),
+            for_thing,
+            json!({"organization": "raOrg", "userGroup": "raUserGroup", "thingName": "Device1"}),
+        );
+        assert!(granted.as_str().unwrap().contains("Device1"), "{granted}");
+        // One transaction, one audit entry, listing what it granted.
+        let entries = audited(&s, "permissionsChanged");
+        let grant_entries: Vec<&Json> = entries
+            .iter()
+            .filter(|e| e["source"] == "Things/Device1")
+            .collect();
+        assert_eq!(grant_entries.len(), 1, "{entries:?}");
+        let listed = grant_entries[0]["args"]["parameters"]["permissions"]
+            .as_array()
+            .unwrap()
+            .len();
+        assert_eq!(
+            listed, 7,
+            "visibility, Read, PropertyRead, 4 x ServiceInvoke"
+        );
+
+        // G3: exactly visibility, Read, PropertyRead and the four session services.
+        let (st, d) = get(&s, &ra, "/Thingworx/Things/Device1");
+        assert_eq!(st, 200, "{d}");
+        let (st, v) = get(&s, &ra, "/Thingworx/Things/Device1/Properties/isConnected");
+        assert_eq!(st, 200, "{v}");
+        let started = result(
+            &s,
+            &ra,
+            "Device1",
+            "StartSession",
+            json!({"remoteEndpoint": "10.0.0.5:22"}),
+        );
+        let id = started["sessionId"].as_str().unwrap().to_string();
+        let uri = started["launchUri"].as_str().unwrap();
+        assert!(
+            uri.starts_with("thinghost-rac://") && uri.contains(&format!("/{id}?nonce=")),
+            "{uri}"
+        );
+        let session = result(&s, &ra, "Device1", "GetSession", json!({"sessionId": id}));
+        assert_eq!(
+            (&session["user"], &session["thingName"], &session["state"]),
+            (&json!("raUser"), &json!("Device1"), &json!("started"))
+        );
+        let list = result(&s, &ra, "Device1", "GetSessions", json!({}));
+        assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
+        let ended = result(&s, &ra, "Device1", "EndSession", json!({"sessionId": id}));
+        assert_eq!(ended["state"], "ended");
+        let list = result(&s, &ra, "Device1", "GetSessions", json!({}));
+        assert_eq!(list, json!([]));
+        let starts = audited(&s, "remoteSessionStarted");
+        assert_eq!(starts.len(), 1);
+        assert_eq!(starts[0]["category"], "REMOTE_ACCESS");
+        assert_eq!(audited(&s, "remoteSessionEnded").len(), 1);
+        // Nothing else: no write, no other service, no design-time change.
+        let r = s
+            .client
+            .put(s.at("/Thingworx/Things/Device1/Properties/isConnected"))
+            .header("appKey", &ra)
+            .json(&json!({"isConnected": true}))
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 403);
+        let (st, _) = call(
+            &s,
+            &ra,
+            "Device1",
+            "AddRunTimePermission",
+            json!({"principal": "raUser", "principalType": "User", "type": "PropertyWrite", "allow": true}),
+        );
+        assert_eq!(st, 403);
+        let (st, _) = call(
+            &s,
+            &ra,
+            "Device1",
+            "AddPropertyDefinition",
+            json!({"name": "x", "type": "STRING"}),
+        );
+        assert_eq!(st, 403);
+        // The grant services are not raUser's.
+        let (st, _) = post(
+            &s,
+            &ra,
+            &format!("{grants}/{for_thing}"),
+            json!({"organization": "raOrg", "userGroup": "raUserGroup", "thingName": "Device1"}),
+        );
+        assert_eq!(st, 404);
+
+        // The template variant: every Thing of the template, also one made after the grant.
+        thing(&s, &admin, "Before", template);
+        let (st, v) = post(
+            &s,
+            &admin,
+            &format!("{grants}/{for_template}"),
+            json!({"organization": "raOrg", "userGroup": "raUserGroup", "templateName": "RemoteThing"}),
+        );
+        assert_eq!(st, 400, "{v}");
+        assert!(v["error"].as_str().unwrap().contains(shape), "{v}");
+        ok(
+            &s,
+            &admin,
+            &format!("{grants}/{for_template}"),
+            json!({"organization": "raOrg", "userGroup": "raUserGroup", "templateName": template}),
+        );
+        thing(&s, &admin, "After", template);
+        for name in ["Before", "After"] {
+            assert_eq!(
+                get(&s, &ra, &format!("/Thingworx/Things/{name}")).0,
+                200,
+                "{name}"
+            );
+            let started = result(
+                &s,
+                &ra,
+                name,
+                "StartSession",
+                json!({"remoteEndpoint": "10.0.0.9:5900"}),
+            );
+            let id = started["sessionId"].as_str().unwrap();
+            result(&s, &ra, name, "EndSession", json!({"sessionId": id}));
+            let r = s
+                .client
+                .put(s.at(&format!("/Thingworx/Things/{name}/Properties/isConnected")))
+                .header("appKey", &ra)
+                .json(&json!({"isConnected": true}))
+                .send()
+                .unwrap();
+            assert_eq!(r.status(), 403, "{name}");
+        }
+    }
+}
+
+/// G4: a user who may run the grant service but has no Update on the target cannot grant; with
+/// Update on it, it can.
+#[test]
+fn g4_only_administrators_or_users_with_update_on_the_target_may_grant() {
+    for f in &FLAVORS {
+        let Flavor {
+            grants,
+            for_thing,
+            template,
+            ..
+        } = *f;
+        let (_t, s, admin, ra) = seed(f);
+        // G4: a user who may run the grant service but has no Update on the target cannot grant;
+        // with Update on it, it can.
+        ok(
+            &s,
+            &admin,
+            &format!("{ES}/CreateUser"),
+            json!({"name": "operator", "password": "a long password 2"}),
+        );
+        ok(
+            &s,
+            &admin,
+            &format!("{ES}/CreateOrganization"),
+            json!({"name": "opsOrg"}),
+        );
+        ok(
+            &s,
+            &admin,
+            "/Thingworx/Organizations/opsOrg/Services/AddMember",
+            json!({"name": "opsOrg", "member": "operator", "type": "User"}),
+        );
+        let grant_thing = grants.rsplit('/').nth(1).unwrap();
+        // The grant's parameters name a group the operator must see (a GROUPNAME names something
+        // visible).
+        ok(
+            &s,
+            &admin,
+            "/Thingworx/Groups/raUserGroup/Services/AddVisibilityPermission",
+            json!({"principal": "opsOrg", "principalType": "Organization"}),
+        );
+        for target in [grant_thing, "Device2"] {
+            if target == "Device2" {
+                thing(&s, &admin, "Device2", template);
+            }
+            ok(
+                &s,
+                &admin,
+                &format!("/Thingworx/Things/{target}/Services/AddVisibilityPermission"),
+                json!({"principal": "opsOrg", "principalType": "Organization"}),
+            );
+        }
+        ok(
+            &s,
+            &admin,
+            &format!("/Thingworx/Things/{grant_thing}/Services/AddRunTimePermission"),
+            json!({"principal": "operator", "principalType": "User", "type": "ServiceInvoke", "resource": for_thing, "allow": true}),
+        );
+        ok(
+            &s,
+            &admin,
+            "/Thingworx/Things/Device2/Services/AddDesignTimePermission",
+            json!({"principal": "operator", "principalType": "User", "type": "Read", "allow": true}),
+        );
+        let op = ok(
+            &s,
+            &admin,
+            &format!("{ES}/CreateApplicationKey"),
+            json!({"name": "operator-key", "user": "operator"}),
+        )["rows"][0]["keyId"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let body =
+            json!({"organization": "raOrg", "userGroup": "raUserGroup", "thingName": "Device2"});
+        let (st, v) = post(&s, &op, &format!("{grants}/{for_thing}"), body.clone());
+        assert_eq!(st, 403, "{v}");
+        assert_eq!(get(&s, &ra, "/Thingworx/Things/Device2").0, 404);
+        ok(
+            &s,
+            &admin,
+            "/Thingworx/Things/Device2/Services/AddDesignTimePermission",
+            json!({"principal": "operator", "principalType": "User", "type": "Update", "allow": true}),
+        );
+        ok(&s, &op, &format!("{grants}/{for_thing}"), body);
+        assert_eq!(get(&s, &ra, "/Thingworx/Things/Device2").0, 200);
+    }
+}
+
+// ---- nonce keys on /Thingworx/TWS -------------------------------------------------------------
+
+type Socket = tungstenite::WebSocket<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>;
+
+/// Opens `/Thingworx/TWS` over TLS with `headers`: the socket, or the refusal's status.
+fn tws(s: &Server, headers: &[(&str, &str)]) -> Result<Socket, u16> {
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pki_types::CertificateDer::pem_file_iter(s.dir.join("dev-cert.pem")).unwrap()
+    {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let port = s.url.rsplit(':').next().unwrap().trim_end_matches('/');
+    let tcp = TcpStream::connect(format!("127.0.0.1:{port}")).unwrap();
+    let conn = rustls::ClientConnection::new(
+        Arc::new(config),
+        rustls_pki_types::ServerName::try_from("localhost").unwrap(),
+    )
+    .unwrap();
+    let stream = rustls::StreamOwned::new(conn, tcp);
+    use tungstenite::client::IntoClientRequest;
+    let mut request = format!("wss://localhost:{port}/Thingworx/TWS")
+        .into_client_request()
+        .unwrap();
+    for (k, v) in headers {
+        request.headers_mut().insert(
+            tungstenite::http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            tungstenite::http::HeaderValue::from_str(v).unwrap(),
+        );
+    }
+    match tungstenite::client::client(request, stream) {
+        Ok((socket, _)) => Ok(socket),
+        Err(tungstenite::HandshakeError::Failure(tungstenite::Error::Http(r))) => {
+            Err(r.status().as_u16())
+        }
+        Err(e) => panic!("handshake: {e}"),
+    }
+}
+
+fn receive(socket: &mut Socket) -> Json {
+    loop {
+        match socket.read().unwrap() {
+            tungstenite::Message::Text(t) => return serde_json::from_str(t.as_str()).unwrap(),
+            tungstenite::Message::Close(_) => return Json::Null,
+            _ => continue,
+        }
+    }
+}
+
+fn ask(socket: &mut Socket, msg: Json) -> Json {
+    socket
+        .send(tungstenite::Message::Text(msg.to_string().into()))
+        .unwrap();
+    receive(socket)
+}
+
+/// A granted Device1 for raUser on a server with the three extensions; raUser's key.
+fn granted_device(t: &Path, extra: &[&str]) -> (Server, String) {
+    let p = plugins(t, &["connection-services", "remote-access"]);
+    let s = serve(t, &p, extra);
+    let admin = s.admin_key();
+    let ra = seed_users(&s, &admin);
+    thing(&s, &admin, "Device1", "RemoteThingWithTunnels");
+    ok(
+        &s,
+        &admin,
+        &format!("{RAE_GRANTS}/GrantPermissionsThingWorxInternalForThing"),
+        json!({"organization": "raOrg", "userGroup": "raUserGroup", "thingName": "Device1"}),
+    );
+    (s, ra)
+}
+
+/// (sessionId, nonce) of a new session of raUser on Device1.
+fn start(s: &Server, key: &str) -> (String, String) {
+    let started = result(
+        s,
+        key,
+        "Device1",
+        "StartSession",
+        json!({"remoteEndpoint": "10.0.0.5:22"}),
+    );
+    let uri = started["launchUri"].as_str().unwrap();
+    let nonce = uri.split("nonce=").nth(1).unwrap().to_string();
+    (started["sessionId"].as_str().unwrap().to_string(), nonce)
+}
+
+/// K6: a nonce opens its session's connection once; the connection runs as raUser with the
+/// seed's minimum rights and reports the session's end; a second use, another session's nonce,
+/// an application key or a password on `/Thingworx/TWS`, and a nonce on the REST API are
+/// refused with 401, each audited.
+#[test]
+fn k6_a_nonce_key_opens_its_session_once_and_nothing_else() {
+    let t = tempfile::tempdir().unwrap();
+    let (s, ra) = granted_device(t.path(), &["--public-url", "https://rac.example.com:9443"]);
+    let (id, nonce) = start(&s, &ra);
+    let (other_id, other_nonce) = start(&s, &ra);
+    assert_ne!(nonce, other_nonce);
+    let started = result(&s, &ra, "Device1", "GetSession", json!({"sessionId": id}));
+    assert_eq!(started["state"], "started");
+
+    // An application key, or no nonce, never opens the connection.
+    assert_eq!(
+        tws(&s, &[("appKey", &ra), ("sessionId", &id)]).err(),
+        Some(401)
+    );
+    assert_eq!(
+        tws(
+            &s,
+            &[("appKey", &ra), ("nonce", &nonce), ("sessionId", &id)]
+        )
+        .err(),
+        Some(401)
+    );
+    // A nonce on the REST API is no credential.
+    let r = s
+        .client
+        .get(s.at("/Thingworx/Things/Device1"))
+        .header("nonce", &nonce)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let r = s
+        .client
+        .get(s.at("/Thingworx/Things/Device1"))
+        .header("appKey", &nonce)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 401);
+
+    // Its own session, once.
+    let mut socket = tws(&s, &[("nonce", &nonce), ("sessionId", &id)]).expect("the nonce opens");
+    let hello = receive(&mut socket);
+    assert_eq!(hello["state"], "connected", "{hello}");
+    assert_eq!(hello["session"]["user"], "raUser");
+    assert_eq!(
+        tws(&s, &[("nonce", &nonce), ("sessionId", &id)]).err(),
+        Some(401),
+        "used twice"
+    );
+    // Another session's nonce, presented for this session: refused (and spent).
+    assert_eq!(
+        tws(&s, &[("nonce", &other_nonce), ("sessionId", &id)]).err(),
+        Some(401)
+    );
+    assert_eq!(
+        tws(&s, &[("nonce", &other_nonce), ("sessionId", &other_id)]).err(),
+        Some(401)
+    );
+
+    // The connection: the minimum rights of the seed, as raUser.
+    let v = ask(&mut socket, json!({"op": "GetSession"}));
+    assert_eq!(v["status"], 200, "{v}");
+    assert_eq!(v["result"]["rows"][0]["result"]["state"], "connected");
+    let v = ask(
+        &mut socket,
+        json!({"op": "GetProperty", "name": "isConnected"}),
+    );
+    assert_eq!(v["status"], 200, "{v}");
+    let v = ask(
+        &mut socket,
+        json!({"op": "SetProperty", "name": "isConnected", "value": true}),
+    );
+    assert_eq!(v["status"], 403, "{v}");
+    let v = ask(&mut socket, json!({"op": "EndSession"}));
+    assert_eq!(v["status"], 200, "{v}");
+    let end = receive(&mut socket);
+    assert_eq!(end["state"], "ended", "{end}");
+    assert_eq!(
+        result(&s, &ra, "Device1", "GetSessions", json!({}))
+            .as_array()
+            .unwrap()
+            .len(),
+        1,
+        "only the other session is left"
+    );
+    let refusals = audited(&s, "nonceRefused").len() + audited(&s, "remoteAccessRefused").len();
+    assert!(refusals >= 4, "each refusal is audited");
+    assert_eq!(audited(&s, "remoteConnectionOpened").len(), 1);
+}
+
+#[test]
+fn k6_an_expired_nonce_is_refused() {
+    let t = tempfile::tempdir().unwrap();
+    let (s, ra) = granted_device(t.path(), &["--nonce-lifetime-seconds", "1"]);
+    let (id, nonce) = start(&s, &ra);
+    std::thread::sleep(std::time::Duration::from_millis(1300));
+    assert_eq!(
+        tws(&s, &[("nonce", &nonce), ("sessionId", &id)]).err(),
+        Some(401)
+    );
+    assert_eq!(audited(&s, "nonceExpired").len(), 1);
+    // The session itself is still there: a new StartSession gives a new nonce.
+    let (id2, nonce2) = start(&s, &ra);
+    assert!(tws(&s, &[("nonce", &nonce2), ("sessionId", &id2)]).is_ok());
+}
+
+// ---- load order (E2) ---------------------------------------------------------------------------
+
+/// (name, state, reason) of every package.
+fn packages(s: &Server) -> Vec<(String, String, String)> {
+    let admin = s.admin_key();
+    let v = ok(
+        s,
+        &admin,
+        "/Thingworx/Subsystems/PlatformSubsystem/Services/GetExtensionPackageList",
+        json!({}),
+    );
+    v["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["name"].as_str().unwrap().to_string(),
+                r["state"].as_str().unwrap().to_string(),
+                r["reason"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect()
+}
+
+/// E2: with all three, they load CSE, RAE, ACE whatever the folders are called (every order in
+/// which the directory lists them); ACE without RAE is refused, saying to install RAE first.
+#[test]
+fn e2_the_trio_loads_cse_rae_ace_in_any_arrangement_and_ace_needs_rae() {
+    let names = ["connection-services", "remote-access", "axeda-compat"];
+    // Folder names that make the directory list them in each of the six orders.
+    let orders = [
+        [0, 1, 2],
+        [0, 2, 1],
+        [1, 0, 2],
+        [1, 2, 0],
+        [2, 0, 1],
+        [2, 1, 0],
+    ];
+    for order in orders {
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("plugins");
+        for (position, which) in order.iter().enumerate() {
+            copy_dir(
+                &workspace().join("plugins").join(names[*which]),
+                &p.join(format!("{position}-{}", names[*which])),
+            );
+        }
+        let s = serve(t.path(), &p, &[]);
+        let loaded = packages(&s);
+        assert!(
+            loaded.iter().all(|(_, st, _)| st == "loaded"),
+            "{order:?}: {loaded:?}"
+        );
+        // Loaded in dependency order: the audit records the loads in order.
+        let loads: Vec<String> = audited(&s, "extensionLoaded")
+            .iter()
+            .map(|e| e["args"]["extension"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(loads, names, "{order:?}");
+    }
+
+    for (present, refused, why) in [
+        (
+            &["axeda-compat"][..],
+            "axeda-compat",
+            "install connection-services first",
+        ),
+        (
+            &["connection-services", "axeda-compat"][..],
+            "axeda-compat",
+            "install remote-access first",
+        ),
+        (
+            &["remote-access"][..],
+            "remote-access",
+            "install connection-services first",
+        ),
+    ] {
+        let t = tempfile::tempdir().unwrap();
+        let p = plugins(t.path(), present);
+        let s = serve(t.path(), &p, &[]);
+        let list = packages(&s);
+        let (_, st, reason) = list.iter().find(|(n, _, _)| n == refused).unwrap();
+        assert_eq!(st, "waiting", "{present:?}: {list:?}");
+        assert!(reason.contains(why), "{present:?}: {reason}");
+        for (n, st, _) in &list {
+            if n != refused {
+                assert_eq!(st, "loaded", "{n}");
+            }
+        }
+    }
+}
+
+/// The shipped component is built from the source in the repository: a change to
+/// plugins-src/remote-access, the Rust SDK or the WIT contract needs `scripts/build-plugins`.
+#[test]
+fn the_shipped_remote_access_component_is_built_from_the_current_source() {
+    let out = std::process::Command::new(workspace().join("scripts/source-hash"))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let now = String::from_utf8(out.stdout).unwrap();
+    let built =
+        std::fs::read_to_string(workspace().join("plugins/remote-access/BUILT_FROM")).unwrap();
+    assert_eq!(
+        built.trim(),
+        now.trim(),
+        "plugins/remote-access/remote_access.wasm is older than its source: run scripts/build-plugins and commit the result"
+    );
+}
+
+/// CSE's `GrantThingTemplatePermissions`: on a template based on `RemoteThing`, the organization
+/// sees its Things and the group may do what a connected device does on them; a template that is
+/// no connectable device is refused, naming the shape, and nothing changes. `AddPermissions`
+/// itself is all or nothing: one bad item, and none is added.
+#[test]
+fn cse_grants_a_connectable_template_and_add_permissions_is_all_or_nothing() {
+    let t = tempfile::tempdir().unwrap();
+    let p = plugins(t.path(), &["connection-services"]);
+    let s = serve(t.path(), &p, &[]);
+    let admin = s.admin_key();
+    let ra = seed_users(&s, &admin);
+    ok(
+        &s,
+        &admin,
+        &format!("{ES}/CreateThingTemplate"),
+        json!({"name": "Sensor", "thingTemplateName": "RemoteThing"}),
+    );
+    ok(
+        &s,
+        &admin,
+        &format!("{ES}/CreateThingTemplate"),
+        json!({"name": "Lamp", "thingTemplateName": "GenericThing"}),
+    );
+    thing(&s, &admin, "Sensor1", "Sensor");
+    const HUB: &str =
+        "/Thingworx/Things/ConnectionServicesHub/Services/GrantThingTemplatePermissions";
+    let (st, v) = post(
+        &s,
+        &admin,
+        HUB,
+        json!({"thingTemplateName": "Lamp", "organizationName": "raOrg", "userGroupName": "raUserGroup"}),
+    );
+    assert_eq!(st, 400, "{v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("ConnectableThing"),
+        "{v}"
+    );
+    let v = ok(
+        &s,
+        &admin,
+        "/Thingworx/ThingTemplates/Lamp/Services/GetInstanceVisibilityPermissions",
+        json!({}),
+    );
+    assert_eq!(v["rows"], json!([]));
+    ok(
+        &s,
+        &admin,
+        HUB,
+        json!({"thingTemplateName": "Sensor", "organizationName": "raOrg", "userGroupName": "raUserGroup"}),
+    );
+    thing(&s, &admin, "Sensor2", "Sensor");
+    for name in ["Sensor1", "Sensor2"] {
+        let r = s
+            .client
+            .put(s.at(&format!("/Thingworx/Things/{name}/Properties/isConnected")))
+            .header("appKey", &ra)
+            .json(&json!({"isConnected": true}))
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 200, "{name}");
+        // Run time only: no design-time right came with it.
+        let (st, _) = call(
+            &s,
+            &ra,
+            name,
+            "AddPropertyDefinition",
+            json!({"name": "x", "type": "STRING"}),
+        );
+        assert_eq!(st, 403, "{name}");
+    }
+
+    // AddPermissions: one unknown principal, and nothing of the list is added.
+    let (st, v) = post(
+        &s,
+        &admin,
+        "/Thingworx/Things/Sensor1/Services/AddPermissions",
+        json!({"permissions": [
+            {"family": "runTime", "principal": "raUser", "principalType": "User", "type": "PropertyWrite", "resource": "*"},
+            {"family": "visibility", "principal": "noSuchOrg", "principalType": "Organization"},
+        ]}),
+    );
+    assert_eq!(st, 400, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("noSuchOrg"), "{v}");
+    let v = ok(
+        &s,
+        &admin,
+        "/Thingworx/Things/Sensor1/Services/GetRunTimePermissions",
+        json!({}),
+    );
+    assert_eq!(v["rows"], json!([]), "nothing added");
+}
