@@ -190,11 +190,12 @@ pub fn local_app(data: &Path, plugins: &Path) -> (Arc<App>, Caller, String) {
     for p in extensions.summary() {
         assert_eq!(p["state"], "loaded", "{p}");
     }
-    let audit =
-        thinghost_store::SqliteStore::open(&data.join(thinghost_store::DB_FILE)).expect("opens");
+    let audit_log =
+        thinghost::audit::AuditLog::open(&data.join(thinghost_store::DB_FILE), Default::default())
+            .expect("opens");
     let app = Arc::new(App {
         db: RwLock::new(db),
-        audit: Mutex::new(audit),
+        audit_log,
         auth: thinghost::auth::Limiter::new(Default::default()),
         key_lifetime_ms: 3_600_000,
         extensions: arc_swap::ArcSwap::from_pointee(extensions),

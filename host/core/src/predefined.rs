@@ -2,6 +2,7 @@
 
 use crate::entity::*;
 use crate::names::Kind;
+use crate::types::BaseType;
 
 pub const ADMINISTRATOR: &str = "Administrator";
 pub const SYSTEM: &str = "System";
@@ -29,6 +30,20 @@ pub const SYSTEM_TEMPLATES: &[&str] = &[
 /// Templates whose Things keep data in a persistence provider (DOMAIN P1).
 pub const DATA_STORAGE_TEMPLATES: &[&str] = &["DataTable", "Stream", "ValueStream"];
 pub const SUBSYSTEMS: &[&str] = &["AuditSubsystem", "PlatformSubsystem"];
+/// The DataShape of audit query results (the vendor's fields, then ours).
+pub const AUDIT_HISTORY: &str = "AuditHistory";
+/// Its fields, in order: (name, base type).
+pub const AUDIT_HISTORY_FIELDS: &[(&str, BaseType)] = &[
+    ("timestamp", BaseType::Datetime),
+    ("user", BaseType::String),
+    ("auditCategory", BaseType::String),
+    ("sourceType", BaseType::String),
+    ("source", BaseType::String),
+    ("message", BaseType::String),
+    ("id", BaseType::Long),
+    ("messageKey", BaseType::String),
+    ("args", BaseType::Json),
+];
 pub const RESOURCES: &[&str] = &[
     "EntityServices",
     "CurrentSessionInfo",
@@ -53,8 +68,17 @@ pub fn is_predefined(kind: Kind, name: &str) -> bool {
         Kind::Subsystem => SUBSYSTEMS.contains(&name),
         Kind::Resource => RESOURCES.contains(&name),
         Kind::PersistenceProvider => name == DEFAULT_PERSISTENCE_PROVIDER,
+        Kind::DataShape => name == AUDIT_HISTORY,
         _ => false,
     }
+}
+
+/// The predefined entities a model lacks (one made by an older thinghost), in order.
+pub fn missing(view: &dyn crate::View) -> Vec<Entity> {
+    entities()
+        .into_iter()
+        .filter(|e| view.get(e.kind(), &e.name).is_none())
+        .collect()
 }
 
 /// The predefined entities, in an order in which each one's references already exist.
@@ -97,6 +121,21 @@ pub fn entities() -> Vec<Entity> {
     out.push(Entity::new(
         DEFAULT_PERSISTENCE_PROVIDER,
         Body::PersistenceProvider(ProviderBody::default()),
+    ));
+    out.push(Entity::new(
+        AUDIT_HISTORY,
+        Body::DataShape(DataShapeBody {
+            fields: AUDIT_HISTORY_FIELDS
+                .iter()
+                .map(|(name, base_type)| FieldDef {
+                    name: name.to_string(),
+                    base_type: *base_type,
+                    description: String::new(),
+                    is_primary_key: *name == "id",
+                    data_shape: None,
+                })
+                .collect(),
+        }),
     ));
     for e in &mut out {
         e.description = "predefined".to_string();

@@ -2,16 +2,16 @@
 
 use std::net::IpAddr;
 use std::sync::{Mutex, RwLock};
-use thinghost_store::{AuditRecord, Db, SqliteStore, Store};
+use thinghost_store::{AuditRecord, Db};
 
 /// What every request handler shares.
 pub struct App {
     /// The model and its store. Readers (checks) share; writers (changes) are exclusive, and
     /// commit to disk before they release the lock, so memory never runs ahead of the disk.
     pub db: RwLock<Db>,
-    /// A second connection for audit records, so that auditing (of a flood of bad keys, say)
-    /// never waits for, or holds, the model lock.
-    pub audit: Mutex<SqliteStore>,
+    /// The audit log: its writer (other connections than the model's, so that auditing a flood
+    /// of bad keys, say, never waits for or holds the model lock) and its query connection.
+    pub audit_log: crate::audit::AuditLog,
     pub auth: crate::auth::Limiter,
     /// The lifetime of a new application key when the request names none (K3).
     pub key_lifetime_ms: i64,
@@ -27,7 +27,8 @@ pub struct App {
 }
 
 impl App {
-    /// Appends an audit record; a failure to audit is logged (and the request still fails closed).
+    /// Appends an audit record, on disk when this returns; a failure to audit is logged (and the
+    /// request still fails closed).
     pub fn audit(
         &self,
         user: &str,
@@ -46,8 +47,7 @@ impl App {
             source: source.to_string(),
             source_type: source_type.to_string(),
         };
-        let mut store = self.audit.lock().unwrap_or_else(|p| p.into_inner());
-        if let Err(e) = store.append_audit(&record) {
+        if let Err(e) = self.audit_log.record(record) {
             tracing::error!(error = %e, "cannot write an audit record");
         }
     }

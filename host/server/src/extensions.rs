@@ -409,11 +409,11 @@ impl HostCtx {
                 if let Some((permission, target)) = &e.denied {
                     self.app.audit(
                         &self.caller.name,
-                        "Authorization",
+                        crate::audit::category::AUTHORIZATION,
                         "permissionDenied",
                         json!({"permission": permission.name(), "target": target, "extension": self.extension.manifest.name()}),
-                        target,
-                        "",
+                        &crate::audit::entity_of(target).0,
+                        crate::audit::entity_of(target).1,
                     );
                 }
                 Err(if e.status == StatusCode::NOT_FOUND {
@@ -428,7 +428,7 @@ impl HostCtx {
     fn audit_session(&self, key: &str, session: &Json) {
         self.app.audit(
             &self.caller.name,
-            "REMOTE_ACCESS",
+            crate::audit::category::REMOTE_ACCESS,
             key,
             json!({"session": session, "extension": self.extension.manifest.name()}),
             &format!("Things/{}", self.me),
@@ -511,11 +511,11 @@ impl HostCtx {
             if let Some((permission, target)) = &e.denied {
                 self.app.audit(
                     &caller.name,
-                    "Authorization",
+                    crate::audit::category::AUTHORIZATION,
                     "permissionDenied",
                     json!({"permission": permission.name(), "target": target, "extension": self.extension.manifest.name()}),
-                    target,
-                    "",
+                    &crate::audit::entity_of(target).0,
+                    crate::audit::entity_of(target).1,
                 );
             }
             let msg = e.message.clone();
@@ -537,7 +537,7 @@ impl Host for HostCtx {
         if let Err(e) = self.authorize(&call) {
             self.app.audit(
                 &self.caller.name,
-                "Authorization",
+                crate::audit::category::AUTHORIZATION,
                 "extensionCapabilityDenied",
                 json!({"extension": self.extension.manifest.name(), "call": format!("{call:?}")}),
                 "",
@@ -713,7 +713,7 @@ impl Host for HostCtx {
                 }
                 self.app.audit(
                     &self.caller.name,
-                    "Extension",
+                    crate::audit::category::EXTENSIONS,
                     "extensionAudit",
                     json!({"extension": self.extension.manifest.name(), "message": message}),
                     self.extension.manifest.name(),
@@ -774,7 +774,7 @@ pub fn run_service(app: &Arc<App>, caller: &Caller, inv: Invocation) -> Result<R
         }
         app.audit(
             &caller.name,
-            "Extension",
+            crate::audit::category::EXTENSIONS,
             "extensionCallFailed",
             json!({"extension": name, "service": what, "error": e.to_string()}),
             "",

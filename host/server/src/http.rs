@@ -76,7 +76,7 @@ async fn api(
         Err(r) => {
             app.audit(
                 &r.user,
-                "Authentication",
+                crate::audit::category::AUTHENTICATION,
                 r.key,
                 serde_json::json!({"detail": r.detail, "address": peer.addr.to_string()}),
                 "",
@@ -124,11 +124,11 @@ async fn api(
             if let Some((permission, target)) = &e.denied {
                 app.audit(
                     &caller.name,
-                    "Authorization",
+                    crate::audit::category::AUTHORIZATION,
                     "permissionDenied",
                     serde_json::json!({"permission": permission.name(), "target": target}),
-                    target,
-                    "",
+                    &crate::audit::entity_of(target).0,
+                    crate::audit::entity_of(target).1,
                 );
             }
             json_response(e.status, &e.body())

@@ -7,6 +7,7 @@
 
 pub mod accepted;
 pub mod app;
+pub mod audit;
 pub mod auth;
 pub mod cli;
 pub mod extensions;

@@ -157,7 +157,14 @@ pub fn sync_audited(
                         ("extensionForgotten", json!({"extension": name}))
                     }
                 };
-                app.audit(user, "Extensions", key, args, name, "Extension");
+                app.audit(
+                    user,
+                    crate::audit::category::EXTENSIONS,
+                    key,
+                    args,
+                    name,
+                    "Extension",
+                );
             }
         }
         Err(r) => {
@@ -169,7 +176,7 @@ pub fn sync_audited(
             };
             app.audit(
                 user,
-                "Extensions",
+                crate::audit::category::EXTENSIONS,
                 key,
                 json!({"extension": r.extension, "reason": r.reason}),
                 &r.extension,

@@ -35,7 +35,7 @@ impl ApiError {
 }
 
 /// The one answer for an entity that does not exist or is not visible.
-fn not_found(kind: Kind, name: &str) -> ApiError {
+pub(crate) fn not_found(kind: Kind, name: &str) -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
         format!("{} {name:?} was not found", kind.label()),

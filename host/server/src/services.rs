@@ -20,7 +20,7 @@ use thinghost_store::{ChangeError, Db};
 /// A parameter: name, type, required. `ANY` marks a parameter whose value may take any JSON
 /// shape because the service checks it against something else (a default value against its
 /// property's type, say).
-type Param = (&'static str, BaseType, bool);
+pub(crate) type Param = (&'static str, BaseType, bool);
 const ANY: BaseType = BaseType::Nothing;
 
 const PRINCIPAL: Param = ("principal", BaseType::String, true);
@@ -44,11 +44,16 @@ pub struct Call<'a> {
     pub params: Map<String, Json>,
 }
 
-fn bad(msg: impl Into<String>) -> ApiError {
+pub(crate) fn bad(msg: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, msg)
 }
 
-fn forbidden(caller: &Caller, what: &str, path: String, permission: Permission) -> ApiError {
+pub(crate) fn forbidden(
+    caller: &Caller,
+    what: &str,
+    path: String,
+    permission: Permission,
+) -> ApiError {
     ApiError {
         status: StatusCode::FORBIDDEN,
         message: format!("{} may not {what}", caller.name),
@@ -57,11 +62,11 @@ fn forbidden(caller: &Caller, what: &str, path: String, permission: Permission) 
 }
 
 impl Call<'_> {
-    fn model(&self) -> &Model {
+    pub(crate) fn model(&self) -> &Model {
         self.db.model()
     }
 
-    fn is_admin(&self) -> bool {
+    pub(crate) fn is_admin(&self) -> bool {
         self.model().access().is_administrator(self.caller.subject)
     }
 
@@ -71,7 +76,7 @@ impl Call<'_> {
 
     /// Validates the parameters against `spec`: unknown or missing ones, wrong types, and
     /// `*NAME` values that name nothing the caller can see are 400s naming the parameter.
-    fn params(&mut self, spec: &[Param]) -> Result<(), ApiError> {
+    pub(crate) fn params(&mut self, spec: &[Param]) -> Result<(), ApiError> {
         let spec: Vec<(&str, BaseType, bool)> = spec.to_vec();
         check_params(
             self.db.model(),
@@ -82,14 +87,14 @@ impl Call<'_> {
         )
     }
 
-    fn str(&self, name: &str) -> String {
+    pub(crate) fn str(&self, name: &str) -> String {
         self.params
             .get(name)
             .and_then(Json::as_str)
             .unwrap_or_default()
             .to_string()
     }
-    fn opt_str(&self, name: &str) -> Option<String> {
+    pub(crate) fn opt_str(&self, name: &str) -> Option<String> {
         self.params
             .get(name)
             .and_then(Json::as_str)
@@ -104,7 +109,12 @@ impl Call<'_> {
     }
 
     /// Checks a permission on a target; 403 (audited) when denied, 404 when not visible.
-    fn require(&self, permission: Permission, target: Target, what: &str) -> Result<(), ApiError> {
+    pub(crate) fn require(
+        &self,
+        permission: Permission,
+        target: Target,
+        what: &str,
+    ) -> Result<(), ApiError> {
         let d = self.model().check(self.caller.subject, permission, target);
         match d.outcome {
             Outcome::Allowed => Ok(()),
@@ -152,15 +162,22 @@ impl Call<'_> {
     where
         F: FnOnce(&mut Tx<'_>) -> Result<(), ModelError>,
     {
-        self.db.change(f).map_err(change_error)?;
-        self.app.audit(
-            &self.caller.name,
-            "Model",
-            audit_key,
-            json!({"service": self.service, "parameters": redact(&self.params)}),
-            &format!("{}/{}", source.0.collection(), source.1),
-            source.0.label(),
-        );
+        // The entry is written in the change's own transaction (U2): neither lands alone.
+        let record = thinghost_store::AuditRecord {
+            timestamp: crate::now_ms(),
+            user: self.caller.name.clone(),
+            category: crate::audit::change_category(audit_key, source.0).to_string(),
+            message_key: audit_key.to_string(),
+            args: json!({"service": self.service, "parameters": redact(&self.params)}),
+            source: format!("{}/{}", source.0.collection(), source.1),
+            source_type: source.0.label().to_string(),
+        };
+        let records = if self.app.audit_log.enabled(&record.category) {
+            vec![record]
+        } else {
+            vec![]
+        };
+        self.db.change_audited(f, &records).map_err(change_error)?;
         Ok(())
     }
 }
@@ -382,7 +399,7 @@ fn names_table(field: &str, names: impl IntoIterator<Item = String>) -> Json {
     .into_json()
 }
 
-fn result(bt: BaseType, v: Json) -> Reply {
+pub(crate) fn result(bt: BaseType, v: Json) -> Reply {
     Reply::Json(InfoTable::single("result", bt, v).into_json())
 }
 
@@ -744,6 +761,8 @@ pub fn host_service(call: &mut Call<'_>) -> Option<Result<Reply, ApiError>> {
     let r = match (kind, entity.as_str(), s) {
         (Kind::Resource, "EntityServices", _) => entity_services(call)?,
         (Kind::Resource, "SecurityServices", "ExplainAccess") => explain_access(call),
+        (Kind::Subsystem, "AuditSubsystem", _) => crate::audit::service(call)?,
+        (Kind::Thing, _, "QueryAuditHistory") => crate::audit::thing_query(call),
         (Kind::Resource, "CurrentSessionInfo", _) => session_info(call)?,
         (Kind::Subsystem, "PlatformSubsystem", "GetDefaultDataPersistenceProviderName") => (|| {
             call.params(&[])?;
@@ -1081,7 +1100,7 @@ fn create_key(call: &mut Call<'_>, name: &str) -> Result<Reply, ApiError> {
     if let Some(w) = &warning {
         call.app.audit(
             &call.caller.name,
-            "Authentication",
+            crate::audit::category::SECURITY,
             "adminKeyCreated",
             json!({"key": name, "user": user, "warning": w}),
             &format!("ApplicationKeys/{name}"),

@@ -26,7 +26,7 @@ use std::sync::Arc;
 fn refuse(app: &App, peer: &Peer, user: &str, key: &str, detail: &str) -> Response {
     app.audit(
         user,
-        "Authentication",
+        crate::audit::category::AUTHENTICATION,
         key,
         json!({"detail": detail, "address": peer.addr.to_string(), "endpoint": "/Thingworx/TWS"}),
         "",
@@ -114,7 +114,7 @@ pub async fn tws(
     };
     app.audit(
         &user,
-        "REMOTE_ACCESS",
+        crate::audit::category::REMOTE_ACCESS,
         "remoteConnectionOpened",
         json!({"sessionId": session, "thing": thing, "address": peer.addr.to_string()}),
         &format!("Things/{thing}"),
@@ -178,11 +178,11 @@ fn request(app: &Arc<App>, caller: &Caller, thing: &str, session: &str, msg: &Js
             if let Some((permission, target)) = &e.denied {
                 app.audit(
                     &caller.name,
-                    "Authorization",
+                    crate::audit::category::AUTHORIZATION,
                     "permissionDenied",
                     json!({"permission": permission.name(), "target": target, "endpoint": "/Thingworx/TWS"}),
-                    target,
-                    "",
+                    &crate::audit::entity_of(target).0,
+                    crate::audit::entity_of(target).1,
                 );
             }
             json!({"op": op, "status": e.status.as_u16(), "error": e.message})

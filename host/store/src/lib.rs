@@ -10,6 +10,7 @@
 //! JSON, keyed by kind and name, exactly as [`thinghost_core::Write`]s describe them. A PostgreSQL
 //! backend implements the same trait with the same schema.
 
+pub mod audit;
 mod sqlite;
 
 pub use sqlite::{SCHEMA_VERSION, SqliteStore};
@@ -71,10 +72,24 @@ pub enum StoreError {
 pub trait Store: Send + Sync {
     /// Everything stored.
     fn load(&mut self) -> Result<Snapshot, StoreError>;
-    /// Writes one batch in one transaction; returns only once it is durable.
-    fn commit(&mut self, writes: &[Write], meta: &[(String, String)]) -> Result<(), StoreError>;
-    /// Appends one audit record; returns only once it is durable.
+    /// Writes one batch, and the audit records of the change, in one transaction; returns only
+    /// once it is durable.
+    fn commit(
+        &mut self,
+        writes: &[Write],
+        meta: &[(String, String)],
+        audit: &[AuditRecord],
+    ) -> Result<(), StoreError>;
+    /// Appends one audit record, chained (U2); returns only once it is durable.
     fn append_audit(&mut self, record: &AuditRecord) -> Result<(), StoreError>;
+    /// Appends records in one transaction, in order; returns only once they are durable.
+    fn append_audit_batch(&mut self, records: &[AuditRecord]) -> Result<(), StoreError>;
+    /// The entries a query selects, in its order, one page.
+    fn query_audit(&mut self, q: &audit::AuditQuery) -> Result<Vec<audit::AuditEntry>, StoreError>;
+    /// How many entries a query selects (its page aside).
+    fn count_audit(&mut self, q: &audit::AuditQuery) -> Result<u64, StoreError>;
+    /// Checks the hash chain of every entry kept online (U2).
+    fn verify_audit_chain(&mut self) -> Result<audit::ChainReport, StoreError>;
     /// The newest audit records, newest first.
     fn audit_records(&mut self, limit: usize) -> Result<Vec<AuditRecord>, StoreError>;
 }
@@ -147,7 +162,7 @@ impl Db {
         for (k, acl) in model.export().collections {
             writes.push(Write::Collection(k, acl));
         }
-        store.commit(&writes, meta)?;
+        store.commit(&writes, meta, &[])?;
         Ok(Db {
             model,
             store: Box::new(store),
@@ -169,11 +184,21 @@ impl Db {
     where
         F: FnOnce(&mut Tx<'_>) -> Result<(), ModelError>,
     {
+        self.change_audited(f, &[])
+    }
+
+    /// Like [`Db::change`], with the audit records of the change written in its transaction:
+    /// the change never lands without them, nor they without it (U2). A change that changes
+    /// nothing writes nothing.
+    pub fn change_audited<F>(&mut self, f: F, audit: &[AuditRecord]) -> Result<Batch, ChangeError>
+    where
+        F: FnOnce(&mut Tx<'_>) -> Result<(), ModelError>,
+    {
         let batch = self.model.change(f)?;
         if batch.is_empty() {
             return Ok(batch);
         }
-        if let Err(e) = self.store.commit(&batch.writes, &[]) {
+        if let Err(e) = self.store.commit(&batch.writes, &[], audit) {
             self.model.revert(batch);
             return Err(e.into());
         }
@@ -193,7 +218,7 @@ impl Db {
     /// Imports a model file (all or nothing, in memory and on disk).
     pub fn import(&mut self, file: thinghost_core::ModelFile) -> Result<Batch, ChangeError> {
         let batch = self.model.import(file)?;
-        if let Err(e) = self.store.commit(&batch.writes, &[]) {
+        if let Err(e) = self.store.commit(&batch.writes, &[], &[]) {
             self.model.revert(batch);
             return Err(e.into());
         }

@@ -1,14 +1,17 @@
 //! The embedded SQLite backend.
 
+use crate::audit::{self, AuditEntry, AuditQuery, ChainReport, GENESIS};
 use crate::{AuditRecord, Snapshot, Store, StoreError};
-use rusqlite::{Connection, OpenFlags, params};
+use rusqlite::{
+    Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior, params,
+};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 use thinghost_core::{Entity, Kind, Write};
 
 /// The schema version this build writes; older databases are migrated on open.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// Migrations, in order: `MIGRATIONS[i]` takes the schema from version i to i + 1.
 const MIGRATIONS: &[&str] = &[
@@ -34,7 +37,89 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX audit_by_time ON audit (timestamp);
     CREATE INDEX audit_by_source ON audit (source_type, source);",
+    // 3: the hash chain (U2; entries written before it are chained on open), and the indexes
+    // of the audit queries: by entity, user or category, each with time.
+    "ALTER TABLE audit ADD COLUMN prev_hash TEXT NOT NULL DEFAULT '';
+    ALTER TABLE audit ADD COLUMN hash TEXT NOT NULL DEFAULT '';
+    DROP INDEX audit_by_source;
+    CREATE INDEX audit_by_source_time ON audit (source, timestamp);
+    CREATE INDEX audit_by_user_time ON audit (user, timestamp);
+    CREATE INDEX audit_by_category_time ON audit (category, timestamp);",
 ];
+
+/// The meta key of the chain's anchor: the hash before the first entry kept online.
+const ANCHOR: &str = "audit_anchor";
+
+const ENTRY_COLUMNS: &str =
+    "id, timestamp, user, category, message_key, args, source, source_type, prev_hash, hash";
+
+fn entry_of(r: &rusqlite::Row<'_>) -> rusqlite::Result<AuditEntry> {
+    Ok(AuditEntry {
+        id: r.get(0)?,
+        record: AuditRecord {
+            timestamp: r.get(1)?,
+            user: r.get(2)?,
+            category: r.get(3)?,
+            message_key: r.get(4)?,
+            // Kept as written: a record whose args no longer parse shows as a string (and breaks
+            // the chain, which hashes the parsed value).
+            args: {
+                let text: String = r.get(5)?;
+                serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text))
+            },
+            source: r.get(6)?,
+            source_type: r.get(7)?,
+        },
+        prev_hash: r.get(8)?,
+        hash: r.get(9)?,
+    })
+}
+
+/// The chain's anchor as stored (GENESIS until entries are archived or purged).
+fn anchor(conn: &Connection) -> rusqlite::Result<String> {
+    Ok(conn
+        .query_row("SELECT value FROM meta WHERE key = ?1", [ANCHOR], |r| {
+            r.get::<_, String>(0)
+        })
+        .optional()?
+        .unwrap_or_else(|| GENESIS.to_string()))
+}
+
+/// Appends `records` inside `tx`, each chained to the one before (the caller holds the write
+/// lock: an IMMEDIATE transaction).
+fn append_in(tx: &Transaction<'_>, records: &[AuditRecord]) -> rusqlite::Result<()> {
+    if records.is_empty() {
+        return Ok(());
+    }
+    let mut prev: String = match tx
+        .query_row("SELECT hash FROM audit ORDER BY id DESC LIMIT 1", [], |r| {
+            r.get(0)
+        })
+        .optional()?
+    {
+        Some(h) => h,
+        None => anchor(tx)?,
+    };
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO audit (timestamp, user, category, message_key, args, source, source_type, prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )?;
+    for r in records {
+        let hash = audit::entry_hash(&prev, r);
+        insert.execute(params![
+            r.timestamp,
+            r.user,
+            r.category,
+            r.message_key,
+            r.args.to_string(),
+            r.source,
+            r.source_type,
+            prev,
+            hash
+        ])?;
+        prev = hash;
+    }
+    Ok(())
+}
 
 /// SQLite in WAL mode with `synchronous=FULL`: a commit is on disk when it returns.
 pub struct SqliteStore {
@@ -87,6 +172,7 @@ impl SqliteStore {
         };
         s.configure()?;
         s.migrate()?;
+        s.chain_unhashed()?;
         Ok(s)
     }
 
@@ -133,6 +219,127 @@ impl SqliteStore {
     }
 }
 
+impl SqliteStore {
+    /// Chains the entries written before the chain existed (schema 2), once.
+    fn chain_unhashed(&mut self) -> Result<(), StoreError> {
+        let path = self.path.clone();
+        let mut conn = self.conn();
+        let pending: i64 = conn
+            .query_row("SELECT count(*) FROM audit WHERE hash = ''", [], |r| {
+                r.get(0)
+            })
+            .map_err(|e| sql(&path, e))?;
+        if pending == 0 {
+            return Ok(());
+        }
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| sql(&path, e))?;
+        {
+            let mut prev = anchor(&tx).map_err(|e| sql(&path, e))?;
+            let entries: Vec<AuditEntry> = {
+                let mut st = tx
+                    .prepare(&format!("SELECT {ENTRY_COLUMNS} FROM audit ORDER BY id"))
+                    .map_err(|e| sql(&path, e))?;
+                st.query_map([], entry_of)
+                    .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+                    .map_err(|e| sql(&path, e))?
+            };
+            let mut update = tx
+                .prepare("UPDATE audit SET prev_hash = ?1, hash = ?2 WHERE id = ?3")
+                .map_err(|e| sql(&path, e))?;
+            for e in entries {
+                if e.hash.is_empty() {
+                    let hash = audit::entry_hash(&prev, &e.record);
+                    update
+                        .execute(params![prev, hash, e.id])
+                        .map_err(|er| sql(&path, er))?;
+                    prev = hash;
+                } else {
+                    prev = e.hash;
+                }
+            }
+        }
+        tx.commit().map_err(|e| sql(&path, e))
+    }
+
+    /// The WHERE clause and parameters of a query.
+    fn where_of(q: &AuditQuery) -> (String, Vec<rusqlite::types::Value>) {
+        use rusqlite::types::Value as V;
+        let mut clauses: Vec<String> = Vec::new();
+        let mut params: Vec<V> = Vec::new();
+        if let Some(s) = &q.source {
+            clauses.push("source = ?".into());
+            params.push(V::Text(s.clone()));
+        }
+        if let Some(u) = &q.user {
+            clauses.push("user = ?".into());
+            params.push(V::Text(u.clone()));
+        }
+        if let Some(c) = &q.category {
+            clauses.push("category = ?".into());
+            params.push(V::Text(c.clone()));
+        }
+        if let Some(t) = q.start {
+            clauses.push("timestamp >= ?".into());
+            params.push(V::Integer(t));
+        }
+        if let Some(t) = q.end {
+            clauses.push("timestamp <= ?".into());
+            params.push(V::Integer(t));
+        }
+        if let Some(f) = &q.filter {
+            clauses.push(audit::to_sql(f, &mut params));
+        }
+        let clause = if clauses.is_empty() {
+            String::new()
+        } else {
+            format!(" WHERE {}", clauses.join(" AND "))
+        };
+        (clause, params)
+    }
+
+    /// The SQL of a query (for `EXPLAIN QUERY PLAN` in tests and benchmarks) and its parameters.
+    pub fn audit_query_sql(q: &AuditQuery) -> (String, Vec<rusqlite::types::Value>) {
+        let (clause, mut params) = SqliteStore::where_of(q);
+        let order = if q.sorts.is_empty() {
+            "timestamp DESC, id DESC".to_string()
+        } else {
+            let mut parts: Vec<String> = q
+                .sorts
+                .iter()
+                .map(|(f, asc)| format!("{} {}", f.column(), if *asc { "ASC" } else { "DESC" }))
+                .collect();
+            parts.push("id DESC".into());
+            parts.join(", ")
+        };
+        params.push(rusqlite::types::Value::Integer(
+            q.limit.min(i64::MAX as u64) as i64,
+        ));
+        params.push(rusqlite::types::Value::Integer(
+            q.offset.min(i64::MAX as u64) as i64,
+        ));
+        (
+            format!("SELECT {ENTRY_COLUMNS} FROM audit{clause} ORDER BY {order} LIMIT ? OFFSET ?"),
+            params,
+        )
+    }
+
+    /// How SQLite answers a query (`EXPLAIN QUERY PLAN`), one line per step.
+    pub fn audit_query_plan(&self, q: &AuditQuery) -> Result<Vec<String>, StoreError> {
+        let (text, params) = SqliteStore::audit_query_sql(q);
+        let conn = self.conn();
+        let mut st = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {text}"))
+            .map_err(|e| sql(&self.path, e))?;
+        st.query_map(rusqlite::params_from_iter(params), |r| {
+            r.get::<_, String>(3)
+        })
+        .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| sql(&self.path, e))
+    }
+}
+
 fn sql(path: &Path, source: rusqlite::Error) -> StoreError {
     StoreError::Sqlite {
         path: path.to_path_buf(),
@@ -154,14 +361,63 @@ fn corrupt(path: &Path, what: String, message: String) -> StoreError {
 
 impl Store for SqliteStore {
     fn append_audit(&mut self, r: &AuditRecord) -> Result<(), StoreError> {
+        self.append_audit_batch(std::slice::from_ref(r))
+    }
+
+    fn append_audit_batch(&mut self, records: &[AuditRecord]) -> Result<(), StoreError> {
         let path = self.path.clone();
-        self.conn()
-            .prepare_cached("INSERT INTO audit (timestamp, user, category, message_key, args, source, source_type) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)")
-            .and_then(|mut st| {
-                st.execute(params![r.timestamp, r.user, r.category, r.message_key, r.args.to_string(), r.source, r.source_type])
-            })
-            .map(|_| ())
-            .map_err(|e| sql(&path, e))
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| sql(&path, e))?;
+        append_in(&tx, records).map_err(|e| sql(&path, e))?;
+        tx.commit().map_err(|e| sql(&path, e))
+    }
+
+    fn query_audit(&mut self, q: &AuditQuery) -> Result<Vec<AuditEntry>, StoreError> {
+        let (text, params) = SqliteStore::audit_query_sql(q);
+        let conn = self.conn();
+        let mut st = conn.prepare_cached(&text).map_err(|e| sql(&self.path, e))?;
+        st.query_map(rusqlite::params_from_iter(params), entry_of)
+            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| sql(&self.path, e))
+    }
+
+    fn count_audit(&mut self, q: &AuditQuery) -> Result<u64, StoreError> {
+        let (clause, params) = SqliteStore::where_of(q);
+        let conn = self.conn();
+        conn.query_row(
+            &format!("SELECT count(*) FROM audit{clause}"),
+            rusqlite::params_from_iter(params),
+            |r| r.get::<_, i64>(0),
+        )
+        .map(|n| n as u64)
+        .map_err(|e| sql(&self.path, e))
+    }
+
+    fn verify_audit_chain(&mut self) -> Result<ChainReport, StoreError> {
+        let path = self.path.clone();
+        let conn = self.conn();
+        let anchor = anchor(&conn).map_err(|e| sql(&path, e))?;
+        let mut st = conn
+            .prepare(&format!("SELECT {ENTRY_COLUMNS} FROM audit ORDER BY id"))
+            .map_err(|e| sql(&path, e))?;
+        let mut failed = None;
+        let rows = st
+            .query_map([], entry_of)
+            .map_err(|e| sql(&path, e))?
+            .map_while(|r| match r {
+                Ok(e) => Some(e),
+                Err(e) => {
+                    failed = Some(e);
+                    None
+                }
+            });
+        let report = audit::verify(&anchor, rows);
+        match failed {
+            Some(e) => Err(sql(&path, e)),
+            None => Ok(report),
+        }
     }
 
     fn audit_records(&mut self, limit: usize) -> Result<Vec<AuditRecord>, StoreError> {
@@ -248,10 +504,19 @@ impl Store for SqliteStore {
         Ok(snap)
     }
 
-    fn commit(&mut self, writes: &[Write], meta: &[(String, String)]) -> Result<(), StoreError> {
+    fn commit(
+        &mut self,
+        writes: &[Write],
+        meta: &[(String, String)],
+        audit: &[AuditRecord],
+    ) -> Result<(), StoreError> {
         let path = self.path.clone();
         let mut conn = self.conn();
-        let tx = conn.transaction().map_err(|e| sql(&path, e))?;
+        // IMMEDIATE: the write lock from the start, so that the audit chain's last hash, read
+        // below, is still the last one when this commits (another connection appends too).
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| sql(&path, e))?;
         {
             let mut put = tx
                 .prepare_cached("INSERT INTO entities (kind, name, body) VALUES (?1, ?2, ?3) ON CONFLICT (kind, name) DO UPDATE SET body = excluded.body")
@@ -295,6 +560,8 @@ impl Store for SqliteStore {
                 m.execute(params![k, v]).map_err(|e| sql(&path, e))?;
             }
         }
+        // The change's own audit entries, in its transaction: neither lands without the other.
+        append_in(&tx, audit).map_err(|e| sql(&path, e))?;
         tx.commit().map_err(|e| sql(&path, e))
     }
 }

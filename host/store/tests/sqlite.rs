@@ -160,3 +160,161 @@ fn audit_records_are_appended_and_kept() {
     let mut db = Db::open(dir.path(), Policy::default()).unwrap();
     assert_eq!(db.audit_records(10).unwrap(), vec![r]);
 }
+
+fn rec(ts: i64, user: &str, category: &str, source: &str) -> AuditRecord {
+    AuditRecord {
+        timestamp: ts,
+        user: user.into(),
+        category: category.into(),
+        message_key: "k".into(),
+        args: serde_json::json!({"n": ts}),
+        source: source.into(),
+        source_type: "Thing".into(),
+    }
+}
+
+#[test]
+fn u1_u2_a_change_and_its_audit_entry_land_together_or_not_at_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut db = Db::create(dir.path(), Model::with_predefined(), &[]).unwrap();
+    let entry = rec(1, "admin", "MODEL", "Users/ann");
+    db.change_audited(
+        |tx| tx.create(Entity::user("ann")),
+        std::slice::from_ref(&entry),
+    )
+    .unwrap();
+    assert_eq!(db.audit_records(10).unwrap(), vec![entry.clone()]);
+    // The audit entry cannot be written: the change does not land either.
+    let other = rusqlite::Connection::open(dir.path().join(DB_FILE)).unwrap();
+    other.execute_batch("CREATE TRIGGER no_audit BEFORE INSERT ON audit BEGIN SELECT RAISE(ABORT, 'audit full'); END;").unwrap();
+    let err = db
+        .change_audited(
+            |tx| tx.create(Entity::user("bob")),
+            &[rec(2, "admin", "MODEL", "Users/bob")],
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("audit full"), "{err}");
+    assert!(db.model().subject("bob").is_none());
+    drop(db);
+    let mut db = Db::open(dir.path(), Policy::default()).unwrap();
+    assert!(db.model().subject("bob").is_none());
+    assert_eq!(db.audit_records(10).unwrap(), vec![entry]);
+}
+
+#[test]
+fn u2_tampering_with_a_stored_entry_is_reported_at_its_link() {
+    let dir = tempfile::tempdir().unwrap();
+    Db::create(dir.path(), Model::with_predefined(), &[]).unwrap();
+    let path = dir.path().join(DB_FILE);
+    let mut store = SqliteStore::open(&path).unwrap();
+    let records: Vec<AuditRecord> = (1..=5)
+        .map(|i| rec(i, "ann", "MODEL", "Things/P"))
+        .collect();
+    store.append_audit_batch(&records[..3]).unwrap();
+    for r in &records[3..] {
+        store.append_audit(r).unwrap();
+    }
+    let report = store.verify_audit_chain().unwrap();
+    assert_eq!((report.checked, report.broken), (5, None));
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute("UPDATE audit SET user = 'mallory' WHERE id = 3", [])
+        .unwrap();
+    let report = store.verify_audit_chain().unwrap();
+    assert_eq!(report.broken.as_ref().unwrap().0, 3, "{report:?}");
+    conn.execute("UPDATE audit SET user = 'ann' WHERE id = 3", [])
+        .unwrap();
+    assert_eq!(store.verify_audit_chain().unwrap().broken, None);
+    conn.execute("DELETE FROM audit WHERE id = 2", []).unwrap();
+    assert_eq!(store.verify_audit_chain().unwrap().broken.unwrap().0, 3);
+}
+
+#[test]
+fn u2_entries_written_before_the_chain_existed_are_chained_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    Db::create(dir.path(), Model::with_predefined(), &[]).unwrap();
+    let path = dir.path().join(DB_FILE);
+    SqliteStore::open(&path)
+        .unwrap()
+        .append_audit_batch(&[rec(1, "a", "MODEL", "x"), rec(2, "b", "MODEL", "y")])
+        .unwrap();
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute("UPDATE audit SET hash = '', prev_hash = ''", [])
+        .unwrap();
+    let mut store = SqliteStore::open(&path).unwrap();
+    let report = store.verify_audit_chain().unwrap();
+    assert_eq!((report.checked, report.broken), (2, None));
+}
+
+/// U3: 100,000 entries; the query of one Thing's entries over a time range is answered from the
+/// (source, timestamp) index, not a scan, and pages and counts agree.
+#[test]
+fn u3_a_query_by_thing_and_time_uses_an_index_over_100000_entries() {
+    use thinghost_store::audit::{AuditQuery, Filter};
+    let dir = tempfile::tempdir().unwrap();
+    Db::create(dir.path(), Model::with_predefined(), &[]).unwrap();
+    let mut store = SqliteStore::open(&dir.path().join(DB_FILE)).unwrap();
+    for chunk in 0..10 {
+        let batch: Vec<AuditRecord> = (0..10_000)
+            .map(|i| {
+                let n = chunk * 10_000 + i;
+                rec(
+                    n,
+                    &format!("user{}", n % 50),
+                    ["MODEL", "SECURITY", "SERVICE"][(n % 3) as usize],
+                    &format!("Things/T{}", n % 1000),
+                )
+            })
+            .collect();
+        store.append_audit_batch(&batch).unwrap();
+    }
+    let q = AuditQuery {
+        source: Some("Things/T7".into()),
+        start: Some(10_000),
+        end: Some(59_999),
+        limit: 20,
+        ..AuditQuery::default()
+    };
+    let plan = store.audit_query_plan(&q).unwrap().join("\n");
+    assert!(plan.contains("USING INDEX audit_by_source_time"), "{plan}");
+    assert!(!plan.contains("SCAN audit"), "{plan}");
+    let page = store.query_audit(&q).unwrap();
+    assert_eq!(page.len(), 20);
+    assert!(page.iter().all(|e| e.record.source == "Things/T7"));
+    assert_eq!(page[0].record.timestamp, 59_007, "newest first");
+    assert_eq!(store.count_audit(&q).unwrap(), 50);
+    let rest = store
+        .query_audit(&AuditQuery {
+            offset: 40,
+            ..q.clone()
+        })
+        .unwrap();
+    assert_eq!(rest.len(), 10);
+    // A user's entries, and a QUERY filter, from their indexes too.
+    let by_user = AuditQuery {
+        user: Some("user3".into()),
+        limit: 5,
+        ..AuditQuery::default()
+    };
+    let plan = store.audit_query_plan(&by_user).unwrap().join("\n");
+    assert!(plan.contains("audit_by_user_time"), "{plan}");
+    let filtered = AuditQuery {
+        source: Some("Things/T7".into()),
+        filter: Some(
+            Filter::parse(&serde_json::json!({"type": "Or", "filters": [
+                {"type": "EQ", "fieldName": "auditCategory", "value": "SECURITY"},
+                {"type": "LT", "fieldName": "timestamp", "value": 1000}
+            ]}))
+            .unwrap(),
+        ),
+        limit: 1000,
+        ..AuditQuery::default()
+    };
+    let got = store.query_audit(&filtered).unwrap();
+    assert!(
+        got.iter()
+            .all(|e| e.record.category == "SECURITY" || e.record.timestamp < 1000)
+    );
+    assert_eq!(got.len() as u64, store.count_audit(&filtered).unwrap());
+    assert_eq!(store.verify_audit_chain().unwrap().checked, 100_000);
+}

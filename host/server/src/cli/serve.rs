@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 use thinghost_core::Policy;
-use thinghost_store::{DB_FILE, Db, SqliteStore};
+use thinghost_store::{DB_FILE, Db};
 
 #[derive(clap::Args, Debug)]
 #[command(
@@ -72,6 +72,10 @@ pub struct Args {
     /// How long a remote-access nonce key is good for (it is good for one use).
     #[arg(long, value_name = "SECONDS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=3600))]
     nonce_lifetime_seconds: u64,
+    /// Do not record this audit category (repeatable; AUTHENTICATION, AUTHORIZATION and AUDIT
+    /// are always recorded). The server warns, and records which are off, at every start.
+    #[arg(long = "audit-off", value_name = "CATEGORY")]
+    audit_off: Vec<String>,
     /// Log format: text, or json for log shippers. Filter with RUST_LOG (default: info).
     #[arg(long, value_name = "FORMAT", default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
@@ -132,6 +136,7 @@ pub fn run(args: Args) -> Result<i32, Failure> {
         Some(tokio_rustls::TlsAcceptor::from(config))
     };
     let public = args.public_url.as_deref().map(public_address).transpose()?;
+    let audit_off = crate::audit::parse_disabled(&args.audit_off)?;
     let _lock = thinghost_store::DirLock::acquire(&dir)?;
     let mut db = Db::open(&dir, Policy::default())?;
     let mut source = None;
@@ -166,10 +171,23 @@ pub fn run(args: Args) -> Result<i32, Failure> {
         }
         None => crate::extensions::Registry::default(),
     };
-    let audit = SqliteStore::open(&dir.join(DB_FILE))?;
+    // Entities a newer thinghost predefines (the AuditHistory DataShape, ...) join an older model.
+    let missing = thinghost_core::predefined::missing(db.model());
+    if !missing.is_empty() {
+        let names: Vec<String> = missing.iter().map(|e| e.name.clone()).collect();
+        db.change(|tx| {
+            for e in missing {
+                tx.create(e)?;
+            }
+            Ok(())
+        })
+        .map_err(|e| format!("cannot add the predefined entities {names:?}: {e}"))?;
+        tracing::info!(entities = ?names, "predefined entities added to the model");
+    }
+    let audit_log = crate::audit::AuditLog::open(&dir.join(DB_FILE), audit_off)?;
     let app = Arc::new(App {
         db: RwLock::new(db),
-        audit: Mutex::new(audit),
+        audit_log,
         key_lifetime_ms: args.key_lifetime_hours * 3_600_000,
         extensions: arc_swap::ArcSwap::from_pointee(extensions),
         plugins: source,
@@ -183,6 +201,18 @@ pub fn run(args: Args) -> Result<i32, Failure> {
             lockout: std::time::Duration::from_secs(args.signin_lockout_minutes * 60),
         }),
     });
+    if !app.audit_log.disabled().is_empty() {
+        let off: Vec<&String> = app.audit_log.disabled().iter().collect();
+        tracing::warn!(categories = ?off, "audit categories are turned off (--audit-off): their events are not recorded");
+        app.audit(
+            thinghost_core::predefined::SYSTEM,
+            crate::audit::category::AUDIT,
+            "auditCategoriesDisabled",
+            serde_json::json!({"categories": off}),
+            "Subsystems/AuditSubsystem",
+            "Subsystem",
+        );
+    }
     if app.plugins.is_some() {
         crate::reload::apply_plugin_dir(&app)?;
         for p in app.extensions.load().summary() {

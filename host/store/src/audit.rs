@@ -1,0 +1,504 @@
+//! The audit log's storage model (DOMAIN U1-U3): entries, their hash chain, and queries.
+//!
+//! Entries are append-only. Each stores the hash of its predecessor and its own hash over a
+//! canonical encoding (`entry_hash`), so that changing, removing or inserting an entry anywhere
+//! breaks the chain at that point, and `verify` names the first broken link. Archiving or purging
+//! removes the oldest entries only; the hash before the first kept entry is kept as the chain's
+//! anchor.
+//!
+//! Queries are values ([`AuditQuery`], with the vendor's QUERY filters as [`Filter`]) that each
+//! backend translates to its own language; the SQLite backend answers them from indexes on
+//! (source, time), (user, time), (category, time) and time.
+
+use crate::AuditRecord;
+use serde_json::Value as Json;
+use sha2::{Digest, Sha256};
+
+/// The chain's start: the predecessor hash of the first entry ever written.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// A stored entry.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AuditEntry {
+    pub id: i64,
+    pub record: AuditRecord,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+/// The hash of an entry whose predecessor's hash is `prev`: SHA-256 (hex) of `prev`, a newline,
+/// and the JSON array `[timestamp, user, category, message_key, args, source, source_type]`
+/// (serde_json writes object keys in sorted order, so the encoding is canonical).
+pub fn entry_hash(prev: &str, r: &AuditRecord) -> String {
+    let canonical = serde_json::json!([
+        r.timestamp,
+        r.user,
+        r.category,
+        r.message_key,
+        r.args,
+        r.source,
+        r.source_type
+    ])
+    .to_string();
+    let mut h = Sha256::new();
+    h.update(prev.as_bytes());
+    h.update(b"\n");
+    h.update(canonical.as_bytes());
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// What `VerifyAuditChain` reports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChainReport {
+    /// Entries checked.
+    pub checked: u64,
+    /// The first broken link: the entry's id and what is wrong with it.
+    pub broken: Option<(i64, String)>,
+}
+
+/// Checks entries in id order against `anchor` (the hash before the first of them).
+pub fn verify(anchor: &str, entries: impl IntoIterator<Item = AuditEntry>) -> ChainReport {
+    let mut prev = anchor.to_string();
+    let mut checked = 0;
+    for e in entries {
+        checked += 1;
+        if e.prev_hash != prev {
+            return ChainReport {
+                checked,
+                broken: Some((
+                    e.id,
+                    format!(
+                        "entry {} names {} as its predecessor's hash, but the entry before it hashes to {prev}: an entry before it was removed, inserted or changed",
+                        e.id, e.prev_hash
+                    ),
+                )),
+            };
+        }
+        let computed = entry_hash(&e.prev_hash, &e.record);
+        if e.hash != computed {
+            return ChainReport {
+                checked,
+                broken: Some((
+                    e.id,
+                    format!(
+                        "entry {} was changed after it was written: its content hashes to {computed}, not to its stored {}",
+                        e.id, e.hash
+                    ),
+                )),
+            };
+        }
+        prev = e.hash;
+    }
+    ChainReport {
+        checked,
+        broken: None,
+    }
+}
+
+/// A field of an entry, as queries name it (the vendor's `AuditHistory` names, and ours).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Field {
+    Id,
+    Timestamp,
+    User,
+    Category,
+    MessageKey,
+    Source,
+    SourceType,
+    /// The entry's arguments as JSON text (LIKE searches it).
+    Args,
+}
+
+impl Field {
+    /// From a QUERY's `fieldName`.
+    pub fn parse(name: &str) -> Option<Field> {
+        Some(match name {
+            "id" => Field::Id,
+            "timestamp" => Field::Timestamp,
+            "user" => Field::User,
+            "auditCategory" | "category" => Field::Category,
+            "messageKey" | "message" => Field::MessageKey,
+            "source" => Field::Source,
+            "sourceType" => Field::SourceType,
+            "args" | "arguments" => Field::Args,
+            _ => return None,
+        })
+    }
+
+    pub const NAMES: &'static str =
+        "id, timestamp, user, auditCategory, message (the message key), source, sourceType, args";
+
+    /// The column in the SQLite backend.
+    pub fn column(self) -> &'static str {
+        match self {
+            Field::Id => "id",
+            Field::Timestamp => "timestamp",
+            Field::User => "user",
+            Field::Category => "category",
+            Field::MessageKey => "message_key",
+            Field::Source => "source",
+            Field::SourceType => "source_type",
+            Field::Args => "args",
+        }
+    }
+
+    fn numeric(self) -> bool {
+        matches!(self, Field::Id | Field::Timestamp)
+    }
+}
+
+/// A comparison of a QUERY filter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Op {
+    Eq,
+    Neq,
+    Gt,
+    Ge,
+    Lt,
+    Le,
+    Like,
+    NotLike,
+}
+
+/// A value in a filter: a number (timestamps, ids) or text.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Value {
+    Int(i64),
+    Text(String),
+}
+
+/// The vendor's QUERY filters, parsed.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Filter {
+    And(Vec<Filter>),
+    Or(Vec<Filter>),
+    Cmp(Field, Op, Value),
+    Between(Field, Value, Value),
+    NotBetween(Field, Value, Value),
+    In(Field, Vec<Value>),
+    NotIn(Field, Vec<Value>),
+}
+
+/// A query: the fixed criteria of `QueryAuditHistory`, the QUERY filter, sorts and a page.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct AuditQuery {
+    /// Inclusive bounds, epoch milliseconds.
+    pub start: Option<i64>,
+    pub end: Option<i64>,
+    pub category: Option<String>,
+    pub user: Option<String>,
+    /// The entity (`Things/Pump1`).
+    pub source: Option<String>,
+    pub filter: Option<Filter>,
+    /// (field, ascending); none: newest first.
+    pub sorts: Vec<(Field, bool)>,
+    pub offset: u64,
+    pub limit: u64,
+}
+
+fn value_of(field: Field, v: &Json, at: &str) -> Result<Value, String> {
+    if field.numeric() {
+        match v {
+            Json::Number(n) => n
+                .as_i64()
+                .or_else(|| n.as_f64().map(|f| f as i64))
+                .map(Value::Int)
+                .ok_or_else(|| format!("{at}: {v} is not a whole number")),
+            // Dates may come as ISO 8601 text, as everywhere in the REST API.
+            Json::String(s) => thinghost_core::types::parse_datetime(s)
+                .ok()
+                .or_else(|| s.parse::<i64>().ok())
+                .map(Value::Int)
+                .ok_or_else(|| format!("{at}: {s:?} is neither a date nor a number")),
+            _ => Err(format!("{at}: {v} is not a number or a date")),
+        }
+    } else {
+        match v {
+            Json::String(s) => Ok(Value::Text(s.clone())),
+            Json::Number(n) => Ok(Value::Text(n.to_string())),
+            Json::Bool(b) => Ok(Value::Text(b.to_string())),
+            _ => Err(format!("{at}: {v} is not text")),
+        }
+    }
+}
+
+impl Filter {
+    /// Parses the `filters` part of the vendor's QUERY JSON: `{"type": "And", "filters": [...]}`,
+    /// `{"type": "EQ", "fieldName": "user", "value": "ann"}`, `{"type": "Between", "fieldName":
+    /// "timestamp", "from": ..., "to": ...}`, `{"type": "IN", "fieldName": ..., "values": [...]}`,
+    /// with the types AND, OR, EQ, NE/NEQ, GT, GE, LT, LE, LIKE, NOTLIKE, BETWEEN, NOTBETWEEN, IN,
+    /// NOTIN (any case). `LIKE` patterns use `%` and `_` (the vendor's `*` and `?` too).
+    pub fn parse(v: &Json) -> Result<Filter, String> {
+        Filter::parse_at(v, "filters")
+    }
+
+    fn parse_at(v: &Json, at: &str) -> Result<Filter, String> {
+        let obj = v
+            .as_object()
+            .ok_or_else(|| format!("{at}: a filter is an object with a type"))?;
+        let kind = obj
+            .get("type")
+            .and_then(Json::as_str)
+            .ok_or_else(|| format!("{at}: a filter needs a type"))?
+            .to_ascii_uppercase();
+        if kind == "AND" || kind == "OR" {
+            let list = obj
+                .get("filters")
+                .and_then(Json::as_array)
+                .ok_or_else(|| format!("{at}: {kind} needs a list of filters"))?;
+            if list.is_empty() || list.len() > 64 {
+                return Err(format!("{at}: {kind} takes 1 to 64 filters"));
+            }
+            let parts = list
+                .iter()
+                .enumerate()
+                .map(|(i, f)| Filter::parse_at(f, &format!("{at}.{kind}[{i}]")))
+                .collect::<Result<Vec<_>, _>>()?;
+            return Ok(if kind == "AND" {
+                Filter::And(parts)
+            } else {
+                Filter::Or(parts)
+            });
+        }
+        let name = obj
+            .get("fieldName")
+            .and_then(Json::as_str)
+            .ok_or_else(|| format!("{at}: {kind} needs a fieldName"))?;
+        let field = Field::parse(name).ok_or_else(|| {
+            format!(
+                "{at}: there is no field {name:?}; the fields are {}",
+                Field::NAMES
+            )
+        })?;
+        let one = |key: &str| -> Result<Value, String> {
+            let v = obj
+                .get(key)
+                .ok_or_else(|| format!("{at}: {kind} needs {key}"))?;
+            value_of(field, v, at)
+        };
+        let op = |op: Op| -> Result<Filter, String> {
+            let mut value = one("value")?;
+            if matches!(op, Op::Like | Op::NotLike) {
+                match &mut value {
+                    Value::Text(t) => *t = t.replace('*', "%").replace('?', "_"),
+                    Value::Int(_) => return Err(format!("{at}: LIKE compares text fields")),
+                }
+            }
+            Ok(Filter::Cmp(field, op, value))
+        };
+        match kind.as_str() {
+            "EQ" => op(Op::Eq),
+            "NE" | "NEQ" => op(Op::Neq),
+            "GT" => op(Op::Gt),
+            "GE" => op(Op::Ge),
+            "LT" => op(Op::Lt),
+            "LE" => op(Op::Le),
+            "LIKE" => op(Op::Like),
+            "NOTLIKE" => op(Op::NotLike),
+            "BETWEEN" => Ok(Filter::Between(field, one("from")?, one("to")?)),
+            "NOTBETWEEN" => Ok(Filter::NotBetween(field, one("from")?, one("to")?)),
+            "IN" | "NOTIN" => {
+                let values = obj
+                    .get("values")
+                    .and_then(Json::as_array)
+                    .ok_or_else(|| format!("{at}: {kind} needs a list of values"))?;
+                if values.is_empty() || values.len() > 1000 {
+                    return Err(format!("{at}: {kind} takes 1 to 1000 values"));
+                }
+                let values = values
+                    .iter()
+                    .map(|v| value_of(field, v, at))
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(if kind == "IN" {
+                    Filter::In(field, values)
+                } else {
+                    Filter::NotIn(field, values)
+                })
+            }
+            other => Err(format!(
+                "{at}: {other:?} is not a filter type; use AND, OR, EQ, NEQ, GT, GE, LT, LE, LIKE, NOTLIKE, BETWEEN, NOTBETWEEN, IN or NOTIN"
+            )),
+        }
+    }
+}
+
+/// Parses the `sorts` of a QUERY: `[{"fieldName": "timestamp", "isAscending": false}]`.
+pub fn parse_sorts(v: &Json) -> Result<Vec<(Field, bool)>, String> {
+    let list = v
+        .as_array()
+        .ok_or_else(|| "sorts: a list of {fieldName, isAscending}".to_string())?;
+    list.iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let name = s
+                .get("fieldName")
+                .and_then(Json::as_str)
+                .ok_or_else(|| format!("sorts[{i}]: needs a fieldName"))?;
+            let field = Field::parse(name).ok_or_else(|| {
+                format!(
+                    "sorts[{i}]: there is no field {name:?}; the fields are {}",
+                    Field::NAMES
+                )
+            })?;
+            let ascending = s.get("isAscending").and_then(Json::as_bool).unwrap_or(true);
+            Ok((field, ascending))
+        })
+        .collect()
+}
+
+/// A filter as SQL with its parameters (for the SQLite backend): field names come from a fixed
+/// list, values are always parameters.
+pub(crate) fn to_sql(f: &Filter, params: &mut Vec<rusqlite::types::Value>) -> String {
+    use rusqlite::types::Value as V;
+    let bind = |v: &Value, params: &mut Vec<V>| {
+        params.push(match v {
+            Value::Int(i) => V::Integer(*i),
+            Value::Text(t) => V::Text(t.clone()),
+        });
+        "?".to_string()
+    };
+    match f {
+        Filter::And(parts) | Filter::Or(parts) => {
+            let joiner = if matches!(f, Filter::And(_)) {
+                " AND "
+            } else {
+                " OR "
+            };
+            let inner: Vec<String> = parts.iter().map(|p| to_sql(p, params)).collect();
+            format!("({})", inner.join(joiner))
+        }
+        Filter::Cmp(field, op, v) => {
+            let sql_op = match op {
+                Op::Eq => "=",
+                Op::Neq => "<>",
+                Op::Gt => ">",
+                Op::Ge => ">=",
+                Op::Lt => "<",
+                Op::Le => "<=",
+                Op::Like => "LIKE",
+                Op::NotLike => "NOT LIKE",
+            };
+            format!("{} {sql_op} {}", field.column(), bind(v, params))
+        }
+        Filter::Between(field, a, b) | Filter::NotBetween(field, a, b) => {
+            let not = if matches!(f, Filter::NotBetween(..)) {
+                "NOT "
+            } else {
+                ""
+            };
+            let a = bind(a, params);
+            let b = bind(b, params);
+            format!("{} {not}BETWEEN {a} AND {b}", field.column())
+        }
+        Filter::In(field, values) | Filter::NotIn(field, values) => {
+            let not = if matches!(f, Filter::NotIn(..)) {
+                "NOT "
+            } else {
+                ""
+            };
+            let marks: Vec<String> = values.iter().map(|v| bind(v, params)).collect();
+            format!("{} {not}IN ({})", field.column(), marks.join(", "))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn record(user: &str) -> AuditRecord {
+        AuditRecord {
+            timestamp: 1,
+            user: user.into(),
+            category: "MODEL".into(),
+            message_key: "created".into(),
+            args: json!({"b": 1, "a": 2}),
+            source: "Things/P".into(),
+            source_type: "Thing".into(),
+        }
+    }
+
+    fn chain(users: &[&str]) -> Vec<AuditEntry> {
+        let mut prev = GENESIS.to_string();
+        users
+            .iter()
+            .enumerate()
+            .map(|(i, u)| {
+                let r = record(u);
+                let hash = entry_hash(&prev, &r);
+                let e = AuditEntry {
+                    id: i as i64 + 1,
+                    record: r,
+                    prev_hash: prev.clone(),
+                    hash: hash.clone(),
+                };
+                prev = hash;
+                e
+            })
+            .collect()
+    }
+
+    #[test]
+    fn u2_a_changed_removed_or_inserted_entry_breaks_the_chain_at_that_entry() {
+        let good = chain(&["a", "b", "c", "d"]);
+        assert_eq!(
+            verify(GENESIS, good.clone()),
+            ChainReport {
+                checked: 4,
+                broken: None
+            }
+        );
+        let mut changed = good.clone();
+        changed[1].record.user = "mallory".into();
+        let r = verify(GENESIS, changed);
+        assert_eq!(r.broken.as_ref().unwrap().0, 2, "{r:?}");
+        assert!(r.broken.unwrap().1.contains("changed after it was written"));
+        let mut removed = good.clone();
+        removed.remove(2);
+        assert_eq!(verify(GENESIS, removed).broken.unwrap().0, 4);
+        // An archived prefix: the chain goes on from its anchor.
+        assert_eq!(verify(&good[1].hash, good[2..].to_vec()).broken, None);
+    }
+
+    #[test]
+    fn u3_query_filters_parse_with_their_errors_named() {
+        let f = Filter::parse(&json!({"type": "And", "filters": [
+            {"type": "EQ", "fieldName": "user", "value": "ann"},
+            {"type": "Between", "fieldName": "timestamp", "from": "2026-01-01T00:00:00Z", "to": 2000000000000i64},
+            {"type": "in", "fieldName": "auditCategory", "values": ["MODEL", "SECURITY"]},
+            {"type": "LIKE", "fieldName": "message", "value": "perm*"}
+        ]}))
+        .unwrap();
+        let mut params = Vec::new();
+        let sql = to_sql(&f, &mut params);
+        assert_eq!(
+            sql,
+            "(user = ? AND timestamp BETWEEN ? AND ? AND category IN (?, ?) AND message_key LIKE ?)"
+        );
+        assert_eq!(params.len(), 6);
+        assert_eq!(params[5], rusqlite::types::Value::Text("perm%".into()));
+        for (bad, says) in [
+            (
+                json!({"type": "EQ", "fieldName": "password", "value": 1}),
+                "no field",
+            ),
+            (
+                json!({"type": "SOUNDEX", "fieldName": "user", "value": 1}),
+                "not a filter type",
+            ),
+            (
+                json!({"type": "GT", "fieldName": "timestamp", "value": "soon"}),
+                "neither a date",
+            ),
+            (json!({"type": "And", "filters": []}), "1 to 64"),
+            (
+                json!({"type": "EQ", "fieldName": "user; DROP TABLE audit", "value": 1}),
+                "no field",
+            ),
+        ] {
+            let e = Filter::parse(&bad).unwrap_err();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+    }
+}
