@@ -202,6 +202,8 @@ pub fn local_app(data: &Path, plugins: &Path) -> (Arc<App>, Caller, String) {
         plugins: None,
         reload_lock: Mutex::new(()),
         sessions: thinghost::sessions::Sessions::new(std::time::Duration::from_secs(15)),
+        data_dir: data.to_path_buf(),
+        audit_retention_days: 60,
     });
     let admin = caller(&app, thinghost_core::predefined::ADMINISTRATOR);
     let key = setup(

@@ -114,7 +114,7 @@ fn member(s: &Server, admin: &str, name: &str) -> String {
         .to_string()
 }
 
-/// U5, row by row, for the services whose entities exist: a user of a non-admin group with
+/// U5, row by row, for every service of the table: a user of a non-admin group with
 /// exactly the listed grants runs the service; with any one of them taken away, it cannot (and
 /// gets it back when the grant returns). Administrators run each without grants.
 #[test]
@@ -123,22 +123,52 @@ fn u5_each_audit_service_needs_exactly_the_seeds_grants() {
     let s = serve(t.path());
     let admin = s.admin_key();
     let table = table();
-    for service in [
-        "QueryAuditHistory",
-        "QueryAuditHistoryWithQueryCriteria",
-        "GetAuditEntryCount",
-    ] {
+    // The user-created repository of the export services.
+    ok(
+        &s,
+        &admin,
+        &format!("{ES}/CreateThing"),
+        json!({"name": "ExportRepo", "thingTemplateName": "FileRepository"}),
+    );
+    let services: Vec<String> = table["services"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .cloned()
+        .collect();
+    assert_eq!(services.len(), 9, "every service of the seed's table");
+    for service in &services {
+        let service = service.as_str();
         let user = format!("u{service}");
         let key = member(&s, &admin, &user);
         let (org, group) = (format!("{user}Org"), format!("{user}Group"));
-        let call = |key: &str| post(&s, key, &format!("{AUDIT}/{service}"), json!({})).0;
+        let body = if service.starts_with("Export") {
+            json!({"targetRepositoryName": "ExportRepo", "targetFileName": format!("{service}.jsonl.gz")})
+        } else {
+            json!({})
+        };
+        let call = |key: &str| post(&s, key, &format!("{AUDIT}/{service}"), body.clone()).0;
         assert_eq!(call(&admin), 200, "{service}: administrators");
         assert_ne!(call(&key), 200, "{service}: without grants");
+        // The table's "<user-created FileRepository>" is the repository a call names: the
+        // export services name one (targetRepositoryName); CleanupOfflineAudit names none, so
+        // that row has nothing to apply to.
         let all: Vec<_> = table["services"][service]
             .as_array()
             .unwrap()
             .iter()
-            .flat_map(|row| grants(row, &org, &group))
+            .filter(|row| {
+                service.starts_with("Export")
+                    || row["entity"] != "Things/<user-created FileRepository>"
+            })
+            .map(|row| {
+                let mut row = row.clone();
+                if row["entity"] == "Things/<user-created FileRepository>" {
+                    row["entity"] = json!("Things/ExportRepo");
+                }
+                row
+            })
+            .flat_map(|row| grants(&row, &org, &group))
             .collect();
         assert!(!all.is_empty());
         for g in &all {
@@ -148,8 +178,10 @@ fn u5_each_audit_service_needs_exactly_the_seeds_grants() {
         for g in &all {
             set(&s, &admin, g, false);
             let st = call(&key);
+            // 403 naming the grant; 404 for the subsystem it cannot see; 400 for a repository
+            // parameter naming a Thing it cannot see.
             assert!(
-                st == 403 || st == 404,
+                st == 403 || st == 404 || st == 400,
                 "{service}: still {st} without {g:?}"
             );
             set(&s, &admin, g, true);
@@ -396,4 +428,251 @@ fn u4_auditors_see_every_entry_of_a_thing_others_only_their_own() {
             .iter()
             .all(|r| r["source"] == "Things/Pump1")
     );
+}
+
+/// Old entries, written straight into the database while the server runs (the clock of the
+/// test is the entries' timestamps).
+fn old_entries(s: &Server, timestamps: &[&str]) {
+    let mut store =
+        thinghost_store::SqliteStore::open(&s.dir.join(thinghost_store::DB_FILE)).unwrap();
+    let records: Vec<thinghost_store::AuditRecord> = timestamps
+        .iter()
+        .map(|t| thinghost_store::AuditRecord {
+            timestamp: thinghost_core::types::parse_datetime(t).unwrap(),
+            user: "old".into(),
+            category: "MODEL".into(),
+            message_key: "entityUpdated".into(),
+            args: json!({"at": t}),
+            source: "Things/Old".into(),
+            source_type: "Thing".into(),
+        })
+        .collect();
+    store.append_audit_batch(&records).unwrap();
+}
+
+/// Every entry online now leaves (as if archived long ago): entries written next are the oldest.
+fn clear_online(s: &Server) {
+    let mut store =
+        thinghost_store::SqliteStore::open(&s.dir.join(thinghost_store::DB_FILE)).unwrap();
+    let newest = store
+        .query_audit(&thinghost_store::audit::AuditQuery {
+            limit: 1,
+            sorts: vec![(thinghost_store::audit::Field::Id, false)],
+            ..Default::default()
+        })
+        .unwrap();
+    if let Some(e) = newest.first() {
+        store.drop_audit_through(e.id).unwrap();
+    }
+}
+
+fn count(s: &Server, key: &str, body: Json) -> i64 {
+    ok(s, key, &format!("{AUDIT}/GetAuditEntryCount"), body)["rows"][0]["result"]
+        .as_i64()
+        .unwrap()
+}
+
+/// U6: archive moves the oldest entries into dated, compressed files of the archive repository
+/// and records lastArchivedTime; the chain still verifies; export writes one file into a
+/// user's repository (with the archived entries, or the online ones only), never outside it;
+/// cleanup deletes archive days older than a date; purge removes what is older than the
+/// retention.
+#[test]
+fn u6_archive_export_cleanup_and_purge() {
+    let t = tempfile::tempdir().unwrap();
+    let s = Server::start(
+        &t.path().join("d"),
+        &["--dev", "--audit-retention-days", "60"],
+    );
+    let admin = s.admin_key();
+    // The entries of the server's own start are cleared (as if archived long ago), so that the
+    // old entries below are the oldest, as they would be on a server that ran back then.
+    clear_online(&s);
+    old_entries(
+        &s,
+        &[
+            "2026-01-01T10:00:00Z",
+            "2026-01-01T11:00:00Z",
+            "2026-01-02T10:00:00Z",
+            "2026-01-05T10:00:00Z",
+        ],
+    );
+    let v = ok(
+        &s,
+        &admin,
+        &format!("{AUDIT}/ArchiveAuditHistory"),
+        json!({"olderThanDate": "2026-01-03T00:00:00Z"}),
+    );
+    let r = &v["rows"][0]["result"];
+    assert_eq!(r["archived"], 3, "{v}");
+    let files: Vec<String> = r["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(files.len(), 2, "one file per day: {files:?}");
+    assert!(files[0].starts_with("archive/2026-01-01/"), "{files:?}");
+    let repo = s.dir.join("repositories/AuditArchiveFileRepository");
+    assert!(repo.join(&files[0]).is_file());
+    // The rest still verifies; the archived ones are gone from the online log.
+    let v = ok(&s, &admin, &format!("{AUDIT}/VerifyAuditChain"), json!({}));
+    assert_eq!(v["rows"][0]["intact"], true, "{v}");
+    assert_eq!(
+        count(&s, &admin, json!({"endDate": "2026-01-04T00:00:00Z"})),
+        0
+    );
+    let (st, v) = thinghost_tests::post(
+        &s,
+        &admin,
+        "/Thingworx/Things/AuditArchiveScheduler/Services/GetRunTimePermissions",
+        json!({}),
+    );
+    assert_eq!(st.as_u16(), 200, "{v}");
+    let r = s
+        .client
+        .get(s.at("/Thingworx/Things/AuditArchiveScheduler/Properties/lastArchivedTime"))
+        .header("appKey", &admin)
+        .send()
+        .unwrap();
+    let v: Json = r.json().unwrap();
+    assert!(v["rows"][0]["lastArchivedTime"].is_string(), "{v}");
+
+    // Export into a user's repository: with the archive, and without it.
+    ok(
+        &s,
+        &admin,
+        &format!("{ES}/CreateThing"),
+        json!({"name": "MyRepo", "thingTemplateName": "FileRepository"}),
+    );
+    let range = |extra: Json| {
+        let mut b = json!({"startDate": "2026-01-01T00:00:00Z", "endDate": "2026-01-31T00:00:00Z", "targetRepositoryName": "MyRepo", "targetPath": "exports"});
+        for (k, v) in extra.as_object().unwrap() {
+            b[k] = v.clone();
+        }
+        b
+    };
+    let v = ok(
+        &s,
+        &admin,
+        &format!("{AUDIT}/ExportAuditData"),
+        range(json!({"targetFileName": "all.jsonl.gz"})),
+    );
+    assert_eq!(v["rows"][0]["result"]["exported"], 4, "{v}");
+    let v = ok(
+        &s,
+        &admin,
+        &format!("{AUDIT}/ExportOnlineAuditData"),
+        range(json!({"targetFileName": "online.jsonl.gz"})),
+    );
+    assert_eq!(v["rows"][0]["result"]["exported"], 1, "{v}");
+    let v = ok(
+        &s,
+        &admin,
+        "/Thingworx/Things/MyRepo/Services/ListFiles",
+        json!({"path": "exports"}),
+    );
+    let names: Vec<&str> = v["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["all.jsonl.gz", "online.jsonl.gz"]);
+    let (st, v) = post(
+        &s,
+        &admin,
+        &format!("{AUDIT}/ExportAuditData"),
+        range(json!({"targetPath": "../..", "targetFileName": "escape.gz"})),
+    );
+    assert_eq!(st, 400, "{v}");
+    let (st, _) = post(
+        &s,
+        &admin,
+        &format!("{AUDIT}/ExportAuditData"),
+        range(json!({"targetRepositoryName": "AuditArchiveScheduler", "targetFileName": "x.gz"})),
+    );
+    assert_eq!(st, 400, "not a FileRepository");
+
+    // Cleanup: archive days before the date go.
+    let v = ok(
+        &s,
+        &admin,
+        &format!("{AUDIT}/CleanupOfflineAudit"),
+        json!({"olderThanDate": "2026-01-02T00:00:00Z"}),
+    );
+    let deleted = v["rows"][0]["result"]["deleted"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(deleted.len(), 1, "{v}");
+    assert!(repo.join(&files[1]).is_file(), "the later day stays");
+
+    // Purge: entries older than the retention (60 days) leave; younger ones stay.
+    let now = thinghost::now_ms();
+    let at = |days: i64| thinghost_core::types::format_datetime(now - days * 86_400_000);
+    clear_online(&s);
+    old_entries(&s, &[&at(61), &at(59)]);
+    let v = ok(&s, &admin, &format!("{AUDIT}/PurgeAuditData"), json!({}));
+    assert_eq!(v["rows"][0]["result"]["purged"], 1, "{v}");
+    assert_eq!(
+        count(
+            &s,
+            &admin,
+            json!({"query": {"filters": {"type": "EQ", "fieldName": "user", "value": "old"}}})
+        ),
+        1,
+        "only the 59-day-old entry is left"
+    );
+    let v = ok(&s, &admin, &format!("{AUDIT}/VerifyAuditChain"), json!({}));
+    assert_eq!(v["rows"][0]["intact"], true, "{v}");
+}
+
+/// U7: a grant on AuditArchiveFileRepository succeeds, but only with a warning in the answer
+/// and an audit entry (the security lint reports it too).
+#[test]
+fn u7_a_grant_on_the_archive_repository_comes_with_a_warning() {
+    let t = tempfile::tempdir().unwrap();
+    let s = serve(t.path());
+    let admin = s.admin_key();
+    member(&s, &admin, "ann");
+    let v = ok(
+        &s,
+        &admin,
+        "/Thingworx/Things/AuditArchiveFileRepository/Services/AddRunTimePermission",
+        json!({"principal": "annGroup", "principalType": "Group", "type": "ServiceInvoke", "allow": true}),
+    );
+    assert!(
+        v["warning"].as_str().unwrap().contains("never to grant"),
+        "{v}"
+    );
+    let v = ok(
+        &s,
+        &admin,
+        &format!("{AUDIT}/QueryAuditHistory"),
+        json!({"auditCategory": "SECURITY"}),
+    );
+    assert!(
+        v["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["messageKey"] == "auditArchiveRepositoryGranted")
+    );
+    // Other Things: no warning, an empty answer as before.
+    ok(
+        &s,
+        &admin,
+        &format!("{ES}/CreateThing"),
+        json!({"name": "P", "thingTemplateName": "GenericThing"}),
+    );
+    let r = s
+        .client
+        .post(s.at("/Thingworx/Things/P/Services/AddRunTimePermission"))
+        .header("appKey", &admin)
+        .json(&json!({"principal": "annGroup", "principalType": "Group", "type": "ServiceInvoke", "allow": true}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().unwrap(), "");
 }

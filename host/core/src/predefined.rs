@@ -30,6 +30,74 @@ pub const SYSTEM_TEMPLATES: &[&str] = &[
 /// Templates whose Things keep data in a persistence provider (DOMAIN P1).
 pub const DATA_STORAGE_TEMPLATES: &[&str] = &["DataTable", "Stream", "ValueStream"];
 pub const SUBSYSTEMS: &[&str] = &["AuditSubsystem", "PlatformSubsystem"];
+/// The audit subsystem's Things (U6): (name, template, own properties as (name, type, default)).
+/// Every scheduler has `schedule` (cron, with seconds), `runAsUser` and `enabled`.
+pub const AUDIT_ARCHIVE_REPOSITORY: &str = "AuditArchiveFileRepository";
+pub const AUDIT_ARCHIVE_SCHEDULER: &str = "AuditArchiveScheduler";
+pub const AUDIT_PURGE_SCHEDULER: &str = "AuditPurgeScheduler";
+pub const AUDIT_CLEANUP_SCHEDULER: &str = "AuditArchiveCleanupScheduler";
+pub const AUDIT_CLEANUP_NOTIFICATION_SCHEDULER: &str = "AuditArchiveCleanupNotificationScheduler";
+pub const AUDIT_ARCHIVE_SCHEDULER_DP: &str = "AuditArchiveSchedulerDirectPersistence";
+
+type PropSpec = (&'static str, BaseType, Option<&'static str>);
+
+/// The audit Things and their own properties (`default` as JSON text).
+pub fn audit_things() -> Vec<(&'static str, &'static str, Vec<PropSpec>)> {
+    let scheduler = |schedule: &'static str, enabled: &'static str, more: &[PropSpec]| {
+        let mut p: Vec<PropSpec> = vec![
+            ("schedule", BaseType::String, Some(schedule)),
+            ("runAsUser", BaseType::String, Some("\"Administrator\"")),
+            ("enabled", BaseType::Boolean, Some(enabled)),
+        ];
+        p.extend_from_slice(more);
+        p
+    };
+    vec![
+        (AUDIT_ARCHIVE_REPOSITORY, "FileRepository", vec![]),
+        (
+            AUDIT_ARCHIVE_SCHEDULER,
+            "Scheduler",
+            scheduler(
+                "\"0 0 0 * * *\"",
+                "true",
+                &[("lastArchivedTime", BaseType::Datetime, None)],
+            ),
+        ),
+        (
+            AUDIT_ARCHIVE_SCHEDULER_DP,
+            "Scheduler",
+            scheduler(
+                "\"0 0 0 * * *\"",
+                "false",
+                &[(
+                    "lastArchivedTimeDirectPersistence",
+                    BaseType::Datetime,
+                    None,
+                )],
+            ),
+        ),
+        (
+            AUDIT_PURGE_SCHEDULER,
+            "Scheduler",
+            scheduler("\"0 0 1 * * *\"", "true", &[]),
+        ),
+        (
+            AUDIT_CLEANUP_SCHEDULER,
+            "Scheduler",
+            scheduler(
+                "\"0 0 2 * * *\"",
+                "true",
+                &[("DaysToArchive", BaseType::Number, Some("30"))],
+            ),
+        ),
+        (
+            AUDIT_CLEANUP_NOTIFICATION_SCHEDULER,
+            "Scheduler",
+            scheduler("\"0 0 3 * * MON\"", "true", &[]),
+        ),
+    ]
+}
+
 /// The DataShape of audit query results (the vendor's fields, then ours).
 pub const AUDIT_HISTORY: &str = "AuditHistory";
 /// Its fields, in order: (name, base type).
@@ -69,6 +137,7 @@ pub fn is_predefined(kind: Kind, name: &str) -> bool {
         Kind::Resource => RESOURCES.contains(&name),
         Kind::PersistenceProvider => name == DEFAULT_PERSISTENCE_PROVIDER,
         Kind::DataShape => name == AUDIT_HISTORY,
+        Kind::Thing => audit_things().iter().any(|(n, _, _)| *n == name),
         _ => false,
     }
 }
@@ -137,6 +206,24 @@ pub fn entities() -> Vec<Entity> {
                 .collect(),
         }),
     ));
+    for (name, template, props) in audit_things() {
+        let mut t = Entity::thing(name, template);
+        if let Body::Thing(b) = &mut t.body {
+            b.definitions.properties = props
+                .iter()
+                .map(|(n, bt, default)| PropertyDef {
+                    name: n.to_string(),
+                    base_type: *bt,
+                    description: String::new(),
+                    default_value: default
+                        .map(|d| serde_json::from_str(d).expect("a JSON default")),
+                    read_only: false,
+                    data_shape: None,
+                })
+                .collect();
+        }
+        out.push(t);
+    }
     for e in &mut out {
         e.description = "predefined".to_string();
     }

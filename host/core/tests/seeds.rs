@@ -148,16 +148,17 @@ fn audit_model(given: &[((Kind, String), Grant)]) -> Model {
     let mut m = model();
     // AuditHistory is predefined (the audit services answer in it).
     assert!(m.get(Kind::DataShape, "AuditHistory").is_some());
+    // So are the audit subsystem's schedulers and its archive repository (U6).
     for t in [
         "AuditArchiveScheduler",
         "AuditArchiveSchedulerDirectPersistence",
         "AuditPurgeScheduler",
         "AuditArchiveCleanupScheduler",
         "AuditArchiveCleanupNotificationScheduler",
+        "AuditArchiveFileRepository",
     ] {
-        thing(&mut m, t, "Scheduler");
+        assert!(m.get(Kind::Thing, t).is_some(), "{t} is predefined");
     }
-    thing(&mut m, "AuditArchiveFileRepository", "FileRepository");
     thing(&mut m, REPO, "FileRepository");
     org(&mut m, "AuditOrg", &[("AuditOrg", None)]);
     user(&mut m, "auditor1");

@@ -183,6 +183,17 @@ impl State {
     }
 }
 
+/// The parameters of a service call: a JSON object.
+fn params_object(text: &str) -> Result<Json, WitHostError> {
+    let params = parse("the parameters", text)?;
+    if !params.is_object() {
+        return Err(WitHostError::Invalid(
+            "the parameters must be a JSON object".into(),
+        ));
+    }
+    Ok(params)
+}
+
 fn parse(what: &str, text: &str) -> Result<Json, WitHostError> {
     serde_json::from_str(text)
         .map_err(|e| WitHostError::Invalid(format!("{what} is not JSON text: {e}")))
@@ -217,12 +228,7 @@ impl bindings::thinghost::extension::host::Host for State {
         service: String,
         params: String,
     ) -> Result<String, WitHostError> {
-        let params = parse("the parameters", &params)?;
-        if !params.is_object() {
-            return Err(WitHostError::Invalid(
-                "the parameters must be a JSON object".into(),
-            ));
-        }
+        let params = params_object(&params)?;
         self.call(HostCall::InvokeService {
             thing,
             service,
@@ -238,12 +244,7 @@ impl bindings::thinghost::extension::host::Host for State {
         service: String,
         params: String,
     ) -> Result<String, WitHostError> {
-        let params = parse("the parameters", &params)?;
-        if !params.is_object() {
-            return Err(WitHostError::Invalid(
-                "the parameters must be a JSON object".into(),
-            ));
-        }
+        let params = params_object(&params)?;
         self.call(HostCall::InvokeEntityService {
             collection,
             entity,

@@ -24,6 +24,10 @@ pub struct App {
     pub reload_lock: Mutex<()>,
     /// Remote-access sessions and their nonce keys.
     pub sessions: crate::sessions::Sessions,
+    /// The data directory (file repositories live under it).
+    pub data_dir: std::path::PathBuf,
+    /// How long audit entries stay online before `PurgeAuditData` removes them (U6).
+    pub audit_retention_days: u32,
 }
 
 impl App {
@@ -47,7 +51,16 @@ impl App {
             source: source.to_string(),
             source_type: source_type.to_string(),
         };
-        if let Err(e) = self.audit_log.record(record) {
+        // Denials and service calls are the high-volume entries: queued, on disk within
+        // milliseconds and in order; every other entry is on disk before this returns.
+        let written = if category == crate::audit::category::AUTHORIZATION
+            || category == crate::audit::category::SERVICE
+        {
+            self.audit_log.record_queued(record)
+        } else {
+            self.audit_log.record(record)
+        };
+        if let Err(e) = written {
             tracing::error!(error = %e, "cannot write an audit record");
         }
     }

@@ -10,7 +10,7 @@
 
 use serde_json::{Value as Json, json};
 use std::collections::BTreeSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Mutex, MutexGuard};
 use thinghost_store::{AuditRecord, SqliteStore, Store, StoreError};
@@ -55,7 +55,8 @@ pub fn change_category(audit_key: &str, kind: thinghost_core::Kind) -> &'static 
 
 struct Queued {
     record: AuditRecord,
-    done: SyncSender<Result<(), String>>,
+    /// Told when the entry is on disk; none for a queued entry nobody waits for.
+    done: Option<SyncSender<Result<(), String>>>,
 }
 
 /// The audit log of a running server.
@@ -97,7 +98,9 @@ fn writer(mut store: SqliteStore, queue: Receiver<Queued>) {
             tracing::error!(error = %e, entries = records.len(), "audit entries could not be written");
         }
         for q in batch {
-            let _ = q.done.send(outcome.clone());
+            if let Some(done) = q.done {
+                let _ = done.send(outcome.clone());
+            }
         }
     }
 }
@@ -139,10 +142,39 @@ impl AuditLog {
         }
         let (done, wait) = sync_channel(1);
         self.queue
-            .send(Queued { record, done })
+            .send(Queued {
+                record,
+                done: Some(done),
+            })
             .map_err(|_| "the audit writer stopped".to_string())?;
         wait.recv()
             .map_err(|_| "the audit writer stopped".to_string())?
+    }
+
+    /// Appends an entry without waiting for the disk: it is written with the next batch, within
+    /// milliseconds, and before any entry recorded after it (the writer keeps the order), so the
+    /// next entry someone waits for makes it durable too. For the high-volume entries the issue
+    /// allows in batches: denials and service calls.
+    pub fn record_queued(&self, record: AuditRecord) -> Result<(), String> {
+        if !self.enabled(&record.category) {
+            return Ok(());
+        }
+        self.queue
+            .send(Queued { record, done: None })
+            .map_err(|_| "the audit writer stopped".to_string())
+    }
+
+    /// Waits until every entry queued so far is on disk.
+    pub fn flush(&self) -> Result<(), String> {
+        self.record(AuditRecord {
+            timestamp: crate::now_ms(),
+            user: thinghost_core::predefined::SYSTEM.into(),
+            category: category::AUDIT.into(),
+            message_key: "auditFlushed".into(),
+            args: json!({}),
+            source: "Subsystems/AuditSubsystem".into(),
+            source_type: "Subsystem".into(),
+        })
     }
 
     /// The query connection.
@@ -226,7 +258,7 @@ fn message(key: &str, args: &Json) -> String {
 use crate::rest::{ApiError, Reply};
 use crate::services::{Call, bad, forbidden, result};
 use thinghost_core::infotable::{Field, InfoTable};
-use thinghost_core::{BaseType, Kind, Outcome, Permission, Target};
+use thinghost_core::{BaseType, Body, Kind, Outcome, Permission, Target, View};
 use thinghost_store::audit::{AuditQuery, Filter, parse_sorts};
 
 /// The seed's table "Permissions for Non-Admin Users to Run Audit Services" (U5), as data: for
@@ -390,6 +422,19 @@ fn query_param(call: &Call<'_>, q: &mut AuditQuery) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// The criteria every query service takes: startDate, endDate, auditCategory and query.
+fn base_query(call: &Call<'_>) -> Result<AuditQuery, ApiError> {
+    let mut q = AuditQuery {
+        start: date(call, "startDate")?,
+        end: date(call, "endDate")?,
+        category: call.opt_str("auditCategory"),
+        limit: MAX_ITEMS,
+        ..AuditQuery::default()
+    };
+    query_param(call, &mut q)?;
+    Ok(q)
+}
+
 fn max_items(call: &Call<'_>) -> Result<u64, ApiError> {
     match call.params.get("maxItems") {
         None | Some(Json::Null) => Ok(500),
@@ -438,19 +483,12 @@ pub fn service(call: &mut Call<'_>) -> Option<Result<Reply, ApiError>> {
             ("query", BaseType::Json, false),
         ],
         "VerifyAuditChain" => &[],
-        _ => return None,
+        _ => return maintenance(call),
     };
     Some((|| {
         call.params(spec)?;
         authorize(call, s, None)?;
-        let mut q = AuditQuery {
-            start: date(call, "startDate")?,
-            end: date(call, "endDate")?,
-            category: call.opt_str("auditCategory"),
-            limit: MAX_ITEMS,
-            ..AuditQuery::default()
-        };
-        query_param(call, &mut q)?;
+        let mut q = base_query(call)?;
         // The audit services are always audited (category AUDIT).
         call.app.audit(
             &call.caller.name,
@@ -535,16 +573,12 @@ pub fn thing_query(call: &mut Call<'_>) -> Result<Reply, ApiError> {
         Target::Entity { id, resource },
         "call QueryAuditHistory",
     )?;
-    let mut q = AuditQuery {
+    let q = AuditQuery {
         source: Some(format!("Things/{}", call.entity)),
         user: (!everything).then(|| call.caller.name.clone()),
-        start: date(call, "startDate")?,
-        end: date(call, "endDate")?,
-        category: call.opt_str("auditCategory"),
         limit: max_items(call)?,
-        ..AuditQuery::default()
+        ..base_query(call)?
     };
-    query_param(call, &mut q)?;
     call.app.audit(
         &call.caller.name,
         category::AUDIT,
@@ -560,4 +594,370 @@ pub fn thing_query(call: &mut Call<'_>) -> Result<Reply, ApiError> {
         .query_audit(&q)
         .map_err(store_error)?;
     Ok(Reply::Json(audit_history_table(&entries)))
+}
+
+// ---- archive, export, purge and cleanup (U6) ------------------------------------------------
+
+use thinghost_core::predefined::{
+    AUDIT_ARCHIVE_REPOSITORY, AUDIT_ARCHIVE_SCHEDULER, AUDIT_ARCHIVE_SCHEDULER_DP,
+    AUDIT_CLEANUP_SCHEDULER,
+};
+use thinghost_store::audit::AuditEntry;
+
+/// The archive's folder inside `AuditArchiveFileRepository`: one folder per day (UTC) of the
+/// entries, `archive/YYYY-MM-DD/entries-FIRST-LAST.jsonl.gz`, named by the ids it holds (an
+/// archive cut off before its entries left the database is written again under the same name).
+const ARCHIVE_DIR: &str = "archive";
+const DAY_MS: i64 = 86_400_000;
+
+fn day_of(ms: i64) -> String {
+    thinghost_core::types::format_datetime(ms)[..10].to_string()
+}
+
+/// An entry as one line of an archive or export (everything, the chain included, so that an
+/// archive can be verified offline).
+fn line(e: &AuditEntry) -> Json {
+    let r = &e.record;
+    json!({
+        "id": e.id, "timestamp": r.timestamp, "user": r.user, "auditCategory": r.category,
+        "messageKey": r.message_key, "args": r.args, "source": r.source,
+        "sourceType": r.source_type, "prevHash": e.prev_hash, "hash": e.hash,
+    })
+}
+
+/// Writes gzip-compressed JSON lines to `path` atomically: a temporary file, synced, renamed.
+fn write_lines(path: &Path, lines: &mut dyn Iterator<Item = Json>) -> Result<u64, String> {
+    use std::io::Write;
+    let parent = path.parent().expect("a file in a folder");
+    std::fs::create_dir_all(parent)
+        .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+    let tmp = path.with_extension("tmp");
+    let file =
+        std::fs::File::create(&tmp).map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
+    let mut gz = flate2::write::GzEncoder::new(file, flate2::Compression::default());
+    let mut n = 0;
+    for l in lines {
+        writeln!(gz, "{l}").map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
+        n += 1;
+    }
+    let file = gz
+        .finish()
+        .map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
+    file.sync_all()
+        .map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
+    std::fs::rename(&tmp, path).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    if let Ok(dir) = std::fs::File::open(parent) {
+        let _ = dir.sync_all();
+    }
+    Ok(n)
+}
+
+/// Reads an archive or export file.
+fn read_lines(path: &Path) -> Result<Vec<Json>, String> {
+    use std::io::BufRead;
+    let file =
+        std::fs::File::open(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    std::io::BufReader::new(flate2::read::GzDecoder::new(file))
+        .lines()
+        .map(|l| {
+            let l = l.map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            serde_json::from_str(&l).map_err(|e| format!("{}: {e}", path.display()))
+        })
+        .collect()
+}
+
+/// Archives the entries older than `before` (the oldest first, as long as they are older) into
+/// `AuditArchiveFileRepository`, then removes them from the database; the chain's anchor moves
+/// with them. Returns how many and the files written.
+pub fn archive(app: &crate::app::App, before: i64) -> Result<(u64, Vec<String>), String> {
+    let root = crate::repository::root(&app.data_dir, AUDIT_ARCHIVE_REPOSITORY);
+    let mut total = 0;
+    let mut files = Vec::new();
+    loop {
+        let prefix = app
+            .audit_log
+            .reader()
+            .audit_prefix(before, 10_000)
+            .map_err(|e| e.to_string())?;
+        let Some(last) = prefix.last().map(|e| e.id) else {
+            break;
+        };
+        let mut start = 0;
+        while start < prefix.len() {
+            let day = day_of(prefix[start].record.timestamp);
+            let end = prefix[start..]
+                .iter()
+                .position(|e| day_of(e.record.timestamp) != day)
+                .map_or(prefix.len(), |p| start + p);
+            let chunk = &prefix[start..end];
+            let rel = format!(
+                "{ARCHIVE_DIR}/{day}/entries-{:012}-{:012}.jsonl.gz",
+                chunk[0].id,
+                chunk[chunk.len() - 1].id
+            );
+            write_lines(&root.join(&rel), &mut chunk.iter().map(line))?;
+            files.push(rel);
+            start = end;
+        }
+        total += app
+            .audit_log
+            .reader()
+            .drop_audit_through(last)
+            .map_err(|e| e.to_string())?;
+    }
+    Ok((total, files))
+}
+
+/// Removes the online entries older than the retention; returns how many.
+pub fn purge(app: &crate::app::App, now: i64) -> Result<u64, String> {
+    let before = now - app.audit_retention_days as i64 * DAY_MS;
+    let mut total = 0;
+    loop {
+        let prefix = app
+            .audit_log
+            .reader()
+            .audit_prefix(before, 50_000)
+            .map_err(|e| e.to_string())?;
+        let Some(last) = prefix.last().map(|e| e.id) else {
+            return Ok(total);
+        };
+        total += app
+            .audit_log
+            .reader()
+            .drop_audit_through(last)
+            .map_err(|e| e.to_string())?;
+    }
+}
+
+/// Deletes the archive files of days before `before`'s day; returns the files deleted.
+pub fn cleanup(app: &crate::app::App, before: i64) -> Result<Vec<String>, String> {
+    let dir = crate::repository::root(&app.data_dir, AUDIT_ARCHIVE_REPOSITORY).join(ARCHIVE_DIR);
+    let cut = day_of(before);
+    let mut removed = Vec::new();
+    let Ok(days) = std::fs::read_dir(&dir) else {
+        return Ok(removed);
+    };
+    let mut days: Vec<String> = days
+        .filter_map(Result::ok)
+        .map(|d| d.file_name().to_string_lossy().into_owned())
+        .filter(|d| d.len() == 10 && d.as_str() < cut.as_str())
+        .collect();
+    days.sort();
+    for day in days {
+        let folder = dir.join(&day);
+        if let Ok(files) = std::fs::read_dir(&folder) {
+            for f in files.filter_map(Result::ok) {
+                removed.push(format!(
+                    "{ARCHIVE_DIR}/{day}/{}",
+                    f.file_name().to_string_lossy()
+                ));
+            }
+        }
+        std::fs::remove_dir_all(&folder)
+            .map_err(|e| format!("cannot delete {}: {e}", folder.display()))?;
+    }
+    Ok(removed)
+}
+
+/// The archived entries with a timestamp in [start, end], oldest first.
+fn archived(app: &crate::app::App, start: i64, end: i64) -> Result<Vec<Json>, String> {
+    let dir = crate::repository::root(&app.data_dir, AUDIT_ARCHIVE_REPOSITORY).join(ARCHIVE_DIR);
+    let mut out = Vec::new();
+    let Ok(days) = std::fs::read_dir(&dir) else {
+        return Ok(out);
+    };
+    let (first, last) = (day_of(start.max(0)), day_of(end));
+    let mut days: Vec<String> = days
+        .filter_map(Result::ok)
+        .map(|d| d.file_name().to_string_lossy().into_owned())
+        .filter(|d| d.len() == 10 && *d >= first && *d <= last)
+        .collect();
+    days.sort();
+    for day in days {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(dir.join(&day))
+            .map_err(|e| e.to_string())?
+            .filter_map(Result::ok)
+            .map(|f| f.path())
+            .filter(|p| p.to_string_lossy().ends_with(".jsonl.gz"))
+            .collect();
+        files.sort();
+        for f in files {
+            out.extend(read_lines(&f)?.into_iter().filter(|l| {
+                l["timestamp"]
+                    .as_i64()
+                    .is_some_and(|t| t >= start && t <= end)
+            }));
+        }
+    }
+    Ok(out)
+}
+
+/// Exports the entries with a timestamp in [start, end] (the archived ones too, with
+/// `offline`) into one compressed file of a repository. Returns how many.
+fn export(
+    app: &crate::app::App,
+    (start, end): (i64, i64),
+    offline: bool,
+    target: &Path,
+) -> Result<u64, String> {
+    let mut lines = if offline {
+        archived(app, start, end)?
+    } else {
+        Vec::new()
+    };
+    let mut offset = 0;
+    loop {
+        let page = app
+            .audit_log
+            .reader()
+            .query_audit(&AuditQuery {
+                start: Some(start),
+                end: Some(end),
+                sorts: vec![(thinghost_store::audit::Field::Id, true)],
+                offset,
+                limit: 10_000,
+                ..AuditQuery::default()
+            })
+            .map_err(|e| e.to_string())?;
+        if page.is_empty() {
+            break;
+        }
+        offset += page.len() as u64;
+        lines.extend(page.iter().map(line));
+    }
+    write_lines(target, &mut lines.into_iter())
+}
+
+/// Sets a property of a predefined audit Thing (the time of the last archive). The call holds
+/// the model's write lock already.
+fn set_value(db: &mut thinghost_store::Db, thing: &str, property: &str, value: Json) {
+    let changed = db.change(|tx| {
+        if let Body::Thing(t) = &mut tx.get_mut(Kind::Thing, thing)?.body {
+            t.values.insert(property.to_string(), value);
+        }
+        Ok(())
+    });
+    if let Err(e) = changed {
+        tracing::error!(thing, property, error = %e, "cannot record the archive time");
+    }
+}
+
+fn value_of(m: &thinghost_core::Model, thing: &str, property: &str) -> Option<Json> {
+    let e = m.get(Kind::Thing, thing)?;
+    let Body::Thing(t) = &e.body else {
+        return None;
+    };
+    t.values.get(property).cloned().or_else(|| {
+        t.definitions
+            .properties
+            .iter()
+            .find(|p| p.name == property)
+            .and_then(|p| p.default_value.clone())
+    })
+}
+
+/// The maintenance services of the audit subsystem.
+pub fn maintenance(call: &mut Call<'_>) -> Option<Result<Reply, ApiError>> {
+    let service = call.service.clone();
+    let s = service.as_str();
+    const DATE: BaseType = BaseType::Datetime;
+    let export_spec: &[crate::services::Param] = &[
+        ("startDate", DATE, false),
+        ("endDate", DATE, false),
+        ("targetRepositoryName", BaseType::Thingname, true),
+        ("targetPath", BaseType::String, false),
+        ("targetFileName", BaseType::String, true),
+    ];
+    let spec: &[crate::services::Param] = match s {
+        "ArchiveAuditHistory" | "ArchiveAuditHistoryDirectPersistence" => {
+            &[("olderThanDate", DATE, false)]
+        }
+        "ExportAuditData" | "ExportOnlineAuditData" => export_spec,
+        "PurgeAuditData" => &[],
+        "CleanupOfflineAudit" => &[("olderThanDate", DATE, false)],
+        _ => return None,
+    };
+    Some((|| {
+        call.params(spec)?;
+        let repository = call.opt_str("targetRepositoryName");
+        authorize(call, s, repository.as_deref())?;
+        let app = call.app;
+        let now = crate::now_ms();
+        let summary = match s {
+            "ArchiveAuditHistory" | "ArchiveAuditHistoryDirectPersistence" => {
+                let before = date(call, "olderThanDate")?.unwrap_or(now);
+                let (n, files) = archive(app, before).map_err(failed)?;
+                let (thing, property) = if s == "ArchiveAuditHistory" {
+                    (AUDIT_ARCHIVE_SCHEDULER, "lastArchivedTime")
+                } else {
+                    (
+                        AUDIT_ARCHIVE_SCHEDULER_DP,
+                        "lastArchivedTimeDirectPersistence",
+                    )
+                };
+                set_value(
+                    call.db,
+                    thing,
+                    property,
+                    json!(thinghost_core::types::format_datetime(now)),
+                );
+                json!({"archived": n, "files": files})
+            }
+            "PurgeAuditData" => {
+                let n = purge(app, now).map_err(failed)?;
+                json!({"purged": n, "retentionDays": app.audit_retention_days})
+            }
+            "CleanupOfflineAudit" => {
+                let before = match date(call, "olderThanDate")? {
+                    Some(d) => d,
+                    None => {
+                        let days = value_of(call.model(), AUDIT_CLEANUP_SCHEDULER, "DaysToArchive")
+                            .and_then(|v| v.as_f64())
+                            .unwrap_or(30.0);
+                        now - (days * DAY_MS as f64) as i64
+                    }
+                };
+                let files = cleanup(app, before).map_err(failed)?;
+                json!({"deleted": files})
+            }
+            _ => {
+                let repository = repository.unwrap_or_default();
+                if !crate::repository::is_repository(call.model(), &repository) {
+                    return Err(bad(format!(
+                        "parameter targetRepositoryName: {repository} is not a FileRepository"
+                    )));
+                }
+                let rel = format!(
+                    "{}/{}",
+                    call.opt_str("targetPath").unwrap_or_default(),
+                    call.str("targetFileName")
+                );
+                let target =
+                    crate::repository::resolve(&app.data_dir, &repository, &rel).map_err(bad)?;
+                let range = (
+                    date(call, "startDate")?.unwrap_or(0),
+                    date(call, "endDate")?.unwrap_or(now),
+                );
+                let n = export(app, range, s == "ExportAuditData", &target).map_err(failed)?;
+                json!({"exported": n, "repository": repository, "path": rel.trim_start_matches('/')})
+            }
+        };
+        call.app.audit(
+            &call.caller.name,
+            category::AUDIT,
+            "auditServiceCalled",
+            json!({"service": s, "parameters": call.params, "outcome": summary}),
+            "Subsystems/AuditSubsystem",
+            "Subsystem",
+        );
+        Ok(result(BaseType::Json, summary))
+    })())
+}
+
+fn failed(e: String) -> ApiError {
+    tracing::error!(error = %e, "an audit maintenance service failed");
+    ApiError::new(
+        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+        format!("{e}; nothing was removed that is not in its archive; try again"),
+    )
 }

@@ -495,6 +495,37 @@ impl HostCtx {
         }
     }
 
+    /// Runs a service as a request of the caller: a service with one result gives that value,
+    /// others their InfoTable, a void one null.
+    fn invoke(
+        &self,
+        collection: &str,
+        entity: &str,
+        service: &str,
+        params: Json,
+    ) -> Result<Json, HostError> {
+        let reply = self.request(
+            Method::POST,
+            &format!(
+                "/Thingworx/{collection}/{}/Services/{}",
+                segment(entity),
+                segment(service)
+            ),
+            Some(params),
+        )?;
+        Ok(match reply {
+            Reply::Json(v)
+                if v["dataShape"]["fieldDefinitions"]
+                    .as_object()
+                    .is_some_and(|f| f.len() == 1 && f.contains_key("result")) =>
+            {
+                v["rows"][0]["result"].clone()
+            }
+            Reply::Json(v) => v,
+            Reply::Empty => Json::Null,
+        })
+    }
+
     fn request(&self, method: Method, path: &str, body: Option<Json>) -> Result<Reply, HostError> {
         let mut headers = HeaderMap::new();
         headers.insert(
@@ -582,28 +613,7 @@ impl Host for HostCtx {
                 thing,
                 service,
                 params,
-            } => {
-                let reply = self.request(
-                    Method::POST,
-                    &format!(
-                        "/Thingworx/Things/{}/Services/{}",
-                        segment(&thing),
-                        segment(&service)
-                    ),
-                    Some(params),
-                )?;
-                Ok(match reply {
-                    Reply::Json(v)
-                        if v["dataShape"]["fieldDefinitions"]
-                            .as_object()
-                            .is_some_and(|f| f.len() == 1 && f.contains_key("result")) =>
-                    {
-                        v["rows"][0]["result"].clone()
-                    }
-                    Reply::Json(v) => v,
-                    Reply::Empty => Json::Null,
-                })
-            }
+            } => self.invoke("Things", &thing, &service, params),
             HostCall::InvokeEntityService {
                 collection,
                 entity,
@@ -615,26 +625,7 @@ impl Host for HostCtx {
                         "{collection:?} is not a collection (Things, ThingTemplates, ThingShapes, Groups, ...)"
                     )));
                 }
-                let reply = self.request(
-                    Method::POST,
-                    &format!(
-                        "/Thingworx/{collection}/{}/Services/{}",
-                        segment(&entity),
-                        segment(&service)
-                    ),
-                    Some(params),
-                )?;
-                Ok(match reply {
-                    Reply::Json(v)
-                        if v["dataShape"]["fieldDefinitions"]
-                            .as_object()
-                            .is_some_and(|f| f.len() == 1 && f.contains_key("result")) =>
-                    {
-                        v["rows"][0]["result"].clone()
-                    }
-                    Reply::Json(v) => v,
-                    Reply::Empty => Json::Null,
-                })
+                self.invoke(&collection, &entity, &service, params)
             }
             HostCall::StartSession { endpoint } => {
                 self.session_rights("StartSession")?;

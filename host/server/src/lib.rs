@@ -14,6 +14,7 @@ pub mod extensions;
 pub mod http;
 pub mod keys;
 pub mod reload;
+pub mod repository;
 pub mod rest;
 pub mod services;
 pub mod sessions;

@@ -546,6 +546,7 @@ fn permission_service(
         Some(k) => k.collection().to_string(),
         None => name.clone(),
     };
+    let warn = archive_grant_warning(call, &source_name, op);
     call.commit(
         "permissionsChanged",
         (kind, source_name.to_string()),
@@ -557,7 +558,7 @@ fn permission_service(
             Ok(())
         },
     )?;
-    Ok(Reply::Empty)
+    Ok(warned(call, warn))
 }
 
 /// `AddPermissions(permissions)`, and `AddInstancePermissions` on templates and shapes: entries of
@@ -664,6 +665,7 @@ fn add_permissions(call: &mut Call<'_>, which: AclOf) -> Result<Reply, ApiError>
         }
     }
     let (kind, name) = (call.kind, call.entity.clone());
+    let warn = archive_grant_warning(call, &name, "Add");
     call.commit("permissionsChanged", (kind, name.clone()), move |tx| {
         let acl = acl_mut(tx, kind, &name, which)?;
         for c in changes {
@@ -690,7 +692,7 @@ fn add_permissions(call: &mut Call<'_>, which: AclOf) -> Result<Reply, ApiError>
         }
         Ok(())
     })?;
-    Ok(Reply::Empty)
+    Ok(warned(call, warn))
 }
 
 /// `ImplementsShape(thingShapeName)` on a Thing or a ThingTemplate: does it implement the shape,
@@ -722,6 +724,38 @@ fn implements_shape(call: &mut Call<'_>) -> Result<Reply, ApiError> {
         BaseType::Boolean,
         json!(inherited || own.iter().any(|s| s == &shape)),
     ))
+}
+
+/// U7: a grant on `AuditArchiveFileRepository` is allowed, with a warning (the seed: never grant
+/// it to non-administrators); the warning is answered, logged and audited, and the security lint
+/// reports the grant.
+fn archive_grant_warning(call: &Call<'_>, entity: &str, op: &str) -> Option<String> {
+    (call.kind == Kind::Thing
+        && entity == predefined::AUDIT_ARCHIVE_REPOSITORY
+        && op.starts_with("Add"))
+    .then(|| {
+        format!(
+            "{entity} holds the audit archive: the seed advises never to grant it to non-administrators; this grant is reported by the security lint (U7)"
+        )
+    })
+}
+
+fn warned(call: &Call<'_>, warning: Option<String>) -> Reply {
+    match warning {
+        None => Reply::Empty,
+        Some(w) => {
+            tracing::warn!(user = %call.caller.name, "{w}");
+            call.app.audit(
+                &call.caller.name,
+                crate::audit::category::SECURITY,
+                "auditArchiveRepositoryGranted",
+                json!({"warning": w, "service": call.service, "parameters": call.params}),
+                &format!("Things/{}", call.entity),
+                "Thing",
+            );
+            Reply::Json(json!({"warning": w}))
+        }
+    }
 }
 
 /// Runs a host service, if there is one of that name on that entity.
@@ -763,6 +797,7 @@ pub fn host_service(call: &mut Call<'_>) -> Option<Result<Reply, ApiError>> {
         (Kind::Resource, "SecurityServices", "ExplainAccess") => explain_access(call),
         (Kind::Subsystem, "AuditSubsystem", _) => crate::audit::service(call)?,
         (Kind::Thing, _, "QueryAuditHistory") => crate::audit::thing_query(call),
+        (Kind::Thing, _, "ListFiles" | "DeleteFile") => crate::repository::service(call)?,
         (Kind::Resource, "CurrentSessionInfo", _) => session_info(call)?,
         (Kind::Subsystem, "PlatformSubsystem", "GetDefaultDataPersistenceProviderName") => (|| {
             call.params(&[])?;

@@ -90,6 +90,17 @@ pub trait Store: Send + Sync {
     fn count_audit(&mut self, q: &audit::AuditQuery) -> Result<u64, StoreError>;
     /// Checks the hash chain of every entry kept online (U2).
     fn verify_audit_chain(&mut self) -> Result<audit::ChainReport, StoreError>;
+    /// The oldest entries, in id order, as long as their timestamp is before `before`: the
+    /// prefix an archive or a purge takes (at most `limit`).
+    fn audit_prefix(
+        &mut self,
+        before: i64,
+        limit: u64,
+    ) -> Result<Vec<audit::AuditEntry>, StoreError>;
+    /// Removes the entries up to and including `last_id`, in one transaction that also makes
+    /// the last one's hash the chain's anchor, so what stays online still verifies. Returns how
+    /// many were removed.
+    fn drop_audit_through(&mut self, last_id: i64) -> Result<u64, StoreError>;
     /// The newest audit records, newest first.
     fn audit_records(&mut self, limit: usize) -> Result<Vec<AuditRecord>, StoreError>;
 }

@@ -395,6 +395,57 @@ impl Store for SqliteStore {
         .map_err(|e| sql(&self.path, e))
     }
 
+    fn audit_prefix(&mut self, before: i64, limit: u64) -> Result<Vec<AuditEntry>, StoreError> {
+        let path = self.path.clone();
+        let conn = self.conn();
+        // The first entry at or after `before` ends the prefix (ids are the chain's order).
+        let stop: Option<i64> = conn
+            .query_row(
+                "SELECT min(id) FROM audit WHERE timestamp >= ?1",
+                [before],
+                |r| r.get(0),
+            )
+            .map_err(|e| sql(&path, e))?;
+        let mut st = conn
+            .prepare_cached(&format!(
+                "SELECT {ENTRY_COLUMNS} FROM audit WHERE id < ?1 ORDER BY id LIMIT ?2"
+            ))
+            .map_err(|e| sql(&path, e))?;
+        st.query_map(
+            params![stop.unwrap_or(i64::MAX), limit.min(i64::MAX as u64) as i64],
+            entry_of,
+        )
+        .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| sql(&path, e))
+    }
+
+    fn drop_audit_through(&mut self, last_id: i64) -> Result<u64, StoreError> {
+        let path = self.path.clone();
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| sql(&path, e))?;
+        let hash: Option<String> = tx
+            .query_row("SELECT hash FROM audit WHERE id = ?1", [last_id], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(|e| sql(&path, e))?;
+        let Some(hash) = hash else {
+            return Ok(0);
+        };
+        let removed = tx
+            .execute("DELETE FROM audit WHERE id <= ?1", [last_id])
+            .map_err(|e| sql(&path, e))?;
+        tx.execute(
+            "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            params![ANCHOR, hash],
+        )
+        .map_err(|e| sql(&path, e))?;
+        tx.commit().map_err(|e| sql(&path, e))?;
+        Ok(removed as u64)
+    }
+
     fn verify_audit_chain(&mut self) -> Result<ChainReport, StoreError> {
         let path = self.path.clone();
         let conn = self.conn();

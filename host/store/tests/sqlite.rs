@@ -318,3 +318,30 @@ fn u3_a_query_by_thing_and_time_uses_an_index_over_100000_entries() {
     assert_eq!(got.len() as u64, store.count_audit(&filtered).unwrap());
     assert_eq!(store.verify_audit_chain().unwrap().checked, 100_000);
 }
+
+/// U6: the prefix older than a date leaves (archive, purge); the chain's anchor moves with it, so
+/// what stays online still verifies, and new entries chain on.
+#[test]
+fn u6_dropping_the_oldest_entries_keeps_the_rest_verifiable() {
+    let dir = tempfile::tempdir().unwrap();
+    Db::create(dir.path(), Model::with_predefined(), &[]).unwrap();
+    let mut store = SqliteStore::open(&dir.path().join(DB_FILE)).unwrap();
+    // Timestamps mostly rising; entry 4 is late (older than its predecessor).
+    let ts = [10, 20, 30, 100, 25, 200];
+    let records: Vec<AuditRecord> = ts.iter().map(|t| rec(*t, "a", "MODEL", "x")).collect();
+    store.append_audit_batch(&records).unwrap();
+    let prefix = store.audit_prefix(50, 1000).unwrap();
+    let got: Vec<i64> = prefix.iter().map(|e| e.record.timestamp).collect();
+    assert_eq!(
+        got,
+        vec![10, 20, 30],
+        "up to the first entry at or after the date"
+    );
+    assert_eq!(store.audit_prefix(50, 2).unwrap().len(), 2);
+    assert_eq!(store.drop_audit_through(prefix[2].id).unwrap(), 3);
+    let report = store.verify_audit_chain().unwrap();
+    assert_eq!((report.checked, report.broken), (3, None));
+    store.append_audit(&rec(300, "b", "MODEL", "y")).unwrap();
+    assert_eq!(store.verify_audit_chain().unwrap().broken, None);
+    assert_eq!(store.drop_audit_through(999).unwrap(), 0, "no such entry");
+}

@@ -72,6 +72,10 @@ pub struct Args {
     /// How long a remote-access nonce key is good for (it is good for one use).
     #[arg(long, value_name = "SECONDS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=3600))]
     nonce_lifetime_seconds: u64,
+    /// How many days audit entries stay online; PurgeAuditData (and its scheduler) removes
+    /// older ones.
+    #[arg(long, value_name = "DAYS", default_value_t = 60, value_parser = clap::value_parser!(u32).range(1..=36500))]
+    audit_retention_days: u32,
     /// Do not record this audit category (repeatable; AUTHENTICATION, AUTHORIZATION and AUDIT
     /// are always recorded). The server warns, and records which are off, at every start.
     #[arg(long = "audit-off", value_name = "CATEGORY")]
@@ -200,6 +204,8 @@ pub fn run(args: Args) -> Result<i32, Failure> {
             lock_after: args.signin_lockout_after,
             lockout: std::time::Duration::from_secs(args.signin_lockout_minutes * 60),
         }),
+        data_dir: dir.clone(),
+        audit_retention_days: args.audit_retention_days,
     });
     if !app.audit_log.disabled().is_empty() {
         let off: Vec<&String> = app.audit_log.disabled().iter().collect();
@@ -265,7 +271,12 @@ pub fn run(args: Args) -> Result<i32, Failure> {
         }
         println!("thinghost {} listening on {scheme}://{local}", crate::VERSION);
         tracing::info!(address = %local, scheme, "listening");
+        let state = app.clone();
         crate::http::serve(listener, crate::http::router(app), tls, shutdown_signal()).await;
+        // Queued audit entries (denials, service calls) reach the disk before the process ends.
+        if let Err(e) = state.audit_log.flush() {
+            tracing::error!(error = %e, "audit entries may be lost");
+        }
         tracing::info!("stopped");
         Ok::<(), Failure>(())
     })?;
