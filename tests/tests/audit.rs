@@ -676,3 +676,69 @@ fn u7_a_grant_on_the_archive_repository_comes_with_a_warning() {
     assert_eq!(r.status(), 200);
     assert_eq!(r.text().unwrap(), "");
 }
+
+fn set_property(s: &Server, key: &str, thing: &str, property: &str, value: Json) {
+    let r = s
+        .client
+        .put(s.at(&format!("/Thingworx/Things/{thing}/Properties/{property}")))
+        .header("appKey", key)
+        .json(&json!({ property: value }))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200, "{thing}.{property}");
+}
+
+/// U6: a scheduler runs its job on its cron schedule, as its runAsUser, who must be an
+/// administrator: the purge scheduler set to every second removes what is older than the
+/// retention; with a non-administrator as runAsUser it does not run, and says so.
+#[test]
+fn u6_the_purge_scheduler_runs_on_its_schedule_as_an_administrator_only() {
+    let t = tempfile::tempdir().unwrap();
+    let s = serve(t.path());
+    let admin = s.admin_key();
+    member(&s, &admin, "ann");
+    let old_ones = || {
+        count(
+            &s,
+            &admin,
+            json!({"query": {"filters": {"type": "EQ", "fieldName": "user", "value": "old"}}}),
+        )
+    };
+    // A runAsUser who is no administrator: the job does not run.
+    set_property(&s, &admin, "AuditPurgeScheduler", "runAsUser", json!("ann"));
+    clear_online(&s);
+    old_entries(&s, &["2020-01-01T00:00:00Z"]);
+    set_property(
+        &s,
+        &admin,
+        "AuditPurgeScheduler",
+        "schedule",
+        json!("* * * * * *"),
+    );
+    thinghost_tests::within_20s("the refusal", || {
+        let v = ok(
+            &s,
+            &admin,
+            &format!("{AUDIT}/QueryAuditHistory"),
+            json!({"auditCategory": "AUDIT"}),
+        );
+        v["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["messageKey"] == "schedulerRefused")
+            .then_some(())
+    });
+    assert_eq!(old_ones(), 1, "nothing was purged");
+    // As the Administrator, it runs.
+    set_property(
+        &s,
+        &admin,
+        "AuditPurgeScheduler",
+        "runAsUser",
+        json!("Administrator"),
+    );
+    thinghost_tests::within_20s("the purge", || (old_ones() == 0).then_some(()));
+    let v = ok(&s, &admin, &format!("{AUDIT}/VerifyAuditChain"), json!({}));
+    assert_eq!(v["rows"][0]["intact"], true, "{v}");
+}

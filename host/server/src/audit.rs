@@ -732,18 +732,8 @@ pub fn purge(app: &crate::app::App, now: i64) -> Result<u64, String> {
 /// Deletes the archive files of days before `before`'s day; returns the files deleted.
 pub fn cleanup(app: &crate::app::App, before: i64) -> Result<Vec<String>, String> {
     let dir = crate::repository::root(&app.data_dir, AUDIT_ARCHIVE_REPOSITORY).join(ARCHIVE_DIR);
-    let cut = day_of(before);
     let mut removed = Vec::new();
-    let Ok(days) = std::fs::read_dir(&dir) else {
-        return Ok(removed);
-    };
-    let mut days: Vec<String> = days
-        .filter_map(Result::ok)
-        .map(|d| d.file_name().to_string_lossy().into_owned())
-        .filter(|d| d.len() == 10 && d.as_str() < cut.as_str())
-        .collect();
-    days.sort();
-    for day in days {
+    for day in due_for_cleanup(app, before)? {
         let folder = dir.join(&day);
         if let Ok(files) = std::fs::read_dir(&folder) {
             for f in files.filter_map(Result::ok) {
@@ -960,4 +950,20 @@ fn failed(e: String) -> ApiError {
         axum::http::StatusCode::SERVICE_UNAVAILABLE,
         format!("{e}; nothing was removed that is not in its archive; try again"),
     )
+}
+
+/// The archive days before `before`'s day (what the cleanup would delete), oldest first.
+pub fn due_for_cleanup(app: &crate::app::App, before: i64) -> Result<Vec<String>, String> {
+    let dir = crate::repository::root(&app.data_dir, AUDIT_ARCHIVE_REPOSITORY).join(ARCHIVE_DIR);
+    let cut = day_of(before);
+    let Ok(days) = std::fs::read_dir(&dir) else {
+        return Ok(vec![]);
+    };
+    let mut due: Vec<String> = days
+        .filter_map(Result::ok)
+        .map(|d| d.file_name().to_string_lossy().into_owned())
+        .filter(|d| d.len() == 10 && d.as_str() < cut.as_str())
+        .collect();
+    due.sort();
+    Ok(due)
 }

@@ -16,6 +16,7 @@ pub mod keys;
 pub mod reload;
 pub mod repository;
 pub mod rest;
+pub mod scheduler;
 pub mod services;
 pub mod sessions;
 pub mod tls;

@@ -271,6 +271,7 @@ pub fn run(args: Args) -> Result<i32, Failure> {
         }
         println!("thinghost {} listening on {scheme}://{local}", crate::VERSION);
         tracing::info!(address = %local, scheme, "listening");
+        crate::scheduler::spawn(app.clone());
         let state = app.clone();
         crate::http::serve(listener, crate::http::router(app), tls, shutdown_signal()).await;
         // Queued audit entries (denials, service calls) reach the disk before the process ends.

@@ -1,0 +1,195 @@
+//! The audit subsystem's schedulers (U6), on the tokio runtime.
+//!
+//! Each scheduler Thing carries `schedule` (cron with seconds: `sec min hour day month weekday`),
+//! `enabled` and `runAsUser`. Once a second the runner looks at each and runs the job of every
+//! one whose schedule fired since the last look:
+//!
+//! - `AuditArchiveScheduler`: archives the entries of the days before today (UTC);
+//! - `AuditPurgeScheduler`: purges the online entries older than the retention;
+//! - `AuditArchiveCleanupScheduler`: deletes the archive days older than `DaysToArchive` days;
+//! - `AuditArchiveCleanupNotificationScheduler`: when archive days older than `DaysToArchive`
+//!   wait to be cleaned up, says so in the log (a warning) and the audit (its `schedulerRan`
+//!   entry lists them under `due`).
+//!
+//! A job runs as its `runAsUser`, who must be an enabled administrator (the seed: only
+//! administrators should have access to these schedulers); otherwise it does not run, and the
+//! refusal is logged and audited. A schedule that does not parse is reported once per value.
+
+use crate::app::App;
+use crate::audit::category;
+use serde_json::{Value as Json, json};
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::sync::Arc;
+use thinghost_core::predefined::{
+    AUDIT_ARCHIVE_SCHEDULER, AUDIT_CLEANUP_NOTIFICATION_SCHEDULER, AUDIT_CLEANUP_SCHEDULER,
+    AUDIT_PURGE_SCHEDULER,
+};
+use thinghost_core::{Body, Kind, View};
+
+const DAY_MS: i64 = 86_400_000;
+
+/// The schedulers the runner knows, by Thing.
+pub const SCHEDULERS: &[&str] = &[
+    AUDIT_ARCHIVE_SCHEDULER,
+    AUDIT_PURGE_SCHEDULER,
+    AUDIT_CLEANUP_SCHEDULER,
+    AUDIT_CLEANUP_NOTIFICATION_SCHEDULER,
+];
+
+/// A Thing's property value, or its default.
+fn value(m: &thinghost_core::Model, thing: &str, property: &str) -> Option<Json> {
+    let e = m.get(Kind::Thing, thing)?;
+    let Body::Thing(t) = &e.body else {
+        return None;
+    };
+    t.values.get(property).cloned().or_else(|| {
+        t.definitions
+            .properties
+            .iter()
+            .find(|p| p.name == property)
+            .and_then(|p| p.default_value.clone())
+    })
+}
+
+/// What one scheduler is set to.
+struct Setting {
+    schedule: String,
+    enabled: bool,
+    run_as: String,
+    days_to_archive: f64,
+}
+
+fn setting(app: &App, thing: &str) -> Option<Setting> {
+    let db = app.db.read().unwrap_or_else(|p| p.into_inner());
+    let m = db.model();
+    Some(Setting {
+        schedule: value(m, thing, "schedule")?.as_str()?.to_string(),
+        enabled: value(m, thing, "enabled")
+            .and_then(|v| v.as_bool())
+            .unwrap_or(false),
+        run_as: value(m, thing, "runAsUser")
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default(),
+        days_to_archive: value(m, AUDIT_CLEANUP_SCHEDULER, "DaysToArchive")
+            .and_then(|v| v.as_f64())
+            .unwrap_or(30.0),
+    })
+}
+
+/// Runs `thing`'s job now, as `run_as`.
+pub fn run_job(app: &App, thing: &str, run_as: &str, days_to_archive: f64) {
+    let admin = {
+        let db = app.db.read().unwrap_or_else(|p| p.into_inner());
+        crate::auth::user_usable(db.model(), run_as)
+            .is_ok_and(|s| db.model().access().is_administrator(s))
+    };
+    if !admin {
+        tracing::warn!(
+            scheduler = thing,
+            run_as,
+            "a scheduler's runAsUser must be an enabled administrator; the job did not run"
+        );
+        app.audit(
+            run_as,
+            category::AUDIT,
+            "schedulerRefused",
+            json!({"scheduler": thing, "reason": "runAsUser is not an enabled administrator"}),
+            &format!("Things/{thing}"),
+            "Thing",
+        );
+        return;
+    }
+    let now = crate::now_ms();
+    let outcome: Result<Json, String> = match thing {
+        AUDIT_ARCHIVE_SCHEDULER => {
+            let today = now - now.rem_euclid(DAY_MS);
+            crate::audit::archive(app, today).map(|(n, files)| {
+                let mut db = app.db.write().unwrap_or_else(|p| p.into_inner());
+                let stamp = json!(thinghost_core::types::format_datetime(now));
+                let _ = db.change(|tx| {
+                    if let Body::Thing(t) = &mut tx.get_mut(Kind::Thing, thing)?.body {
+                        t.values.insert("lastArchivedTime".into(), stamp);
+                    }
+                    Ok(())
+                });
+                json!({"archived": n, "files": files})
+            })
+        }
+        AUDIT_PURGE_SCHEDULER => crate::audit::purge(app, now).map(|n| json!({"purged": n})),
+        AUDIT_CLEANUP_SCHEDULER => {
+            crate::audit::cleanup(app, now - (days_to_archive * DAY_MS as f64) as i64)
+                .map(|files| json!({"deleted": files}))
+        }
+        _ => crate::audit::due_for_cleanup(app, now - (days_to_archive * DAY_MS as f64) as i64)
+            .map(|days| {
+                if !days.is_empty() {
+                    tracing::warn!(?days, "audit archive days older than DaysToArchive wait to be cleaned up (CleanupOfflineAudit)");
+                }
+                json!({"due": days})
+            }),
+    };
+    match outcome {
+        Ok(done) => app.audit(
+            run_as,
+            category::AUDIT,
+            "schedulerRan",
+            json!({"scheduler": thing, "outcome": done}),
+            &format!("Things/{thing}"),
+            "Thing",
+        ),
+        Err(e) => {
+            tracing::error!(scheduler = thing, error = %e, "a scheduled audit job failed");
+            app.audit(
+                run_as,
+                category::AUDIT,
+                "schedulerFailed",
+                json!({"scheduler": thing, "error": e}),
+                &format!("Things/{thing}"),
+                "Thing",
+            );
+        }
+    }
+}
+
+/// Starts the runner on the current tokio runtime.
+pub fn spawn(app: Arc<App>) {
+    tokio::spawn(async move {
+        let mut last = chrono::Utc::now();
+        let mut bad: HashMap<&'static str, String> = HashMap::new();
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            tick.tick().await;
+            let now = chrono::Utc::now();
+            for thing in SCHEDULERS {
+                let Some(s) = setting(&app, thing) else {
+                    continue;
+                };
+                if !s.enabled {
+                    continue;
+                }
+                let schedule = match cron::Schedule::from_str(&s.schedule) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        if bad.get(thing) != Some(&s.schedule) {
+                            tracing::warn!(scheduler = thing, schedule = %s.schedule, error = %e, "a scheduler's schedule is not a cron expression (sec min hour day month weekday); it does not run");
+                            bad.insert(thing, s.schedule.clone());
+                        }
+                        continue;
+                    }
+                };
+                let fired = schedule.after(&last).next().is_some_and(|t| t <= now);
+                if fired {
+                    let app = app.clone();
+                    let (run_as, days) = (s.run_as.clone(), s.days_to_archive);
+                    // The jobs touch the disk: off the async workers, one at a time per tick.
+                    let _ =
+                        tokio::task::spawn_blocking(move || run_job(&app, thing, &run_as, days))
+                            .await;
+                }
+            }
+            last = now;
+        }
+    });
+}
