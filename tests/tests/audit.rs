@@ -742,3 +742,91 @@ fn u6_the_purge_scheduler_runs_on_its_schedule_as_an_administrator_only() {
     let v = ok(&s, &admin, &format!("{AUDIT}/VerifyAuditChain"), json!({}));
     assert_eq!(v["rows"][0]["intact"], true, "{v}");
 }
+
+/// U1: the calls of a service marked audited are recorded in SERVICE, with their parameters
+/// (a PASSWORD masked) and their outcome; a service not marked leaves no SERVICE entry.
+#[test]
+fn u1_calls_of_a_service_marked_audited_are_recorded() {
+    let t = tempfile::tempdir().unwrap();
+    let p = t.path().join("plugins/vault");
+    std::fs::create_dir_all(&p).unwrap();
+    std::fs::write(
+        p.join("main.rhai"),
+        "fn open(code, secret) { if code == \"bad\" { throw \"invalid: no such code\" } \"open\" }\nfn peek() { \"peek\" }\n",
+    )
+    .unwrap();
+    std::fs::write(
+        p.join("plugin.toml"),
+        r#"[extension]
+name = "vault"
+version = "1.0.0"
+host = ">=0.1"
+runtime = "rhai"
+entry = "main.rhai"
+
+[[things]]
+name = "Vault"
+
+[[things.services]]
+name = "Open"
+handler = "open"
+result = "STRING"
+audit = "durable"
+params = [{ name = "code", type = "STRING", required = true }, { name = "secret", type = "PASSWORD", required = true }]
+
+[[things.services]]
+name = "Peek"
+handler = "peek"
+result = "STRING"
+"#,
+    )
+    .unwrap();
+    let s = Server::start(
+        &t.path().join("d"),
+        &[
+            "--dev",
+            "--plugins",
+            t.path().join("plugins").to_str().unwrap(),
+            "--no-watch",
+        ],
+    );
+    let admin = s.admin_key();
+    ok(
+        &s,
+        &admin,
+        "/Thingworx/Things/Vault/Services/Open",
+        json!({"code": "1234", "secret": "hunter2"}),
+    );
+    let (st, _) = post(
+        &s,
+        &admin,
+        "/Thingworx/Things/Vault/Services/Open",
+        json!({"code": "bad", "secret": "hunter2"}),
+    );
+    assert_eq!(st, 400);
+    ok(
+        &s,
+        &admin,
+        "/Thingworx/Things/Vault/Services/Peek",
+        json!({}),
+    );
+    let v = ok(
+        &s,
+        &admin,
+        &format!("{AUDIT}/QueryAuditHistory"),
+        json!({"auditCategory": "SERVICE"}),
+    );
+    let rows = v["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 2, "{v}");
+    let statuses: Vec<i64> = rows
+        .iter()
+        .map(|r| r["args"]["status"].as_i64().unwrap())
+        .collect();
+    assert_eq!(statuses, [400, 200], "newest first");
+    for r in rows {
+        assert_eq!(r["source"], "Things/Vault");
+        assert_eq!(r["args"]["service"], "Open");
+        assert_eq!(r["args"]["parameters"]["secret"], "***");
+        assert!(!r.to_string().contains("hunter2"));
+    }
+}

@@ -201,6 +201,27 @@ pub struct ServiceDef {
     pub result: BaseType,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result_data_shape: Option<String>,
+    /// Whether its calls are audited (category SERVICE).
+    #[serde(default, skip_serializing_if = "ServiceAudit::is_off")]
+    pub audit: ServiceAudit,
+}
+
+/// Whether the calls of a service are audited (DOMAIN U1, category SERVICE): not at all (the
+/// default), queued (on disk within milliseconds, with the next batch), or durable before the
+/// call answers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ServiceAudit {
+    #[default]
+    Off,
+    Queued,
+    Durable,
+}
+
+impl ServiceAudit {
+    pub fn is_off(&self) -> bool {
+        *self == ServiceAudit::Off
+    }
 }
 
 fn nothing() -> BaseType {

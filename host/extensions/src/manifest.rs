@@ -119,6 +119,10 @@ pub struct ServiceDecl {
     pub params: Vec<ParamDecl>,
     #[serde(default)]
     pub description: String,
+    /// `"queued"` or `"durable"`: every call is recorded in the audit (category SERVICE); durable
+    /// ones before the call answers. Default: not audited.
+    #[serde(default)]
+    pub audit: thinghost_core::ServiceAudit,
 }
 
 fn nothing() -> BaseType {
@@ -628,6 +632,7 @@ fn definitions(m: &Members, owner: &str) -> Result<Definitions, String> {
                 .collect(),
             result: s.result,
             result_data_shape: None,
+            audit: s.audit,
         })
         .collect();
     let events = m

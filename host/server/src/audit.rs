@@ -967,3 +967,31 @@ pub fn due_for_cleanup(app: &crate::app::App, before: i64) -> Result<Vec<String>
     due.sort();
     Ok(due)
 }
+
+/// Records a call of a service marked audited (category SERVICE): queued, or durable before the
+/// call answers, as the service says.
+pub fn service_call(
+    app: &crate::app::App,
+    caller: &crate::auth::Caller,
+    mode: thinghost_core::ServiceAudit,
+    args: Json,
+    source: &str,
+    source_type: &str,
+) {
+    let record = AuditRecord {
+        timestamp: crate::now_ms(),
+        user: caller.name.clone(),
+        category: category::SERVICE.into(),
+        message_key: "serviceCalled".into(),
+        args,
+        source: source.into(),
+        source_type: source_type.into(),
+    };
+    let written = match mode {
+        thinghost_core::ServiceAudit::Durable => app.audit_log.record(record),
+        _ => app.audit_log.record_queued(record),
+    };
+    if let Err(e) = written {
+        tracing::error!(error = %e, "cannot write an audit record");
+    }
+}

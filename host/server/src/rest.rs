@@ -421,9 +421,25 @@ pub fn handle(
                 .map(|p| params.get(&p.name).cloned().unwrap_or(Json::Null))
                 .collect();
             let result = def.result;
+            let audit = def.audit;
+            // What an audited call records: its parameters, passwords masked.
+            let recorded: serde_json::Map<String, Json> = def
+                .parameters
+                .iter()
+                .filter_map(|p| {
+                    let v = params.get(&p.name)?;
+                    let v = if p.base_type == thinghost_core::BaseType::Password {
+                        Json::String("***".into())
+                    } else {
+                        v.clone()
+                    };
+                    Some((p.name.clone(), v))
+                })
+                .collect();
             // The handler runs without the model lock: each of its host calls is a request of its own.
             drop(db);
-            crate::extensions::run_service(
+            let what = format!("{}/{name}/Services/{service}", kind.collection());
+            let out = crate::extensions::run_service(
                 app,
                 caller,
                 crate::extensions::Invocation {
@@ -432,9 +448,24 @@ pub fn handle(
                     args: &args,
                     result,
                     me: name,
-                    what: &format!("{}/{name}/Services/{service}", kind.collection()),
+                    what: &what,
                 },
-            )
+            );
+            if !audit.is_off() {
+                let status = match &out {
+                    Ok(_) => 200,
+                    Err(e) => e.status.as_u16(),
+                };
+                crate::audit::service_call(
+                    app,
+                    caller,
+                    audit,
+                    json!({"service": service, "parameters": recorded, "status": status}),
+                    &format!("{}/{name}", kind.collection()),
+                    kind.label(),
+                );
+            }
+            out
         }
         (&Method::DELETE, [name]) => {
             let mut db = app.db.write().unwrap_or_else(|p| p.into_inner());
