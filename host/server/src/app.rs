@@ -66,6 +66,30 @@ impl App {
     }
 }
 
+impl App {
+    /// Audits a denial, if `e` is one (AUTHORIZATION, `permissionDenied`): who, which
+    /// permission, on what (the entity is the entry's source), and `context` (where it was met).
+    /// Queued with the other denials.
+    pub fn audit_denial(&self, user: &str, e: &crate::rest::ApiError, context: serde_json::Value) {
+        let Some((permission, target)) = &e.denied else {
+            return;
+        };
+        let mut args = serde_json::json!({"permission": permission.name(), "target": target});
+        if let (Some(a), serde_json::Value::Object(extra)) = (args.as_object_mut(), context) {
+            a.extend(extra);
+        }
+        let (source, source_type) = crate::audit::entity_of(target);
+        self.audit(
+            user,
+            crate::audit::category::AUTHORIZATION,
+            "permissionDenied",
+            args,
+            &source,
+            source_type,
+        );
+    }
+}
+
 /// What the connection knows about the client.
 #[derive(Clone, Debug)]
 pub struct Peer {

@@ -406,16 +406,11 @@ impl HostCtx {
         ) {
             Ok(_) => Ok(access.is_administrator(self.caller.subject)),
             Err(e) => {
-                if let Some((permission, target)) = &e.denied {
-                    self.app.audit(
-                        &self.caller.name,
-                        crate::audit::category::AUTHORIZATION,
-                        "permissionDenied",
-                        json!({"permission": permission.name(), "target": target, "extension": self.extension.manifest.name()}),
-                        &crate::audit::entity_of(target).0,
-                        crate::audit::entity_of(target).1,
-                    );
-                }
+                self.app.audit_denial(
+                    &self.caller.name,
+                    &e,
+                    json!({"extension": self.extension.manifest.name()}),
+                );
                 Err(if e.status == StatusCode::NOT_FOUND {
                     HostError::NotFound(e.message)
                 } else {
@@ -539,16 +534,11 @@ impl HostCtx {
         };
         rest::handle(&self.app, &caller, &method, path, &headers, &bytes).map_err(|e| {
             // Every denial is audited, also one met by extension code on the caller's behalf.
-            if let Some((permission, target)) = &e.denied {
-                self.app.audit(
-                    &caller.name,
-                    crate::audit::category::AUTHORIZATION,
-                    "permissionDenied",
-                    json!({"permission": permission.name(), "target": target, "extension": self.extension.manifest.name()}),
-                    &crate::audit::entity_of(target).0,
-                    crate::audit::entity_of(target).1,
-                );
-            }
+            self.app.audit_denial(
+                &caller.name,
+                &e,
+                json!({"extension": self.extension.manifest.name()}),
+            );
             let msg = e.message.clone();
             match e.status {
                 StatusCode::NOT_FOUND => HostError::NotFound(msg),

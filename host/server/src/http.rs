@@ -121,16 +121,7 @@ async fn api(
         Ok(Ok(rest::Reply::Json(v))) => json_response(StatusCode::OK, &v),
         Ok(Ok(rest::Reply::Empty)) => StatusCode::OK.into_response(),
         Ok(Err(e)) => {
-            if let Some((permission, target)) = &e.denied {
-                app.audit(
-                    &caller.name,
-                    crate::audit::category::AUTHORIZATION,
-                    "permissionDenied",
-                    serde_json::json!({"permission": permission.name(), "target": target}),
-                    &crate::audit::entity_of(target).0,
-                    crate::audit::entity_of(target).1,
-                );
-            }
+            app.audit_denial(&caller.name, &e, serde_json::json!({}));
             json_response(e.status, &e.body())
         }
         Err(join) => {

@@ -175,16 +175,7 @@ fn request(app: &Arc<App>, caller: &Caller, thing: &str, session: &str, msg: &Js
         Ok(Reply::Json(v)) => json!({"op": op, "status": 200, "result": v}),
         Ok(Reply::Empty) => json!({"op": op, "status": 200}),
         Err(e) => {
-            if let Some((permission, target)) = &e.denied {
-                app.audit(
-                    &caller.name,
-                    crate::audit::category::AUTHORIZATION,
-                    "permissionDenied",
-                    json!({"permission": permission.name(), "target": target, "endpoint": "/Thingworx/TWS"}),
-                    &crate::audit::entity_of(target).0,
-                    crate::audit::entity_of(target).1,
-                );
-            }
+            app.audit_denial(&caller.name, &e, json!({"endpoint": "/Thingworx/TWS"}));
             json!({"op": op, "status": e.status.as_u16(), "error": e.message})
         }
     }
