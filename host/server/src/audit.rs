@@ -608,7 +608,7 @@ use thinghost_store::audit::AuditEntry;
 /// entries, `archive/YYYY-MM-DD/entries-FIRST-LAST.jsonl.gz`, named by the ids it holds (an
 /// archive cut off before its entries left the database is written again under the same name).
 const ARCHIVE_DIR: &str = "archive";
-const DAY_MS: i64 = 86_400_000;
+pub(crate) const DAY_MS: i64 = 86_400_000;
 
 fn day_of(ms: i64) -> String {
     thinghost_core::types::format_datetime(ms)[..10].to_string()
@@ -818,9 +818,9 @@ fn export(
     write_lines(target, &mut lines.into_iter())
 }
 
-/// Sets a property of a predefined audit Thing (the time of the last archive). The call holds
-/// the model's write lock already.
-fn set_value(db: &mut thinghost_store::Db, thing: &str, property: &str, value: Json) {
+/// Sets a property of a predefined audit Thing (the time of the last archive), with the model's
+/// write lock the caller holds.
+pub(crate) fn set_value(db: &mut thinghost_store::Db, thing: &str, property: &str, value: Json) {
     let changed = db.change(|tx| {
         if let Body::Thing(t) = &mut tx.get_mut(Kind::Thing, thing)?.body {
             t.values.insert(property.to_string(), value);
@@ -832,18 +832,23 @@ fn set_value(db: &mut thinghost_store::Db, thing: &str, property: &str, value: J
     }
 }
 
-fn value_of(m: &thinghost_core::Model, thing: &str, property: &str) -> Option<Json> {
+/// A Thing's property value, or the default of its definition (own, template or shape).
+pub(crate) fn value_of(m: &thinghost_core::Model, thing: &str, property: &str) -> Option<Json> {
     let e = m.get(Kind::Thing, thing)?;
     let Body::Thing(t) = &e.body else {
         return None;
     };
     t.values.get(property).cloned().or_else(|| {
-        t.definitions
-            .properties
-            .iter()
-            .find(|p| p.name == property)
-            .and_then(|p| p.default_value.clone())
+        thinghost_core::validate::find_property(m, e, property)
+            .and_then(|(def, _)| def.default_value.clone())
     })
+}
+
+/// `AuditArchiveCleanupScheduler.DaysToArchive` (30 when unset).
+pub(crate) fn days_to_archive(m: &thinghost_core::Model) -> f64 {
+    value_of(m, AUDIT_CLEANUP_SCHEDULER, "DaysToArchive")
+        .and_then(|v| v.as_f64())
+        .unwrap_or(30.0)
 }
 
 /// The maintenance services of the audit subsystem.
@@ -901,9 +906,7 @@ pub fn maintenance(call: &mut Call<'_>) -> Option<Result<Reply, ApiError>> {
                 let before = match date(call, "olderThanDate")? {
                     Some(d) => d,
                     None => {
-                        let days = value_of(call.model(), AUDIT_CLEANUP_SCHEDULER, "DaysToArchive")
-                            .and_then(|v| v.as_f64())
-                            .unwrap_or(30.0);
+                        let days = days_to_archive(call.model());
                         now - (days * DAY_MS as f64) as i64
                     }
                 };

@@ -17,6 +17,7 @@
 
 use crate::app::App;
 use crate::audit::category;
+use crate::audit::{DAY_MS, days_to_archive, set_value, value_of};
 use serde_json::{Value as Json, json};
 use std::collections::HashMap;
 use std::str::FromStr;
@@ -25,9 +26,6 @@ use thinghost_core::predefined::{
     AUDIT_ARCHIVE_SCHEDULER, AUDIT_CLEANUP_NOTIFICATION_SCHEDULER, AUDIT_CLEANUP_SCHEDULER,
     AUDIT_PURGE_SCHEDULER,
 };
-use thinghost_core::{Body, Kind, View};
-
-const DAY_MS: i64 = 86_400_000;
 
 /// The schedulers the runner knows, by Thing.
 pub const SCHEDULERS: &[&str] = &[
@@ -36,21 +34,6 @@ pub const SCHEDULERS: &[&str] = &[
     AUDIT_CLEANUP_SCHEDULER,
     AUDIT_CLEANUP_NOTIFICATION_SCHEDULER,
 ];
-
-/// A Thing's property value, or its default.
-fn value(m: &thinghost_core::Model, thing: &str, property: &str) -> Option<Json> {
-    let e = m.get(Kind::Thing, thing)?;
-    let Body::Thing(t) = &e.body else {
-        return None;
-    };
-    t.values.get(property).cloned().or_else(|| {
-        t.definitions
-            .properties
-            .iter()
-            .find(|p| p.name == property)
-            .and_then(|p| p.default_value.clone())
-    })
-}
 
 /// What one scheduler is set to.
 struct Setting {
@@ -64,16 +47,14 @@ fn setting(app: &App, thing: &str) -> Option<Setting> {
     let db = app.db.read().unwrap_or_else(|p| p.into_inner());
     let m = db.model();
     Some(Setting {
-        schedule: value(m, thing, "schedule")?.as_str()?.to_string(),
-        enabled: value(m, thing, "enabled")
+        schedule: value_of(m, thing, "schedule")?.as_str()?.to_string(),
+        enabled: value_of(m, thing, "enabled")
             .and_then(|v| v.as_bool())
             .unwrap_or(false),
-        run_as: value(m, thing, "runAsUser")
+        run_as: value_of(m, thing, "runAsUser")
             .and_then(|v| v.as_str().map(str::to_string))
             .unwrap_or_default(),
-        days_to_archive: value(m, AUDIT_CLEANUP_SCHEDULER, "DaysToArchive")
-            .and_then(|v| v.as_f64())
-            .unwrap_or(30.0),
+        days_to_archive: days_to_archive(m),
     })
 }
 
@@ -106,13 +87,12 @@ pub fn run_job(app: &App, thing: &str, run_as: &str, days_to_archive: f64) {
             let today = now - now.rem_euclid(DAY_MS);
             crate::audit::archive(app, today).map(|(n, files)| {
                 let mut db = app.db.write().unwrap_or_else(|p| p.into_inner());
-                let stamp = json!(thinghost_core::types::format_datetime(now));
-                let _ = db.change(|tx| {
-                    if let Body::Thing(t) = &mut tx.get_mut(Kind::Thing, thing)?.body {
-                        t.values.insert("lastArchivedTime".into(), stamp);
-                    }
-                    Ok(())
-                });
+                set_value(
+                    &mut db,
+                    thing,
+                    "lastArchivedTime",
+                    json!(thinghost_core::types::format_datetime(now)),
+                );
                 json!({"archived": n, "files": files})
             })
         }
