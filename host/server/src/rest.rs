@@ -422,20 +422,22 @@ pub fn handle(
                 .collect();
             let result = def.result;
             let audit = def.audit;
-            // What an audited call records: its parameters, passwords masked.
-            let recorded: serde_json::Map<String, Json> = def
-                .parameters
-                .iter()
-                .filter_map(|p| {
-                    let v = params.get(&p.name)?;
-                    let v = if p.base_type == thinghost_core::BaseType::Password {
-                        Json::String("***".into())
-                    } else {
-                        v.clone()
-                    };
-                    Some((p.name.clone(), v))
-                })
-                .collect();
+            // What an audited call records (built only for one): its parameters, passwords
+            // masked.
+            let recorded: Option<serde_json::Map<String, Json>> = (!audit.is_off()).then(|| {
+                def.parameters
+                    .iter()
+                    .filter_map(|p| {
+                        let v = params.get(&p.name)?;
+                        let v = if p.base_type == thinghost_core::BaseType::Password {
+                            Json::String("***".into())
+                        } else {
+                            v.clone()
+                        };
+                        Some((p.name.clone(), v))
+                    })
+                    .collect()
+            });
             // The handler runs without the model lock: each of its host calls is a request of its own.
             drop(db);
             let what = format!("{}/{name}/Services/{service}", kind.collection());
@@ -451,7 +453,7 @@ pub fn handle(
                     what: &what,
                 },
             );
-            if !audit.is_off() {
+            if let Some(recorded) = recorded {
                 let status = match &out {
                     Ok(_) => 200,
                     Err(e) => e.status.as_u16(),
