@@ -65,6 +65,9 @@ pub struct AuditLog {
     /// A connection for queries (WAL: reading never waits for the writer).
     reader: Mutex<SqliteStore>,
     disabled: BTreeSet<String>,
+    /// Archive, purge, cleanup and export run one at a time (a service and a scheduler could
+    /// otherwise take the same prefix and write the same archive file together).
+    maintenance: Mutex<()>,
 }
 
 /// How many entries one transaction takes at most.
@@ -122,6 +125,7 @@ impl AuditLog {
             queue,
             reader: Mutex::new(reader),
             disabled,
+            maintenance: Mutex::new(()),
         })
     }
 
@@ -175,6 +179,11 @@ impl AuditLog {
             source: "Subsystems/AuditSubsystem".into(),
             source_type: "Subsystem".into(),
         })
+    }
+
+    /// Held by an archive, purge, cleanup or export while it runs.
+    fn maintenance(&self) -> MutexGuard<'_, ()> {
+        self.maintenance.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The query connection.
@@ -338,23 +347,20 @@ pub fn authorize(call: &Call<'_>, service: &str, repository: Option<&str>) -> Re
             ));
         }
         for (permission, resource) in needs {
-            let target = Target::Entity {
-                id,
-                resource: resource.and_then(|r| access.sym(r)),
-            };
-            if resource.is_some_and(|r| access.sym(r).is_none()) {
-                // A resource nobody ever named: no entry can grant it.
-                return Err(forbidden(
-                    call.caller,
-                    &format!(
-                        "run {service}: it needs {permission} on {path} ({})",
-                        resource.unwrap_or("*")
-                    ),
-                    path,
+            // A resource nobody ever named has no symbol, and no entry can grant it.
+            let sym = resource.map(|r| access.sym(r));
+            let granted = !matches!(sym, Some(None))
+                && m.check(
+                    subject,
                     permission,
-                ));
-            }
-            if m.check(subject, permission, target).outcome != Outcome::Allowed {
+                    Target::Entity {
+                        id,
+                        resource: sym.flatten(),
+                    },
+                )
+                .outcome
+                    == Outcome::Allowed;
+            if !granted {
                 let on = match resource {
                     Some(r) => format!("{path} ({r})"),
                     None => path.clone(),
@@ -670,6 +676,7 @@ fn read_lines(path: &Path) -> Result<Vec<Json>, String> {
 /// `AuditArchiveFileRepository`, then removes them from the database; the chain's anchor moves
 /// with them. Returns how many and the files written.
 pub fn archive(app: &crate::app::App, before: i64) -> Result<(u64, Vec<String>), String> {
+    let _one_at_a_time = app.audit_log.maintenance();
     let root = crate::repository::root(&app.data_dir, AUDIT_ARCHIVE_REPOSITORY);
     let mut total = 0;
     let mut files = Vec::new();
@@ -710,6 +717,7 @@ pub fn archive(app: &crate::app::App, before: i64) -> Result<(u64, Vec<String>),
 
 /// Removes the online entries older than the retention; returns how many.
 pub fn purge(app: &crate::app::App, now: i64) -> Result<u64, String> {
+    let _one_at_a_time = app.audit_log.maintenance();
     let before = now - app.audit_retention_days as i64 * DAY_MS;
     let mut total = 0;
     loop {
@@ -731,6 +739,7 @@ pub fn purge(app: &crate::app::App, now: i64) -> Result<u64, String> {
 
 /// Deletes the archive files of days before `before`'s day; returns the files deleted.
 pub fn cleanup(app: &crate::app::App, before: i64) -> Result<Vec<String>, String> {
+    let _one_at_a_time = app.audit_log.maintenance();
     let dir = crate::repository::root(&app.data_dir, AUDIT_ARCHIVE_REPOSITORY).join(ARCHIVE_DIR);
     let mut removed = Vec::new();
     for day in due_for_cleanup(app, before)? {
@@ -790,6 +799,7 @@ fn export(
     offline: bool,
     target: &Path,
 ) -> Result<u64, String> {
+    let _one_at_a_time = app.audit_log.maintenance();
     let mut lines = if offline {
         archived(app, start, end)?
     } else {
