@@ -830,3 +830,113 @@ result = "STRING"
         assert!(!r.to_string().contains("hunter2"));
     }
 }
+
+/// U1: a successful sign-in is recorded (once per credential and address in a window, not once
+/// per request); a denial records the rule that decided it; a write to a scheduler's property is
+/// recorded with the change; DaysToArchive below 1 deletes nothing.
+#[test]
+fn u1_sign_ins_denials_with_their_rule_and_scheduler_writes_are_recorded() {
+    let t = tempfile::tempdir().unwrap();
+    let s = serve(t.path());
+    let admin = s.admin_key();
+    let ann = member(&s, &admin, "ann");
+    ok(
+        &s,
+        &admin,
+        &format!("{ES}/CreateThing"),
+        json!({"name": "P", "thingTemplateName": "GenericThing"}),
+    );
+    ok(
+        &s,
+        &admin,
+        "/Thingworx/Things/P/Services/AddVisibilityPermission",
+        json!({"principal": "annOrg", "principalType": "Organization"}),
+    );
+    for _ in 0..3 {
+        let (st, _) = post(
+            &s,
+            &ann,
+            "/Thingworx/Things/P/Services/GetRunTimePermissions",
+            json!({}),
+        );
+        assert_eq!(st, 403);
+    }
+    let rows = |category: &str, key: &str| -> Vec<Json> {
+        let v = ok(
+            &s,
+            &admin,
+            &format!("{AUDIT}/QueryAuditHistory"),
+            json!({"auditCategory": category}),
+        );
+        v["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["messageKey"] == key && r["user"] == "ann")
+            .cloned()
+            .collect()
+    };
+    let signed_in = thinghost_tests::within_20s("ann's sign-in entry", || {
+        let r = rows("AUTHENTICATION", "signedIn");
+        (!r.is_empty()).then_some(r)
+    });
+    assert_eq!(
+        signed_in.len(),
+        1,
+        "one entry for three requests: {signed_in:?}"
+    );
+    assert_eq!(signed_in[0]["args"]["method"], "appKey", "{signed_in:?}");
+    assert_eq!(signed_in[0]["args"]["credential"], "ann-key");
+    let denied = thinghost_tests::within_20s("ann's denials", || {
+        let r = rows("AUTHORIZATION", "permissionDenied");
+        (r.len() == 3).then_some(r)
+    });
+    let rule = denied[0]["args"]["rule"].as_str().unwrap();
+    assert!(rule.contains("default deny"), "{rule}");
+    // A scheduler's property written: recorded, with who and what.
+    set_property(
+        &s,
+        &admin,
+        "AuditArchiveCleanupScheduler",
+        "DaysToArchive",
+        json!(0),
+    );
+    let v = ok(
+        &s,
+        &admin,
+        &format!("{AUDIT}/QueryAuditHistory"),
+        json!({"auditCategory": "MODEL"}),
+    );
+    let written: Vec<&Json> = v["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["messageKey"] == "propertyWritten")
+        .collect();
+    assert_eq!(written.len(), 1, "{v}");
+    assert_eq!(written[0]["source"], "Things/AuditArchiveCleanupScheduler");
+    assert_eq!(written[0]["args"]["property"], "DaysToArchive");
+    // ...and with DaysToArchive 0 the cleanup refuses rather than deleting every archive day.
+    let (st, v) = post(
+        &s,
+        &admin,
+        &format!("{AUDIT}/CleanupOfflineAudit"),
+        json!({}),
+    );
+    assert_eq!(st, 400, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("at least 1"), "{v}");
+    // Device data written to an ordinary Thing is not a configuration change: no entry.
+    let before = count(&s, &admin, json!({"auditCategory": "MODEL"}));
+    ok(
+        &s,
+        &admin,
+        "/Thingworx/Things/P/Services/AddPropertyDefinition",
+        json!({"name": "temp", "type": "NUMBER"}),
+    );
+    set_property(&s, &admin, "P", "temp", json!(21.5));
+    assert_eq!(
+        count(&s, &admin, json!({"auditCategory": "MODEL"})),
+        before + 1,
+        "the definition is recorded, the value is not"
+    );
+}

@@ -49,6 +49,10 @@ pub enum ModelError {
     },
     #[error("{entity}: {message}")]
     Invalid { entity: String, message: String },
+    #[error(
+        "this change would leave no enabled user in Administrators, and no one could administer the platform; add or enable another administrator first"
+    )]
+    LockOut,
 }
 
 fn more_text(more: usize) -> String {

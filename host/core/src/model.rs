@@ -313,7 +313,8 @@ pub struct ModelFile {
 pub const MODEL_FORMAT: &str = "thinghost-model";
 pub const MODEL_VERSION: u32 = 1;
 
-/// The entity model with its access index.
+/// The entity model with its access index. A clone is a private copy (a script runs on one).
+#[derive(Clone)]
 pub struct Model {
     data: ModelData,
     index: AccessIndex,

@@ -296,7 +296,51 @@ pub(crate) fn validate_change(
     if !structural.is_empty() {
         validate_dependents(view, &structural, &mut cache)?;
     }
+    if writes
+        .keys()
+        .any(|k| matches!(k.kind, Kind::User | Kind::Group))
+    {
+        ensure_an_administrator(view)?;
+    }
     Ok(())
+}
+
+/// The lock-out guard: a change must leave at least one enabled, unlocked user (other than
+/// `System`, which no one signs in as) in `Administrators`, directly or through nested groups;
+/// else no one could administer the platform any more.
+fn ensure_an_administrator(view: &dyn View) -> Result<(), ModelError> {
+    let mut groups = vec![predefined::ADMINISTRATORS.to_string()];
+    let mut seen: BTreeSet<String> = BTreeSet::new();
+    while let Some(g) = groups.pop() {
+        if !seen.insert(g.clone()) {
+            continue;
+        }
+        let Some(Entity {
+            body: Body::Group(b),
+            ..
+        }) = view.get(Kind::Group, &g)
+        else {
+            continue;
+        };
+        for m in &b.members {
+            match m.kind {
+                PrincipalType::Group => groups.push(m.principal.clone()),
+                PrincipalType::User if m.principal != predefined::SYSTEM => {
+                    if let Some(Entity {
+                        body: Body::User(u),
+                        ..
+                    }) = view.get(Kind::User, &m.principal)
+                        && u.enabled
+                        && !u.locked
+                    {
+                        return Ok(());
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    Err(ModelError::LockOut)
 }
 
 /// Refuses the removal of anything still referenced, naming up to five of its users.

@@ -607,3 +607,58 @@ fn application_keys_are_found_by_hash_and_forgotten_with_their_user() {
     m.delete(Kind::User, "u").unwrap();
     assert!(m.application_key("sha256:bb").is_none());
 }
+
+/// The lock-out guard (issue 9): no change may leave Administrators without an enabled user who
+/// can sign in; one that keeps another administrator (direct or nested) passes.
+#[test]
+fn lock_out_guard_keeps_an_enabled_administrator() {
+    let set_user = |m: &mut Model, name: &str, enabled: bool, locked: bool| {
+        let name = name.to_string();
+        m.change(move |tx| {
+            if let Body::User(u) = &mut tx.get_mut(Kind::User, &name)?.body {
+                u.enabled = enabled;
+                u.locked = locked;
+            }
+            Ok(())
+        })
+    };
+    let mut m = model();
+    // The only administrator: disabling, locking or removing it from the group is refused.
+    let before = m.export();
+    assert!(matches!(
+        set_user(&mut m, "Administrator", false, false),
+        Err(ModelError::LockOut)
+    ));
+    assert!(matches!(
+        set_user(&mut m, "Administrator", true, true),
+        Err(ModelError::LockOut)
+    ));
+    let err = m
+        .change(|tx| {
+            if let Body::Group(g) = &mut tx.get_mut(Kind::Group, "Administrators")?.body {
+                g.members.clear();
+            }
+            Ok(())
+        })
+        .unwrap_err();
+    // (Administrator itself may never leave the group: an older, stricter rule.)
+    assert!(
+        matches!(err, ModelError::LockOut | ModelError::Protected { .. }),
+        "{err}"
+    );
+    assert_eq!(m.export(), before);
+    // Another administrator through a nested group: now the first may be disabled.
+    user(&mut m, "ops");
+    group(&mut m, "Ops", &[PrincipalRef::user("ops")]);
+    add_member(&mut m, "Administrators", PrincipalRef::group("Ops"));
+    set_user(&mut m, "Administrator", false, false).unwrap();
+    // ...but not the last one left.
+    assert!(matches!(
+        set_user(&mut m, "ops", false, false),
+        Err(ModelError::LockOut)
+    ));
+    assert!(matches!(
+        m.delete(Kind::User, "ops"),
+        Err(ModelError::LockOut) | Err(ModelError::InUse { .. })
+    ));
+}

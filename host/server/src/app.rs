@@ -53,9 +53,36 @@ impl App {
         };
         // Denials and service calls are the high-volume entries: queued, on disk within
         // milliseconds and in order; every other entry is on disk before this returns.
-        let written = if category == crate::audit::category::AUTHORIZATION
-            || category == crate::audit::category::SERVICE
-        {
+        let queued = category == crate::audit::category::AUTHORIZATION
+            || category == crate::audit::category::SERVICE;
+        self.write_audit(record, queued);
+    }
+
+    /// Appends an audit record to the queue (on disk within milliseconds, in order): for
+    /// frequent entries that no response waits for, such as successful sign-ins.
+    pub fn audit_queued(
+        &self,
+        user: &str,
+        category: &str,
+        key: &str,
+        args: serde_json::Value,
+        source: &str,
+        source_type: &str,
+    ) {
+        let record = AuditRecord {
+            timestamp: crate::now_ms(),
+            user: user.to_string(),
+            category: category.to_string(),
+            message_key: key.to_string(),
+            args,
+            source: source.to_string(),
+            source_type: source_type.to_string(),
+        };
+        self.write_audit(record, true);
+    }
+
+    fn write_audit(&self, record: AuditRecord, queued: bool) {
+        let written = if queued {
             self.audit_log.record_queued(record)
         } else {
             self.audit_log.record(record)
@@ -71,10 +98,11 @@ impl App {
     /// permission, on what (the entity is the entry's source), and `context` (where it was met).
     /// Queued with the other denials.
     pub fn audit_denial(&self, user: &str, e: &crate::rest::ApiError, context: serde_json::Value) {
-        let Some((permission, target)) = &e.denied else {
+        let Some((permission, target, rule)) = &e.denied else {
             return;
         };
-        let mut args = serde_json::json!({"permission": permission.name(), "target": target});
+        let mut args =
+            serde_json::json!({"permission": permission.name(), "target": target, "rule": rule});
         if let (Some(a), serde_json::Value::Object(extra)) = (args.as_object_mut(), context) {
             a.extend(extra);
         }

@@ -917,6 +917,11 @@ pub fn maintenance(call: &mut Call<'_>) -> Option<Result<Reply, ApiError>> {
                     Some(d) => d,
                     None => {
                         let days = days_to_archive(call.model());
+                        if days < 1.0 {
+                            return Err(bad(format!(
+                                "{AUDIT_CLEANUP_SCHEDULER}.DaysToArchive is {days}; set it to at least 1, or pass olderThanDate"
+                            )));
+                        }
                         now - (days * DAY_MS as f64) as i64
                     }
                 };
@@ -961,7 +966,9 @@ fn failed(e: String) -> ApiError {
     tracing::error!(error = %e, "an audit maintenance service failed");
     ApiError::new(
         axum::http::StatusCode::SERVICE_UNAVAILABLE,
-        format!("{e}; nothing was removed that is not in its archive; try again"),
+        format!(
+            "{e}; an interrupted archive, purge or cleanup removes entries and files only once the step before it is on disk, so running it again is safe"
+        ),
     )
 }
 

@@ -61,13 +61,36 @@ impl Default for LimiterConfig {
 pub struct Limiter {
     pub config: LimiterConfig,
     failures: Mutex<HashMap<String, (u32, Instant)>>,
+    /// When each (method, user, credential, address) last had its sign-in audited.
+    audited: Mutex<HashMap<String, Instant>>,
 }
+
+/// A successful sign-in is audited once per method, user, credential and address in this window:
+/// every request signs in (the API is stateless), and one entry per request would drown the log.
+pub const SIGN_IN_AUDIT_WINDOW: Duration = Duration::from_secs(600);
 
 impl Limiter {
     pub fn new(config: LimiterConfig) -> Self {
         Limiter {
             config,
             failures: Mutex::default(),
+            audited: Mutex::default(),
+        }
+    }
+
+    /// Whether this sign-in is the first of its kind in [`SIGN_IN_AUDIT_WINDOW`] (and so is
+    /// audited); notes it.
+    fn first_sign_in(&self, what: &str) -> bool {
+        let mut map = self.audited.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() > 100_000 {
+            map.retain(|_, at| at.elapsed() < SIGN_IN_AUDIT_WINDOW);
+        }
+        match map.get(what) {
+            Some(at) if at.elapsed() < SIGN_IN_AUDIT_WINDOW => false,
+            _ => {
+                map.insert(what.to_string(), Instant::now());
+                true
+            }
         }
     }
 
@@ -164,6 +187,22 @@ pub fn user_usable(model: &thinghost_core::Model, name: &str) -> Result<Subject,
     }
 }
 
+/// Audits a successful sign-in (AUTHENTICATION, `signedIn`), once per window (see
+/// [`SIGN_IN_AUDIT_WINDOW`]).
+fn signed_in(app: &App, user: &str, method: &str, credential: &str, peer: &Peer) {
+    let what = format!("{method}\u{0}{user}\u{0}{credential}\u{0}{}", peer.addr);
+    if app.auth.first_sign_in(&what) {
+        app.audit_queued(
+            user,
+            crate::audit::category::AUTHENTICATION,
+            "signedIn",
+            serde_json::json!({"method": method, "credential": credential, "address": peer.addr.to_string()}),
+            &format!("Users/{user}"),
+            "User",
+        );
+    }
+}
+
 /// Authenticates a request: an `appKey` header, else a client certificate, else HTTP Basic.
 pub async fn authenticate(
     app: &App,
@@ -224,15 +263,20 @@ pub async fn authenticate(
             ));
         }
         let subject = user_usable(model, &k.user)?;
+        let (user, key_name) = (k.user.clone(), entity.name.clone());
+        drop(db);
+        signed_in(app, &user, "appKey", &key_name, peer);
         return Ok(Caller {
             subject,
-            name: k.user.clone(),
+            name: user,
             depth: 0,
         });
     }
     if let Some(user) = &peer.client_cert_user {
         let db = app.db.read().unwrap_or_else(|p| p.into_inner());
         let subject = user_usable(db.model(), user)?;
+        drop(db);
+        signed_in(app, user, "clientCertificate", "", peer);
         return Ok(Caller {
             subject,
             name: user.clone(),
@@ -287,7 +331,9 @@ pub async fn authenticate(
         }
         let db = app.db.read().unwrap_or_else(|p| p.into_inner());
         let subject = user_usable(db.model(), user)?;
+        drop(db);
         app.auth.clear(&format!("user:{user}"));
+        signed_in(app, user, "password", "", peer);
         return Ok(Caller {
             subject,
             name: user.to_string(),

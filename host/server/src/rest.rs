@@ -17,8 +17,8 @@ use thinghost_core::{Body, Decision, Entity, Kind, Model, Outcome, Permission, T
 pub struct ApiError {
     pub status: StatusCode,
     pub message: String,
-    /// A denial to audit: (permission, target path).
-    pub denied: Option<(Permission, String)>,
+    /// A denial to audit: (permission, target path, the rule that decided).
+    pub denied: Option<(Permission, String, String)>,
 }
 
 impl ApiError {
@@ -65,6 +65,16 @@ pub(crate) fn visible_entity<'m>(
     Ok((m.get(kind, name).expect("indexed"), id))
 }
 
+/// The rule that decided a check, in words (the explanation without its verdict line): what a
+/// denial's audit entry records.
+pub(crate) fn rule_of(m: &Model, d: &Decision) -> String {
+    let text = m.explain(d).to_string();
+    match text.split_once('\n') {
+        Some((_, rule)) => rule.to_string(),
+        None => text,
+    }
+}
+
 /// Checks a permission; a denial is a 403 (the entity is visible by now) and is audited.
 pub(crate) fn require(
     m: &Model,
@@ -89,7 +99,7 @@ pub(crate) fn require(
         Outcome::Denied => Err(ApiError {
             status: StatusCode::FORBIDDEN,
             message: format!("{} may not {} on {path}", caller.name, permission),
-            denied: Some((permission, path.to_string())),
+            denied: Some((permission, path.to_string(), rule_of(m, &d))),
         }),
     }
 }
@@ -319,14 +329,43 @@ pub fn handle(
             let value = def.base_type.normalize(raw).map_err(|err| {
                 ApiError::new(StatusCode::BAD_REQUEST, format!("property {prop}: {err}"))
             })?;
+            // Writes to a scheduler's or file repository's properties change how the platform
+            // runs (who a job runs as, when, what it keeps): audited with the change. Device
+            // data written to other Things is not (it is not a change of the model's rules).
+            let records: Vec<thinghost_store::AuditRecord> = match db
+                .model()
+                .get(kind, name)
+                .map(|e| &e.body)
+            {
+                Some(Body::Thing(t)) if configures_the_platform(db.model(), &t.thing_template) => {
+                    let record = thinghost_store::AuditRecord {
+                        timestamp: crate::now_ms(),
+                        user: caller.name.clone(),
+                        category: crate::audit::category::MODEL.to_string(),
+                        message_key: "propertyWritten".to_string(),
+                        args: json!({"property": prop, "value": if def.base_type == thinghost_core::BaseType::Password { json!("***") } else { value.clone() }}),
+                        source: format!("Things/{name}"),
+                        source_type: "Thing".to_string(),
+                    };
+                    if app.audit_log.enabled(&record.category) {
+                        vec![record]
+                    } else {
+                        vec![]
+                    }
+                }
+                _ => vec![],
+            };
             let name = name.to_string();
             let prop = prop.to_string();
-            db.change(|tx| {
-                if let Body::Thing(t) = &mut tx.get_mut(kind, &name)?.body {
-                    t.values.insert(prop, value);
-                }
-                Ok(())
-            })
+            db.change_audited(
+                |tx| {
+                    if let Body::Thing(t) = &mut tx.get_mut(kind, &name)?.body {
+                        t.values.insert(prop, value);
+                    }
+                    Ok(())
+                },
+                &records,
+            )
             .map_err(crate::services::change_error)?;
             Ok(Reply::Empty)
         }
@@ -492,6 +531,16 @@ pub fn handle(
             format!("no route for {path}"),
         )),
     }
+}
+
+/// Is a Thing of this template a scheduler or a file repository (its properties configure the
+/// platform)?
+fn configures_the_platform(m: &Model, template: &str) -> bool {
+    thinghost_core::validate::template_chain(m, template).is_ok_and(|chain| {
+        chain
+            .iter()
+            .any(|t| matches!(t.name.as_str(), "Scheduler" | "FileRepository"))
+    })
 }
 
 /// A property the caller may read or write (`permission`): visible entity (else 404), permitted

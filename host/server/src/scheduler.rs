@@ -23,13 +23,14 @@ use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::Arc;
 use thinghost_core::predefined::{
-    AUDIT_ARCHIVE_SCHEDULER, AUDIT_CLEANUP_NOTIFICATION_SCHEDULER, AUDIT_CLEANUP_SCHEDULER,
-    AUDIT_PURGE_SCHEDULER,
+    AUDIT_ARCHIVE_SCHEDULER, AUDIT_ARCHIVE_SCHEDULER_DP, AUDIT_CLEANUP_NOTIFICATION_SCHEDULER,
+    AUDIT_CLEANUP_SCHEDULER, AUDIT_PURGE_SCHEDULER,
 };
 
 /// The schedulers the runner knows, by Thing.
 pub const SCHEDULERS: &[&str] = &[
     AUDIT_ARCHIVE_SCHEDULER,
+    AUDIT_ARCHIVE_SCHEDULER_DP,
     AUDIT_PURGE_SCHEDULER,
     AUDIT_CLEANUP_SCHEDULER,
     AUDIT_CLEANUP_NOTIFICATION_SCHEDULER,
@@ -82,19 +83,35 @@ pub fn run_job(app: &App, thing: &str, run_as: &str, days_to_archive: f64) {
         return;
     }
     let now = crate::now_ms();
+    // The online log keeps the retention window (`--audit-retention-days`, 60 by default); the
+    // daily archive moves what is older into files, so the purge only has work when archiving is
+    // off.
+    let window_start = now - i64::from(app.audit_retention_days) * DAY_MS;
+    let too_few_days = (days_to_archive < 1.0).then(|| {
+        format!("DaysToArchive is {days_to_archive}; it must be at least 1 (a smaller value would delete every archive file); nothing was deleted")
+    });
     let outcome: Result<Json, String> = match thing {
-        AUDIT_ARCHIVE_SCHEDULER => {
-            let today = now - now.rem_euclid(DAY_MS);
-            crate::audit::archive(app, today).map(|(n, files)| {
+        AUDIT_ARCHIVE_SCHEDULER | AUDIT_ARCHIVE_SCHEDULER_DP => {
+            let property = if thing == AUDIT_ARCHIVE_SCHEDULER {
+                "lastArchivedTime"
+            } else {
+                "lastArchivedTimeDirectPersistence"
+            };
+            crate::audit::archive(app, window_start).map(|(n, files)| {
                 let mut db = app.db.write().unwrap_or_else(|p| p.into_inner());
                 set_value(
                     &mut db,
                     thing,
-                    "lastArchivedTime",
+                    property,
                     json!(thinghost_core::types::format_datetime(now)),
                 );
                 json!({"archived": n, "files": files})
             })
+        }
+        AUDIT_CLEANUP_SCHEDULER | AUDIT_CLEANUP_NOTIFICATION_SCHEDULER
+            if too_few_days.is_some() =>
+        {
+            Err(too_few_days.unwrap_or_default())
         }
         AUDIT_PURGE_SCHEDULER => crate::audit::purge(app, now).map(|n| json!({"purged": n})),
         AUDIT_CLEANUP_SCHEDULER => {

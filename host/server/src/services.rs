@@ -57,7 +57,11 @@ pub(crate) fn forbidden(
     ApiError {
         status: StatusCode::FORBIDDEN,
         message: format!("{} may not {what}", caller.name),
-        denied: Some((permission, path)),
+        denied: Some((
+            permission,
+            path,
+            format!("the service's own rule: {} may not {what}", caller.name),
+        )),
     }
 }
 
@@ -130,7 +134,11 @@ impl Call<'_> {
                         format!("{}/{n}", k.collection())
                     }
                 };
-                Err(forbidden(self.caller, what, path, permission))
+                let mut e = forbidden(self.caller, what, path, permission);
+                if let Some(denied) = &mut e.denied {
+                    denied.2 = crate::rest::rule_of(self.model(), &d);
+                }
+                Err(e)
             }
         }
     }
@@ -148,12 +156,11 @@ impl Call<'_> {
         if self.is_admin() {
             Ok(())
         } else {
-            Err(forbidden(
-                self.caller,
-                what,
-                self.path(),
-                Permission::Update,
-            ))
+            let mut e = forbidden(self.caller, what, self.path(), Permission::Update);
+            if let Some(denied) = &mut e.denied {
+                denied.2 = format!("only members of Administrators may {what} (A2)");
+            }
+            Err(e)
         }
     }
 
@@ -256,7 +263,9 @@ pub fn change_error(e: ChangeError) -> ApiError {
     match e {
         ChangeError::Model(me) => {
             let status = match &me {
-                ModelError::AlreadyExists { .. } | ModelError::InUse { .. } => StatusCode::CONFLICT,
+                ModelError::AlreadyExists { .. }
+                | ModelError::InUse { .. }
+                | ModelError::LockOut => StatusCode::CONFLICT,
                 ModelError::Protected { .. } => StatusCode::FORBIDDEN,
                 _ => StatusCode::BAD_REQUEST,
             };

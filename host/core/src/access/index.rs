@@ -16,7 +16,7 @@ const STAR: Sym = Sym(0);
 type Entries = SmallVec<[(u32, bool); 2]>;
 
 /// One entity's (or instance's, or collection's) entries, compiled.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 struct CompiledAcl {
     /// Visibility keys.
     vis: SmallVec<[u64; 2]>,
@@ -29,7 +29,7 @@ fn rule_key(p: Permission, r: Sym) -> u64 {
 }
 
 /// What a check needs to know of a user, precomputed.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 struct UserSec {
     /// The user and every group that contains it, directly or through nested groups (A3), sorted.
     principals: SmallVec<[u32; 8]>,
@@ -57,7 +57,7 @@ impl UserSec {
     }
 }
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 struct Slot {
     kind: Kind,
     alive: bool,
@@ -86,7 +86,7 @@ struct UnitInfo {
 
 /// The precomputed access index. Built from a model and kept current by the model on every
 /// committed change; answers checks without allocating.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct AccessIndex {
     policy: Policy,
     names: Vec<FxHashMap<Box<str>, EntityId>>,
