@@ -31,6 +31,7 @@ pub mod access;
 pub mod entity;
 mod error;
 pub mod infotable;
+pub mod insight;
 pub mod model;
 pub mod names;
 pub mod predefined;

@@ -140,6 +140,85 @@ pub struct Db {
     model: Model,
     store: Box<dyn Store>,
     meta: BTreeMap<String, String>,
+    /// Counts the changes applied: a fork knows which version it was taken from.
+    version: u64,
+    /// Set on a fork (see [`Db::fork`]): its changes, kept instead of stored.
+    fork: Option<Fork>,
+}
+
+/// What a fork did: the version it was taken from, and its changes in order.
+struct Fork {
+    base: u64,
+    changes: Vec<Pending>,
+}
+
+/// One change a fork applied: its writes and audit records, as [`Db::change_audited`] would
+/// have stored them.
+#[derive(Clone, Debug)]
+pub struct Pending {
+    pub writes: Vec<Write>,
+    pub audit: Vec<AuditRecord>,
+}
+
+/// Why [`Db::adopt`] refused a fork.
+#[derive(Debug, Error)]
+pub enum AdoptError {
+    #[error("the model changed since the fork was taken; nothing was changed")]
+    Changed,
+    #[error("only a fork can be adopted")]
+    NotAFork,
+    #[error("the change could not be stored, and was undone: {0}")]
+    Store(#[from] StoreError),
+}
+
+/// The store of a fork: a fork keeps its changes in memory, and reads nothing back.
+struct Detached;
+
+impl Detached {
+    fn refuse<T>(&self) -> Result<T, StoreError> {
+        Err(StoreError::Io {
+            path: PathBuf::from("(fork)"),
+            source: std::io::Error::other("a fork of the model has no store"),
+        })
+    }
+}
+
+impl Store for Detached {
+    fn load(&mut self) -> Result<Snapshot, StoreError> {
+        self.refuse()
+    }
+    fn commit(
+        &mut self,
+        _: &[Write],
+        _: &[(String, String)],
+        _: &[AuditRecord],
+    ) -> Result<(), StoreError> {
+        self.refuse()
+    }
+    fn append_audit(&mut self, _: &AuditRecord) -> Result<(), StoreError> {
+        self.refuse()
+    }
+    fn append_audit_batch(&mut self, _: &[AuditRecord]) -> Result<(), StoreError> {
+        self.refuse()
+    }
+    fn query_audit(&mut self, _: &audit::AuditQuery) -> Result<Vec<audit::AuditEntry>, StoreError> {
+        self.refuse()
+    }
+    fn count_audit(&mut self, _: &audit::AuditQuery) -> Result<u64, StoreError> {
+        self.refuse()
+    }
+    fn verify_audit_chain(&mut self) -> Result<audit::ChainReport, StoreError> {
+        self.refuse()
+    }
+    fn audit_prefix(&mut self, _: i64, _: u64) -> Result<Vec<audit::AuditEntry>, StoreError> {
+        self.refuse()
+    }
+    fn drop_audit_through(&mut self, _: i64) -> Result<u64, StoreError> {
+        self.refuse()
+    }
+    fn audit_records(&mut self, _: usize) -> Result<Vec<AuditRecord>, StoreError> {
+        self.refuse()
+    }
 }
 
 impl Db {
@@ -158,6 +237,8 @@ impl Db {
             model,
             store,
             meta: snap.meta,
+            version: 0,
+            fork: None,
         })
     }
 
@@ -178,6 +259,8 @@ impl Db {
             model,
             store: Box::new(store),
             meta: meta.iter().cloned().collect(),
+            version: 0,
+            fork: None,
         })
     }
 
@@ -209,11 +292,73 @@ impl Db {
         if batch.is_empty() {
             return Ok(batch);
         }
-        if let Err(e) = self.store.commit(&batch.writes, &[], audit) {
+        if let Some(fork) = &mut self.fork {
+            fork.changes.push(Pending {
+                writes: batch.writes.clone(),
+                audit: audit.to_vec(),
+            });
+        } else if let Err(e) = self.store.commit(&batch.writes, &[], audit) {
             self.model.revert(batch);
             return Err(e.into());
         }
+        self.version += 1;
         Ok(batch)
+    }
+
+    /// How many changes this database has applied since it was opened (a fork continues the
+    /// count of its origin).
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// A private copy of the model that stores nothing: its changes are validated and applied
+    /// to the copy as on the real one (with the same access checks answering from the copy),
+    /// and kept in order ([`Db::pending`]) until [`Db::adopt`] stores them all at once, or the
+    /// copy is dropped (which undoes them all). A script runs on one.
+    pub fn fork(&self) -> Db {
+        Db {
+            model: self.model.clone(),
+            store: Box::new(Detached),
+            meta: self.meta.clone(),
+            version: self.version,
+            fork: Some(Fork {
+                base: self.version,
+                changes: Vec::new(),
+            }),
+        }
+    }
+
+    /// The changes a fork applied, in order (empty for a database that is not a fork).
+    pub fn pending(&self) -> &[Pending] {
+        self.fork.as_ref().map_or(&[], |f| &f.changes)
+    }
+
+    /// Makes a fork's changes this database's, in one store transaction with their audit
+    /// records and `audit` (a record of the whole): all or nothing. Refused when this database
+    /// changed since the fork was taken (its checks were made against a model that is gone).
+    pub fn adopt(&mut self, fork: Db, audit: &[AuditRecord]) -> Result<(), AdoptError> {
+        let Some(f) = &fork.fork else {
+            return Err(AdoptError::NotAFork);
+        };
+        if f.base != self.version || self.fork.is_some() {
+            return Err(AdoptError::Changed);
+        }
+        let mut writes = Vec::new();
+        let mut records = Vec::new();
+        for p in &f.changes {
+            writes.extend(p.writes.iter().cloned());
+            records.extend(p.audit.iter().cloned());
+        }
+        records.extend(audit.iter().cloned());
+        if writes.is_empty() && records.is_empty() {
+            return Ok(());
+        }
+        self.store.commit(&writes, &[], &records)?;
+        if !writes.is_empty() {
+            self.model = fork.model;
+            self.version += 1;
+        }
+        Ok(())
     }
 
     /// Appends an audit record.
@@ -228,11 +373,15 @@ impl Db {
 
     /// Imports a model file (all or nothing, in memory and on disk).
     pub fn import(&mut self, file: thinghost_core::ModelFile) -> Result<Batch, ChangeError> {
+        if self.fork.is_some() {
+            return Err(ChangeError::Store(Detached.refuse::<()>().unwrap_err()));
+        }
         let batch = self.model.import(file)?;
         if let Err(e) = self.store.commit(&batch.writes, &[], &[]) {
             self.model.revert(batch);
             return Err(e.into());
         }
+        self.version += 1;
         Ok(batch)
     }
 }

@@ -345,3 +345,62 @@ fn u6_dropping_the_oldest_entries_keeps_the_rest_verifiable() {
     assert_eq!(store.verify_audit_chain().unwrap().broken, None);
     assert_eq!(store.drop_audit_through(999).unwrap(), 0, "no such entry");
 }
+
+/// A fork (what a script runs on) changes a private copy: the database and the disk see nothing
+/// until it is adopted, all at once with its audit records; a fork taken before another change
+/// cannot be adopted; a dropped fork leaves nothing.
+#[test]
+fn a_fork_lands_whole_when_adopted_and_not_at_all_otherwise() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut db = Db::create(dir.path(), Model::with_predefined(), &[]).unwrap();
+    let record = |key: &str| AuditRecord {
+        timestamp: 1,
+        user: "Administrator".into(),
+        category: "SCRIPTS".into(),
+        message_key: key.into(),
+        args: serde_json::json!({}),
+        source: String::new(),
+        source_type: String::new(),
+    };
+    let mut fork = db.fork();
+    fork.change_audited(|tx| tx.create(Entity::user("a")), &[record("userCreated")])
+        .unwrap();
+    fork.change(|tx| tx.create(Entity::user("b"))).unwrap();
+    assert!(fork.model().get(Kind::User, "b").is_some());
+    assert!(
+        db.model().get(Kind::User, "a").is_none(),
+        "the origin sees nothing"
+    );
+    assert_eq!(fork.pending().len(), 2);
+    db.adopt(fork, &[record("scriptRan")]).unwrap();
+    assert!(db.model().get(Kind::User, "b").is_some());
+    drop(db);
+    let mut db = Db::open(dir.path(), Policy::default()).unwrap();
+    assert!(db.model().get(Kind::User, "a").is_some(), "stored");
+    let keys: Vec<String> = db
+        .audit_records(10)
+        .unwrap()
+        .into_iter()
+        .map(|r| r.message_key)
+        .collect();
+    assert_eq!(
+        keys,
+        ["scriptRan", "userCreated"],
+        "newest first, in one transaction"
+    );
+    // A fork taken before another change is refused, and changes nothing.
+    let mut stale = db.fork();
+    stale.change(|tx| tx.create(Entity::user("c"))).unwrap();
+    db.change(|tx| tx.create(Entity::user("d"))).unwrap();
+    assert!(matches!(db.adopt(stale, &[]), Err(AdoptError::Changed)));
+    assert!(db.model().get(Kind::User, "c").is_none());
+    // A dropped fork leaves nothing.
+    let mut dropped = db.fork();
+    dropped.change(|tx| tx.create(Entity::user("e"))).unwrap();
+    drop(dropped);
+    drop(db);
+    let db = Db::open(dir.path(), Policy::default()).unwrap();
+    assert!(db.model().get(Kind::User, "e").is_none());
+    assert!(db.model().get(Kind::User, "c").is_none());
+    assert!(db.model().get(Kind::User, "d").is_some());
+}
