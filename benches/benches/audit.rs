@@ -16,7 +16,7 @@
 
 use serde_json::json;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use thinghost::app::App;
 use thinghost::audit::AuditLog;
@@ -48,18 +48,7 @@ fn app(data: &std::path::Path) -> Arc<App> {
     thinghost::cli::init::initialize(data, 1).expect("a new data directory");
     let db = thinghost_store::Db::open(data, thinghost_core::Policy::default()).expect("opens");
     let audit_log = AuditLog::open(&data.join(DB_FILE), Default::default()).expect("opens");
-    Arc::new(App {
-        db: RwLock::new(db),
-        audit_log,
-        auth: thinghost::auth::Limiter::new(Default::default()),
-        key_lifetime_ms: 3_600_000,
-        extensions: arc_swap::ArcSwap::from_pointee(Default::default()),
-        plugins: None,
-        reload_lock: Mutex::new(()),
-        sessions: thinghost::sessions::Sessions::new(Duration::from_secs(15)),
-        data_dir: data.to_path_buf(),
-        audit_retention_days: 60,
-    })
+    Arc::new(App::standalone(db, audit_log, data))
 }
 
 /// Entries per second with `writers` threads for `secs`, each calling `write`.

@@ -7,7 +7,7 @@
 use serde_json::{Value as Json, json};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::Arc;
 use thinghost::app::App;
 use thinghost::auth::Caller;
 use thinghost::rest::{self, Reply};
@@ -193,18 +193,10 @@ pub fn local_app(data: &Path, plugins: &Path) -> (Arc<App>, Caller, String) {
     let audit_log =
         thinghost::audit::AuditLog::open(&data.join(thinghost_store::DB_FILE), Default::default())
             .expect("opens");
-    let app = Arc::new(App {
-        db: RwLock::new(db),
-        audit_log,
-        auth: thinghost::auth::Limiter::new(Default::default()),
-        key_lifetime_ms: 3_600_000,
-        extensions: arc_swap::ArcSwap::from_pointee(extensions),
-        plugins: None,
-        reload_lock: Mutex::new(()),
-        sessions: thinghost::sessions::Sessions::new(std::time::Duration::from_secs(15)),
-        data_dir: data.to_path_buf(),
-        audit_retention_days: 60,
-    });
+    let mut app = App::standalone(db, audit_log, data);
+    app.key_lifetime_ms = 3_600_000;
+    app.extensions = arc_swap::ArcSwap::from_pointee(extensions);
+    let app = Arc::new(app);
     let admin = caller(&app, thinghost_core::predefined::ADMINISTRATOR);
     let key = setup(
         |path, body| match call(&app, &admin, path, body.to_string().as_bytes()) {

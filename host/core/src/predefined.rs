@@ -117,6 +117,7 @@ pub const RESOURCES: &[&str] = &[
     "CurrentSessionInfo",
     "CollectionFunctions",
     "SecurityServices",
+    "ScriptServices",
 ];
 
 /// True for the entities that exist from the first start and cannot be deleted.

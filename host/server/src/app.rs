@@ -11,7 +11,7 @@ pub struct App {
     pub db: RwLock<Db>,
     /// The audit log: its writer (other connections than the model's, so that auditing a flood
     /// of bad keys, say, never waits for or holds the model lock) and its query connection.
-    pub audit_log: crate::audit::AuditLog,
+    pub audit_log: std::sync::Arc<crate::audit::AuditLog>,
     pub auth: crate::auth::Limiter,
     /// The lifetime of a new application key when the request names none (K3).
     pub key_lifetime_ms: i64,
@@ -28,6 +28,67 @@ pub struct App {
     pub data_dir: std::path::PathBuf,
     /// How long audit entries stay online before `PurgeAuditData` removes them (U6).
     pub audit_retention_days: u32,
+    /// The limits of an admin script (`RunScript`).
+    pub script_limits: crate::script::Limits,
+    /// Set on the private copy of the server a script runs on (see [`App::for_script`]): the
+    /// audit records of its changes wait here, to land with them or not at all.
+    pub script: Option<ScriptScope>,
+}
+
+/// What a script's copy of the server holds back until the script's changes land.
+#[derive(Default)]
+pub struct ScriptScope {
+    pub audit: Mutex<Vec<AuditRecord>>,
+}
+
+impl App {
+    /// A server's state with the defaults of `serve` and no plugin directory (benchmarks and
+    /// tools that drive the API in-process).
+    pub fn standalone(
+        db: Db,
+        audit_log: crate::audit::AuditLog,
+        data_dir: &std::path::Path,
+    ) -> App {
+        App {
+            db: RwLock::new(db),
+            audit_log: std::sync::Arc::new(audit_log),
+            auth: crate::auth::Limiter::new(Default::default()),
+            key_lifetime_ms: 24 * 3_600_000,
+            extensions: arc_swap::ArcSwap::from_pointee(Default::default()),
+            plugins: None,
+            reload_lock: Mutex::new(()),
+            sessions: crate::sessions::Sessions::new(std::time::Duration::from_secs(15)),
+            data_dir: data_dir.to_path_buf(),
+            audit_retention_days: 60,
+            script_limits: Default::default(),
+            script: None,
+        }
+    }
+
+    /// A private copy of the server for one script: the model is `db` (a fork, see
+    /// [`thinghost_store::Db::fork`]); the audit log, the data directory and the loaded
+    /// extensions are the server's; remote-access sessions start empty and end with the
+    /// script; there is no plugin directory (a script cannot reload extensions).
+    pub fn for_script(&self, db: Db) -> App {
+        let sessions = crate::sessions::Sessions::new(self.sessions.nonce_lifetime);
+        if let Some(public) = self.sessions.public.get() {
+            let _ = sessions.public.set(public.clone());
+        }
+        App {
+            db: RwLock::new(db),
+            audit_log: self.audit_log.clone(),
+            auth: crate::auth::Limiter::new(self.auth.config),
+            key_lifetime_ms: self.key_lifetime_ms,
+            extensions: arc_swap::ArcSwap::new(self.extensions.load_full()),
+            plugins: None,
+            reload_lock: Mutex::new(()),
+            sessions,
+            data_dir: self.data_dir.clone(),
+            audit_retention_days: self.audit_retention_days,
+            script_limits: self.script_limits,
+            script: Some(ScriptScope::default()),
+        }
+    }
 }
 
 impl App {
@@ -82,6 +143,21 @@ impl App {
     }
 
     fn write_audit(&self, record: AuditRecord, queued: bool) {
+        // In a script, what its changes cause waits for them; denials and extension failures
+        // happened whatever becomes of the script, and are written now.
+        if let Some(scope) = &self.script
+            && record.category != crate::audit::category::AUTHORIZATION
+            && record.category != crate::audit::category::EXTENSIONS
+        {
+            if self.audit_log.enabled(&record.category) {
+                scope
+                    .audit
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(record);
+            }
+            return;
+        }
         let written = if queued {
             self.audit_log.record_queued(record)
         } else {

@@ -44,7 +44,13 @@ pub mod category {
 pub fn change_category(audit_key: &str, kind: thinghost_core::Kind) -> &'static str {
     let security = matches!(
         audit_key,
-        "permissionsChanged" | "membershipChanged" | "passwordChanged"
+        "permissionsChanged"
+            | "membershipChanged"
+            | "passwordChanged"
+            | "userEnabled"
+            | "userDisabled"
+            | "userLocked"
+            | "userUnlocked"
     ) || kind == thinghost_core::Kind::ApplicationKey;
     if security {
         category::SECURITY

@@ -17,6 +17,7 @@ pub mod reload;
 pub mod repository;
 pub mod rest;
 pub mod scheduler;
+pub mod script;
 pub mod services;
 pub mod sessions;
 pub mod tls;

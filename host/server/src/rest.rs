@@ -379,10 +379,17 @@ pub fn handle(
                     ));
                 }
             };
+            if let Some(refusal) = crate::script::refuse_in_script(app, kind, name, service) {
+                return Err(refusal);
+            }
             // A reload compiles code, which may take seconds: it runs without the model lock.
             if (kind, *name, *service) == (Kind::Subsystem, "PlatformSubsystem", "ReloadExtension")
             {
                 return crate::services::reload_extension(app, caller, params);
+            }
+            // A script takes the model lock only when its changes land.
+            if (kind, *name, *service) == (Kind::Resource, "ScriptServices", "RunScript") {
+                return crate::script::run_service(app, caller, params);
             }
             let mut db = app.db.write().unwrap_or_else(|p| p.into_inner());
             // Resources are platform functions every signed-in user reaches; everything else

@@ -843,6 +843,9 @@ pub fn host_service(call: &mut Call<'_>) -> Option<Result<Reply, ApiError>> {
         }
         (Kind::ApplicationKey, _, "GetKeyID") => key_id(call),
         (Kind::User, _, "ChangePassword") => change_password(call),
+        (Kind::User, _, "EnableUser" | "DisableUser" | "LockUser" | "UnlockUser") => {
+            user_state(call)
+        }
         _ => return None,
     };
     Some(r)
@@ -1606,6 +1609,34 @@ fn change_password(call: &mut Call<'_>) -> Result<Reply, ApiError> {
             Ok(())
         },
     )?;
+    Ok(Reply::Empty)
+}
+
+/// `Users/U/Services/EnableUser`, `DisableUser`, `LockUser`, `UnlockUser`: needs `Update` on
+/// the user (D1). A disabled or locked user cannot sign in (K3); the model refuses a change that
+/// would leave Administrators without an enabled, unlocked user (the lock-out guard).
+fn user_state(call: &mut Call<'_>) -> Result<Reply, ApiError> {
+    call.params(&[])?;
+    let (what, audit_key) = match call.service.as_str() {
+        "EnableUser" => ("enable this user", "userEnabled"),
+        "DisableUser" => ("disable this user", "userDisabled"),
+        "LockUser" => ("lock this user", "userLocked"),
+        _ => ("unlock this user", "userUnlocked"),
+    };
+    call.require_on_entity(Permission::Update, what)?;
+    let user = call.entity.clone();
+    let service = call.service.clone();
+    call.commit(audit_key, (Kind::User, user.clone()), move |tx| {
+        if let Body::User(u) = &mut tx.get_mut(Kind::User, &user)?.body {
+            match service.as_str() {
+                "EnableUser" => u.enabled = true,
+                "DisableUser" => u.enabled = false,
+                "LockUser" => u.locked = true,
+                _ => u.locked = false,
+            }
+        }
+        Ok(())
+    })?;
     Ok(Reply::Empty)
 }
 

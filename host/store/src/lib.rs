@@ -336,7 +336,8 @@ impl Db {
     /// Makes a fork's changes this database's, in one store transaction with their audit
     /// records and `audit` (a record of the whole): all or nothing. Refused when this database
     /// changed since the fork was taken (its checks were made against a model that is gone).
-    pub fn adopt(&mut self, fork: Db, audit: &[AuditRecord]) -> Result<(), AdoptError> {
+    /// On success the fork is spent (it holds this database's former model).
+    pub fn adopt(&mut self, fork: &mut Db, audit: &[AuditRecord]) -> Result<(), AdoptError> {
         let Some(f) = &fork.fork else {
             return Err(AdoptError::NotAFork);
         };
@@ -355,9 +356,10 @@ impl Db {
         }
         self.store.commit(&writes, &[], &records)?;
         if !writes.is_empty() {
-            self.model = fork.model;
+            std::mem::swap(&mut self.model, &mut fork.model);
             self.version += 1;
         }
+        fork.fork = None;
         Ok(())
     }
 

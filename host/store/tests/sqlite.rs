@@ -372,7 +372,7 @@ fn a_fork_lands_whole_when_adopted_and_not_at_all_otherwise() {
         "the origin sees nothing"
     );
     assert_eq!(fork.pending().len(), 2);
-    db.adopt(fork, &[record("scriptRan")]).unwrap();
+    db.adopt(&mut fork, &[record("scriptRan")]).unwrap();
     assert!(db.model().get(Kind::User, "b").is_some());
     drop(db);
     let mut db = Db::open(dir.path(), Policy::default()).unwrap();
@@ -392,7 +392,10 @@ fn a_fork_lands_whole_when_adopted_and_not_at_all_otherwise() {
     let mut stale = db.fork();
     stale.change(|tx| tx.create(Entity::user("c"))).unwrap();
     db.change(|tx| tx.create(Entity::user("d"))).unwrap();
-    assert!(matches!(db.adopt(stale, &[]), Err(AdoptError::Changed)));
+    assert!(matches!(
+        db.adopt(&mut stale, &[]),
+        Err(AdoptError::Changed)
+    ));
     assert!(db.model().get(Kind::User, "c").is_none());
     // A dropped fork leaves nothing.
     let mut dropped = db.fork();

@@ -76,6 +76,10 @@ pub struct Args {
     /// older ones.
     #[arg(long, value_name = "DAYS", default_value_t = 60, value_parser = clap::value_parser!(u32).range(1..=36500))]
     audit_retention_days: u32,
+    /// How long an admin script (RunScript, `thinghost script run`) may run before it is
+    /// stopped (and everything it did is undone).
+    #[arg(long, value_name = "SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    script_timeout_seconds: u64,
     /// Do not record this audit category (repeatable; AUTHENTICATION, AUTHORIZATION and AUDIT
     /// are always recorded). The server warns, and records which are off, at every start.
     #[arg(long = "audit-off", value_name = "CATEGORY")]
@@ -191,7 +195,7 @@ pub fn run(args: Args) -> Result<i32, Failure> {
     let audit_log = crate::audit::AuditLog::open(&dir.join(DB_FILE), audit_off)?;
     let app = Arc::new(App {
         db: RwLock::new(db),
-        audit_log,
+        audit_log: Arc::new(audit_log),
         key_lifetime_ms: args.key_lifetime_hours * 3_600_000,
         extensions: arc_swap::ArcSwap::from_pointee(extensions),
         plugins: source,
@@ -206,6 +210,11 @@ pub fn run(args: Args) -> Result<i32, Failure> {
         }),
         data_dir: dir.clone(),
         audit_retention_days: args.audit_retention_days,
+        script_limits: crate::script::Limits {
+            timeout: std::time::Duration::from_secs(args.script_timeout_seconds),
+            ..crate::script::Limits::default()
+        },
+        script: None,
     });
     if !app.audit_log.disabled().is_empty() {
         let off: Vec<&String> = app.audit_log.disabled().iter().collect();

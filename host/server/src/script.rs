@@ -1,0 +1,1108 @@
+//! Admin scripts (issue 9): `Resources/ScriptServices/Services/RunScript(script, dryRun)` runs a
+//! Rhai script in the caller's security context, as one transaction.
+//!
+//! - **No extra rights.** Every function a script calls is a request of the caller through
+//!   [`rest::handle`], the same path (and the same checks, denials audited) as an HTTP request.
+//! - **One transaction.** The script runs on a private copy of the server ([`App::for_script`])
+//!   whose model is a fork ([`thinghost_store::Db::fork`]). When it ends well, its changes and
+//!   their audit records land in one store transaction ([`thinghost_store::Db::adopt`]); on
+//!   any error, or for a dry run, the copy is dropped and nothing remains. A fork taken before
+//!   another change cannot land (its checks were made on a model that is gone): the script runs
+//!   again on a fresh copy, and its third attempt holds the model's write lock while it runs.
+//! - **Dry run.** The plan (every change, in order) and the access impact (for every user,
+//!   which permissions on which entities it gains or loses: `thinghost_core::insight`).
+//! - **Limits.** Rhai operations, host calls, wall-clock time and printed output.
+//!
+//! The functions are one table, [`functions`]: the Rhai bindings and the reference page
+//! (`docs/script-api.md`, checked by a test) both come from it.
+
+use crate::app::App;
+use crate::auth::Caller;
+use crate::rest::{ApiError, Reply};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
+use rhai::{AST, Dynamic, Engine, EvalAltResult, NativeCallContext, Position, Scope};
+use serde_json::{Map, Value as Json, json};
+use sha2::Digest;
+use std::any::TypeId;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use thinghost_core::{BaseType, Kind};
+
+/// The limits of one script run.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Rhai operations (a loop that does nothing still counts).
+    pub max_operations: u64,
+    /// Calls of the script API (each is a request).
+    pub max_calls: u64,
+    /// Wall-clock time for the whole run.
+    pub timeout: Duration,
+    /// Bytes of printed output.
+    pub max_output: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_operations: 10_000_000,
+            max_calls: 10_000,
+            timeout: Duration::from_secs(30),
+            max_output: 1 << 20,
+        }
+    }
+}
+
+/// The largest script accepted, in bytes.
+pub const MAX_SCRIPT: usize = 1 << 20;
+
+/// Where a function's request goes.
+#[derive(Clone, Debug)]
+pub enum On {
+    /// A fixed entity (`Resources/EntityServices`).
+    Fixed(&'static str),
+    /// The first argument names an entity of this kind (`add_member(group, ...)`).
+    Named(Kind),
+    /// The first argument is an entity's path, `Collection/Name` (`Things/Pump1`).
+    Path,
+}
+
+/// What a function gives back.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Returns {
+    /// Nothing (`()`).
+    Nothing,
+    /// The service's one result (a string, number, ...).
+    Value,
+    /// The InfoTable's rows, as an array of maps.
+    Rows,
+    /// The InfoTable's first row, as a map.
+    FirstRow,
+}
+
+/// One function of the script API: a REST service in snake case, its parameters in the same
+/// order.
+#[derive(Clone, Debug)]
+pub struct ScriptFn {
+    pub name: String,
+    pub on: On,
+    pub service: String,
+    /// The service's parameter names, in order (after the entity argument, for `Named` and
+    /// `Path`).
+    pub params: Vec<&'static str>,
+    /// How many of `params` are required; the others may be left out (or passed as `()`).
+    pub required: usize,
+    pub returns: Returns,
+    pub doc: String,
+    pub example: String,
+}
+
+#[allow(clippy::too_many_arguments)] // one table row: a constructor keeps the table readable
+fn f(
+    name: &str,
+    on: On,
+    service: &str,
+    params: &[&'static str],
+    required: usize,
+    returns: Returns,
+    doc: &str,
+    example: &str,
+) -> ScriptFn {
+    ScriptFn {
+        name: name.into(),
+        on,
+        service: service.into(),
+        params: params.to_vec(),
+        required,
+        returns,
+        doc: doc.into(),
+        example: example.into(),
+    }
+}
+
+/// `AddRunTimePermission` -> `add_run_time_permission`.
+pub fn snake(s: &str) -> String {
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if c.is_ascii_uppercase() {
+            if i > 0 {
+                out.push('_');
+            }
+            out.push(c.to_ascii_lowercase());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The script API, in the order of the reference page. (The generic functions `call_service`,
+/// `get_property`, `set_property`, `list`, `get_entity` and `print` are bound by hand; see
+/// [`GENERIC`].)
+pub fn functions() -> Vec<ScriptFn> {
+    use On::*;
+    use Returns::*;
+    const ES: On = Fixed("Resources/EntityServices");
+    let mut v = vec![
+        f(
+            "create_thing",
+            ES,
+            "CreateThing",
+            &["name", "thingTemplateName", "description"],
+            2,
+            Nothing,
+            "Creates a Thing from a template; needs Create on Things.",
+            r#"create_thing("Pump7", "GenericThing");"#,
+        ),
+        f(
+            "create_thing_template",
+            ES,
+            "CreateThingTemplate",
+            &["name", "thingTemplateName", "description"],
+            1,
+            Nothing,
+            "Creates a ThingTemplate, based on `thingTemplateName` (GenericThing when left out).",
+            r#"create_thing_template("PumpTemplate", "GenericThing");"#,
+        ),
+        f(
+            "create_thing_shape",
+            ES,
+            "CreateThingShape",
+            &["name", "description"],
+            1,
+            Nothing,
+            "Creates a ThingShape.",
+            r#"create_thing_shape("Resettable");"#,
+        ),
+        f(
+            "create_data_shape",
+            ES,
+            "CreateDataShape",
+            &["name", "fields", "description"],
+            1,
+            Nothing,
+            "Creates a DataShape; `fields` is an array of maps (name, baseType, isPrimaryKey).",
+            r#"create_data_shape("Reading", [#{name: "at", baseType: "DATETIME"}, #{name: "value", baseType: "NUMBER"}]);"#,
+        ),
+        f(
+            "create_user",
+            ES,
+            "CreateUser",
+            &["name", "password", "description"],
+            2,
+            Nothing,
+            "Creates a user (the password: at least 8 characters, not the name).",
+            r#"create_user("device-017", "a long random password");"#,
+        ),
+        f(
+            "create_group",
+            ES,
+            "CreateGroup",
+            &["name", "description"],
+            1,
+            Nothing,
+            "Creates a user group.",
+            r#"create_group("PumpDevices");"#,
+        ),
+        f(
+            "create_organization",
+            ES,
+            "CreateOrganization",
+            &["name", "topOUName", "description"],
+            1,
+            Nothing,
+            "Creates an organization with its top unit (named like the organization unless `topOUName` says otherwise).",
+            r#"create_organization("PumpFleet");"#,
+        ),
+        f(
+            "create_application_key",
+            ES,
+            "CreateApplicationKey",
+            &["name", "user", "expirationDate", "clientName"],
+            1,
+            FirstRow,
+            "Creates an application key for `user` (the caller when left out). The answer's `keyId` is the key: it is shown this once, and stored only as a hash.",
+            r#"let key = create_application_key("device-017-key", "device-017");
+print(key.keyId);"#,
+        ),
+    ];
+    for (kind, param_type) in [
+        ("Thing", "a Thing"),
+        ("ThingTemplate", "a ThingTemplate"),
+        ("ThingShape", "a ThingShape"),
+        ("DataShape", "a DataShape"),
+        ("User", "a user"),
+        ("Group", "a group"),
+        ("Organization", "an organization"),
+        ("ApplicationKey", "an application key"),
+    ] {
+        let service = format!("Delete{kind}");
+        let name = snake(&service);
+        v.push(f(&name, ES, &service, &["name"], 1, Nothing,
+            &format!("Deletes {param_type}; needs Delete on it, and refuses while something still uses it."),
+            &format!("{name}(\"Old{kind}\");")));
+    }
+    v.extend([
+        f("add_member", Named(Kind::Group), "AddMember", &["member", "type"], 2, Nothing,
+          "Adds a user or group (`type`: User or Group) to a group; needs Update on the group.", r#"add_member("PumpDevices", "device-017", "User");"#),
+        f("delete_member", Named(Kind::Group), "DeleteMember", &["member", "type"], 2, Nothing,
+          "Removes a member from a group.", r#"delete_member("PumpDevices", "device-017", "User");"#),
+        f("add_organizational_unit", Named(Kind::Organization), "AddOrganizationalUnit", &["parentName", "name"], 2, Nothing,
+          "Adds a unit under `parentName` to an organization.", r#"add_organizational_unit("PumpFleet", "PumpFleet", "NorthSite");"#),
+        f("add_organization_member", Named(Kind::Organization), "AddMember", &["name", "member", "type"], 3, Nothing,
+          "Adds a user or group to the unit `name` of an organization (the REST service `Organizations/O/Services/AddMember`).", r#"add_organization_member("PumpFleet", "NorthSite", "PumpDevices", "Group");"#),
+        f("delete_organization_member", Named(Kind::Organization), "DeleteMember", &["name", "member", "type"], 3, Nothing,
+          "Removes a member from a unit of an organization.", r#"delete_organization_member("PumpFleet", "NorthSite", "PumpDevices", "Group");"#),
+        f("enable_user", Named(Kind::User), "EnableUser", &[], 0, Nothing,
+          "Enables a user; needs Update on it.", r#"enable_user("device-017");"#),
+        f("disable_user", Named(Kind::User), "DisableUser", &[], 0, Nothing,
+          "Disables a user (it can no longer sign in). Refused for the last enabled administrator.", r#"disable_user("device-017");"#),
+        f("lock_user", Named(Kind::User), "LockUser", &[], 0, Nothing,
+          "Locks a user. Refused for the last enabled administrator.", r#"lock_user("device-017");"#),
+        f("unlock_user", Named(Kind::User), "UnlockUser", &[], 0, Nothing,
+          "Unlocks a user.", r#"unlock_user("device-017");"#),
+        f("change_password", Named(Kind::User), "ChangePassword", &["oldPassword", "newPassword"], 2, Nothing,
+          "Changes a password. An administrator changing another user's passes `()` as the old one.", r#"change_password("device-017", (), "another long password");"#),
+        f("add_property_definition", Path, "AddPropertyDefinition", &["name", "type", "description", "defaultValue", "readOnly"], 2, Nothing,
+          "Defines a property on a Thing, template or shape; needs Update on it.", r#"add_property_definition("Things/Pump7", "pressure", "NUMBER");"#),
+        f("delete_property_definition", Path, "DeletePropertyDefinition", &["name"], 1, Nothing,
+          "Removes a property definition.", r#"delete_property_definition("Things/Pump7", "pressure");"#),
+        f("add_shape_to_thing", Named(Kind::Thing), "AddShapeToThing", &["thingShapeName"], 1, Nothing,
+          "Makes a Thing implement a ThingShape.", r#"add_shape_to_thing("Pump7", "Resettable");"#),
+        f("implements_shape", Path, "ImplementsShape", &["thingShapeName"], 1, Value,
+          "Whether a Thing or template implements a shape (its own or along its template chain).", r#"if implements_shape("Things/Pump7", "Resettable") { print("yes"); }"#),
+    ]);
+    // The three permission families, on an entity, as instance permissions, on a collection.
+    let families: [(&str, &[&'static str], usize, &str, &str); 3] = [
+        (
+            "RunTimePermission",
+            &["principal", "principalType", "type", "resource", "allow"],
+            3,
+            "a run-time permission (`type`: PropertyRead, PropertyWrite, ServiceInvoke, EventInvoke, EventSubscribe; `resource`: `*` or one property, service or event; `allow`: true or false)",
+            r#""PumpDevices", "Group", "ServiceInvoke", "Reset", true"#,
+        ),
+        (
+            "DesignTimePermission",
+            &["principal", "principalType", "type", "allow"],
+            3,
+            "a design-time permission (`type`: Create, Read, Update, Delete)",
+            r#""PumpAdmins", "Group", "Read", true"#,
+        ),
+        (
+            "VisibilityPermission",
+            &["principal", "principalType"],
+            2,
+            "a visibility permission (`principalType`: Organization, or OrganizationalUnit with `principal` as Organization:Unit)",
+            r#""PumpFleet", "Organization""#,
+        ),
+    ];
+    for (family, params, required, what, args) in families {
+        let delete_params: Vec<&'static str> =
+            params.iter().copied().filter(|p| *p != "allow").collect();
+        for (prefix, on_what, target, on, example_target) in [
+            (
+                "",
+                "an entity (its path: `Things/Pump7`)",
+                "entity",
+                Path,
+                "\"Things/Pump7\"",
+            ),
+            (
+                "Instance",
+                "a template or shape, for all its Things (its path: `ThingTemplates/PumpTemplate`)",
+                "template",
+                Path,
+                "\"ThingTemplates/PumpTemplate\"",
+            ),
+            (
+                "Collection",
+                "a collection (`collectionName`: Things, ThingTemplates, ...); administrators only",
+                "collectionName",
+                Fixed("Resources/CollectionFunctions"),
+                "\"Things\"",
+            ),
+        ] {
+            let coll = prefix == "Collection";
+            let add = format!("Add{prefix}{family}");
+            let del = format!("Delete{prefix}{family}");
+            let get = format!("Get{prefix}{family}s");
+            let with_coll = |ps: &[&'static str]| -> Vec<&'static str> {
+                if coll {
+                    std::iter::once("collectionName")
+                        .chain(ps.iter().copied())
+                        .collect()
+                } else {
+                    ps.to_vec()
+                }
+            };
+            let add_params = with_coll(params);
+            let del_params = with_coll(&delete_params);
+            let extra = usize::from(coll);
+            let del_args: String = {
+                let parts: Vec<&str> = args.split(", ").collect();
+                parts[..del_params.len() - extra].join(", ")
+            };
+            v.push(f(
+                &snake(&add),
+                on.clone(),
+                &add,
+                &add_params,
+                required + extra,
+                Nothing,
+                &format!("Adds {what} on {on_what}. Needs Update on the {target} (D1)."),
+                &format!("{}({example_target}, {args});", snake(&add)),
+            ));
+            v.push(f(
+                &snake(&del),
+                on.clone(),
+                &del,
+                &del_params,
+                required.min(del_params.len() - extra) + extra,
+                Nothing,
+                &format!(
+                    "Removes the matching {} from {on_what}.",
+                    family_words(family)
+                ),
+                &format!("{}({example_target}, {del_args});", snake(&del)),
+            ));
+            v.push(f(
+                &snake(&get),
+                on.clone(),
+                &get,
+                &with_coll(&[]),
+                extra,
+                Rows,
+                &format!("The {}s of {on_what}, as rows.", family_words(family)),
+                &format!("for p in {}({example_target}) {{ print(p); }}", snake(&get)),
+            ));
+        }
+    }
+    v.extend([
+        f("add_permissions", Path, "AddPermissions", &["permissions"], 1, Nothing,
+          "Adds entries of the three families at once, in one change and one audit entry.", r#"add_permissions("Things/Pump7", #{visibility: [#{principal: "PumpFleet", principalType: "Organization"}], runTime: [#{principal: "PumpDevices", principalType: "Group", type: "PropertyWrite", resource: "*", allow: true}]});"#),
+        f("check_permission_for_user", Path, "CheckPermissionForUser", &["user", "type", "resource"], 2, Value,
+          "Whether `user` holds a permission on an entity.", r#"print(check_permission_for_user("Things/Pump7", "device-017", "PropertyWrite"));"#),
+        f("explain_access", Fixed("Resources/SecurityServices"), "ExplainAccess", &["user", "action", "target"], 3, FirstRow,
+          "Why a user may or may not do something (administrators only).", r#"print(explain_access("device-017", "ServiceInvoke", "Things/Pump7/Services/Reset").explanation);"#),
+        f("effective_permissions", Fixed("Resources/SecurityServices"), "EffectivePermissions", &["user"], 1, Rows,
+          "Every entity a user can see, with every permission it holds and why (administrators, or the user itself).", r#"for p in effective_permissions("device-017") { print(`${p.entity} ${p.permission} ${p.resource}`); }"#),
+        f("lint", Fixed("Resources/SecurityServices"), "Lint", &[], 0, Rows,
+          "The security lint's findings (administrators only).", r#"for finding in lint() { print(`${finding.severity} ${finding.rule}: ${finding.message}`); }"#),
+    ]);
+    v
+}
+
+fn family_words(family: &str) -> &'static str {
+    match family {
+        "RunTimePermission" => "run-time permission",
+        "DesignTimePermission" => "design-time permission",
+        _ => "visibility permission",
+    }
+}
+
+/// The functions bound by hand: (signature, doc, example).
+pub const GENERIC: &[(&str, &str, &str)] = &[
+    (
+        "call_service(entity, service, params)",
+        "Runs any service of an entity (a host service or an extension's), as a request of the caller; gives its result (a value, the rows of an InfoTable, or `()`).",
+        r#"call_service("Things/RemoteAccessPermissionsServices", "GrantPermissionsThingWorxInternalForThing", #{organization: "PumpFleet", userGroup: "PumpSupport", thingName: "Pump7"});"#,
+    ),
+    (
+        "get_property(entity, name)",
+        "Reads a property (needs PropertyRead).",
+        r#"let p = get_property("Things/Pump7", "pressure");"#,
+    ),
+    (
+        "set_property(entity, name, value)",
+        "Writes a property (needs PropertyWrite).",
+        r#"set_property("Things/Pump7", "pressure", 2.5);"#,
+    ),
+    (
+        "list(collection)",
+        "The names of the entities of a collection that the caller can see.",
+        r#"for t in list("Things") { print(t); }"#,
+    ),
+    (
+        "get_entity(entity)",
+        "An entity as the REST API describes it (needs Read): name, description, owner, template, definitions, ...",
+        r#"print(get_entity("Things/Pump7").thingTemplate);"#,
+    ),
+    (
+        "print(value)",
+        "Adds a line to the script's output (at most 1 MiB in all).",
+        r#"print("provisioned");"#,
+    ),
+];
+
+/// The reference page, `docs/script-api.md`.
+pub fn reference() -> String {
+    let mut out = String::from(
+        "# The admin script API\n\n\
+         <!-- Generated from host/server/src/script.rs by `thinghost script reference`; a test keeps it current. -->\n\n\
+         Scripts are [Rhai](https://rhai.rs). They run on the server with `RunScript` (or `thinghost script run FILE`) in the\n\
+         caller's security context: every function below is a request of the caller, checked like one (a script gives no\n\
+         extra rights). A script is one transaction: when it fails (a permission denied, a bad parameter, a limit hit, a\n\
+         `throw`), nothing it did remains, and the error names its line. `dryRun` runs it, reports every change it would\n\
+         make and, for every user, the permissions it would gain or lose, and keeps nothing.\n\n\
+         Functions are the REST services in snake case, with the same parameters in the same order. An entity is named by\n\
+         its path (`Things/Pump7`, `ThingTemplates/PumpTemplate`) where the service runs on any kind of entity, and by its\n\
+         name where the kind is fixed (`add_member(group, ...)`). Optional parameters may be left out at the end, or passed\n\
+         as `()`. A failed call throws: catch it with `try { ... } catch (e) { ... }` (`e.status`, `e.message`) to go on.\n\n\
+         Limits: 10,000,000 operations, 10,000 calls, 30 s (`serve --script-timeout-seconds`), 1 MiB of output.\n\
+         Services that cannot be undone are refused in a script: `ReloadExtension`, the audit archive, export, purge and\n\
+         cleanup services, and file deletion in a repository. Remote-access sessions a script starts end with it.\n\n",
+    );
+    let fns = functions();
+    out.push_str("## Functions\n\n");
+    for s in &fns {
+        let entity = match &s.on {
+            On::Fixed(_) => None,
+            On::Named(k) => Some(snake(k.label())),
+            On::Path => Some("entity".to_string()),
+        };
+        let params: Vec<String> = entity
+            .into_iter()
+            .chain(s.params.iter().enumerate().map(|(i, p)| {
+                if i < s.required {
+                    snake(p)
+                } else {
+                    format!("[{}]", snake(p))
+                }
+            }))
+            .collect();
+        let target = match &s.on {
+            On::Fixed(e) => format!("`{e}/Services/{}`", s.service),
+            On::Named(k) => format!("`{}/NAME/Services/{}`", k.collection(), s.service),
+            On::Path => format!("`ENTITY/Services/{}`", s.service),
+        };
+        let returns = match s.returns {
+            Returns::Nothing => "",
+            Returns::Value => " Gives the result.",
+            Returns::Rows => " Gives an array of maps.",
+            Returns::FirstRow => " Gives a map.",
+        };
+        out.push_str(&format!(
+            "### `{}({})`\n\n{}{returns} REST: {target}.\n\n```rhai\n{}\n```\n\n",
+            s.name,
+            params.join(", "),
+            s.doc,
+            s.example
+        ));
+    }
+    out.push_str("## Generic functions\n\n");
+    for (sig, doc, example) in GENERIC {
+        out.push_str(&format!(
+            "### `{sig}`\n\n{doc}\n\n```rhai\n{example}\n```\n\n"
+        ));
+    }
+    out
+}
+
+/// Services a script may not call: they act outside the model, and could not be undone.
+fn not_in_a_script(kind: Kind, entity: &str, service: &str) -> bool {
+    matches!(
+        (kind, entity, service),
+        (Kind::Subsystem, "PlatformSubsystem", "ReloadExtension")
+            | (
+                Kind::Subsystem,
+                "AuditSubsystem",
+                "ArchiveAuditHistory"
+                    | "ArchiveAuditHistoryDirectPersistence"
+                    | "PurgeAuditData"
+                    | "CleanupOfflineAudit"
+                    | "ExportAuditData"
+                    | "ExportOnlineAuditData"
+            )
+            | (Kind::Resource, "ScriptServices", "RunScript")
+            | (Kind::Thing, _, "DeleteFile")
+    )
+}
+
+/// A refusal for a request made from a script, if it is one of those that cannot run there.
+pub fn refuse_in_script(app: &App, kind: Kind, entity: &str, service: &str) -> Option<ApiError> {
+    (app.script.is_some() && not_in_a_script(kind, entity, service)).then(|| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "{}/{entity}/Services/{service} cannot run in a script: it acts outside the model and could not be undone; call it on its own",
+                kind.collection()
+            ),
+        )
+    })
+}
+
+/// What ended a script.
+#[derive(Debug)]
+struct Failure {
+    status: StatusCode,
+    message: String,
+    line: Option<usize>,
+}
+
+impl Failure {
+    fn api(&self) -> ApiError {
+        let at = match self.line {
+            Some(l) => format!("script line {l}: "),
+            None => "script: ".to_string(),
+        };
+        ApiError::new(
+            self.status,
+            format!("{at}{}; nothing the script did was kept", self.message),
+        )
+    }
+}
+
+/// Why the progress callback stopped a script.
+const STOP_TIME: &str = "time";
+const STOP_OUTPUT: &str = "output";
+
+/// One run's state, shared by the bound functions.
+struct Run {
+    app: Arc<App>,
+    caller: Caller,
+    calls: AtomicU64,
+    limits: Limits,
+    output: Mutex<String>,
+    output_full: AtomicBool,
+}
+
+impl Run {
+    fn error(&self, e: ApiError, pos: Position) -> Box<EvalAltResult> {
+        let mut m = rhai::Map::new();
+        m.insert("status".into(), Dynamic::from(i64::from(e.status.as_u16())));
+        m.insert("message".into(), Dynamic::from(e.message));
+        Box::new(EvalAltResult::ErrorRuntime(Dynamic::from_map(m), pos))
+    }
+
+    /// Makes one request as the caller.
+    fn request(
+        &self,
+        ctx: &NativeCallContext,
+        method: Method,
+        path: &str,
+        body: Option<Json>,
+    ) -> Result<Reply, Box<EvalAltResult>> {
+        let n = self.calls.fetch_add(1, Ordering::Relaxed) + 1;
+        if n > self.limits.max_calls {
+            return Err(self.error(
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    format!(
+                        "the script made more than {} calls (the limit)",
+                        self.limits.max_calls
+                    ),
+                ),
+                ctx.call_position(),
+            ));
+        }
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            axum::http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        let bytes = body.map(|b| b.to_string().into_bytes()).unwrap_or_default();
+        crate::rest::handle(&self.app, &self.caller, &method, path, &headers, &bytes).map_err(|e| {
+            self.app
+                .audit_denial(&self.caller.name, &e, json!({"script": true}));
+            self.error(e, ctx.call_position())
+        })
+    }
+
+    fn print(&self, s: &str) {
+        let mut out = self.output.lock().unwrap_or_else(|p| p.into_inner());
+        if out.len() + s.len() + 1 > self.limits.max_output {
+            self.output_full.store(true, Ordering::Relaxed);
+            return;
+        }
+        out.push_str(s);
+        out.push('\n');
+    }
+}
+
+fn to_dynamic(v: &Json) -> Result<Dynamic, Box<EvalAltResult>> {
+    rhai::serde::to_dynamic(v)
+}
+
+fn from_dynamic(d: &Dynamic) -> Result<Json, Box<EvalAltResult>> {
+    rhai::serde::from_dynamic::<Json>(d)
+}
+
+fn segment(name: &str) -> String {
+    percent_encoding::utf8_percent_encode(name, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
+/// `Things/Pump 7` -> `/Thingworx/Things/Pump%207`; anything but `Collection/Name` is refused.
+fn entity_path(
+    ctx: &NativeCallContext,
+    run: &Run,
+    entity: &str,
+) -> Result<String, Box<EvalAltResult>> {
+    match entity.split_once('/') {
+        Some((c, n)) if Kind::from_collection(c).is_some() && !n.is_empty() && !n.contains('/') => {
+            Ok(format!("/Thingworx/{c}/{}", segment(n)))
+        }
+        _ => Err(run.error(
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("{entity:?} is not an entity's path; name it as Collection/Name, e.g. Things/Pump7"),
+            ),
+            ctx.call_position(),
+        )),
+    }
+}
+
+/// A reply as a script value.
+fn give(reply: Reply, returns: Returns) -> Result<Dynamic, Box<EvalAltResult>> {
+    let v = match reply {
+        Reply::Empty => return Ok(Dynamic::UNIT),
+        Reply::Json(v) => v,
+    };
+    let rows = v["rows"].clone();
+    match returns {
+        Returns::Nothing => Ok(Dynamic::UNIT),
+        Returns::Value => to_dynamic(&rows[0]["result"]),
+        Returns::FirstRow => to_dynamic(&rows[0]),
+        Returns::Rows => to_dynamic(&rows),
+    }
+}
+
+/// A reply of a service whose shape the script cannot know: a one-result InfoTable gives its
+/// value, another its rows, anything else itself.
+fn give_any(reply: Reply) -> Result<Dynamic, Box<EvalAltResult>> {
+    match reply {
+        Reply::Empty => Ok(Dynamic::UNIT),
+        Reply::Json(v) => {
+            let fields = v["dataShape"]["fieldDefinitions"].as_object();
+            match fields {
+                Some(f) if f.len() == 1 && f.contains_key("result") => {
+                    to_dynamic(&v["rows"][0]["result"])
+                }
+                Some(_) => to_dynamic(&v["rows"]),
+                None => to_dynamic(&v),
+            }
+        }
+    }
+}
+
+fn register(engine: &mut Engine, run: &Arc<Run>) {
+    for s in functions() {
+        let lead = usize::from(!matches!(s.on, On::Fixed(_)));
+        for n in s.required..=s.params.len() {
+            let (run, s) = (run.clone(), s.clone());
+            let types = vec![TypeId::of::<Dynamic>(); lead + n];
+            engine.register_raw_fn(
+                s.name.clone(),
+                types,
+                move |ctx: NativeCallContext, args: &mut [&mut Dynamic]| {
+                    let path = match &s.on {
+                        On::Fixed(e) => format!("/Thingworx/{e}"),
+                        On::Named(k) => {
+                            let name = args[0].to_string();
+                            format!("/Thingworx/{}/{}", k.collection(), segment(&name))
+                        }
+                        On::Path => entity_path(&ctx, &run, &args[0].to_string())?,
+                    };
+                    let mut params = Map::new();
+                    for (i, p) in s.params.iter().take(n).enumerate() {
+                        let a = &args[lead + i];
+                        if !a.is_unit() {
+                            params.insert((*p).to_string(), from_dynamic(a)?);
+                        }
+                    }
+                    let reply = run.request(
+                        &ctx,
+                        Method::POST,
+                        &format!("{path}/Services/{}", s.service),
+                        Some(Json::Object(params)),
+                    )?;
+                    give(reply, s.returns)
+                },
+            );
+        }
+    }
+    let r = run.clone();
+    engine.register_fn(
+        "call_service",
+        move |ctx: NativeCallContext, entity: &str, service: &str, params: rhai::Map| {
+            let path = entity_path(&ctx, &r, entity)?;
+            let params = from_dynamic(&Dynamic::from_map(params))?;
+            let reply = r.request(
+                &ctx,
+                Method::POST,
+                &format!("{path}/Services/{}", segment(service)),
+                Some(params),
+            )?;
+            give_any(reply)
+        },
+    );
+    let r = run.clone();
+    engine.register_fn(
+        "get_property",
+        move |ctx: NativeCallContext, entity: &str, name: &str| {
+            let path = entity_path(&ctx, &r, entity)?;
+            let reply = r.request(
+                &ctx,
+                Method::GET,
+                &format!("{path}/Properties/{}", segment(name)),
+                None,
+            )?;
+            match reply {
+                Reply::Json(v) => to_dynamic(&v["rows"][0][name]),
+                Reply::Empty => Ok(Dynamic::UNIT),
+            }
+        },
+    );
+    let r = run.clone();
+    engine.register_fn(
+        "set_property",
+        move |ctx: NativeCallContext, entity: &str, name: &str, value: Dynamic| {
+            let path = entity_path(&ctx, &r, entity)?;
+            let value = from_dynamic(&value)?;
+            r.request(
+                &ctx,
+                Method::PUT,
+                &format!("{path}/Properties/{}", segment(name)),
+                Some(json!({ name: value })),
+            )?;
+            Ok::<Dynamic, Box<EvalAltResult>>(Dynamic::UNIT)
+        },
+    );
+    let r = run.clone();
+    engine.register_fn("list", move |ctx: NativeCallContext, collection: &str| {
+        if Kind::from_collection(collection).is_none() {
+            return Err(r.error(
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    format!("{collection:?} is not a collection (Things, Users, Groups, ...)"),
+                ),
+                ctx.call_position(),
+            ));
+        }
+        let reply = r.request(&ctx, Method::GET, &format!("/Thingworx/{collection}"), None)?;
+        let names: Vec<Json> = match reply {
+            Reply::Json(v) => v["rows"]
+                .as_array()
+                .map(|rows| rows.iter().map(|r| r["name"].clone()).collect())
+                .unwrap_or_default(),
+            Reply::Empty => vec![],
+        };
+        to_dynamic(&Json::Array(names))
+    });
+    let r = run.clone();
+    engine.register_fn("get_entity", move |ctx: NativeCallContext, entity: &str| {
+        let path = entity_path(&ctx, &r, entity)?;
+        let reply = r.request(&ctx, Method::GET, &path, None)?;
+        give_any(reply)
+    });
+}
+
+fn engine(run: &Arc<Run>) -> Engine {
+    let mut engine = Engine::new();
+    let limits = run.limits;
+    engine.set_max_operations(limits.max_operations);
+    engine.set_max_call_levels(64);
+    engine.set_max_expr_depths(64, 64);
+    engine.set_max_string_size(limits.max_output.max(1 << 20));
+    engine.set_max_array_size(100_000);
+    engine.set_max_map_size(100_000);
+    let deadline = Instant::now() + limits.timeout;
+    let r = run.clone();
+    engine.on_progress(move |_| {
+        if r.output_full.load(Ordering::Relaxed) {
+            Some(Dynamic::from(STOP_OUTPUT))
+        } else if Instant::now() >= deadline {
+            Some(Dynamic::from(STOP_TIME))
+        } else {
+            None
+        }
+    });
+    let r = run.clone();
+    engine.on_print(move |s| r.print(s));
+    let r = run.clone();
+    engine.on_debug(move |s, _, pos| r.print(&format!("[line {}] {s}", pos.line().unwrap_or(0))));
+    register(&mut engine, run);
+    engine
+}
+
+/// The innermost error of a chain of calls, with its line.
+fn failure(e: &EvalAltResult, limits: &Limits) -> Failure {
+    let line = e.position().line();
+    match e {
+        EvalAltResult::ErrorInFunctionCall(_, _, inner, _) => {
+            let mut f = failure(inner, limits);
+            f.line = f.line.or(line);
+            f
+        }
+        EvalAltResult::ErrorRuntime(v, _) => {
+            if let Some(m) = v.read_lock::<rhai::Map>() {
+                let status = m
+                    .get("status")
+                    .and_then(|s| s.as_int().ok())
+                    .and_then(|s| u16::try_from(s).ok())
+                    .and_then(|s| StatusCode::from_u16(s).ok());
+                if let (Some(status), Some(message)) = (status, m.get("message")) {
+                    return Failure {
+                        status,
+                        message: message.to_string(),
+                        line,
+                    };
+                }
+            }
+            Failure {
+                status: StatusCode::BAD_REQUEST,
+                message: format!("the script threw {v}"),
+                line,
+            }
+        }
+        EvalAltResult::ErrorTerminated(why, _) => Failure {
+            status: StatusCode::BAD_REQUEST,
+            message: if why.to_string() == STOP_OUTPUT {
+                format!(
+                    "the script printed more than {} bytes (the limit)",
+                    limits.max_output
+                )
+            } else {
+                format!(
+                    "the script ran longer than {} s (the limit; serve --script-timeout-seconds)",
+                    limits.timeout.as_secs()
+                )
+            },
+            line,
+        },
+        EvalAltResult::ErrorTooManyOperations(_) => Failure {
+            status: StatusCode::BAD_REQUEST,
+            message: format!(
+                "the script ran more than {} operations (the limit)",
+                limits.max_operations
+            ),
+            line,
+        },
+        other => {
+            // Rhai's message ends with the position, which the failure gives on its own.
+            let mut message = other.to_string();
+            if let Some(i) = message.rfind(" (line ") {
+                message.truncate(i);
+            }
+            Failure {
+                status: StatusCode::BAD_REQUEST,
+                message,
+                line,
+            }
+        }
+    }
+}
+
+/// One step of a dry run's plan, from one change the script made.
+fn plan_of(pending: &[thinghost_store::Pending]) -> Vec<Json> {
+    pending
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let writes: Vec<String> = p
+                .writes
+                .iter()
+                .map(|w| match w {
+                    thinghost_core::Write::Put(e) => {
+                        format!("put {}/{}", e.kind().collection(), e.name)
+                    }
+                    thinghost_core::Write::Remove(k) => {
+                        format!("remove {}/{}", k.kind.collection(), k.name)
+                    }
+                    thinghost_core::Write::Collection(k, _) => {
+                        format!("set the permissions of the {} collection", k.collection())
+                    }
+                })
+                .collect();
+            let record = p.audit.first();
+            json!({
+                "step": i + 1,
+                "action": record.map(|r| r.message_key.as_str()).unwrap_or("changed"),
+                "entity": record.map(|r| r.source.clone()).unwrap_or_else(|| writes.first().cloned().unwrap_or_default()),
+                "service": record.map(|r| r.args["service"].clone()).unwrap_or(Json::Null),
+                "parameters": record.map(|r| r.args["parameters"].clone()).unwrap_or(Json::Null),
+                "writes": writes,
+            })
+        })
+        .collect()
+}
+
+/// `RunScript(script, dryRun)`: see the module's documentation.
+pub fn run_service(
+    app: &Arc<App>,
+    caller: &Caller,
+    mut params: Map<String, Json>,
+) -> Result<Reply, ApiError> {
+    if let Some(refusal) = refuse_in_script(app, Kind::Resource, "ScriptServices", "RunScript") {
+        return Err(refusal);
+    }
+    {
+        let db = app.db.read().unwrap_or_else(|p| p.into_inner());
+        crate::services::check_params(
+            db.model(),
+            caller,
+            "RunScript",
+            &mut params,
+            &[
+                ("script", BaseType::String, true),
+                ("dryRun", BaseType::Boolean, false),
+            ],
+        )?;
+    }
+    let script = params["script"].as_str().unwrap_or_default().to_string();
+    let dry_run = params
+        .get("dryRun")
+        .and_then(Json::as_bool)
+        .unwrap_or(false);
+    if script.len() > MAX_SCRIPT {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("parameter script: at most {MAX_SCRIPT} bytes"),
+        ));
+    }
+    let limits = app.script_limits;
+    let mut compiler = Engine::new();
+    compiler.set_max_expr_depths(64, 64);
+    let ast: AST = compiler.compile(&script).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "script line {}: {}; nothing was run",
+                e.1.line().unwrap_or(0),
+                e.0
+            ),
+        )
+    })?;
+    let digest = hex(&sha2::Sha256::digest(script.as_bytes()));
+    let summary = |extra: Json| {
+        let mut args = json!({"sha256": digest, "bytes": script.len(), "dryRun": dry_run});
+        if let (Some(a), Json::Object(e)) = (args.as_object_mut(), extra) {
+            a.extend(e);
+        }
+        args
+    };
+    let started = Instant::now();
+    // The first two attempts run beside other requests; the third holds the model's write
+    // lock, so that nothing can change the model under it.
+    for attempt in 1..=3u32 {
+        let mut held = (attempt == 3).then(|| app.db.write().unwrap_or_else(|p| p.into_inner()));
+        let fork = match &held {
+            Some(db) => db.fork(),
+            None => app.db.read().unwrap_or_else(|p| p.into_inner()).fork(),
+        };
+        let before = dry_run.then(|| fork.model().clone());
+        let script_app = Arc::new(app.for_script(fork));
+        let run = Arc::new(Run {
+            app: script_app.clone(),
+            caller: caller.clone(),
+            calls: AtomicU64::new(0),
+            limits,
+            output: Mutex::new(String::new()),
+            output_full: AtomicBool::new(false),
+        });
+        let engine = engine(&run);
+        let result = engine.run_ast_with_scope(&mut Scope::new(), &ast);
+        drop(engine);
+        let output = run.output.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let calls = run.calls.load(Ordering::Relaxed);
+        let mut fork = script_app.db.write().unwrap_or_else(|p| p.into_inner());
+        let held_back: Vec<thinghost_store::AuditRecord> = script_app
+            .script
+            .as_ref()
+            .map(|s| std::mem::take(&mut *s.audit.lock().unwrap_or_else(|p| p.into_inner())))
+            .unwrap_or_default();
+        let changes = fork.pending().len();
+        if let Err(e) = result {
+            let failed = failure(&e, &limits);
+            app.audit(
+                &caller.name,
+                crate::audit::category::SCRIPTS,
+                "scriptFailed",
+                summary(json!({"line": failed.line, "error": failed.message, "calls": calls})),
+                "Resources/ScriptServices",
+                "Resource",
+            );
+            let mut err = failed.api();
+            if !output.is_empty() {
+                err.message
+                    .push_str(&format!("\noutput before the error:\n{output}"));
+            }
+            return Err(err);
+        }
+        if let Some(before) = before {
+            let plan = plan_of(fork.pending());
+            let impact = thinghost_core::insight::access_impact(&before, fork.model());
+            app.audit(
+                &caller.name,
+                crate::audit::category::SCRIPTS,
+                "scriptDryRun",
+                summary(json!({"changes": changes, "calls": calls, "impactRows": impact.len()})),
+                "Resources/ScriptServices",
+                "Resource",
+            );
+            return Ok(result_reply(json!({
+                "dryRun": true,
+                "output": output,
+                "changes": changes,
+                "plan": plan,
+                "impact": impact,
+                "milliseconds": started.elapsed().as_millis() as u64,
+            })));
+        }
+        let mut records = held_back;
+        records.push(thinghost_store::AuditRecord {
+            timestamp: crate::now_ms(),
+            user: caller.name.clone(),
+            category: crate::audit::category::SCRIPTS.to_string(),
+            message_key: "scriptRan".to_string(),
+            args: summary(json!({"changes": changes, "calls": calls, "attempt": attempt})),
+            source: "Resources/ScriptServices".to_string(),
+            source_type: "Resource".to_string(),
+        });
+        if !app.audit_log.enabled(crate::audit::category::SCRIPTS) {
+            records.pop();
+        }
+        let mut db = match held.take() {
+            Some(db) => db,
+            None => app.db.write().unwrap_or_else(|p| p.into_inner()),
+        };
+        match db.adopt(&mut fork, &records) {
+            Ok(()) => {
+                return Ok(result_reply(json!({
+                    "dryRun": false,
+                    "output": output,
+                    "changes": changes,
+                    "milliseconds": started.elapsed().as_millis() as u64,
+                })));
+            }
+            Err(thinghost_store::AdoptError::Changed) => {
+                tracing::info!(
+                    attempt,
+                    user = %caller.name,
+                    "the model changed while a script ran; running it again on the new model"
+                );
+                continue;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "a script's changes could not be stored");
+                return Err(ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the script's changes could not be stored; nothing was changed; try again",
+                ));
+            }
+        }
+    }
+    Err(ApiError::new(
+        StatusCode::CONFLICT,
+        "the model kept changing while the script ran; nothing was changed; run it again",
+    ))
+}
+
+fn result_reply(v: Json) -> Reply {
+    Reply::Json(
+        thinghost_core::infotable::InfoTable::single("result", BaseType::Json, v).into_json(),
+    )
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
