@@ -32,6 +32,7 @@ pub mod entity;
 mod error;
 pub mod infotable;
 pub mod insight;
+pub mod lint;
 pub mod model;
 pub mod names;
 pub mod predefined;
