@@ -299,3 +299,13 @@ fn s8_no_persistence_provider() {
     );
     assert!(!fires(&m, "no-persistence-provider"));
 }
+
+#[test]
+fn the_rules_page_is_current() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/lint.md");
+    let on_disk = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        on_disk == reference(),
+        "docs/lint.md is out of date: regenerate it with `cargo run -p thinghost -- lint --rules > docs/lint.md`"
+    );
+}

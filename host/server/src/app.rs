@@ -28,6 +28,9 @@ pub struct App {
     pub data_dir: std::path::PathBuf,
     /// How long audit entries stay online before `PurgeAuditData` removes them (U6).
     pub audit_retention_days: u32,
+    /// How the server is deployed (production mode, transport): what the security lint cannot
+    /// read from the model.
+    pub deployment: thinghost_core::lint::Deployment,
     /// The limits of an admin script (`RunScript`).
     pub script_limits: crate::script::Limits,
     /// Set on the private copy of the server a script runs on (see [`App::for_script`]): the
@@ -60,6 +63,7 @@ impl App {
             sessions: crate::sessions::Sessions::new(std::time::Duration::from_secs(15)),
             data_dir: data_dir.to_path_buf(),
             audit_retention_days: 60,
+            deployment: Default::default(),
             script_limits: Default::default(),
             script: None,
         }
@@ -85,6 +89,7 @@ impl App {
             sessions,
             data_dir: self.data_dir.clone(),
             audit_retention_days: self.audit_retention_days,
+            deployment: self.deployment,
             script_limits: self.script_limits,
             script: Some(ScriptScope::default()),
         }

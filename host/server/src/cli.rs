@@ -4,11 +4,14 @@ use clap::{Parser, Subcommand};
 use std::ffi::OsString;
 use std::path::PathBuf;
 
+mod access;
 mod check;
 pub mod init;
+mod lint;
 mod model;
 mod plugin;
 pub mod remote;
+mod script;
 mod serve;
 
 /// thinghost: a platform core for connected devices, in the style of PTC ThingWorx.
@@ -31,6 +34,14 @@ enum Command {
     Serve(serve::Args),
     /// List or check the extension packages of a plugin directory; reload one in a running server.
     Plugin(plugin::Args),
+    /// Run an admin script (Rhai) on a running server, as one transaction; --dry-run shows the
+    /// plan and who would gain or lose which permissions.
+    Script(script::Args),
+    /// Check a running server against the secure-modelling advice; exit status 1 on a finding
+    /// of severity high or above.
+    Lint(lint::Args),
+    /// Who can do what: a user's permission matrix (CSV), or the explanation of one decision.
+    Access(access::Args),
 }
 
 /// An error that ends a command: printed as `error: ...`, exit status 2.
@@ -66,6 +77,9 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> i32 {
         Command::Model(a) => model::run(a),
         Command::Serve(a) => serve::run(a),
         Command::Plugin(a) => plugin::run(a),
+        Command::Script(a) => script::run(a),
+        Command::Lint(a) => lint::run(a),
+        Command::Access(a) => access::run(a),
     };
     match result {
         Ok(code) => code,

@@ -18,6 +18,7 @@ pub mod repository;
 pub mod rest;
 pub mod scheduler;
 pub mod script;
+pub mod security;
 pub mod services;
 pub mod sessions;
 pub mod tls;

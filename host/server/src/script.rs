@@ -1106,3 +1106,55 @@ fn result_reply(v: Json) -> Reply {
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_reference_page_is_current() {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/script-api.md");
+        let on_disk = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            on_disk == reference(),
+            "docs/script-api.md is out of date: regenerate it with `cargo run -p thinghost -- script reference > docs/script-api.md`"
+        );
+    }
+
+    #[test]
+    fn every_function_has_an_example_that_compiles_and_calls_it() {
+        let engine = Engine::new();
+        let mut names = std::collections::BTreeSet::new();
+        for s in functions() {
+            assert!(names.insert(s.name.clone()), "{} twice", s.name);
+            assert!(s.example.contains(&format!("{}(", s.name)), "{}", s.name);
+            engine
+                .compile(&s.example)
+                .unwrap_or_else(|e| panic!("{}: {e}", s.name));
+            assert!(s.required <= s.params.len());
+            // Organizations' AddMember/DeleteMember would clash with the groups' functions.
+            let expected = match (&s.on, s.service.as_str()) {
+                (On::Named(Kind::Organization), "AddMember") => "add_organization_member".into(),
+                (On::Named(Kind::Organization), "DeleteMember") => {
+                    "delete_organization_member".into()
+                }
+                _ => snake(&s.service),
+            };
+            assert_eq!(s.name, expected, "functions are the services in snake case");
+        }
+        for (sig, _, example) in GENERIC {
+            let name = sig.split('(').next().unwrap();
+            assert!(example.contains(&format!("{name}(")), "{sig}");
+            engine
+                .compile(example)
+                .unwrap_or_else(|e| panic!("{sig}: {e}"));
+        }
+    }
+
+    #[test]
+    fn snake_case_of_services() {
+        assert_eq!(snake("AddRunTimePermission"), "add_run_time_permission");
+        assert_eq!(snake("CreateUser"), "create_user");
+    }
+}

@@ -210,6 +210,16 @@ pub fn run(args: Args) -> Result<i32, Failure> {
         }),
         data_dir: dir.clone(),
         audit_retention_days: args.audit_retention_days,
+        deployment: thinghost_core::lint::Deployment {
+            production: args.production,
+            transport: if args.insecure_http {
+                thinghost_core::lint::Transport::PlainHttp
+            } else if args.dev {
+                thinghost_core::lint::Transport::SelfSigned
+            } else {
+                thinghost_core::lint::Transport::Tls
+            },
+        },
         script_limits: crate::script::Limits {
             timeout: std::time::Duration::from_secs(args.script_timeout_seconds),
             ..crate::script::Limits::default()
