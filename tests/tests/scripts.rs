@@ -252,3 +252,414 @@ fn a_dry_run_reports_the_plan_and_the_access_impact_and_keeps_nothing() {
     );
     assert!(!exists(&s, &admin, "Organizations/Fleet"));
 }
+
+fn example(name: &str) -> String {
+    std::fs::read_to_string(
+        thinghost_tests::workspace()
+            .join("examples/scripts")
+            .join(name),
+    )
+    .unwrap()
+}
+
+/// `examples/scripts/provision-devices.rhai` (seed 000): one user without a password and one key
+/// per device, an organization and a group, visibility, run-time permissions on its own Thing
+/// only, no design-time permissions. Checked through the REST API with the printed keys.
+#[test]
+fn the_provisioning_example_gives_each_device_its_own_thing_only() {
+    let t = tempfile::tempdir().unwrap();
+    let s = serve(t.path(), &[]);
+    let admin = s.admin_key();
+    let (st, v) = run(&s, &admin, &example("provision-devices.rhai"), false);
+    assert_eq!(st, 200, "{v}");
+    let lines: Vec<&str> = v["output"].as_str().unwrap().lines().collect();
+    assert_eq!(lines[0], "device,key");
+    let keys: Vec<(String, String)> = lines[1..]
+        .iter()
+        .map(|l| {
+            let (d, k) = l.split_once(',').unwrap();
+            (d.to_string(), k.to_string())
+        })
+        .collect();
+    assert_eq!(keys.len(), 3);
+    let write = |key: &str, thing: &str| {
+        s.client
+            .put(s.at(&format!("/Thingworx/Things/{thing}/Properties/pressure")))
+            .header("appKey", key)
+            .json(&json!({"pressure": 2.5}))
+            .send()
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!(write(&keys[0].1, "Pump001"), 200, "its own Thing");
+    assert_eq!(
+        write(&keys[0].1, "Pump002"),
+        403,
+        "another device's Thing: seen, not writable"
+    );
+    assert_eq!(write(&keys[1].1, "Pump002"), 200);
+    // No design-time permissions: a device cannot read its Thing's definition or create one.
+    let r = s
+        .client
+        .get(s.at("/Thingworx/Things/Pump001"))
+        .header("appKey", &keys[0].1)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let (st, _) = post(
+        &s,
+        &keys[0].1,
+        &format!("{ES}/CreateThing"),
+        json!({"name": "Rogue", "thingTemplateName": "GenericThing"}),
+    );
+    assert!(st == 403 || st == 400, "{st}");
+    // A device user has no password: Basic sign-in fails.
+    let r = s
+        .client
+        .get(s.at("/Thingworx/Things"))
+        .basic_auth("pump-001", Some(""))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    // The lint finds nothing about the devices.
+    let findings = ok(
+        &s,
+        &admin,
+        "/Thingworx/Resources/SecurityServices/Services/Lint",
+        json!({}),
+    );
+    for f in findings["rows"].as_array().unwrap() {
+        let rule = f["rule"].as_str().unwrap();
+        assert!(
+            !matches!(
+                rule,
+                "device-design-time"
+                    | "shared-device-user"
+                    | "key-lifetime"
+                    | "blanket-service-invoke"
+            ),
+            "{f}"
+        );
+    }
+}
+
+/// `examples/scripts/remote-access-setup.rhai` (seed 002): the support group gets exactly G3's
+/// grants on the Thing, through the remote-access extension's grant service run by the script.
+#[test]
+fn the_remote_access_example_grants_the_support_group_its_sessions() {
+    let t = tempfile::tempdir().unwrap();
+    let p = t.path().join("plugins");
+    for n in ["connection-services", "remote-access"] {
+        thinghost_tests::copy_dir(
+            &thinghost_tests::workspace().join("plugins").join(n),
+            &p.join(n),
+        );
+    }
+    let s = serve(t.path(), &["--plugins", p.to_str().unwrap(), "--no-watch"]);
+    let admin = s.admin_key();
+    let (st, v) = run(&s, &admin, &example("remote-access-setup.rhai"), false);
+    assert_eq!(st, 200, "{v}");
+    let perms = ok(
+        &s,
+        &admin,
+        "/Thingworx/Things/Pump7/Services/GetRunTimePermissions",
+        json!({}),
+    );
+    let mut got: Vec<String> = perms["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["principal"] == "raUserGroup")
+        .map(|r| {
+            format!(
+                "{} {}",
+                r["type"].as_str().unwrap(),
+                r["resource"].as_str().unwrap()
+            )
+        })
+        .collect();
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            "PropertyRead *",
+            "ServiceInvoke EndSession",
+            "ServiceInvoke GetSession",
+            "ServiceInvoke GetSessions",
+            "ServiceInvoke StartSession",
+        ]
+    );
+    let vis = ok(
+        &s,
+        &admin,
+        "/Thingworx/Things/Pump7/Services/GetVisibilityPermissions",
+        json!({}),
+    );
+    assert_eq!(vis["rows"][0]["principal"], "raOrg", "{vis}");
+    // The support user (in the group) may start a session; nothing else.
+    let key = ok(
+        &s,
+        &admin,
+        &format!("{ES}/CreateApplicationKey"),
+        json!({"name": "ra-key", "user": "ra-support-1"}),
+    )["rows"][0]["keyId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (st, v) = post(
+        &s,
+        &key,
+        "/Thingworx/Things/Pump7/Services/StartSession",
+        json!({"remoteEndpoint": "10.0.0.7:22"}),
+    );
+    assert_eq!(st, 200, "{v}");
+    let (st, _) = post(
+        &s,
+        &key,
+        "/Thingworx/Things/Pump7/Services/AddRunTimePermission",
+        json!({"principal": "ra-support-1", "principalType": "User", "type": "ServiceInvoke"}),
+    );
+    assert_eq!(st, 403);
+}
+
+/// `examples/scripts/audit-group-setup.rhai` (seed 003): the auditor runs the query services and
+/// nothing else; the lint reports no audit-entities finding.
+#[test]
+fn the_audit_group_example_lets_auditors_query_and_nothing_more() {
+    let t = tempfile::tempdir().unwrap();
+    let s = serve(t.path(), &[]);
+    let admin = s.admin_key();
+    let (st, v) = run(&s, &admin, &example("audit-group-setup.rhai"), false);
+    assert_eq!(st, 200, "{v}");
+    let key = ok(
+        &s,
+        &admin,
+        &format!("{ES}/CreateApplicationKey"),
+        json!({"name": "auditor-key", "user": "auditor-1"}),
+    )["rows"][0]["keyId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let audit = "/Thingworx/Subsystems/AuditSubsystem/Services";
+    for service in [
+        "QueryAuditHistory",
+        "QueryAuditHistoryWithQueryCriteria",
+        "GetAuditEntryCount",
+    ] {
+        let (st, v) = post(&s, &key, &format!("{audit}/{service}"), json!({}));
+        assert_eq!(st, 200, "{service}: {v}");
+    }
+    for service in ["PurgeAuditData", "ArchiveAuditHistory", "VerifyAuditChain"] {
+        let (st, v) = post(&s, &key, &format!("{audit}/{service}"), json!({}));
+        assert_eq!(st, 403, "{service}: {v}");
+    }
+    let findings = ok(
+        &s,
+        &admin,
+        "/Thingworx/Resources/SecurityServices/Services/Lint",
+        json!({}),
+    );
+    assert!(
+        !findings["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["rule"] == "audit-entities"),
+        "{findings}"
+    );
+}
+
+/// Runs a `thinghost` command against the server with the Administrator's key (or `key_file`).
+fn cli(s: &Server, args: &[&str], key_file: Option<&std::path::Path>) -> (i32, String, String) {
+    let admin_key = s.dir.join("admin.appkey");
+    let key = key_file.unwrap_or(&admin_key);
+    let mut all: Vec<&str> = args.to_vec();
+    let url = s.url.replace("127.0.0.1", "localhost");
+    let ca = s.dir.join("dev-cert.pem");
+    all.extend([
+        "--url",
+        &url,
+        "--app-key-file",
+        key.to_str().unwrap(),
+        "--ca-cert",
+        ca.to_str().unwrap(),
+    ]);
+    let out = thinghost_tests::thinghost(&all);
+    let (stdout, stderr) = thinghost_tests::text(&out);
+    (out.status.code().unwrap_or(-1), stdout, stderr)
+}
+
+/// The command line: `script run` (and `--dry-run`), `lint` (exit 1 on a high finding, JSON),
+/// `access matrix` (CSV) and `access explain` (exit 1 when denied); EffectivePermissions for
+/// oneself only unless a security administrator; the lock-out guard.
+#[test]
+fn the_command_line_runs_scripts_lints_and_explains_access() {
+    let t = tempfile::tempdir().unwrap();
+    let s = serve(t.path(), &[]);
+    let admin = s.admin_key();
+    let file = t.path().join("provision.rhai");
+    std::fs::write(&file, example("provision-devices.rhai")).unwrap();
+    let (code, out, err) = cli(
+        &s,
+        &["script", "run", file.to_str().unwrap(), "--dry-run"],
+        None,
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("dry run: ") && out.contains("nothing kept"),
+        "{out}"
+    );
+    assert!(
+        out.contains("+ pump-001: PropertyWrite Things/Pump001"),
+        "{out}"
+    );
+    assert!(!exists(&s, &admin, "Things/Pump001"));
+    let (code, out, err) = cli(&s, &["script", "run", file.to_str().unwrap()], None);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.starts_with("device,key\npump-001,"), "{out}");
+    assert!(err.contains("change(s) kept"), "{err}");
+    // A failing script: exit 1, the line on stderr.
+    let bad = t.path().join("bad.rhai");
+    std::fs::write(&bad, "create_group(\"G1\");\ncreate_group(\"G1\");\n").unwrap();
+    let (code, _, err) = cli(&s, &["script", "run", bad.to_str().unwrap()], None);
+    assert_eq!(code, 1);
+    assert!(err.contains("script line 2: "), "{err}");
+    // The lint: the Administrator's own key is a high finding (admin-app-key), so exit 1.
+    let (code, out, _) = cli(&s, &["lint"], None);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("HIGH     admin-app-key"), "{out}");
+    assert!(out.contains("see: docs/lint.md#admin-app-key"), "{out}");
+    let (code, out, _) = cli(&s, &["lint", "--format", "json"], None);
+    assert_eq!(code, 1);
+    let findings: Json = serde_json::from_str(&out).unwrap();
+    assert!(
+        findings
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["rule"] == "insecure-transport")
+    );
+    // A security administrator (not an administrator) may lint and read the matrix; with no
+    // high finding the lint exits 0 ... which this server cannot reach while the Administrator
+    // has a key, so only the permission is checked here.
+    let sec = user(&s, &admin, "sec");
+    ok(
+        &s,
+        &admin,
+        "/Thingworx/Groups/SecurityAdministrators/Services/AddMember",
+        json!({"member": "sec", "type": "User"}),
+    );
+    let sec_file = t.path().join("sec.appkey");
+    std::fs::write(&sec_file, &sec).unwrap();
+    let (code, out, err) = cli(
+        &s,
+        &["access", "matrix", "--user", "pump-001"],
+        Some(&sec_file),
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "entity,permission,resource,allowed,why");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("Things/Pump001,PropertyWrite,*,true,")),
+        "{out}"
+    );
+    assert!(
+        !lines
+            .iter()
+            .any(|l| l.starts_with("Things/Pump002,PropertyWrite")),
+        "{out}"
+    );
+    // A plain user: its own matrix yes, another's no.
+    let pump_key = t.path().join("pump.appkey");
+    let k = ok(
+        &s,
+        &admin,
+        &format!("{ES}/CreateApplicationKey"),
+        json!({"name": "pump-002-second", "user": "pump-002"}),
+    )["rows"][0]["keyId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    std::fs::write(&pump_key, &k).unwrap();
+    let (code, _, _) = cli(
+        &s,
+        &["access", "matrix", "--user", "pump-002"],
+        Some(&pump_key),
+    );
+    assert_eq!(code, 0);
+    let (code, _, err) = cli(
+        &s,
+        &["access", "matrix", "--user", "pump-001"],
+        Some(&pump_key),
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("403"), "{err}");
+    // access explain: 0 allowed, 1 denied, with the rule.
+    let (code, out, _) = cli(
+        &s,
+        &[
+            "access",
+            "explain",
+            "--user",
+            "pump-001",
+            "--action",
+            "PropertyWrite",
+            "--target",
+            "Things/Pump001",
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(out.starts_with("ALLOWED"), "{out}");
+    let (code, out, _) = cli(
+        &s,
+        &[
+            "access",
+            "explain",
+            "--user",
+            "pump-001",
+            "--action",
+            "PropertyWrite",
+            "--target",
+            "Things/Pump002",
+        ],
+        None,
+    );
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.starts_with("DENIED") && out.contains("default deny"),
+        "{out}"
+    );
+    // The lock-out guard: the only administrator cannot be disabled or locked; with another
+    // enabled administrator it can.
+    for service in ["DisableUser", "LockUser"] {
+        let (st, v) = post(
+            &s,
+            &admin,
+            &format!("/Thingworx/Users/Administrator/Services/{service}"),
+            json!({}),
+        );
+        assert_eq!(st, 409, "{v}");
+        assert!(
+            v["error"]
+                .as_str()
+                .unwrap()
+                .contains("no enabled user in Administrators"),
+            "{v}"
+        );
+    }
+    let (st, v) = run(
+        &s,
+        &admin,
+        "create_user(\"ops\", \"a long password 9\");\nadd_member(\"Administrators\", \"ops\", \"User\");\ndisable_user(\"Administrator\");\ndisable_user(\"ops\");",
+        false,
+    );
+    assert_eq!(st, 409, "the last one, even in a script: {v}");
+    assert!(
+        v["error"].as_str().unwrap().starts_with("script line 4"),
+        "{v}"
+    );
+}

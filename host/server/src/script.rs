@@ -189,10 +189,11 @@ pub fn functions() -> Vec<ScriptFn> {
             ES,
             "CreateUser",
             &["name", "password", "description"],
-            2,
+            1,
             Nothing,
-            "Creates a user (the password: at least 8 characters, not the name).",
-            r#"create_user("device-017", "a long random password");"#,
+            "Creates a user (the password: at least 8 characters, not the name). Without a password the user signs in only with application keys or a client certificate, as a device user should.",
+            r#"create_user("operator-1", "a long random password");
+create_user("device-017");"#,
         ),
         f(
             "create_group",

@@ -41,7 +41,9 @@ fn table(fields: &[(&str, BaseType)], rows: Vec<Map<String, Json>>) -> Reply {
 /// and why. Administrators and security administrators may ask about anyone; a user about
 /// itself.
 pub fn effective(call: &mut Call<'_>) -> Result<Reply, ApiError> {
-    call.params(&[("user", BaseType::Username, true)])?;
+    // A plain STRING: a security administrator asks about users it need not see; anyone else
+    // only about itself.
+    call.params(&[("user", BaseType::String, true)])?;
     let user = call.str("user");
     if user != call.caller.name && !security_admin(call) {
         return Err(forbidden(
@@ -52,7 +54,9 @@ pub fn effective(call: &mut Call<'_>) -> Result<Reply, ApiError> {
         ));
     }
     let holdings = thinghost_core::insight::effective_permissions(call.model(), &user, true)
-        .unwrap_or_default();
+        .ok_or_else(|| {
+            crate::services::bad(format!("parameter user: there is no User named {user:?}"))
+        })?;
     let rows = holdings
         .into_iter()
         .map(|h| {

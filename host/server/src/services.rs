@@ -945,7 +945,9 @@ fn create(call: &mut Call<'_>, kind: Kind) -> Result<Reply, ApiError> {
         Kind::ThingTemplate => &[("thingTemplateName", BaseType::Thingtemplatename, false)],
         Kind::ThingShape | Kind::Group => &[],
         Kind::DataShape => &[("fields", BaseType::Json, false)],
-        Kind::User => &[("password", BaseType::Password, true)],
+        // Without a password, the user signs in only with keys or a client certificate: what
+        // a device user should be (seed 000).
+        Kind::User => &[("password", BaseType::Password, false)],
         Kind::Organization => &[("topOUName", BaseType::String, false)],
         Kind::ApplicationKey => &[
             ("user", BaseType::Username, false),
@@ -985,16 +987,22 @@ fn create(call: &mut Call<'_>, kind: Kind) -> Result<Reply, ApiError> {
             fields: data_shape_fields(call.params.get("fields"))?,
         }),
         Kind::User => {
-            let password = call.str("password");
-            if password.chars().count() < 8 || password == name {
-                return Err(bad(
-                    "parameter password: at least 8 characters, and not the user name",
-                ));
-            }
-            let hash = crate::keys::hash_password(&password)
-                .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e))?;
+            let password_hash = match call.opt_str("password") {
+                None => None,
+                Some(password) => {
+                    if password.chars().count() < 8 || password == name {
+                        return Err(bad(
+                            "parameter password: at least 8 characters, and not the user name (or none, for a user that signs in only with keys)",
+                        ));
+                    }
+                    Some(
+                        crate::keys::hash_password(&password)
+                            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e))?,
+                    )
+                }
+            };
             Body::User(UserBody {
-                password_hash: Some(hash),
+                password_hash,
                 ..UserBody::default()
             })
         }
