@@ -940,3 +940,96 @@ fn u1_sign_ins_denials_with_their_rule_and_scheduler_writes_are_recorded() {
         "the definition is recorded, the value is not"
     );
 }
+
+/// U6 with a clock we control (`serve --dev-clock-offset-days`): 61 days on, the archive
+/// scheduler moves what left the retention window into dated archive files and records
+/// lastArchivedTime; 122 days on, PurgeAuditData removes online entries past the retention and
+/// CleanupOfflineAudit deletes archive days older than DaysToArchive (30).
+#[test]
+fn u6_schedules_retention_and_cleanup_with_a_controlled_clock() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("d");
+    let day = 24 * 3_600_000i64;
+    let real_now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let iso = |ms: i64| thinghost_core::types::format_datetime(ms);
+    // Today: some entries, and a key that outlives the shifts.
+    let key = {
+        let s = Server::start(&dir, &["--dev"]);
+        let admin = s.admin_key();
+        member(&s, &admin, "ann");
+        ok(
+            &s,
+            &admin,
+            &format!("{ES}/CreateApplicationKey"),
+            json!({"name": "long", "expirationDate": iso(real_now + 400 * day)}),
+        )["rows"][0]["keyId"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let before = |s: &Server, at: i64| count(s, &key, json!({"endDate": iso(at)}));
+    let repo = dir.join("repositories/AuditArchiveFileRepository/archive");
+    // 61 days on: the daily archive (here every second) takes today's entries.
+    {
+        let s = Server::start(&dir, &["--dev", "--dev-clock-offset-days", "61"]);
+        assert!(before(&s, real_now + 3_600_000) > 0);
+        set_property(
+            &s,
+            &key,
+            "AuditArchiveScheduler",
+            "schedule",
+            json!("* * * * * *"),
+        );
+        thinghost_tests::within_20s("the scheduled archive", || {
+            (before(&s, real_now + 3_600_000) == 0).then_some(())
+        });
+        let v = s
+            .client
+            .get(s.at("/Thingworx/Things/AuditArchiveScheduler/Properties/lastArchivedTime"))
+            .header("appKey", &key)
+            .send()
+            .unwrap()
+            .json::<Json>()
+            .unwrap();
+        let last = thinghost_core::types::parse_datetime(
+            v["rows"][0]["lastArchivedTime"].as_str().unwrap(),
+        )
+        .unwrap();
+        assert!(last > real_now + 60 * day, "the shifted clock's time: {v}");
+        let days: Vec<String> = std::fs::read_dir(&repo)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(!days.is_empty(), "dated archive folders");
+        set_property(&s, &key, "AuditArchiveScheduler", "enabled", json!(false));
+        let v = ok(&s, &key, &format!("{AUDIT}/VerifyAuditChain"), json!({}));
+        assert_eq!(v["rows"][0]["intact"], true, "{v}");
+    }
+    // 122 days on: the entries of day 61 are past the 60-day retention; the archive of day 0 is
+    // past DaysToArchive.
+    let s = Server::start(&dir, &["--dev", "--dev-clock-offset-days", "122"]);
+    let day61 = real_now + 61 * day + 3_600_000;
+    assert!(before(&s, day61) > 0);
+    let v = ok(&s, &key, &format!("{AUDIT}/PurgeAuditData"), json!({}));
+    assert!(
+        v["rows"][0]["result"]["purged"].as_u64().unwrap() > 0,
+        "{v}"
+    );
+    assert_eq!(before(&s, day61), 0);
+    let v = ok(&s, &key, &format!("{AUDIT}/CleanupOfflineAudit"), json!({}));
+    assert!(
+        !v["rows"][0]["result"]["deleted"]
+            .as_array()
+            .unwrap()
+            .is_empty(),
+        "{v}"
+    );
+    assert_eq!(
+        std::fs::read_dir(&repo).unwrap().count(),
+        0,
+        "every archive day is gone"
+    );
+}

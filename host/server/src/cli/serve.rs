@@ -80,6 +80,10 @@ pub struct Args {
     /// stopped (and everything it did is undone).
     #[arg(long, value_name = "SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
     script_timeout_seconds: u64,
+    /// Development and tests only: run the server's clock this many days ahead (or behind),
+    /// to see the audit schedulers, retention and key expiry at work. Refused with --production.
+    #[arg(long, value_name = "DAYS", default_value_t = 0, allow_negative_numbers = true, value_parser = clap::value_parser!(i64).range(-36500..=36500))]
+    dev_clock_offset_days: i64,
     /// Do not record this audit category (repeatable; AUTHENTICATION, AUTHORIZATION and AUDIT
     /// are always recorded). The server warns, and records which are off, at every start.
     #[arg(long = "audit-off", value_name = "CATEGORY")]
@@ -94,6 +98,19 @@ pub fn run(args: Args) -> Result<i32, Failure> {
     let dir = args.data.path.clone();
     if args.production && args.insecure_http {
         return Err(Failure("--production refuses --insecure-http: plain HTTP exposes keys and data; serve TLS with --tls-cert and --tls-key".into()));
+    }
+    if args.production && args.dev_clock_offset_days != 0 {
+        return Err(Failure(
+            "--production refuses --dev-clock-offset-days: a production server keeps real time"
+                .into(),
+        ));
+    }
+    if args.dev_clock_offset_days != 0 {
+        tracing::warn!(
+            days = args.dev_clock_offset_days,
+            "the server's clock is shifted (--dev-clock-offset-days): for development and tests only"
+        );
+        crate::set_clock_offset_ms(args.dev_clock_offset_days * 24 * 3_600_000);
     }
     if args.production && args.dev {
         return Err(Failure("--production refuses --dev: its certificate is self-signed; use --tls-cert and --tls-key with a certificate from a trusted certificate authority".into()));
