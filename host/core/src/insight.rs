@@ -109,6 +109,46 @@ fn why(m: &Model, d: &crate::access::Decision) -> String {
 /// holds everything: one `Administrator` row says so. `None` when there is no such user.
 /// `with_why` adds the deciding rule to each row (it costs an explanation per row).
 pub fn effective_permissions(m: &Model, user: &str, with_why: bool) -> Option<Vec<Holding>> {
+    holdings(m, user, with_why, None)
+}
+
+/// The entities and collections a change touched: what `access_impact_of` looks at for users
+/// whose principals did not change.
+#[derive(Clone, Debug, Default)]
+pub struct Touched {
+    pub entities: BTreeSet<(Kind, String)>,
+    pub collections: BTreeSet<Kind>,
+}
+
+impl Touched {
+    /// What a list of writes touched.
+    pub fn from_writes<'w>(writes: impl IntoIterator<Item = &'w crate::model::Write>) -> Touched {
+        let mut t = Touched::default();
+        for w in writes {
+            match w {
+                crate::model::Write::Put(e) => {
+                    t.entities.insert((e.kind(), e.name.clone()));
+                }
+                crate::model::Write::Remove(k) => {
+                    t.entities.insert((k.kind, k.name.clone()));
+                }
+                crate::model::Write::Collection(k, _) => {
+                    t.collections.insert(*k);
+                }
+            }
+        }
+        t
+    }
+}
+
+/// `effective_permissions`, limited to `scope` when given: only its entities, and `Create` only
+/// on its collections.
+fn holdings(
+    m: &Model,
+    user: &str,
+    with_why: bool,
+    scope: Option<&Touched>,
+) -> Option<Vec<Holding>> {
     let access = m.access();
     let subject = access.subject(user)?;
     let explain = |d: &crate::access::Decision| if with_why { why(m, d) } else { String::new() };
@@ -123,6 +163,9 @@ pub fn effective_permissions(m: &Model, user: &str, with_why: bool) -> Option<Ve
     }
     let mut out = Vec::new();
     for kind in Kind::ALL {
+        if scope.is_some_and(|s| !s.collections.contains(&kind)) {
+            continue;
+        }
         let d = m.check(subject, Permission::Create, Target::Collection(kind));
         if d.outcome == Outcome::Allowed {
             out.push(Holding {
@@ -135,7 +178,18 @@ pub fn effective_permissions(m: &Model, user: &str, with_why: bool) -> Option<Ve
         }
     }
     for kind in Kind::ALL {
-        for e in m.entities(kind) {
+        let whole_kind = scope.is_none_or(|s| s.collections.contains(&kind));
+        let named: Vec<&Entity> = if whole_kind {
+            m.entities(kind).collect()
+        } else {
+            scope
+                .into_iter()
+                .flat_map(|s| s.entities.range((kind, String::new())..))
+                .take_while(|(k, _)| *k == kind)
+                .filter_map(|(k, n)| m.get(*k, n))
+                .collect()
+        };
+        for e in named {
             let Some(id) = access.id(kind, &e.name) else {
                 continue;
             };
@@ -209,8 +263,8 @@ pub fn effective_permissions(m: &Model, user: &str, with_why: bool) -> Option<Ve
 }
 
 /// A user's holdings as answers: (entity, permission, resource) -> allowed.
-fn answers(m: &Model, user: &str) -> BTreeMap<Key, bool> {
-    effective_permissions(m, user, false)
+fn answers(m: &Model, user: &str, scope: Option<&Touched>) -> BTreeMap<Key, bool> {
+    holdings(m, user, false, scope)
         .unwrap_or_default()
         .into_iter()
         .map(|h| ((h.entity, h.permission, h.resource), h.allowed))
@@ -233,6 +287,114 @@ fn holds(map: &BTreeMap<Key, bool>, k: &Key) -> bool {
 /// An override that moves with its `*` row is not repeated; an administrator's change is one
 /// `Administrator` row.
 pub fn access_impact(before: &Model, after: &Model) -> Vec<Impact> {
+    impact(before, after, None)
+}
+
+/// [`access_impact`] for a change that touched only `touched` (its writes): the same answer,
+/// without looking at every entity for every user. A user whose principals or organizations the
+/// change may have moved (it touched the user, one of its groups, or an organization it is in,
+/// before or after) is compared on everything; any other user only on the touched entities, the
+/// Things and templates built on touched templates or shapes, and the touched collections.
+pub fn access_impact_of(before: &Model, after: &Model, touched: &Touched) -> Vec<Impact> {
+    impact(before, after, Some(touched))
+}
+
+/// The principals of a user in a model, as (kind, name), and the organizations they are members
+/// of.
+fn principals_of(m: &Model, user: &str) -> BTreeSet<(Kind, String)> {
+    let access = m.access();
+    let Some(s) = access.subject(user) else {
+        return BTreeSet::new();
+    };
+    access
+        .principals(s)
+        .map(|id| {
+            let (k, n) = access.name_of(id);
+            (k, n.to_string())
+        })
+        .collect()
+}
+
+/// The units a user's principals are members of, and the unit tree (name, parent).
+type OrgPlace = (Vec<String>, Vec<(String, Option<String>)>);
+
+/// Where a user's principals stand in an organization: the units they are members of, and the
+/// whole unit tree (name, parent) when they are in any (visibility flows up the tree, so a
+/// moved unit moves what its members see). Equal before and after: the organization's change
+/// did not move the user.
+fn org_place(
+    m: &Model,
+    org: &str,
+    principals: &BTreeSet<(Kind, String)>,
+) -> Option<OrgPlace> {
+    let Some(Body::Organization(o)) = m.get(Kind::Organization, org).map(|e| &e.body) else {
+        return None;
+    };
+    let units: Vec<String> = o
+        .units
+        .iter()
+        .filter(|u| {
+            u.members.iter().any(|p| {
+                let k = match p.kind {
+                    crate::entity::PrincipalType::User => Kind::User,
+                    crate::entity::PrincipalType::Group => Kind::Group,
+                };
+                principals.contains(&(k, p.principal.clone()))
+            })
+        })
+        .map(|u| u.name.clone())
+        .collect();
+    if units.is_empty() {
+        return None;
+    }
+    let tree = o
+        .units
+        .iter()
+        .map(|u| (u.name.clone(), u.parent.clone()))
+        .collect();
+    Some((units, tree))
+}
+
+/// The scope for users whose principals did not move: the touched entities, and what inherits
+/// from touched templates and shapes.
+fn widen(m: &Model, touched: &Touched, scope: &mut Touched) {
+    let templates: BTreeSet<&str> = touched
+        .entities
+        .iter()
+        .filter(|(k, _)| *k == Kind::ThingTemplate)
+        .map(|(_, n)| n.as_str())
+        .collect();
+    let shapes: BTreeSet<&str> = touched
+        .entities
+        .iter()
+        .filter(|(k, _)| *k == Kind::ThingShape)
+        .map(|(_, n)| n.as_str())
+        .collect();
+    if templates.is_empty() && shapes.is_empty() {
+        return;
+    }
+    for kind in [Kind::Thing, Kind::ThingTemplate] {
+        for e in m.entities(kind) {
+            let (template, own_shapes): (&str, &[String]) = match &e.body {
+                Body::Thing(t) => (&t.thing_template, &t.thing_shapes),
+                Body::ThingTemplate(_) => (&e.name, &[]),
+                _ => continue,
+            };
+            let mut hit = own_shapes.iter().any(|s| shapes.contains(s.as_str()));
+            if !hit && let Ok(chain) = crate::validate::template_chain(m, template) {
+                hit = chain.iter().any(|t| {
+                    templates.contains(t.name.as_str())
+                        || matches!(&t.body, Body::ThingTemplate(b) if b.thing_shapes.iter().any(|s| shapes.contains(s.as_str())))
+                });
+            }
+            if hit {
+                scope.entities.insert((kind, e.name.clone()));
+            }
+        }
+    }
+}
+
+fn impact(before: &Model, after: &Model, touched: Option<&Touched>) -> Vec<Impact> {
     let mut users: BTreeSet<String> = BTreeSet::new();
     for m in [before, after] {
         users.extend(
@@ -241,6 +403,26 @@ pub fn access_impact(before: &Model, after: &Model) -> Vec<Impact> {
                 .filter(|n| n != crate::predefined::SYSTEM),
         );
     }
+    // With a touched set: the touched users and organizations, and the scope for the users whose
+    // principals and organization memberships did not move.
+    let narrow: Option<(BTreeSet<String>, Vec<String>, Touched)> = touched.map(|t| {
+        let users = t
+            .entities
+            .iter()
+            .filter(|(k, _)| *k == Kind::User)
+            .map(|(_, n)| n.clone())
+            .collect();
+        let orgs = t
+            .entities
+            .iter()
+            .filter(|(k, _)| *k == Kind::Organization)
+            .map(|(_, n)| n.clone())
+            .collect();
+        let mut scope = t.clone();
+        widen(before, t, &mut scope);
+        widen(after, t, &mut scope);
+        (users, orgs, scope)
+    });
     let mut out = Vec::new();
     let is_admin = |m: &Model, user: &str| {
         m.access()
@@ -265,7 +447,25 @@ pub fn access_impact(before: &Model, after: &Model) -> Vec<Impact> {
             }
             continue;
         }
-        let (was, now) = (answers(before, &user), answers(after, &user));
+        let scope = match &narrow {
+            Some((users, orgs, scope)) => {
+                let (was, now) = (principals_of(before, &user), principals_of(after, &user));
+                let moved = users.contains(&user)
+                    || was != now
+                    || orgs
+                        .iter()
+                        .any(|o| org_place(before, o, &was) != org_place(after, o, &now));
+                if moved {
+                    None
+                } else if scope.entities.is_empty() && scope.collections.is_empty() {
+                    continue;
+                } else {
+                    Some(scope)
+                }
+            }
+            None => None,
+        };
+        let (was, now) = (answers(before, &user, scope), answers(after, &user, scope));
         if was == now {
             continue;
         }

@@ -224,6 +224,27 @@ fn group_within(m: &Model, g: &str, of: &str) -> bool {
     false
 }
 
+/// A principal as (kind, name).
+fn principal_key(p: &PrincipalRef) -> (Kind, String) {
+    let k = match p.kind {
+        PrincipalType::User => Kind::User,
+        PrincipalType::Group => Kind::Group,
+    };
+    (k, p.principal.clone())
+}
+
+/// A user's principals (itself and its groups), as (kind, name).
+fn principals(m: &Model, subject: crate::access::Subject) -> Vec<(Kind, String)> {
+    let access = m.access();
+    access
+        .principals(subject)
+        .map(|id| {
+            let (k, n) = access.name_of(id);
+            (k, n.to_string())
+        })
+        .collect()
+}
+
 fn kind_name(k: PrincipalType) -> &'static str {
     match k {
         PrincipalType::User => "user",
@@ -298,6 +319,43 @@ pub fn lint(m: &Model, deployment: &Deployment, now_ms: i64) -> Vec<Finding> {
         .entities(Kind::Thing)
         .filter(|e| is_remote_thing(m, e))
         .collect();
+    // Who was granted PropertyWrite on which Remote Thing (its own entries, its templates' and
+    // shapes' instance entries, the Things collection's).
+    let mut write_grants: std::collections::BTreeMap<(Kind, String), Vec<&str>> =
+        Default::default();
+    for t in &remote_things {
+        let Body::Thing(b) = &t.body else { continue };
+        let mut places: Vec<&Acl> = vec![&t.permissions];
+        if let Some(c) = m.collection(Kind::Thing) {
+            places.push(c);
+        }
+        let mut shapes: Vec<&str> = b.thing_shapes.iter().map(String::as_str).collect();
+        if let Ok(chain) = crate::validate::template_chain(m, &b.thing_template) {
+            for tpl in chain {
+                places.extend(tpl.instance_permissions());
+                if let Body::ThingTemplate(tb) = &tpl.body {
+                    shapes.extend(tb.thing_shapes.iter().map(String::as_str));
+                }
+            }
+        }
+        for sh in shapes {
+            places.extend(
+                m.get(Kind::ThingShape, sh)
+                    .and_then(Entity::instance_permissions),
+            );
+        }
+        let mut named: std::collections::BTreeSet<(Kind, String)> = Default::default();
+        for acl in places {
+            for e in &acl.run_time {
+                if e.allow && e.permission == Permission::PropertyWrite {
+                    named.insert(principal_key(&e.principal));
+                }
+            }
+        }
+        for p in named {
+            write_grants.entry(p).or_default().push(&t.name);
+        }
+    }
     for (user, ks) in &keys {
         if is_admin_user(user) {
             continue;
@@ -314,10 +372,19 @@ pub fn lint(m: &Model, deployment: &Deployment, now_ms: i64) -> Vec<Finding> {
         let Some(subject) = access.subject(user) else {
             continue;
         };
-        let writable: Vec<String> = remote_things
-            .iter()
-            .filter(|t| {
-                access.id(Kind::Thing, &t.name).is_some_and(|id| {
+        // Candidates from the entries (a grant that names one of the user's principals), each
+        // confirmed by the access engine; two are enough.
+        let mut seen: std::collections::BTreeSet<&str> = Default::default();
+        let mut writable: Vec<String> = Vec::new();
+        'principals: for p in principals(m, subject) {
+            for thing in write_grants.get(&p).into_iter().flatten() {
+                if writable.len() >= 2 {
+                    break 'principals;
+                }
+                if !seen.insert(thing) {
+                    continue;
+                }
+                let allowed = access.id(Kind::Thing, thing).is_some_and(|id| {
                     m.check(
                         subject,
                         Permission::PropertyWrite,
@@ -325,10 +392,12 @@ pub fn lint(m: &Model, deployment: &Deployment, now_ms: i64) -> Vec<Finding> {
                     )
                     .outcome
                         == Outcome::Allowed
-                })
-            })
-            .map(|t| path(t))
-            .collect();
+                });
+                if allowed {
+                    writable.push(format!("Things/{thing}"));
+                }
+            }
+        }
         if writable.len() > 1 {
             for k in ks {
                 let mut entities = vec![path(k)];
@@ -336,25 +405,46 @@ pub fn lint(m: &Model, deployment: &Deployment, now_ms: i64) -> Vec<Finding> {
                 out.push(finding(
                     "shared-device-user",
                     format!(
-                        "application key {} (user {user}) may write the properties of {} Remote Things",
+                        "application key {} (user {user}) may write the properties of 2 or more Remote Things ({})",
                         k.name,
-                        writable.len()
+                        writable.join(", ")
                     ),
                     entities,
                 ));
             }
         }
     }
-    // device-design-time: a device user is a non-administrator with an application key.
+    // device-design-time: a device user is a non-administrator with an application key; a
+    // finding is a design-time allow entry that names one of its principals (the grant, even
+    // where a deny elsewhere masks it today).
+    let mut design_grants: std::collections::BTreeMap<(Kind, String), Vec<String>> =
+        Default::default();
+    for (place, acl) in acls(m) {
+        for e in acl.design_time.iter().filter(|e| e.allow) {
+            design_grants
+                .entry(principal_key(&e.principal))
+                .or_default()
+                .push(format!("{} on {place}", e.permission.name()));
+        }
+    }
     for user in keys.keys().filter(|u| !is_admin_user(u)) {
-        let held: Vec<String> = crate::insight::effective_permissions(m, user, false)
-            .unwrap_or_default()
+        let Some(subject) = access.subject(user) else {
+            continue;
+        };
+        let held: Vec<String> = principals(m, subject)
             .into_iter()
-            .filter(|h| {
-                h.allowed
-                    && Permission::parse(&h.permission).is_some_and(Permission::is_design_time)
+            .flat_map(|p| {
+                let via = if p == (Kind::User, user.clone()) {
+                    String::new()
+                } else {
+                    format!(" (through group {})", p.1)
+                };
+                design_grants
+                    .get(&p)
+                    .into_iter()
+                    .flatten()
+                    .map(move |g| format!("{g}{via}"))
             })
-            .map(|h| format!("{} {}", h.permission, h.entity))
             .collect();
         if !held.is_empty() {
             out.push(finding(

@@ -148,3 +148,167 @@ fn access_impact_names_every_user_and_permission_a_change_moves() {
     assert!(back.iter().all(|i| i.change == "lost"));
     assert!(access_impact(&before, &before).is_empty());
 }
+
+/// `access_impact_of` (what a dry run uses: only what a change touched) gives exactly
+/// `access_impact` (every user on every entity), for changes of every sort.
+#[test]
+fn the_narrow_impact_equals_the_full_one() {
+    let mut base = basic();
+    user(&mut base, "v");
+    user(&mut base, "w");
+    group(&mut base, "G", &[PrincipalRef::user("u")]);
+    group(&mut base, "H", &[PrincipalRef::user("v")]);
+    org(
+        &mut base,
+        "Corp",
+        &[("Corp", None), ("Plant", Some("Corp"))],
+    );
+    unit_member(&mut base, "Corp", "Plant", PrincipalRef::group("H"));
+    template(&mut base, "Pump", "GenericThing");
+    template(&mut base, "BigPump", "Pump");
+    base.create(Entity::shape("Resettable")).unwrap();
+    thing(&mut base, "P1", "BigPump");
+    thing(&mut base, "P2", "Pump");
+    visible_to(&mut base, Kind::Thing, "P1", "Corp");
+    visible_to(&mut base, Kind::Thing, "P2", "Acme");
+    base.change(|tx| {
+        if let Body::Thing(t) = &mut tx.get_mut(Kind::Thing, "P2")?.body {
+            t.thing_shapes.push("Resettable".into());
+        }
+        Ok(())
+    })
+    .unwrap();
+    type Change = Box<dyn Fn(&mut Tx<'_>) -> Result<(), ModelError>>;
+    let changes: Vec<(&str, Change)> = vec![
+        (
+            "a grant on a Thing",
+            Box::new(|tx| {
+                tx.get_mut(Kind::Thing, "T1")?.permissions.run_time.push(rt(
+                    PrincipalRef::group("G"),
+                    Permission::ServiceInvoke,
+                    "Reset",
+                    true,
+                ));
+                Ok(())
+            }),
+        ),
+        (
+            "an instance grant on a base template",
+            Box::new(|tx| {
+                tx.get_mut(Kind::ThingTemplate, "Pump")?
+                    .instance_permissions_mut()
+                    .unwrap()
+                    .run_time
+                    .push(rt(
+                        PrincipalRef::user("v"),
+                        Permission::PropertyRead,
+                        "*",
+                        true,
+                    ));
+                Ok(())
+            }),
+        ),
+        (
+            "an instance grant on a shape",
+            Box::new(|tx| {
+                tx.get_mut(Kind::ThingShape, "Resettable")?
+                    .instance_permissions_mut()
+                    .unwrap()
+                    .run_time
+                    .push(rt(
+                        PrincipalRef::user("u"),
+                        Permission::ServiceInvoke,
+                        "Reset",
+                        true,
+                    ));
+                Ok(())
+            }),
+        ),
+        (
+            "a nested membership",
+            Box::new(|tx| {
+                if let Body::Group(g) = &mut tx.get_mut(Kind::Group, "H")?.body {
+                    g.members.push(PrincipalRef::group("G"));
+                }
+                Ok(())
+            }),
+        ),
+        (
+            "a unit membership",
+            Box::new(|tx| {
+                if let Body::Organization(o) = &mut tx.get_mut(Kind::Organization, "Corp")?.body {
+                    o.units[0].members.push(PrincipalRef::user("w"));
+                }
+                Ok(())
+            }),
+        ),
+        (
+            "a collection grant",
+            Box::new(|tx| {
+                tx.collection_mut(Kind::Thing)
+                    .visibility
+                    .push(VisibilityEntry::organization("Acme"));
+                tx.collection_mut(Kind::Thing).design_time.push(dt(
+                    PrincipalRef::user("w"),
+                    Permission::Create,
+                    true,
+                ));
+                Ok(())
+            }),
+        ),
+        (
+            "a new user in a group",
+            Box::new(|tx| {
+                tx.create(Entity::user("x"))?;
+                if let Body::Group(g) = &mut tx.get_mut(Kind::Group, "G")?.body {
+                    g.members.push(PrincipalRef::user("x"));
+                }
+                Ok(())
+            }),
+        ),
+        (
+            "a new administrator",
+            Box::new(|tx| {
+                if let Body::Group(g) = &mut tx.get_mut(Kind::Group, "Administrators")?.body {
+                    g.members.push(PrincipalRef::group("H"));
+                }
+                Ok(())
+            }),
+        ),
+        (
+            "a deleted Thing",
+            Box::new(|tx| tx.delete(Kind::Thing, "P1")),
+        ),
+        (
+            "a group leaves a unit",
+            Box::new(|tx| {
+                if let Body::Organization(o) = &mut tx.get_mut(Kind::Organization, "Corp")?.body {
+                    o.units[1].members.clear();
+                }
+                Ok(())
+            }),
+        ),
+        (
+            "a unit moves under another",
+            Box::new(|tx| {
+                if let Body::Organization(o) = &mut tx.get_mut(Kind::Organization, "Corp")?.body {
+                    o.units.push(Unit {
+                        name: "Site".into(),
+                        parent: Some("Corp".into()),
+                        members: vec![PrincipalRef::user("u")],
+                    });
+                    o.units[1].parent = Some("Site".into());
+                }
+                Ok(())
+            }),
+        ),
+    ];
+    for (what, change) in changes {
+        let mut after = base.clone();
+        let batch = after.change(|tx| change(tx)).unwrap();
+        let touched = Touched::from_writes(&batch.writes);
+        let full = access_impact(&base, &after);
+        assert!(!full.is_empty(), "{what}: the change should move something");
+        assert_eq!(access_impact_of(&base, &after, &touched), full, "{what}");
+    }
+}

@@ -1031,7 +1031,10 @@ pub fn run_service(
         }
         if let Some(before) = before {
             let plan = plan_of(fork.pending());
-            let impact = thinghost_core::insight::access_impact(&before, fork.model());
+            let touched = thinghost_core::insight::Touched::from_writes(
+                fork.pending().iter().flat_map(|p| &p.writes),
+            );
+            let impact = thinghost_core::insight::access_impact_of(&before, fork.model(), &touched);
             app.audit(
                 &caller.name,
                 crate::audit::category::SCRIPTS,
