@@ -663,3 +663,128 @@ fn the_command_line_runs_scripts_lints_and_explains_access() {
         "{v}"
     );
 }
+
+/// What a script may not do: choose its answer's status with a forged error, import files from
+/// the server's disk, hide its reads of the audit log in a dry run, or keep changes after its
+/// output overflowed. And what lands with its changes: their own audit entries.
+#[test]
+fn scripts_cannot_forge_errors_import_files_or_hide_what_they_read() {
+    let t = tempfile::tempdir().unwrap();
+    let s = serve(t.path(), &[]);
+    let admin = s.admin_key();
+    let (st, v) = run(
+        &s,
+        &admin,
+        "throw #{status: 200, message: \"all fine\"};",
+        false,
+    );
+    assert_eq!(st, 400, "{v}");
+    std::fs::write(t.path().join("evil.rhai"), "fn x() { 1 }").unwrap();
+    let (st, v) = run(
+        &s,
+        &admin,
+        &format!("import \"{}\" as evil;", t.path().join("evil").display()),
+        false,
+    );
+    assert_eq!(st, 400, "{v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("script line 1"),
+        "{v}"
+    );
+    // Output past the limit on the very last statement still fails the run, and undoes it.
+    let (st, v) = run(
+        &s,
+        &admin,
+        "create_group(\"Late\");\nlet s = \"0123456789abcdef\"; for i in 0..12 { s += s; }\nfor i in 0..17 { print(s); }",
+        false,
+    );
+    assert_eq!(st, 400, "{v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("printed more than"),
+        "{v}"
+    );
+    assert!(!exists(&s, &admin, "Groups/Late"));
+    // A dry run that reads the audit log leaves that read in the log (AUDIT), though it keeps
+    // no change.
+    let audit = "/Thingworx/Subsystems/AuditSubsystem/Services/QueryAuditHistory";
+    let reads = |s: &Server| {
+        ok(
+            s,
+            &admin,
+            audit,
+            json!({"auditCategory": "AUDIT", "maxItems": 5000}),
+        )["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["messageKey"] == "auditServiceCalled")
+            .count()
+    };
+    let before = reads(&s);
+    let (st, v) = run(
+        &s,
+        &admin,
+        r#"create_group("Peek"); let rows = call_service("Subsystems/AuditSubsystem", "QueryAuditHistory", #{}); print(rows.len());"#,
+        true,
+    );
+    assert_eq!(st, 200, "{v}");
+    assert!(reads(&s) > before + 1, "the script's read is recorded");
+    // The changes of a script that lands carry their own entries (MODEL, SECURITY), by its caller.
+    let (st, v) = run(
+        &s,
+        &admin,
+        "create_group(\"Kept\");\nadd_member(\"Kept\", \"Administrator\", \"User\");",
+        false,
+    );
+    assert_eq!(st, 200, "{v}");
+    let model = ok(&s, &admin, audit, json!({"auditCategory": "MODEL"}));
+    assert!(
+        model["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["messageKey"] == "entityCreated"
+                && r["source"] == "Groups/Kept"
+                && r["user"] == "Administrator"),
+        "{model}"
+    );
+    assert!(
+        !model["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["source"] == "Groups/Peek" || r["source"] == "Groups/Late")
+    );
+    // A dry run also shows what someone loses.
+    user(&s, &admin, "ann");
+    let (st, v) = run(
+        &s,
+        &admin,
+        r#"create_organization("Org"); add_organization_member("Org", "Org", "ann", "User");
+           create_thing("P", "GenericThing"); add_visibility_permission("Things/P", "Org", "Organization");
+           add_run_time_permission("Things/P", "ann", "User", "PropertyRead", "*", true);"#,
+        false,
+    );
+    assert_eq!(st, 200, "{v}");
+    let (st, v) = run(
+        &s,
+        &admin,
+        r#"delete_visibility_permission("Things/P", "Org", "Organization");"#,
+        true,
+    );
+    assert_eq!(st, 200, "{v}");
+    let impact = v["impact"].as_array().unwrap();
+    assert!(
+        impact.iter().any(|i| i["user"] == "ann"
+            && i["entity"] == "Things/P"
+            && i["permission"] == "Visible"
+            && i["change"] == "lost"),
+        "{impact:#?}"
+    );
+    assert!(
+        impact.iter().any(|i| i["user"] == "ann"
+            && i["permission"] == "PropertyRead"
+            && i["change"] == "lost"),
+        "without visibility the grant is worth nothing: {impact:#?}"
+    );
+}

@@ -322,11 +322,7 @@ type OrgPlace = (Vec<String>, Vec<(String, Option<String>)>);
 /// whole unit tree (name, parent) when they are in any (visibility flows up the tree, so a
 /// moved unit moves what its members see). Equal before and after: the organization's change
 /// did not move the user.
-fn org_place(
-    m: &Model,
-    org: &str,
-    principals: &BTreeSet<(Kind, String)>,
-) -> Option<OrgPlace> {
+fn org_place(m: &Model, org: &str, principals: &BTreeSet<(Kind, String)>) -> Option<OrgPlace> {
     let Some(Body::Organization(o)) = m.get(Kind::Organization, org).map(|e| &e.body) else {
         return None;
     };

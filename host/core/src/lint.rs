@@ -663,6 +663,81 @@ pub fn lint(m: &Model, deployment: &Deployment, now_ms: i64) -> Vec<Finding> {
             ));
         }
     }
+    // ...and what non-administrators actually hold on them, whichever level grants it (the
+    // Things collection, the FileRepository or Scheduler template's instance permissions).
+    let perms = [
+        Permission::Read,
+        Permission::Update,
+        Permission::Delete,
+        Permission::PropertyRead,
+        Permission::PropertyWrite,
+        Permission::ServiceInvoke,
+        Permission::EventInvoke,
+        Permission::EventSubscribe,
+    ];
+    for thing in [
+        predefined::AUDIT_ARCHIVE_REPOSITORY,
+        predefined::AUDIT_PURGE_SCHEDULER,
+        predefined::AUDIT_CLEANUP_SCHEDULER,
+        predefined::AUDIT_ARCHIVE_SCHEDULER,
+    ] {
+        let Some(id) = access.id(Kind::Thing, thing) else {
+            continue;
+        };
+        let last = (thing == predefined::AUDIT_ARCHIVE_SCHEDULER)
+            .then(|| access.sym("lastArchivedTime"))
+            .flatten();
+        let mut holders: Vec<String> = Vec::new();
+        for u in m.entities(Kind::User) {
+            let Some(s) = access.subject(&u.name) else {
+                continue;
+            };
+            if u.name == predefined::SYSTEM || access.is_administrator(s) {
+                continue;
+            }
+            let allowed = |p: Permission, resource| {
+                m.check(s, p, Target::Entity { id, resource }).outcome == Outcome::Allowed
+            };
+            let held: Vec<&str> = if thing == predefined::AUDIT_ARCHIVE_SCHEDULER {
+                // The archive scheduler: only writing lastArchivedTime is a finding (the seed's
+                // table grants reading it for ArchiveAuditHistory).
+                let writes = allowed(Permission::PropertyWrite, None)
+                    || last.is_some_and(|r| allowed(Permission::PropertyWrite, Some(r)));
+                if writes {
+                    vec!["PropertyWrite lastArchivedTime"]
+                } else {
+                    vec![]
+                }
+            } else {
+                perms
+                    .iter()
+                    .filter(|p| allowed(**p, None))
+                    .map(|p| p.name())
+                    .collect()
+            };
+            if !held.is_empty() {
+                holders.push(format!("{} ({})", u.name, held.join(", ")));
+            }
+        }
+        if !holders.is_empty() {
+            let severity = if thing == predefined::AUDIT_PURGE_SCHEDULER
+                || thing == predefined::AUDIT_CLEANUP_SCHEDULER
+            {
+                Severity::Medium
+            } else {
+                Severity::High
+            };
+            out.push(finding_as(
+                "audit-entities",
+                severity,
+                format!(
+                    "non-administrators hold permissions on {thing}: {}",
+                    holders.join(", ")
+                ),
+                vec![format!("Things/{thing}")],
+            ));
+        }
+    }
     // no-persistence-provider
     let someone_sees = m.entities(Kind::User).any(|u| {
         let Some(s) = access.subject(&u.name) else {

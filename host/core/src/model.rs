@@ -167,6 +167,18 @@ impl<'m> Tx<'m> {
         self.write(e.key(), Some(e));
     }
 
+    /// Replays one write of another change as it is (a removal takes nothing with it: the
+    /// change it came from already wrote what went with it). The whole is validated as usual.
+    pub fn apply(&mut self, w: Write) {
+        match w {
+            Write::Put(e) => self.put(*e),
+            Write::Remove(key) => self.write(key, None),
+            Write::Collection(kind, acl) => {
+                self.collections.insert(kind, acl);
+            }
+        }
+    }
+
     /// The entity, for change; fails if it does not exist.
     pub fn get_mut(&mut self, kind: Kind, name: &str) -> Result<&mut Entity, ModelError> {
         let key = Key::new(kind, name);

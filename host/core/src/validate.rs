@@ -298,16 +298,26 @@ pub(crate) fn validate_change(
     }
     if writes
         .keys()
-        .any(|k| matches!(k.kind, Kind::User | Kind::Group))
+        .any(|k| matches!(k.kind, Kind::User | Kind::Group | Kind::ApplicationKey))
+        && ensure_an_administrator(view).is_err()
+        && ensure_an_administrator(base).is_ok()
     {
-        ensure_an_administrator(view)?;
+        return Err(ModelError::LockOut);
     }
     Ok(())
 }
 
+/// Can the user sign in with an application key?
+fn has_key(view: &dyn View, user: &str) -> bool {
+    view.entities(Kind::ApplicationKey)
+        .any(|k| matches!(&k.body, Body::ApplicationKey(b) if b.user == user))
+}
+
 /// The lock-out guard: a change must leave at least one enabled, unlocked user (other than
-/// `System`, which no one signs in as) in `Administrators`, directly or through nested groups;
-/// else no one could administer the platform any more.
+/// `System`, which no one signs in as) who can sign in (a password or a key) in
+/// `Administrators`, directly or through nested groups; else no one could administer the
+/// platform any more. (A change is refused when it takes the last such user away; a model that
+/// never had one, such as a new one before its first key, is not.)
 fn ensure_an_administrator(view: &dyn View) -> Result<(), ModelError> {
     let mut groups = vec![predefined::ADMINISTRATORS.to_string()];
     let mut seen: BTreeSet<String> = BTreeSet::new();
@@ -332,6 +342,7 @@ fn ensure_an_administrator(view: &dyn View) -> Result<(), ModelError> {
                     }) = view.get(Kind::User, &m.principal)
                         && u.enabled
                         && !u.locked
+                        && (u.password_hash.is_some() || has_key(view, &m.principal))
                     {
                         return Ok(());
                     }

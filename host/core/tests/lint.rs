@@ -278,6 +278,23 @@ fn u7_audit_entities() {
         ))
     });
     assert!(fires(&m, "audit-entities"));
+    // A grant through the Things collection reaches lastArchivedTime too.
+    let mut m = clean();
+    collection_acl(&mut m, Kind::Thing, |a| {
+        a.visibility.push(VisibilityEntry::organization("Fleet"));
+        a.run_time.push(rt(
+            PrincipalRef::user("dev"),
+            Permission::PropertyWrite,
+            "*",
+            true,
+        ))
+    });
+    let f = lint(&m, &Deployment::default(), NOW);
+    assert!(
+        f.iter()
+            .any(|f| f.rule == "audit-entities" && f.message.contains("AuditArchiveScheduler")),
+        "{f:#?}"
+    );
     // Non-admin access to the purge scheduler.
     let mut m = clean();
     acl(&mut m, Kind::Thing, "AuditPurgeScheduler", |a| {

@@ -623,6 +623,15 @@ fn lock_out_guard_keeps_an_enabled_administrator() {
         })
     };
     let mut m = model();
+    // Administrator can sign in (a password); the other users below get keys or passwords as
+    // the test needs them.
+    m.change(|tx| {
+        if let Body::User(u) = &mut tx.get_mut(Kind::User, "Administrator")?.body {
+            u.password_hash = Some("$argon2id$stand-in".into());
+        }
+        Ok(())
+    })
+    .unwrap();
     // The only administrator: disabling, locking or removing it from the group is refused.
     let before = m.export();
     assert!(matches!(
@@ -647,11 +656,35 @@ fn lock_out_guard_keeps_an_enabled_administrator() {
         "{err}"
     );
     assert_eq!(m.export(), before);
-    // Another administrator through a nested group: now the first may be disabled.
+    // Another administrator through a nested group, who cannot sign in (no password, no key):
+    // the first still may not be disabled.
     user(&mut m, "ops");
     group(&mut m, "Ops", &[PrincipalRef::user("ops")]);
     add_member(&mut m, "Administrators", PrincipalRef::group("Ops"));
+    assert!(matches!(
+        set_user(&mut m, "Administrator", false, false),
+        Err(ModelError::LockOut)
+    ));
+    // With a key it can sign in: now the first may be disabled.
+    m.create(Entity::new(
+        "ops-key",
+        Body::ApplicationKey(ApplicationKeyBody {
+            user: "ops".into(),
+            key_hash: "hash-of-ops-key".into(),
+            fingerprint: String::new(),
+            expiration_date: i64::MAX,
+            whitelist: vec![],
+            client_name: String::new(),
+            created: 0,
+        }),
+    ))
+    .unwrap();
     set_user(&mut m, "Administrator", false, false).unwrap();
+    // ...and deleting the key of the last one who can sign in is refused too.
+    assert!(matches!(
+        m.delete(Kind::ApplicationKey, "ops-key"),
+        Err(ModelError::LockOut)
+    ));
     // ...but not the last one left.
     assert!(matches!(
         set_user(&mut m, "ops", false, false),

@@ -148,11 +148,13 @@ impl App {
     }
 
     fn write_audit(&self, record: AuditRecord, queued: bool) {
-        // In a script, what its changes cause waits for them; denials and extension failures
-        // happened whatever becomes of the script, and are written now.
+        // In a script, the records of changes (MODEL, SECURITY: warnings about a grant, say)
+        // wait for them, to land with them or not at all; everything else (denials, reads of
+        // the audit log, service calls, sessions, extension failures) happened whatever becomes
+        // of the script, and is written now.
         if let Some(scope) = &self.script
-            && record.category != crate::audit::category::AUTHORIZATION
-            && record.category != crate::audit::category::EXTENSIONS
+            && (record.category == crate::audit::category::MODEL
+                || record.category == crate::audit::category::SECURITY)
         {
             if self.audit_log.enabled(&record.category) {
                 scope

@@ -357,7 +357,7 @@ pub fn handle(
             };
             let name = name.to_string();
             let prop = prop.to_string();
-            db.change_audited(
+            db.change_values(
                 |tx| {
                     if let Body::Thing(t) = &mut tx.get_mut(kind, &name)?.body {
                         t.values.insert(prop, value);

@@ -6,9 +6,11 @@
 //! - **One transaction.** The script runs on a private copy of the server ([`App::for_script`])
 //!   whose model is a fork ([`thinghost_store::Db::fork`]). When it ends well, its changes and
 //!   their audit records land in one store transaction ([`thinghost_store::Db::adopt`]); on
-//!   any error, or for a dry run, the copy is dropped and nothing remains. A fork taken before
-//!   another change cannot land (its checks were made on a model that is gone): the script runs
-//!   again on a fresh copy, and its third attempt holds the model's write lock while it runs.
+//!   any error, or for a dry run, the copy is dropped and nothing remains. Changes that landed
+//!   meanwhile and wrote only property values of other Things (devices' data) do not stop it
+//!   (snapshot isolation); any other change does (its checks were made on a model that is
+//!   gone): the script runs again on a fresh copy, up to three times, then answers 409. No
+//!   attempt holds the model's lock while the script runs.
 //! - **Dry run.** The plan (every change, in order) and the access impact (for every user,
 //!   which permissions on which entities it gains or loses: `thinghost_core::insight`).
 //! - **Limits.** Rhai operations, host calls, wall-clock time and printed output.
@@ -380,15 +382,18 @@ print(key.keyId);"#,
     }
     v.extend([
         f("add_permissions", Path, "AddPermissions", &["permissions"], 1, Nothing,
-          "Adds entries of the three families at once, in one change and one audit entry.", r#"add_permissions("Things/Pump7", #{visibility: [#{principal: "PumpFleet", principalType: "Organization"}], runTime: [#{principal: "PumpDevices", principalType: "Group", type: "PropertyWrite", resource: "*", allow: true}]});"#),
+          "Adds entries of the three families at once, in one change and one audit entry.", r#"add_permissions("Things/Pump7", [
+    #{family: "visibility", principal: "PumpFleet", principalType: "Organization"},
+    #{family: "runTime", principal: "PumpDevices", principalType: "Group", type: "PropertyWrite", resource: "*", allow: true},
+]);"#),
         f("check_permission_for_user", Path, "CheckPermissionForUser", &["user", "type", "resource"], 2, Value,
           "Whether `user` holds a permission on an entity.", r#"print(check_permission_for_user("Things/Pump7", "device-017", "PropertyWrite"));"#),
         f("explain_access", Fixed("Resources/SecurityServices"), "ExplainAccess", &["user", "action", "target"], 3, FirstRow,
-          "Why a user may or may not do something (administrators only).", r#"print(explain_access("device-017", "ServiceInvoke", "Things/Pump7/Services/Reset").explanation);"#),
+          "Why a user may or may not do something (administrators and security administrators).", r#"print(explain_access("device-017", "ServiceInvoke", "Things/Pump7/Services/Reset").explanation);"#),
         f("effective_permissions", Fixed("Resources/SecurityServices"), "EffectivePermissions", &["user"], 1, Rows,
-          "Every entity a user can see, with every permission it holds and why (administrators, or the user itself).", r#"for p in effective_permissions("device-017") { print(`${p.entity} ${p.permission} ${p.resource}`); }"#),
+          "Every entity a user can see, with every permission it holds and why (administrators and security administrators about anyone; a user about itself).", r#"for p in effective_permissions("device-017") { print(`${p.entity} ${p.permission} ${p.resource}`); }"#),
         f("lint", Fixed("Resources/SecurityServices"), "Lint", &[], 0, Rows,
-          "The security lint's findings (administrators only).", r#"for finding in lint() { print(`${finding.severity} ${finding.rule}: ${finding.message}`); }"#),
+          "The security lint's findings (administrators and security administrators).", r#"for finding in lint() { print(`${finding.severity} ${finding.rule}: ${finding.message}`); }"#),
     ]);
     v
 }
@@ -449,7 +454,8 @@ pub fn reference() -> String {
          its path (`Things/Pump7`, `ThingTemplates/PumpTemplate`) where the service runs on any kind of entity, and by its\n\
          name where the kind is fixed (`add_member(group, ...)`). Optional parameters may be left out at the end, or passed\n\
          as `()`. A failed call throws: catch it with `try { ... } catch (e) { ... }` (`e.status`, `e.message`) to go on.\n\n\
-         Limits: 10,000,000 operations, 10,000 calls, 30 s (`serve --script-timeout-seconds`), 1 MiB of output.\n\
+         Limits: 10,000,000 operations, 10,000 calls, 30 s for the whole run (`serve --script-timeout-seconds`), 1 MiB of\n\
+         output; a string holds at most 1 MiB and an array or a map 10,000 items; `import` is not available.\n\
          Services that cannot be undone are refused in a script: `ReloadExtension`, the audit archive, export, purge and\n\
          cleanup services, and file deletion in a repository. Remote-access sessions a script starts end with it.\n\n",
     );
@@ -557,6 +563,14 @@ impl Failure {
 const STOP_TIME: &str = "time";
 const STOP_OUTPUT: &str = "output";
 
+/// A failed call, as a script sees it in `catch (e)`: `e.status`, `e.message`. A type of its
+/// own (not a map), so that a script cannot forge one to choose the answer's status.
+#[derive(Clone, Debug)]
+pub struct CallFailed {
+    status: u16,
+    message: String,
+}
+
 /// One run's state, shared by the bound functions.
 struct Run {
     app: Arc<App>,
@@ -569,10 +583,11 @@ struct Run {
 
 impl Run {
     fn error(&self, e: ApiError, pos: Position) -> Box<EvalAltResult> {
-        let mut m = rhai::Map::new();
-        m.insert("status".into(), Dynamic::from(i64::from(e.status.as_u16())));
-        m.insert("message".into(), Dynamic::from(e.message));
-        Box::new(EvalAltResult::ErrorRuntime(Dynamic::from_map(m), pos))
+        let failed = CallFailed {
+            status: e.status.as_u16(),
+            message: e.message,
+        };
+        Box::new(EvalAltResult::ErrorRuntime(Dynamic::from(failed), pos))
     }
 
     /// Makes one request as the caller.
@@ -797,16 +812,31 @@ fn register(engine: &mut Engine, run: &Arc<Run>) {
     });
 }
 
-fn engine(run: &Arc<Run>) -> Engine {
+/// An engine with Rhai's defaults made safe: no `import` of files from the server's disk, and
+/// bounded values (Rhai has no overall memory cap: a string holds at most 1 MiB, an array or a
+/// map 10,000 items, nested ones counted whole).
+fn bare_engine() -> Engine {
     let mut engine = Engine::new();
+    engine.set_module_resolver(rhai::module_resolvers::DummyModuleResolver::new());
+    engine.set_max_expr_depths(64, 64);
+    engine.set_max_call_levels(64);
+    engine.set_max_string_size(1 << 20);
+    engine.set_max_array_size(10_000);
+    engine.set_max_map_size(10_000);
+    engine
+}
+
+fn engine(run: &Arc<Run>, deadline: Instant) -> Engine {
+    let mut engine = bare_engine();
     let limits = run.limits;
     engine.set_max_operations(limits.max_operations);
-    engine.set_max_call_levels(64);
-    engine.set_max_expr_depths(64, 64);
-    engine.set_max_string_size(limits.max_output.max(1 << 20));
-    engine.set_max_array_size(100_000);
-    engine.set_max_map_size(100_000);
-    let deadline = Instant::now() + limits.timeout;
+    engine
+        .register_type_with_name::<CallFailed>("CallFailed")
+        .register_get("status", |f: &mut CallFailed| i64::from(f.status))
+        .register_get("message", |f: &mut CallFailed| f.message.clone())
+        .register_fn("to_string", |f: &mut CallFailed| {
+            format!("{} {}", f.status, f.message)
+        });
     let r = run.clone();
     engine.on_progress(move |_| {
         if r.output_full.load(Ordering::Relaxed) {
@@ -835,19 +865,12 @@ fn failure(e: &EvalAltResult, limits: &Limits) -> Failure {
             f
         }
         EvalAltResult::ErrorRuntime(v, _) => {
-            if let Some(m) = v.read_lock::<rhai::Map>() {
-                let status = m
-                    .get("status")
-                    .and_then(|s| s.as_int().ok())
-                    .and_then(|s| u16::try_from(s).ok())
-                    .and_then(|s| StatusCode::from_u16(s).ok());
-                if let (Some(status), Some(message)) = (status, m.get("message")) {
-                    return Failure {
-                        status,
-                        message: message.to_string(),
-                        line,
-                    };
-                }
+            if let Some(f) = v.read_lock::<CallFailed>() {
+                return Failure {
+                    status: StatusCode::from_u16(f.status).unwrap_or(StatusCode::BAD_REQUEST),
+                    message: f.message.clone(),
+                    line,
+                };
             }
             Failure {
                 status: StatusCode::BAD_REQUEST,
@@ -961,8 +984,7 @@ pub fn run_service(
         ));
     }
     let limits = app.script_limits;
-    let mut compiler = Engine::new();
-    compiler.set_max_expr_depths(64, 64);
+    let compiler = bare_engine();
     let ast: AST = compiler.compile(&script).map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -982,14 +1004,12 @@ pub fn run_service(
         args
     };
     let started = Instant::now();
-    // The first two attempts run beside other requests; the third holds the model's write
-    // lock, so that nothing can change the model under it.
+    // One deadline for the whole run, attempts included.
+    let deadline = started + limits.timeout;
+    // Each attempt runs beside other requests, on a copy; it lands unless the model changed
+    // meanwhile in a way that conflicts (see `Db::adopt`), and then runs again on a new copy.
     for attempt in 1..=3u32 {
-        let mut held = (attempt == 3).then(|| app.db.write().unwrap_or_else(|p| p.into_inner()));
-        let fork = match &held {
-            Some(db) => db.fork(),
-            None => app.db.read().unwrap_or_else(|p| p.into_inner()).fork(),
-        };
+        let fork = app.db.read().unwrap_or_else(|p| p.into_inner()).fork();
         let before = dry_run.then(|| fork.model().clone());
         let script_app = Arc::new(app.for_script(fork));
         let run = Arc::new(Run {
@@ -1000,9 +1020,17 @@ pub fn run_service(
             output: Mutex::new(String::new()),
             output_full: AtomicBool::new(false),
         });
-        let engine = engine(&run);
-        let result = engine.run_ast_with_scope(&mut Scope::new(), &ast);
+        let engine = engine(&run, deadline);
+        let mut result = engine.run_ast_with_scope(&mut Scope::new(), &ast);
         drop(engine);
+        // Output past the limit stops the script at its next step; past it at the very end,
+        // the run still fails.
+        if result.is_ok() && run.output_full.load(Ordering::Relaxed) {
+            result = Err(Box::new(EvalAltResult::ErrorTerminated(
+                Dynamic::from(STOP_OUTPUT),
+                Position::NONE,
+            )));
+        }
         let output = run.output.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let calls = run.calls.load(Ordering::Relaxed);
         let mut fork = script_app.db.write().unwrap_or_else(|p| p.into_inner());
@@ -1065,10 +1093,7 @@ pub fn run_service(
         if !app.audit_log.enabled(crate::audit::category::SCRIPTS) {
             records.pop();
         }
-        let mut db = match held.take() {
-            Some(db) => db,
-            None => app.db.write().unwrap_or_else(|p| p.into_inner()),
-        };
+        let mut db = app.db.write().unwrap_or_else(|p| p.into_inner());
         match db.adopt(&mut fork, &records) {
             Ok(()) => {
                 return Ok(result_reply(json!({

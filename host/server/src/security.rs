@@ -10,7 +10,7 @@ use thinghost_core::{BaseType, Kind, Permission, predefined};
 
 /// May the caller look at everyone's permissions and the lint? Administrators and members of
 /// SecurityAdministrators may.
-fn security_admin(call: &Call<'_>) -> bool {
+pub(crate) fn security_admin(call: &Call<'_>) -> bool {
     if call.is_admin() {
         return true;
     }

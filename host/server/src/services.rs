@@ -1213,7 +1213,11 @@ fn explain_access(call: &mut Call<'_>) -> Result<Reply, ApiError> {
         ("action", BaseType::String, true),
         ("target", BaseType::String, true),
     ])?;
-    call.require_admin("explain access decisions")?;
+    if !crate::security::security_admin(call) {
+        call.require_admin(
+            "explain access decisions (Administrators and SecurityAdministrators may)",
+        )?;
+    }
     let m = call.model();
     let permission = Permission::parse(&call.str("action")).ok_or_else(|| {
         bad(format!(

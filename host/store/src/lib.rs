@@ -144,6 +144,23 @@ pub struct Db {
     version: u64,
     /// Set on a fork (see [`Db::fork`]): its changes, kept instead of stored.
     fork: Option<Fork>,
+    /// What the latest changes wrote (at most [`RECENT`]), so that a fork taken a few changes
+    /// ago can still land when those changes only wrote property values it did not touch.
+    recent: std::collections::VecDeque<Recent>,
+    /// Every change after this version is in `recent`.
+    recent_floor: u64,
+}
+
+/// How many changes `Db` remembers for [`Db::adopt`].
+const RECENT: usize = 4096;
+
+/// What one change wrote.
+struct Recent {
+    version: u64,
+    keys: Vec<thinghost_core::Key>,
+    collections: Vec<Kind>,
+    /// Only property values of Things (a device writing its data).
+    values_only: bool,
 }
 
 /// What a fork did: the version it was taken from, and its changes in order.
@@ -239,6 +256,8 @@ impl Db {
             meta: snap.meta,
             version: 0,
             fork: None,
+            recent: Default::default(),
+            recent_floor: 0,
         })
     }
 
@@ -261,6 +280,8 @@ impl Db {
             meta: meta.iter().cloned().collect(),
             version: 0,
             fork: None,
+            recent: Default::default(),
+            recent_floor: 0,
         })
     }
 
@@ -288,6 +309,49 @@ impl Db {
     where
         F: FnOnce(&mut Tx<'_>) -> Result<(), ModelError>,
     {
+        self.change_inner(f, audit, false)
+    }
+
+    /// Like [`Db::change_audited`], for a change that writes only property values of Things (a
+    /// device's data): a script's fork taken before it can still land (see [`Db::adopt`]).
+    pub fn change_values<F>(&mut self, f: F, audit: &[AuditRecord]) -> Result<Batch, ChangeError>
+    where
+        F: FnOnce(&mut Tx<'_>) -> Result<(), ModelError>,
+    {
+        self.change_inner(f, audit, true)
+    }
+
+    fn note(&mut self, writes: &[Write], values_only: bool) {
+        let (mut keys, mut collections) = (Vec::new(), Vec::new());
+        for w in writes {
+            match w {
+                Write::Put(e) => keys.push(e.key()),
+                Write::Remove(k) => keys.push(k.clone()),
+                Write::Collection(k, _) => collections.push(*k),
+            }
+        }
+        self.recent.push_back(Recent {
+            version: self.version,
+            keys,
+            collections,
+            values_only,
+        });
+        while self.recent.len() > RECENT {
+            if let Some(r) = self.recent.pop_front() {
+                self.recent_floor = r.version;
+            }
+        }
+    }
+
+    fn change_inner<F>(
+        &mut self,
+        f: F,
+        audit: &[AuditRecord],
+        values_only: bool,
+    ) -> Result<Batch, ChangeError>
+    where
+        F: FnOnce(&mut Tx<'_>) -> Result<(), ModelError>,
+    {
         let batch = self.model.change(f)?;
         if batch.is_empty() {
             return Ok(batch);
@@ -302,6 +366,7 @@ impl Db {
             return Err(e.into());
         }
         self.version += 1;
+        self.note(&batch.writes, values_only);
         Ok(batch)
     }
 
@@ -325,6 +390,8 @@ impl Db {
                 base: self.version,
                 changes: Vec::new(),
             }),
+            recent: Default::default(),
+            recent_floor: self.version,
         }
     }
 
@@ -334,14 +401,16 @@ impl Db {
     }
 
     /// Makes a fork's changes this database's, in one store transaction with their audit
-    /// records and `audit` (a record of the whole): all or nothing. Refused when this database
-    /// changed since the fork was taken (its checks were made against a model that is gone).
-    /// On success the fork is spent (it holds this database's former model).
+    /// records and `audit` (a record of the whole): all or nothing. When this database changed
+    /// since the fork was taken, the fork lands only if every change since wrote nothing but
+    /// property values (`Db::change_values`) of entities the fork did not write: its changes are
+    /// then replayed onto the current model (snapshot isolation); otherwise it is refused (its
+    /// checks were made against a model that is gone). On success the fork is spent.
     pub fn adopt(&mut self, fork: &mut Db, audit: &[AuditRecord]) -> Result<(), AdoptError> {
         let Some(f) = &fork.fork else {
             return Err(AdoptError::NotAFork);
         };
-        if f.base != self.version || self.fork.is_some() {
+        if self.fork.is_some() {
             return Err(AdoptError::Changed);
         }
         let mut writes = Vec::new();
@@ -351,14 +420,56 @@ impl Db {
             records.extend(p.audit.iter().cloned());
         }
         records.extend(audit.iter().cloned());
-        if writes.is_empty() && records.is_empty() {
+        if writes.is_empty() {
+            // A fork that changed nothing cannot conflict: only its records land.
+            if !records.is_empty() {
+                self.store.commit(&[], &[], &records)?;
+            }
+            fork.fork = None;
             return Ok(());
         }
-        self.store.commit(&writes, &[], &records)?;
-        if !writes.is_empty() {
+        if f.base == self.version {
+            self.store.commit(&writes, &[], &records)?;
             std::mem::swap(&mut self.model, &mut fork.model);
             self.version += 1;
+            self.note(&writes, false);
+            fork.fork = None;
+            return Ok(());
         }
+        // Changes landed since the fork: only values of entities it did not write may have.
+        if f.base < self.recent_floor {
+            return Err(AdoptError::Changed);
+        }
+        let mine: std::collections::BTreeSet<thinghost_core::Key> = writes
+            .iter()
+            .filter_map(|w| match w {
+                Write::Put(e) => Some(e.key()),
+                Write::Remove(k) => Some(k.clone()),
+                Write::Collection(..) => None,
+            })
+            .collect();
+        let benign = self.recent.iter().filter(|r| r.version > f.base).all(|r| {
+            r.values_only && r.collections.is_empty() && !r.keys.iter().any(|k| mine.contains(k))
+        });
+        if !benign {
+            return Err(AdoptError::Changed);
+        }
+        let replay = writes.clone();
+        let batch = self
+            .model
+            .change(|tx| {
+                for w in replay {
+                    tx.apply(w);
+                }
+                Ok(())
+            })
+            .map_err(|_| AdoptError::Changed)?;
+        if let Err(e) = self.store.commit(&batch.writes, &[], &records) {
+            self.model.revert(batch);
+            return Err(e.into());
+        }
+        self.version += 1;
+        self.note(&writes, false);
         fork.fork = None;
         Ok(())
     }

@@ -397,6 +397,48 @@ fn a_fork_lands_whole_when_adopted_and_not_at_all_otherwise() {
         Err(AdoptError::Changed)
     ));
     assert!(db.model().get(Kind::User, "c").is_none());
+    // A fork lands over changes that wrote only values of entities it did not write (a device's
+    // data): both remain. Over a value change of an entity it wrote, it is refused.
+    db.change(|tx| {
+        tx.create(Entity::thing("T1", "GenericThing"))?;
+        tx.create(Entity::thing("T2", "GenericThing"))
+    })
+    .unwrap();
+    let value = |db: &mut Db, thing: &str, v: i64| {
+        let thing = thing.to_string();
+        db.change_values(
+            move |tx| {
+                // (The store takes the caller's word that this is data: the REST API uses it
+                // for property writes only.)
+                tx.get_mut(Kind::Thing, &thing)?.description = format!("value {v}");
+                Ok(())
+            },
+            &[],
+        )
+        .unwrap();
+    };
+    let mut f = db.fork();
+    f.change(|tx| {
+        tx.get_mut(Kind::Thing, "T1")?.description = "from the script".into();
+        Ok(())
+    })
+    .unwrap();
+    value(&mut db, "T2", 7);
+    db.adopt(&mut f, &[]).unwrap();
+    let t2 = db.model().get(Kind::Thing, "T2").unwrap();
+    assert_eq!(t2.description, "value 7", "the device's value stays");
+    assert_eq!(
+        db.model().get(Kind::Thing, "T1").unwrap().description,
+        "from the script"
+    );
+    let mut f = db.fork();
+    f.change(|tx| {
+        tx.get_mut(Kind::Thing, "T2")?.description = "mine".into();
+        Ok(())
+    })
+    .unwrap();
+    value(&mut db, "T2", 8);
+    assert!(matches!(db.adopt(&mut f, &[]), Err(AdoptError::Changed)));
     // A dropped fork leaves nothing.
     let mut dropped = db.fork();
     dropped.change(|tx| tx.create(Entity::user("e"))).unwrap();

@@ -125,6 +125,9 @@ pub fn run(args: Args) -> Result<i32, Failure> {
         println!("{}", report.info);
         tracing::warn!("{}", report.warning);
     }
+    // What the lint reports of the transport: a self-signed chain counts as such whether it
+    // was generated (--dev) or given.
+    let mut self_signed = false;
     let tls = if args.insecure_http {
         None
     } else {
@@ -150,6 +153,7 @@ pub fn run(args: Args) -> Result<i32, Failure> {
         };
         let chain = crate::tls::read_chain(&cert)?;
         let info = crate::tls::inspect(&chain)?;
+        self_signed = info.self_signed;
         if args.production {
             crate::tls::production_check(&info, &cert)?;
         }
@@ -231,7 +235,7 @@ pub fn run(args: Args) -> Result<i32, Failure> {
             production: args.production,
             transport: if args.insecure_http {
                 thinghost_core::lint::Transport::PlainHttp
-            } else if args.dev {
+            } else if args.dev || self_signed {
                 thinghost_core::lint::Transport::SelfSigned
             } else {
                 thinghost_core::lint::Transport::Tls
