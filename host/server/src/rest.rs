@@ -387,6 +387,13 @@ pub fn handle(
             {
                 return crate::services::reload_extension(app, caller, params);
             }
+            // The whole-model analyses read under the shared lock.
+            if kind == Kind::Resource
+                && *name == "SecurityServices"
+                && matches!(*service, "Lint" | "EffectivePermissions")
+            {
+                return crate::security::read_only(app, caller, service, params);
+            }
             // A script takes the model lock only when its changes land.
             if (kind, *name, *service) == (Kind::Resource, "ScriptServices", "RunScript") {
                 return crate::script::run_service(app, caller, params);

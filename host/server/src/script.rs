@@ -221,10 +221,10 @@ create_user("device-017");"#,
             "create_application_key",
             ES,
             "CreateApplicationKey",
-            &["name", "user", "expirationDate", "clientName"],
+            &["name", "user", "expirationDate", "whitelist", "clientName"],
             1,
             FirstRow,
-            "Creates an application key for `user` (the caller when left out). The answer's `keyId` is the key: it is shown this once, and stored only as a hash.",
+            "Creates an application key for `user` (the caller when left out), expiring at `expirationDate` (ISO 8601 or epoch milliseconds; `serve --key-lifetime-hours` when left out), usable from the addresses or CIDR ranges of `whitelist` (anywhere when left out). The answer's `keyId` is the key: it is shown this once, and stored only as a hash.",
             r#"let key = create_application_key("device-017-key", "device-017");
 print(key.keyId);"#,
         ),
@@ -381,6 +381,10 @@ print(key.keyId);"#,
         }
     }
     v.extend([
+        f("add_instance_permissions", Path, "AddInstancePermissions", &["permissions"], 1, Nothing,
+          "Like `add_permissions`, as instance permissions of a template or shape (for all its Things).", r#"add_instance_permissions("ThingTemplates/PumpTemplate", [
+    #{family: "runTime", principal: "PumpDevices", principalType: "Group", type: "PropertyRead", resource: "*", allow: true},
+]);"#),
         f("add_permissions", Path, "AddPermissions", &["permissions"], 1, Nothing,
           "Adds entries of the three families at once, in one change and one audit entry.", r#"add_permissions("Things/Pump7", [
     #{family: "visibility", principal: "PumpFleet", principalType: "Organization"},

@@ -804,10 +804,6 @@ pub fn host_service(call: &mut Call<'_>) -> Option<Result<Reply, ApiError>> {
     let r = match (kind, entity.as_str(), s) {
         (Kind::Resource, "EntityServices", _) => entity_services(call)?,
         (Kind::Resource, "SecurityServices", "ExplainAccess") => explain_access(call),
-        (Kind::Resource, "SecurityServices", "EffectivePermissions") => {
-            crate::security::effective(call)
-        }
-        (Kind::Resource, "SecurityServices", "Lint") => crate::security::lint(call),
         (Kind::Subsystem, "AuditSubsystem", _) => crate::audit::service(call)?,
         (Kind::Thing, _, "QueryAuditHistory") => crate::audit::thing_query(call),
         (Kind::Thing, _, "ListFiles" | "DeleteFile") => crate::repository::service(call)?,
