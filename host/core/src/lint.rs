@@ -665,16 +665,11 @@ pub fn lint(m: &Model, deployment: &Deployment, now_ms: i64) -> Vec<Finding> {
     }
     // ...and what non-administrators actually hold on them, whichever level grants it (the
     // Things collection, the FileRepository or Scheduler template's instance permissions).
-    let perms = [
-        Permission::Read,
-        Permission::Update,
-        Permission::Delete,
-        Permission::PropertyRead,
-        Permission::PropertyWrite,
-        Permission::ServiceInvoke,
-        Permission::EventInvoke,
-        Permission::EventSubscribe,
-    ];
+    // Every permission an entity can grant (Create is the collections').
+    let perms: Vec<Permission> = Permission::ALL
+        .into_iter()
+        .filter(|p| *p != Permission::Create)
+        .collect();
     for thing in [
         predefined::AUDIT_ARCHIVE_REPOSITORY,
         predefined::AUDIT_PURGE_SCHEDULER,

@@ -108,15 +108,7 @@ impl App {
         source: &str,
         source_type: &str,
     ) {
-        let record = AuditRecord {
-            timestamp: crate::now_ms(),
-            user: user.to_string(),
-            category: category.to_string(),
-            message_key: key.to_string(),
-            args,
-            source: source.to_string(),
-            source_type: source_type.to_string(),
-        };
+        let record = crate::audit::record(user, category, key, args, source, source_type);
         // Denials and service calls are the high-volume entries: queued, on disk within
         // milliseconds and in order; every other entry is on disk before this returns.
         let queued = category == crate::audit::category::AUTHORIZATION
@@ -135,15 +127,7 @@ impl App {
         source: &str,
         source_type: &str,
     ) {
-        let record = AuditRecord {
-            timestamp: crate::now_ms(),
-            user: user.to_string(),
-            category: category.to_string(),
-            message_key: key.to_string(),
-            args,
-            source: source.to_string(),
-            source_type: source_type.to_string(),
-        };
+        let record = crate::audit::record(user, category, key, args, source, source_type);
         self.write_audit(record, true);
     }
 

@@ -41,6 +41,26 @@ pub mod category {
 
 /// The category of a model change's entry: permission, membership, key and password changes
 /// are SECURITY, the rest MODEL.
+/// An audit record stamped with the server's clock.
+pub fn record(
+    user: &str,
+    category: &str,
+    key: &str,
+    args: Json,
+    source: &str,
+    source_type: &str,
+) -> AuditRecord {
+    AuditRecord {
+        timestamp: crate::now_ms(),
+        user: user.to_string(),
+        category: category.to_string(),
+        message_key: key.to_string(),
+        args,
+        source: source.to_string(),
+        source_type: source_type.to_string(),
+    }
+}
+
 pub fn change_category(audit_key: &str, kind: thinghost_core::Kind) -> &'static str {
     let security = matches!(
         audit_key,

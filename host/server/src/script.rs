@@ -1085,15 +1085,14 @@ pub fn run_service(
             })));
         }
         let mut records = held_back;
-        records.push(thinghost_store::AuditRecord {
-            timestamp: crate::now_ms(),
-            user: caller.name.clone(),
-            category: crate::audit::category::SCRIPTS.to_string(),
-            message_key: "scriptRan".to_string(),
-            args: summary(json!({"changes": changes, "calls": calls, "attempt": attempt})),
-            source: "Resources/ScriptServices".to_string(),
-            source_type: "Resource".to_string(),
-        });
+        records.push(crate::audit::record(
+            &caller.name,
+            crate::audit::category::SCRIPTS,
+            "scriptRan",
+            summary(json!({"changes": changes, "calls": calls, "attempt": attempt})),
+            "Resources/ScriptServices",
+            "Resource",
+        ));
         if !app.audit_log.enabled(crate::audit::category::SCRIPTS) {
             records.pop();
         }
