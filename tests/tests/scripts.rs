@@ -788,3 +788,57 @@ fn scripts_cannot_forge_errors_import_files_or_hide_what_they_read() {
         "without visibility the grant is worth nothing: {impact:#?}"
     );
 }
+
+/// Organizational units can be deleted, from the leaves up, once nothing names them.
+#[test]
+fn organizational_units_are_deleted_from_the_leaves_up_once_unused() {
+    let t = tempfile::tempdir().unwrap();
+    let s = serve(t.path(), &[]);
+    let admin = s.admin_key();
+    let (st, v) = run(
+        &s,
+        &admin,
+        r#"create_organization("Corp");
+           add_organizational_unit("Corp", "Corp", "Plant");
+           add_organizational_unit("Corp", "Plant", "Line1");
+           create_thing("P", "GenericThing");
+           add_visibility_permission("Things/P", "Corp:Line1", "OrganizationalUnit");"#,
+        false,
+    );
+    assert_eq!(st, 200, "{v}");
+    for (script, status, says) in [
+        (
+            "delete_organizational_unit(\"Corp\", \"Corp\");",
+            400,
+            "top unit",
+        ),
+        (
+            "delete_organizational_unit(\"Corp\", \"Plant\");",
+            400,
+            "units below it",
+        ),
+        (
+            "delete_organizational_unit(\"Corp\", \"Line1\");",
+            400,
+            "still named by Things/P",
+        ),
+        (
+            "delete_organizational_unit(\"Corp\", \"Nope\");",
+            400,
+            "no unit",
+        ),
+    ] {
+        let (st, v) = run(&s, &admin, script, false);
+        assert_eq!(st, status, "{script}: {v}");
+        assert!(v["error"].as_str().unwrap().contains(says), "{script}: {v}");
+    }
+    let (st, v) = run(
+        &s,
+        &admin,
+        r#"delete_visibility_permission("Things/P", "Corp:Line1", "OrganizationalUnit");
+           delete_organizational_unit("Corp", "Line1");
+           delete_organizational_unit("Corp", "Plant");"#,
+        false,
+    );
+    assert_eq!(st, 200, "{v}");
+}

@@ -838,9 +838,11 @@ pub fn host_service(call: &mut Call<'_>) -> Option<Result<Reply, ApiError>> {
         (Kind::Thing, _, "AddShapeToThing") => add_shape(call),
         (Kind::Thing | Kind::ThingTemplate, _, "ImplementsShape") => implements_shape(call),
         (Kind::Group, _, "AddMember" | "DeleteMember") => group_member(call),
-        (Kind::Organization, _, "AddOrganizationalUnit" | "AddMember" | "DeleteMember") => {
-            organization(call)
-        }
+        (
+            Kind::Organization,
+            _,
+            "AddOrganizationalUnit" | "DeleteOrganizationalUnit" | "AddMember" | "DeleteMember",
+        ) => organization(call),
         (Kind::ApplicationKey, _, "GetKeyID") => key_id(call),
         (Kind::User, _, "ChangePassword") => change_password(call),
         (Kind::User, _, "EnableUser" | "DisableUser" | "LockUser" | "UnlockUser") => {
@@ -1495,8 +1497,11 @@ type OrgChange = Box<dyn FnOnce(&mut OrganizationBody) -> Result<(), String>>;
 
 fn organization(call: &mut Call<'_>) -> Result<Reply, ApiError> {
     let adding_unit = call.service == "AddOrganizationalUnit";
+    let deleting_unit = call.service == "DeleteOrganizationalUnit";
     if adding_unit {
         call.params(&[("parentName", BaseType::String, true), NAME])?;
+    } else if deleting_unit {
+        call.params(&[NAME])?;
     } else {
         call.params(&[
             NAME,
@@ -1518,6 +1523,29 @@ fn organization(call: &mut Call<'_>) -> Result<Reply, ApiError> {
                 parent: Some(parent),
                 members: vec![],
             });
+            Ok(())
+        })
+    } else if deleting_unit {
+        // A unit with units below it, or the top unit, stays: delete from the leaves up. A
+        // unit still named by a visibility entry is refused by the model, naming the entry.
+        Box::new(move |o| {
+            let Some(u) = o.unit(&unit) else {
+                return Err(format!("parameter name: there is no unit {unit:?}"));
+            };
+            if u.parent.is_none() {
+                return Err(format!(
+                    "{unit:?} is the organization's top unit; delete the organization instead"
+                ));
+            }
+            if o.units
+                .iter()
+                .any(|c| c.parent.as_deref() == Some(unit.as_str()))
+            {
+                return Err(format!(
+                    "unit {unit:?} has units below it; delete those first"
+                ));
+            }
+            o.units.retain(|u| u.name != unit);
             Ok(())
         })
     } else {
