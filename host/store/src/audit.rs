@@ -30,21 +30,31 @@ pub struct AuditEntry {
 /// and the JSON array `[timestamp, user, category, message_key, args, source, source_type]`
 /// (serde_json writes object keys in sorted order, so the encoding is canonical).
 pub fn entry_hash(prev: &str, r: &AuditRecord) -> String {
-    let canonical = serde_json::json!([
+    // The canonical encoding is the JSON array [timestamp, user, category, message key, args,
+    // source, source type] (objects with sorted keys): a tuple of references serializes to
+    // exactly that, without copying the record into a `Value` first.
+    let canonical = serde_json::to_vec(&(
         r.timestamp,
-        r.user,
-        r.category,
-        r.message_key,
-        r.args,
-        r.source,
-        r.source_type
-    ])
-    .to_string();
+        &r.user,
+        &r.category,
+        &r.message_key,
+        &r.args,
+        &r.source,
+        &r.source_type,
+    ))
+    .expect("an audit record serializes");
     let mut h = Sha256::new();
     h.update(prev.as_bytes());
     h.update(b"\n");
-    h.update(canonical.as_bytes());
-    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    h.update(&canonical);
+    let digest = h.finalize();
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(64);
+    for b in digest {
+        out.push(HEX[(b >> 4) as usize] as char);
+        out.push(HEX[(b & 15) as usize] as char);
+    }
+    out
 }
 
 /// What `VerifyAuditChain` reports.
@@ -437,6 +447,36 @@ mod tests {
                 e
             })
             .collect()
+    }
+
+    /// The hash of an entry never changes between versions (chains written before must still
+    /// verify): it is SHA-256 over `prev`, a newline and the JSON array of the record's fields.
+    #[test]
+    fn u2_the_entry_hash_is_the_documented_encoding() {
+        let r = AuditRecord {
+            timestamp: 1_764_000_000_123,
+            user: "änn \"q\"".into(),
+            category: "MODEL".into(),
+            message_key: "entityCreated".into(),
+            args: json!({"z": [1, 2.5, null], "a": {"y": "ü\n", "b": true}}),
+            source: "Things/P 1".into(),
+            source_type: "Thing".into(),
+        };
+        let canonical = json!([
+            r.timestamp,
+            r.user,
+            r.category,
+            r.message_key,
+            r.args,
+            r.source,
+            r.source_type
+        ])
+        .to_string();
+        let mut h = Sha256::new();
+        h.update(b"prev\n");
+        h.update(canonical.as_bytes());
+        let expected: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(entry_hash("prev", &r), expected);
     }
 
     #[test]
