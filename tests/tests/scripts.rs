@@ -842,3 +842,34 @@ fn organizational_units_are_deleted_from_the_leaves_up_once_unused() {
     );
     assert_eq!(st, 200, "{v}");
 }
+
+/// Two scripts run at once; a third answers 503 until one ends.
+#[test]
+fn at_most_two_scripts_run_at_once() {
+    let t = tempfile::tempdir().unwrap();
+    let s = std::sync::Arc::new(serve(t.path(), &["--script-timeout-seconds", "3"]));
+    let admin = s.admin_key();
+    let slow = "let i = 0; loop { i += 1; create_user(`u${i}`, \"a long password 1\"); }";
+    // Two slow scripts (each stopped by its 3 s limit), started half a second apart; half a
+    // second later a third is refused.
+    let runners: Vec<_> = (0..2)
+        .map(|_| {
+            let (s, admin) = (s.clone(), admin.clone());
+            let h = std::thread::spawn(move || run(&s, &admin, slow, false));
+            std::thread::sleep(std::time::Duration::from_millis(500));
+            h
+        })
+        .collect();
+    let (st, third) = run(&s, &admin, "print(1);", false);
+    assert_eq!(st, 503, "{third}");
+    assert!(
+        third["error"].as_str().unwrap().contains("try again"),
+        "{third}"
+    );
+    for r in runners {
+        let (st, v) = r.join().unwrap();
+        assert_eq!(st, 400, "each stopped by its time limit: {v}");
+    }
+    let (st, _) = run(&s, &admin, "print(1);", false);
+    assert_eq!(st, 200, "a slot is free again");
+}

@@ -33,6 +33,8 @@ pub struct App {
     pub deployment: thinghost_core::lint::Deployment,
     /// The limits of an admin script (`RunScript`).
     pub script_limits: crate::script::Limits,
+    /// How many scripts run now (at most `script::MAX_RUNNING` at once).
+    pub scripts_running: std::sync::atomic::AtomicUsize,
     /// Set on the private copy of the server a script runs on (see [`App::for_script`]): the
     /// audit records of its changes wait here, to land with them or not at all.
     pub script: Option<ScriptScope>,
@@ -65,6 +67,7 @@ impl App {
             audit_retention_days: 60,
             deployment: Default::default(),
             script_limits: Default::default(),
+            scripts_running: Default::default(),
             script: None,
         }
     }
@@ -91,6 +94,7 @@ impl App {
             audit_retention_days: self.audit_retention_days,
             deployment: self.deployment,
             script_limits: self.script_limits,
+            scripts_running: Default::default(),
             script: Some(ScriptScope::default()),
         }
     }

@@ -58,6 +58,19 @@ impl Default for Limits {
 /// The largest script accepted, in bytes.
 pub const MAX_SCRIPT: usize = 1 << 20;
 
+/// How many scripts may run at once, server-wide: a script may use a core for its whole time
+/// limit, and any signed-in user may run one; the others answer 503 until one ends.
+pub const MAX_RUNNING: usize = 2;
+
+/// A slot among the `MAX_RUNNING`, given back when dropped.
+struct Slot<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// Where a function's request goes.
 #[derive(Clone, Debug)]
 pub enum On {
@@ -461,7 +474,8 @@ pub fn reference() -> String {
          name where the kind is fixed (`add_member(group, ...)`). Optional parameters may be left out at the end, or passed\n\
          as `()`. A failed call throws: catch it with `try { ... } catch (e) { ... }` (`e.status`, `e.message`) to go on.\n\n\
          Limits: 10,000,000 operations, 10,000 calls, 30 s for the whole run (`serve --script-timeout-seconds`), 1 MiB of\n\
-         output; a string holds at most 1 MiB and an array or a map 10,000 items; `import` is not available.\n\
+         output; a string holds at most 1 MiB and an array or a map 10,000 items; `import` is not available. Two scripts\n\
+         run at once on a server; a third answers 503 until one ends.\n\
          Services that cannot be undone are refused in a script: `ReloadExtension`, the audit archive, export, purge and\n\
          cleanup services, and file deletion in a repository. Remote-access sessions a script starts end with it.\n\n",
     );
@@ -990,6 +1004,14 @@ pub fn run_service(
         ));
     }
     let limits = app.script_limits;
+    if app.scripts_running.fetch_add(1, Ordering::AcqRel) >= MAX_RUNNING {
+        app.scripts_running.fetch_sub(1, Ordering::AcqRel);
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("{MAX_RUNNING} scripts are running already; try again when one ends"),
+        ));
+    }
+    let _slot = Slot(&app.scripts_running);
     let compiler = bare_engine();
     let ast: AST = compiler.compile(&script).map_err(|e| {
         ApiError::new(

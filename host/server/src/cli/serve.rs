@@ -245,6 +245,7 @@ pub fn run(args: Args) -> Result<i32, Failure> {
             timeout: std::time::Duration::from_secs(args.script_timeout_seconds),
             ..crate::script::Limits::default()
         },
+        scripts_running: Default::default(),
         script: None,
     });
     if !app.audit_log.disabled().is_empty() {
