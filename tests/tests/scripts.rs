@@ -873,3 +873,40 @@ fn at_most_two_scripts_run_at_once() {
     let (st, _) = run(&s, &admin, "print(1);", false);
     assert_eq!(st, 200, "a slot is free again");
 }
+
+/// Guessing an old password in ChangePassword counts like failed sign-ins, across scripts and
+/// requests: after ten wrong ones, even the right one waits (429), and each is audited.
+#[test]
+fn k5_wrong_old_passwords_are_limited_and_audited_even_from_scripts() {
+    let t = tempfile::tempdir().unwrap();
+    let s = serve(t.path(), &[]);
+    let admin = s.admin_key();
+    let ann = user(&s, &admin, "ann");
+    let (st, v) = run(
+        &s,
+        &ann,
+        r#"let refused = 0;
+           for i in 0..20 {
+               try { change_password("ann", `guess${i}`, "another long password"); }
+               catch (e) { if e.status == 429 { refused += 1; } }
+           }
+           print(refused);"#,
+        false,
+    );
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["output"], "10\n", "ten guesses, then refused: {v}");
+    let (st, v) = post(
+        &s,
+        &ann,
+        "/Thingworx/Users/ann/Services/ChangePassword",
+        json!({"oldPassword": "a long password 1", "newPassword": "another long password"}),
+    );
+    assert_eq!(st, 429, "{v}");
+    let audit = ok(
+        &s,
+        &admin,
+        "/Thingworx/Subsystems/AuditSubsystem/Services/GetAuditEntryCount",
+        json!({"auditCategory": "AUTHENTICATION", "query": {"filters": {"type": "EQ", "fieldName": "message", "value": "badOldPassword"}}}),
+    );
+    assert_eq!(audit["rows"][0]["result"], 10, "{audit}");
+}

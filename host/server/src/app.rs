@@ -12,7 +12,8 @@ pub struct App {
     /// The audit log: its writer (other connections than the model's, so that auditing a flood
     /// of bad keys, say, never waits for or holds the model lock) and its query connection.
     pub audit_log: std::sync::Arc<crate::audit::AuditLog>,
-    pub auth: crate::auth::Limiter,
+    /// Failed sign-ins (and wrong old passwords), shared with the copies scripts run on.
+    pub auth: std::sync::Arc<crate::auth::Limiter>,
     /// The lifetime of a new application key when the request names none (K3).
     pub key_lifetime_ms: i64,
     /// The extensions loaded from the plugin directory: the current generation, swapped whole
@@ -57,7 +58,7 @@ impl App {
         App {
             db: RwLock::new(db),
             audit_log: std::sync::Arc::new(audit_log),
-            auth: crate::auth::Limiter::new(Default::default()),
+            auth: std::sync::Arc::new(crate::auth::Limiter::new(Default::default())),
             key_lifetime_ms: 24 * 3_600_000,
             extensions: arc_swap::ArcSwap::from_pointee(Default::default()),
             plugins: None,
@@ -84,7 +85,7 @@ impl App {
         App {
             db: RwLock::new(db),
             audit_log: self.audit_log.clone(),
-            auth: crate::auth::Limiter::new(self.auth.config),
+            auth: self.auth.clone(),
             key_lifetime_ms: self.key_lifetime_ms,
             extensions: arc_swap::ArcSwap::new(self.extensions.load_full()),
             plugins: None,

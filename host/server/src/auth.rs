@@ -101,7 +101,11 @@ impl Limiter {
             _ => 0,
         }
     }
-    fn fail(&self, who: &str) {
+    /// Has `who` failed `lock_after` times within the lockout period?
+    pub(crate) fn locked(&self, who: &str) -> bool {
+        self.count(who) >= self.config.lock_after
+    }
+    pub(crate) fn fail(&self, who: &str) {
         let mut map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
         let e = map.entry(who.to_string()).or_insert((0, Instant::now()));
         if e.1.elapsed() >= self.config.lockout {
@@ -110,7 +114,7 @@ impl Limiter {
         e.0 += 1;
         e.1 = Instant::now();
     }
-    fn clear(&self, who: &str) {
+    pub(crate) fn clear(&self, who: &str) {
         self.failures
             .lock()
             .unwrap_or_else(|p| p.into_inner())

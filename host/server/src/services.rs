@@ -1623,13 +1623,32 @@ fn change_password(call: &mut Call<'_>) -> Result<Reply, ApiError> {
         else {
             unreachable!()
         };
+        // Guessing the old password is a sign-in attempt: counted (with the sign-in limits,
+        // also across scripts) and audited.
+        let who = format!("oldPassword:{user}");
+        if call.app.auth.locked(&who) {
+            return Err(ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too many wrong old passwords; try again later",
+            ));
+        }
         let ok = u
             .password_hash
             .as_deref()
             .is_some_and(|h| crate::keys::verify_password(&call.str("oldPassword"), h));
         if !ok {
+            call.app.auth.fail(&who);
+            call.app.audit_queued(
+                &user,
+                crate::audit::category::AUTHENTICATION,
+                "badOldPassword",
+                json!({"detail": "ChangePassword with a wrong oldPassword"}),
+                &format!("Users/{user}"),
+                "User",
+            );
             return Err(bad("parameter oldPassword: it does not match"));
         }
+        call.app.auth.clear(&who);
     }
     let new = call.str("newPassword");
     if new.chars().count() < 8 || new == user {

@@ -224,11 +224,11 @@ pub fn run(args: Args) -> Result<i32, Failure> {
         sessions: crate::sessions::Sessions::new(std::time::Duration::from_secs(
             args.nonce_lifetime_seconds,
         )),
-        auth: crate::auth::Limiter::new(crate::auth::LimiterConfig {
+        auth: Arc::new(crate::auth::Limiter::new(crate::auth::LimiterConfig {
             slow_after: args.signin_slow_after,
             lock_after: args.signin_lockout_after,
             lockout: std::time::Duration::from_secs(args.signin_lockout_minutes * 60),
-        }),
+        })),
         data_dir: dir.clone(),
         audit_retention_days: args.audit_retention_days,
         deployment: thinghost_core::lint::Deployment {
