@@ -245,6 +245,10 @@ fn a_dry_run_reports_the_plan_and_the_access_impact_and_keeps_nothing() {
     assert!(has("Things/Pump1", "Visible"), "{impact:#?}");
     assert!(has("Things/Pump1", "PropertyWrite"), "{impact:#?}");
     assert_eq!(impact.len(), 2, "{impact:#?}");
+    assert_eq!(
+        (v["impactRows"].as_u64(), v["impactTruncated"].as_bool()),
+        (Some(2), Some(false))
+    );
     assert!(impact.iter().all(|i| i["user"] == "dev1"), "{impact:#?}");
     assert!(
         !exists(&s, &admin, "Things/Pump1"),

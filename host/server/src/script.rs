@@ -58,6 +58,9 @@ impl Default for Limits {
 /// The largest script accepted, in bytes.
 pub const MAX_SCRIPT: usize = 1 << 20;
 
+/// The most access-impact rows a dry run answers with (`impactRows` counts them all).
+pub const MAX_IMPACT: usize = 10_000;
+
 /// How many scripts may run at once, server-wide: a script may use a core for its whole time
 /// limit, and any signed-in user may run one; the others answer 503 until one ends.
 pub const MAX_RUNNING: usize = 2;
@@ -1099,12 +1102,18 @@ pub fn run_service(
                 "Resources/ScriptServices",
                 "Resource",
             );
+            // A change of a big group's membership can move many thousands of permissions: the
+            // answer carries the first MAX_IMPACT rows and the count of all.
+            let total = impact.len();
+            let shown: Vec<_> = impact.into_iter().take(MAX_IMPACT).collect();
             return Ok(result_reply(json!({
                 "dryRun": true,
                 "output": output,
                 "changes": changes,
                 "plan": plan,
-                "impact": impact,
+                "impact": shown,
+                "impactRows": total,
+                "impactTruncated": total > MAX_IMPACT,
                 "milliseconds": started.elapsed().as_millis() as u64,
             })));
         }

@@ -108,7 +108,15 @@ fn print_dry_run(result: &Json) {
         );
     }
     let impact = result["impact"].as_array().unwrap_or(&empty);
-    println!("access impact: {} change(s)", impact.len());
+    let total = result["impactRows"].as_u64().unwrap_or(impact.len() as u64);
+    if result["impactTruncated"] == true {
+        println!(
+            "access impact: {total} change(s), the first {} below",
+            impact.len()
+        );
+    } else {
+        println!("access impact: {total} change(s)");
+    }
     for i in impact {
         let sign = if i["change"] == "gained" { "+" } else { "-" };
         let resource = match i["resource"].as_str() {
