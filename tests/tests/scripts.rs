@@ -255,6 +255,28 @@ fn a_dry_run_reports_the_plan_and_the_access_impact_and_keeps_nothing() {
         "a dry run keeps nothing"
     );
     assert!(!exists(&s, &admin, "Organizations/Fleet"));
+    // A property written by a script is a step of its plan, with its name and value.
+    let (st, v) = run(
+        &s,
+        &admin,
+        r#"create_thing("Tank", "GenericThing");
+           add_property_definition("Things/Tank", "level", "NUMBER");
+           set_property("Things/Tank", "level", 3.5);
+           print(get_property("Things/Tank", "level"));"#,
+        true,
+    );
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["output"], "3.5\n");
+    let step = &v["plan"][2];
+    assert_eq!(
+        (
+            &step["action"],
+            &step["parameters"]["property"],
+            &step["parameters"]["value"]
+        ),
+        (&json!("propertyWritten"), &json!("level"), &json!(3.5)),
+        "{v}"
+    );
 }
 
 fn example(name: &str) -> String {

@@ -331,13 +331,17 @@ pub fn handle(
             })?;
             // Writes to a scheduler's or file repository's properties change how the platform
             // runs (who a job runs as, when, what it keeps): audited with the change. Device
-            // data written to other Things is not (it is not a change of the model's rules).
+            // data written to other Things is not (it is not a change of the model's rules),
+            // unless an admin script writes it (a step of its plan, recorded if it lands).
             let records: Vec<thinghost_store::AuditRecord> = match db
                 .model()
                 .get(kind, name)
                 .map(|e| &e.body)
             {
-                Some(Body::Thing(t)) if configures_the_platform(db.model(), &t.thing_template) => {
+                Some(Body::Thing(t))
+                    if app.script.is_some()
+                        || configures_the_platform(db.model(), &t.thing_template) =>
+                {
                     let record = thinghost_store::AuditRecord {
                         timestamp: crate::now_ms(),
                         user: caller.name.clone(),

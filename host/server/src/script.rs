@@ -966,7 +966,9 @@ fn plan_of(pending: &[thinghost_store::Pending]) -> Vec<Json> {
                 "action": record.map(|r| r.message_key.as_str()).unwrap_or("changed"),
                 "entity": record.map(|r| r.source.clone()).unwrap_or_else(|| writes.first().cloned().unwrap_or_default()),
                 "service": record.map(|r| r.args["service"].clone()).unwrap_or(Json::Null),
-                "parameters": record.map(|r| r.args["parameters"].clone()).unwrap_or(Json::Null),
+                "parameters": record
+                    .map(|r| r.args.get("parameters").cloned().unwrap_or_else(|| r.args.clone()))
+                    .unwrap_or(Json::Null),
                 "writes": writes,
             })
         })

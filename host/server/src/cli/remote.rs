@@ -1,5 +1,5 @@
-//! Commands that talk to a running server over its REST API (`plugin reload`, and the
-//! administration commands to come): where it is, which key, which certificate to trust.
+//! Commands that talk to a running server over its REST API (`plugin reload`, `script run`,
+//! `lint`, `access`): where it is, which key, which certificate to trust.
 
 use super::Failure;
 use serde_json::Value as Json;
