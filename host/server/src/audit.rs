@@ -515,7 +515,9 @@ pub fn service(call: &mut Call<'_>) -> Option<Result<Reply, ApiError>> {
             ("query", BaseType::Json, false),
         ],
         "VerifyAuditChain" => &[],
-        _ => return maintenance(call),
+        // (The maintenance services run outside the model's lock: `rest::handle` sends them to
+        // `maintenance` before it takes it.)
+        _ => return None,
     };
     Some((|| {
         call.params(spec)?;
@@ -887,8 +889,43 @@ pub(crate) fn days_to_archive(m: &thinghost_core::Model) -> f64 {
         .unwrap_or(30.0)
 }
 
-/// The maintenance services of the audit subsystem.
-pub fn maintenance(call: &mut Call<'_>) -> Option<Result<Reply, ApiError>> {
+/// What a maintenance service was asked to do, once its parameters and its caller's rights
+/// are checked.
+enum Job {
+    Archive {
+        before: i64,
+        thing: &'static str,
+        property: &'static str,
+    },
+    Purge,
+    Cleanup {
+        before: i64,
+    },
+    Export {
+        range: (i64, i64),
+        with_archive: bool,
+        target: PathBuf,
+        repository: String,
+        rel: String,
+    },
+}
+
+/// Is `service` one of the maintenance services (archive, export, purge, cleanup)?
+pub fn is_maintenance(service: &str) -> bool {
+    matches!(
+        service,
+        "ArchiveAuditHistory"
+            | "ArchiveAuditHistoryDirectPersistence"
+            | "ExportAuditData"
+            | "ExportOnlineAuditData"
+            | "PurgeAuditData"
+            | "CleanupOfflineAudit"
+    )
+}
+
+/// Checks a maintenance call's parameters and rights (under the model's lock) and says what to
+/// do.
+fn plan(call: &mut Call<'_>, now: i64) -> Result<Job, ApiError> {
     let service = call.service.clone();
     let s = service.as_str();
     const DATE: BaseType = BaseType::Datetime;
@@ -900,92 +937,141 @@ pub fn maintenance(call: &mut Call<'_>) -> Option<Result<Reply, ApiError>> {
         ("targetFileName", BaseType::String, true),
     ];
     let spec: &[crate::services::Param] = match s {
-        "ArchiveAuditHistory" | "ArchiveAuditHistoryDirectPersistence" => {
-            &[("olderThanDate", DATE, false)]
-        }
         "ExportAuditData" | "ExportOnlineAuditData" => export_spec,
         "PurgeAuditData" => &[],
-        "CleanupOfflineAudit" => &[("olderThanDate", DATE, false)],
-        _ => return None,
+        _ => &[("olderThanDate", DATE, false)],
     };
-    Some((|| {
-        call.params(spec)?;
-        let repository = call.opt_str("targetRepositoryName");
-        authorize(call, s, repository.as_deref())?;
-        let app = call.app;
-        let now = crate::now_ms();
-        let summary = match s {
-            "ArchiveAuditHistory" | "ArchiveAuditHistoryDirectPersistence" => {
-                let before = date(call, "olderThanDate")?.unwrap_or(now);
-                let (n, files) = archive(app, before).map_err(failed)?;
-                let (thing, property) = if s == "ArchiveAuditHistory" {
-                    (AUDIT_ARCHIVE_SCHEDULER, "lastArchivedTime")
-                } else {
-                    (
-                        AUDIT_ARCHIVE_SCHEDULER_DP,
-                        "lastArchivedTimeDirectPersistence",
-                    )
-                };
-                set_value(
-                    call.db,
-                    thing,
-                    property,
-                    json!(thinghost_core::types::format_datetime(now)),
-                );
-                json!({"archived": n, "files": files})
+    call.params(spec)?;
+    let repository = call.opt_str("targetRepositoryName");
+    authorize(call, s, repository.as_deref())?;
+    Ok(match s {
+        "ArchiveAuditHistory" | "ArchiveAuditHistoryDirectPersistence" => {
+            let (thing, property) = if s == "ArchiveAuditHistory" {
+                (AUDIT_ARCHIVE_SCHEDULER, "lastArchivedTime")
+            } else {
+                (
+                    AUDIT_ARCHIVE_SCHEDULER_DP,
+                    "lastArchivedTimeDirectPersistence",
+                )
+            };
+            Job::Archive {
+                before: date(call, "olderThanDate")?.unwrap_or(now),
+                thing,
+                property,
             }
-            "PurgeAuditData" => {
-                let n = purge(app, now).map_err(failed)?;
-                json!({"purged": n, "retentionDays": app.audit_retention_days})
-            }
-            "CleanupOfflineAudit" => {
-                let before = match date(call, "olderThanDate")? {
-                    Some(d) => d,
-                    None => {
-                        let days = days_to_archive(call.model());
-                        if days < 1.0 {
-                            return Err(bad(format!(
-                                "{AUDIT_CLEANUP_SCHEDULER}.DaysToArchive is {days}; set it to at least 1, or pass olderThanDate"
-                            )));
-                        }
-                        now - (days * DAY_MS as f64) as i64
+        }
+        "PurgeAuditData" => Job::Purge,
+        "CleanupOfflineAudit" => Job::Cleanup {
+            before: match date(call, "olderThanDate")? {
+                Some(d) => d,
+                None => {
+                    let days = days_to_archive(call.model());
+                    if days < 1.0 {
+                        return Err(bad(format!(
+                            "{AUDIT_CLEANUP_SCHEDULER}.DaysToArchive is {days}; set it to at least 1, or pass olderThanDate"
+                        )));
                     }
-                };
-                let files = cleanup(app, before).map_err(failed)?;
-                json!({"deleted": files})
-            }
-            _ => {
-                let repository = repository.unwrap_or_default();
-                if !crate::repository::is_repository(call.model(), &repository) {
-                    return Err(bad(format!(
-                        "parameter targetRepositoryName: {repository} is not a FileRepository"
-                    )));
+                    now - (days * DAY_MS as f64) as i64
                 }
-                let rel = format!(
-                    "{}/{}",
-                    call.opt_str("targetPath").unwrap_or_default(),
-                    call.str("targetFileName")
-                );
-                let target =
-                    crate::repository::resolve(&app.data_dir, &repository, &rel).map_err(bad)?;
-                let range = (
+            },
+        },
+        _ => {
+            let repository = repository.unwrap_or_default();
+            if !crate::repository::is_repository(call.model(), &repository) {
+                return Err(bad(format!(
+                    "parameter targetRepositoryName: {repository} is not a FileRepository"
+                )));
+            }
+            let rel = format!(
+                "{}/{}",
+                call.opt_str("targetPath").unwrap_or_default(),
+                call.str("targetFileName")
+            );
+            let target =
+                crate::repository::resolve(&call.app.data_dir, &repository, &rel).map_err(bad)?;
+            Job::Export {
+                range: (
                     date(call, "startDate")?.unwrap_or(0),
                     date(call, "endDate")?.unwrap_or(now),
-                );
-                let n = export(app, range, s == "ExportAuditData", &target).map_err(failed)?;
-                json!({"exported": n, "repository": repository, "path": rel.trim_start_matches('/')})
+                ),
+                with_archive: s == "ExportAuditData",
+                target,
+                repository,
+                rel: rel.trim_start_matches('/').to_string(),
             }
+        }
+    })
+}
+
+/// The maintenance services of the audit subsystem: checked under the model's lock, then run
+/// without it (an archive or an export may take seconds; requests go on meanwhile), the
+/// archive taking the lock again only to record `lastArchivedTime`.
+pub fn maintenance(
+    app: &std::sync::Arc<crate::app::App>,
+    caller: &crate::auth::Caller,
+    service: &str,
+    params: serde_json::Map<String, Json>,
+) -> Result<Reply, ApiError> {
+    let now = crate::now_ms();
+    let (job, params) = {
+        let mut db = app.db.write().unwrap_or_else(|p| p.into_inner());
+        crate::rest::visible_entity(db.model(), caller, Kind::Subsystem, "AuditSubsystem")?;
+        let mut call = Call {
+            app,
+            db: &mut db,
+            caller,
+            kind: Kind::Subsystem,
+            entity: "AuditSubsystem".into(),
+            service: service.to_string(),
+            params,
         };
-        call.app.audit(
-            &call.caller.name,
-            category::AUDIT,
-            "auditServiceCalled",
-            json!({"service": s, "parameters": call.params, "outcome": summary}),
-            "Subsystems/AuditSubsystem",
-            "Subsystem",
-        );
-        Ok(result(BaseType::Json, summary))
-    })())
+        let job = plan(&mut call, now)?;
+        (job, call.params)
+    };
+    let summary = match job {
+        Job::Archive {
+            before,
+            thing,
+            property,
+        } => {
+            let (n, files) = archive(app, before).map_err(failed)?;
+            let mut db = app.db.write().unwrap_or_else(|p| p.into_inner());
+            set_value(
+                &mut db,
+                thing,
+                property,
+                json!(thinghost_core::types::format_datetime(now)),
+            );
+            json!({"archived": n, "files": files})
+        }
+        Job::Purge => {
+            let n = purge(app, now).map_err(failed)?;
+            json!({"purged": n, "retentionDays": app.audit_retention_days})
+        }
+        Job::Cleanup { before } => {
+            let files = cleanup(app, before).map_err(failed)?;
+            json!({"deleted": files})
+        }
+        Job::Export {
+            range,
+            with_archive,
+            target,
+            repository,
+            rel,
+        } => {
+            let n = export(app, range, with_archive, &target).map_err(failed)?;
+            json!({"exported": n, "repository": repository, "path": rel})
+        }
+    };
+    app.audit(
+        &caller.name,
+        category::AUDIT,
+        "auditServiceCalled",
+        json!({"service": service, "parameters": params, "outcome": summary}),
+        "Subsystems/AuditSubsystem",
+        "Subsystem",
+    );
+    Ok(result(BaseType::Json, summary))
 }
 
 fn failed(e: String) -> ApiError {

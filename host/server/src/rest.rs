@@ -391,6 +391,12 @@ pub fn handle(
             {
                 return crate::services::reload_extension(app, caller, params);
             }
+            // The audit archive, export, purge and cleanup run without the model's lock.
+            if (kind, *name) == (Kind::Subsystem, "AuditSubsystem")
+                && crate::audit::is_maintenance(service)
+            {
+                return crate::audit::maintenance(app, caller, service, params);
+            }
             // The whole-model analyses read under the shared lock.
             if kind == Kind::Resource
                 && *name == "SecurityServices"
