@@ -34,6 +34,19 @@ fn exists(s: &Server, key: &str, path: &str) -> bool {
     r.status() == 200
 }
 
+/// A new application key for `user`, made by `admin`: the key.
+fn key(s: &Server, admin: &str, name: &str, user: &str) -> String {
+    ok(
+        s,
+        admin,
+        &format!("{ES}/CreateApplicationKey"),
+        json!({"name": name, "user": user}),
+    )["rows"][0]["keyId"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
 /// A user with a key and nothing else.
 fn user(s: &Server, admin: &str, name: &str) -> String {
     ok(
@@ -42,15 +55,7 @@ fn user(s: &Server, admin: &str, name: &str) -> String {
         &format!("{ES}/CreateUser"),
         json!({"name": name, "password": "a long password 1"}),
     );
-    ok(
-        s,
-        admin,
-        &format!("{ES}/CreateApplicationKey"),
-        json!({"name": format!("{name}-key"), "user": name}),
-    )["rows"][0]["keyId"]
-        .as_str()
-        .unwrap()
-        .to_string()
+    key(s, admin, &format!("{name}-key"), name)
 }
 
 #[test]
@@ -424,15 +429,7 @@ fn the_remote_access_example_grants_the_support_group_its_sessions() {
     );
     assert_eq!(vis["rows"][0]["principal"], "raOrg", "{vis}");
     // The support user (in the group) may start a session; nothing else.
-    let key = ok(
-        &s,
-        &admin,
-        &format!("{ES}/CreateApplicationKey"),
-        json!({"name": "ra-key", "user": "ra-support-1"}),
-    )["rows"][0]["keyId"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let key = key(&s, &admin, "ra-key", "ra-support-1");
     let (st, v) = post(
         &s,
         &key,
@@ -458,15 +455,7 @@ fn the_audit_group_example_lets_auditors_query_and_nothing_more() {
     let admin = s.admin_key();
     let (st, v) = run(&s, &admin, &example("audit-group-setup.rhai"), false);
     assert_eq!(st, 200, "{v}");
-    let key = ok(
-        &s,
-        &admin,
-        &format!("{ES}/CreateApplicationKey"),
-        json!({"name": "auditor-key", "user": "auditor-1"}),
-    )["rows"][0]["keyId"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let key = key(&s, &admin, "auditor-key", "auditor-1");
     let audit = "/Thingworx/Subsystems/AuditSubsystem/Services";
     for service in [
         "QueryAuditHistory",
@@ -600,15 +589,7 @@ fn the_command_line_runs_scripts_lints_and_explains_access() {
     );
     // A plain user: its own matrix yes, another's no.
     let pump_key = t.path().join("pump.appkey");
-    let k = ok(
-        &s,
-        &admin,
-        &format!("{ES}/CreateApplicationKey"),
-        json!({"name": "pump-002-second", "user": "pump-002"}),
-    )["rows"][0]["keyId"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let k = key(&s, &admin, "pump-002-second", "pump-002");
     std::fs::write(&pump_key, &k).unwrap();
     let (code, _, _) = cli(
         &s,
