@@ -136,7 +136,9 @@ impl App {
         self.write_audit(record, true);
     }
 
-    fn write_audit(&self, record: AuditRecord, queued: bool) {
+    /// Writes a record: queued (on disk within milliseconds) or durable (on disk when this
+    /// returns).
+    pub(crate) fn write_audit(&self, record: AuditRecord, queued: bool) {
         // In a script, the records of changes (MODEL, SECURITY: warnings about a grant, say)
         // wait for them, to land with them or not at all; everything else (denials, reads of
         // the audit log, service calls, sessions, extension failures) happened whatever becomes

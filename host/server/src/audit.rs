@@ -1110,20 +1110,13 @@ pub fn service_call(
     source: &str,
     source_type: &str,
 ) {
-    let record = AuditRecord {
-        timestamp: crate::now_ms(),
-        user: caller.name.clone(),
-        category: category::SERVICE.into(),
-        message_key: "serviceCalled".into(),
+    let record = record(
+        &caller.name,
+        category::SERVICE,
+        "serviceCalled",
         args,
-        source: source.into(),
-        source_type: source_type.into(),
-    };
-    let written = match mode {
-        thinghost_core::ServiceAudit::Durable => app.audit_log.record(record),
-        _ => app.audit_log.record_queued(record),
-    };
-    if let Err(e) = written {
-        tracing::error!(error = %e, "cannot write an audit record");
-    }
+        source,
+        source_type,
+    );
+    app.write_audit(record, mode != thinghost_core::ServiceAudit::Durable);
 }

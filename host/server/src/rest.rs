@@ -333,32 +333,33 @@ pub fn handle(
             // runs (who a job runs as, when, what it keeps): audited with the change. Device
             // data written to other Things is not (it is not a change of the model's rules),
             // unless an admin script writes it (a step of its plan, recorded if it lands).
-            let records: Vec<thinghost_store::AuditRecord> = match db
-                .model()
-                .get(kind, name)
-                .map(|e| &e.body)
-            {
-                Some(Body::Thing(t))
-                    if app.script.is_some()
-                        || configures_the_platform(db.model(), &t.thing_template) =>
-                {
-                    let record = thinghost_store::AuditRecord {
-                        timestamp: crate::now_ms(),
-                        user: caller.name.clone(),
-                        category: crate::audit::category::MODEL.to_string(),
-                        message_key: "propertyWritten".to_string(),
-                        args: json!({"property": prop, "value": if def.base_type == thinghost_core::BaseType::Password { json!("***") } else { value.clone() }}),
-                        source: format!("Things/{name}"),
-                        source_type: "Thing".to_string(),
-                    };
-                    if app.audit_log.enabled(&record.category) {
-                        vec![record]
-                    } else {
-                        vec![]
+            let records: Vec<thinghost_store::AuditRecord> =
+                match db.model().get(kind, name).map(|e| &e.body) {
+                    Some(Body::Thing(t))
+                        if app.script.is_some()
+                            || configures_the_platform(db.model(), &t.thing_template) =>
+                    {
+                        let shown = if def.base_type == thinghost_core::BaseType::Password {
+                            json!("***")
+                        } else {
+                            value.clone()
+                        };
+                        let record = crate::audit::record(
+                            &caller.name,
+                            crate::audit::category::MODEL,
+                            "propertyWritten",
+                            json!({"property": prop, "value": shown}),
+                            &format!("Things/{name}"),
+                            "Thing",
+                        );
+                        if app.audit_log.enabled(&record.category) {
+                            vec![record]
+                        } else {
+                            vec![]
+                        }
                     }
-                }
-                _ => vec![],
-            };
+                    _ => vec![],
+                };
             let name = name.to_string();
             let prop = prop.to_string();
             db.change_values(
@@ -558,13 +559,23 @@ pub fn handle(
 }
 
 /// Is a Thing of this template a scheduler or a file repository (its properties configure the
-/// platform)?
+/// platform)? On every property write: walks the base templates without allocating.
 fn configures_the_platform(m: &Model, template: &str) -> bool {
-    thinghost_core::validate::template_chain(m, template).is_ok_and(|chain| {
-        chain
-            .iter()
-            .any(|t| matches!(t.name.as_str(), "Scheduler" | "FileRepository"))
-    })
+    let mut current = Some(template);
+    // A valid model has no template cycles; the bound only keeps a bug from looping.
+    for _ in 0..64 {
+        let Some(t) = current else {
+            return false;
+        };
+        if matches!(t, "Scheduler" | "FileRepository") {
+            return true;
+        }
+        current = match m.get(Kind::ThingTemplate, t).map(|e| &e.body) {
+            Some(Body::ThingTemplate(b)) => b.base_thing_template.as_deref(),
+            _ => None,
+        };
+    }
+    false
 }
 
 /// A property the caller may read or write (`permission`): visible entity (else 404), permitted

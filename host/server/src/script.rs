@@ -997,7 +997,11 @@ pub fn run_service(
             ],
         )?;
     }
-    let script = params["script"].as_str().unwrap_or_default().to_string();
+    let script = params
+        .get("script")
+        .and_then(Json::as_str)
+        .unwrap_or_default()
+        .to_string();
     let dry_run = params
         .get("dryRun")
         .and_then(Json::as_bool)

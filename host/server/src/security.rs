@@ -48,7 +48,11 @@ pub fn read_only(
         &mut params,
         &[("user", BaseType::String, true)],
     )?;
-    let user = params["user"].as_str().unwrap_or_default().to_string();
+    let user = params
+        .get("user")
+        .and_then(Json::as_str)
+        .unwrap_or_default()
+        .to_string();
     effective(m, caller, &user)
 }
 
