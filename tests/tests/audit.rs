@@ -593,6 +593,23 @@ fn u6_archive_export_cleanup_and_purge() {
         range(json!({"targetRepositoryName": "AuditArchiveScheduler", "targetFileName": "x.gz"})),
     );
     assert_eq!(st, 400, "not a FileRepository");
+    // A target that is no file name, or a folder, is refused before anything is written.
+    std::fs::create_dir_all(s.dir.join("repositories/MyRepo/exports/sub")).unwrap();
+    for bad in [
+        json!({"targetFileName": ""}),
+        json!({"targetFileName": "."}),
+        json!({"targetFileName": "a/b.gz"}),
+        json!({"targetFileName": "sub"}),
+    ] {
+        let (st, v) = post(
+            &s,
+            &admin,
+            &format!("{AUDIT}/ExportAuditData"),
+            range(bad.clone()),
+        );
+        assert_eq!(st, 400, "{bad}: {v}");
+    }
+    assert!(s.dir.join("repositories/MyRepo/exports/sub").is_dir());
 
     // Cleanup: archive days before the date go.
     let v = ok(

@@ -95,7 +95,8 @@ fn override_resources(m: &Model, e: &Entity) -> BTreeMap<Permission, BTreeSet<St
     out
 }
 
-fn why(m: &Model, d: &crate::access::Decision) -> String {
+/// The rule that decided a check, in words (its explanation without the verdict line).
+pub fn rule_of(m: &Model, d: &crate::access::Decision) -> String {
     let text = m.explain(d).to_string();
     match text.split_once('\n') {
         Some((_, rule)) => rule.to_string(),
@@ -151,7 +152,13 @@ fn holdings(
 ) -> Option<Vec<Holding>> {
     let access = m.access();
     let subject = access.subject(user)?;
-    let explain = |d: &crate::access::Decision| if with_why { why(m, d) } else { String::new() };
+    let explain = |d: &crate::access::Decision| {
+        if with_why {
+            rule_of(m, d)
+        } else {
+            String::new()
+        }
+    };
     if access.is_administrator(subject) {
         return Some(vec![Holding {
             entity: "*".into(),
@@ -301,7 +308,7 @@ pub fn access_impact_of(before: &Model, after: &Model, touched: &Touched) -> Vec
 
 /// The principals of a user in a model, as (kind, name), and the organizations they are members
 /// of.
-fn principals_of(m: &Model, user: &str) -> BTreeSet<(Kind, String)> {
+pub(crate) fn principals_of(m: &Model, user: &str) -> BTreeSet<(Kind, String)> {
     let access = m.access();
     let Some(s) = access.subject(user) else {
         return BTreeSet::new();
@@ -330,13 +337,9 @@ fn org_place(m: &Model, org: &str, principals: &BTreeSet<(Kind, String)>) -> Opt
         .units
         .iter()
         .filter(|u| {
-            u.members.iter().any(|p| {
-                let k = match p.kind {
-                    crate::entity::PrincipalType::User => Kind::User,
-                    crate::entity::PrincipalType::Group => Kind::Group,
-                };
-                principals.contains(&(k, p.principal.clone()))
-            })
+            u.members
+                .iter()
+                .any(|p| principals.contains(&(p.entity_kind(), p.principal.clone())))
         })
         .map(|u| u.name.clone())
         .collect();
@@ -536,5 +539,5 @@ fn why_now(m: &Model, user: &str, k: &Key) -> String {
             Target::Entity { id, resource }
         }
     };
-    why(m, &m.check(subject, permission, target))
+    rule_of(m, &m.check(subject, permission, target))
 }

@@ -226,23 +226,7 @@ fn group_within(m: &Model, g: &str, of: &str) -> bool {
 
 /// A principal as (kind, name).
 fn principal_key(p: &PrincipalRef) -> (Kind, String) {
-    let k = match p.kind {
-        PrincipalType::User => Kind::User,
-        PrincipalType::Group => Kind::Group,
-    };
-    (k, p.principal.clone())
-}
-
-/// A user's principals (itself and its groups), as (kind, name).
-fn principals(m: &Model, subject: crate::access::Subject) -> Vec<(Kind, String)> {
-    let access = m.access();
-    access
-        .principals(subject)
-        .map(|id| {
-            let (k, n) = access.name_of(id);
-            (k, n.to_string())
-        })
-        .collect()
+    (p.entity_kind(), p.principal.clone())
 }
 
 fn kind_name(k: PrincipalType) -> &'static str {
@@ -297,6 +281,7 @@ pub fn lint(m: &Model, deployment: &Deployment, now_ms: i64) -> Vec<Finding> {
     let access = m.access();
     let mut out = Vec::new();
     let keys = users_with_keys(m);
+    let all_acls = acls(m);
     let is_admin_user = |u: &str| {
         access
             .subject(u)
@@ -376,7 +361,7 @@ pub fn lint(m: &Model, deployment: &Deployment, now_ms: i64) -> Vec<Finding> {
         // confirmed by the access engine; two are enough.
         let mut seen: std::collections::BTreeSet<&str> = Default::default();
         let mut writable: Vec<String> = Vec::new();
-        'principals: for p in principals(m, subject) {
+        'principals: for p in crate::insight::principals_of(m, user) {
             for thing in write_grants.get(&p).into_iter().flatten() {
                 if writable.len() >= 2 {
                     break 'principals;
@@ -419,7 +404,7 @@ pub fn lint(m: &Model, deployment: &Deployment, now_ms: i64) -> Vec<Finding> {
     // where a deny elsewhere masks it today).
     let mut design_grants: std::collections::BTreeMap<(Kind, String), Vec<String>> =
         Default::default();
-    for (place, acl) in acls(m) {
+    for (place, acl) in &all_acls {
         for e in acl.design_time.iter().filter(|e| e.allow) {
             design_grants
                 .entry(principal_key(&e.principal))
@@ -428,10 +413,7 @@ pub fn lint(m: &Model, deployment: &Deployment, now_ms: i64) -> Vec<Finding> {
         }
     }
     for user in keys.keys().filter(|u| !is_admin_user(u)) {
-        let Some(subject) = access.subject(user) else {
-            continue;
-        };
-        let held: Vec<String> = principals(m, subject)
+        let held: Vec<String> = crate::insight::principals_of(m, user)
             .into_iter()
             .flat_map(|p| {
                 let via = if p == (Kind::User, user.clone()) {
@@ -479,14 +461,14 @@ pub fn lint(m: &Model, deployment: &Deployment, now_ms: i64) -> Vec<Finding> {
     }
     // design-time-in-production
     if deployment.production {
-        let places: Vec<String> = acls(m)
-            .into_iter()
+        let places: Vec<String> = all_acls
+            .iter()
             .filter(|(_, acl)| {
                 acl.design_time
                     .iter()
                     .any(|e| e.allow && !is_admin_principal(m, &e.principal))
             })
-            .map(|(p, _)| p)
+            .map(|(p, _)| p.clone())
             .collect();
         if !places.is_empty() {
             out.push(finding(
@@ -505,13 +487,14 @@ pub fn lint(m: &Model, deployment: &Deployment, now_ms: i64) -> Vec<Finding> {
             continue;
         };
         let from = if b.created > 0 { b.created } else { now_ms };
-        if b.expiration_date - from > YEAR_MS {
+        let lifetime = b.expiration_date.saturating_sub(from);
+        if lifetime > YEAR_MS {
             out.push(finding(
                 "key-lifetime",
                 format!(
                     "application key {} lives {} days",
                     k.name,
-                    (b.expiration_date - from) / (24 * 3_600_000)
+                    lifetime / (24 * 3_600_000)
                 ),
                 vec![path(k)],
             ));
@@ -553,7 +536,7 @@ pub fn lint(m: &Model, deployment: &Deployment, now_ms: i64) -> Vec<Finding> {
         ));
     }
     // blanket-service-invoke
-    for (place, acl) in acls(m) {
+    for (place, acl) in &all_acls {
         for e in &acl.run_time {
             if e.allow
                 && e.permission == Permission::ServiceInvoke
@@ -675,13 +658,17 @@ pub fn lint(m: &Model, deployment: &Deployment, now_ms: i64) -> Vec<Finding> {
         predefined::AUDIT_PURGE_SCHEDULER,
         predefined::AUDIT_CLEANUP_SCHEDULER,
         predefined::AUDIT_ARCHIVE_SCHEDULER,
+        predefined::AUDIT_ARCHIVE_SCHEDULER_DP,
     ] {
         let Some(id) = access.id(Kind::Thing, thing) else {
             continue;
         };
-        let last = (thing == predefined::AUDIT_ARCHIVE_SCHEDULER)
-            .then(|| access.sym("lastArchivedTime"))
-            .flatten();
+        let archive_property = match thing {
+            predefined::AUDIT_ARCHIVE_SCHEDULER => Some("lastArchivedTime"),
+            predefined::AUDIT_ARCHIVE_SCHEDULER_DP => Some("lastArchivedTimeDirectPersistence"),
+            _ => None,
+        };
+        let last = archive_property.and_then(|p| access.sym(p));
         let mut holders: Vec<String> = Vec::new();
         for u in m.entities(Kind::User) {
             let Some(s) = access.subject(&u.name) else {
@@ -693,13 +680,13 @@ pub fn lint(m: &Model, deployment: &Deployment, now_ms: i64) -> Vec<Finding> {
             let allowed = |p: Permission, resource| {
                 m.check(s, p, Target::Entity { id, resource }).outcome == Outcome::Allowed
             };
-            let held: Vec<&str> = if thing == predefined::AUDIT_ARCHIVE_SCHEDULER {
-                // The archive scheduler: only writing lastArchivedTime is a finding (the seed's
-                // table grants reading it for ArchiveAuditHistory).
+            let held: Vec<String> = if let Some(property) = archive_property {
+                // The archive schedulers: only writing their last archived time is a finding
+                // (the seed's table grants reading it for ArchiveAuditHistory).
                 let writes = allowed(Permission::PropertyWrite, None)
                     || last.is_some_and(|r| allowed(Permission::PropertyWrite, Some(r)));
                 if writes {
-                    vec!["PropertyWrite lastArchivedTime"]
+                    vec![format!("PropertyWrite {property}")]
                 } else {
                     vec![]
                 }
@@ -707,7 +694,7 @@ pub fn lint(m: &Model, deployment: &Deployment, now_ms: i64) -> Vec<Finding> {
                 perms
                     .iter()
                     .filter(|p| allowed(**p, None))
-                    .map(|p| p.name())
+                    .map(|p| p.name().to_string())
                     .collect()
             };
             if !held.is_empty() {

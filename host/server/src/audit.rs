@@ -39,8 +39,6 @@ pub mod category {
     ];
 }
 
-/// The category of a model change's entry: permission, membership, key and password changes
-/// are SECURITY, the rest MODEL.
 /// An audit record stamped with the server's clock.
 pub fn record(
     user: &str,
@@ -61,6 +59,8 @@ pub fn record(
     }
 }
 
+/// The category of a model change's entry: permission, membership, key and password changes
+/// are SECURITY, the rest MODEL.
 pub fn change_category(audit_key: &str, kind: thinghost_core::Kind) -> &'static str {
     let security = matches!(
         audit_key,
@@ -987,8 +987,24 @@ fn plan(call: &mut Call<'_>, now: i64) -> Result<Job, ApiError> {
                 call.opt_str("targetPath").unwrap_or_default(),
                 call.str("targetFileName")
             );
+            let file_name = call.str("targetFileName");
+            if file_name.is_empty()
+                || file_name == "."
+                || file_name == ".."
+                || file_name.contains('/')
+                || file_name.contains('\\')
+            {
+                return Err(bad(
+                    "parameter targetFileName: a file name (no folders: put those in targetPath)",
+                ));
+            }
             let target =
                 crate::repository::resolve(&call.app.data_dir, &repository, &rel).map_err(bad)?;
+            if target.is_dir() {
+                return Err(bad(format!(
+                    "parameter targetFileName: {rel} is a folder in {repository}; name a file"
+                )));
+            }
             Job::Export {
                 range: (
                     date(call, "startDate")?.unwrap_or(0),

@@ -65,14 +65,9 @@ pub(crate) fn visible_entity<'m>(
     Ok((m.get(kind, name).expect("indexed"), id))
 }
 
-/// The rule that decided a check, in words (the explanation without its verdict line): what a
-/// denial's audit entry records.
+/// The rule that decided a check, in words: what a denial's audit entry records.
 pub(crate) fn rule_of(m: &Model, d: &Decision) -> String {
-    let text = m.explain(d).to_string();
-    match text.split_once('\n') {
-        Some((_, rule)) => rule.to_string(),
-        None => text,
-    }
+    thinghost_core::insight::rule_of(m, d)
 }
 
 /// Checks a permission; a denial is a 403 (the entity is visible by now) and is audited.

@@ -4,7 +4,9 @@
 //! `enabled` and `runAsUser`. Once a second the runner looks at each and runs the job of every
 //! one whose schedule fired since the last look:
 //!
-//! - `AuditArchiveScheduler`: archives the entries of the days before today (UTC);
+//! - `AuditArchiveScheduler` (and `AuditArchiveSchedulerDirectPersistence`): archives the
+//!   entries older than the retention window (`--audit-retention-days`), which the online log
+//!   keeps;
 //! - `AuditPurgeScheduler`: purges the online entries older than the retention;
 //! - `AuditArchiveCleanupScheduler`: deletes the archive days older than `DaysToArchive` days;
 //! - `AuditArchiveCleanupNotificationScheduler`: when archive days older than `DaysToArchive`

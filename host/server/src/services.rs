@@ -1212,9 +1212,16 @@ fn explain_access(call: &mut Call<'_>) -> Result<Reply, ApiError> {
         ("target", BaseType::String, true),
     ])?;
     if !crate::security::security_admin(call) {
-        call.require_admin(
+        let mut e = forbidden(
+            call.caller,
             "explain access decisions (Administrators and SecurityAdministrators may)",
-        )?;
+            call.path(),
+            Permission::ServiceInvoke,
+        );
+        if let Some(denied) = &mut e.denied {
+            denied.2 = "only members of Administrators or SecurityAdministrators may explain access decisions".into();
+        }
+        return Err(e);
     }
     let m = call.model();
     let permission = Permission::parse(&call.str("action")).ok_or_else(|| {

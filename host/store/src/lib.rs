@@ -495,6 +495,7 @@ impl Db {
             return Err(e.into());
         }
         self.version += 1;
+        self.note(&batch.writes, false);
         Ok(batch)
     }
 }

@@ -235,7 +235,7 @@ pub fn run(args: Args) -> Result<i32, Failure> {
             production: args.production,
             transport: if args.insecure_http {
                 thinghost_core::lint::Transport::PlainHttp
-            } else if args.dev || self_signed {
+            } else if self_signed {
                 thinghost_core::lint::Transport::SelfSigned
             } else {
                 thinghost_core::lint::Transport::Tls
