@@ -189,6 +189,9 @@ pub enum Filter {
     NotIn(Field, Vec<Value>),
 }
 
+/// The most values a QUERY filter may hold in all.
+pub const MAX_FILTER_VALUES: usize = 10_000;
+
 /// A query: the fixed criteria of `QueryAuditHistory`, the QUERY filter, sorts and a page.
 #[derive(Clone, Debug, PartialEq, Default)]
 pub struct AuditQuery {
@@ -239,7 +242,25 @@ impl Filter {
     /// with the types AND, OR, EQ, NE/NEQ, GT, GE, LT, LE, LIKE, NOTLIKE, BETWEEN, NOTBETWEEN, IN,
     /// NOTIN (any case). `LIKE` patterns use `%` and `_` (the vendor's `*` and `?` too).
     pub fn parse(v: &Json) -> Result<Filter, String> {
-        Filter::parse_at(v, "filters")
+        let f = Filter::parse_at(v, "filters")?;
+        // Each value is one bound parameter, and SQLite takes at most 32,766 in a statement.
+        let n = f.values();
+        if n > MAX_FILTER_VALUES {
+            return Err(format!(
+                "filters: {n} values in all; a query takes at most {MAX_FILTER_VALUES}"
+            ));
+        }
+        Ok(f)
+    }
+
+    /// How many values the filter compares with (each is one bound parameter).
+    fn values(&self) -> usize {
+        match self {
+            Filter::And(parts) | Filter::Or(parts) => parts.iter().map(Filter::values).sum(),
+            Filter::Cmp(..) => 1,
+            Filter::Between(..) | Filter::NotBetween(..) => 2,
+            Filter::In(_, v) | Filter::NotIn(_, v) => v.len(),
+        }
     }
 
     fn parse_at(v: &Json, at: &str) -> Result<Filter, String> {
@@ -499,6 +520,17 @@ mod tests {
         assert_eq!(verify(GENESIS, removed).broken.unwrap().0, 4);
         // An archived prefix: the chain goes on from its anchor.
         assert_eq!(verify(&good[1].hash, good[2..].to_vec()).broken, None);
+    }
+
+    #[test]
+    fn u3_a_filter_holds_at_most_ten_thousand_values_in_all() {
+        let values: Vec<i64> = (0..1000).collect();
+        let inner = json!({"type": "IN", "fieldName": "id", "values": values});
+        let ten = json!({"type": "And", "filters": vec![inner.clone(); 10]});
+        assert!(Filter::parse(&ten).is_ok());
+        let eleven = json!({"type": "And", "filters": vec![inner; 11]});
+        let e = Filter::parse(&eleven).unwrap_err();
+        assert!(e.contains("11000 values in all"), "{e}");
     }
 
     #[test]
