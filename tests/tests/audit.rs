@@ -280,12 +280,18 @@ fn u1_u3_queries_answer_audit_history_rows_with_their_filters_and_cap() {
     assert_eq!(st, 400, "{v}");
     assert!(v["error"].as_str().unwrap().contains("no field"), "{v}");
 
-    // The cap: 6000 more entries, written while the server runs.
+    // The cap: 6000 more entries, written while the server runs (stamped an hour ahead: the
+    // chain's timestamps never go backwards).
+    let base = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+        + 3_600_000;
     let mut store =
         thinghost_store::SqliteStore::open(&s.dir.join(thinghost_store::DB_FILE)).unwrap();
     let many: Vec<thinghost_store::AuditRecord> = (0..6000)
         .map(|i| thinghost_store::AuditRecord {
-            timestamp: 1_000 + i,
+            timestamp: base + i,
             user: "bulk".into(),
             category: "SERVICE".into(),
             message_key: "serviceCalled".into(),
@@ -306,7 +312,7 @@ fn u1_u3_queries_answer_audit_history_rows_with_their_filters_and_cap() {
         &s,
         &admin,
         &format!("{AUDIT}/GetAuditEntryCount"),
-        json!({"auditCategory": "SERVICE", "endDate": "1970-01-01T00:00:03.999Z"}),
+        json!({"auditCategory": "SERVICE", "startDate": base, "endDate": base + 2999}),
     );
     assert_eq!(v["rows"][0]["result"], 3000);
 }

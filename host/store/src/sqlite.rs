@@ -87,26 +87,39 @@ fn anchor(conn: &Connection) -> rusqlite::Result<String> {
 
 /// Appends `records` inside `tx`, each chained to the one before (the caller holds the write
 /// lock: an IMMEDIATE transaction).
+///
+/// The chain's timestamps never go backwards: a queued entry stamped a few milliseconds before
+/// a durable one that reached the log first takes its predecessor's time, so id order (the
+/// chain's order, which archives and purges cut as a prefix) and time order always agree.
 fn append_in(tx: &Transaction<'_>, records: &[AuditRecord]) -> rusqlite::Result<()> {
     if records.is_empty() {
         return Ok(());
     }
-    let mut prev: String = match tx
-        .query_row("SELECT hash FROM audit ORDER BY id DESC LIMIT 1", [], |r| {
-            r.get(0)
-        })
+    let (mut prev, mut last_time): (String, i64) = match tx
+        .query_row(
+            "SELECT hash, timestamp FROM audit ORDER BY id DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
         .optional()?
     {
-        Some(h) => h,
-        None => anchor(tx)?,
+        Some(last) => last,
+        None => (anchor(tx)?, i64::MIN),
     };
     let mut insert = tx.prepare_cached(
         "INSERT INTO audit (timestamp, user, category, message_key, args, source, source_type, prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     )?;
     for r in records {
-        let hash = audit::entry_hash(&prev, r);
+        let hash = if r.timestamp < last_time {
+            let mut later = r.clone();
+            later.timestamp = last_time;
+            audit::entry_hash(&prev, &later)
+        } else {
+            last_time = r.timestamp;
+            audit::entry_hash(&prev, r)
+        };
         insert.execute(params![
-            r.timestamp,
+            last_time,
             r.user,
             r.category,
             r.message_key,

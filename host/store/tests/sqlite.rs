@@ -449,3 +449,34 @@ fn a_fork_lands_whole_when_adopted_and_not_at_all_otherwise() {
     assert!(db.model().get(Kind::User, "c").is_none());
     assert!(db.model().get(Kind::User, "d").is_some());
 }
+
+/// U1/U2: a queued entry stamped before an entry that reached the log first is stored at its
+/// predecessor's time, so the chain's order and time order agree (newest first by time is
+/// newest first by id, and an archive's prefix by time is a prefix of the chain), and the
+/// chain still verifies.
+#[test]
+fn u2_the_chains_timestamps_never_go_backwards() {
+    let dir = tempfile::tempdir().unwrap();
+    Db::create(dir.path(), Model::with_predefined(), &[]).unwrap();
+    let mut store = SqliteStore::open(&dir.path().join(DB_FILE)).unwrap();
+    let records = [
+        rec(100, "ann", "MODEL", "Things/P"),
+        rec(300, "ann", "SECURITY", "Things/P"),
+        rec(200, "bob", "AUTHORIZATION", "Things/P"),
+        rec(400, "bob", "AUTHORIZATION", "Things/P"),
+    ];
+    store.append_audit_batch(&records[..2]).unwrap();
+    store.append_audit_batch(&records[2..]).unwrap();
+    let stored: Vec<(i64, String)> = store
+        .audit_records(10)
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.timestamp, r.user))
+        .collect();
+    assert_eq!(
+        stored,
+        [(400, "bob"), (300, "bob"), (300, "ann"), (100, "ann")].map(|(t, u)| (t, u.to_string()))
+    );
+    let report = store.verify_audit_chain().unwrap();
+    assert_eq!((report.checked, report.broken), (4, None));
+}
