@@ -17,7 +17,7 @@ pub fn thinghost_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let out = Command::new(cargo)
+        let out = cargo_command(cargo)
             .args([
                 "build",
                 "--quiet",
@@ -44,6 +44,32 @@ pub fn thinghost_bin() -> &'static Path {
             .find_map(|v| v["executable"].as_str().map(PathBuf::from))
             .expect("cargo names the thinghost executable")
     })
+}
+
+/// A cargo command without the variables cargo sets for the running test (`CARGO_MANIFEST_DIR`,
+/// `CARGO_PKG_NAME`, ...): some build scripts (ring's) rerun when they change, so with them the
+/// build here and `cargo test` outside would rebuild each other's crates every time.
+fn cargo_command(cargo: String) -> Command {
+    let mut cmd = Command::new(cargo);
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        if name == "OUT_DIR"
+            || [
+                "CARGO_MANIFEST_",
+                "CARGO_PKG_",
+                "CARGO_CRATE_",
+                "CARGO_BIN_",
+                "CARGO_PRIMARY_PACKAGE",
+                "CARGO_TARGET_TMPDIR",
+                "CARGO_RUSTC_CURRENT_DIR",
+            ]
+            .iter()
+            .any(|p| name.starts_with(p))
+        {
+            cmd.env_remove(name.as_ref());
+        }
+    }
+    cmd
 }
 
 /// How to build a Rust extension crate.
@@ -88,7 +114,7 @@ fn cargo_build(dir: &str, build: Build, env: &[(&str, &str)]) -> PathBuf {
         .unwrap_or_else(|_| workspace().join("target"))
         .join("extensions");
     let manifest = workspace().join(dir).join("Cargo.toml");
-    let mut cmd = Command::new(cargo);
+    let mut cmd = cargo_command(cargo);
     cmd.args([
         "build",
         "--quiet",
