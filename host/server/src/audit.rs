@@ -488,8 +488,86 @@ fn store_error(e: StoreError) -> ApiError {
     )
 }
 
-/// The services of `Subsystems/AuditSubsystem` implemented so far; None for another name.
-pub fn service(call: &mut Call<'_>) -> Option<Result<Reply, ApiError>> {
+/// A read of the audit log, checked under the model's lock and answered without it.
+pub enum Read {
+    /// Entries, one page.
+    Entries(AuditQuery),
+    /// How many entries a query selects.
+    Count(AuditQuery),
+    /// The hash chain checked from end to end (seconds over millions of entries).
+    Verify,
+}
+
+/// Whether a service reads the audit log (then `rest::handle` checks it with [`prepare`] under
+/// the model's lock and answers it with [`answer`] after letting go of the lock).
+pub fn is_read(kind: Kind, entity: &str, service: &str) -> bool {
+    match kind {
+        Kind::Subsystem if entity == "AuditSubsystem" => matches!(
+            service,
+            "QueryAuditHistory"
+                | "QueryAuditHistoryWithQueryCriteria"
+                | "GetAuditEntryCount"
+                | "VerifyAuditChain"
+        ),
+        Kind::Thing => service == "QueryAuditHistory",
+        _ => false,
+    }
+}
+
+/// Checks a read of the audit log (parameters and rights) and records the call (category
+/// AUDIT): the part that needs the model.
+pub fn prepare(call: &mut Call<'_>) -> Result<Read, ApiError> {
+    match call.kind {
+        Kind::Thing => thing_query(call),
+        _ => service_read(call).unwrap_or_else(|| {
+            Err(ApiError::new(
+                axum::http::StatusCode::NOT_FOUND,
+                format!("Subsystem AuditSubsystem has no service {:?}", call.service),
+            ))
+        }),
+    }
+}
+
+/// Answers a read of the audit log from the store (no model lock needed: the log has its own
+/// reader).
+pub fn answer(app: &crate::app::App, read: Read) -> Result<Reply, ApiError> {
+    let mut store = app.audit_log.reader();
+    Ok(match read {
+        Read::Entries(q) => {
+            let entries = store.query_audit(&q).map_err(store_error)?;
+            Reply::Json(audit_history_table(&entries))
+        }
+        Read::Count(q) => {
+            let n = store.count_audit(&q).map_err(store_error)?;
+            result(BaseType::Long, json!(n))
+        }
+        Read::Verify => {
+            let report = store.verify_audit_chain().map_err(store_error)?;
+            let (id, reason) = report
+                .broken
+                .map(|(id, r)| (json!(id), json!(r)))
+                .unwrap_or((Json::Null, Json::Null));
+            Reply::Json(
+                InfoTable {
+                    fields: vec![
+                        Field { name: "intact".into(), base_type: BaseType::Boolean },
+                        Field { name: "checked".into(), base_type: BaseType::Long },
+                        Field { name: "brokenAtId".into(), base_type: BaseType::Long },
+                        Field { name: "reason".into(), base_type: BaseType::String },
+                    ],
+                    rows: match json!({"intact": id.is_null(), "checked": report.checked, "brokenAtId": id, "reason": reason}) {
+                        Json::Object(m) => vec![m],
+                        _ => unreachable!("an object"),
+                    },
+                }
+                .into_json(),
+            )
+        }
+    })
+}
+
+/// Checks a read service of `Subsystems/AuditSubsystem`; None for another name.
+fn service_read(call: &mut Call<'_>) -> Option<Result<Read, ApiError>> {
     let service = call.service.clone();
     let s = service.as_str();
     const DATE: BaseType = BaseType::Datetime;
@@ -532,12 +610,10 @@ pub fn service(call: &mut Call<'_>) -> Option<Result<Reply, ApiError>> {
             "Subsystems/AuditSubsystem",
             "Subsystem",
         );
-        let mut store = call.app.audit_log.reader();
         Ok(match s {
             "QueryAuditHistory" => {
                 q.limit = max_items(call)?;
-                let entries = store.query_audit(&q).map_err(store_error)?;
-                Reply::Json(audit_history_table(&entries))
+                Read::Entries(q)
             }
             "QueryAuditHistoryWithQueryCriteria" => {
                 q.limit = max_items(call)?;
@@ -546,35 +622,10 @@ pub fn service(call: &mut Call<'_>) -> Option<Result<Reply, ApiError>> {
                     None => 0,
                     Some(n) => return Err(bad(format!("parameter offset: {n} is not a count"))),
                 };
-                let entries = store.query_audit(&q).map_err(store_error)?;
-                Reply::Json(audit_history_table(&entries))
+                Read::Entries(q)
             }
-            "GetAuditEntryCount" => {
-                let n = store.count_audit(&q).map_err(store_error)?;
-                result(BaseType::Long, json!(n))
-            }
-            _ => {
-                let report = store.verify_audit_chain().map_err(store_error)?;
-                let (id, reason) = report
-                    .broken
-                    .map(|(id, r)| (json!(id), json!(r)))
-                    .unwrap_or((Json::Null, Json::Null));
-                Reply::Json(
-                    InfoTable {
-                        fields: vec![
-                            Field { name: "intact".into(), base_type: BaseType::Boolean },
-                            Field { name: "checked".into(), base_type: BaseType::Long },
-                            Field { name: "brokenAtId".into(), base_type: BaseType::Long },
-                            Field { name: "reason".into(), base_type: BaseType::String },
-                        ],
-                        rows: match json!({"intact": id.is_null(), "checked": report.checked, "brokenAtId": id, "reason": reason}) {
-                            Json::Object(m) => vec![m],
-                            _ => unreachable!("an object"),
-                        },
-                    }
-                    .into_json(),
-                )
-            }
+            "GetAuditEntryCount" => Read::Count(q),
+            _ => Read::Verify,
         })
     })())
 }
@@ -583,7 +634,7 @@ pub fn service(call: &mut Call<'_>) -> Option<Result<Reply, ApiError>> {
 /// (U4): the entries about that Thing. It needs ServiceInvoke on it (and so visibility of the
 /// Thing). Members of `Auditors`, and administrators, see every entry of the Thing; anyone else
 /// only their own entries on it.
-pub fn thing_query(call: &mut Call<'_>) -> Result<Reply, ApiError> {
+fn thing_query(call: &mut Call<'_>) -> Result<Read, ApiError> {
     call.params(&[
         ("maxItems", BaseType::Number, false),
         ("startDate", BaseType::Datetime, false),
@@ -621,13 +672,7 @@ pub fn thing_query(call: &mut Call<'_>) -> Result<Reply, ApiError> {
         &format!("Things/{}", call.entity),
         "Thing",
     );
-    let entries = call
-        .app
-        .audit_log
-        .reader()
-        .query_audit(&q)
-        .map_err(store_error)?;
-    Ok(Reply::Json(audit_history_table(&entries)))
+    Ok(Read::Entries(q))
 }
 
 // ---- archive, export, purge and cleanup (U6) ------------------------------------------------

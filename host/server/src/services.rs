@@ -804,8 +804,8 @@ pub fn host_service(call: &mut Call<'_>) -> Option<Result<Reply, ApiError>> {
     let r = match (kind, entity.as_str(), s) {
         (Kind::Resource, "EntityServices", _) => entity_services(call)?,
         (Kind::Resource, "SecurityServices", "ExplainAccess") => explain_access(call),
-        (Kind::Subsystem, "AuditSubsystem", _) => crate::audit::service(call)?,
-        (Kind::Thing, _, "QueryAuditHistory") => crate::audit::thing_query(call),
+        // (The audit log's read services and maintenance are answered by `rest::handle`
+        // outside the model's lock: `audit::is_read`, `audit::is_maintenance`.)
         (Kind::Thing, _, "ListFiles" | "DeleteFile") => crate::repository::service(call)?,
         (Kind::Resource, "CurrentSessionInfo", _) => session_info(call)?,
         (Kind::Subsystem, "PlatformSubsystem", "GetDefaultDataPersistenceProviderName") => (|| {
