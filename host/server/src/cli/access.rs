@@ -59,16 +59,10 @@ fn csv(field: &str) -> String {
 pub fn run(args: Args) -> Result<i32, Failure> {
     match args.action {
         Action::Matrix(m) => {
-            let (status, reply) = m.remote.post(
+            let reply = m.remote.call(
                 "/Thingworx/Resources/SecurityServices/Services/EffectivePermissions",
                 &serde_json::json!({"user": m.user}),
             )?;
-            if status != 200 {
-                return Err(Failure(format!(
-                    "the server answered {status}: {}",
-                    Remote::message(&reply)
-                )));
-            }
             println!("entity,permission,resource,allowed,why");
             for r in reply["rows"].as_array().into_iter().flatten() {
                 let text = |f: &str| match &r[f] {
@@ -84,16 +78,10 @@ pub fn run(args: Args) -> Result<i32, Failure> {
             Ok(0)
         }
         Action::Explain(e) => {
-            let (status, reply) = e.remote.post(
+            let reply = e.remote.call(
                 "/Thingworx/Resources/SecurityServices/Services/ExplainAccess",
                 &serde_json::json!({"user": e.user, "action": e.action, "target": e.target}),
             )?;
-            if status != 200 {
-                return Err(Failure(format!(
-                    "the server answered {status}: {}",
-                    Remote::message(&reply)
-                )));
-            }
             let row = &reply["rows"][0];
             println!("{}", row["explanation"].as_str().unwrap_or(""));
             Ok(if row["allowed"] == true { 0 } else { 1 })

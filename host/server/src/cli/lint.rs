@@ -40,16 +40,10 @@ pub fn run(args: Args) -> Result<i32, Failure> {
                 .into(),
         ));
     };
-    let (status, reply) = remote.post(
+    let reply = remote.call(
         "/Thingworx/Resources/SecurityServices/Services/Lint",
         &serde_json::json!({}),
     )?;
-    if status != 200 {
-        return Err(Failure(format!(
-            "the server answered {status}: {}",
-            Remote::message(&reply)
-        )));
-    }
     let empty = vec![];
     let findings = reply["rows"].as_array().unwrap_or(&empty);
     let serious = findings

@@ -150,12 +150,7 @@ fn reload(r: Reload) -> Result<i32, Failure> {
             eprintln!("refused: {}", super::remote::Remote::message(&reply));
             return Ok(1);
         }
-        _ => {
-            return Err(Failure(format!(
-                "the server answered {status}: {}",
-                super::remote::Remote::message(&reply)
-            )));
-        }
+        _ => return Err(super::remote::Remote::refused(status, &reply)),
     }
     for o in reply["rows"][0]["result"]["outcomes"]
         .as_array()

@@ -62,6 +62,23 @@ impl Remote {
         ))
     }
 
+    /// POSTs `body` to `path` and expects a success: its JSON reply; any other answer is the
+    /// error, with the server's message.
+    pub fn call(&self, path: &str, body: &Json) -> Result<Json, Failure> {
+        match self.post(path, body)? {
+            (200, reply) => Ok(reply),
+            (status, reply) => Err(Self::refused(status, &reply)),
+        }
+    }
+
+    /// The failure an answer other than a success is.
+    pub fn refused(status: u16, reply: &Json) -> Failure {
+        Failure(format!(
+            "the server answered {status}: {}",
+            Self::message(reply)
+        ))
+    }
+
     /// The message of a reply that is not a success.
     pub fn message(reply: &Json) -> String {
         reply["error"]
