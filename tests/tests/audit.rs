@@ -558,6 +558,39 @@ fn u6_archive_export_cleanup_and_purge() {
         }
         b
     };
+    // What a crash between an archive's files and the removal of their entries leaves behind:
+    // a second copy of archived entries (a later archive wrote them again under another name)
+    // and a copy of an entry still online. An export has each entry once.
+    std::fs::copy(
+        repo.join(&files[0]),
+        repo.join(files[0].replace(".jsonl.gz", "-again.jsonl.gz")),
+    )
+    .unwrap();
+    let online_old = thinghost_store::SqliteStore::open(&s.dir.join(thinghost_store::DB_FILE))
+        .unwrap()
+        .query_audit(&thinghost_store::audit::AuditQuery {
+            user: Some("old".into()),
+            limit: 10,
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(online_old.len(), 1);
+    let leftover = repo.join("archive/2026-01-05/entries-crashed.jsonl.gz");
+    std::fs::create_dir_all(leftover.parent().unwrap()).unwrap();
+    let mut gz = flate2::write::GzEncoder::new(
+        std::fs::File::create(&leftover).unwrap(),
+        flate2::Compression::default(),
+    );
+    std::io::Write::write_all(
+        &mut gz,
+        format!(
+            "{}\n",
+            json!({"id": online_old[0].id, "timestamp": online_old[0].record.timestamp})
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    gz.finish().unwrap();
     let v = ok(
         &s,
         &admin,
@@ -565,6 +598,8 @@ fn u6_archive_export_cleanup_and_purge() {
         range(json!({"targetFileName": "all.jsonl.gz"})),
     );
     assert_eq!(v["rows"][0]["result"]["exported"], 4, "{v}");
+    std::fs::remove_file(repo.join(files[0].replace(".jsonl.gz", "-again.jsonl.gz"))).unwrap();
+    std::fs::remove_file(&leftover).unwrap();
     let v = ok(
         &s,
         &admin,
@@ -681,6 +716,27 @@ fn u7_a_grant_on_the_archive_repository_comes_with_a_warning() {
             .unwrap()
             .iter()
             .any(|r| r["messageKey"] == "auditArchiveRepositoryGranted")
+    );
+    // A deny on it takes nothing away from the advice: no warning, an empty answer (in both
+    // services that add entries).
+    let empty = |path: &str, body: Json| {
+        let r = s
+            .client
+            .post(s.at(path))
+            .header("appKey", &admin)
+            .json(&body)
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        assert_eq!(r.text().unwrap(), "", "{path}");
+    };
+    empty(
+        "/Thingworx/Things/AuditArchiveFileRepository/Services/AddRunTimePermission",
+        json!({"principal": "annGroup", "principalType": "Group", "type": "PropertyRead", "allow": false}),
+    );
+    empty(
+        "/Thingworx/Things/AuditArchiveFileRepository/Services/AddPermissions",
+        json!({"permissions": [{"family": "designTime", "principal": "annGroup", "principalType": "Group", "type": "Read", "allow": false}]}),
     );
     // Other Things: no warning, an empty answer as before.
     ok(

@@ -832,11 +832,19 @@ pub fn cleanup(app: &crate::app::App, before: i64) -> Result<Vec<String>, String
 }
 
 /// The archived entries with a timestamp in [start, end], oldest first.
-fn archived(app: &crate::app::App, start: i64, end: i64) -> Result<Vec<Json>, String> {
+fn archived(
+    app: &crate::app::App,
+    start: i64,
+    end: i64,
+    online_from: Option<i64>,
+) -> Result<Vec<Json>, String> {
     let dir = crate::repository::root(&app.data_dir, AUDIT_ARCHIVE_REPOSITORY).join(ARCHIVE_DIR);
-    let mut out = Vec::new();
+    // By id, once each: a crash between an archive's files and the removal of their entries
+    // leaves files that the next archive writes again (under another name when it takes a
+    // longer prefix), and entries that are still online (from `online_from` on).
+    let mut out = std::collections::BTreeMap::new();
     let Ok(days) = std::fs::read_dir(&dir) else {
-        return Ok(out);
+        return Ok(Vec::new());
     };
     let (first, last) = (day_of(start.max(0)), day_of(end));
     let mut days: Vec<String> = days
@@ -846,22 +854,27 @@ fn archived(app: &crate::app::App, start: i64, end: i64) -> Result<Vec<Json>, St
         .collect();
     days.sort();
     for day in days {
-        let mut files: Vec<PathBuf> = std::fs::read_dir(dir.join(&day))
+        let files: Vec<PathBuf> = std::fs::read_dir(dir.join(&day))
             .map_err(|e| e.to_string())?
             .filter_map(Result::ok)
             .map(|f| f.path())
             .filter(|p| p.to_string_lossy().ends_with(".jsonl.gz"))
             .collect();
-        files.sort();
         for f in files {
-            out.extend(read_lines(&f)?.into_iter().filter(|l| {
-                l["timestamp"]
+            for l in read_lines(&f)? {
+                let in_range = l["timestamp"]
                     .as_i64()
-                    .is_some_and(|t| t >= start && t <= end)
-            }));
+                    .is_some_and(|t| t >= start && t <= end);
+                let Some(id) = l["id"].as_i64() else {
+                    return Err(format!("{}: an entry without an id", f.display()));
+                };
+                if in_range && online_from.is_none_or(|o| id < o) {
+                    out.insert(id, l);
+                }
+            }
         }
     }
-    Ok(out)
+    Ok(out.into_values().collect())
 }
 
 /// Exports the entries with a timestamp in [start, end] (the archived ones too, with
@@ -874,7 +887,16 @@ fn export(
 ) -> Result<u64, String> {
     let _one_at_a_time = app.audit_log.maintenance();
     let mut lines = if offline {
-        archived(app, start, end)?
+        let oldest_online = app
+            .audit_log
+            .reader()
+            .query_audit(&AuditQuery {
+                sorts: vec![(thinghost_store::audit::Field::Id, true)],
+                limit: 1,
+                ..AuditQuery::default()
+            })
+            .map_err(|e| e.to_string())?;
+        archived(app, start, end, oldest_online.first().map(|e| e.id))?
     } else {
         Vec::new()
     };

@@ -555,7 +555,9 @@ fn permission_service(
         Some(k) => k.collection().to_string(),
         None => name.clone(),
     };
-    let warn = archive_grant_warning(call, &source_name, op);
+    let grants =
+        op.starts_with("Add") && (op.contains("Visibility") || call.bool_or("allow", true));
+    let warn = archive_grant_warning(call, &source_name, grants);
     call.commit(
         "permissionsChanged",
         (kind, source_name.to_string()),
@@ -674,7 +676,11 @@ fn add_permissions(call: &mut Call<'_>, which: AclOf) -> Result<Reply, ApiError>
         }
     }
     let (kind, name) = (call.kind, call.entity.clone());
-    let warn = archive_grant_warning(call, &name, "Add");
+    let grants = changes.iter().any(|c| match c {
+        Change::Visibility(_) => true,
+        Change::Entry { entry, .. } => entry.allow,
+    });
+    let warn = archive_grant_warning(call, &name, grants);
     call.commit("permissionsChanged", (kind, name.clone()), move |tx| {
         let acl = acl_mut(tx, kind, &name, which)?;
         for c in changes {
@@ -737,12 +743,10 @@ fn implements_shape(call: &mut Call<'_>) -> Result<Reply, ApiError> {
 
 /// U7: a grant on `AuditArchiveFileRepository` is allowed, with a warning (the seed: never grant
 /// it to non-administrators); the warning is answered, logged and audited, and the security lint
-/// reports the grant.
-fn archive_grant_warning(call: &Call<'_>, entity: &str, op: &str) -> Option<String> {
-    (call.kind == Kind::Thing
-        && entity == predefined::AUDIT_ARCHIVE_REPOSITORY
-        && op.starts_with("Add"))
-    .then(|| {
+/// reports the grant. `grants`: the change adds visibility or an allowing entry (a deny takes
+/// nothing away from the advice, and is not warned about).
+fn archive_grant_warning(call: &Call<'_>, entity: &str, grants: bool) -> Option<String> {
+    (call.kind == Kind::Thing && entity == predefined::AUDIT_ARCHIVE_REPOSITORY && grants).then(|| {
         format!(
             "{entity} holds the audit archive: the seed advises never to grant it to non-administrators; this grant is reported by the security lint (U7)"
         )
