@@ -484,6 +484,9 @@ fn e4_hostile_rhai_code_can_do_nothing_its_caller_could_not() {
     );
     assert!(start.elapsed() < std::time::Duration::from_secs(10));
     failure(&s, &mallory, "Bomb");
+    // Many values, each within Rhai's bounds, stop at the memory cap too (64 MiB by default).
+    let e = failure(&s, &mallory, "Hoard");
+    assert!(e.contains("memory cap of 64 MiB"), "{e}");
     // A slash cannot add a path segment.
     assert!(failure_with(&s, &admin, "SmugglePath", 404).contains("no route"));
     still_serving(&s, &mallory);

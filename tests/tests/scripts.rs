@@ -189,7 +189,10 @@ fn a_script_changes_the_model_as_one_transaction_of_its_caller() {
 #[test]
 fn limits_stop_a_script_and_undo_it() {
     let t = tempfile::tempdir().unwrap();
-    let s = serve(t.path(), &["--script-timeout-seconds", "1"]);
+    let s = serve(
+        t.path(),
+        &["--script-timeout-seconds", "1", "--script-memory-mib", "32"],
+    );
     let admin = s.admin_key();
     for (script, expect) in [
         ("create_group(\"A\");\nloop { }", "operations"),
@@ -201,6 +204,11 @@ fn limits_stop_a_script_and_undo_it() {
         (
             "create_group(\"A\");\nlet i = 0; loop { i += 1; create_user(`u${i}`, \"a long password 1\"); }",
             "ran longer than 1 s",
+        ),
+        // Strings of 1 MiB (each within the bound on one value), kept as the keys of a map.
+        (
+            "create_group(\"A\");\nlet s = \"x\"; s.pad(1000000, \"x\"); let m = #{}; for i in 0..100 { m[s + i] = i; }",
+            "held more than 32 MiB",
         ),
     ] {
         let (st, v) = run(&s, &admin, script, false);

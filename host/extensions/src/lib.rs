@@ -7,6 +7,7 @@
 pub mod code;
 pub mod host_api;
 pub mod manifest;
+pub mod meter;
 pub mod native_runtime;
 pub mod package;
 pub mod plan;

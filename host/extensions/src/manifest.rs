@@ -274,8 +274,9 @@ pub struct Capabilities {
 }
 
 /// Limits on one call into the extension's code (`[limits]`). Every runtime enforces the deadline;
-/// the memory cap applies to WebAssembly (linear memory) and, as string, array and map sizes, to
-/// Rhai; `max_operations` applies to Rhai. Native code is trusted and has none of these.
+/// the memory cap applies to WebAssembly (linear memory) and to Rhai (what the call holds, by the
+/// `meter`; a string may take a 64th of it); `max_operations` applies to Rhai. Native code is
+/// trusted and has none of these.
 #[derive(Clone, Copy, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LimitsDecl {

@@ -16,6 +16,8 @@ pub struct Limits {
     /// Rhai operations (a loop that does nothing else still counts).
     pub max_operations: u64,
     pub max_call_depth: usize,
+    /// Bytes the call may hold at once (by the [`crate::meter`], where the binary installs it).
+    pub memory: u64,
     pub max_string_size: usize,
     pub max_array_size: usize,
     pub max_map_size: usize,
@@ -28,13 +30,14 @@ impl Default for Limits {
 }
 
 impl Limits {
-    /// The limits a manifest's `[limits]` sets: its deadline and operations; strings may take a
-    /// 64th of its memory cap (1 MiB of the default 64).
+    /// The limits a manifest's `[limits]` sets: its deadline, operations and memory cap; a
+    /// string may take a 64th of the cap (1 MiB of the default 64).
     pub fn from_manifest(l: &crate::manifest::LimitsDecl) -> Limits {
         Limits {
             deadline: Duration::from_millis(l.deadline_ms),
             max_operations: l.max_operations,
             max_call_depth: 64,
+            memory: l.memory_mib << 20,
             max_string_size: (l.memory_mib as usize) << 14,
             max_array_size: 100_000,
             max_map_size: 100_000,
@@ -45,7 +48,13 @@ impl Limits {
 thread_local! {
     /// The deadline of the call running on this thread (calls are synchronous).
     static DEADLINE: Cell<Option<Instant>> = const { Cell::new(None) };
+    /// The memory budget of the call running on this thread.
+    static BUDGET: Cell<Option<crate::meter::Budget>> = const { Cell::new(None) };
 }
+
+/// What `on_progress` stops a call with: its deadline passed, or its memory cap was reached.
+const STOP_DEADLINE: &str = "deadline";
+const STOP_MEMORY: &str = "memory";
 
 /// The host of the current call, carried as the call's tag.
 #[derive(Clone)]
@@ -94,8 +103,11 @@ impl RhaiExtension {
         // No file or module access: `import` finds nothing.
         engine.set_module_resolver(rhai::module_resolvers::DummyModuleResolver::new());
         engine.on_progress(|_| {
+            if BUDGET.with(|b| b.get().is_some_and(|b| b.exceeded())) {
+                return Some(Dynamic::from(STOP_MEMORY));
+            }
             DEADLINE.with(|d| match d.get() {
-                Some(t) if Instant::now() > t => Some(Dynamic::from("deadline")),
+                Some(t) if Instant::now() > t => Some(Dynamic::from(STOP_DEADLINE)),
                 _ => None,
             })
         });
@@ -132,6 +144,8 @@ impl RhaiExtension {
             .collect::<Result<_, _>>()?;
         let deadline = Instant::now() + self.limits.deadline;
         let previous = DEADLINE.with(|d| d.replace(Some(deadline)));
+        let budget = crate::meter::Budget::start(self.limits.memory);
+        let previous_budget = BUDGET.with(|b| b.replace(Some(budget)));
         let options = CallFnOptions::new()
             .with_tag(HostHandle(host))
             .eval_ast(false);
@@ -143,9 +157,18 @@ impl RhaiExtension {
             args,
         );
         DEADLINE.with(|d| d.set(previous));
+        BUDGET.with(|b| b.set(previous_budget));
         match result {
             Ok(v) => from_dynamic(&v).map_err(|e| CallError::BadResult(e.to_string())),
             Err(e) => Err(match *e {
+                EvalAltResult::ErrorTerminated(ref token, _)
+                    if token.to_string() == STOP_MEMORY =>
+                {
+                    CallError::Limit(format!(
+                        "the memory cap of {} MiB was reached",
+                        budget.cap_mib()
+                    ))
+                }
                 EvalAltResult::ErrorTerminated(..) => CallError::Deadline(self.limits.deadline),
                 EvalAltResult::ErrorTooManyOperations(..)
                 | EvalAltResult::ErrorStackOverflow(..)

@@ -42,6 +42,9 @@ pub struct Limits {
     pub timeout: Duration,
     /// Bytes of printed output.
     pub max_output: usize,
+    /// Bytes the script may hold at once: its values and what its calls add to its copy of the
+    /// model (by `thinghost_extensions::meter`, which the binary installs).
+    pub max_memory: u64,
 }
 
 impl Default for Limits {
@@ -51,6 +54,7 @@ impl Default for Limits {
             max_calls: 10_000,
             timeout: Duration::from_secs(30),
             max_output: 1 << 20,
+            max_memory: 256 << 20,
         }
     }
 }
@@ -476,9 +480,9 @@ pub fn reference() -> String {
          its path (`Things/Pump7`, `ThingTemplates/PumpTemplate`) where the service runs on any kind of entity, and by its\n\
          name where the kind is fixed (`add_member(group, ...)`). Optional parameters may be left out at the end, or passed\n\
          as `()`. A failed call throws: catch it with `try { ... } catch (e) { ... }` (`e.status`, `e.message`) to go on.\n\n\
-         Limits: 10,000,000 operations, 10,000 calls, 30 s for the whole run (`serve --script-timeout-seconds`), 1 MiB of\n\
-         output; a string holds at most 1 MiB and an array or a map 10,000 items; `import` is not available. Two scripts\n\
-         run at once on a server; a third answers 503 until one ends.\n\
+         Limits: 10,000,000 operations, 10,000 calls, 30 s for the whole run (`serve --script-timeout-seconds`), 256 MiB\n\
+         of memory (`serve --script-memory-mib`), 1 MiB of output; a string holds at most 1 MiB and an array or a map\n\
+         10,000 items; `import` is not available. Two scripts run at once on a server; a third answers 503 until one ends.\n\
          Services that cannot be undone are refused in a script: `ReloadExtension`, the audit archive, export, purge and\n\
          cleanup services, and file deletion in a repository. Remote-access sessions a script starts end with it.\n\n",
     );
@@ -585,6 +589,7 @@ impl Failure {
 /// Why the progress callback stopped a script.
 const STOP_TIME: &str = "time";
 const STOP_OUTPUT: &str = "output";
+const STOP_MEMORY: &str = "memory";
 
 /// A failed call, as a script sees it in `catch (e)`: `e.status`, `e.message`. A type of its
 /// own (not a map), so that a script cannot forge one to choose the answer's status.
@@ -836,8 +841,8 @@ fn register(engine: &mut Engine, run: &Arc<Run>) {
 }
 
 /// An engine with Rhai's defaults made safe: no `import` of files from the server's disk, and
-/// bounded values (Rhai has no overall memory cap: a string holds at most 1 MiB, an array or a
-/// map 10,000 items, nested ones counted whole).
+/// bounded values (a string holds at most 1 MiB, an array or a map 10,000 items, nested ones
+/// counted whole; how many values a script keeps is bounded by the memory cap of [`engine`]).
 fn bare_engine() -> Engine {
     let mut engine = Engine::new();
     engine.set_module_resolver(rhai::module_resolvers::DummyModuleResolver::new());
@@ -849,9 +854,13 @@ fn bare_engine() -> Engine {
     engine
 }
 
+/// The engine of one attempt: the script API, and the limits checked at every step. The memory
+/// budget counts from here, on the thread the script runs on (its copy of the model is made
+/// already: only what the script adds counts).
 fn engine(run: &Arc<Run>, deadline: Instant) -> Engine {
     let mut engine = bare_engine();
     let limits = run.limits;
+    let budget = thinghost_extensions::meter::Budget::start(limits.max_memory);
     engine.set_max_operations(limits.max_operations);
     engine
         .register_type_with_name::<CallFailed>("CallFailed")
@@ -864,6 +873,8 @@ fn engine(run: &Arc<Run>, deadline: Instant) -> Engine {
     engine.on_progress(move |_| {
         if r.output_full.load(Ordering::Relaxed) {
             Some(Dynamic::from(STOP_OUTPUT))
+        } else if budget.exceeded() {
+            Some(Dynamic::from(STOP_MEMORY))
         } else if Instant::now() >= deadline {
             Some(Dynamic::from(STOP_TIME))
         } else {
@@ -907,6 +918,11 @@ fn failure(e: &EvalAltResult, limits: &Limits) -> Failure {
                 format!(
                     "the script printed more than {} bytes (the limit)",
                     limits.max_output
+                )
+            } else if why.to_string() == STOP_MEMORY {
+                format!(
+                    "the script held more than {} MiB of memory (the limit; serve --script-memory-mib)",
+                    limits.max_memory >> 20
                 )
             } else {
                 format!(

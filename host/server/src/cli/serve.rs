@@ -80,6 +80,10 @@ pub struct Args {
     /// stopped (and everything it did is undone).
     #[arg(long, value_name = "SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
     script_timeout_seconds: u64,
+    /// How much memory an admin script may hold at once, in MiB: its values and what it adds
+    /// to the model before its changes land.
+    #[arg(long, value_name = "MIB", default_value_t = 256, value_parser = clap::value_parser!(u64).range(16..=65536))]
+    script_memory_mib: u64,
     /// Development and tests only: run the server's clock this many days ahead (or behind),
     /// to see the audit schedulers, retention and key expiry at work. Refused with --production.
     #[arg(long, value_name = "DAYS", default_value_t = 0, allow_negative_numbers = true, value_parser = clap::value_parser!(i64).range(-36500..=36500))]
@@ -243,6 +247,7 @@ pub fn run(args: Args) -> Result<i32, Failure> {
         },
         script_limits: crate::script::Limits {
             timeout: std::time::Duration::from_secs(args.script_timeout_seconds),
+            max_memory: args.script_memory_mib << 20,
             ..crate::script::Limits::default()
         },
         scripts_running: Default::default(),

@@ -1,0 +1,120 @@
+//! The memory meter: how many bytes the current thread holds, for the memory caps of Rhai code
+//! (extensions' handlers and admin scripts). Rhai bounds each value (string, array and map
+//! sizes) but not how many values a script keeps alive; the meter counts what it allocates.
+//!
+//! [`Meter`] is a global allocator over the system's that adds each allocation's size to a
+//! counter of the allocating thread and takes each freed size off the freeing thread's. The
+//! `thinghost` binary installs it (`#[global_allocator]`); a process without it has no meter,
+//! and [`Budget::exceeded`] is then never true ([`installed`] says which).
+//!
+//! A budget measures from its start on its thread: Rhai code runs synchronously on the thread
+//! that called it, and so do its host calls, so what the code keeps alive is counted there.
+//! Memory handed to another thread (an audit record, a queued write) stays counted, and
+//! memory freed that was allocated before the budget began counts in the code's favour: both
+//! are small next to the caps (tens of MiB).
+//!
+//! ```
+//! use thinghost_extensions::meter::Budget;
+//! let budget = Budget::start(64 << 20);
+//! let small = vec![0u8; 1024];
+//! assert!(!budget.exceeded());
+//! drop(small);
+//! ```
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::sync::OnceLock;
+
+/// The counting allocator: the system's allocator, plus a per-thread count of the bytes held.
+pub struct Meter;
+
+thread_local! {
+    /// Bytes allocated minus bytes freed on this thread (`const`: reading it never allocates).
+    static HELD: Cell<i64> = const { Cell::new(0) };
+}
+
+fn count(bytes: i64) {
+    // During a thread's teardown the counter may be gone: nothing to count then.
+    let _ = HELD.try_with(|h| h.set(h.get().wrapping_add(bytes)));
+}
+
+// SAFETY: every method forwards to `System` with the caller's arguments unchanged and only
+// adds bookkeeping that neither allocates nor panics.
+unsafe impl GlobalAlloc for Meter {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: the caller's contract for `alloc` is `System.alloc`'s.
+        let p = unsafe { System.alloc(layout) };
+        if !p.is_null() {
+            count(layout.size() as i64);
+        }
+        p
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: as for `alloc`.
+        let p = unsafe { System.alloc_zeroed(layout) };
+        if !p.is_null() {
+            count(layout.size() as i64);
+        }
+        p
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: `ptr` came from this allocator, that is from `System`, with `layout`.
+        unsafe { System.dealloc(ptr, layout) };
+        count(-(layout.size() as i64));
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: as for `dealloc`; `new_size` is the caller's, unchanged.
+        let p = unsafe { System.realloc(ptr, layout, new_size) };
+        if !p.is_null() {
+            count(new_size as i64 - layout.size() as i64);
+        }
+        p
+    }
+}
+
+/// Bytes this thread holds by the meter's count (0 without the meter).
+pub fn held() -> i64 {
+    HELD.try_with(Cell::get).unwrap_or(0)
+}
+
+/// Whether the process's allocator is the [`Meter`] (checked once).
+pub fn installed() -> bool {
+    static INSTALLED: OnceLock<bool> = OnceLock::new();
+    *INSTALLED.get_or_init(|| {
+        let before = held();
+        let probe = std::hint::black_box(Box::new([0u8; 256]));
+        let counted = held() - before >= 256;
+        drop(probe);
+        counted
+    })
+}
+
+/// A memory budget for the code running on this thread from now on.
+#[derive(Clone, Copy, Debug)]
+pub struct Budget {
+    start: i64,
+    cap: i64,
+}
+
+impl Budget {
+    /// A budget of `cap` bytes, counted from what this thread holds now.
+    pub fn start(cap: u64) -> Budget {
+        Budget {
+            start: held(),
+            cap: i64::try_from(cap).unwrap_or(i64::MAX),
+        }
+    }
+
+    /// Has the thread taken more than the budget since it started? (Never, without the meter.)
+    pub fn exceeded(&self) -> bool {
+        held().saturating_sub(self.start) > self.cap
+    }
+
+    /// The cap in MiB, for messages.
+    pub fn cap_mib(&self) -> i64 {
+        self.cap >> 20
+    }
+}
