@@ -14,11 +14,14 @@
 //! are small next to the caps (tens of MiB).
 //!
 //! ```
-//! use thinghost_extensions::meter::Budget;
-//! let budget = Budget::start(64 << 20);
+//! use thinghost_extensions::meter;
+//! let call = meter::enter(64 << 20);
 //! let small = vec![0u8; 1024];
-//! assert!(!budget.exceeded());
-//! drop(small);
+//! assert!(!meter::over_budget());
+//! // A call it makes gets at most what is left of its budget.
+//! let inner = meter::enter(1 << 30);
+//! assert!(inner.budget().remaining() <= 64 << 20);
+//! drop((inner, small, call));
 //! ```
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -113,8 +116,60 @@ impl Budget {
         held().saturating_sub(self.start) > self.cap
     }
 
+    /// What is left of the budget now.
+    pub fn remaining(&self) -> i64 {
+        self.cap
+            .saturating_sub(held().saturating_sub(self.start))
+            .max(0)
+    }
+
     /// The cap in MiB, for messages.
     pub fn cap_mib(&self) -> i64 {
         self.cap >> 20
     }
+}
+
+thread_local! {
+    /// The budget of the Rhai code running on this thread (the innermost, when calls nest).
+    static CURRENT: Cell<Option<Budget>> = const { Cell::new(None) };
+}
+
+/// The budget of the code about to run on this thread, until the guard is dropped: `cap`
+/// bytes, or what is left of the budget of the code that called it if that is less (a call
+/// made by a handler or a script spends their memory, not a cap of its own beside theirs).
+pub fn enter(cap: u64) -> Entered {
+    let outer = CURRENT.with(Cell::get);
+    let cap = match outer {
+        Some(o) => cap.min(o.remaining() as u64),
+        None => cap,
+    };
+    let budget = Budget::start(cap);
+    CURRENT.with(|c| c.set(Some(budget)));
+    Entered { budget, outer }
+}
+
+/// The budget [`enter`] set; dropping it gives the thread back the budget that was before.
+#[must_use = "the budget holds only while the guard lives"]
+pub struct Entered {
+    budget: Budget,
+    outer: Option<Budget>,
+}
+
+impl Entered {
+    /// The budget in force.
+    pub fn budget(&self) -> Budget {
+        self.budget
+    }
+}
+
+impl Drop for Entered {
+    fn drop(&mut self) {
+        CURRENT.with(|c| c.set(self.outer));
+    }
+}
+
+/// Has the code running on this thread taken more than its budget? (`on_progress` asks at
+/// every step.)
+pub fn over_budget() -> bool {
+    CURRENT.with(|c| c.get().is_some_and(|b| b.exceeded()))
 }

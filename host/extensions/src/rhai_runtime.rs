@@ -48,8 +48,6 @@ impl Limits {
 thread_local! {
     /// The deadline of the call running on this thread (calls are synchronous).
     static DEADLINE: Cell<Option<Instant>> = const { Cell::new(None) };
-    /// The memory budget of the call running on this thread.
-    static BUDGET: Cell<Option<crate::meter::Budget>> = const { Cell::new(None) };
 }
 
 /// What `on_progress` stops a call with: its deadline passed, or its memory cap was reached.
@@ -103,7 +101,7 @@ impl RhaiExtension {
         // No file or module access: `import` finds nothing.
         engine.set_module_resolver(rhai::module_resolvers::DummyModuleResolver::new());
         engine.on_progress(|_| {
-            if BUDGET.with(|b| b.get().is_some_and(|b| b.exceeded())) {
+            if crate::meter::over_budget() {
                 return Some(Dynamic::from(STOP_MEMORY));
             }
             DEADLINE.with(|d| match d.get() {
@@ -144,8 +142,7 @@ impl RhaiExtension {
             .collect::<Result<_, _>>()?;
         let deadline = Instant::now() + self.limits.deadline;
         let previous = DEADLINE.with(|d| d.replace(Some(deadline)));
-        let budget = crate::meter::Budget::start(self.limits.memory);
-        let previous_budget = BUDGET.with(|b| b.replace(Some(budget)));
+        let memory = crate::meter::enter(self.limits.memory);
         let options = CallFnOptions::new()
             .with_tag(HostHandle(host))
             .eval_ast(false);
@@ -157,7 +154,8 @@ impl RhaiExtension {
             args,
         );
         DEADLINE.with(|d| d.set(previous));
-        BUDGET.with(|b| b.set(previous_budget));
+        let budget = memory.budget();
+        drop(memory);
         match result {
             Ok(v) => from_dynamic(&v).map_err(|e| CallError::BadResult(e.to_string())),
             Err(e) => Err(match *e {

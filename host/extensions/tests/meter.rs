@@ -89,3 +89,27 @@ fn e4_a_handler_that_hoards_values_stops_at_its_memory_cap() {
         );
     }
 }
+
+/// A call made by a handler or a script (an extension calling another, a script calling an
+/// extension) spends their budget: it gets at most what is left of it, not a cap beside it.
+#[test]
+fn e4_nested_calls_share_the_budget_of_their_caller() {
+    let outer = meter::enter(8 << 20);
+    let first = std::hint::black_box(vec![1u8; 6 << 20]);
+    assert!(!meter::over_budget());
+    let inner = meter::enter(64 << 20);
+    assert!(inner.budget().remaining() <= 2 << 20);
+    let second = std::hint::black_box(vec![1u8; 3 << 20]);
+    assert!(
+        meter::over_budget(),
+        "the inner call spends the outer budget"
+    );
+    drop(second);
+    drop(inner);
+    assert!(
+        !meter::over_budget(),
+        "the outer budget is back, 6 of 8 MiB spent"
+    );
+    drop((first, outer));
+    assert!(!meter::over_budget(), "no budget at all outside a call");
+}
