@@ -85,12 +85,18 @@ fn anchor(conn: &Connection) -> rusqlite::Result<String> {
         .unwrap_or_else(|| GENESIS.to_string()))
 }
 
+/// How far back a queued entry's time may be moved up to its predecessor's (a minute: queued
+/// entries reach the log within milliseconds).
+const MAX_QUEUE_SKEW_MS: i64 = 60_000;
+
 /// Appends `records` inside `tx`, each chained to the one before (the caller holds the write
 /// lock: an IMMEDIATE transaction).
 ///
-/// The chain's timestamps never go backwards: a queued entry stamped a few milliseconds before
-/// a durable one that reached the log first takes its predecessor's time, so id order (the
-/// chain's order, which archives and purges cut as a prefix) and time order always agree.
+/// The chain's timestamps do not go backwards by the little a queue delays an entry: a queued
+/// entry stamped up to [`MAX_QUEUE_SKEW_MS`] before a durable one that reached the log first
+/// takes its predecessor's time, so id order (the chain's order, which archives and purges cut
+/// as a prefix) and time order agree. A larger step back is the clock's (set back, or a
+/// development clock offset changed): the entry keeps its own time.
 fn append_in(tx: &Transaction<'_>, records: &[AuditRecord]) -> rusqlite::Result<()> {
     if records.is_empty() {
         return Ok(());
@@ -110,7 +116,7 @@ fn append_in(tx: &Transaction<'_>, records: &[AuditRecord]) -> rusqlite::Result<
         "INSERT INTO audit (timestamp, user, category, message_key, args, source, source_type, prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     )?;
     for r in records {
-        let hash = if r.timestamp < last_time {
+        let hash = if r.timestamp < last_time && last_time - r.timestamp <= MAX_QUEUE_SKEW_MS {
             let mut later = r.clone();
             later.timestamp = last_time;
             audit::entry_hash(&prev, &later)

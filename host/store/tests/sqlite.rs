@@ -450,10 +450,10 @@ fn a_fork_lands_whole_when_adopted_and_not_at_all_otherwise() {
     assert!(db.model().get(Kind::User, "d").is_some());
 }
 
-/// U1/U2: a queued entry stamped before an entry that reached the log first is stored at its
-/// predecessor's time, so the chain's order and time order agree (newest first by time is
-/// newest first by id, and an archive's prefix by time is a prefix of the chain), and the
-/// chain still verifies.
+/// U1/U2: a queued entry stamped (a little) before an entry that reached the log first is
+/// stored at its predecessor's time, so the chain's order and time order agree (newest first by
+/// time is newest first by id, and an archive's prefix by time is a prefix of the chain); a
+/// clock set back keeps its entries' own times; the chain verifies.
 #[test]
 fn u2_the_chains_timestamps_never_go_backwards() {
     let dir = tempfile::tempdir().unwrap();
@@ -464,6 +464,9 @@ fn u2_the_chains_timestamps_never_go_backwards() {
         rec(300, "ann", "SECURITY", "Things/P"),
         rec(200, "bob", "AUTHORIZATION", "Things/P"),
         rec(400, "bob", "AUTHORIZATION", "Things/P"),
+        // A clock set back by an hour: the entry keeps its own time.
+        rec(3_600_400, "cy", "MODEL", "Things/P"),
+        rec(400, "cy", "MODEL", "Things/P"),
     ];
     store.append_audit_batch(&records[..2]).unwrap();
     store.append_audit_batch(&records[2..]).unwrap();
@@ -475,8 +478,16 @@ fn u2_the_chains_timestamps_never_go_backwards() {
         .collect();
     assert_eq!(
         stored,
-        [(400, "bob"), (300, "bob"), (300, "ann"), (100, "ann")].map(|(t, u)| (t, u.to_string()))
+        [
+            (400, "cy"),
+            (3_600_400, "cy"),
+            (400, "bob"),
+            (300, "bob"),
+            (300, "ann"),
+            (100, "ann")
+        ]
+        .map(|(t, u)| (t, u.to_string()))
     );
     let report = store.verify_audit_chain().unwrap();
-    assert_eq!((report.checked, report.broken), (4, None));
+    assert_eq!((report.checked, report.broken), (6, None));
 }
