@@ -156,6 +156,8 @@ pub fn spawn(app: Arc<App>) {
     tokio::spawn(async move {
         let mut last = chrono::Utc::now();
         let mut bad: HashMap<&'static str, String> = HashMap::new();
+        // Each scheduler's schedule as last parsed, parsed again only when its text changes.
+        let mut parsed: HashMap<&'static str, (String, cron::Schedule)> = HashMap::new();
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
@@ -168,16 +170,24 @@ pub fn spawn(app: Arc<App>) {
                 if !s.enabled {
                     continue;
                 }
-                let schedule = match cron::Schedule::from_str(&s.schedule) {
-                    Ok(c) => c,
-                    Err(e) => {
-                        if bad.get(thing) != Some(&s.schedule) {
-                            tracing::warn!(scheduler = thing, schedule = %s.schedule, error = %e, "a scheduler's schedule is not a cron expression (sec min hour day month weekday); it does not run");
-                            bad.insert(thing, s.schedule.clone());
+                if parsed
+                    .get(thing)
+                    .is_none_or(|(text, _)| *text != s.schedule)
+                {
+                    match cron::Schedule::from_str(&s.schedule) {
+                        Ok(c) => {
+                            parsed.insert(thing, (s.schedule.clone(), c));
                         }
-                        continue;
+                        Err(e) => {
+                            if bad.get(thing) != Some(&s.schedule) {
+                                tracing::warn!(scheduler = thing, schedule = %s.schedule, error = %e, "a scheduler's schedule is not a cron expression (sec min hour day month weekday); it does not run");
+                                bad.insert(thing, s.schedule.clone());
+                            }
+                            continue;
+                        }
                     }
-                };
+                }
+                let schedule = &parsed[thing].1;
                 let fired = schedule.after(&last).next().is_some_and(|t| t <= now);
                 if fired {
                     let app = app.clone();
