@@ -598,6 +598,42 @@ fn u6_archive_export_cleanup_and_purge() {
         range(json!({"targetFileName": "all.jsonl.gz"})),
     );
     assert_eq!(v["rows"][0]["result"]["exported"], 4, "{v}");
+    // A copy that differs from the archived entry of the same id: an archive file was changed,
+    // and the export says so rather than pick one.
+    let first_line = {
+        let mut text = String::new();
+        std::io::Read::read_to_string(
+            &mut flate2::read::GzDecoder::new(std::fs::File::open(repo.join(&files[0])).unwrap()),
+            &mut text,
+        )
+        .unwrap();
+        let mut line: Json = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+        line["user"] = json!("mallory");
+        line["hash"] = json!("0".repeat(64));
+        line
+    };
+    let forged = repo.join(files[0].replace(".jsonl.gz", "-forged.jsonl.gz"));
+    let mut gz = flate2::write::GzEncoder::new(
+        std::fs::File::create(&forged).unwrap(),
+        flate2::Compression::default(),
+    );
+    std::io::Write::write_all(&mut gz, format!("{first_line}\n").as_bytes()).unwrap();
+    gz.finish().unwrap();
+    let (st, v) = post(
+        &s,
+        &admin,
+        &format!("{AUDIT}/ExportAuditData"),
+        range(json!({"targetFileName": "forged.jsonl.gz"})),
+    );
+    assert_ne!(st, 200, "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("an archive file was changed"),
+        "{v}"
+    );
+    std::fs::remove_file(&forged).unwrap();
     std::fs::remove_file(repo.join(files[0].replace(".jsonl.gz", "-again.jsonl.gz"))).unwrap();
     std::fs::remove_file(&leftover).unwrap();
     let v = ok(
@@ -737,6 +773,17 @@ fn u7_a_grant_on_the_archive_repository_comes_with_a_warning() {
     empty(
         "/Thingworx/Things/AuditArchiveFileRepository/Services/AddPermissions",
         json!({"permissions": [{"family": "designTime", "principal": "annGroup", "principalType": "Group", "type": "Read", "allow": false}]}),
+    );
+    // Removing a deny on it widens access: warned.
+    let v = ok(
+        &s,
+        &admin,
+        "/Thingworx/Things/AuditArchiveFileRepository/Services/DeleteRunTimePermission",
+        json!({"principal": "annGroup", "principalType": "Group", "type": "PropertyRead"}),
+    );
+    assert!(
+        v["warning"].as_str().unwrap().contains("never to grant"),
+        "{v}"
     );
     // Other Things: no warning, an empty answer as before.
     ok(

@@ -705,7 +705,12 @@ fn line(e: &AuditEntry) -> Json {
 }
 
 /// Writes gzip-compressed JSON lines to `path` atomically: a temporary file, synced, renamed.
-fn write_lines(path: &Path, lines: &mut dyn Iterator<Item = Json>) -> Result<u64, String> {
+/// A line that fails (a page the database could not read) stops the write, and nothing
+/// replaces `path`.
+fn write_lines(
+    path: &Path,
+    lines: &mut dyn Iterator<Item = Result<Json, String>>,
+) -> Result<u64, String> {
     use std::io::Write;
     let parent = path.parent().expect("a file in a folder");
     std::fs::create_dir_all(parent)
@@ -716,7 +721,13 @@ fn write_lines(path: &Path, lines: &mut dyn Iterator<Item = Json>) -> Result<u64
     let mut gz = flate2::write::GzEncoder::new(file, flate2::Compression::default());
     let mut n = 0;
     for l in lines {
-        writeln!(gz, "{l}").map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
+        let written = l.and_then(|l| {
+            writeln!(gz, "{l}").map_err(|e| format!("cannot write {}: {e}", tmp.display()))
+        });
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
         n += 1;
     }
     let file = gz
@@ -775,7 +786,7 @@ pub fn archive(app: &crate::app::App, before: i64) -> Result<(u64, Vec<String>),
                 chunk[0].id,
                 chunk[chunk.len() - 1].id
             );
-            write_lines(&root.join(&rel), &mut chunk.iter().map(line))?;
+            write_lines(&root.join(&rel), &mut chunk.iter().map(|e| Ok(line(e))))?;
             files.push(rel);
             start = end;
         }
@@ -854,22 +865,42 @@ fn archived(
         .collect();
     days.sort();
     for day in days {
-        let files: Vec<PathBuf> = std::fs::read_dir(dir.join(&day))
+        let mut files: Vec<PathBuf> = std::fs::read_dir(dir.join(&day))
             .map_err(|e| e.to_string())?
             .filter_map(Result::ok)
             .map(|f| f.path())
             .filter(|p| p.to_string_lossy().ends_with(".jsonl.gz"))
             .collect();
+        files.sort();
         for f in files {
             for l in read_lines(&f)? {
                 let in_range = l["timestamp"]
                     .as_i64()
                     .is_some_and(|t| t >= start && t <= end);
                 let Some(id) = l["id"].as_i64() else {
-                    return Err(format!("{}: an entry without an id", f.display()));
+                    return Err(format!(
+                        "{}: a line without an id is no archived entry",
+                        f.display()
+                    ));
                 };
-                if in_range && online_from.is_none_or(|o| id < o) {
-                    out.insert(id, l);
+                if !in_range || online_from.is_some_and(|o| id >= o) {
+                    continue;
+                }
+                match out.entry(id) {
+                    std::collections::btree_map::Entry::Vacant(v) => {
+                        v.insert(l);
+                    }
+                    // Copies of one entry are the same entry, hash and all; two different
+                    // entries under one id mean an archive file was changed.
+                    std::collections::btree_map::Entry::Occupied(o)
+                        if o.get()["hash"] != l["hash"] =>
+                    {
+                        return Err(format!(
+                            "{}: entry {id} differs from another archived copy of it (an archive file was changed)",
+                            f.display()
+                        ));
+                    }
+                    std::collections::btree_map::Entry::Occupied(_) => {}
                 }
             }
         }
@@ -886,7 +917,7 @@ fn export(
     target: &Path,
 ) -> Result<u64, String> {
     let _one_at_a_time = app.audit_log.maintenance();
-    let mut lines = if offline {
+    let archived = if offline {
         let oldest_online = app
             .audit_log
             .reader()
@@ -900,28 +931,44 @@ fn export(
     } else {
         Vec::new()
     };
-    let mut offset = 0;
-    loop {
-        let page = app
-            .audit_log
-            .reader()
-            .query_audit(&AuditQuery {
-                start: Some(start),
-                end: Some(end),
-                sorts: vec![(thinghost_store::audit::Field::Id, true)],
-                offset,
-                limit: 10_000,
-                ..AuditQuery::default()
-            })
-            .map_err(|e| e.to_string())?;
-        if page.is_empty() {
-            break;
+    // The online entries, a page at a time after the last id written (each page starts from
+    // the index, however far into the log), straight into the file.
+    let mut after = i64::MIN;
+    let mut done = false;
+    let online = std::iter::from_fn(move || {
+        if done {
+            return None;
         }
-        offset += page.len() as u64;
-        lines.extend(page.iter().map(line));
-    }
-    write_lines(target, &mut lines.into_iter())
+        let page = app.audit_log.reader().query_audit(&AuditQuery {
+            start: Some(start),
+            end: Some(end),
+            filter: Some(thinghost_store::audit::Filter::Cmp(
+                thinghost_store::audit::Field::Id,
+                thinghost_store::audit::Op::Gt,
+                thinghost_store::audit::Value::Int(after),
+            )),
+            sorts: vec![(thinghost_store::audit::Field::Id, true)],
+            limit: EXPORT_PAGE,
+            ..AuditQuery::default()
+        });
+        match page {
+            Ok(page) => {
+                done = (page.len() as u64) < EXPORT_PAGE;
+                after = page.last().map_or(after, |e| e.id);
+                Some(page.iter().map(|e| Ok(line(e))).collect::<Vec<_>>())
+            }
+            Err(e) => {
+                done = true;
+                Some(vec![Err(e.to_string())])
+            }
+        }
+    })
+    .flatten();
+    write_lines(target, &mut archived.into_iter().map(Ok).chain(online))
 }
+
+/// Entries read at a time by an export.
+const EXPORT_PAGE: u64 = 10_000;
 
 /// Sets a property of a predefined audit Thing (the time of the last archive), with the model's
 /// write lock the caller holds.

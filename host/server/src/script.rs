@@ -854,13 +854,11 @@ fn bare_engine() -> Engine {
     engine
 }
 
-/// The engine of one attempt: the script API, and the limits checked at every step. The memory
-/// budget counts from here, on the thread the script runs on (its copy of the model is made
-/// already: only what the script adds counts).
+/// The engine of one attempt: the script API, and the limits checked at every step (the memory
+/// budget is the thread's, see `run_service`).
 fn engine(run: &Arc<Run>, deadline: Instant) -> Engine {
     let mut engine = bare_engine();
     let limits = run.limits;
-    let budget = thinghost_extensions::meter::Budget::start(limits.max_memory);
     engine.set_max_operations(limits.max_operations);
     engine
         .register_type_with_name::<CallFailed>("CallFailed")
@@ -873,7 +871,7 @@ fn engine(run: &Arc<Run>, deadline: Instant) -> Engine {
     engine.on_progress(move |_| {
         if r.output_full.load(Ordering::Relaxed) {
             Some(Dynamic::from(STOP_OUTPUT))
-        } else if budget.exceeded() {
+        } else if thinghost_extensions::meter::over_budget() {
             Some(Dynamic::from(STOP_MEMORY))
         } else if Instant::now() >= deadline {
             Some(Dynamic::from(STOP_TIME))
@@ -1073,9 +1071,13 @@ pub fn run_service(
             output: Mutex::new(String::new()),
             output_full: AtomicBool::new(false),
         });
+        // The memory budget counts from here, on the thread the script runs on (its copy of
+        // the model is made: only what the script adds counts); extensions it calls spend it.
+        let memory = thinghost_extensions::meter::enter(limits.max_memory);
         let engine = engine(&run, deadline);
         let mut result = engine.run_ast_with_scope(&mut Scope::new(), &ast);
         drop(engine);
+        drop(memory);
         // Output past the limit stops the script at its next step; past it at the very end,
         // the run still fails.
         if result.is_ok() && run.output_full.load(Ordering::Relaxed) {

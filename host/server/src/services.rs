@@ -505,6 +505,9 @@ fn permission_service(
             _ => visibility_table(&acl.visibility),
         }));
     }
+    // Whether the change widens access (adds visibility or an allowing entry, or removes a
+    // deny): what the U7 warning is about.
+    let mut widens = op.starts_with("Add") && op.contains("Visibility");
     let change: Box<dyn FnOnce(&mut Acl)> = match op {
         "AddRunTimePermission"
         | "DeleteRunTimePermission"
@@ -521,6 +524,22 @@ fn permission_service(
             };
             let allow = call.bool_or("allow", true);
             let add = op.starts_with("Add");
+            widens = if add {
+                allow
+            } else {
+                let acl = read_acl(call);
+                let list = if design {
+                    &acl.design_time
+                } else {
+                    &acl.run_time
+                };
+                list.iter().any(|e| {
+                    e.principal == principal
+                        && e.permission == permission
+                        && e.resource == resource
+                        && !e.allow
+                })
+            };
             Box::new(move |acl: &mut Acl| {
                 let list = if design {
                     &mut acl.design_time
@@ -555,9 +574,7 @@ fn permission_service(
         Some(k) => k.collection().to_string(),
         None => name.clone(),
     };
-    let grants =
-        op.starts_with("Add") && (op.contains("Visibility") || call.bool_or("allow", true));
-    let warn = archive_grant_warning(call, &source_name, grants);
+    let warn = archive_grant_warning(call, &source_name, widens);
     call.commit(
         "permissionsChanged",
         (kind, source_name.to_string()),
@@ -743,8 +760,8 @@ fn implements_shape(call: &mut Call<'_>) -> Result<Reply, ApiError> {
 
 /// U7: a grant on `AuditArchiveFileRepository` is allowed, with a warning (the seed: never grant
 /// it to non-administrators); the warning is answered, logged and audited, and the security lint
-/// reports the grant. `grants`: the change adds visibility or an allowing entry (a deny takes
-/// nothing away from the advice, and is not warned about).
+/// reports the grant. `grants`: the change widens access: it adds visibility or an allowing
+/// entry, or removes a deny (adding a deny, or removing a grant, is not warned about).
 fn archive_grant_warning(call: &Call<'_>, entity: &str, grants: bool) -> Option<String> {
     (call.kind == Kind::Thing && entity == predefined::AUDIT_ARCHIVE_REPOSITORY && grants).then(|| {
         format!(
