@@ -799,6 +799,43 @@ pub fn archive(app: &crate::app::App, before: i64) -> Result<(u64, Vec<String>),
     Ok((total, files))
 }
 
+/// Archives the entries older than `before` (see [`archive`]) and records the time in the
+/// archive scheduler `thing`'s property (`lastArchivedTime`, or
+/// `lastArchivedTimeDirectPersistence` for the DirectPersistence one): what the archive
+/// services and the archive schedulers do.
+pub fn archive_and_record(
+    app: &crate::app::App,
+    before: i64,
+    thing: &str,
+    now: i64,
+) -> Result<Json, String> {
+    let property = if thing == AUDIT_ARCHIVE_SCHEDULER_DP {
+        "lastArchivedTimeDirectPersistence"
+    } else {
+        "lastArchivedTime"
+    };
+    let (n, files) = archive(app, before)?;
+    let mut db = app.db.write().unwrap_or_else(|p| p.into_inner());
+    set_value(
+        &mut db,
+        thing,
+        property,
+        json!(thinghost_core::types::format_datetime(now)),
+    );
+    Ok(json!({"archived": n, "files": files}))
+}
+
+/// The cut-off of a cleanup by `DaysToArchive` (archive days older than that many days),
+/// refused below 1 day (a smaller value would delete every archive file).
+pub fn cleanup_cutoff(days_to_archive: f64, now: i64) -> Result<i64, String> {
+    if days_to_archive < 1.0 {
+        return Err(format!(
+            "{AUDIT_CLEANUP_SCHEDULER}.DaysToArchive is {days_to_archive}; set it to at least 1 (a smaller value would delete every archive file)"
+        ));
+    }
+    Ok(now - (days_to_archive * DAY_MS as f64) as i64)
+}
+
 /// Removes the online entries older than the retention; returns how many.
 pub fn purge(app: &crate::app::App, now: i64) -> Result<u64, String> {
     let _one_at_a_time = app.audit_log.maintenance();
@@ -972,7 +1009,7 @@ const EXPORT_PAGE: u64 = 10_000;
 
 /// Sets a property of a predefined audit Thing (the time of the last archive), with the model's
 /// write lock the caller holds.
-pub(crate) fn set_value(db: &mut thinghost_store::Db, thing: &str, property: &str, value: Json) {
+fn set_value(db: &mut thinghost_store::Db, thing: &str, property: &str, value: Json) {
     let changed = db.change(|tx| {
         if let Body::Thing(t) = &mut tx.get_mut(Kind::Thing, thing)?.body {
             t.values.insert(property.to_string(), value);
@@ -1009,7 +1046,6 @@ enum Job {
     Archive {
         before: i64,
         thing: &'static str,
-        property: &'static str,
     },
     Purge,
     Cleanup {
@@ -1059,34 +1095,20 @@ fn plan(call: &mut Call<'_>, now: i64) -> Result<Job, ApiError> {
     let repository = call.opt_str("targetRepositoryName");
     authorize(call, s, repository.as_deref())?;
     Ok(match s {
-        "ArchiveAuditHistory" | "ArchiveAuditHistoryDirectPersistence" => {
-            let (thing, property) = if s == "ArchiveAuditHistory" {
-                (AUDIT_ARCHIVE_SCHEDULER, "lastArchivedTime")
+        "ArchiveAuditHistory" | "ArchiveAuditHistoryDirectPersistence" => Job::Archive {
+            before: date(call, "olderThanDate")?.unwrap_or(now),
+            thing: if s == "ArchiveAuditHistory" {
+                AUDIT_ARCHIVE_SCHEDULER
             } else {
-                (
-                    AUDIT_ARCHIVE_SCHEDULER_DP,
-                    "lastArchivedTimeDirectPersistence",
-                )
-            };
-            Job::Archive {
-                before: date(call, "olderThanDate")?.unwrap_or(now),
-                thing,
-                property,
-            }
-        }
+                AUDIT_ARCHIVE_SCHEDULER_DP
+            },
+        },
         "PurgeAuditData" => Job::Purge,
         "CleanupOfflineAudit" => Job::Cleanup {
             before: match date(call, "olderThanDate")? {
                 Some(d) => d,
-                None => {
-                    let days = days_to_archive(call.model());
-                    if days < 1.0 {
-                        return Err(bad(format!(
-                            "{AUDIT_CLEANUP_SCHEDULER}.DaysToArchive is {days}; set it to at least 1, or pass olderThanDate"
-                        )));
-                    }
-                    now - (days * DAY_MS as f64) as i64
-                }
+                None => cleanup_cutoff(days_to_archive(call.model()), now)
+                    .map_err(|e| bad(format!("{e}, or pass olderThanDate")))?,
             },
         },
         _ => {
@@ -1159,20 +1181,8 @@ pub fn maintenance(
         (job, call.params)
     };
     let summary = match job {
-        Job::Archive {
-            before,
-            thing,
-            property,
-        } => {
-            let (n, files) = archive(app, before).map_err(failed)?;
-            let mut db = app.db.write().unwrap_or_else(|p| p.into_inner());
-            set_value(
-                &mut db,
-                thing,
-                property,
-                json!(thinghost_core::types::format_datetime(now)),
-            );
-            json!({"archived": n, "files": files})
+        Job::Archive { before, thing } => {
+            archive_and_record(app, before, thing, now).map_err(failed)?
         }
         Job::Purge => {
             let n = purge(app, now).map_err(failed)?;

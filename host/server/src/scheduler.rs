@@ -19,7 +19,7 @@
 
 use crate::app::App;
 use crate::audit::category;
-use crate::audit::{DAY_MS, days_to_archive, set_value, value_of};
+use crate::audit::{DAY_MS, days_to_archive, value_of};
 use serde_json::{Value as Json, json};
 use std::collections::HashMap;
 use std::str::FromStr;
@@ -89,38 +89,17 @@ pub fn run_job(app: &App, thing: &str, run_as: &str, days_to_archive: f64) {
     // daily archive moves what is older into files, so the purge only has work when archiving is
     // off.
     let window_start = now - i64::from(app.audit_retention_days) * DAY_MS;
-    let too_few_days = (days_to_archive < 1.0).then(|| {
-        format!("DaysToArchive is {days_to_archive}; it must be at least 1 (a smaller value would delete every archive file); nothing was deleted")
-    });
     let outcome: Result<Json, String> = match thing {
         AUDIT_ARCHIVE_SCHEDULER | AUDIT_ARCHIVE_SCHEDULER_DP => {
-            let property = if thing == AUDIT_ARCHIVE_SCHEDULER {
-                "lastArchivedTime"
-            } else {
-                "lastArchivedTimeDirectPersistence"
-            };
-            crate::audit::archive(app, window_start).map(|(n, files)| {
-                let mut db = app.db.write().unwrap_or_else(|p| p.into_inner());
-                set_value(
-                    &mut db,
-                    thing,
-                    property,
-                    json!(thinghost_core::types::format_datetime(now)),
-                );
-                json!({"archived": n, "files": files})
-            })
-        }
-        AUDIT_CLEANUP_SCHEDULER | AUDIT_CLEANUP_NOTIFICATION_SCHEDULER
-            if too_few_days.is_some() =>
-        {
-            Err(too_few_days.unwrap_or_default())
+            crate::audit::archive_and_record(app, window_start, thing, now)
         }
         AUDIT_PURGE_SCHEDULER => crate::audit::purge(app, now).map(|n| json!({"purged": n})),
-        AUDIT_CLEANUP_SCHEDULER => {
-            crate::audit::cleanup(app, now - (days_to_archive * DAY_MS as f64) as i64)
-                .map(|files| json!({"deleted": files}))
-        }
-        _ => crate::audit::due_for_cleanup(app, now - (days_to_archive * DAY_MS as f64) as i64)
+        AUDIT_CLEANUP_SCHEDULER => crate::audit::cleanup_cutoff(days_to_archive, now)
+            .map_err(|e| format!("{e}; nothing was deleted"))
+            .and_then(|cutoff| crate::audit::cleanup(app, cutoff))
+            .map(|files| json!({"deleted": files})),
+        _ => crate::audit::cleanup_cutoff(days_to_archive, now)
+            .and_then(|cutoff| crate::audit::due_for_cleanup(app, cutoff))
             .map(|days| {
                 if !days.is_empty() {
                     tracing::warn!(?days, "audit archive days older than DaysToArchive wait to be cleaned up (CleanupOfflineAudit)");
