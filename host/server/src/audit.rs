@@ -528,6 +528,45 @@ pub fn prepare(call: &mut Call<'_>) -> Result<Read, ApiError> {
     }
 }
 
+/// Runs `f` on a call of `service` on the entity, under the model's write lock, once the
+/// entity is found visible to the caller: the checks of the audit services that then run
+/// without the lock ([`read`], [`maintenance`]).
+fn checked<T>(
+    app: &crate::app::App,
+    caller: &crate::auth::Caller,
+    (kind, entity): (Kind, &str),
+    service: &str,
+    params: serde_json::Map<String, Json>,
+    f: impl FnOnce(&mut Call<'_>) -> Result<T, ApiError>,
+) -> Result<T, ApiError> {
+    let mut db = app.db.write().unwrap_or_else(|p| p.into_inner());
+    crate::rest::visible_entity(db.model(), caller, kind, entity)?;
+    f(&mut Call {
+        app,
+        db: &mut db,
+        caller,
+        kind,
+        entity: entity.to_string(),
+        service: service.to_string(),
+        params,
+    })
+}
+
+/// A read of the audit log through REST: checked under the model's lock ([`prepare`]) and
+/// answered without it ([`answer`]; verifying the chain takes seconds over millions of
+/// entries).
+pub fn read(
+    app: &crate::app::App,
+    caller: &crate::auth::Caller,
+    kind: Kind,
+    entity: &str,
+    service: &str,
+    params: serde_json::Map<String, Json>,
+) -> Result<Reply, ApiError> {
+    let read = checked(app, caller, (kind, entity), service, params, prepare)?;
+    answer(app, read)
+}
+
 /// Answers a read of the audit log from the store (no model lock needed: the log has its own
 /// reader).
 pub fn answer(app: &crate::app::App, read: Read) -> Result<Reply, ApiError> {
@@ -1165,21 +1204,14 @@ pub fn maintenance(
     params: serde_json::Map<String, Json>,
 ) -> Result<Reply, ApiError> {
     let now = crate::now_ms();
-    let (job, params) = {
-        let mut db = app.db.write().unwrap_or_else(|p| p.into_inner());
-        crate::rest::visible_entity(db.model(), caller, Kind::Subsystem, "AuditSubsystem")?;
-        let mut call = Call {
-            app,
-            db: &mut db,
-            caller,
-            kind: Kind::Subsystem,
-            entity: "AuditSubsystem".into(),
-            service: service.to_string(),
-            params,
-        };
-        let job = plan(&mut call, now)?;
-        (job, call.params)
-    };
+    let (job, params) = checked(
+        app,
+        caller,
+        (Kind::Subsystem, "AuditSubsystem"),
+        service,
+        params,
+        |call| Ok((plan(call, now)?, std::mem::take(&mut call.params))),
+    )?;
     let summary = match job {
         Job::Archive { before, thing } => {
             archive_and_record(app, before, thing, now).map_err(failed)?

@@ -396,20 +396,7 @@ pub fn handle(
             // Reads of the audit log are checked under the model's lock and answered without
             // it (verifying the chain takes seconds over millions of entries).
             if crate::audit::is_read(kind, name, service) {
-                let read = {
-                    let mut db = app.db.write().unwrap_or_else(|p| p.into_inner());
-                    visible_entity(db.model(), caller, kind, name)?;
-                    crate::audit::prepare(&mut crate::services::Call {
-                        app,
-                        db: &mut db,
-                        caller,
-                        kind,
-                        entity: name.to_string(),
-                        service: service.to_string(),
-                        params,
-                    })?
-                };
-                return crate::audit::answer(app, read);
+                return crate::audit::read(app, caller, kind, name, service, params);
             }
             // The whole-model analyses read under the shared lock.
             if kind == Kind::Resource
