@@ -456,6 +456,17 @@ fn old_entries(s: &Server, timestamps: &[&str]) {
     store.append_audit_batch(&records).unwrap();
 }
 
+/// Writes an archive file of one line by hand (what a crash, or someone with the disk, left).
+fn write_gz(path: &std::path::Path, line: &Json) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let mut gz = flate2::write::GzEncoder::new(
+        std::fs::File::create(path).unwrap(),
+        flate2::Compression::default(),
+    );
+    std::io::Write::write_all(&mut gz, format!("{line}\n").as_bytes()).unwrap();
+    gz.finish().unwrap();
+}
+
 /// Every entry online now leaves (as if archived long ago): entries written next are the oldest.
 fn clear_online(s: &Server) {
     let mut store =
@@ -576,21 +587,10 @@ fn u6_archive_export_cleanup_and_purge() {
         .unwrap();
     assert_eq!(online_old.len(), 1);
     let leftover = repo.join("archive/2026-01-05/entries-crashed.jsonl.gz");
-    std::fs::create_dir_all(leftover.parent().unwrap()).unwrap();
-    let mut gz = flate2::write::GzEncoder::new(
-        std::fs::File::create(&leftover).unwrap(),
-        flate2::Compression::default(),
+    write_gz(
+        &leftover,
+        &json!({"id": online_old[0].id, "timestamp": online_old[0].record.timestamp}),
     );
-    std::io::Write::write_all(
-        &mut gz,
-        format!(
-            "{}\n",
-            json!({"id": online_old[0].id, "timestamp": online_old[0].record.timestamp})
-        )
-        .as_bytes(),
-    )
-    .unwrap();
-    gz.finish().unwrap();
     let v = ok(
         &s,
         &admin,
@@ -613,12 +613,7 @@ fn u6_archive_export_cleanup_and_purge() {
         line
     };
     let forged = repo.join(files[0].replace(".jsonl.gz", "-forged.jsonl.gz"));
-    let mut gz = flate2::write::GzEncoder::new(
-        std::fs::File::create(&forged).unwrap(),
-        flate2::Compression::default(),
-    );
-    std::io::Write::write_all(&mut gz, format!("{first_line}\n").as_bytes()).unwrap();
-    gz.finish().unwrap();
+    write_gz(&forged, &first_line);
     let (st, v) = post(
         &s,
         &admin,
