@@ -253,6 +253,12 @@ pub fn run(args: Args) -> Result<i32, Failure> {
         scripts_running: Default::default(),
         script: None,
     });
+    if !thinghost_extensions::meter::installed() {
+        // (The `thinghost` binary installs it; a program embedding the library may not.)
+        tracing::warn!(
+            "the memory meter is not this process's allocator: Rhai extensions and admin scripts are held only to their value sizes, not to their memory caps; install thinghost_extensions::meter::Meter as the #[global_allocator]"
+        );
+    }
     if !app.audit_log.disabled().is_empty() {
         let off: Vec<&String> = app.audit_log.disabled().iter().collect();
         tracing::warn!(categories = ?off, "audit categories are turned off (--audit-off): their events are not recorded");
