@@ -195,6 +195,11 @@ impl SqliteStore {
         Ok(s)
     }
 
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     fn conn(&self) -> MutexGuard<'_, Connection> {
         // A panic while holding the lock leaves SQLite consistent (transactions roll back), so a
         // poisoned lock is still usable.
@@ -467,9 +472,12 @@ impl Store for SqliteStore {
 
     fn verify_audit_chain(&mut self) -> Result<ChainReport, StoreError> {
         let path = self.path.clone();
-        let conn = self.conn();
-        let anchor = anchor(&conn).map_err(|e| sql(&path, e))?;
-        let mut st = conn
+        let mut conn = self.conn();
+        // One read transaction: the anchor and the entries from one snapshot, whatever an
+        // archive on another connection removes meanwhile (it moves the anchor with them).
+        let tx = conn.transaction().map_err(|e| sql(&path, e))?;
+        let anchor = anchor(&tx).map_err(|e| sql(&path, e))?;
+        let mut st = tx
             .prepare(&format!("SELECT {ENTRY_COLUMNS} FROM audit ORDER BY id"))
             .map_err(|e| sql(&path, e))?;
         let mut failed = None;
