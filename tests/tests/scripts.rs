@@ -24,6 +24,20 @@ fn run(s: &Server, key: &str, script: &str, dry_run: bool) -> (u16, Json) {
     (st.as_u16(), v)
 }
 
+/// Runs a script that must succeed: its result.
+fn ran(s: &Server, key: &str, script: &str) -> Json {
+    let (st, v) = run(s, key, script, false);
+    assert_eq!(st, 200, "{script}: {v}");
+    v
+}
+
+/// Runs a script that must be refused with `status`: the answer (its `error`).
+fn refused(s: &Server, key: &str, script: &str, status: u16) -> Json {
+    let (st, v) = run(s, key, script, false);
+    assert_eq!(st, status, "{script}: {v}");
+    v
+}
+
 fn exists(s: &Server, key: &str, path: &str) -> bool {
     let r = s
         .client
@@ -64,7 +78,7 @@ fn a_script_changes_the_model_as_one_transaction_of_its_caller() {
     let s = serve(t.path(), &[]);
     let admin = s.admin_key();
     // The administrator provisions; the output comes back; the result is in the model.
-    let (st, v) = run(
+    let v = ran(
         &s,
         &admin,
         r#"
@@ -76,9 +90,7 @@ fn a_script_changes_the_model_as_one_transaction_of_its_caller() {
         add_run_time_permission("Things/Pump1", "Devices", "Group", "PropertyWrite", "*", true);
         print(`things: ${list("Things").len()}`);
         "#,
-        false,
     );
-    assert_eq!(st, 200, "{v}");
     assert_eq!(v["changes"], 6, "{v}");
     assert!(v["output"].as_str().unwrap().starts_with("things: "), "{v}");
     assert!(exists(&s, &admin, "Things/Pump1"));
@@ -90,26 +102,24 @@ fn a_script_changes_the_model_as_one_transaction_of_its_caller() {
     );
     assert_eq!(perms["rows"][0]["principal"], "Devices", "{perms}");
     // A failure on line 4 undoes lines 2 and 3, and says which line.
-    let (st, v) = run(
+    let v = refused(
         &s,
         &admin,
         "create_thing(\"Pump2\", \"GenericThing\");\ncreate_group(\"More\");\n\ncreate_thing(\"Pump3\", \"NoSuchTemplate\");\n",
-        false,
+        400,
     );
-    assert_eq!(st, 400, "{v}");
     let msg = v["error"].as_str().unwrap();
     assert!(msg.starts_with("script line 4: "), "{msg}");
     assert!(msg.contains("nothing the script did was kept"), "{msg}");
     assert!(!exists(&s, &admin, "Things/Pump2"));
     assert!(!exists(&s, &admin, "Groups/More"));
     // A thrown value, caught errors, and a syntax error.
-    let (st, v) = run(
+    let v = refused(
         &s,
         &admin,
         "create_group(\"X\");\nthrow \"stop here\";",
-        false,
+        400,
     );
-    assert_eq!(st, 400);
     assert!(
         v["error"]
             .as_str()
@@ -125,8 +135,7 @@ fn a_script_changes_the_model_as_one_transaction_of_its_caller() {
         false,
     );
     assert_eq!((st, v["output"].as_str()), (200, Some("409\n")), "{v}");
-    let (st, v) = run(&s, &admin, "let x = ;", false);
-    assert_eq!(st, 400);
+    let v = refused(&s, &admin, "let x = ;", 400);
     assert!(
         v["error"].as_str().unwrap().starts_with("script line 1: "),
         "{v}"
@@ -134,13 +143,12 @@ fn a_script_changes_the_model_as_one_transaction_of_its_caller() {
     // The caller's rights, no more: ann may see Pump1 and nothing else; her script is refused
     // at its first step beyond them, the denial is audited, and nothing remains.
     let ann = user(&s, &admin, "ann");
-    let (st, v) = run(
+    let v = refused(
         &s,
         &ann,
         "print(list(\"Things\"));\ncreate_group(\"Mine\");",
-        false,
+        403,
     );
-    assert_eq!(st, 403, "{v}");
     assert!(
         v["error"]
             .as_str()
@@ -149,16 +157,15 @@ fn a_script_changes_the_model_as_one_transaction_of_its_caller() {
         "{v}"
     );
     assert!(!exists(&s, &admin, "Groups/Mine"));
-    let (st, v) = run(&s, &ann, "get_entity(\"Things/Pump1\")", false);
-    assert_eq!(st, 404, "an invisible entity answers as an absent one: {v}");
+    // An entity the caller cannot see answers as an absent one.
+    refused(&s, &ann, "get_entity(\"Things/Pump1\")", 404);
     // Services that cannot be undone are refused in a script.
-    let (st, v) = run(
+    let v = refused(
         &s,
         &admin,
         r#"call_service("Subsystems/AuditSubsystem", "PurgeAuditData", #{});"#,
-        false,
+        400,
     );
-    assert_eq!(st, 400);
     assert!(
         v["error"]
             .as_str()
@@ -211,8 +218,7 @@ fn limits_stop_a_script_and_undo_it() {
             "held more than 32 MiB",
         ),
     ] {
-        let (st, v) = run(&s, &admin, script, false);
-        assert_eq!(st, 400, "{script}: {v}");
+        let v = refused(&s, &admin, script, 400);
         let msg = v["error"].as_str().unwrap();
         assert!(msg.contains(expect), "{script}: {msg}");
         assert!(msg.starts_with("script line 2"), "{msg}");
@@ -309,8 +315,7 @@ fn the_provisioning_example_gives_each_device_its_own_thing_only() {
     let t = tempfile::tempdir().unwrap();
     let s = serve(t.path(), &[]);
     let admin = s.admin_key();
-    let (st, v) = run(&s, &admin, &example("provision-devices.rhai"), false);
-    assert_eq!(st, 200, "{v}");
+    let v = ran(&s, &admin, &example("provision-devices.rhai"));
     let lines: Vec<&str> = v["output"].as_str().unwrap().lines().collect();
     assert_eq!(lines[0], "device,key");
     let keys: Vec<(String, String)> = lines[1..]
@@ -397,8 +402,7 @@ fn the_remote_access_example_grants_the_support_group_its_sessions() {
     }
     let s = serve(t.path(), &["--plugins", p.to_str().unwrap(), "--no-watch"]);
     let admin = s.admin_key();
-    let (st, v) = run(&s, &admin, &example("remote-access-setup.rhai"), false);
-    assert_eq!(st, 200, "{v}");
+    ran(&s, &admin, &example("remote-access-setup.rhai"));
     let perms = ok(
         &s,
         &admin,
@@ -461,8 +465,7 @@ fn the_audit_group_example_lets_auditors_query_and_nothing_more() {
     let t = tempfile::tempdir().unwrap();
     let s = serve(t.path(), &[]);
     let admin = s.admin_key();
-    let (st, v) = run(&s, &admin, &example("audit-group-setup.rhai"), false);
-    assert_eq!(st, 200, "{v}");
+    ran(&s, &admin, &example("audit-group-setup.rhai"));
     let key = key(&s, &admin, "auditor-key", "auditor-1");
     let audit = "/Thingworx/Subsystems/AuditSubsystem/Services";
     for service in [
@@ -666,13 +669,12 @@ fn the_command_line_runs_scripts_lints_and_explains_access() {
             "{v}"
         );
     }
-    let (st, v) = run(
+    let v = refused(
         &s,
         &admin,
         "create_user(\"ops\", \"a long password 9\");\nadd_member(\"Administrators\", \"ops\", \"User\");\ndisable_user(\"Administrator\");\ndisable_user(\"ops\");",
-        false,
+        409,
     );
-    assert_eq!(st, 409, "the last one, even in a script: {v}");
     assert!(
         v["error"].as_str().unwrap().starts_with("script line 4"),
         "{v}"
@@ -687,33 +689,30 @@ fn scripts_cannot_forge_errors_import_files_or_hide_what_they_read() {
     let t = tempfile::tempdir().unwrap();
     let s = serve(t.path(), &[]);
     let admin = s.admin_key();
-    let (st, v) = run(
+    refused(
         &s,
         &admin,
         "throw #{status: 200, message: \"all fine\"};",
-        false,
+        400,
     );
-    assert_eq!(st, 400, "{v}");
     std::fs::write(t.path().join("evil.rhai"), "fn x() { 1 }").unwrap();
-    let (st, v) = run(
+    let v = refused(
         &s,
         &admin,
         &format!("import \"{}\" as evil;", t.path().join("evil").display()),
-        false,
+        400,
     );
-    assert_eq!(st, 400, "{v}");
     assert!(
         v["error"].as_str().unwrap().contains("script line 1"),
         "{v}"
     );
     // Output past the limit on the very last statement still fails the run, and undoes it.
-    let (st, v) = run(
+    let v = refused(
         &s,
         &admin,
         "create_group(\"Late\");\nlet s = \"0123456789abcdef\"; for i in 0..12 { s += s; }\nfor i in 0..17 { print(s); }",
-        false,
+        400,
     );
-    assert_eq!(st, 400, "{v}");
     assert!(
         v["error"].as_str().unwrap().contains("printed more than"),
         "{v}"
@@ -745,13 +744,11 @@ fn scripts_cannot_forge_errors_import_files_or_hide_what_they_read() {
     assert_eq!(st, 200, "{v}");
     assert!(reads(&s) > before + 1, "the script's read is recorded");
     // The changes of a script that lands carry their own entries (MODEL, SECURITY), by its caller.
-    let (st, v) = run(
+    ran(
         &s,
         &admin,
         "create_group(\"Kept\");\nadd_member(\"Kept\", \"Administrator\", \"User\");",
-        false,
     );
-    assert_eq!(st, 200, "{v}");
     let model = ok(&s, &admin, audit, json!({"auditCategory": "MODEL"}));
     assert!(
         model["rows"]
@@ -772,15 +769,13 @@ fn scripts_cannot_forge_errors_import_files_or_hide_what_they_read() {
     );
     // A dry run also shows what someone loses.
     user(&s, &admin, "ann");
-    let (st, v) = run(
+    ran(
         &s,
         &admin,
         r#"create_organization("Org"); add_organization_member("Org", "Org", "ann", "User");
            create_thing("P", "GenericThing"); add_visibility_permission("Things/P", "Org", "Organization");
            add_run_time_permission("Things/P", "ann", "User", "PropertyRead", "*", true);"#,
-        false,
     );
-    assert_eq!(st, 200, "{v}");
     let (st, v) = run(
         &s,
         &admin,
@@ -810,7 +805,7 @@ fn organizational_units_are_deleted_from_the_leaves_up_once_unused() {
     let t = tempfile::tempdir().unwrap();
     let s = serve(t.path(), &[]);
     let admin = s.admin_key();
-    let (st, v) = run(
+    ran(
         &s,
         &admin,
         r#"create_organization("Corp");
@@ -818,9 +813,7 @@ fn organizational_units_are_deleted_from_the_leaves_up_once_unused() {
            add_organizational_unit("Corp", "Plant", "Line1");
            create_thing("P", "GenericThing");
            add_visibility_permission("Things/P", "Corp:Line1", "OrganizationalUnit");"#,
-        false,
     );
-    assert_eq!(st, 200, "{v}");
     for (script, status, says) in [
         (
             "delete_organizational_unit(\"Corp\", \"Corp\");",
@@ -847,15 +840,13 @@ fn organizational_units_are_deleted_from_the_leaves_up_once_unused() {
         assert_eq!(st, status, "{script}: {v}");
         assert!(v["error"].as_str().unwrap().contains(says), "{script}: {v}");
     }
-    let (st, v) = run(
+    ran(
         &s,
         &admin,
         r#"delete_visibility_permission("Things/P", "Corp:Line1", "OrganizationalUnit");
            delete_organizational_unit("Corp", "Line1");
            delete_organizational_unit("Corp", "Plant");"#,
-        false,
     );
-    assert_eq!(st, 200, "{v}");
 }
 
 /// Two scripts run at once; a third answers 503 until one ends.
@@ -915,7 +906,7 @@ fn k5_wrong_old_passwords_are_limited_and_audited_even_from_scripts() {
     let s = serve(t.path(), &[]);
     let admin = s.admin_key();
     let ann = user(&s, &admin, "ann");
-    let (st, v) = run(
+    let v = ran(
         &s,
         &ann,
         r#"let refused = 0;
@@ -924,9 +915,7 @@ fn k5_wrong_old_passwords_are_limited_and_audited_even_from_scripts() {
                catch (e) { if e.status == 429 { refused += 1; } }
            }
            print(refused);"#,
-        false,
     );
-    assert_eq!(st, 200, "{v}");
     assert_eq!(v["output"], "10\n", "ten guesses, then refused: {v}");
     let (st, v) = post(
         &s,
