@@ -318,7 +318,8 @@ pub struct HostCtx {
 
 /// One path segment from a name the extension gave: percent-encoded, so that the name is taken
 /// literally (a `/` cannot add a segment, a `%41` is not an `A`).
-fn segment(name: &str) -> String {
+/// A name as one percent-encoded path segment (a slash or `..` cannot add a segment).
+pub(crate) fn segment(name: &str) -> String {
     percent_encoding::utf8_percent_encode(name, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
 

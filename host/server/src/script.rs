@@ -479,13 +479,24 @@ pub fn reference() -> String {
          Functions are the REST services in snake case, with the same parameters in the same order. An entity is named by\n\
          its path (`Things/Pump7`, `ThingTemplates/PumpTemplate`) where the service runs on any kind of entity, and by its\n\
          name where the kind is fixed (`add_member(group, ...)`). Optional parameters may be left out at the end, or passed\n\
-         as `()`. A failed call throws: catch it with `try { ... } catch (e) { ... }` (`e.status`, `e.message`) to go on.\n\n\
-         Limits: 10,000,000 operations, 10,000 calls, 30 s for the whole run (`serve --script-timeout-seconds`), 256 MiB\n\
-         of memory (`serve --script-memory-mib`), 1 MiB of output; a string holds at most 1 MiB and an array or a map\n\
-         10,000 items; `import` is not available. Two scripts run at once on a server; a third answers 503 until one ends.\n\
+         as `()`. A failed call throws: catch it with `try { ... } catch (e) { ... }` (`e.status`, `e.message`) to go on.\n\n",
+    );
+    let l = Limits::default();
+    out.push_str(&format!(
+        "Limits: {} operations, {} calls, {} s for the whole run (`serve --script-timeout-seconds`), {} MiB\n\
+         of memory (`serve --script-memory-mib`), {} MiB of output; a string holds at most {} MiB and an array or a map\n\
+         {} items; `import` is not available. At most {} scripts run at once on a server; another answers 503 until one ends.\n\
          Services that cannot be undone are refused in a script: `ReloadExtension`, the audit archive, export, purge and\n\
          cleanup services, and file deletion in a repository. Remote-access sessions a script starts end with it.\n\n",
-    );
+        thousands(l.max_operations),
+        thousands(l.max_calls),
+        l.timeout.as_secs(),
+        l.max_memory >> 20,
+        l.max_output >> 20,
+        MAX_STRING >> 20,
+        thousands(MAX_ITEMS as u64),
+        MAX_RUNNING,
+    ));
     let fns = functions();
     out.push_str("## Functions\n\n");
     for s in &fns {
@@ -537,19 +548,10 @@ fn not_in_a_script(kind: Kind, entity: &str, service: &str) -> bool {
     matches!(
         (kind, entity, service),
         (Kind::Subsystem, "PlatformSubsystem", "ReloadExtension")
-            | (
-                Kind::Subsystem,
-                "AuditSubsystem",
-                "ArchiveAuditHistory"
-                    | "ArchiveAuditHistoryDirectPersistence"
-                    | "PurgeAuditData"
-                    | "CleanupOfflineAudit"
-                    | "ExportAuditData"
-                    | "ExportOnlineAuditData"
-            )
             | (Kind::Resource, "ScriptServices", "RunScript")
             | (Kind::Thing, _, "DeleteFile")
-    )
+    ) || (kind, entity) == (Kind::Subsystem, "AuditSubsystem")
+        && crate::audit::is_maintenance(service)
 }
 
 /// A refusal for a request made from a script, if it is one of those that cannot run there.
@@ -671,9 +673,7 @@ fn from_dynamic(d: &Dynamic) -> Result<Json, Box<EvalAltResult>> {
     rhai::serde::from_dynamic::<Json>(d)
 }
 
-fn segment(name: &str) -> String {
-    percent_encoding::utf8_percent_encode(name, percent_encoding::NON_ALPHANUMERIC).to_string()
-}
+use crate::extensions::segment;
 
 /// `Things/Pump 7` -> `/Thingworx/Things/Pump%207`; anything but `Collection/Name` is refused.
 fn entity_path(
@@ -729,10 +729,12 @@ fn give_any(reply: Reply) -> Result<Dynamic, Box<EvalAltResult>> {
 }
 
 fn register(engine: &mut Engine, run: &Arc<Run>) {
-    for s in functions() {
+    // The table is built once per process; each binding borrows its row.
+    static FUNCTIONS: std::sync::LazyLock<Vec<ScriptFn>> = std::sync::LazyLock::new(functions);
+    for s in FUNCTIONS.iter() {
         let lead = usize::from(!matches!(s.on, On::Fixed(_)));
         for n in s.required..=s.params.len() {
-            let (run, s) = (run.clone(), s.clone());
+            let run = run.clone();
             let types = vec![TypeId::of::<Dynamic>(); lead + n];
             engine.register_raw_fn(
                 s.name.clone(),
@@ -848,10 +850,28 @@ fn bare_engine() -> Engine {
     engine.set_module_resolver(rhai::module_resolvers::DummyModuleResolver::new());
     engine.set_max_expr_depths(64, 64);
     engine.set_max_call_levels(64);
-    engine.set_max_string_size(1 << 20);
-    engine.set_max_array_size(10_000);
-    engine.set_max_map_size(10_000);
+    engine.set_max_string_size(MAX_STRING);
+    engine.set_max_array_size(MAX_ITEMS);
+    engine.set_max_map_size(MAX_ITEMS);
     engine
+}
+
+/// The longest string a script may make, in bytes.
+const MAX_STRING: usize = 1 << 20;
+/// The most items in a script's array or map (nested ones counted whole).
+const MAX_ITEMS: usize = 10_000;
+
+/// `10000000` -> `10,000,000`.
+fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// The engine of one attempt: the script API, and the limits checked at every step (the memory
@@ -995,9 +1015,7 @@ pub fn run_service(
     caller: &Caller,
     mut params: Map<String, Json>,
 ) -> Result<Reply, ApiError> {
-    if let Some(refusal) = refuse_in_script(app, Kind::Resource, "ScriptServices", "RunScript") {
-        return Err(refusal);
-    }
+    // (A script cannot run another: `rest::handle` refuses RunScript in one before it calls this.)
     {
         let db = app.db.read().unwrap_or_else(|p| p.into_inner());
         crate::services::check_params(
@@ -1130,38 +1148,43 @@ pub fn run_service(
             // answer carries the first MAX_IMPACT rows and the count of all.
             let total = impact.len();
             let shown: Vec<_> = impact.into_iter().take(MAX_IMPACT).collect();
-            return Ok(result_reply(json!({
-                "dryRun": true,
-                "output": output,
-                "changes": changes,
-                "plan": plan,
-                "impact": shown,
-                "impactRows": total,
-                "impactTruncated": total > MAX_IMPACT,
-                "milliseconds": started.elapsed().as_millis() as u64,
-            })));
+            return Ok(crate::services::result(
+                BaseType::Json,
+                json!({
+                    "dryRun": true,
+                    "output": output,
+                    "changes": changes,
+                    "plan": plan,
+                    "impact": shown,
+                    "impactRows": total,
+                    "impactTruncated": total > MAX_IMPACT,
+                    "milliseconds": started.elapsed().as_millis() as u64,
+                }),
+            ));
         }
         let mut records = held_back;
-        records.push(crate::audit::record(
-            &caller.name,
-            crate::audit::category::SCRIPTS,
-            "scriptRan",
-            summary(json!({"changes": changes, "calls": calls, "attempt": attempt})),
-            "Resources/ScriptServices",
-            "Resource",
-        ));
-        if !app.audit_log.enabled(crate::audit::category::SCRIPTS) {
-            records.pop();
+        if app.audit_log.enabled(crate::audit::category::SCRIPTS) {
+            records.push(crate::audit::record(
+                &caller.name,
+                crate::audit::category::SCRIPTS,
+                "scriptRan",
+                summary(json!({"changes": changes, "calls": calls, "attempt": attempt})),
+                "Resources/ScriptServices",
+                "Resource",
+            ));
         }
         let mut db = app.db.write().unwrap_or_else(|p| p.into_inner());
         match db.adopt(&mut fork, &records) {
             Ok(()) => {
-                return Ok(result_reply(json!({
-                    "dryRun": false,
-                    "output": output,
-                    "changes": changes,
-                    "milliseconds": started.elapsed().as_millis() as u64,
-                })));
+                return Ok(crate::services::result(
+                    BaseType::Json,
+                    json!({
+                        "dryRun": false,
+                        "output": output,
+                        "changes": changes,
+                        "milliseconds": started.elapsed().as_millis() as u64,
+                    }),
+                ));
             }
             Err(thinghost_store::AdoptError::Changed) => {
                 tracing::info!(
@@ -1173,6 +1196,15 @@ pub fn run_service(
             }
             Err(e) => {
                 tracing::error!(error = %e, "a script's changes could not be stored");
+                let error = "its changes could not be stored";
+                app.audit(
+                    &caller.name,
+                    crate::audit::category::SCRIPTS,
+                    "scriptFailed",
+                    summary(json!({"error": error, "calls": calls, "attempt": attempt})),
+                    "Resources/ScriptServices",
+                    "Resource",
+                );
                 return Err(ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "the script's changes could not be stored; nothing was changed; try again",
@@ -1180,16 +1212,18 @@ pub fn run_service(
             }
         }
     }
+    app.audit(
+        &caller.name,
+        crate::audit::category::SCRIPTS,
+        "scriptFailed",
+        summary(json!({"error": "the model kept changing while it ran", "attempts": 3})),
+        "Resources/ScriptServices",
+        "Resource",
+    );
     Err(ApiError::new(
         StatusCode::CONFLICT,
         "the model kept changing while the script ran; nothing was changed; run it again",
     ))
-}
-
-fn result_reply(v: Json) -> Reply {
-    Reply::Json(
-        thinghost_core::infotable::InfoTable::single("result", BaseType::Json, v).into_json(),
-    )
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -1199,6 +1233,14 @@ fn hex(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn limits_are_written_with_thousands_separators() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(10_000), "10,000");
+        assert_eq!(thousands(10_000_000), "10,000,000");
+    }
 
     #[test]
     fn the_reference_page_is_current() {
