@@ -65,11 +65,6 @@ pub(crate) fn visible_entity<'m>(
     Ok((m.get(kind, name).expect("indexed"), id))
 }
 
-/// The rule that decided a check, in words: what a denial's audit entry records.
-pub(crate) fn rule_of(m: &Model, d: &Decision) -> String {
-    thinghost_core::insight::rule_of(m, d)
-}
-
 /// Checks a permission; a denial is a 403 (the entity is visible by now) and is audited.
 pub(crate) fn require(
     m: &Model,
@@ -94,7 +89,11 @@ pub(crate) fn require(
         Outcome::Denied => Err(ApiError {
             status: StatusCode::FORBIDDEN,
             message: format!("{} may not {} on {path}", caller.name, permission),
-            denied: Some((permission, path.to_string(), rule_of(m, &d))),
+            denied: Some((
+                permission,
+                path.to_string(),
+                thinghost_core::insight::rule_of(m, &d),
+            )),
         }),
     }
 }

@@ -6,7 +6,7 @@ use crate::app::App;
 use crate::auth::Caller;
 use crate::rest::{ApiError, Reply};
 use crate::services::{Call, forbidden};
-use serde_json::{Map, Value as Json, json};
+use serde_json::{Map, Value as Json};
 use thinghost_core::infotable::{Field, InfoTable};
 use thinghost_core::{BaseType, Kind, Model, Permission, predefined};
 
@@ -90,18 +90,7 @@ fn effective(m: &Model, caller: &Caller, user: &str) -> Result<Reply, ApiError> 
         thinghost_core::insight::effective_permissions(m, user, true).ok_or_else(|| {
             crate::services::bad(format!("parameter user: there is no User named {user:?}"))
         })?;
-    let rows = holdings
-        .into_iter()
-        .map(|h| {
-            let mut r = Map::new();
-            r.insert("entity".into(), json!(h.entity));
-            r.insert("permission".into(), json!(h.permission));
-            r.insert("resource".into(), json!(h.resource));
-            r.insert("allowed".into(), json!(h.allowed));
-            r.insert("why".into(), json!(h.why));
-            r
-        })
-        .collect();
+    let rows = holdings.iter().map(row).collect();
     Ok(table(
         &[
             ("entity", BaseType::String),
@@ -112,6 +101,14 @@ fn effective(m: &Model, caller: &Caller, user: &str) -> Result<Reply, ApiError> 
         ],
         rows,
     ))
+}
+
+/// A value as an InfoTable row: its serialized fields (the shapes above name the same fields).
+fn row(v: &impl serde::Serialize) -> Map<String, Json> {
+    match serde_json::to_value(v) {
+        Ok(Json::Object(m)) => m,
+        _ => unreachable!("holdings and findings serialize as objects"),
+    }
 }
 
 /// `Lint()`: the security lint's findings, most severe first.
@@ -125,20 +122,7 @@ fn lint(app: &App, m: &Model, caller: &Caller) -> Result<Reply, ApiError> {
         ));
     }
     let findings = thinghost_core::lint::lint(m, &app.deployment, crate::now_ms());
-    let rows = findings
-        .into_iter()
-        .map(|f| {
-            let mut r = Map::new();
-            r.insert("rule".into(), json!(f.rule));
-            r.insert("severity".into(), json!(f.severity.name()));
-            r.insert("title".into(), json!(f.title));
-            r.insert("message".into(), json!(f.message));
-            r.insert("entities".into(), json!(f.entities));
-            r.insert("fix".into(), json!(f.fix));
-            r.insert("doc".into(), json!(f.doc));
-            r
-        })
-        .collect();
+    let rows = findings.iter().map(row).collect();
     Ok(table(
         &[
             ("rule", BaseType::String),

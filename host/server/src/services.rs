@@ -136,7 +136,7 @@ impl Call<'_> {
                 };
                 let mut e = forbidden(self.caller, what, path, permission);
                 if let Some(denied) = &mut e.denied {
-                    denied.2 = crate::rest::rule_of(self.model(), &d);
+                    denied.2 = thinghost_core::insight::rule_of(self.model(), &d);
                 }
                 Err(e)
             }
