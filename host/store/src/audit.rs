@@ -30,11 +30,17 @@ pub struct AuditEntry {
 /// and the JSON array `[timestamp, user, category, message_key, args, source, source_type]`
 /// (serde_json writes object keys in sorted order, so the encoding is canonical).
 pub fn entry_hash(prev: &str, r: &AuditRecord) -> String {
+    entry_hash_at(prev, r.timestamp, r)
+}
+
+/// [`entry_hash`] of `r` stamped at `timestamp` (the time the chain stores, which may be later
+/// than the record's own: see the store's `append_in`).
+pub fn entry_hash_at(prev: &str, timestamp: i64, r: &AuditRecord) -> String {
     // The canonical encoding is the JSON array [timestamp, user, category, message key, args,
     // source, source type] (objects with sorted keys): a tuple of references serializes to
     // exactly that, without copying the record into a `Value` first.
     let canonical = serde_json::to_vec(&(
-        r.timestamp,
+        timestamp,
         &r.user,
         &r.category,
         &r.message_key,

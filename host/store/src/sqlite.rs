@@ -116,14 +116,12 @@ fn append_in(tx: &Transaction<'_>, records: &[AuditRecord]) -> rusqlite::Result<
         "INSERT INTO audit (timestamp, user, category, message_key, args, source, source_type, prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     )?;
     for r in records {
-        let hash = if r.timestamp < last_time && last_time - r.timestamp <= MAX_QUEUE_SKEW_MS {
-            let mut later = r.clone();
-            later.timestamp = last_time;
-            audit::entry_hash(&prev, &later)
-        } else {
+        // A queued entry a little older than its predecessor takes its time; any other keeps
+        // its own.
+        if r.timestamp >= last_time || last_time - r.timestamp > MAX_QUEUE_SKEW_MS {
             last_time = r.timestamp;
-            audit::entry_hash(&prev, r)
-        };
+        }
+        let hash = audit::entry_hash_at(&prev, last_time, r);
         insert.execute(params![
             last_time,
             r.user,
