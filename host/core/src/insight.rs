@@ -11,7 +11,7 @@ use crate::entity::{Acl, Body, Entity};
 use crate::model::{Model, View};
 use crate::names::{Kind, Permission};
 use serde::Serialize;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 
 /// The pseudo-permission of a visibility row.
 pub const VISIBLE: &str = "Visible";
@@ -110,12 +110,8 @@ pub fn rule_of(m: &Model, d: &crate::access::Decision) -> String {
 /// holds everything: one `Administrator` row says so. `None` when there is no such user.
 /// `with_why` adds the deciding rule to each row (it costs an explanation per row).
 pub fn effective_permissions(m: &Model, user: &str, with_why: bool) -> Option<Vec<Holding>> {
-    holdings(m, user, with_why, None, &mut Overrides::default())
+    holdings(m, user, with_why, None)
 }
-
-/// Each entity's override resources ([`override_resources`]), worked out once per model and
-/// shared by every user the model is asked about.
-type Overrides = HashMap<crate::EntityId, BTreeMap<Permission, BTreeSet<String>>>;
 
 /// The entities and collections a change touched: what `access_impact_of` looks at for users
 /// whose principals did not change.
@@ -153,7 +149,6 @@ fn holdings(
     user: &str,
     with_why: bool,
     scope: Option<&Touched>,
-    overrides: &mut Overrides,
 ) -> Option<Vec<Holding>> {
     let access = m.access();
     let subject = access.subject(user)?;
@@ -235,9 +230,7 @@ fn holdings(
             if !kind.has_run_time_permissions() {
                 continue;
             }
-            let overrides = overrides
-                .entry(id)
-                .or_insert_with(|| override_resources(m, e));
+            let overrides = override_resources(m, e);
             for p in Permission::ALL.into_iter().filter(|p| p.is_run_time()) {
                 let all = m.check(subject, p, Target::Entity { id, resource: None });
                 let all_allowed = all.outcome == Outcome::Allowed;
@@ -277,13 +270,8 @@ fn holdings(
 }
 
 /// A user's holdings as answers: (entity, permission, resource) -> allowed.
-fn answers(
-    m: &Model,
-    user: &str,
-    scope: Option<&Touched>,
-    overrides: &mut Overrides,
-) -> BTreeMap<Key, bool> {
-    holdings(m, user, false, scope, overrides)
+fn answers(m: &Model, user: &str, scope: Option<&Touched>) -> BTreeMap<Key, bool> {
+    holdings(m, user, false, scope)
         .unwrap_or_default()
         .into_iter()
         .map(|h| ((h.entity, h.permission, h.resource), h.allowed))
@@ -435,7 +423,6 @@ fn impact(before: &Model, after: &Model, touched: Option<&Touched>) -> Vec<Impac
         (users, orgs, scope)
     });
     let mut out = Vec::new();
-    let (mut overrides_before, mut overrides_after) = (Overrides::default(), Overrides::default());
     let is_admin = |m: &Model, user: &str| {
         m.access()
             .subject(user)
@@ -477,10 +464,7 @@ fn impact(before: &Model, after: &Model, touched: Option<&Touched>) -> Vec<Impac
             }
             None => None,
         };
-        let (was, now) = (
-            answers(before, &user, scope, &mut overrides_before),
-            answers(after, &user, scope, &mut overrides_after),
-        );
+        let (was, now) = (answers(before, &user, scope), answers(after, &user, scope));
         if was == now {
             continue;
         }
