@@ -184,44 +184,19 @@ fn finding_as(id: &str, severity: Severity, message: String, entities: Vec<Strin
 const YEAR_MS: i64 = 366 * 24 * 3_600_000;
 
 /// Is the principal an administrator (a user in Administrators, or Administrators itself or a
-/// group inside it)?
-fn is_admin_principal(m: &Model, p: &PrincipalRef) -> bool {
+/// group inside it: `admin_groups`, from `validate::administrator_groups`)?
+fn is_admin_principal(
+    m: &Model,
+    admin_groups: &std::collections::BTreeSet<String>,
+    p: &PrincipalRef,
+) -> bool {
     let access = m.access();
     match p.kind {
         PrincipalType::User => access
             .subject(&p.principal)
             .is_some_and(|s| access.is_administrator(s)),
-        PrincipalType::Group => {
-            p.principal == predefined::ADMINISTRATORS
-                || group_within(m, &p.principal, predefined::ADMINISTRATORS)
-        }
+        PrincipalType::Group => admin_groups.contains(&p.principal),
     }
-}
-
-/// Is group `g` a member (directly or nested) of group `of`?
-fn group_within(m: &Model, g: &str, of: &str) -> bool {
-    let mut todo = vec![of.to_string()];
-    let mut seen = std::collections::BTreeSet::new();
-    while let Some(x) = todo.pop() {
-        if !seen.insert(x.clone()) {
-            continue;
-        }
-        if let Some(Entity {
-            body: Body::Group(b),
-            ..
-        }) = m.get(Kind::Group, &x)
-        {
-            for member in &b.members {
-                if member.kind == PrincipalType::Group {
-                    if member.principal == g {
-                        return true;
-                    }
-                    todo.push(member.principal.clone());
-                }
-            }
-        }
-    }
-    false
 }
 
 /// A principal as (kind, name).
@@ -282,6 +257,7 @@ pub fn lint(m: &Model, deployment: &Deployment, now_ms: i64) -> Vec<Finding> {
     let mut out = Vec::new();
     let keys = users_with_keys(m);
     let all_acls = acls(m);
+    let admin_groups = crate::validate::administrator_groups(m);
     let is_admin_user = |u: &str| {
         access
             .subject(u)
@@ -466,7 +442,7 @@ pub fn lint(m: &Model, deployment: &Deployment, now_ms: i64) -> Vec<Finding> {
             .filter(|(_, acl)| {
                 acl.design_time
                     .iter()
-                    .any(|e| e.allow && !is_admin_principal(m, &e.principal))
+                    .any(|e| e.allow && !is_admin_principal(m, &admin_groups, &e.principal))
             })
             .map(|(p, _)| p.clone())
             .collect();
@@ -542,7 +518,7 @@ pub fn lint(m: &Model, deployment: &Deployment, now_ms: i64) -> Vec<Finding> {
                 && e.permission == Permission::ServiceInvoke
                 && e.resource == crate::entity::ALL_RESOURCES
                 && e.principal.kind == PrincipalType::Group
-                && !is_admin_principal(m, &e.principal)
+                && !is_admin_principal(m, &admin_groups, &e.principal)
             {
                 out.push(finding(
                     "blanket-service-invoke",
@@ -556,7 +532,8 @@ pub fn lint(m: &Model, deployment: &Deployment, now_ms: i64) -> Vec<Finding> {
         }
     }
     // audit-entities (U7)
-    let non_admin = |e: &PermissionEntry| e.allow && !is_admin_principal(m, &e.principal);
+    let non_admin =
+        |e: &PermissionEntry| e.allow && !is_admin_principal(m, &admin_groups, &e.principal);
     for (thing, what) in [
         (
             predefined::AUDIT_ARCHIVE_REPOSITORY,

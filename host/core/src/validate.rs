@@ -319,12 +319,7 @@ fn has_key(view: &dyn View, user: &str) -> bool {
 /// platform any more. (A change is refused when it takes the last such user away; a model that
 /// never had one, such as a new one before its first key, is not.)
 fn ensure_an_administrator(view: &dyn View) -> Result<(), ModelError> {
-    let mut groups = vec![predefined::ADMINISTRATORS.to_string()];
-    let mut seen: BTreeSet<String> = BTreeSet::new();
-    while let Some(g) = groups.pop() {
-        if !seen.insert(g.clone()) {
-            continue;
-        }
+    for g in administrator_groups(view) {
         let Some(Entity {
             body: Body::Group(b),
             ..
@@ -333,25 +328,45 @@ fn ensure_an_administrator(view: &dyn View) -> Result<(), ModelError> {
             continue;
         };
         for m in &b.members {
-            match m.kind {
-                PrincipalType::Group => groups.push(m.principal.clone()),
-                PrincipalType::User if m.principal != predefined::SYSTEM => {
-                    if let Some(Entity {
-                        body: Body::User(u),
-                        ..
-                    }) = view.get(Kind::User, &m.principal)
-                        && u.enabled
-                        && !u.locked
-                        && (u.password_hash.is_some() || has_key(view, &m.principal))
-                    {
-                        return Ok(());
-                    }
-                }
-                _ => {}
+            if m.kind == PrincipalType::User
+                && m.principal != predefined::SYSTEM
+                && let Some(Entity {
+                    body: Body::User(u),
+                    ..
+                }) = view.get(Kind::User, &m.principal)
+                && u.enabled
+                && !u.locked
+                && (u.password_hash.is_some() || has_key(view, &m.principal))
+            {
+                return Ok(());
             }
         }
     }
     Err(ModelError::LockOut)
+}
+
+/// `Administrators` and every group inside it, however deep: their members are administrators.
+pub(crate) fn administrator_groups(view: &dyn View) -> BTreeSet<String> {
+    let mut groups = vec![predefined::ADMINISTRATORS.to_string()];
+    let mut seen: BTreeSet<String> = BTreeSet::new();
+    while let Some(g) = groups.pop() {
+        if !seen.insert(g.clone()) {
+            continue;
+        }
+        if let Some(Entity {
+            body: Body::Group(b),
+            ..
+        }) = view.get(Kind::Group, &g)
+        {
+            groups.extend(
+                b.members
+                    .iter()
+                    .filter(|m| m.kind == PrincipalType::Group)
+                    .map(|m| m.principal.clone()),
+            );
+        }
+    }
+    seen
 }
 
 /// Refuses the removal of anything still referenced, naming up to five of its users.
