@@ -22,6 +22,21 @@ fn row(e: &str, p: &str, r: &str, a: bool) -> (String, String, String, bool) {
     (e.into(), p.into(), r.into(), a)
 }
 
+/// Adds a run-time entry to the instance permissions of a template or shape.
+fn instance_grant(
+    tx: &mut Tx,
+    kind: Kind,
+    name: &str,
+    e: PermissionEntry,
+) -> Result<(), ModelError> {
+    tx.get_mut(kind, name)?
+        .instance_permissions_mut()
+        .expect("a template or a shape")
+        .run_time
+        .push(e);
+    Ok(())
+}
+
 #[test]
 fn effective_permissions_list_what_a_user_holds_with_the_deciding_rule() {
     let mut m = basic();
@@ -195,33 +210,28 @@ fn the_narrow_impact_equals_the_full_one() {
         (
             "an instance grant on a base template",
             Box::new(|tx| {
-                tx.get_mut(Kind::ThingTemplate, "Pump")?
-                    .instance_permissions_mut()
-                    .unwrap()
-                    .run_time
-                    .push(rt(
-                        PrincipalRef::user("v"),
-                        Permission::PropertyRead,
-                        "*",
-                        true,
-                    ));
-                Ok(())
+                instance_grant(
+                    tx,
+                    Kind::ThingTemplate,
+                    "Pump",
+                    rt(PrincipalRef::user("v"), Permission::PropertyRead, "*", true),
+                )
             }),
         ),
         (
             "an instance grant on a shape",
             Box::new(|tx| {
-                tx.get_mut(Kind::ThingShape, "Resettable")?
-                    .instance_permissions_mut()
-                    .unwrap()
-                    .run_time
-                    .push(rt(
+                instance_grant(
+                    tx,
+                    Kind::ThingShape,
+                    "Resettable",
+                    rt(
                         PrincipalRef::user("u"),
                         Permission::ServiceInvoke,
                         "Reset",
                         true,
-                    ));
-                Ok(())
+                    ),
+                )
             }),
         ),
         (

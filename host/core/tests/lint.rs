@@ -29,6 +29,13 @@ fn rules(m: &Model, d: &Deployment) -> Vec<&'static str> {
     lint(m, d, NOW).into_iter().map(|f| f.rule).collect()
 }
 
+/// An allowing run-time entry on a Thing.
+fn grant(m: &mut Model, thing: &str, p: PrincipalRef, perm: Permission, resource: &str) {
+    acl(m, Kind::Thing, thing, |a| {
+        a.run_time.push(rt(p, perm, resource, true))
+    });
+}
+
 fn fires(m: &Model, id: &str) -> bool {
     rules(m, &Deployment::default()).contains(&id)
 }
@@ -44,14 +51,13 @@ fn clean() -> Model {
     unit_member(&mut m, "Fleet", "Fleet", PrincipalRef::user("dev"));
     thing(&mut m, "Pump1", "RemoteThing");
     visible_to(&mut m, Kind::Thing, "Pump1", "Fleet");
-    acl(&mut m, Kind::Thing, "Pump1", |a| {
-        a.run_time.push(rt(
-            PrincipalRef::user("dev"),
-            Permission::PropertyWrite,
-            "*",
-            true,
-        ))
-    });
+    grant(
+        &mut m,
+        "Pump1",
+        PrincipalRef::user("dev"),
+        Permission::PropertyWrite,
+        "*",
+    );
     m
 }
 
@@ -94,14 +100,13 @@ fn s8_shared_device_user_several_keys_or_several_remote_things() {
     let mut m = clean();
     thing(&mut m, "Pump2", "RemoteThing");
     visible_to(&mut m, Kind::Thing, "Pump2", "Fleet");
-    acl(&mut m, Kind::Thing, "Pump2", |a| {
-        a.run_time.push(rt(
-            PrincipalRef::user("dev"),
-            Permission::PropertyWrite,
-            "*",
-            true,
-        ))
-    });
+    grant(
+        &mut m,
+        "Pump2",
+        PrincipalRef::user("dev"),
+        Permission::PropertyWrite,
+        "*",
+    );
     let f = lint(&m, &Deployment::default(), NOW);
     let hit = f.iter().find(|f| f.rule == "shared-device-user").unwrap();
     assert!(
@@ -213,24 +218,22 @@ fn s8_users_in_everyone() {
 fn s8_blanket_service_invoke() {
     let mut m = clean();
     group(&mut m, "Ops", &[]);
-    acl(&mut m, Kind::Thing, "Pump1", |a| {
-        a.run_time.push(rt(
-            PrincipalRef::group("Ops"),
-            Permission::ServiceInvoke,
-            "Reset",
-            true,
-        ))
-    });
+    grant(
+        &mut m,
+        "Pump1",
+        PrincipalRef::group("Ops"),
+        Permission::ServiceInvoke,
+        "Reset",
+    );
     assert!(!fires(&m, "blanket-service-invoke"), "an override is fine");
     // Administrators may have it.
-    acl(&mut m, Kind::Thing, "Pump1", |a| {
-        a.run_time.push(rt(
-            PrincipalRef::group("Administrators"),
-            Permission::ServiceInvoke,
-            "*",
-            true,
-        ))
-    });
+    grant(
+        &mut m,
+        "Pump1",
+        PrincipalRef::group("Administrators"),
+        Permission::ServiceInvoke,
+        "*",
+    );
     assert!(!fires(&m, "blanket-service-invoke"));
     instance_acl(&mut m, Kind::ThingTemplate, "RemoteThing", |a| {
         a.run_time.push(rt(
@@ -256,27 +259,25 @@ fn u7_audit_entities() {
     let mut m = clean();
     assert!(!fires(&m, "audit-entities"));
     group(&mut m, "AuditOps", &[]);
-    acl(&mut m, Kind::Thing, "AuditArchiveFileRepository", |a| {
-        a.run_time.push(rt(
-            PrincipalRef::group("AuditOps"),
-            Permission::ServiceInvoke,
-            "*",
-            true,
-        ))
-    });
+    grant(
+        &mut m,
+        "AuditArchiveFileRepository",
+        PrincipalRef::group("AuditOps"),
+        Permission::ServiceInvoke,
+        "*",
+    );
     let f = lint(&m, &Deployment::default(), NOW);
     let hit = f.iter().find(|f| f.rule == "audit-entities").unwrap();
     assert_eq!(hit.severity, Severity::High);
     // Anyone, even an administrator, writing lastArchivedTime.
     let mut m = clean();
-    acl(&mut m, Kind::Thing, "AuditArchiveScheduler", |a| {
-        a.run_time.push(rt(
-            PrincipalRef::user("Administrator"),
-            Permission::PropertyWrite,
-            "lastArchivedTime",
-            true,
-        ))
-    });
+    grant(
+        &mut m,
+        "AuditArchiveScheduler",
+        PrincipalRef::user("Administrator"),
+        Permission::PropertyWrite,
+        "lastArchivedTime",
+    );
     assert!(fires(&m, "audit-entities"));
     // A grant through the Things collection reaches lastArchivedTime too.
     let mut m = clean();
@@ -297,14 +298,13 @@ fn u7_audit_entities() {
     );
     // Non-admin access to the purge scheduler.
     let mut m = clean();
-    acl(&mut m, Kind::Thing, "AuditPurgeScheduler", |a| {
-        a.run_time.push(rt(
-            PrincipalRef::user("dev"),
-            Permission::PropertyRead,
-            "*",
-            true,
-        ))
-    });
+    grant(
+        &mut m,
+        "AuditPurgeScheduler",
+        PrincipalRef::user("dev"),
+        Permission::PropertyRead,
+        "*",
+    );
     assert!(fires(&m, "audit-entities"));
 }
 
