@@ -183,7 +183,9 @@ pub fn local_app(data: &Path, plugins: &Path) -> (Arc<App>, Caller, String) {
     thinghost::cli::init::initialize(data, 1).expect("a new data directory");
     let mut db = thinghost_store::Db::open(data, thinghost_core::Policy::default()).expect("opens");
     let options = thinghost_extensions::code::LoadOptions {
-        wasm_cache: Some(data.join("cache/wasm")),
+        wasm_cache: Some(
+            thinghost_extensions::wasm_runtime::WasmCache::in_data_dir(data).expect("a cache key"),
+        ),
         allow_native: true,
     };
     let extensions = thinghost::extensions::load_dir(plugins, &options, &mut db).expect("loads");

@@ -530,7 +530,7 @@ fn u6_archive_export_cleanup_and_purge() {
         .collect();
     assert_eq!(files.len(), 2, "one file per day: {files:?}");
     assert!(files[0].starts_with("archive/2026-01-01/"), "{files:?}");
-    let repo = s.dir.join("repositories/AuditArchiveFileRepository");
+    let repo = repository(&s.dir, "AuditArchiveFileRepository");
     assert!(repo.join(&files[0]).is_file());
     // The rest still verifies; the archived ones are gone from the online log.
     let v = ok(&s, &admin, &format!("{AUDIT}/VerifyAuditChain"), json!({}));
@@ -666,7 +666,7 @@ fn u6_archive_export_cleanup_and_purge() {
     );
     assert_eq!(st, 400, "not a FileRepository");
     // A target that is no file name, or a folder, is refused before anything is written.
-    std::fs::create_dir_all(s.dir.join("repositories/MyRepo/exports/sub")).unwrap();
+    std::fs::create_dir_all(repository(&s.dir, "MyRepo").join("exports/sub")).unwrap();
     for bad in [
         json!({"targetFileName": ""}),
         json!({"targetFileName": "."}),
@@ -681,7 +681,7 @@ fn u6_archive_export_cleanup_and_purge() {
         );
         assert_eq!(st, 400, "{bad}: {v}");
     }
-    assert!(s.dir.join("repositories/MyRepo/exports/sub").is_dir());
+    assert!(repository(&s.dir, "MyRepo").join("exports/sub").is_dir());
 
     // Cleanup: archive days before the date go.
     let v = ok(
@@ -1092,7 +1092,7 @@ fn u6_schedules_retention_and_cleanup_with_a_controlled_clock() {
             .to_string()
     };
     let before = |s: &Server, at: i64| count(s, &key, json!({"endDate": iso(at)}));
-    let repo = dir.join("repositories/AuditArchiveFileRepository/archive");
+    let repo = repository(&dir, "AuditArchiveFileRepository").join("archive");
     // 61 days on: the daily archive (here every second) takes today's entries.
     {
         let s = Server::start(&dir, &["--dev", "--dev-clock-offset-days", "61"]);
@@ -1153,4 +1153,10 @@ fn u6_schedules_retention_and_cleanup_with_a_controlled_clock() {
         0,
         "every archive day is gone"
     );
+}
+
+/// The folder of repository `name` in data directory `dir` (named by its identity).
+fn repository(dir: &std::path::Path, name: &str) -> std::path::PathBuf {
+    dir.join(thinghost::repository::FOLDER)
+        .join(thinghost::repository::folder_of(name))
 }

@@ -853,7 +853,16 @@ fn organizational_units_are_deleted_from_the_leaves_up_once_unused() {
 #[test]
 fn at_most_two_scripts_run_at_once() {
     let t = tempfile::tempdir().unwrap();
-    let s = std::sync::Arc::new(serve(t.path(), &["--script-timeout-seconds", "5"]));
+    // (One user runs them all here: the per-user share is hostile.rs's.)
+    let s = std::sync::Arc::new(serve(
+        t.path(),
+        &[
+            "--script-timeout-seconds",
+            "5",
+            "--max-scripts-per-user",
+            "2",
+        ],
+    ));
     let admin = s.admin_key();
     let slow = "let i = 0; loop { i += 1; create_user(`u${i}`, \"a long password 1\"); }";
     // Two slow scripts, each stopped by its 5 s limit. While they run, a third is refused;

@@ -38,6 +38,13 @@ fn main() {
             "listening on {}",
             listener.local_addr().expect("an address")
         );
-        thinghost::http::serve(listener, router, tls, std::future::pending()).await;
+        thinghost::http::serve(
+            listener,
+            router,
+            tls,
+            thinghost::http::Limits::default(),
+            std::future::pending(),
+        )
+        .await;
     });
 }

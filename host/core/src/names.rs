@@ -217,13 +217,21 @@ pub const FORBIDDEN_IN_ENTITY_NAMES: &[char] = &[
     '/', '\\', ':', '?', '#', '%', '&', '+', '<', '>', '"', '\'', '*', '|',
 ];
 
-/// Checks an entity (or organizational unit) name.
+/// The longest entity name, in characters.
+pub const MAX_ENTITY_NAME: usize = 200;
+
+/// Checks an entity (or organizational unit) name: not empty after trimming, at most
+/// [`MAX_ENTITY_NAME`] characters, not `.` or `..`, no control characters, none of
+/// [`FORBIDDEN_IN_ENTITY_NAMES`] (path separators among them).
 pub fn check_entity_name(name: &str) -> Result<(), NameProblem> {
-    if name.is_empty() {
-        return Err("a name cannot be empty");
+    if name.trim().is_empty() {
+        return Err("a name cannot be empty or only white space");
     }
-    if name.chars().count() > 256 {
-        return Err("a name is at most 256 characters long");
+    if name.chars().count() > MAX_ENTITY_NAME {
+        return Err("a name is at most 200 characters long");
+    }
+    if name == "." || name == ".." {
+        return Err("a name cannot be . or .. (they name folders)");
     }
     if name.starts_with(char::is_whitespace) || name.ends_with(char::is_whitespace) {
         return Err("a name cannot start or end with white space");
@@ -273,10 +281,22 @@ mod tests {
 
     #[test]
     fn vendor_forbidden_user_name_characters_are_refused() {
-        for bad in ["a&b", "a:b", "a/b", "a+b", "", " a", "a\n"] {
+        let long = "x".repeat(MAX_ENTITY_NAME + 1);
+        for bad in [
+            "a&b", "a:b", "a/b", "a\\b", "a+b", "", " ", " a", "a\n", "a\u{0}b", ".", "..", &long,
+        ] {
             assert!(check_entity_name(bad).is_err(), "{bad:?}");
         }
-        for good in ["Pump1", "Device 7", "ÄÖü-Name.x@y", "_x"] {
+        let longest = "é".repeat(MAX_ENTITY_NAME);
+        for good in [
+            "Pump1",
+            "Device 7",
+            "ÄÖü-Name.x@y",
+            "_x",
+            "...",
+            ".x",
+            &longest,
+        ] {
             assert!(check_entity_name(good).is_ok(), "{good:?}");
         }
     }

@@ -7,15 +7,15 @@ use crate::native_runtime::NativeExtension;
 use crate::rhai_runtime::{self, RhaiExtension};
 use crate::wasm_runtime::{self, WasmExtension};
 use serde_json::Value as Json;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 /// How the server loads code.
 #[derive(Clone, Debug, Default)]
 pub struct LoadOptions {
-    /// Where compiled WebAssembly is cached (the data directory's `cache/wasm`); none: compile
-    /// every time.
-    pub wasm_cache: Option<PathBuf>,
+    /// Where compiled WebAssembly is cached (the data directory's `cache/wasm`), and the key
+    /// that authenticates each cached file; none: compile every time.
+    pub wasm_cache: Option<wasm_runtime::WasmCache>,
     /// Native libraries are trusted code in the server's process: off unless the operator
     /// turns them on (`serve --allow-native`).
     pub allow_native: bool,
@@ -73,7 +73,7 @@ impl Code {
                     &bytes,
                     &origin,
                     wasm_runtime::Limits::from_manifest(&m.limits),
-                    options.wasm_cache.as_deref(),
+                    options.wasm_cache.as_ref(),
                 )?)
             }
             Runtime::Native => {

@@ -188,8 +188,23 @@ fn thrown(e: &EvalAltResult) -> Option<String> {
 }
 
 fn tracing_line(s: &str) {
-    // Extensions' print/debug output goes to the host's log (text or JSON), one event each.
-    tracing::info!(target: "extension", "{s}");
+    // Extensions' print/debug output goes to the host's log (text or JSON), one event each:
+    // control characters escaped (a newline would forge a log line of the host's), at most
+    // 8 KiB of it.
+    let escaped: String = s
+        .chars()
+        .take(8192)
+        .flat_map(|c| {
+            let escape = c.is_control();
+            let mut plain = Some(c);
+            let mut esc = escape.then(|| c.escape_default());
+            std::iter::from_fn(move || match &mut esc {
+                Some(e) => e.next(),
+                None => plain.take(),
+            })
+        })
+        .collect();
+    tracing::info!(target: "extension", message = %escaped, "extension print");
 }
 
 /// Registers every function of [`HOST_FUNCTIONS`].

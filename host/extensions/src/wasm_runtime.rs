@@ -316,44 +316,141 @@ pub struct WasmExtension {
     limits: Limits,
 }
 
-/// Where the compiled artifact of `bytes` is cached: keyed by the component's hash and by the
-/// engine's compatibility hash (a new wasmtime or another CPU compiles anew).
-fn cache_path(dir: &Path, bytes: &[u8]) -> PathBuf {
-    let digest = Sha256::digest(bytes);
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    engine().precompile_compatibility_hash().hash(&mut h);
-    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-    dir.join(format!("{hex}-{:016x}.cwasm", h.finish()))
+/// The cache of compiled components: a folder, and the secret key that authenticates what is
+/// in it. Loading a compiled artifact is `unsafe` (wasmtime runs its machine code as it is), so
+/// a file reaches [`Component::deserialize`] only if its HMAC-SHA-256 under this key, which only
+/// this server knows, is the one written after it: a file the server did not write is compiled
+/// anew, never loaded.
+#[derive(Clone)]
+pub struct WasmCache {
+    pub dir: PathBuf,
+    key: [u8; 32],
 }
 
-/// Compiles a component, or loads its compiled form from `cache` (written there after the first
-/// compilation; a stale or damaged file is compiled anew and replaced).
-fn component(bytes: &[u8], origin: &str, cache: Option<&Path>) -> Result<Component, String> {
-    let engine = engine();
-    let path = cache.map(|d| cache_path(d, bytes));
-    if let Some(p) = path.as_ref().filter(|p| p.exists()) {
-        // SAFETY: the file is one this function wrote into the data directory, which holds the
-        // server's database and is trusted like it; wasmtime checks the engine's compatibility
-        // and the artifact's header, and a failure falls through to compiling.
-        if let Ok(c) = unsafe { Component::deserialize_file(engine, p) } {
-            return Ok(c);
-        }
-        tracing::warn!(file = %p.display(), "a cached compiled extension could not be used; compiling again");
+impl std::fmt::Debug for WasmCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WasmCache").field("dir", &self.dir).finish()
     }
-    let c = Component::from_binary(engine, bytes).map_err(|e| {
-        format!("{origin} is not a WebAssembly component that thinghost can compile: {e:#}")
-    })?;
-    if let (Some(p), Ok(art)) = (path, c.serialize()) {
+}
+
+/// The length of the tag after each cached artifact.
+const TAG: usize = 32;
+
+impl WasmCache {
+    /// The cache of data directory `data`: `DATA/cache/wasm`, keyed by `DATA/cache.key` (32
+    /// random bytes, made on first use, mode 0600).
+    pub fn in_data_dir(data: &Path) -> Result<WasmCache, String> {
+        let key_file = data.join("cache.key");
+        let key = match std::fs::read(&key_file) {
+            Ok(k) => k,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let mut k = [0u8; 32];
+                getrandom::fill(&mut k).map_err(|e| format!("no random numbers: {e}"))?;
+                use std::io::Write;
+                use std::os::unix::fs::OpenOptionsExt;
+                let written = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(&key_file)
+                    .and_then(|mut f| f.write_all(&k).and_then(|_| f.sync_all()));
+                match written {
+                    Ok(()) => k.to_vec(),
+                    // Made meanwhile by another process: read it.
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                        std::fs::read(&key_file)
+                            .map_err(|e| format!("cannot read {}: {e}", key_file.display()))?
+                    }
+                    Err(e) => return Err(format!("cannot write {}: {e}", key_file.display())),
+                }
+            }
+            Err(e) => return Err(format!("cannot read {}: {e}", key_file.display())),
+        };
+        let key: [u8; 32] = key.try_into().map_err(|_| {
+            format!(
+                "{} is not a 32-byte key; delete it (the compiled cache is then made anew)",
+                key_file.display()
+            )
+        })?;
+        Ok(WasmCache {
+            dir: data.join("cache").join("wasm"),
+            key,
+        })
+    }
+
+    fn mac(&self, artifact: &[u8]) -> [u8; TAG] {
+        use hmac::Mac;
+        let mut mac = hmac::Hmac::<Sha256>::new_from_slice(&self.key).expect("any key length");
+        mac.update(artifact);
+        mac.finalize().into_bytes().into()
+    }
+
+    /// Where the compiled artifact of `bytes` is cached: keyed by the component's hash and by
+    /// the engine's compatibility hash (a new wasmtime or another CPU compiles anew).
+    fn path(&self, bytes: &[u8]) -> PathBuf {
+        let digest = Sha256::digest(bytes);
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        engine().precompile_compatibility_hash().hash(&mut h);
+        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        self.dir.join(format!("{hex}-{:016x}.cwasm", h.finish()))
+    }
+
+    /// The cached artifact of `bytes`, if there is one and its tag is this server's.
+    fn load(&self, bytes: &[u8]) -> Option<Component> {
+        let p = self.path(bytes);
+        let file = std::fs::read(&p).ok()?;
+        let (artifact, tag) = file.split_at(file.len().checked_sub(TAG)?);
+        let expected = self.mac(artifact);
+        if !bool::from(subtle_eq(&expected, tag)) {
+            tracing::warn!(file = %p.display(), "a cached compiled extension is not one this server wrote (its tag does not match); compiling again");
+            return None;
+        }
+        // SAFETY: the artifact carries this server's HMAC under a key only it knows (checked
+        // just above), so it is the bytes `store` serialized from a component wasmtime
+        // compiled; wasmtime also checks the engine's compatibility and the artifact's header,
+        // and a failure falls through to compiling.
+        match unsafe { Component::deserialize(engine(), artifact) } {
+            Ok(c) => Some(c),
+            Err(_) => {
+                tracing::warn!(file = %p.display(), "a cached compiled extension could not be used; compiling again");
+                None
+            }
+        }
+    }
+
+    /// Caches the compiled `c` of `bytes`, with its tag (written to a temporary file, renamed).
+    fn store(&self, bytes: &[u8], c: &Component) {
+        let Ok(mut art) = c.serialize() else { return };
+        let tag = self.mac(&art);
+        art.extend_from_slice(&tag);
+        let p = self.path(bytes);
         let tmp = p.with_extension("tmp");
-        let written = p
-            .parent()
-            .map(std::fs::create_dir_all)
-            .unwrap_or(Ok(()))
+        let written = std::fs::create_dir_all(&self.dir)
             .and_then(|_| std::fs::write(&tmp, &art))
             .and_then(|_| std::fs::rename(&tmp, &p));
         if let Err(e) = written {
             tracing::warn!(file = %p.display(), "cannot cache the compiled extension: {e}");
         }
+    }
+}
+
+/// Constant-time equality of two byte strings (a tag check).
+fn subtle_eq(a: &[u8], b: &[u8]) -> subtle::Choice {
+    use subtle::ConstantTimeEq;
+    a.ct_eq(b)
+}
+
+/// Compiles a component, or loads its compiled form from `cache` (written there after the first
+/// compilation; a stale, damaged or foreign file is compiled anew and replaced).
+fn component(bytes: &[u8], origin: &str, cache: Option<&WasmCache>) -> Result<Component, String> {
+    if let Some(c) = cache.and_then(|c| c.load(bytes)) {
+        return Ok(c);
+    }
+    let c = Component::from_binary(engine(), bytes).map_err(|e| {
+        format!("{origin} is not a WebAssembly component that thinghost can compile: {e:#}")
+    })?;
+    if let Some(cache) = cache {
+        cache.store(bytes, &c);
     }
     Ok(c)
 }
@@ -399,7 +496,7 @@ impl WasmExtension {
         bytes: &[u8],
         origin: &str,
         limits: Limits,
-        cache: Option<&Path>,
+        cache: Option<&WasmCache>,
     ) -> Result<WasmExtension, String> {
         let component = component(bytes, origin, cache)?;
         let pre = linker()?.instantiate_pre(&component).map_err(|e| {
@@ -508,5 +605,52 @@ impl WasmExtension {
                 .map_err(|e| CallError::BadResult(format!("{e}: {text:.200}"))),
             Err(message) => Err(CallError::Script(message)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn e3_the_compiled_cache_loads_only_what_this_server_wrote() {
+        let data = tempfile::tempdir().unwrap();
+        let cache = WasmCache::in_data_dir(data.path()).unwrap();
+        let key = std::fs::read(data.path().join("cache.key")).unwrap();
+        assert_eq!(key.len(), 32);
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(data.path().join("cache.key"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        // The same key on the next start.
+        assert_eq!(WasmCache::in_data_dir(data.path()).unwrap().key, cache.key);
+        let bytes = wat::parse_str("(component)").unwrap();
+        assert!(cache.load(&bytes).is_none(), "nothing cached yet");
+        component(&bytes, "test", Some(&cache)).unwrap();
+        assert!(cache.load(&bytes).is_some(), "what it wrote, it loads");
+        let path = cache.path(&bytes);
+        let written = std::fs::read(&path).unwrap();
+        // A file another key signed (another server's, or one made up) is compiled anew.
+        let other = WasmCache {
+            dir: cache.dir.clone(),
+            key: [7; 32],
+        };
+        let (artifact, _) = written.split_at(written.len() - TAG);
+        let mut foreign = artifact.to_vec();
+        foreign.extend_from_slice(&other.mac(artifact));
+        std::fs::write(&path, &foreign).unwrap();
+        assert!(cache.load(&bytes).is_none(), "signed with another key");
+        // One changed byte, a bare artifact without its tag, an empty file.
+        let mut changed = written.clone();
+        changed[written.len() / 2] ^= 1;
+        for file in [changed, artifact.to_vec(), vec![]] {
+            std::fs::write(&path, &file).unwrap();
+            assert!(cache.load(&bytes).is_none());
+        }
+        // Compiling again replaces the bad file with a good one.
+        component(&bytes, "test", Some(&cache)).unwrap();
+        assert!(cache.load(&bytes).is_some());
     }
 }

@@ -14,6 +14,12 @@ pub struct App {
     pub audit_log: std::sync::Arc<crate::audit::AuditLog>,
     /// Failed sign-ins (and wrong old passwords), shared with the copies scripts run on.
     pub auth: std::sync::Arc<crate::auth::Limiter>,
+    /// The limits of the HTTP layer (timeouts, connections, headers, bodies).
+    pub http: crate::http::Limits,
+    /// Slots of the large bodies read at once (`http::Limits::large_bodies_at_once`).
+    pub large_bodies: std::sync::Arc<tokio::sync::Semaphore>,
+    /// Where passwords are hashed and checked (a few threads, a short queue).
+    pub hash_pool: std::sync::Arc<crate::keys::HashPool>,
     /// The lifetime of a new application key when the request names none (K3).
     pub key_lifetime_ms: i64,
     /// The extensions loaded from the plugin directory: the current generation, swapped whole
@@ -34,8 +40,8 @@ pub struct App {
     pub deployment: thinghost_core::lint::Deployment,
     /// The limits of an admin script (`RunScript`).
     pub script_limits: crate::script::Limits,
-    /// How many scripts run now (at most `script::MAX_RUNNING` at once).
-    pub scripts_running: std::sync::atomic::AtomicUsize,
+    /// The scripts running now, per user (see `script::Limits::max_running`, `max_per_user`).
+    pub scripts_running: crate::script::Running,
     /// Set on the private copy of the server a script runs on (see [`App::for_script`]): the
     /// audit records of its changes wait here, to land with them or not at all.
     pub script: Option<ScriptScope>,
@@ -59,6 +65,11 @@ impl App {
             db: RwLock::new(db),
             audit_log: std::sync::Arc::new(audit_log),
             auth: std::sync::Arc::new(crate::auth::Limiter::new(Default::default())),
+            hash_pool: Default::default(),
+            http: Default::default(),
+            large_bodies: std::sync::Arc::new(tokio::sync::Semaphore::new(
+                crate::http::Limits::default().large_bodies_at_once,
+            )),
             key_lifetime_ms: 24 * 3_600_000,
             extensions: arc_swap::ArcSwap::from_pointee(Default::default()),
             plugins: None,
@@ -78,7 +89,10 @@ impl App {
     /// extensions are the server's; remote-access sessions start empty and end with the
     /// script; there is no plugin directory (a script cannot reload extensions).
     pub fn for_script(&self, db: Db) -> App {
-        let sessions = crate::sessions::Sessions::new(self.sessions.nonce_lifetime);
+        let sessions = crate::sessions::Sessions::with_limits(
+            self.sessions.nonce_lifetime,
+            self.sessions.limits,
+        );
         if let Some(public) = self.sessions.public.get() {
             let _ = sessions.public.set(public.clone());
         }
@@ -86,6 +100,9 @@ impl App {
             db: RwLock::new(db),
             audit_log: self.audit_log.clone(),
             auth: self.auth.clone(),
+            hash_pool: self.hash_pool.clone(),
+            http: self.http,
+            large_bodies: self.large_bodies.clone(),
             key_lifetime_ms: self.key_lifetime_ms,
             extensions: arc_swap::ArcSwap::new(self.extensions.load_full()),
             plugins: None,

@@ -8,8 +8,10 @@
 //! be turned off (`serve --audit-off CATEGORY`), never silently: the server warns and records
 //! which, in category AUDIT, at every start.
 
+use crate::repository::Repo;
 use serde_json::{Value as Json, json};
 use std::collections::BTreeSet;
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Mutex, MutexGuard};
@@ -549,6 +551,7 @@ fn checked<T>(
         entity: entity.to_string(),
         service: service.to_string(),
         params,
+        prepared: Default::default(),
     })
 }
 
@@ -749,56 +752,45 @@ fn line(e: &AuditEntry) -> Json {
     })
 }
 
-/// Writes gzip-compressed JSON lines to `path` atomically: a temporary file, synced, renamed.
-/// A line that fails (a page the database could not read) stops the write, and nothing
-/// replaces `path`.
+/// Writes gzip-compressed JSON lines to file `rel` of `repo` atomically (see
+/// [`Repo::write_atomic`]). A line that fails (a page the database could not read) stops the
+/// write, and nothing replaces the file.
 fn write_lines(
-    path: &Path,
+    repo: &Repo,
+    rel: &Path,
     lines: &mut dyn Iterator<Item = Result<Json, String>>,
 ) -> Result<u64, String> {
-    use std::io::Write;
-    let parent = path.parent().expect("a file in a folder");
-    std::fs::create_dir_all(parent)
-        .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
-    let tmp = path.with_extension("tmp");
-    let file =
-        std::fs::File::create(&tmp).map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
-    let mut gz = flate2::write::GzEncoder::new(file, flate2::Compression::default());
-    let mut n = 0;
-    for l in lines {
-        let written = l.and_then(|l| {
-            writeln!(gz, "{l}").map_err(|e| format!("cannot write {}: {e}", tmp.display()))
-        });
-        if let Err(e) = written {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(e);
+    repo.write_atomic(rel, |out| {
+        let mut gz = flate2::write::GzEncoder::new(out, flate2::Compression::default());
+        let mut n = 0;
+        for l in lines {
+            l.and_then(|l| {
+                writeln!(gz, "{l}").map_err(|e| format!("cannot write {}: {e}", rel.display()))
+            })?;
+            n += 1;
         }
-        n += 1;
-    }
-    let file = gz
-        .finish()
-        .map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
-    file.sync_all()
-        .map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
-    std::fs::rename(&tmp, path).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-    if let Ok(dir) = std::fs::File::open(parent) {
-        let _ = dir.sync_all();
-    }
-    Ok(n)
+        gz.finish()
+            .map_err(|e| format!("cannot write {}: {e}", rel.display()))?;
+        Ok(n)
+    })
 }
 
 /// Reads an archive or export file.
-fn read_lines(path: &Path) -> Result<Vec<Json>, String> {
+fn read_lines(repo: &Repo, rel: &Path) -> Result<Vec<Json>, String> {
     use std::io::BufRead;
-    let file =
-        std::fs::File::open(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    std::io::BufReader::new(flate2::read::GzDecoder::new(file))
+    let bytes = repo.read(rel)?;
+    std::io::BufReader::new(flate2::read::GzDecoder::new(&bytes[..]))
         .lines()
         .map(|l| {
-            let l = l.map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-            serde_json::from_str(&l).map_err(|e| format!("{}: {e}", path.display()))
+            let l = l.map_err(|e| format!("cannot read {}: {e}", rel.display()))?;
+            serde_json::from_str(&l).map_err(|e| format!("{}: {e}", rel.display()))
         })
         .collect()
+}
+
+/// The archive's repository.
+fn archive_repo(app: &crate::app::App) -> Result<Repo, String> {
+    Repo::open(&app.data_dir, AUDIT_ARCHIVE_REPOSITORY)
 }
 
 /// Archives the entries older than `before` (the oldest first, as long as they are older) into
@@ -806,7 +798,7 @@ fn read_lines(path: &Path) -> Result<Vec<Json>, String> {
 /// with them. Returns how many and the files written.
 pub fn archive(app: &crate::app::App, before: i64) -> Result<(u64, Vec<String>), String> {
     let _one_at_a_time = app.audit_log.maintenance();
-    let root = crate::repository::root(&app.data_dir, AUDIT_ARCHIVE_REPOSITORY);
+    let repo = archive_repo(app)?;
     let mut total = 0;
     let mut files = Vec::new();
     loop {
@@ -831,7 +823,11 @@ pub fn archive(app: &crate::app::App, before: i64) -> Result<(u64, Vec<String>),
                 chunk[0].id,
                 chunk[chunk.len() - 1].id
             );
-            write_lines(&root.join(&rel), &mut chunk.iter().map(|e| Ok(line(e))))?;
+            write_lines(
+                &repo,
+                Path::new(&rel),
+                &mut chunk.iter().map(|e| Ok(line(e))),
+            )?;
             files.push(rel);
             start = end;
         }
@@ -906,20 +902,14 @@ pub fn purge(app: &crate::app::App, now: i64) -> Result<u64, String> {
 /// Deletes the archive files of days before `before`'s day; returns the files deleted.
 pub fn cleanup(app: &crate::app::App, before: i64) -> Result<Vec<String>, String> {
     let _one_at_a_time = app.audit_log.maintenance();
-    let dir = crate::repository::root(&app.data_dir, AUDIT_ARCHIVE_REPOSITORY).join(ARCHIVE_DIR);
+    let repo = archive_repo(app)?;
     let mut removed = Vec::new();
     for day in due_for_cleanup(app, before)? {
-        let folder = dir.join(&day);
-        if let Ok(files) = std::fs::read_dir(&folder) {
-            for f in files.filter_map(Result::ok) {
-                removed.push(format!(
-                    "{ARCHIVE_DIR}/{day}/{}",
-                    f.file_name().to_string_lossy()
-                ));
-            }
+        let folder = Path::new(ARCHIVE_DIR).join(&day);
+        for f in repo.list(&folder).unwrap_or_default() {
+            removed.push(format!("{ARCHIVE_DIR}/{day}/{}", f.name));
         }
-        std::fs::remove_dir_all(&folder)
-            .map_err(|e| format!("cannot delete {}: {e}", folder.display()))?;
+        repo.remove_dir_all(&folder)?;
     }
     Ok(removed)
 }
@@ -931,31 +921,30 @@ fn archived(
     end: i64,
     online_from: Option<i64>,
 ) -> Result<Vec<Json>, String> {
-    let dir = crate::repository::root(&app.data_dir, AUDIT_ARCHIVE_REPOSITORY).join(ARCHIVE_DIR);
+    let repo = archive_repo(app)?;
     // By id, once each: a crash between an archive's files and the removal of their entries
     // leaves files that the next archive writes again (under another name when it takes a
     // longer prefix), and entries that are still online (from `online_from` on).
     let mut out = std::collections::BTreeMap::new();
-    let Ok(days) = std::fs::read_dir(&dir) else {
+    let Ok(days) = repo.list(Path::new(ARCHIVE_DIR)) else {
         return Ok(Vec::new());
     };
     let (first, last) = (day_of(start.max(0)), day_of(end));
-    let mut days: Vec<String> = days
-        .filter_map(Result::ok)
-        .map(|d| d.file_name().to_string_lossy().into_owned())
+    let days: Vec<String> = days
+        .into_iter()
+        .map(|d| d.name)
         .filter(|d| d.len() == 10 && *d >= first && *d <= last)
         .collect();
-    days.sort();
     for day in days {
-        let mut files: Vec<PathBuf> = std::fs::read_dir(dir.join(&day))
-            .map_err(|e| e.to_string())?
-            .filter_map(Result::ok)
-            .map(|f| f.path())
-            .filter(|p| p.to_string_lossy().ends_with(".jsonl.gz"))
+        let folder = Path::new(ARCHIVE_DIR).join(&day);
+        let files: Vec<PathBuf> = repo
+            .list(&folder)?
+            .into_iter()
+            .filter(|f| f.name.ends_with(".jsonl.gz"))
+            .map(|f| folder.join(f.name))
             .collect();
-        files.sort();
         for f in files {
-            for l in read_lines(&f)? {
+            for l in read_lines(&repo, &f)? {
                 let in_range = l["timestamp"]
                     .as_i64()
                     .is_some_and(|t| t >= start && t <= end);
@@ -996,7 +985,7 @@ fn export(
     app: &crate::app::App,
     (start, end): (i64, i64),
     offline: bool,
-    target: &Path,
+    target: (&str, &Path),
 ) -> Result<u64, String> {
     let _one_at_a_time = app.audit_log.maintenance();
     let archived = if offline {
@@ -1046,7 +1035,12 @@ fn export(
         }
     })
     .flatten();
-    write_lines(target, &mut archived.into_iter().map(Ok).chain(online))
+    let repo = Repo::open(&app.data_dir, target.0)?;
+    write_lines(
+        &repo,
+        target.1,
+        &mut archived.into_iter().map(Ok).chain(online),
+    )
 }
 
 /// Entries read at a time by an export.
@@ -1179,13 +1173,20 @@ fn plan(call: &mut Call<'_>, now: i64) -> Result<Job, ApiError> {
                     "parameter targetFileName: a file name (no folders: put those in targetPath)",
                 ));
             }
-            let target =
-                crate::repository::resolve(&call.app.data_dir, &repository, &rel).map_err(bad)?;
-            if target.is_dir() {
+            let target = crate::repository::relative(&rel).map_err(bad)?;
+            if repository == AUDIT_ARCHIVE_REPOSITORY && target.starts_with(ARCHIVE_DIR) {
+                return Err(bad(format!(
+                    "parameter targetPath: {ARCHIVE_DIR}/ of {repository} holds the archive itself, which only the archive writes; export elsewhere"
+                )));
+            }
+            let repo = Repo::open(&call.app.data_dir, &repository).map_err(bad)?;
+            if repo.is_dir(&target) {
                 return Err(bad(format!(
                     "parameter targetFileName: {rel} is a folder in {repository}; name a file"
                 )));
             }
+            repo.writable(&target)
+                .map_err(|e| bad(format!("parameter targetPath: {e}")))?;
             Job::Export {
                 range: (
                     date(call, "startDate")?.unwrap_or(0),
@@ -1237,7 +1238,7 @@ pub fn maintenance(
             repository,
             rel,
         } => {
-            let n = export(app, range, with_archive, &target).map_err(failed)?;
+            let n = export(app, range, with_archive, (&repository, &target)).map_err(failed)?;
             json!({"exported": n, "repository": repository, "path": rel})
         }
     };
@@ -1264,18 +1265,15 @@ fn failed(e: String) -> ApiError {
 
 /// The archive days before `before`'s day (what the cleanup would delete), oldest first.
 pub fn due_for_cleanup(app: &crate::app::App, before: i64) -> Result<Vec<String>, String> {
-    let dir = crate::repository::root(&app.data_dir, AUDIT_ARCHIVE_REPOSITORY).join(ARCHIVE_DIR);
     let cut = day_of(before);
-    let Ok(days) = std::fs::read_dir(&dir) else {
+    let Ok(days) = archive_repo(app)?.list(Path::new(ARCHIVE_DIR)) else {
         return Ok(vec![]);
     };
-    let mut due: Vec<String> = days
-        .filter_map(Result::ok)
-        .map(|d| d.file_name().to_string_lossy().into_owned())
+    Ok(days
+        .into_iter()
+        .map(|d| d.name)
         .filter(|d| d.len() == 10 && d.as_str() < cut.as_str())
-        .collect();
-    due.sort();
-    Ok(due)
+        .collect())
 }
 
 /// Records a call of a service marked audited (category SERVICE): queued, or durable before the

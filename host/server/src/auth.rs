@@ -5,6 +5,7 @@
 use crate::app::{App, Peer};
 use axum::http::{HeaderMap, Uri};
 use base64::Engine as _;
+use serde_json::Value as Json;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
@@ -21,12 +22,15 @@ pub struct Caller {
     pub depth: u8,
 }
 
-/// Why authentication failed; the client sees only "401", the audit log sees this.
+/// Why authentication failed; the client sees only "401" (or 503 when `busy`), the audit log
+/// sees this.
 #[derive(Debug)]
 pub struct Refused {
     pub user: String,
     pub key: &'static str,
     pub detail: String,
+    /// Not a refusal of the credentials: the password checks are all busy (503, try again).
+    pub busy: bool,
 }
 
 fn refused(user: &str, key: &'static str, detail: impl Into<String>) -> Refused {
@@ -34,16 +38,19 @@ fn refused(user: &str, key: &'static str, detail: impl Into<String>) -> Refused 
         user: user.to_string(),
         key,
         detail: detail.into(),
+        busy: false,
     }
 }
 
 /// Failed sign-ins are counted per user and per address. After `slow_after` failures each
 /// further attempt waits one second more (at most five); after `lock_after` failures the user or
 /// address is refused for `lockout`, whatever the password. A success clears the user's count.
+/// An address's limit (`address_lock_after`) covers every user name tried from it.
 #[derive(Clone, Copy, Debug)]
 pub struct LimiterConfig {
     pub slow_after: u32,
     pub lock_after: u32,
+    pub address_lock_after: u32,
     pub lockout: Duration,
 }
 
@@ -52,38 +59,141 @@ impl Default for LimiterConfig {
         LimiterConfig {
             slow_after: 3,
             lock_after: 10,
+            address_lock_after: 30,
             lockout: Duration::from_secs(15 * 60),
         }
     }
 }
 
+/// The most users and addresses the limiter tracks at once: past it, entries that hold no
+/// lock-out and no attempt in progress are forgotten first.
+pub const MAX_TRACKED: usize = 100_000;
+
+/// One user's or address's failures, and its attempts in progress (each holds a slot: at most
+/// the limit is ever checked, even at once).
+#[derive(Clone, Copy, Debug)]
+struct Count {
+    failures: u32,
+    pending: u32,
+    since: Instant,
+}
+
 #[derive(Default)]
 pub struct Limiter {
     pub config: LimiterConfig,
-    failures: Mutex<HashMap<String, (u32, Instant)>>,
+    failures: Mutex<HashMap<String, Count>>,
     /// When each (method, user, credential, address) last had its sign-in audited.
     audited: Mutex<HashMap<String, Instant>>,
+    /// Failed sign-ins recorded one by one, and those only counted, per address and reason.
+    refusals: Mutex<HashMap<(IpAddr, &'static str), Window>>,
 }
 
 /// A successful sign-in is audited once per method, user, credential and address in this window:
 /// every request signs in (the API is stateless), and one entry per request would drown the log.
 pub const SIGN_IN_AUDIT_WINDOW: Duration = Duration::from_secs(600);
 
+/// Failed sign-ins of one address and reason recorded one by one in [`REFUSAL_WINDOW`]; the
+/// rest are counted and recorded as one summary entry when the window ends.
+pub const REFUSALS_RECORDED: u32 = 10;
+pub const REFUSAL_WINDOW: Duration = Duration::from_secs(60);
+
+/// The longest user name kept in an audit entry of a failed sign-in, in characters.
+pub const AUDITED_NAME: usize = 128;
+
+#[derive(Clone, Copy, Debug)]
+struct Window {
+    start: Instant,
+    started_ms: i64,
+    recorded: u32,
+    counted: u32,
+}
+
+/// An attempt in progress: it holds a slot of its user and its address until it is settled.
+/// Dropped unsettled (a client that went away mid-check), it counts as a failure.
+pub struct Attempt<'a> {
+    limiter: &'a Limiter,
+    keys: [String; 2],
+    settled: bool,
+}
+
+impl Attempt<'_> {
+    /// The password was right: the slot is given back and the user's failures are cleared.
+    pub fn succeeded(mut self) {
+        self.settled = true;
+        let mut map = self.limiter.lock();
+        for (i, k) in self.keys.iter().enumerate() {
+            if let Some(c) = map.get_mut(k) {
+                c.pending = c.pending.saturating_sub(1);
+                if i == 0 {
+                    c.failures = 0;
+                }
+                if c.pending == 0 && c.failures == 0 {
+                    map.remove(k);
+                }
+            }
+        }
+    }
+
+    /// The check did not happen (the pool was busy): the slot is given back, nothing counted.
+    pub fn succeeded_without_clearing(mut self) {
+        self.settled = true;
+        let mut map = self.limiter.lock();
+        for k in &self.keys {
+            if let Some(c) = map.get_mut(k) {
+                c.pending = c.pending.saturating_sub(1);
+            }
+        }
+    }
+
+    /// The password was wrong: the slot becomes a failure.
+    pub fn failed(mut self) {
+        self.settle_failed();
+    }
+
+    fn settle_failed(&mut self) {
+        if self.settled {
+            return;
+        }
+        self.settled = true;
+        let mut map = self.limiter.lock();
+        for k in &self.keys {
+            if let Some(c) = map.get_mut(k) {
+                c.pending = c.pending.saturating_sub(1);
+                c.failures += 1;
+                c.since = Instant::now();
+            }
+        }
+    }
+}
+
+impl Drop for Attempt<'_> {
+    fn drop(&mut self) {
+        self.settle_failed();
+    }
+}
+
 impl Limiter {
     pub fn new(config: LimiterConfig) -> Self {
         Limiter {
             config,
-            failures: Mutex::default(),
-            audited: Mutex::default(),
+            ..Limiter::default()
         }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Count>> {
+        self.failures.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Whether this sign-in is the first of its kind in [`SIGN_IN_AUDIT_WINDOW`] (and so is
     /// audited); notes it.
     fn first_sign_in(&self, what: &str) -> bool {
         let mut map = self.audited.lock().unwrap_or_else(|p| p.into_inner());
-        if map.len() > 100_000 {
+        if map.len() >= MAX_TRACKED {
             map.retain(|_, at| at.elapsed() < SIGN_IN_AUDIT_WINDOW);
+            if map.len() >= MAX_TRACKED {
+                // Forgetting one means auditing it again: the safe side.
+                map.clear();
+            }
         }
         match map.get(what) {
             Some(at) if at.elapsed() < SIGN_IN_AUDIT_WINDOW => false,
@@ -94,42 +204,235 @@ impl Limiter {
         }
     }
 
-    fn count(&self, who: &str) -> u32 {
-        let map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+    /// Failures and attempts in progress of `who` that count now.
+    fn held(&self, map: &HashMap<String, Count>, who: &str) -> (u32, u32) {
         match map.get(who) {
-            Some((n, since)) if since.elapsed() < self.config.lockout => *n,
-            _ => 0,
+            Some(c) if c.since.elapsed() < self.config.lockout => (c.failures, c.pending),
+            Some(c) => (0, c.pending),
+            None => (0, 0),
         }
     }
-    /// Has `who` failed `lock_after` times within the lockout period?
+
+    /// Makes room for a new entry: entries whose lock-out ended go first, then those below
+    /// the limit with no attempt in progress.
+    fn make_room(&self, map: &mut HashMap<String, Count>) {
+        if map.len() < MAX_TRACKED {
+            return;
+        }
+        let lockout = self.config.lockout;
+        map.retain(|_, c| c.pending > 0 || (c.failures > 0 && c.since.elapsed() < lockout));
+        if map.len() >= MAX_TRACKED {
+            let lock_after = self.config.lock_after;
+            map.retain(|_, c| c.pending > 0 || c.failures >= lock_after);
+        }
+    }
+
+    /// Has `who` failed `lock_after` times within the lockout period (attempts in progress
+    /// included)?
     pub(crate) fn locked(&self, who: &str) -> bool {
-        self.count(who) >= self.config.lock_after
+        let map = self.lock();
+        let (f, p) = self.held(&map, who);
+        f + p >= self.config.lock_after
     }
+
     pub(crate) fn fail(&self, who: &str) {
-        let mut map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        let e = map.entry(who.to_string()).or_insert((0, Instant::now()));
-        if e.1.elapsed() >= self.config.lockout {
-            *e = (0, Instant::now());
+        let mut map = self.lock();
+        if !map.contains_key(who) {
+            self.make_room(&mut map);
         }
-        e.0 += 1;
-        e.1 = Instant::now();
+        let lockout = self.config.lockout;
+        let e = map.entry(who.to_string()).or_insert(Count {
+            failures: 0,
+            pending: 0,
+            since: Instant::now(),
+        });
+        if e.since.elapsed() >= lockout {
+            e.failures = 0;
+        }
+        e.failures += 1;
+        e.since = Instant::now();
     }
+
     pub(crate) fn clear(&self, who: &str) {
-        self.failures
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(who);
+        let mut map = self.lock();
+        if map.get(who).is_some_and(|c| c.pending == 0) {
+            map.remove(who);
+        } else if let Some(c) = map.get_mut(who) {
+            c.failures = 0;
+        }
     }
-    /// The delay before a Basic sign-in is checked, or a refusal while locked out.
-    fn gate(&self, user: &str, addr: IpAddr) -> Result<Duration, ()> {
-        let n = self
-            .count(&format!("user:{user}"))
-            .max(self.count(&format!("addr:{addr}")));
-        if n >= self.config.lock_after {
+
+    /// Begins a Basic sign-in of `user` from `addr`: reserves a slot of each (so that at most
+    /// the limit is ever checked, however many arrive at once), or refuses while either is
+    /// locked out. The delay is how long to wait before checking (slowing after `slow_after`).
+    fn begin(&self, user: &str, addr: IpAddr) -> Result<(Attempt<'_>, Duration), ()> {
+        let keys = [format!("user:{user}"), format!("addr:{}", network(addr))];
+        let mut map = self.lock();
+        let (uf, up) = self.held(&map, &keys[0]);
+        let (af, ap) = self.held(&map, &keys[1]);
+        if uf + up >= self.config.lock_after || af + ap >= self.config.address_lock_after {
             return Err(());
         }
+        for k in &keys {
+            if !map.contains_key(k) {
+                self.make_room(&mut map);
+            }
+            let lockout = self.config.lockout;
+            let c = map.entry(k.clone()).or_insert(Count {
+                failures: 0,
+                pending: 0,
+                since: Instant::now(),
+            });
+            if c.since.elapsed() >= lockout {
+                c.failures = 0;
+            }
+            c.pending += 1;
+        }
+        let n = uf.max(af.min(self.config.lock_after));
         let over = n.saturating_sub(self.config.slow_after.saturating_sub(1));
-        Ok(Duration::from_secs(u64::from(over).min(5)))
+        Ok((
+            Attempt {
+                limiter: self,
+                keys,
+                settled: false,
+            },
+            Duration::from_secs(u64::from(over).min(5)),
+        ))
+    }
+
+    /// Whether a failure of `reason` from `addr` is recorded on its own (the first
+    /// [`REFUSALS_RECORDED`] of a window) or only counted; returns the summary of a window that
+    /// ended, to be recorded first.
+    fn note_refusal(&self, addr: IpAddr, reason: &'static str) -> (bool, Option<Json>) {
+        let addr = network(addr);
+        let mut map = self.refusals.lock().unwrap_or_else(|p| p.into_inner());
+        let mut ended = None;
+        if let Some(w) = map.get(&(addr, reason))
+            && w.start.elapsed() >= REFUSAL_WINDOW
+        {
+            ended = summary(addr, reason, w);
+            map.remove(&(addr, reason));
+        }
+        if map.len() >= MAX_TRACKED && !map.contains_key(&(addr, reason)) {
+            // Too many addresses at once: this one is recorded on its own (the safe side).
+            return (true, ended);
+        }
+        let w = map.entry((addr, reason)).or_insert(Window {
+            start: Instant::now(),
+            started_ms: crate::now_ms(),
+            recorded: 0,
+            counted: 0,
+        });
+        if w.recorded < REFUSALS_RECORDED {
+            w.recorded += 1;
+            (true, ended)
+        } else {
+            w.counted += 1;
+            (false, ended)
+        }
+    }
+
+    /// The summaries of the windows that ended (all, with `all`), removed.
+    fn ended_windows(&self, all: bool) -> Vec<Json> {
+        let mut map = self.refusals.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out = Vec::new();
+        map.retain(|(addr, reason), w| {
+            if all || w.start.elapsed() >= REFUSAL_WINDOW {
+                out.extend(summary(*addr, reason, w));
+                false
+            } else {
+                true
+            }
+        });
+        out
+    }
+}
+
+/// The network an address is counted under: an IPv4 address itself (an IPv4-mapped IPv6 one
+/// as IPv4), an IPv6 address its /64 (one host usually holds a whole /64, and would otherwise
+/// have 2^64 addresses to spread its attempts over).
+pub fn network(addr: IpAddr) -> IpAddr {
+    match addr {
+        IpAddr::V4(_) => addr,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(std::net::Ipv6Addr::from(u128::from(v6) & (u128::MAX << 64))),
+        },
+    }
+}
+
+fn summary(addr: IpAddr, reason: &str, w: &Window) -> Option<Json> {
+    (w.counted > 0).then(|| {
+        serde_json::json!({
+            "address": addr.to_string(), "reason": reason, "count": w.counted,
+            "from": thinghost_core::types::format_datetime(w.started_ms),
+            "to": thinghost_core::types::format_datetime(crate::now_ms()),
+        })
+    })
+}
+
+/// A user name or detail as an audit entry keeps it: control characters escaped, at most
+/// `max` characters, marked when cut.
+pub fn bounded(text: &str, max: usize) -> String {
+    let mut out = String::new();
+    for (shown, c) in text.chars().enumerate() {
+        if shown >= max {
+            out.push_str(&format!(
+                "...(truncated, {} characters)",
+                text.chars().count()
+            ));
+            return out;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Audits a refused sign-in (AUTHENTICATION, its reason): the user name and detail bounded
+/// ([`bounded`]); per address and reason the first [`REFUSALS_RECORDED`] of a
+/// [`REFUSAL_WINDOW`] one by one, the rest as one `signInFailuresCounted` entry when the
+/// window ends (so a flood of bad credentials cannot fill the disk through the audit log).
+pub fn audit_refusal(app: &App, r: &Refused, addr: IpAddr, endpoint: Option<&str>) {
+    let (record, ended) = app.auth.note_refusal(addr, r.key);
+    if let Some(s) = ended {
+        write_summary(app, s);
+    }
+    if record {
+        let mut args = serde_json::json!({"detail": bounded(&r.detail, 4 * AUDITED_NAME), "address": addr.to_string()});
+        if let Some(endpoint) = endpoint {
+            args["endpoint"] = Json::from(endpoint);
+        }
+        app.audit(
+            &bounded(&r.user, AUDITED_NAME),
+            crate::audit::category::AUTHENTICATION,
+            r.key,
+            args,
+            "",
+            "",
+        );
+    }
+}
+
+fn write_summary(app: &App, s: Json) {
+    app.audit(
+        "",
+        crate::audit::category::AUTHENTICATION,
+        "signInFailuresCounted",
+        s,
+        "",
+        "",
+    );
+}
+
+/// Records the summaries of the windows of failed sign-ins that ended (every one with `all`,
+/// when the server stops).
+pub fn write_summaries(app: &App, all: bool) {
+    for s in app.auth.ended_windows(all) {
+        write_summary(app, s);
     }
 }
 
@@ -216,9 +519,12 @@ pub async fn authenticate(
 ) -> Result<Caller, Refused> {
     if let Some(q) = uri.query()
         && q.split('&').any(|kv| {
-            kv.split('=')
-                .next()
-                .is_some_and(|k| k.eq_ignore_ascii_case("appKey"))
+            // Names are compared decoded: `app%4Bey` and `APPKEY` are the same parameter.
+            let name = kv.split('=').next().unwrap_or("").replace('+', " ");
+            percent_encoding::percent_decode_str(&name)
+                .decode_utf8_lossy()
+                .trim()
+                .eq_ignore_ascii_case("appKey")
         })
     {
         return Err(refused(
@@ -302,7 +608,15 @@ pub async fn authenticate(
         let (user, password) = decoded
             .split_once(':')
             .ok_or_else(|| refused("", "badCredentials", "malformed Basic credentials"))?;
-        let delay = app.auth.gate(user, peer.addr).map_err(|_| {
+        // No entity name is longer: refused before any work, and never tracked.
+        if user.chars().count() > thinghost_core::names::MAX_ENTITY_NAME {
+            return Err(refused(
+                user,
+                "badCredentials",
+                "the user name is longer than any user's",
+            ));
+        }
+        let (attempt, delay) = app.auth.begin(user, peer.addr).map_err(|_| {
             refused(
                 user,
                 "lockedOut",
@@ -319,24 +633,33 @@ pub async fn authenticate(
                 _ => None,
             }
         };
-        let ok = match &stored {
-            Some(phc) => {
-                let (phc, password) = (phc.clone(), password.to_string());
-                tokio::task::spawn_blocking(move || crate::keys::verify_password(&password, &phc))
-                    .await
-                    .unwrap_or(false)
+        // A user that does not exist, or has no password, costs the same check as one that
+        // does: no user names are learned from the time an answer takes.
+        let exists = stored.is_some();
+        let phc = stored.unwrap_or_else(|| crate::keys::unmatchable_hash().to_string());
+        let password = password.to_string();
+        let checked = app
+            .hash_pool
+            .submit(move || crate::keys::verify_password(&password, &phc));
+        let ok = match checked {
+            Ok(answer) => answer.await.unwrap_or(false),
+            Err(busy) => {
+                // Not a wrong password: the slot is given back uncounted.
+                attempt.succeeded_without_clearing();
+                return Err(Refused {
+                    busy: true,
+                    ..refused(user, "signInBusy", busy.to_string())
+                });
             }
-            None => false,
         };
-        if !ok {
-            app.auth.fail(&format!("user:{user}"));
-            app.auth.fail(&format!("addr:{}", peer.addr));
+        if !(ok && exists) {
+            attempt.failed();
             return Err(refused(user, "badPassword", "wrong user name or password"));
         }
+        attempt.succeeded();
         let db = app.db.read().unwrap_or_else(|p| p.into_inner());
         let subject = user_usable(db.model(), user)?;
         drop(db);
-        app.auth.clear(&format!("user:{user}"));
         signed_in(app, user, "password", "", peer);
         return Ok(Caller {
             subject,
@@ -372,22 +695,111 @@ mod tests {
     }
 
     #[test]
-    fn the_limiter_slows_then_locks() {
+    fn k5_the_limiter_slows_then_locks() {
         let l = Limiter::default();
         let addr: IpAddr = "127.0.0.1".parse().unwrap();
-        assert_eq!(l.gate("bob", addr), Ok(Duration::ZERO));
+        let delay = |l: &Limiter, user: &str, addr: IpAddr| {
+            l.begin(user, addr).map(|(a, d)| {
+                a.succeeded_without_clearing();
+                d
+            })
+        };
+        assert_eq!(delay(&l, "bob", addr), Ok(Duration::ZERO));
         let c = LimiterConfig::default();
         for _ in 0..c.slow_after {
             l.fail("user:bob");
         }
-        assert_eq!(l.gate("bob", addr), Ok(Duration::from_secs(1)));
+        assert_eq!(delay(&l, "bob", addr), Ok(Duration::from_secs(1)));
         for _ in c.slow_after..c.lock_after {
             l.fail("user:bob");
         }
-        assert!(l.gate("bob", addr).is_err());
+        assert!(delay(&l, "bob", addr).is_err());
         assert_eq!(
-            l.gate("alice", "127.0.0.2".parse().unwrap()),
+            delay(&l, "alice", "127.0.0.2".parse().unwrap()),
             Ok(Duration::ZERO)
         );
+    }
+
+    #[test]
+    fn k5_attempts_in_progress_hold_slots_so_at_most_the_limit_is_checked() {
+        let l = Limiter::default();
+        let addr: IpAddr = "10.0.0.1".parse().unwrap();
+        let limit = l.config.lock_after as usize;
+        // Two hundred at once: only `limit` get a slot.
+        let attempts: Vec<_> = (0..200).filter_map(|_| l.begin("bob", addr).ok()).collect();
+        assert_eq!(attempts.len(), limit);
+        // They all fail: bob stays locked; a dropped (abandoned) attempt counts as a failure.
+        let mut attempts = attempts.into_iter();
+        attempts.next().unwrap().0.failed();
+        drop(attempts);
+        assert!(l.locked("user:bob"));
+        assert!(l.begin("bob", addr).is_err());
+        // A success gives its slot back and clears the user's failures.
+        let (a, _) = l.begin("carol", addr).unwrap();
+        a.succeeded();
+        assert!(!l.locked("user:carol"));
+    }
+
+    #[test]
+    fn k5_an_address_limit_covers_many_user_names() {
+        let l = Limiter::default();
+        let addr: IpAddr = "10.0.0.2".parse().unwrap();
+        for i in 0..l.config.address_lock_after {
+            l.begin(&format!("user{i}"), addr).unwrap().0.failed();
+        }
+        assert!(l.begin("someone-else", addr).is_err());
+        assert!(l.begin("someone-else", "10.0.0.3".parse().unwrap()).is_ok());
+    }
+
+    #[test]
+    fn k5_an_ipv6_host_counts_as_its_64() {
+        let l = Limiter::default();
+        for i in 0..l.config.address_lock_after {
+            let a: IpAddr = format!("2001:db8::{:x}", i + 1).parse().unwrap();
+            l.begin(&format!("user{i}"), a).unwrap().0.failed();
+        }
+        assert!(l.begin("x", "2001:db8::ffff".parse().unwrap()).is_err());
+        assert!(l.begin("x", "2001:db8:0:1::1".parse().unwrap()).is_ok());
+        assert_eq!(
+            network("::ffff:10.1.2.3".parse().unwrap()),
+            "10.1.2.3".parse::<IpAddr>().unwrap()
+        );
+    }
+
+    #[test]
+    fn k5_the_limiter_forgets_past_its_bound() {
+        let l = Limiter::default();
+        for i in 0..MAX_TRACKED + 10 {
+            l.fail(&format!("user:u{i}"));
+        }
+        assert!(l.lock().len() <= MAX_TRACKED);
+    }
+
+    #[test]
+    fn u1_audited_names_are_bounded_and_escaped() {
+        assert_eq!(bounded("bob", 128), "bob");
+        assert_eq!(bounded("a\nb\u{7}", 128), "a\\nb\\u{7}");
+        let long = bounded(&"x".repeat(100_000), AUDITED_NAME);
+        assert!(long.starts_with(&"x".repeat(AUDITED_NAME)));
+        assert!(
+            long.ends_with("...(truncated, 100000 characters)"),
+            "{long}"
+        );
+        assert!(long.len() < 200);
+    }
+
+    #[test]
+    fn u1_refusals_past_the_first_of_a_window_are_counted_not_recorded() {
+        let l = Limiter::default();
+        let addr: IpAddr = "10.0.0.9".parse().unwrap();
+        let recorded = (0..100)
+            .filter(|_| l.note_refusal(addr, "badPassword").0)
+            .count();
+        assert_eq!(recorded, REFUSALS_RECORDED as usize);
+        assert!(l.note_refusal(addr, "unknownKey").0, "another reason");
+        let s = l.ended_windows(true);
+        assert_eq!(s.len(), 1, "{s:?}");
+        assert_eq!(s[0]["count"], 100 - REFUSALS_RECORDED);
+        assert_eq!(s[0]["reason"], "badPassword");
     }
 }

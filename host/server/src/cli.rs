@@ -31,7 +31,7 @@ enum Command {
     /// Export or import the model (entities and permissions) as JSON.
     Model(model::Args),
     /// Run the server: the REST API over TLS (see --help for the transport options).
-    Serve(serve::Args),
+    Serve(Box<serve::Args>),
     /// List or check the extension packages of a plugin directory; reload one in a running server.
     Plugin(plugin::Args),
     /// Run an admin script (Rhai) on a running server, as one transaction; --dry-run shows the
@@ -71,11 +71,14 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> i32 {
             return if e.use_stderr() { 2 } else { 0 };
         }
     };
+    // What the server writes (the database, keys, archives, exports, the compiled cache) is
+    // its own: files 0600, folders 0700, whatever the umask it was started with.
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     let result = match cli.command {
         Command::Init(a) => init::run(a),
         Command::Check(a) => check::run(a),
         Command::Model(a) => model::run(a),
-        Command::Serve(a) => serve::run(a),
+        Command::Serve(a) => serve::run(*a),
         Command::Plugin(a) => plugin::run(a),
         Command::Script(a) => script::run(a),
         Command::Lint(a) => lint::run(a),

@@ -684,7 +684,14 @@ impl Host for HostCtx {
                 Reply::Empty => Ok(json!([])),
             },
             HostCall::Log { message } => {
-                tracing::info!(extension = self.extension.manifest.name(), user = %self.caller.name, "{message}");
+                // One record per line: control characters (a newline would forge a log line)
+                // escaped, the message a field of its own and bounded.
+                tracing::info!(
+                    extension = self.extension.manifest.name(),
+                    user = %self.caller.name,
+                    message = %crate::auth::bounded(&message, 8192),
+                    "extension log"
+                );
                 Ok(Json::Null)
             }
             HostCall::Audit { message } => {

@@ -50,6 +50,110 @@ async fn log_request(req: Request, next: Next) -> Response {
     res
 }
 
+/// The limits of the HTTP layer (`serve --header-timeout-seconds`, `--idle-timeout-seconds`,
+/// `--max-connections`, `--max-header-kib`, `--max-body-kib`, `--max-script-body-mib`).
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// A client must send a request's headers within this time (and an idle keep-alive
+    /// connection ends after it): slow or silent connections do not hold a slot.
+    pub header_read_timeout: Duration,
+    /// A connection (HTTP/2 included) that moves no byte for this long is closed (a
+    /// remote-access WebSocket, once upgraded, is not an HTTP connection any more: its session
+    /// has its own idle time).
+    pub idle_timeout: Duration,
+    /// Connections served at once; more are closed as soon as they are accepted. Kept below the
+    /// process's file-descriptor limit, so the server never runs out of descriptors.
+    pub max_connections: usize,
+    /// The most bytes of request headers (a longer request answers 431 before anything is
+    /// read from it, let alone stored).
+    pub max_header_bytes: usize,
+    /// The largest body of a request (services, property writes).
+    pub max_body: usize,
+    /// The largest body of an admin script (`RunScript`).
+    pub max_script_body: usize,
+    /// Bodies above [`LARGE_BODY`] read at once; more wait (at most [`BODY_WAIT`], then 503).
+    pub large_bodies_at_once: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(120),
+            max_connections: 4096,
+            max_header_bytes: 64 * 1024,
+            max_body: 1024 * 1024,
+            max_script_body: 16 * 1024 * 1024,
+            large_bodies_at_once: 4,
+        }
+    }
+}
+
+/// A body larger than this takes one of [`Limits::large_bodies_at_once`] slots while it is read
+/// and handled.
+pub const LARGE_BODY: usize = 64 * 1024;
+/// How long a large body waits for a slot before 503.
+pub const BODY_WAIT: Duration = Duration::from_secs(5);
+
+/// Reads the body of an API request within its route's limit: a declared length above it is
+/// refused before a byte is read (413), a body that grows past it is cut off (413), and large
+/// bodies are read a few at a time (memory per request is a small multiple of its body; JSON
+/// nesting is bounded by the parser's depth limit of 128).
+async fn read_body(app: &App, uri: &Uri, req: Request) -> Result<ReadBody, Response> {
+    let limit = if uri
+        .path()
+        .ends_with("/Resources/ScriptServices/Services/RunScript")
+    {
+        app.http.max_script_body
+    } else {
+        app.http.max_body
+    };
+    let too_large = || {
+        json_response(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &serde_json::json!({"error": format!("the body is over {} KiB, the limit of this route (serve --max-body-kib, --max-script-body-mib)", limit / 1024)}),
+        )
+    };
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    // Without a declared length (chunked), a body counts as large until read.
+    let permit = if declared.is_none_or(|n| n > LARGE_BODY as u64) {
+        match tokio::time::timeout(BODY_WAIT, app.large_bodies.clone().acquire_owned()).await {
+            Ok(Ok(p)) => Some(p),
+            _ => {
+                let mut res = json_response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &serde_json::json!({"error": "too many large requests at once; try again in a moment"}),
+                );
+                res.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                return Err(res);
+            }
+        }
+    } else {
+        None
+    };
+    match axum::body::to_bytes(req.into_body(), limit).await {
+        Ok(bytes) => Ok(ReadBody {
+            bytes,
+            _permit: permit,
+        }),
+        Err(_) => Err(too_large()),
+    }
+}
+
+/// A request's body, and the large-body slot it holds until it is dropped.
+struct ReadBody {
+    bytes: Bytes,
+    _permit: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
 fn json_response(status: StatusCode, body: &serde_json::Value) -> Response {
     let mut res = (status, body.to_string()).into_response();
     res.headers_mut().insert(
@@ -73,15 +177,17 @@ async fn api(
         .expect("the accept loop sets the peer");
     let caller = match crate::auth::authenticate(&app, &headers, &uri, &peer).await {
         Ok(c) => c,
-        Err(r) => {
-            app.audit(
-                &r.user,
-                crate::audit::category::AUTHENTICATION,
-                r.key,
-                serde_json::json!({"detail": r.detail, "address": peer.addr.to_string()}),
-                "",
-                "",
+        Err(r) if r.busy => {
+            let mut res = json_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &serde_json::json!({"error": r.detail}),
             );
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            return res;
+        }
+        Err(r) => {
+            crate::auth::audit_refusal(&app, &r, peer.addr, None);
             let mut res = json_response(
                 StatusCode::UNAUTHORIZED,
                 &serde_json::json!({"error": "authentication failed"}),
@@ -93,14 +199,9 @@ async fn api(
             return res;
         }
     };
-    let body: Bytes = match axum::body::to_bytes(req.into_body(), 16 * 1024 * 1024).await {
+    let body = match read_body(&app, &uri, req).await {
         Ok(b) => b,
-        Err(_) => {
-            return json_response(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                &serde_json::json!({"error": "the body is over 16 MiB"}),
-            );
-        }
+        Err(res) => return res,
     };
     let path = uri.path().to_string();
     let app2 = app.clone();
@@ -109,11 +210,16 @@ async fn api(
     // calls may wait for the disk or run extension code, so they go to the blocking pool.
     let result = if method == Method::GET {
         Ok(rest::handle(
-            &app2, &caller2, &method, &path, &headers, &body,
+            &app2,
+            &caller2,
+            &method,
+            &path,
+            &headers,
+            &body.bytes,
         ))
     } else {
         tokio::task::spawn_blocking(move || {
-            rest::handle(&app2, &caller2, &method, &path, &headers, &body)
+            rest::handle(&app2, &caller2, &method, &path, &headers, &body.bytes)
         })
         .await
     };
@@ -136,14 +242,20 @@ async fn api(
     res
 }
 
-/// Serves `router` on `listener` until `shutdown` resolves; TLS when `tls` is given.
+/// Serves `router` on `listener` until `shutdown` resolves; TLS when `tls` is given. At most
+/// `limits.max_connections` connections are served at once: one accepted past that is closed
+/// at once (its descriptor freed), and the server serves again as soon as connections end
+/// (slow and silent ones end by the header-read and idle timeouts).
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     tls: Option<TlsAcceptor>,
+    limits: Limits,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     tokio::pin!(shutdown);
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let mut last_warned: Option<Instant> = None;
     loop {
         let (tcp, addr) = tokio::select! {
             _ = &mut shutdown => return,
@@ -156,49 +268,147 @@ pub async fn serve(
                 }
             },
         };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            drop(tcp);
+            if last_warned.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
+                last_warned = Some(Instant::now());
+                tracing::warn!(
+                    max_connections = limits.max_connections,
+                    "connections refused: the server serves --max-connections at once"
+                );
+            }
+            continue;
+        };
         let _ = tcp.set_nodelay(true);
         let router = router.clone();
         let tls = tls.clone();
         tokio::spawn(async move {
+            let _slot = slot;
+            let activity = Activity::new();
+            let tcp = Tracked {
+                inner: tcp,
+                activity: activity.clone(),
+            };
+            let peer = |client_cert_user| Peer {
+                addr: addr.ip(),
+                client_cert_user,
+            };
             match tls {
                 None => {
-                    let peer = Peer {
-                        addr: addr.ip(),
-                        client_cert_user: None,
-                    };
-                    serve_connection(TokioIo::new(tcp), router, peer).await;
+                    let peer = peer(None);
+                    serve_connection(TokioIo::new(tcp), router, peer, limits, activity).await;
                 }
                 Some(acceptor) => {
-                    let stream =
-                        match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp))
-                            .await
-                        {
-                            Ok(Ok(s)) => s,
-                            Ok(Err(e)) => {
-                                tracing::debug!(error = %e, peer = %addr, "TLS handshake failed");
-                                return;
-                            }
-                            Err(_) => return,
-                        };
+                    let stream = match tokio::time::timeout(
+                        limits.header_read_timeout,
+                        acceptor.accept(tcp),
+                    )
+                    .await
+                    {
+                        Ok(Ok(s)) => s,
+                        Ok(Err(e)) => {
+                            tracing::debug!(error = %e, peer = %addr, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => return,
+                    };
                     let client_cert_user = stream
                         .get_ref()
                         .1
                         .peer_certificates()
                         .and_then(|certs| certs.first())
                         .and_then(crate::tls::client_certificate_user);
-                    let peer = Peer {
-                        addr: addr.ip(),
-                        client_cert_user,
-                    };
-                    serve_connection(TokioIo::new(stream), router, peer).await;
+                    let peer = peer(client_cert_user);
+                    serve_connection(TokioIo::new(stream), router, peer, limits, activity).await;
                 }
             }
         });
     }
 }
 
-async fn serve_connection<S>(io: TokioIo<S>, router: Router, peer: Peer)
-where
+/// When a connection last moved a byte. (A connection upgraded to a WebSocket leaves hyper,
+/// and this watch, when it upgrades.)
+#[derive(Clone)]
+struct Activity {
+    start: Instant,
+    /// Milliseconds after `start`.
+    last: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Activity {
+    fn new() -> Activity {
+        Activity {
+            start: Instant::now(),
+            last: Arc::default(),
+        }
+    }
+    fn touch(&self) {
+        self.last.store(
+            self.start.elapsed().as_millis() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+    fn idle(&self) -> Duration {
+        self.start.elapsed().saturating_sub(Duration::from_millis(
+            self.last.load(std::sync::atomic::Ordering::Relaxed),
+        ))
+    }
+}
+
+/// A stream that notes when it moves bytes.
+struct Tracked<S> {
+    inner: S,
+    activity: Activity,
+}
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Tracked<S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.activity.touch();
+        }
+        r
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Tracked<S> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let r = std::pin::Pin::new(&mut self.inner).poll_write(cx, buf);
+        if matches!(r, std::task::Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        r
+    }
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+async fn serve_connection<S>(
+    io: TokioIo<S>,
+    router: Router,
+    peer: Peer,
+    limits: Limits,
+    activity: Activity,
+) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let service =
@@ -206,10 +416,35 @@ where
             req.extensions_mut().insert(peer.clone());
             router.clone().oneshot(req.map(Body::new))
         });
-    if let Err(e) = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-        .serve_connection_with_upgrades(io, service)
-        .await
-    {
-        tracing::debug!(error = %e, "connection ended with an error");
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        // Also ends a keep-alive connection that sends no next request in time.
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_header_bytes.max(8192));
+    builder
+        .http2()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .max_header_list_size(limits.max_header_bytes as u32)
+        .max_concurrent_streams(64);
+    let conn = builder.serve_connection_with_upgrades(io, service);
+    tokio::pin!(conn);
+    let mut check = tokio::time::interval(Duration::from_secs(1).min(limits.idle_timeout));
+    loop {
+        tokio::select! {
+            ended = &mut conn => {
+                if let Err(e) = ended {
+                    tracing::debug!(error = %e, "connection ended with an error");
+                }
+                return;
+            }
+            _ = check.tick() => {
+                if activity.idle() >= limits.idle_timeout {
+                    tracing::debug!("idle connection closed");
+                    return;
+                }
+            }
+        }
     }
 }

@@ -69,6 +69,107 @@ mod tests {
     }
 }
 
+/// The password hashing pool: argon2 takes 19 MiB and tens of milliseconds per hash, so hashes
+/// and checks run on a few threads of their own (at most `threads` at once, whatever the load),
+/// with a short queue; a job that finds the queue full is refused at once ([`Busy`]: the client
+/// gets 503 and tries again), so a burst of sign-ins never holds more than
+/// `threads` x 19 MiB nor queues without bound.
+pub struct HashPool {
+    jobs: std::sync::mpsc::SyncSender<Box<dyn FnOnce() + Send>>,
+    /// Jobs taken (run or waiting): what tests count to see that a check happened.
+    taken: std::sync::atomic::AtomicU64,
+}
+
+/// The hashing pool's queue is full.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Busy;
+
+impl std::fmt::Display for Busy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the server is checking too many passwords at once; try again in a moment")
+    }
+}
+
+impl HashPool {
+    /// Threads that hash, and jobs that may wait for them.
+    pub const THREADS: usize = 2;
+    pub const QUEUE: usize = 16;
+
+    pub fn new(threads: usize, queue: usize) -> HashPool {
+        let (jobs, rx) = std::sync::mpsc::sync_channel::<Box<dyn FnOnce() + Send>>(queue);
+        let rx = std::sync::Arc::new(std::sync::Mutex::new(rx));
+        for i in 0..threads.max(1) {
+            let rx = rx.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("password-hash-{i}"))
+                .spawn(move || {
+                    loop {
+                        let job = rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
+                        match job {
+                            Ok(job) => job(),
+                            Err(_) => return,
+                        }
+                    }
+                });
+            if let Err(e) = spawned {
+                tracing::error!(error = %e, "cannot start a password hashing thread");
+            }
+        }
+        HashPool {
+            jobs,
+            taken: Default::default(),
+        }
+    }
+
+    /// How many jobs were taken so far.
+    pub fn taken(&self) -> u64 {
+        self.taken.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Queues `f`; its answer arrives on the receiver (await it, or `blocking_recv` outside the
+    /// async runtime).
+    pub fn submit<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<tokio::sync::oneshot::Receiver<T>, Busy> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.jobs
+            .try_send(Box::new(move || {
+                let _ = tx.send(f());
+            }))
+            .map_err(|_| Busy)?;
+        self.taken
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(rx)
+    }
+
+    /// Runs `f` on the pool and waits for it (from a thread that may block).
+    pub fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, Busy> {
+        self.submit(f)?.blocking_recv().map_err(|_| Busy)
+    }
+}
+
+impl Default for HashPool {
+    fn default() -> Self {
+        HashPool::new(HashPool::THREADS, HashPool::QUEUE)
+    }
+}
+
+/// A hash no password matches, checked for users that do not exist or have no password, so
+/// that they cost the same argon2 work as a real user (no user names learned from timing).
+pub fn unmatchable_hash() -> &'static str {
+    static HASH: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        let mut random = [0u8; 32];
+        let _ = getrandom::fill(&mut random);
+        let secret: String = random.iter().map(|b| format!("{b:02x}")).collect();
+        hash_password(&secret).unwrap_or_default()
+    });
+    &HASH
+}
+
 /// Hashes a password with argon2id (the argon2 crate's defaults: 19 MiB, 2 passes), as a PHC string.
 pub fn hash_password(password: &str) -> Result<String, String> {
     use argon2::password_hash::{PasswordHasher, SaltString, rand_core::OsRng};
@@ -98,5 +199,30 @@ mod password_tests {
         assert!(super::verify_password("s3cret", &h));
         assert!(!super::verify_password("wrong", &h));
         assert!(!super::verify_password("s3cret", "not a hash"));
+        assert!(super::unmatchable_hash().starts_with("$argon2id$"));
+        assert!(!super::verify_password("", super::unmatchable_hash()));
+    }
+
+    #[test]
+    fn k5_the_hash_pool_runs_jobs_and_refuses_past_its_queue() {
+        let pool = super::HashPool::new(1, 2);
+        assert_eq!(pool.run(|| 1 + 1), Ok(2));
+        // One job holds the thread; two wait; the next is refused at once.
+        let (hold, release) = std::sync::mpsc::channel::<()>();
+        let held = pool
+            .submit(move || {
+                let _ = release.recv();
+            })
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let waiting: Vec<_> = (0..2).map(|i| pool.submit(move || i).unwrap()).collect();
+        assert_eq!(pool.submit(|| 9).err(), Some(super::Busy));
+        hold.send(()).unwrap();
+        held.blocking_recv().unwrap();
+        let done: Vec<i32> = waiting
+            .into_iter()
+            .map(|r| r.blocking_recv().unwrap())
+            .collect();
+        assert_eq!(done, vec![0, 1]);
     }
 }

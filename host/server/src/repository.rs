@@ -1,14 +1,28 @@
-//! FileRepository Things (U6): each is a folder under the data directory,
-//! `DATA/repositories/NAME`, made when first written. Paths inside are relative, `/`-separated
-//! names; one that would leave the folder (`..`, an absolute path, a link pointing out) is
-//! refused, and so is every name starting with `.`.
+//! FileRepository Things (U6): each is a folder under the data directory's `repositories/`.
+//!
+//! The folder is named by the repository's identity, never by its name: `r-` and the first 32
+//! hex digits of the SHA-256 of `FileRepository`, a NUL and the Thing's name. Whatever a name
+//! holds (`.`, `..`, a separator are refused by the name rules anyway), it cannot name another
+//! folder, and no repository's folder lies inside another's: the audit archive
+//! (`AuditArchiveFileRepository`) is reachable only through its own Thing. Like the vendor's, a
+//! repository made again under a name finds the files it had.
+//!
+//! Every file operation goes through [`Repo`], a capability on the repository's folder
+//! (`cap-std`: each path is resolved component by component with `openat`, and a path that
+//! would leave the folder, through `..`, an absolute path or a symbolic link, is refused by the
+//! operating-system calls themselves, not by a check before them). Paths inside are relative,
+//! `/`-separated names; names starting with `.` are refused too (the server's temporary files).
+//! The process's umask (0077, set by `cli::run`) keeps what is written 0600, folders 0700.
 //!
 //! Services on every Thing made from `FileRepository` (each needs ServiceInvoke on it):
 //! `ListFiles(path)` and `DeleteFile(path)`.
 
 use crate::rest::{ApiError, Reply};
 use crate::services::{Call, bad};
+use cap_std::fs::Dir;
 use serde_json::{Value as Json, json};
+use sha2::{Digest, Sha256};
+use std::io::{Read, Write};
 use std::path::{Component, Path, PathBuf};
 use thinghost_core::infotable::{Field, InfoTable};
 use thinghost_core::{BaseType, Body, Kind, Model, Permission, Target, View};
@@ -27,15 +41,23 @@ pub fn is_repository(m: &Model, thing: &str) -> bool {
         .is_ok_and(|chain| chain.iter().any(|t| t.name == TEMPLATE))
 }
 
-/// The folder of repository `name`.
-pub fn root(data_dir: &Path, name: &str) -> PathBuf {
-    data_dir.join(FOLDER).join(name)
+/// The folder name of repository `name` (see the module's documentation).
+pub fn folder_of(name: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(TEMPLATE.as_bytes());
+    h.update([0]);
+    h.update(name.as_bytes());
+    let hex: String = h.finalize()[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("r-{hex}")
 }
 
-/// The file `rel` of repository `name`: refused if it would leave the repository's folder.
-pub fn resolve(data_dir: &Path, name: &str, rel: &str) -> Result<PathBuf, String> {
-    let root = root(data_dir, name);
-    let mut path = root.clone();
+/// A relative path inside a repository, checked for its form: no `..`, no absolute path, no
+/// component starting with `.`. (Links are the operating system's to refuse, see [`Repo`].)
+pub fn relative(rel: &str) -> Result<PathBuf, String> {
+    let mut path = PathBuf::new();
     for part in Path::new(rel.trim_start_matches('/')).components() {
         match part {
             Component::Normal(p) if !p.to_string_lossy().starts_with('.') => path.push(p),
@@ -47,26 +69,203 @@ pub fn resolve(data_dir: &Path, name: &str, rel: &str) -> Result<PathBuf, String
             }
         }
     }
-    // A link inside the folder must not lead out of it: the deepest part that exists is checked.
-    let mut existing = path.as_path();
-    while !existing.exists() {
-        match existing.parent() {
-            Some(p) => existing = p,
-            None => break,
-        }
-    }
-    if existing.starts_with(&root) && existing.exists() {
-        let real = existing
-            .canonicalize()
-            .map_err(|e| format!("path {rel:?}: {e}"))?;
-        let real_root = root
-            .canonicalize()
-            .map_err(|e| format!("repository {name}: {e}"))?;
-        if !real.starts_with(&real_root) {
-            return Err(format!("path {rel:?} leads out of the repository"));
-        }
-    }
     Ok(path)
+}
+
+/// An entry of a repository's folder.
+#[derive(Debug)]
+pub struct Listed {
+    pub name: String,
+    pub size: u64,
+    /// Milliseconds since the epoch.
+    pub modified: Option<i64>,
+    pub is_dir: bool,
+}
+
+/// An open repository folder: every path is resolved inside it.
+pub struct Repo {
+    dir: Dir,
+    name: String,
+}
+
+fn io(what: &str, rel: &Path, e: std::io::Error) -> String {
+    let shown = rel.display();
+    // cap-std answers "a path led outside of the filesystem" for an escape through a link.
+    format!("cannot {what} {shown:?}: {e}")
+}
+
+impl Repo {
+    /// Opens (creating it if needed) the folder of repository `name` under `data_dir`.
+    pub fn open(data_dir: &Path, name: &str) -> Result<Repo, String> {
+        let parent = data_dir.join(FOLDER);
+        std::fs::create_dir_all(&parent)
+            .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+        let repositories = Dir::open_ambient_dir(&parent, cap_std::ambient_authority())
+            .map_err(|e| format!("cannot open {}: {e}", parent.display()))?;
+        let folder = folder_of(name);
+        // Before 0.2, a repository's folder was its name: move such a folder to its identity
+        // (only a real folder, never through a link, and only for a name that is one path
+        // component).
+        if !repositories.exists(&folder)
+            && thinghost_core::names::check_entity_name(name).is_ok()
+            && repositories
+                .symlink_metadata(name)
+                .is_ok_and(|m| m.is_dir())
+        {
+            repositories
+                .rename(name, &repositories, &folder)
+                .map_err(|e| format!("cannot move the folder of repository {name}: {e}"))?;
+        }
+        repositories
+            .create_dir_all(&folder)
+            .map_err(|e| format!("cannot create the folder of repository {name}: {e}"))?;
+        let dir = repositories
+            .open_dir(&folder)
+            .map_err(|e| format!("cannot open the folder of repository {name}: {e}"))?;
+        Ok(Repo {
+            dir,
+            name: name.to_string(),
+        })
+    }
+
+    /// The repository's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Whether `rel` is a folder.
+    pub fn is_dir(&self, rel: &Path) -> bool {
+        rel.as_os_str().is_empty() || self.dir.metadata(rel).is_ok_and(|m| m.is_dir())
+    }
+
+    /// Whether `rel` is a file.
+    pub fn is_file(&self, rel: &Path) -> bool {
+        !rel.as_os_str().is_empty() && self.dir.metadata(rel).is_ok_and(|m| m.is_file())
+    }
+
+    /// The entries of folder `rel` (not hidden ones), sorted by name.
+    pub fn list(&self, rel: &Path) -> Result<Vec<Listed>, String> {
+        let entries = if rel.as_os_str().is_empty() {
+            self.dir.entries()
+        } else {
+            self.dir.read_dir(rel)
+        }
+        .map_err(|e| io("list", rel, e))?;
+        let mut out = Vec::new();
+        for e in entries.filter_map(Result::ok) {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') {
+                continue;
+            }
+            let meta = e.metadata().ok();
+            let modified = meta
+                .as_ref()
+                .and_then(|m| m.modified().ok())
+                .map(|t| t.into_std())
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map(|d| d.as_millis() as i64);
+            out.push(Listed {
+                name,
+                size: meta.as_ref().map(|m| m.len()).unwrap_or(0),
+                modified,
+                is_dir: meta.as_ref().is_some_and(|m| m.is_dir()),
+            });
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    /// Deletes file `rel`.
+    pub fn remove_file(&self, rel: &Path) -> Result<(), String> {
+        self.dir.remove_file(rel).map_err(|e| io("delete", rel, e))
+    }
+
+    /// Deletes folder `rel` and everything in it.
+    pub fn remove_dir_all(&self, rel: &Path) -> Result<(), String> {
+        self.dir
+            .remove_dir_all(rel)
+            .map_err(|e| io("delete", rel, e))
+    }
+
+    /// Whether file `rel` may be written: its folders are folders inside the repository, or do
+    /// not exist yet, and it is no folder itself.
+    pub fn writable(&self, rel: &Path) -> Result<(), String> {
+        let mut at = PathBuf::new();
+        let parts: Vec<_> = rel.components().collect();
+        for (i, part) in parts.iter().enumerate() {
+            at.push(part);
+            match self.dir.metadata(&at) {
+                Ok(m) if m.is_dir() && i + 1 < parts.len() => {}
+                Ok(m) if m.is_file() && i + 1 == parts.len() => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+                Ok(_) if i + 1 == parts.len() => {
+                    return Err(format!("{} is a folder; name a file", rel.display()));
+                }
+                Ok(_) => return Err(format!("{} is not a folder", at.display())),
+                Err(e) => return Err(io("write", &at, e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads file `rel` whole.
+    pub fn read(&self, rel: &Path) -> Result<Vec<u8>, String> {
+        let mut bytes = Vec::new();
+        self.dir
+            .open(rel)
+            .and_then(|mut f| f.read_to_end(&mut bytes))
+            .map_err(|e| io("read", rel, e))?;
+        Ok(bytes)
+    }
+
+    /// Writes file `rel` atomically: `write` fills a hidden temporary file beside it, which is
+    /// synced and renamed over `rel` (the folder synced too); an error from `write` removes the
+    /// temporary file and leaves `rel` as it was.
+    pub fn write_atomic<T>(
+        &self,
+        rel: &Path,
+        write: impl FnOnce(&mut dyn Write) -> Result<T, String>,
+    ) -> Result<T, String> {
+        let file_name = rel
+            .file_name()
+            .ok_or_else(|| format!("{rel:?} names no file"))?
+            .to_string_lossy()
+            .into_owned();
+        let parent = rel.parent().unwrap_or(Path::new(""));
+        let folder = if parent.as_os_str().is_empty() {
+            self.dir.try_clone().map_err(|e| io("open", parent, e))?
+        } else {
+            self.dir
+                .create_dir_all(parent)
+                .map_err(|e| io("create", parent, e))?;
+            self.dir
+                .open_dir(parent)
+                .map_err(|e| io("open", parent, e))?
+        };
+        if folder.metadata(&file_name).is_ok_and(|m| m.is_dir()) {
+            return Err(format!("{} is a folder; name a file", rel.display()));
+        }
+        let tmp = format!(".{file_name}.tmp");
+        let mut file = folder.create(&tmp).map_err(|e| io("write", rel, e))?;
+        let result = write(&mut file).and_then(|v| {
+            file.flush()
+                .and_then(|_| file.sync_all())
+                .map_err(|e| io("write", rel, e))?;
+            Ok(v)
+        });
+        let value = match result {
+            Ok(v) => v,
+            Err(e) => {
+                let _ = folder.remove_file(&tmp);
+                return Err(e);
+            }
+        };
+        folder
+            .rename(&tmp, &folder, &file_name)
+            .map_err(|e| io("write", rel, e))?;
+        let _ = folder.into_std_file().sync_all();
+        Ok(value)
+    }
 }
 
 fn require_invoke(call: &Call<'_>) -> Result<(), ApiError> {
@@ -90,51 +289,56 @@ pub fn service(call: &mut Call<'_>) -> Option<Result<Reply, ApiError>> {
     Some((|| {
         call.params(&[("path", BaseType::String, call.service == "DeleteFile")])?;
         require_invoke(call)?;
-        let rel = call.opt_str("path").unwrap_or_default();
-        let path = resolve(&call.app.data_dir, &call.entity, &rel).map_err(bad)?;
+        let text = call.opt_str("path").unwrap_or_default();
+        let rel = relative(&text).map_err(bad)?;
+        let repo = Repo::open(&call.app.data_dir, &call.entity).map_err(bad)?;
         if call.service == "DeleteFile" {
-            if !path.is_file() {
+            if !repo.is_file(&rel) {
                 return Err(ApiError::new(
                     axum::http::StatusCode::NOT_FOUND,
-                    format!("{} has no file {rel:?}", call.entity),
+                    format!("{} has no file {text:?}", call.entity),
                 ));
             }
-            std::fs::remove_file(&path).map_err(|e| bad(format!("cannot delete {rel:?}: {e}")))?;
+            repo.remove_file(&rel).map_err(bad)?;
+            if call.entity == thinghost_core::predefined::AUDIT_ARCHIVE_REPOSITORY {
+                // Archived entries leave with the file: never silently.
+                call.app.audit(
+                    &call.caller.name,
+                    crate::audit::category::AUDIT,
+                    "archiveFileDeleted",
+                    json!({"path": rel.to_string_lossy()}),
+                    &format!("Things/{}", call.entity),
+                    "Thing",
+                );
+            }
             return Ok(Reply::Empty);
         }
-        let mut rows = Vec::new();
-        if path.is_dir() {
-            let mut entries: Vec<_> = std::fs::read_dir(&path)
-                .map_err(|e| bad(format!("cannot list {rel:?}: {e}")))?
-                .filter_map(Result::ok)
-                .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
-                .collect();
-            entries.sort_by_key(|e| e.file_name());
-            for e in entries {
-                let meta = e.metadata().ok();
-                let name = e.file_name().to_string_lossy().into_owned();
-                let modified = meta
-                    .as_ref()
-                    .and_then(|m| m.modified().ok())
-                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-                    .map(|d| thinghost_core::types::format_datetime(d.as_millis() as i64));
-                let row = json!({
-                    "name": name,
-                    "path": if rel.is_empty() { name.clone() } else { format!("{}/{name}", rel.trim_end_matches('/')) },
-                    "size": meta.as_ref().map(|m| m.len()).unwrap_or(0),
-                    "lastModifiedDate": modified,
-                    "isDirectory": meta.as_ref().is_some_and(|m| m.is_dir()),
-                });
-                if let Json::Object(m) = row {
-                    rows.push(m);
-                }
-            }
-        } else if !rel.is_empty() {
+        if !repo.is_dir(&rel) {
             return Err(ApiError::new(
                 axum::http::StatusCode::NOT_FOUND,
-                format!("{} has no folder {rel:?}", call.entity),
+                format!("{} has no folder {text:?}", call.entity),
             ));
         }
+        let prefix = rel.to_string_lossy().into_owned();
+        let rows = repo
+            .list(&rel)
+            .map_err(bad)?
+            .into_iter()
+            .filter_map(|f| {
+                let name = f.name;
+                let row = json!({
+                    "path": if prefix.is_empty() { name.clone() } else { format!("{prefix}/{name}") },
+                    "name": name,
+                    "size": f.size,
+                    "lastModifiedDate": f.modified.map(thinghost_core::types::format_datetime),
+                    "isDirectory": f.is_dir,
+                });
+                match row {
+                    Json::Object(m) => Some(m),
+                    _ => None,
+                }
+            })
+            .collect();
         let field = |name: &str, base_type| Field {
             name: name.into(),
             base_type,
@@ -162,21 +366,56 @@ mod tests {
     #[test]
     fn u6_paths_stay_inside_their_repository() {
         let data = tempfile::tempdir().unwrap();
-        let root = root(data.path(), "Repo");
-        std::fs::create_dir_all(root.join("a")).unwrap();
-        assert_eq!(
-            resolve(data.path(), "Repo", "a/b.gz").unwrap(),
-            root.join("a/b.gz")
-        );
-        assert_eq!(
-            resolve(data.path(), "Repo", "/a/./b.gz").unwrap(),
-            root.join("a/b.gz")
-        );
+        let repo = Repo::open(data.path(), "Repo").unwrap();
+        let root = data.path().join(FOLDER).join(folder_of("Repo"));
+        assert!(root.is_dir());
+        assert_eq!(relative("/a/./b.gz").unwrap(), PathBuf::from("a/b.gz"));
         for bad in ["../x", "a/../../x", "..", ".hidden", "a/.git/x"] {
-            assert!(resolve(data.path(), "Repo", bad).is_err(), "{bad}");
+            assert!(relative(bad).is_err(), "{bad}");
         }
-        // A link inside pointing out.
+        repo.write_atomic(Path::new("a/b.gz"), |w| {
+            w.write_all(b"x").map_err(|e| e.to_string())
+        })
+        .unwrap();
+        assert_eq!(repo.read(Path::new("a/b.gz")).unwrap(), b"x");
+        assert_eq!(repo.list(Path::new("a")).unwrap().len(), 1);
+        // Links inside pointing out, absolute or relative: refused by the resolution itself.
         std::os::unix::fs::symlink("/tmp", root.join("out")).unwrap();
-        assert!(resolve(data.path(), "Repo", "out/x").is_err());
+        std::os::unix::fs::symlink("../..", root.join("up")).unwrap();
+        std::fs::write(data.path().join("secret"), "s").unwrap();
+        for rel in ["out/x", "up/secret", "up", "up/repositories"] {
+            let rel = Path::new(rel);
+            assert!(repo.list(rel).is_err(), "{rel:?}");
+            assert!(repo.read(rel).is_err(), "{rel:?}");
+            assert!(
+                repo.write_atomic(&rel.join("f"), |_| Ok(())).is_err(),
+                "{rel:?}"
+            );
+        }
+        assert!(repo.remove_file(Path::new("up/secret")).is_err());
+        assert!(repo.remove_dir_all(Path::new("up/repositories")).is_err());
+        assert!(data.path().join("secret").exists());
+        assert!(data.path().join(FOLDER).exists());
+        // Removing the link itself stays inside (the link goes, not what it points to).
+        repo.remove_file(Path::new("up")).unwrap();
+        assert!(data.path().join("secret").exists());
+    }
+
+    #[test]
+    fn u6_a_repositorys_folder_is_its_identity_not_its_name() {
+        let data = tempfile::tempdir().unwrap();
+        for name in ["Repo", "AuditArchiveFileRepository", "x y"] {
+            let f = folder_of(name);
+            assert!(f.starts_with("r-") && f.len() == 34, "{f}");
+            assert!(f[2..].chars().all(|c| c.is_ascii_hexdigit()));
+        }
+        assert_ne!(folder_of("a"), folder_of("b"));
+        // An older data directory's folder (named as the repository) moves to its identity.
+        let old = data.path().join(FOLDER).join("Old");
+        std::fs::create_dir_all(&old).unwrap();
+        std::fs::write(old.join("kept.txt"), "k").unwrap();
+        let repo = Repo::open(data.path(), "Old").unwrap();
+        assert_eq!(repo.read(Path::new("kept.txt")).unwrap(), b"k");
+        assert!(!old.exists());
     }
 }

@@ -408,6 +408,9 @@ pub fn handle(
             if (kind, *name, *service) == (Kind::Resource, "ScriptServices", "RunScript") {
                 return crate::script::run_service(app, caller, params);
             }
+            // Passwords are hashed and checked before the lock (argon2 is slow).
+            let prepared =
+                crate::services::prepare_passwords(app, caller, kind, name, service, &params)?;
             let mut db = app.db.write().unwrap_or_else(|p| p.into_inner());
             // Resources are platform functions every signed-in user reaches; everything else
             // must be visible (V1).
@@ -427,6 +430,7 @@ pub fn handle(
                 entity: name.to_string(),
                 service: service.to_string(),
                 params,
+                prepared,
             };
             if let Some(r) = crate::services::host_service(&mut call) {
                 return r;
@@ -543,6 +547,7 @@ pub fn handle(
                 entity: name.to_string(),
                 service: "Delete".into(),
                 params: serde_json::Map::new(),
+                prepared: Default::default(),
             };
             crate::services::delete(&mut call, kind, name)
         }

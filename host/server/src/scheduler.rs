@@ -131,6 +131,28 @@ pub fn run_job(app: &App, thing: &str, run_as: &str, days_to_archive: f64) {
 }
 
 /// Starts the runner on the current tokio runtime.
+/// What the runner does every second besides the schedulers: remote-access sessions past
+/// their idle time or maximum age end (audited `remoteSessionExpired`), and the failed sign-ins
+/// counted rather than recorded one by one are written as summaries.
+pub fn housekeeping(app: &App) {
+    for session in app.sessions.expire() {
+        let thing = session["thingName"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let user = session["user"].as_str().unwrap_or_default().to_string();
+        app.audit(
+            &user,
+            category::REMOTE_ACCESS,
+            "remoteSessionExpired",
+            json!({ "session": session }),
+            &format!("Things/{thing}"),
+            "Thing",
+        );
+    }
+    crate::auth::write_summaries(app, false);
+}
+
 pub fn spawn(app: Arc<App>) {
     tokio::spawn(async move {
         let mut last = chrono::Utc::now();
@@ -141,6 +163,7 @@ pub fn spawn(app: Arc<App>) {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
             tick.tick().await;
+            housekeeping(&app);
             let now = chrono::Utc::now();
             for thing in SCHEDULERS {
                 let Some(s) = setting(&app, thing) else {

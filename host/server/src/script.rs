@@ -45,6 +45,12 @@ pub struct Limits {
     /// Bytes the script may hold at once: its values and what its calls add to its copy of the
     /// model (by `thinghost_extensions::meter`, which the binary installs).
     pub max_memory: u64,
+    /// Scripts running at once, server-wide (`serve --max-scripts`): a script may use a core
+    /// for its whole time limit, and any signed-in user may run one.
+    pub max_running: usize,
+    /// Scripts one user may run at once (`serve --max-scripts-per-user`): one user cannot take
+    /// every slot.
+    pub max_per_user: usize,
 }
 
 impl Default for Limits {
@@ -55,6 +61,8 @@ impl Default for Limits {
             timeout: Duration::from_secs(30),
             max_output: 1 << 20,
             max_memory: 256 << 20,
+            max_running: 2,
+            max_per_user: 1,
         }
     }
 }
@@ -65,16 +73,50 @@ pub const MAX_SCRIPT: usize = 1 << 20;
 /// The most access-impact rows a dry run answers with (`impactRows` counts them all).
 pub const MAX_IMPACT: usize = 10_000;
 
-/// How many scripts may run at once, server-wide: a script may use a core for its whole time
-/// limit, and any signed-in user may run one; the others answer 503 until one ends.
-pub const MAX_RUNNING: usize = 2;
+/// The scripts running now, per user: at most [`Limits::max_running`] in all and
+/// [`Limits::max_per_user`] per user; the others answer 503 until one ends.
+#[derive(Default)]
+pub struct Running(std::sync::Mutex<std::collections::HashMap<String, usize>>);
 
-/// A slot among the `MAX_RUNNING`, given back when dropped.
-struct Slot<'a>(&'a std::sync::atomic::AtomicUsize);
+/// A running script's slot, given back when dropped.
+pub struct Slot<'a> {
+    running: &'a Running,
+    user: String,
+}
+
+impl Running {
+    /// Takes a slot for `user`, or says why there is none.
+    pub fn take(&self, user: &str, limits: &Limits) -> Result<Slot<'_>, String> {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mine = map.get(user).copied().unwrap_or(0);
+        if mine >= limits.max_per_user {
+            return Err(format!(
+                "{user} runs {mine} script(s) already, the most one user may run at once (serve --max-scripts-per-user); try again when it ends"
+            ));
+        }
+        let all: usize = map.values().sum();
+        if all >= limits.max_running {
+            return Err(format!(
+                "{all} scripts are running already (serve --max-scripts); try again when one ends"
+            ));
+        }
+        *map.entry(user.to_string()).or_insert(0) += 1;
+        Ok(Slot {
+            running: self,
+            user: user.to_string(),
+        })
+    }
+}
 
 impl Drop for Slot<'_> {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        let mut map = self.running.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = map.get_mut(&self.user) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.user);
+            }
+        }
     }
 }
 
@@ -485,7 +527,8 @@ pub fn reference() -> String {
     out.push_str(&format!(
         "Limits: {} operations, {} calls, {} s for the whole run (`serve --script-timeout-seconds`), {} MiB\n\
          of memory (`serve --script-memory-mib`), {} MiB of output; a string holds at most {} MiB and an array or a map\n\
-         {} items; `import` is not available. At most {} scripts run at once on a server; another answers 503 until one ends.\n\
+         {} items; `import` is not available. At most {} scripts run at once on a server (`serve --max-scripts`), at most {}\n\
+         of them one user's (`serve --max-scripts-per-user`); another answers 503 until one ends.\n\
          Services that cannot be undone are refused in a script: `ReloadExtension`, the audit archive, export, purge and\n\
          cleanup services, and file deletion in a repository. Remote-access sessions a script starts end with it.\n\n",
         thousands(l.max_operations),
@@ -495,7 +538,8 @@ pub fn reference() -> String {
         l.max_output >> 20,
         MAX_STRING >> 20,
         thousands(MAX_ITEMS as u64),
-        MAX_RUNNING,
+        l.max_running,
+        l.max_per_user,
     ));
     let fns = functions();
     out.push_str("## Functions\n\n");
@@ -1045,14 +1089,10 @@ pub fn run_service(
         ));
     }
     let limits = app.script_limits;
-    if app.scripts_running.fetch_add(1, Ordering::AcqRel) >= MAX_RUNNING {
-        app.scripts_running.fetch_sub(1, Ordering::AcqRel);
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("{MAX_RUNNING} scripts are running already; try again when one ends"),
-        ));
-    }
-    let _slot = Slot(&app.scripts_running);
+    let _slot = app
+        .scripts_running
+        .take(&caller.name, &limits)
+        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e))?;
     let compiler = bare_engine();
     let ast: AST = compiler.compile(&script).map_err(|e| {
         ApiError::new(

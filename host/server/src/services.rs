@@ -42,6 +42,104 @@ pub struct Call<'a> {
     pub entity: String,
     pub service: String,
     pub params: Map<String, Json>,
+    /// Password work done before the model's lock was taken (see [`prepare_passwords`]).
+    pub prepared: Prepared,
+}
+
+/// Password hashes and checks made before the model's lock is taken: argon2 takes tens of
+/// milliseconds and 19 MiB, and under the lock it would stall every other request.
+#[derive(Debug, Default)]
+pub struct Prepared {
+    /// The argon2 hash of the new password (`CreateUser`'s `password`, `ChangePassword`'s
+    /// `newPassword`).
+    pub new_hash: Option<String>,
+    /// `ChangePassword`'s `oldPassword` of a user changing its own: the stored hash it was
+    /// checked against, and whether it matched (or the refusal, while the user is locked out).
+    pub old_checked: Option<Result<(Option<String>, bool), ApiError>>,
+}
+
+/// The hash [`prepare_passwords`] made of `password` (from the same parameters as this call's,
+/// before the lock), or (a call that did not come through `rest::handle`) one made now.
+fn prepared_hash(call: &mut Call<'_>, password: &str) -> Result<String, ApiError> {
+    if let Some(h) = call.prepared.new_hash.take() {
+        return Ok(h);
+    }
+    crate::keys::hash_password(password)
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e))
+}
+
+/// What a new password may be, checked before it is hashed (nothing is hashed for a refusal).
+fn password_rule(password: &str, user: &str) -> bool {
+    password.chars().count() >= 8 && password.chars().count() <= 1024 && password != user
+}
+
+/// The password work of a call, done on the hashing pool before the model's lock is taken.
+pub fn prepare_passwords(
+    app: &App,
+    caller: &Caller,
+    kind: Kind,
+    entity: &str,
+    service: &str,
+    params: &Map<String, Json>,
+) -> Result<Prepared, ApiError> {
+    let busy = |e: crate::keys::Busy| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
+    let hash = |password: &str| -> Result<Option<String>, ApiError> {
+        let password = password.to_string();
+        app.hash_pool
+            .run(move || crate::keys::hash_password(&password).ok())
+            .map_err(busy)
+    };
+    let mut prepared = Prepared::default();
+    match (kind, entity, service) {
+        (Kind::Resource, "EntityServices", "CreateUser") => {
+            let user = params.get("name").and_then(Json::as_str).unwrap_or("");
+            if let Some(p) = params.get("password").and_then(Json::as_str)
+                && password_rule(p, user)
+            {
+                prepared.new_hash = hash(p)?;
+            }
+        }
+        (Kind::User, user, "ChangePassword") => {
+            if let Some(p) = params.get("newPassword").and_then(Json::as_str)
+                && password_rule(p, user)
+            {
+                prepared.new_hash = hash(p)?;
+            }
+            if user == caller.name {
+                let who = format!("oldPassword:{user}");
+                prepared.old_checked = Some(if app.auth.locked(&who) {
+                    Err(ApiError::new(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        "too many wrong old passwords; try again later",
+                    ))
+                } else {
+                    let stored = {
+                        let db = app.db.read().unwrap_or_else(|p| p.into_inner());
+                        match db.model().get(Kind::User, user).map(|e| &e.body) {
+                            Some(Body::User(u)) => u.password_hash.clone(),
+                            _ => None,
+                        }
+                    };
+                    let old = params
+                        .get("oldPassword")
+                        .and_then(Json::as_str)
+                        .unwrap_or("")
+                        .to_string();
+                    let phc = stored
+                        .clone()
+                        .unwrap_or_else(|| crate::keys::unmatchable_hash().to_string());
+                    let exists = stored.is_some();
+                    let ok = app
+                        .hash_pool
+                        .run(move || crate::keys::verify_password(&old, &phc))
+                        .map_err(busy)?;
+                    Ok((stored, ok && exists))
+                });
+            }
+        }
+        _ => {}
+    }
+    Ok(prepared)
 }
 
 pub(crate) fn bad(msg: impl Into<String>) -> ApiError {
@@ -270,6 +368,13 @@ pub fn change_error(e: ChangeError) -> ApiError {
                 _ => StatusCode::BAD_REQUEST,
             };
             ApiError::new(status, me.to_string())
+        }
+        ChangeError::Store(se @ thinghost_store::StoreError::DiskFull { .. }) => {
+            tracing::warn!(error = %se, "a change was refused: the disk is nearly full");
+            ApiError::new(
+                StatusCode::INSUFFICIENT_STORAGE,
+                format!("{se}; nothing was changed"),
+            )
         }
         ChangeError::Store(se) => {
             tracing::error!(error = %se, "a change could not be stored");
@@ -1009,15 +1114,12 @@ fn create(call: &mut Call<'_>, kind: Kind) -> Result<Reply, ApiError> {
             let password_hash = match call.opt_str("password") {
                 None => None,
                 Some(password) => {
-                    if password.chars().count() < 8 || password == name {
+                    if !password_rule(&password, &name) {
                         return Err(bad(
-                            "parameter password: at least 8 characters, and not the user name (or none, for a user that signs in only with keys)",
+                            "parameter password: 8 to 1,024 characters, and not the user name (or none, for a user that signs in only with keys)",
                         ));
                     }
-                    Some(
-                        crate::keys::hash_password(&password)
-                            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e))?,
-                    )
+                    Some(prepared_hash(call, &password)?)
                 }
             };
             Body::User(UserBody {
@@ -1652,18 +1754,21 @@ fn change_password(call: &mut Call<'_>) -> Result<Reply, ApiError> {
             unreachable!()
         };
         // Guessing the old password is a sign-in attempt: counted (with the sign-in limits,
-        // also across scripts) and audited.
+        // also across scripts) and audited. It was checked before the lock was taken, against
+        // the hash stored then: if the password changed meanwhile, the check is void.
         let who = format!("oldPassword:{user}");
-        if call.app.auth.locked(&who) {
+        let stored_now = u.password_hash.clone();
+        let (checked_against, ok) = match call.prepared.old_checked.take() {
+            Some(Ok(checked)) => checked,
+            Some(Err(refusal)) => return Err(refusal),
+            None => (None, false),
+        };
+        if checked_against != stored_now {
             return Err(ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "too many wrong old passwords; try again later",
+                StatusCode::CONFLICT,
+                "the password changed while this request was checked; try again",
             ));
         }
-        let ok = u
-            .password_hash
-            .as_deref()
-            .is_some_and(|h| crate::keys::verify_password(&call.str("oldPassword"), h));
         if !ok {
             call.app.auth.fail(&who);
             call.app.audit_queued(
@@ -1679,13 +1784,12 @@ fn change_password(call: &mut Call<'_>) -> Result<Reply, ApiError> {
         call.app.auth.clear(&who);
     }
     let new = call.str("newPassword");
-    if new.chars().count() < 8 || new == user {
+    if !password_rule(&new, &user) {
         return Err(bad(
-            "parameter newPassword: at least 8 characters, and not the user name",
+            "parameter newPassword: 8 to 1,024 characters, and not the user name",
         ));
     }
-    let hash = crate::keys::hash_password(&new)
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e))?;
+    let hash = prepared_hash(call, &new)?;
     call.commit(
         "passwordChanged",
         (Kind::User, user.to_string()),

@@ -55,6 +55,10 @@ pub struct Session {
     /// Milliseconds since the epoch.
     pub started: i64,
     phase: watch::Sender<Phase>,
+    /// When it started, and when it was last used (started, connected, a message on its
+    /// connection): what idle and maximum-age expiry measure.
+    since: Instant,
+    last_used: Instant,
 }
 
 impl Session {
@@ -102,10 +106,31 @@ pub enum NonceRefused {
     },
 }
 
+/// Fair shares of remote access (`serve --max-sessions-per-user`, `--session-idle-minutes`,
+/// `--session-max-hours`): one user cannot hold more than `per_user` sessions, and a session
+/// ends when unused for `idle` or older than `max_age`.
+#[derive(Clone, Copy, Debug)]
+pub struct SessionLimits {
+    pub per_user: usize,
+    pub idle: Duration,
+    pub max_age: Duration,
+}
+
+impl Default for SessionLimits {
+    fn default() -> Self {
+        SessionLimits {
+            per_user: 10,
+            idle: Duration::from_secs(30 * 60),
+            max_age: Duration::from_secs(8 * 3600),
+        }
+    }
+}
+
 /// Every session and nonce of the server.
 pub struct Sessions {
     inner: Mutex<Inner>,
     pub nonce_lifetime: Duration,
+    pub limits: SessionLimits,
     /// Set once, when the server knows its address (`serve --public-url`, else where it listens).
     pub public: std::sync::OnceLock<PublicAddress>,
 }
@@ -131,9 +156,14 @@ fn random_id() -> Result<String, String> {
 
 impl Sessions {
     pub fn new(nonce_lifetime: Duration) -> Sessions {
+        Sessions::with_limits(nonce_lifetime, SessionLimits::default())
+    }
+
+    pub fn with_limits(nonce_lifetime: Duration, limits: SessionLimits) -> Sessions {
         Sessions {
             inner: Mutex::new(Inner::default()),
             nonce_lifetime,
+            limits,
             public: std::sync::OnceLock::new(),
         }
     }
@@ -142,7 +172,48 @@ impl Sessions {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Starts a session of `user` on `thing` to `endpoint`, with a nonce key for `user`.
+    /// Ends the sessions past their idle time or maximum age (their connections are told and
+    /// close); returns them, to be audited.
+    pub fn expire(&self) -> Vec<Json> {
+        let now = Instant::now();
+        let mut inner = self.lock();
+        inner.sweep(now);
+        let limits = self.limits;
+        let gone: Vec<String> = inner
+            .sessions
+            .values()
+            .filter(|s| {
+                now.duration_since(s.last_used) >= limits.idle
+                    || now.duration_since(s.since) >= limits.max_age
+            })
+            .map(|s| s.id.clone())
+            .collect();
+        gone.iter()
+            .filter_map(|id| {
+                let s = inner.sessions.remove(id)?;
+                inner.nonces.retain(|n| &n.session != id);
+                s.phase.send_replace(Phase::Ended);
+                let mut answer = s.json();
+                answer["state"] = json!(Phase::Ended.name());
+                answer["reason"] = json!(if now.duration_since(s.since) >= limits.max_age {
+                    "maximum age"
+                } else {
+                    "idle"
+                });
+                Some(answer)
+            })
+            .collect()
+    }
+
+    /// Notes that session `id` was used (a message on its connection).
+    pub fn touch(&self, id: &str) {
+        if let Some(s) = self.lock().sessions.get_mut(id) {
+            s.last_used = Instant::now();
+        }
+    }
+
+    /// Starts a session of `user` on `thing` to `endpoint`, with a nonce key for `user`. Refused
+    /// when `user` holds [`SessionLimits::per_user`] sessions already.
     pub fn start(&self, thing: &str, user: &str, endpoint: &str) -> Result<Started, String> {
         let id = random_id()?;
         let key = keys::generate().map_err(|e| format!("no randomness: {e}"))?;
@@ -155,10 +226,18 @@ impl Sessions {
             endpoint: endpoint.to_string(),
             started: crate::now_ms(),
             phase,
+            since: Instant::now(),
+            last_used: Instant::now(),
         };
         let answer = session.json();
         let mut inner = self.lock();
         inner.sweep(now);
+        let held = inner.sessions.values().filter(|s| s.user == user).count();
+        if held >= self.limits.per_user {
+            return Err(format!(
+                "{user} holds {held} remote-access sessions, the most one user may hold (serve --max-sessions-per-user); end one with EndSession first"
+            ));
+        }
         inner.nonces.push(Nonce {
             hash: key.hash,
             user: user.to_string(),
@@ -250,9 +329,10 @@ impl Sessions {
         if n.session != session {
             return Err(NonceRefused::WrongSession { user: n.user });
         }
-        let Some(s) = inner.sessions.get(session) else {
+        let Some(s) = inner.sessions.get_mut(session) else {
             return Err(NonceRefused::Unknown);
         };
+        s.last_used = now;
         s.phase.send_replace(Phase::Connected);
         Ok((n.user, s.thing.clone(), s.watch()))
     }
@@ -343,5 +423,71 @@ mod tests {
         // The last state stays readable after the session is gone.
         assert_eq!(*watch.borrow_and_update(), Phase::Ended);
         assert!(s.get(&id, "Pump", "ann", false).is_none());
+    }
+
+    #[test]
+    fn s1_one_user_holds_at_most_its_share_of_sessions() {
+        let s = Sessions::with_limits(
+            Duration::from_secs(15),
+            SessionLimits {
+                per_user: 3,
+                ..SessionLimits::default()
+            },
+        );
+        let ids: Vec<String> = (0..3)
+            .map(|i| {
+                s.start("Pump", "ann", &format!("h:{i}")).unwrap().session["sessionId"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect();
+        let refused = s.start("Pump", "ann", "h:9").err().unwrap();
+        assert!(refused.contains("--max-sessions-per-user"), "{refused}");
+        // Another user is not held back by ann's share.
+        s.start("Pump", "bob", "h:1").unwrap();
+        // Ending one gives ann a slot again.
+        s.end(&ids[0], "Pump", "ann", false).unwrap();
+        s.start("Pump", "ann", "h:10").unwrap();
+    }
+
+    #[test]
+    fn s1_idle_and_old_sessions_end_by_themselves() {
+        let s = Sessions::with_limits(
+            Duration::from_secs(15),
+            SessionLimits {
+                per_user: 10,
+                idle: Duration::from_millis(300),
+                max_age: Duration::from_secs(3600),
+            },
+        );
+        let a = s.start("Pump", "ann", "x").unwrap();
+        let id = a.session["sessionId"].as_str().unwrap().to_string();
+        let (_, _, phase) = s.redeem(&a.nonce, &id).unwrap();
+        let busy = s.start("Pump", "bob", "y").unwrap();
+        let busy_id = busy.session["sessionId"].as_str().unwrap().to_string();
+        assert!(s.expire().is_empty(), "nothing is idle yet");
+        for _ in 0..4 {
+            std::thread::sleep(Duration::from_millis(100));
+            s.touch(&busy_id);
+        }
+        let gone = s.expire();
+        assert_eq!(gone.len(), 1, "{gone:?}");
+        assert_eq!(gone[0]["sessionId"], id.as_str());
+        assert_eq!(gone[0]["reason"], "idle");
+        assert_eq!(*phase.borrow(), Phase::Ended, "its connection is told");
+        assert!(s.get(&id, "Pump", "ann", false).is_none());
+        assert!(s.get(&busy_id, "Pump", "bob", false).is_some());
+        // The maximum age ends a session however busy.
+        let old = Sessions::with_limits(
+            Duration::from_secs(15),
+            SessionLimits {
+                per_user: 10,
+                idle: Duration::from_secs(3600),
+                max_age: Duration::ZERO,
+            },
+        );
+        old.start("Pump", "ann", "x").unwrap();
+        assert_eq!(old.expire()[0]["reason"], "maximum age");
     }
 }

@@ -23,14 +23,17 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value as Json, json};
 use std::sync::Arc;
 
-fn refuse(app: &App, peer: &Peer, user: &str, key: &str, detail: &str) -> Response {
-    app.audit(
-        user,
-        crate::audit::category::AUTHENTICATION,
-        key,
-        json!({"detail": detail, "address": peer.addr.to_string(), "endpoint": "/Thingworx/TWS"}),
-        "",
-        "",
+fn refuse(app: &App, peer: &Peer, user: &str, key: &'static str, detail: &str) -> Response {
+    crate::auth::audit_refusal(
+        app,
+        &crate::auth::Refused {
+            user: user.to_string(),
+            key,
+            detail: detail.to_string(),
+            busy: false,
+        },
+        peer.addr,
+        Some("/Thingworx/TWS"),
     );
     let mut res = (
         StatusCode::UNAUTHORIZED,
@@ -220,6 +223,7 @@ async fn connection(
                     }
                     _ => break,
                 };
+                app.sessions.touch(&session);
                 let reply = match serde_json::from_str::<Json>(&text) {
                     Ok(msg) if msg.is_object() => {
                         let (app2, caller2, thing2, session2) = (app.clone(), caller.clone(), thing.clone(), session.clone());

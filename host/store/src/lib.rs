@@ -66,6 +66,14 @@ pub enum StoreError {
     Busy { path: PathBuf },
     #[error("the stored model is not valid: {0}")]
     InvalidModel(ModelError),
+    #[error(
+        "the disk of {path} has {free_mib} MiB free, below the {min_mib} MiB kept free (serve --min-free-disk-mib): changes are refused until space is freed"
+    )]
+    DiskFull {
+        path: PathBuf,
+        free_mib: u64,
+        min_mib: u64,
+    },
 }
 
 /// A persistence backend.
@@ -80,6 +88,9 @@ pub trait Store: Send + Sync {
         meta: &[(String, String)],
         audit: &[AuditRecord],
     ) -> Result<(), StoreError>;
+    /// Refuse commits (with [`StoreError::DiskFull`]) while the disk has less than `bytes`
+    /// free (0: never); a backend that cannot tell ignores it.
+    fn set_min_free(&mut self, _bytes: u64) {}
     /// Appends one audit record, chained (U2); returns only once it is durable.
     fn append_audit(&mut self, record: &AuditRecord) -> Result<(), StoreError>;
     /// Appends records in one transaction, in order; returns only once they are durable.
@@ -287,6 +298,12 @@ impl Db {
 
     pub fn model(&self) -> &Model {
         &self.model
+    }
+
+    /// Refuse changes while the store's disk has less than `bytes` free (see
+    /// [`Store::set_min_free`]).
+    pub fn set_min_free(&mut self, bytes: u64) {
+        self.store.set_min_free(bytes);
     }
 
     /// Stored metadata (`created`, `host_version`, ...).

@@ -142,6 +142,8 @@ fn append_in(tx: &Transaction<'_>, records: &[AuditRecord]) -> rusqlite::Result<
 pub struct SqliteStore {
     conn: Mutex<Connection>,
     path: PathBuf,
+    /// Commits are refused while the disk has less free (0: never).
+    min_free: u64,
 }
 
 impl SqliteStore {
@@ -186,6 +188,7 @@ impl SqliteStore {
         let mut s = SqliteStore {
             conn: Mutex::new(conn),
             path: path.to_path_buf(),
+            min_free: 0,
         };
         s.configure()?;
         s.migrate()?;
@@ -196,6 +199,29 @@ impl SqliteStore {
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Refuses a change while the disk holds less than `min_free` bytes free: better a clear
+    /// refusal (507) before the write than a write that fails halfway.
+    fn room(&self) -> Result<(), StoreError> {
+        if self.min_free == 0 {
+            return Ok(());
+        }
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        let free = rustix::fs::statvfs(dir)
+            .map(|s| s.f_bavail.saturating_mul(s.f_frsize))
+            .map_err(|e| StoreError::Io {
+                path: dir.to_path_buf(),
+                source: e.into(),
+            })?;
+        if free < self.min_free {
+            return Err(StoreError::DiskFull {
+                path: dir.to_path_buf(),
+                free_mib: free >> 20,
+                min_mib: self.min_free >> 20,
+            });
+        }
+        Ok(())
     }
 
     fn conn(&self) -> MutexGuard<'_, Connection> {
@@ -580,12 +606,17 @@ impl Store for SqliteStore {
         Ok(snap)
     }
 
+    fn set_min_free(&mut self, bytes: u64) {
+        self.min_free = bytes;
+    }
+
     fn commit(
         &mut self,
         writes: &[Write],
         meta: &[(String, String)],
         audit: &[AuditRecord],
     ) -> Result<(), StoreError> {
+        self.room()?;
         let path = self.path.clone();
         let mut conn = self.conn();
         // IMMEDIATE: the write lock from the start, so that the audit chain's last hash, read

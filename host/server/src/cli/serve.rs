@@ -56,6 +56,10 @@ pub struct Args {
     /// Failed sign-ins (per user or address) after which sign-ins are refused for a while.
     #[arg(long, value_name = "N", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
     signin_lockout_after: u32,
+    /// Failed sign-ins from one address, whatever the user names, after which sign-ins from it
+    /// are refused for a while.
+    #[arg(long, value_name = "N", default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..))]
+    signin_address_lockout_after: u32,
     /// How long a locked-out user or address is refused, in minutes.
     #[arg(long, value_name = "MINUTES", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..))]
     signin_lockout_minutes: u64,
@@ -88,6 +92,48 @@ pub struct Args {
     /// to see the audit schedulers, retention and key expiry at work. Refused with --production.
     #[arg(long, value_name = "DAYS", default_value_t = 0, allow_negative_numbers = true, value_parser = clap::value_parser!(i64).range(-36500..=36500))]
     dev_clock_offset_days: i64,
+    /// Scripts that may run at once on the server.
+    #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=64))]
+    max_scripts: u64,
+    /// Scripts one user may run at once.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=64))]
+    max_scripts_per_user: u64,
+    /// Remote-access sessions one user may hold at once.
+    #[arg(long, value_name = "N", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    max_sessions_per_user: u64,
+    /// A remote-access session unused for this long (no connection, no message) ends.
+    #[arg(long, value_name = "MINUTES", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=10_080))]
+    session_idle_minutes: u64,
+    /// A remote-access session ends at this age, however busy.
+    #[arg(long, value_name = "HOURS", default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=720))]
+    session_max_hours: u64,
+    /// A client must send a request's headers within this time; an idle keep-alive connection
+    /// ends after it too.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=600))]
+    header_timeout_seconds: u64,
+    /// A connection that moves no byte for this long is closed.
+    #[arg(long, value_name = "SECONDS", default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    idle_timeout_seconds: u64,
+    /// Connections served at once (kept below the process's file-descriptor limit); one more is
+    /// closed as soon as it is accepted.
+    #[arg(long, value_name = "N", default_value_t = 4096, value_parser = clap::value_parser!(u64).range(8..=1_000_000))]
+    max_connections: u64,
+    /// The most bytes of a request's headers, in KiB (a longer request answers 431).
+    #[arg(long, value_name = "KIB", default_value_t = 64, value_parser = clap::value_parser!(u64).range(8..=1024))]
+    max_header_kib: u64,
+    /// The largest request body, in KiB (services and property writes; a larger one answers 413).
+    #[arg(long, value_name = "KIB", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
+    max_body_kib: u64,
+    /// The largest body of RunScript, in MiB.
+    #[arg(long, value_name = "MIB", default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    max_script_body_mib: u64,
+    /// Request bodies over 64 KiB read and handled at once; more wait up to 5 s, then 503.
+    #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    max_large_bodies: u64,
+    /// Changes are refused (507) while the data directory's disk has less free than this, in
+    /// MiB, rather than failing mid-write (0: never).
+    #[arg(long, value_name = "MIB", default_value_t = 256)]
+    min_free_disk_mib: u64,
     /// Do not record this audit category (repeatable; AUTHENTICATION, AUTHORIZATION and AUDIT
     /// are always recorded). The server warns, and records which are off, at every start.
     #[arg(long = "audit-off", value_name = "CATEGORY")]
@@ -172,6 +218,8 @@ pub fn run(args: Args) -> Result<i32, Failure> {
     let audit_off = crate::audit::parse_disabled(&args.audit_off)?;
     let _lock = thinghost_store::DirLock::acquire(&dir)?;
     let mut db = Db::open(&dir, Policy::default())?;
+    db.set_min_free(args.min_free_disk_mib << 20);
+    let max_connections = connection_limit(args.max_connections as usize);
     let mut source = None;
     let extensions = match &args.plugins {
         Some(plugins) => {
@@ -183,7 +231,9 @@ pub fn run(args: Args) -> Result<i32, Failure> {
                 )
             })?;
             let options = thinghost_extensions::code::LoadOptions {
-                wasm_cache: Some(dir.join("cache").join("wasm")),
+                wasm_cache: Some(thinghost_extensions::wasm_runtime::WasmCache::in_data_dir(
+                    &dir,
+                )?),
                 allow_native: args.allow_native,
             };
             if args.allow_native {
@@ -218,6 +268,15 @@ pub fn run(args: Args) -> Result<i32, Failure> {
         tracing::info!(entities = ?names, "predefined entities added to the model");
     }
     let audit_log = crate::audit::AuditLog::open(&dir.join(DB_FILE), audit_off)?;
+    let http_limits = crate::http::Limits {
+        header_read_timeout: std::time::Duration::from_secs(args.header_timeout_seconds),
+        idle_timeout: std::time::Duration::from_secs(args.idle_timeout_seconds),
+        max_connections,
+        max_header_bytes: (args.max_header_kib << 10) as usize,
+        max_body: (args.max_body_kib << 10) as usize,
+        max_script_body: (args.max_script_body_mib << 20) as usize,
+        large_bodies_at_once: args.max_large_bodies as usize,
+    };
     let app = Arc::new(App {
         db: RwLock::new(db),
         audit_log: Arc::new(audit_log),
@@ -225,14 +284,25 @@ pub fn run(args: Args) -> Result<i32, Failure> {
         extensions: arc_swap::ArcSwap::from_pointee(extensions),
         plugins: source,
         reload_lock: Mutex::new(()),
-        sessions: crate::sessions::Sessions::new(std::time::Duration::from_secs(
-            args.nonce_lifetime_seconds,
-        )),
+        sessions: crate::sessions::Sessions::with_limits(
+            std::time::Duration::from_secs(args.nonce_lifetime_seconds),
+            crate::sessions::SessionLimits {
+                per_user: args.max_sessions_per_user as usize,
+                idle: std::time::Duration::from_secs(args.session_idle_minutes * 60),
+                max_age: std::time::Duration::from_secs(args.session_max_hours * 3600),
+            },
+        ),
         auth: Arc::new(crate::auth::Limiter::new(crate::auth::LimiterConfig {
             slow_after: args.signin_slow_after,
             lock_after: args.signin_lockout_after,
+            address_lock_after: args.signin_address_lockout_after,
             lockout: std::time::Duration::from_secs(args.signin_lockout_minutes * 60),
         })),
+        hash_pool: Default::default(),
+        http: http_limits,
+        large_bodies: Arc::new(tokio::sync::Semaphore::new(
+            http_limits.large_bodies_at_once,
+        )),
         data_dir: dir.clone(),
         audit_retention_days: args.audit_retention_days,
         deployment: thinghost_core::lint::Deployment {
@@ -248,6 +318,8 @@ pub fn run(args: Args) -> Result<i32, Failure> {
         script_limits: crate::script::Limits {
             timeout: std::time::Duration::from_secs(args.script_timeout_seconds),
             max_memory: args.script_memory_mib << 20,
+            max_running: args.max_scripts as usize,
+            max_per_user: args.max_scripts_per_user as usize,
             ..crate::script::Limits::default()
         },
         scripts_running: Default::default(),
@@ -325,8 +397,10 @@ pub fn run(args: Args) -> Result<i32, Failure> {
         tracing::info!(address = %local, scheme, "listening");
         crate::scheduler::spawn(app.clone());
         let state = app.clone();
-        crate::http::serve(listener, crate::http::router(app), tls, shutdown_signal()).await;
-        // Queued audit entries (denials, service calls) reach the disk before the process ends.
+        crate::http::serve(listener, crate::http::router(app), tls, http_limits, shutdown_signal()).await;
+        // Failed sign-ins counted but not yet summarized are recorded, and queued audit entries
+        // (denials, service calls) reach the disk, before the process ends.
+        crate::auth::write_summaries(&state, true);
         if let Err(e) = state.audit_log.flush() {
             tracing::error!(error = %e, "audit entries may be lost");
         }
@@ -334,6 +408,38 @@ pub fn run(args: Args) -> Result<i32, Failure> {
         Ok::<(), Failure>(())
     })?;
     Ok(0)
+}
+
+/// Descriptors kept for what is not a client connection (the database, the plugin directory's
+/// watch, extensions, logs).
+const RESERVED_DESCRIPTORS: u64 = 256;
+
+/// Raises the process's file-descriptor limit to what it may be, and returns how many
+/// connections to serve at once: `wanted`, or fewer if the limit would not hold them all (the
+/// server must never run out of descriptors, or it could not even answer `/health`).
+fn connection_limit(wanted: usize) -> usize {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        limit.current = limit.maximum;
+        if setrlimit(Resource::Nofile, limit).is_err() {
+            limit = getrlimit(Resource::Nofile);
+        }
+    }
+    let Some(fds) = limit.current else {
+        return wanted;
+    };
+    let room = fds.saturating_sub(RESERVED_DESCRIPTORS).max(8) as usize;
+    if wanted > room {
+        tracing::warn!(
+            max_connections = wanted,
+            descriptors = fds,
+            serving = room,
+            "--max-connections is above what the file-descriptor limit (ulimit -n) allows; serving fewer at once"
+        );
+        return room;
+    }
+    wanted
 }
 
 /// `--public-url`: `https://HOST[:PORT]` (the scheme's port when none is given).
