@@ -674,6 +674,42 @@ fn k6_an_expired_nonce_is_refused() {
     assert!(tws(&s, &[("nonce", &nonce2), ("sessionId", &id2)]).is_ok());
 }
 
+/// S1 with fair shares: one user holds at most `--max-sessions-per-user` sessions (one more is
+/// refused naming the option), and a session unused for `--session-idle-seconds` ends by itself
+/// (audited `remoteSessionExpired`), which frees its slot.
+#[test]
+fn s1_sessions_are_capped_per_user_and_end_when_idle() {
+    let t = tempfile::tempdir().unwrap();
+    let (s, ra) = granted_device(
+        t.path(),
+        &[
+            "--max-sessions-per-user",
+            "2",
+            "--session-idle-seconds",
+            "2",
+        ],
+    );
+    start(&s, &ra);
+    start(&s, &ra);
+    let (st, v) = call(
+        &s,
+        &ra,
+        "Device1",
+        "StartSession",
+        json!({"remoteEndpoint": "10.0.0.5:22"}),
+    );
+    assert_ne!(st, 200, "{v}");
+    assert!(v.to_string().contains("--max-sessions-per-user"), "{v}");
+    // Two seconds unused: both end (the runner looks once a second), and a slot is free again.
+    let expired = thinghost_tests::within_20s("the sessions to expire", || {
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        let e = audited(&s, "remoteSessionExpired");
+        (e.len() == 2).then_some(e)
+    });
+    assert_eq!(expired.len(), 2);
+    start(&s, &ra);
+}
+
 // ---- load order (E2) ---------------------------------------------------------------------------
 
 /// (name, state, reason) of every package.

@@ -106,7 +106,7 @@ pub enum NonceRefused {
     },
 }
 
-/// Fair shares of remote access (`serve --max-sessions-per-user`, `--session-idle-minutes`,
+/// Fair shares of remote access (`serve --max-sessions-per-user`, `--session-idle-seconds`,
 /// `--session-max-hours`): one user cannot hold more than `per_user` sessions, and a session
 /// ends when unused for `idle` or older than `max_age`.
 #[derive(Clone, Copy, Debug)]

@@ -101,9 +101,10 @@ pub struct Args {
     /// Remote-access sessions one user may hold at once.
     #[arg(long, value_name = "N", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=10_000))]
     max_sessions_per_user: u64,
-    /// A remote-access session unused for this long (no connection, no message) ends.
-    #[arg(long, value_name = "MINUTES", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=10_080))]
-    session_idle_minutes: u64,
+    /// A remote-access session unused for this long (no connection, no message) ends; the
+    /// default is 30 minutes.
+    #[arg(long, value_name = "SECONDS", default_value_t = 1800, value_parser = clap::value_parser!(u64).range(1..=604_800))]
+    session_idle_seconds: u64,
     /// A remote-access session ends at this age, however busy.
     #[arg(long, value_name = "HOURS", default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=720))]
     session_max_hours: u64,
@@ -288,7 +289,7 @@ pub fn run(args: Args) -> Result<i32, Failure> {
             std::time::Duration::from_secs(args.nonce_lifetime_seconds),
             crate::sessions::SessionLimits {
                 per_user: args.max_sessions_per_user as usize,
-                idle: std::time::Duration::from_secs(args.session_idle_minutes * 60),
+                idle: std::time::Duration::from_secs(args.session_idle_seconds),
                 max_age: std::time::Duration::from_secs(args.session_max_hours * 3600),
             },
         ),
