@@ -156,7 +156,7 @@ fn u6_no_name_or_path_reaches_outside_a_repository_and_files_stay_private() {
         assert_eq!(mode(&f), 0o600, "{}", f.display());
     }
     for d in [
-        dir.join("repositories"),
+        dir.join(thinghost::repository::FOLDER),
         folder.clone(),
         folder.join("exports"),
     ] {
@@ -176,10 +176,29 @@ fn k5_a_burst_of_wrong_passwords_is_checked_only_up_to_the_limit() {
         json!({"name": "bob", "password": "the right one"}),
     );
     let pid = s.child.id();
+    let url = s.at("/Thingworx/Things");
+    // The right password, many times at once (a busy client): never refused as a wrong one.
+    let right: Vec<u16> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..24)
+            .map(|_| {
+                let url = url.clone();
+                scope.spawn(move || {
+                    reqwest::blocking::Client::new()
+                        .get(&url)
+                        .basic_auth("bob", Some("the right one"))
+                        .timeout(Duration::from_secs(30))
+                        .send()
+                        .map(|r| r.status().as_u16())
+                        .unwrap_or(0)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert!(right.iter().all(|&st| st == 200 || st == 503), "{right:?}");
     let before = status_kib(pid, "VmRSS:");
     let peak_before = status_kib(pid, "VmHWM:");
     // 200 wrong passwords at once, over 200 connections.
-    let url = s.at("/Thingworx/Things");
     let statuses: Vec<u16> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..200)
             .map(|i| {
@@ -377,6 +396,29 @@ fn k3_slow_and_idle_connections_time_out_and_a_flood_cannot_exhaust_descriptors(
 }
 
 #[test]
+fn k3_a_slow_answer_is_not_an_idle_connection() {
+    let t = tempfile::tempdir().unwrap();
+    let s = plain(
+        &t.path().join("d"),
+        &["--idle-timeout-seconds", "1", "--signin-slow-after", "1"],
+    );
+    let url = s.at("/Thingworx/Things");
+    // After three failures each sign-in of this user waits three seconds before its check: no
+    // byte moves meanwhile, and the answer still arrives.
+    for _ in 0..3 {
+        let _ = s.client.get(&url).basic_auth("nobody", Some("x")).send();
+    }
+    let r = s
+        .client
+        .get(&url)
+        .basic_auth("nobody", Some("x"))
+        .timeout(Duration::from_secs(20))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 401);
+}
+
+#[test]
 fn k5_bodies_are_bounded_per_route_and_memory_stays_within_a_multiple() {
     let t = tempfile::tempdir().unwrap();
     let s = plain(&t.path().join("d"), &[]);
@@ -426,6 +468,32 @@ fn k5_bodies_are_bounded_per_route_and_memory_stays_within_a_multiple() {
         peak / 1024
     );
     assert!(peak < before + 400 * 1024, "peak {peak} KiB");
+    // Bodies that never finish (chunked, a byte now and then) take the large-body slots, but
+    // requests without a body do not wait for them.
+    let mut drips: Vec<TcpStream> = (0..6)
+        .map(|_| {
+            let mut c = TcpStream::connect(addr(&s)).unwrap();
+            write!(
+                c,
+                "POST /Thingworx/Things/x/Services/y HTTP/1.1\r\nHost: x\r\nappKey: {admin}\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n1\r\n{{\r\n"
+            )
+            .unwrap();
+            c
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let r = s
+        .client
+        .get(s.at("/Thingworx/Things"))
+        .header("appKey", &admin)
+        .timeout(Duration::from_secs(4))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200, "a GET waited for the body slots");
+    for c in &mut drips {
+        let _ = c.write_all(b"0\r\n\r\n");
+    }
+    drop(drips);
     // Deep nesting is refused, not a crash.
     let deep = format!("{{\"a\":{}{}}}", "[".repeat(10_000), "]".repeat(10_000));
     let (st, _) = post(&s, &admin, "/Thingworx/Things/x/Services/y", Json::Null);

@@ -245,6 +245,25 @@ pub fn check_entity_name(name: &str) -> Result<(), NameProblem> {
     Ok(())
 }
 
+/// Checks the name of an entity already in a model (loaded from a store, or changed): the rules
+/// names had before the 200-character, `.` and `..` rules, so that a data directory holding
+/// such a name still starts (`check_entity_name` holds for every entity created).
+pub fn check_stored_entity_name(name: &str) -> Result<(), NameProblem> {
+    if name.is_empty() {
+        return Err("a name cannot be empty");
+    }
+    if name.chars().count() > 256 {
+        return Err("a name is at most 256 characters long");
+    }
+    if name.chars().any(char::is_control) {
+        return Err("a name cannot hold control characters");
+    }
+    if name.contains(FORBIDDEN_IN_ENTITY_NAMES) {
+        return Err("a name cannot hold any of / \\ : ? # % & + < > \" ' * |");
+    }
+    Ok(())
+}
+
 /// Checks the name of a property, service, event, parameter or field: `[A-Za-z_][A-Za-z0-9_]*`.
 pub fn check_member_name(name: &str) -> Result<(), NameProblem> {
     let mut chars = name.chars();

@@ -225,7 +225,7 @@ pub(crate) fn validate_all(view: &dyn View) -> Result<(), ModelError> {
     let mut cache = MergeCache::default();
     for kind in Kind::ALL {
         for e in view.entities(kind) {
-            validate_entity(view, e, &mut cache)?;
+            validate_entity(view, e, &mut cache, false)?;
         }
         if let Some(acl) = view.collection(kind) {
             validate_collection(view, kind, acl)?;
@@ -254,7 +254,8 @@ pub(crate) fn validate_change(
                         "an entity cannot be renamed or change kind",
                     ));
                 }
-                validate_entity(view, e, &mut cache)?;
+                let created = base.get(key.kind, &key.name).is_none();
+                validate_entity(view, e, &mut cache, created)?;
                 // Templates and shapes carry definitions that Things inherit. (A DataShape can break
                 // its users only by disappearing, which `ensure_unreferenced` covers.)
                 if matches!(key.kind, Kind::ThingTemplate | Kind::ThingShape) {
@@ -457,7 +458,7 @@ fn validate_dependents(
     }
     for name in &affected {
         let t = view.get(Kind::ThingTemplate, name).expect("listed");
-        validate_entity(view, t, cache)?;
+        validate_entity(view, t, cache, false)?;
     }
     for thing in view.entities(Kind::Thing) {
         let Body::Thing(b) = &thing.body else {
@@ -468,7 +469,7 @@ fn validate_dependents(
             .iter()
             .any(|s| changed.contains(&Key::new(Kind::ThingShape, s)));
         if affected.contains(&b.thing_template) || own_shape_changed {
-            validate_entity(view, thing, cache)?;
+            validate_entity(view, thing, cache, false)?;
         }
     }
     Ok(())
@@ -505,14 +506,14 @@ fn check_acl(acl: &Acl, place: &str, at: AclPlace) -> Result<(), ModelError> {
     }
     for v in &acl.visibility {
         let (org, unit) = v.split();
-        names::check_entity_name(org).map_err(|r| {
+        names::check_stored_entity_name(org).map_err(|r| {
             ModelError::invalid(
                 place,
                 format!("visibility principal {:?}: {r}", v.principal),
             )
         })?;
         if let Some(u) = unit {
-            names::check_entity_name(u).map_err(|r| {
+            names::check_stored_entity_name(u).map_err(|r| {
                 ModelError::invalid(
                     place,
                     format!(
@@ -647,11 +648,23 @@ fn dup(entity: &str, category: &'static str, name: &str, first: &str, second: &s
     }
 }
 
-/// Validates one entity in the context of `view`.
-fn validate_entity(view: &dyn View, e: &Entity, cache: &mut MergeCache) -> Result<(), ModelError> {
+/// Validates one entity in the context of `view`; `created`: it is new (its name is held to
+/// today's rules; an entity already stored keeps the name it has, see
+/// [`names::check_stored_entity_name`]).
+fn validate_entity(
+    view: &dyn View,
+    e: &Entity,
+    cache: &mut MergeCache,
+    created: bool,
+) -> Result<(), ModelError> {
     let kind = e.kind();
     let place = e.key().to_string();
-    names::check_entity_name(&e.name).map_err(|reason| ModelError::InvalidName {
+    let check = if created {
+        names::check_entity_name
+    } else {
+        names::check_stored_entity_name
+    };
+    check(&e.name).map_err(|reason| ModelError::InvalidName {
         what: kind.label(),
         name: e.name.clone(),
         reason,
@@ -798,7 +811,7 @@ fn validate_units(place: &str, o: &OrganizationBody) -> Result<(), ModelError> {
     let mut names_seen = BTreeSet::new();
     let mut tops = 0;
     for u in &o.units {
-        names::check_entity_name(&u.name).map_err(|reason| ModelError::InvalidName {
+        names::check_stored_entity_name(&u.name).map_err(|reason| ModelError::InvalidName {
             what: "organizational unit",
             name: u.name.clone(),
             reason,

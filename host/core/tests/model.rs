@@ -695,3 +695,38 @@ fn lock_out_guard_keeps_an_enabled_administrator() {
         Err(ModelError::LockOut) | Err(ModelError::InUse { .. })
     ));
 }
+
+/// Names that are folders (`.`, `..`) or over 200 characters are refused for a new entity of
+/// any kind; an entity stored under such a name by an older version still loads and can still
+/// be changed (its data directory starts), and can be deleted.
+#[test]
+fn u6_folder_names_are_refused_when_created_and_tolerated_when_stored() {
+    let mut m = model();
+    for name in [".", "..", " ", &"x".repeat(201)] {
+        for e in [
+            Entity::thing(name, "GenericThing"),
+            Entity::template(name, "GenericThing"),
+        ] {
+            let err = refused(&mut m, |tx| tx.create(e));
+            assert!(
+                matches!(err, ModelError::InvalidName { .. }),
+                "{name:?}: {err}"
+            );
+        }
+    }
+    let mut file = m.export();
+    file.entities.push(Entity::thing("..", "GenericThing"));
+    let mut loaded = Model::from_parts(
+        file.entities,
+        file.collections,
+        thinghost_core::Policy::default(),
+    )
+    .expect("a stored name of an older version loads");
+    loaded
+        .change(|tx| {
+            tx.get_mut(Kind::Thing, "..")?.description = "still usable".into();
+            Ok(())
+        })
+        .unwrap();
+    loaded.change(|tx| tx.delete(Kind::Thing, "..")).unwrap();
+}

@@ -378,9 +378,17 @@ impl WasmCache {
         })
     }
 
-    fn mac(&self, artifact: &[u8]) -> [u8; TAG] {
+    /// The tag of `artifact` cached as `file` (the file name is signed too: two files the server
+    /// wrote cannot be swapped for each other).
+    fn mac(&self, file: &Path, artifact: &[u8]) -> [u8; TAG] {
         use hmac::Mac;
         let mut mac = hmac::Hmac::<Sha256>::new_from_slice(&self.key).expect("any key length");
+        let name = file
+            .file_name()
+            .map(|n| n.as_encoded_bytes())
+            .unwrap_or(b"");
+        mac.update(&(name.len() as u64).to_le_bytes());
+        mac.update(name);
         mac.update(artifact);
         mac.finalize().into_bytes().into()
     }
@@ -400,7 +408,7 @@ impl WasmCache {
         let p = self.path(bytes);
         let file = std::fs::read(&p).ok()?;
         let (artifact, tag) = file.split_at(file.len().checked_sub(TAG)?);
-        let expected = self.mac(artifact);
+        let expected = self.mac(&p, artifact);
         if !bool::from(subtle_eq(&expected, tag)) {
             tracing::warn!(file = %p.display(), "a cached compiled extension is not one this server wrote (its tag does not match); compiling again");
             return None;
@@ -421,9 +429,9 @@ impl WasmCache {
     /// Caches the compiled `c` of `bytes`, with its tag (written to a temporary file, renamed).
     fn store(&self, bytes: &[u8], c: &Component) {
         let Ok(mut art) = c.serialize() else { return };
-        let tag = self.mac(&art);
-        art.extend_from_slice(&tag);
         let p = self.path(bytes);
+        let tag = self.mac(&p, &art);
+        art.extend_from_slice(&tag);
         let tmp = p.with_extension("tmp");
         let written = std::fs::create_dir_all(&self.dir)
             .and_then(|_| std::fs::write(&tmp, &art))
@@ -639,9 +647,14 @@ mod tests {
         };
         let (artifact, _) = written.split_at(written.len() - TAG);
         let mut foreign = artifact.to_vec();
-        foreign.extend_from_slice(&other.mac(artifact));
+        foreign.extend_from_slice(&other.mac(&path, artifact));
         std::fs::write(&path, &foreign).unwrap();
         assert!(cache.load(&bytes).is_none(), "signed with another key");
+        // A file this server wrote for another component, moved into this one's place.
+        let mut moved = artifact.to_vec();
+        moved.extend_from_slice(&cache.mac(&path.with_file_name("other.cwasm"), artifact));
+        std::fs::write(&path, &moved).unwrap();
+        assert!(cache.load(&bytes).is_none(), "signed for another file");
         // One changed byte, a bare artifact without its tag, an empty file.
         let mut changed = written.clone();
         changed[written.len() / 2] ^= 1;

@@ -131,7 +131,15 @@ impl Accepted {
                 std::fs::create_dir_all(parent)
                     .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
             }
-            std::fs::copy(folder.join(&rel), &to).map_err(|e| {
+            // Copied, not `fs::copy`: that would give the copy the source's mode, and what the
+            // server writes is its own (0600, by the umask).
+            std::io::copy(
+                &mut std::fs::File::open(folder.join(&rel))
+                    .map_err(|e| format!("cannot read {}: {e}", folder.join(&rel).display()))?,
+                &mut std::fs::File::create(&to)
+                    .map_err(|e| format!("cannot write {}: {e}", to.display()))?,
+            )
+            .map_err(|e| {
                 format!(
                     "cannot copy {} to {}: {e}",
                     folder.join(&rel).display(),

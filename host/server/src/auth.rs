@@ -100,19 +100,62 @@ pub const REFUSAL_WINDOW: Duration = Duration::from_secs(60);
 /// The longest user name kept in an audit entry of a failed sign-in, in characters.
 pub const AUDITED_NAME: usize = 128;
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 struct Window {
     start: Instant,
     started_ms: i64,
     recorded: u32,
     counted: u32,
+    /// The first few user names among those counted (bounded), so that a summary still says
+    /// which accounts were tried.
+    users: Vec<String>,
+}
+
+impl Window {
+    fn new() -> Window {
+        Window {
+            start: Instant::now(),
+            started_ms: crate::now_ms(),
+            recorded: 0,
+            counted: 0,
+            users: Vec::new(),
+        }
+    }
+
+    fn count(&mut self, user: &str) {
+        self.counted += 1;
+        let user = bounded(user, 64);
+        if self.users.len() < SUMMARY_USERS && !self.users.contains(&user) {
+            self.users.push(user);
+        }
+    }
+}
+
+/// User names a summary of failed sign-ins lists.
+pub const SUMMARY_USERS: usize = 10;
+
+/// Failed sign-ins recorded one by one in a [`REFUSAL_WINDOW`], all addresses together; past
+/// it, every refusal is counted (a botnet of many addresses cannot fill the disk either).
+pub const REFUSALS_RECORDED_IN_ALL: u32 = 600;
+
+/// Where refusals are counted when no address may be told apart (the budget of all addresses
+/// is spent, or too many addresses are tracked).
+const ANY_ADDRESS: IpAddr = IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED);
+
+/// Why an attempt cannot begin.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Gate {
+    /// The user or the address failed too often: refused for the lockout period.
+    Locked,
+    /// Attempts in progress hold every slot that is left: try again in a moment.
+    Busy,
 }
 
 /// An attempt in progress: it holds a slot of its user and its address until it is settled.
 /// Dropped unsettled (a client that went away mid-check), it counts as a failure.
 pub struct Attempt<'a> {
     limiter: &'a Limiter,
-    keys: [String; 2],
+    keys: Vec<String>,
     settled: bool,
 }
 
@@ -229,12 +272,14 @@ impl Limiter {
 
     /// Has `who` failed `lock_after` times within the lockout period (attempts in progress
     /// included)?
+    #[cfg(test)]
     pub(crate) fn locked(&self, who: &str) -> bool {
         let map = self.lock();
         let (f, p) = self.held(&map, who);
         f + p >= self.config.lock_after
     }
 
+    #[cfg(test)]
     pub(crate) fn fail(&self, who: &str) {
         let mut map = self.lock();
         if !map.contains_key(who) {
@@ -253,25 +298,22 @@ impl Limiter {
         e.since = Instant::now();
     }
 
-    pub(crate) fn clear(&self, who: &str) {
-        let mut map = self.lock();
-        if map.get(who).is_some_and(|c| c.pending == 0) {
-            map.remove(who);
-        } else if let Some(c) = map.get_mut(who) {
-            c.failures = 0;
-        }
-    }
-
     /// Begins a Basic sign-in of `user` from `addr`: reserves a slot of each (so that at most
     /// the limit is ever checked, however many arrive at once), or refuses while either is
     /// locked out. The delay is how long to wait before checking (slowing after `slow_after`).
-    fn begin(&self, user: &str, addr: IpAddr) -> Result<(Attempt<'_>, Duration), ()> {
-        let keys = [format!("user:{user}"), format!("addr:{}", network(addr))];
+    fn begin(&self, user: &str, addr: IpAddr) -> Result<(Attempt<'_>, Duration), Gate> {
+        let keys = vec![format!("user:{user}"), format!("addr:{}", network(addr))];
         let mut map = self.lock();
         let (uf, up) = self.held(&map, &keys[0]);
         let (af, ap) = self.held(&map, &keys[1]);
-        if uf + up >= self.config.lock_after || af + ap >= self.config.address_lock_after {
-            return Err(());
+        let (ul, al) = (self.config.lock_after, self.config.address_lock_after);
+        if uf >= ul || af >= al {
+            return Err(Gate::Locked);
+        }
+        // Not locked, but the attempts in progress hold every slot left: this one waits for
+        // them (503, try again), it is not refused as a wrong password would be.
+        if uf + up >= ul || af + ap >= al {
+            return Err(Gate::Busy);
         }
         for k in &keys {
             if !map.contains_key(k) {
@@ -300,34 +342,70 @@ impl Limiter {
         ))
     }
 
+    /// Begins a check counted under `who` alone (a wrong `oldPassword` counts like a failed
+    /// sign-in): reserves a slot of it, or refuses while it is locked out or its slots are held.
+    pub(crate) fn begin_one(&self, who: &str) -> Result<Attempt<'_>, Gate> {
+        let mut map = self.lock();
+        let (f, p) = self.held(&map, who);
+        if f >= self.config.lock_after {
+            return Err(Gate::Locked);
+        }
+        if f + p >= self.config.lock_after {
+            return Err(Gate::Busy);
+        }
+        if !map.contains_key(who) {
+            self.make_room(&mut map);
+        }
+        let lockout = self.config.lockout;
+        let c = map.entry(who.to_string()).or_insert(Count {
+            failures: 0,
+            pending: 0,
+            since: Instant::now(),
+        });
+        if c.since.elapsed() >= lockout {
+            c.failures = 0;
+        }
+        c.pending += 1;
+        Ok(Attempt {
+            limiter: self,
+            keys: vec![who.to_string()],
+            settled: false,
+        })
+    }
+
     /// Whether a failure of `reason` from `addr` is recorded on its own (the first
     /// [`REFUSALS_RECORDED`] of a window) or only counted; returns the summary of a window that
     /// ended, to be recorded first.
-    fn note_refusal(&self, addr: IpAddr, reason: &'static str) -> (bool, Option<Json>) {
+    fn note_refusal(&self, addr: IpAddr, reason: &'static str, user: &str) -> (bool, Vec<Json>) {
         let addr = network(addr);
         let mut map = self.refusals.lock().unwrap_or_else(|p| p.into_inner());
-        let mut ended = None;
-        if let Some(w) = map.get(&(addr, reason))
-            && w.start.elapsed() >= REFUSAL_WINDOW
-        {
-            ended = summary(addr, reason, w);
-            map.remove(&(addr, reason));
+        let mut ended = Vec::new();
+        for key in [(addr, reason), (ANY_ADDRESS, "*")] {
+            if let Some(w) = map.get(&key)
+                && w.start.elapsed() >= REFUSAL_WINDOW
+            {
+                ended.extend(summary(key.0, key.1, w));
+                map.remove(&key);
+            }
         }
+        let all = map.entry((ANY_ADDRESS, "*")).or_insert_with(Window::new);
+        let budget_left = all.recorded < REFUSALS_RECORDED_IN_ALL;
         if map.len() >= MAX_TRACKED && !map.contains_key(&(addr, reason)) {
-            // Too many addresses at once: this one is recorded on its own (the safe side).
-            return (true, ended);
+            // Too many addresses at once: counted with all the others.
+            map.entry((ANY_ADDRESS, "*"))
+                .or_insert_with(Window::new)
+                .count(user);
+            return (false, ended);
         }
-        let w = map.entry((addr, reason)).or_insert(Window {
-            start: Instant::now(),
-            started_ms: crate::now_ms(),
-            recorded: 0,
-            counted: 0,
-        });
-        if w.recorded < REFUSALS_RECORDED {
+        let w = map.entry((addr, reason)).or_insert_with(Window::new);
+        if w.recorded < REFUSALS_RECORDED && budget_left {
             w.recorded += 1;
+            map.entry((ANY_ADDRESS, "*"))
+                .or_insert_with(Window::new)
+                .recorded += 1;
             (true, ended)
         } else {
-            w.counted += 1;
+            w.count(user);
             (false, ended)
         }
     }
@@ -363,8 +441,13 @@ pub fn network(addr: IpAddr) -> IpAddr {
 
 fn summary(addr: IpAddr, reason: &str, w: &Window) -> Option<Json> {
     (w.counted > 0).then(|| {
+        let address = if addr == ANY_ADDRESS {
+            "*".to_string()
+        } else {
+            addr.to_string()
+        };
         serde_json::json!({
-            "address": addr.to_string(), "reason": reason, "count": w.counted,
+            "address": address, "reason": reason, "count": w.counted, "users": w.users,
             "from": thinghost_core::types::format_datetime(w.started_ms),
             "to": thinghost_core::types::format_datetime(crate::now_ms()),
         })
@@ -397,8 +480,8 @@ pub fn bounded(text: &str, max: usize) -> String {
 /// [`REFUSAL_WINDOW`] one by one, the rest as one `signInFailuresCounted` entry when the
 /// window ends (so a flood of bad credentials cannot fill the disk through the audit log).
 pub fn audit_refusal(app: &App, r: &Refused, addr: IpAddr, endpoint: Option<&str>) {
-    let (record, ended) = app.auth.note_refusal(addr, r.key);
-    if let Some(s) = ended {
+    let (record, ended) = app.auth.note_refusal(addr, r.key, &r.user);
+    for s in ended {
         write_summary(app, s);
     }
     if record {
@@ -418,7 +501,7 @@ pub fn audit_refusal(app: &App, r: &Refused, addr: IpAddr, endpoint: Option<&str
 }
 
 fn write_summary(app: &App, s: Json) {
-    app.audit(
+    app.audit_queued(
         "",
         crate::audit::category::AUTHENTICATION,
         "signInFailuresCounted",
@@ -616,12 +699,20 @@ pub async fn authenticate(
                 "the user name is longer than any user's",
             ));
         }
-        let (attempt, delay) = app.auth.begin(user, peer.addr).map_err(|_| {
-            refused(
+        let (attempt, delay) = app.auth.begin(user, peer.addr).map_err(|gate| match gate {
+            Gate::Locked => refused(
                 user,
                 "lockedOut",
                 format!("too many failed sign-ins for {user} or from {}", peer.addr),
-            )
+            ),
+            Gate::Busy => Refused {
+                busy: true,
+                ..refused(
+                    user,
+                    "signInBusy",
+                    "other sign-ins of this user or address are being checked; try again in a moment",
+                )
+            },
         })?;
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
@@ -726,14 +817,20 @@ mod tests {
         let addr: IpAddr = "10.0.0.1".parse().unwrap();
         let limit = l.config.lock_after as usize;
         // Two hundred at once: only `limit` get a slot.
-        let attempts: Vec<_> = (0..200).filter_map(|_| l.begin("bob", addr).ok()).collect();
+        let tried: Vec<_> = (0..200).map(|_| l.begin("bob", addr)).collect();
+        let busy = tried
+            .iter()
+            .filter(|r| r.as_ref().err() == Some(&Gate::Busy))
+            .count();
+        let attempts: Vec<_> = tried.into_iter().filter_map(Result::ok).collect();
         assert_eq!(attempts.len(), limit);
+        assert_eq!(busy, 200 - limit, "the others wait: not locked out (yet)");
         // They all fail: bob stays locked; a dropped (abandoned) attempt counts as a failure.
         let mut attempts = attempts.into_iter();
         attempts.next().unwrap().0.failed();
         drop(attempts);
         assert!(l.locked("user:bob"));
-        assert!(l.begin("bob", addr).is_err());
+        assert_eq!(l.begin("bob", addr).err(), Some(Gate::Locked));
         // A success gives its slot back and clears the user's failures.
         let (a, _) = l.begin("carol", addr).unwrap();
         a.succeeded();
@@ -793,13 +890,38 @@ mod tests {
         let l = Limiter::default();
         let addr: IpAddr = "10.0.0.9".parse().unwrap();
         let recorded = (0..100)
-            .filter(|_| l.note_refusal(addr, "badPassword").0)
+            .filter(|i| {
+                l.note_refusal(addr, "badPassword", &format!("u{}", i % 3))
+                    .0
+            })
             .count();
         assert_eq!(recorded, REFUSALS_RECORDED as usize);
-        assert!(l.note_refusal(addr, "unknownKey").0, "another reason");
+        assert!(l.note_refusal(addr, "unknownKey", "").0, "another reason");
         let s = l.ended_windows(true);
         assert_eq!(s.len(), 1, "{s:?}");
         assert_eq!(s[0]["count"], 100 - REFUSALS_RECORDED);
         assert_eq!(s[0]["reason"], "badPassword");
+        assert_eq!(s[0]["users"], serde_json::json!(["u1", "u2", "u0"]));
+    }
+
+    #[test]
+    fn u1_refusals_of_many_addresses_share_one_budget() {
+        let l = Limiter::default();
+        let mut recorded = 0;
+        for i in 0..5_000u32 {
+            let addr = IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + i));
+            for _ in 0..3 {
+                if l.note_refusal(addr, "unknownKey", "").0 {
+                    recorded += 1;
+                }
+            }
+        }
+        assert_eq!(recorded, REFUSALS_RECORDED_IN_ALL);
+        let counted: u64 = l
+            .ended_windows(true)
+            .iter()
+            .map(|s| s["count"].as_u64().unwrap())
+            .sum();
+        assert_eq!(counted, 15_000 - u64::from(REFUSALS_RECORDED_IN_ALL));
     }
 }

@@ -83,7 +83,7 @@ impl Default for Limits {
             max_connections: 4096,
             max_header_bytes: 64 * 1024,
             max_body: 1024 * 1024,
-            max_script_body: 16 * 1024 * 1024,
+            max_script_body: 2 * 1024 * 1024,
             large_bodies_at_once: 4,
         }
     }
@@ -94,6 +94,8 @@ impl Default for Limits {
 pub const LARGE_BODY: usize = 64 * 1024;
 /// How long a large body waits for a slot before 503.
 pub const BODY_WAIT: Duration = Duration::from_secs(5);
+/// How long a body may take to arrive (408 after it).
+pub const BODY_DEADLINE: Duration = Duration::from_secs(30);
 
 /// Reads the body of an API request within its route's limit: a declared length above it is
 /// refused before a byte is read (413), a body that grows past it is cut off (413), and large
@@ -122,8 +124,11 @@ async fn read_body(app: &App, uri: &Uri, req: Request) -> Result<ReadBody, Respo
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(too_large());
     }
-    // Without a declared length (chunked), a body counts as large until read.
-    let permit = if declared.is_none_or(|n| n > LARGE_BODY as u64) {
+    // A body known to be empty (a GET) takes no slot; one of unknown length (chunked) counts as
+    // large.
+    let empty =
+        declared == Some(0) || axum::body::HttpBody::size_hint(req.body()).exact() == Some(0);
+    let permit = if !empty && declared.is_none_or(|n| n > LARGE_BODY as u64) {
         match tokio::time::timeout(BODY_WAIT, app.large_bodies.clone().acquire_owned()).await {
             Ok(Ok(p)) => Some(p),
             _ => {
@@ -139,12 +144,17 @@ async fn read_body(app: &App, uri: &Uri, req: Request) -> Result<ReadBody, Respo
     } else {
         None
     };
-    match axum::body::to_bytes(req.into_body(), limit).await {
-        Ok(bytes) => Ok(ReadBody {
+    // A body is read within a deadline, so that one sent a byte at a time cannot hold its slot.
+    match tokio::time::timeout(BODY_DEADLINE, axum::body::to_bytes(req.into_body(), limit)).await {
+        Ok(Ok(bytes)) => Ok(ReadBody {
             bytes,
             _permit: permit,
         }),
-        Err(_) => Err(too_large()),
+        Ok(Err(_)) => Err(too_large()),
+        Err(_) => Err(json_response(
+            StatusCode::REQUEST_TIMEOUT,
+            &serde_json::json!({"error": format!("the body did not arrive within {} s", BODY_DEADLINE.as_secs())}),
+        )),
     }
 }
 
@@ -333,6 +343,29 @@ struct Activity {
     start: Instant,
     /// Milliseconds after `start`.
     last: Arc<std::sync::atomic::AtomicU64>,
+    /// Requests being answered: a connection waiting for its answer is not idle, however long
+    /// the answer takes.
+    in_flight: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// A request in flight on its connection, until dropped.
+struct InFlight(Activity);
+
+impl InFlight {
+    fn new(a: &Activity) -> InFlight {
+        a.in_flight
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        InFlight(a.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.touch();
+        self.0
+            .in_flight
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 impl Activity {
@@ -340,6 +373,7 @@ impl Activity {
         Activity {
             start: Instant::now(),
             last: Arc::default(),
+            in_flight: Arc::default(),
         }
     }
     fn touch(&self) {
@@ -349,6 +383,9 @@ impl Activity {
         );
     }
     fn idle(&self) -> Duration {
+        if self.in_flight.load(std::sync::atomic::Ordering::Relaxed) > 0 {
+            return Duration::ZERO;
+        }
         self.start.elapsed().saturating_sub(Duration::from_millis(
             self.last.load(std::sync::atomic::Ordering::Relaxed),
         ))
@@ -411,10 +448,17 @@ async fn serve_connection<S>(
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    let watched = activity.clone();
     let service =
         hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
             req.extensions_mut().insert(peer.clone());
-            router.clone().oneshot(req.map(Body::new))
+            let in_flight = InFlight::new(&watched);
+            let answer = router.clone().oneshot(req.map(Body::new));
+            async move {
+                let res = answer.await;
+                drop(in_flight);
+                res
+            }
         });
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     builder

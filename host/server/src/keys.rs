@@ -180,13 +180,23 @@ pub fn hash_password(password: &str) -> Result<String, String> {
         .map_err(|e| e.to_string())
 }
 
-/// Checks a password against a PHC string (constant-time inside argon2).
+/// The most memory (KiB), passes and lanes a stored hash may ask a check for: a hash imported
+/// with larger ones would make each sign-in a memory or time bomb, and is refused instead.
+pub const MAX_ARGON2: (u32, u32, u32) = (64 * 1024, 10, 4);
+
+/// Checks a password against a PHC string (constant-time inside argon2). A hash whose cost is
+/// above [`MAX_ARGON2`] matches nothing.
 pub fn verify_password(password: &str, phc: &str) -> bool {
     use argon2::password_hash::{PasswordHash, PasswordVerifier};
     PasswordHash::new(phc).is_ok_and(|h| {
-        argon2::Argon2::default()
-            .verify_password(password.as_bytes(), &h)
-            .is_ok()
+        let within = |name: &str, max: u32| h.params.get_decimal(name).is_none_or(|v| v <= max);
+        let (m, t, p) = MAX_ARGON2;
+        within("m", m)
+            && within("t", t)
+            && within("p", p)
+            && argon2::Argon2::default()
+                .verify_password(password.as_bytes(), &h)
+                .is_ok()
     })
 }
 
@@ -201,6 +211,10 @@ mod password_tests {
         assert!(!super::verify_password("s3cret", "not a hash"));
         assert!(super::unmatchable_hash().starts_with("$argon2id$"));
         assert!(!super::verify_password("", super::unmatchable_hash()));
+        // A stored hash asking for 4 GiB is no hash.
+        let bomb = h.replace("m=19456", "m=4194304");
+        assert_ne!(bomb, h);
+        assert!(!super::verify_password("s3cret", &bomb));
     }
 
     #[test]

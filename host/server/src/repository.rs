@@ -28,7 +28,9 @@ use thinghost_core::infotable::{Field, InfoTable};
 use thinghost_core::{BaseType, Body, Kind, Model, Permission, Target, View};
 
 /// The data directory's folder of repositories.
-pub const FOLDER: &str = "repositories";
+pub const FOLDER: &str = "repos";
+/// Where an older thinghost kept them, each named as its repository (see [`migrate`]).
+pub const LEGACY_FOLDER: &str = "repositories";
 /// The template whose Things are repositories.
 pub const TEMPLATE: &str = "FileRepository";
 
@@ -52,6 +54,41 @@ pub fn folder_of(name: &str) -> String {
         .map(|b| format!("{b:02x}"))
         .collect();
     format!("r-{hex}")
+}
+
+/// Moves the folders an older thinghost kept as `DATA/repositories/NAME` to their identity
+/// (`DATA/repos/r-...`), once, at start, before anything is served: only for repositories in
+/// the model, only real folders (never a link), only names that are one path component, and
+/// never over a folder that exists. (The two folders are apart, so no name can be taken for
+/// another repository's identity.) Returns what moved.
+pub fn migrate(data_dir: &Path, m: &Model) -> Result<Vec<String>, String> {
+    let legacy = data_dir.join(LEGACY_FOLDER);
+    if !legacy.is_dir() {
+        return Ok(vec![]);
+    }
+    let target = data_dir.join(FOLDER);
+    let mut moved = Vec::new();
+    for thing in m.entities(Kind::Thing) {
+        let name = &thing.name;
+        if thinghost_core::names::check_entity_name(name).is_err() || !is_repository(m, name) {
+            continue;
+        }
+        let old = legacy.join(name);
+        let new = target.join(folder_of(name));
+        if std::fs::symlink_metadata(&old).is_ok_and(|md| md.is_dir()) && !new.exists() {
+            std::fs::create_dir_all(&target)
+                .and_then(|_| std::fs::rename(&old, &new))
+                .map_err(|e| {
+                    format!(
+                        "cannot move {} to {}: {e}; move it by hand, or remove it",
+                        old.display(),
+                        new.display()
+                    )
+                })?;
+            moved.push(name.clone());
+        }
+    }
+    Ok(moved)
 }
 
 /// A relative path inside a repository, checked for its form: no `..`, no absolute path, no
@@ -103,19 +140,6 @@ impl Repo {
         let repositories = Dir::open_ambient_dir(&parent, cap_std::ambient_authority())
             .map_err(|e| format!("cannot open {}: {e}", parent.display()))?;
         let folder = folder_of(name);
-        // Before 0.2, a repository's folder was its name: move such a folder to its identity
-        // (only a real folder, never through a link, and only for a name that is one path
-        // component).
-        if !repositories.exists(&folder)
-            && thinghost_core::names::check_entity_name(name).is_ok()
-            && repositories
-                .symlink_metadata(name)
-                .is_ok_and(|m| m.is_dir())
-        {
-            repositories
-                .rename(name, &repositories, &folder)
-                .map_err(|e| format!("cannot move the folder of repository {name}: {e}"))?;
-        }
         repositories
             .create_dir_all(&folder)
             .map_err(|e| format!("cannot create the folder of repository {name}: {e}"))?;
@@ -410,12 +434,31 @@ mod tests {
             assert!(f[2..].chars().all(|c| c.is_ascii_hexdigit()));
         }
         assert_ne!(folder_of("a"), folder_of("b"));
-        // An older data directory's folder (named as the repository) moves to its identity.
-        let old = data.path().join(FOLDER).join("Old");
-        std::fs::create_dir_all(&old).unwrap();
-        std::fs::write(old.join("kept.txt"), "k").unwrap();
-        let repo = Repo::open(data.path(), "Old").unwrap();
+        // An older data directory's folders (named as their repositories) move to their
+        // identity at start: only repositories of the model, only real folders.
+        let m = thinghost_core::Model::with_predefined();
+        let old = data.path().join(LEGACY_FOLDER);
+        std::fs::create_dir_all(old.join(thinghost_core::predefined::AUDIT_ARCHIVE_REPOSITORY))
+            .unwrap();
+        std::fs::write(
+            old.join(thinghost_core::predefined::AUDIT_ARCHIVE_REPOSITORY)
+                .join("kept.txt"),
+            "k",
+        )
+        .unwrap();
+        std::fs::create_dir_all(old.join("NotARepository")).unwrap();
+        let moved = migrate(data.path(), &m).unwrap();
+        assert_eq!(
+            moved,
+            vec![thinghost_core::predefined::AUDIT_ARCHIVE_REPOSITORY.to_string()]
+        );
+        let repo = Repo::open(
+            data.path(),
+            thinghost_core::predefined::AUDIT_ARCHIVE_REPOSITORY,
+        )
+        .unwrap();
         assert_eq!(repo.read(Path::new("kept.txt")).unwrap(), b"k");
-        assert!(!old.exists());
+        assert!(old.join("NotARepository").exists(), "left alone");
+        assert!(migrate(data.path(), &m).unwrap().is_empty(), "once");
     }
 }

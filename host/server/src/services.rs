@@ -73,7 +73,11 @@ fn password_rule(password: &str, user: &str) -> bool {
     password.chars().count() >= 8 && password.chars().count() <= 1024 && password != user
 }
 
-/// The password work of a call, done on the hashing pool before the model's lock is taken.
+/// The password work of a call, done on the hashing pool before the model's lock is taken, and
+/// only for a call that may do it: `CreateUser` by a caller who may create users,
+/// `ChangePassword` of an existing user by that user or an administrator. A user changing its
+/// own password has its old one checked first (counted like a sign-in: at most the limit is
+/// checked, even at once); the new one is hashed only once the old one matched.
 pub fn prepare_passwords(
     app: &App,
     caller: &Caller,
@@ -92,49 +96,90 @@ pub fn prepare_passwords(
     let mut prepared = Prepared::default();
     match (kind, entity, service) {
         (Kind::Resource, "EntityServices", "CreateUser") => {
+            let may = {
+                let db = app.db.read().unwrap_or_else(|p| p.into_inner());
+                db.model()
+                    .access()
+                    .check(
+                        caller.subject,
+                        Permission::Create,
+                        Target::Collection(Kind::User),
+                    )
+                    .allowed()
+            };
             let user = params.get("name").and_then(Json::as_str).unwrap_or("");
-            if let Some(p) = params.get("password").and_then(Json::as_str)
+            if may
+                && let Some(p) = params.get("password").and_then(Json::as_str)
                 && password_rule(p, user)
             {
                 prepared.new_hash = hash(p)?;
             }
         }
         (Kind::User, user, "ChangePassword") => {
+            let (stored, admin) = {
+                let db = app.db.read().unwrap_or_else(|p| p.into_inner());
+                let m = db.model();
+                let stored = match m.get(Kind::User, user).map(|e| &e.body) {
+                    Some(Body::User(u)) => Some(u.password_hash.clone()),
+                    _ => None,
+                };
+                (stored, m.access().is_administrator(caller.subject))
+            };
+            // A user that does not exist (or that the caller may not change) costs nothing:
+            // the call is refused under the lock, as it would be without this step.
+            let Some(stored) = stored else {
+                return Ok(prepared);
+            };
+            let own = user == caller.name;
+            if !own && !admin {
+                return Ok(prepared);
+            }
+            if own && !admin {
+                let who = format!("oldPassword:{user}");
+                let attempt = match app.auth.begin_one(&who) {
+                    Ok(a) => a,
+                    Err(crate::auth::Gate::Locked) => {
+                        prepared.old_checked = Some(Err(ApiError::new(
+                            StatusCode::TOO_MANY_REQUESTS,
+                            "too many wrong old passwords; try again later",
+                        )));
+                        return Ok(prepared);
+                    }
+                    Err(crate::auth::Gate::Busy) => {
+                        return Err(ApiError::new(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "other password checks of this user are running; try again in a moment",
+                        ));
+                    }
+                };
+                let old = params
+                    .get("oldPassword")
+                    .and_then(Json::as_str)
+                    .unwrap_or("")
+                    .to_string();
+                let phc = stored
+                    .clone()
+                    .unwrap_or_else(|| crate::keys::unmatchable_hash().to_string());
+                let exists = stored.is_some();
+                let ok = app
+                    .hash_pool
+                    .run(move || crate::keys::verify_password(&old, &phc))
+                    .map_err(busy)?
+                    && exists;
+                if ok {
+                    attempt.succeeded();
+                } else {
+                    attempt.failed();
+                }
+                prepared.old_checked = Some(Ok((stored, ok)));
+                if !ok {
+                    return Ok(prepared);
+                }
+            }
             if let Some(p) = params.get("newPassword").and_then(Json::as_str)
                 && password_rule(p, user)
             {
                 prepared.new_hash = hash(p)?;
-            }
-            if user == caller.name {
-                let who = format!("oldPassword:{user}");
-                prepared.old_checked = Some(if app.auth.locked(&who) {
-                    Err(ApiError::new(
-                        StatusCode::TOO_MANY_REQUESTS,
-                        "too many wrong old passwords; try again later",
-                    ))
-                } else {
-                    let stored = {
-                        let db = app.db.read().unwrap_or_else(|p| p.into_inner());
-                        match db.model().get(Kind::User, user).map(|e| &e.body) {
-                            Some(Body::User(u)) => u.password_hash.clone(),
-                            _ => None,
-                        }
-                    };
-                    let old = params
-                        .get("oldPassword")
-                        .and_then(Json::as_str)
-                        .unwrap_or("")
-                        .to_string();
-                    let phc = stored
-                        .clone()
-                        .unwrap_or_else(|| crate::keys::unmatchable_hash().to_string());
-                    let exists = stored.is_some();
-                    let ok = app
-                        .hash_pool
-                        .run(move || crate::keys::verify_password(&old, &phc))
-                        .map_err(busy)?;
-                    Ok((stored, ok && exists))
-                });
             }
         }
         _ => {}
@@ -1127,9 +1172,16 @@ fn create(call: &mut Call<'_>, kind: Kind) -> Result<Reply, ApiError> {
                 ..UserBody::default()
             })
         }
-        Kind::Organization => Body::Organization(OrganizationBody::with_top(
-            &call.opt_str("topOUName").unwrap_or_else(|| name.clone()),
-        )),
+        Kind::Organization => Body::Organization(OrganizationBody::with_top(&match call
+            .opt_str("topOUName")
+        {
+            Some(top) => {
+                names::check_entity_name(&top)
+                    .map_err(|r| bad(format!("parameter topOUName: {r}")))?;
+                top
+            }
+            None => name.clone(),
+        })),
         Kind::ApplicationKey => return create_key(call, &name),
         _ => unreachable!(),
     };
@@ -1642,6 +1694,9 @@ fn organization(call: &mut Call<'_>) -> Result<Reply, ApiError> {
     call.require_on_entity(Permission::Update, "change this organization")?;
     let org = call.entity.clone();
     let unit = call.str("name");
+    if adding_unit {
+        names::check_entity_name(&unit).map_err(|r| bad(format!("parameter name: {r}")))?;
+    }
     let change: OrgChange = if adding_unit {
         let parent = call.str("parentName");
         Box::new(move |o| {
@@ -1756,7 +1811,6 @@ fn change_password(call: &mut Call<'_>) -> Result<Reply, ApiError> {
         // Guessing the old password is a sign-in attempt: counted (with the sign-in limits,
         // also across scripts) and audited. It was checked before the lock was taken, against
         // the hash stored then: if the password changed meanwhile, the check is void.
-        let who = format!("oldPassword:{user}");
         let stored_now = u.password_hash.clone();
         let (checked_against, ok) = match call.prepared.old_checked.take() {
             Some(Ok(checked)) => checked,
@@ -1770,7 +1824,7 @@ fn change_password(call: &mut Call<'_>) -> Result<Reply, ApiError> {
             ));
         }
         if !ok {
-            call.app.auth.fail(&who);
+            // (Counted when it was checked, see `prepare_passwords`.)
             call.app.audit_queued(
                 &user,
                 crate::audit::category::AUTHENTICATION,
@@ -1781,7 +1835,6 @@ fn change_password(call: &mut Call<'_>) -> Result<Reply, ApiError> {
             );
             return Err(bad("parameter oldPassword: it does not match"));
         }
-        call.app.auth.clear(&who);
     }
     let new = call.str("newPassword");
     if !password_rule(&new, &user) {

@@ -124,8 +124,12 @@ pub async fn tws(
         "Thing",
     );
     let session = session.to_string();
-    let mut res =
-        upgrade.on_upgrade(move |socket| connection(app, caller, thing, session, phase, socket));
+    // A message of the session's connection is a small JSON request: 1 MiB at most (axum's
+    // default is 64 MiB).
+    let mut res = upgrade
+        .max_message_size(1 << 20)
+        .max_frame_size(1 << 20)
+        .on_upgrade(move |socket| connection(app, caller, thing, session, phase, socket));
     res.extensions_mut().insert(LoggedUser(user));
     res
 }

@@ -268,6 +268,15 @@ pub fn run(args: Args) -> Result<i32, Failure> {
         .map_err(|e| format!("cannot add the predefined entities {names:?}: {e}"))?;
         tracing::info!(entities = ?names, "predefined entities added to the model");
     }
+    // FileRepository folders of an older thinghost move to their identity, before anything is
+    // served.
+    for name in crate::repository::migrate(&dir, db.model())? {
+        tracing::info!(repository = %name, "the repository's folder moved to its identity");
+    }
+    // Files an older thinghost (or a umask) left readable by others are the server's own again.
+    tighten(&dir);
+    // The check unknown users cost (an argon2 hash) is made now, not on a request.
+    let _ = crate::keys::unmatchable_hash();
     let audit_log = crate::audit::AuditLog::open(&dir.join(DB_FILE), audit_off)?;
     let http_limits = crate::http::Limits {
         header_read_timeout: std::time::Duration::from_secs(args.header_timeout_seconds),
@@ -409,6 +418,38 @@ pub fn run(args: Args) -> Result<i32, Failure> {
         Ok::<(), Failure>(())
     })?;
     Ok(0)
+}
+
+/// Makes the data directory's secrets 0600 (and the directory 0700), whatever mode an older
+/// version or a copy left them with.
+fn tighten(dir: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let private = |p: &std::path::Path, mode: u32| {
+        if let Ok(md) = std::fs::symlink_metadata(p)
+            && !md.file_type().is_symlink()
+            && md.permissions().mode() & 0o077 != 0
+        {
+            match std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)) {
+                Ok(()) => {
+                    tracing::warn!(file = %p.display(), "was readable by others; made private")
+                }
+                Err(e) => {
+                    tracing::warn!(file = %p.display(), error = %e, "is readable by others and cannot be made private")
+                }
+            }
+        }
+    };
+    private(dir, 0o700);
+    for f in [
+        "admin.appkey",
+        "thinghost.db",
+        "thinghost.db-wal",
+        "thinghost.db-shm",
+        "cache.key",
+        "dev-key.pem",
+    ] {
+        private(&dir.join(f), 0o600);
+    }
 }
 
 /// Descriptors kept for what is not a client connection (the database, the plugin directory's
