@@ -86,6 +86,25 @@ pub struct Limiter {
     audited: Mutex<HashMap<String, Instant>>,
     /// Failed sign-ins recorded one by one, and those only counted, per address and reason.
     refusals: Mutex<HashMap<(IpAddr, &'static str), Window>>,
+    /// Signed-in users with password work (a hash for a new password) on the hashing pool now:
+    /// one at a time each, so that one user cannot fill the pool that sign-ins need.
+    hashing: Mutex<std::collections::HashSet<String>>,
+}
+
+/// A signed-in user's turn on the hashing pool, until dropped.
+pub struct Turn<'a> {
+    limiter: &'a Limiter,
+    user: String,
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        self.limiter
+            .hashing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.user);
+    }
 }
 
 /// A successful sign-in is audited once per method, user, credential and address in this window:
@@ -340,6 +359,18 @@ impl Limiter {
             },
             Duration::from_secs(u64::from(over).min(5)),
         ))
+    }
+
+    /// `user`'s turn for password work on the hashing pool, or None while it has one already.
+    pub(crate) fn turn(&self, user: &str) -> Option<Turn<'_>> {
+        let mut set = self.hashing.lock().unwrap_or_else(|p| p.into_inner());
+        if !set.insert(user.to_string()) {
+            return None;
+        }
+        Some(Turn {
+            limiter: self,
+            user: user.to_string(),
+        })
     }
 
     /// Begins a check counted under `who` alone (a wrong `oldPassword` counts like a failed
@@ -846,6 +877,16 @@ mod tests {
         }
         assert!(l.begin("someone-else", addr).is_err());
         assert!(l.begin("someone-else", "10.0.0.3".parse().unwrap()).is_ok());
+    }
+
+    #[test]
+    fn k5_one_user_hashes_one_password_at_a_time() {
+        let l = Limiter::default();
+        let turn = l.turn("ann").unwrap();
+        assert!(l.turn("ann").is_none(), "ann's second waits");
+        assert!(l.turn("bob").is_some(), "bob has his own turn");
+        drop(turn);
+        assert!(l.turn("ann").is_some());
     }
 
     #[test]

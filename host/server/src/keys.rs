@@ -170,34 +170,111 @@ pub fn unmatchable_hash() -> &'static str {
     &HASH
 }
 
+thread_local! {
+    /// The argon2 memory of this thread, kept from one hash to the next: allocated and freed
+    /// for each hash (19 MiB), it was kept by the allocator's arenas anyway, a little more with
+    /// each thread that hashed (hundreds of MiB after a few dozen sign-ins); kept here, it is
+    /// one buffer per hashing thread, [`HashPool::THREADS`] in all.
+    static BLOCKS: std::cell::RefCell<Vec<argon2::Block>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Argon2 of `password` and `salt` into `out`, on this thread's kept memory.
+fn argon2_into(
+    algorithm: argon2::Algorithm,
+    version: argon2::Version,
+    params: argon2::Params,
+    password: &[u8],
+    salt: &[u8],
+    out: &mut [u8],
+) -> Result<(), String> {
+    let blocks = params.block_count();
+    let hasher = argon2::Argon2::new(algorithm, version, params);
+    BLOCKS.with(|b| {
+        let mut b = b.borrow_mut();
+        if b.len() < blocks {
+            b.resize(blocks, argon2::Block::default());
+        }
+        hasher
+            .hash_password_into_with_memory(password, salt, out, &mut b[..blocks])
+            .map_err(|e| e.to_string())
+    })
+}
+
 /// Hashes a password with argon2id (the argon2 crate's defaults: 19 MiB, 2 passes), as a PHC string.
 pub fn hash_password(password: &str) -> Result<String, String> {
-    use argon2::password_hash::{PasswordHasher, SaltString, rand_core::OsRng};
+    use argon2::password_hash::{Output, ParamsString, PasswordHash, SaltString, rand_core::OsRng};
     let salt = SaltString::generate(&mut OsRng);
-    argon2::Argon2::default()
-        .hash_password(password.as_bytes(), &salt)
-        .map(|h| h.to_string())
-        .map_err(|e| e.to_string())
+    let mut salt_bytes = [0u8; 64];
+    let salt_bytes = salt
+        .as_salt()
+        .decode_b64(&mut salt_bytes)
+        .map_err(|e| e.to_string())?;
+    let params = argon2::Params::default();
+    let mut out = [0u8; argon2::Params::DEFAULT_OUTPUT_LEN];
+    argon2_into(
+        argon2::Algorithm::Argon2id,
+        argon2::Version::V0x13,
+        params.clone(),
+        password.as_bytes(),
+        salt_bytes,
+        &mut out,
+    )?;
+    let phc = PasswordHash {
+        algorithm: argon2::Algorithm::Argon2id.ident(),
+        version: Some(argon2::Version::V0x13.into()),
+        params: ParamsString::try_from(&params).map_err(|e| e.to_string())?,
+        salt: Some(salt.as_salt()),
+        hash: Some(Output::new(&out).map_err(|e| e.to_string())?),
+    };
+    Ok(phc.to_string())
 }
 
 /// The most memory (KiB), passes and lanes a stored hash may ask a check for: a hash imported
 /// with larger ones would make each sign-in a memory or time bomb, and is refused instead.
 pub const MAX_ARGON2: (u32, u32, u32) = (64 * 1024, 10, 4);
 
-/// Checks a password against a PHC string (constant-time inside argon2). A hash whose cost is
-/// above [`MAX_ARGON2`] matches nothing.
+/// Checks a password against a PHC string, comparing in constant time. A hash whose cost is
+/// above [`MAX_ARGON2`], or that is no argon2 hash, matches nothing.
 pub fn verify_password(password: &str, phc: &str) -> bool {
-    use argon2::password_hash::{PasswordHash, PasswordVerifier};
-    PasswordHash::new(phc).is_ok_and(|h| {
-        let within = |name: &str, max: u32| h.params.get_decimal(name).is_none_or(|v| v <= max);
-        let (m, t, p) = MAX_ARGON2;
-        within("m", m)
-            && within("t", t)
-            && within("p", p)
-            && argon2::Argon2::default()
-                .verify_password(password.as_bytes(), &h)
-                .is_ok()
-    })
+    use argon2::password_hash::PasswordHash;
+    let Ok(h) = PasswordHash::new(phc) else {
+        return false;
+    };
+    let within = |name: &str, max: u32| h.params.get_decimal(name).is_none_or(|v| v <= max);
+    let (m, t, p) = MAX_ARGON2;
+    if !(within("m", m) && within("t", t) && within("p", p)) {
+        return false;
+    }
+    let (Ok(algorithm), Ok(params), Some(salt), Some(expected)) = (
+        argon2::Algorithm::try_from(h.algorithm),
+        argon2::Params::try_from(&h),
+        h.salt,
+        h.hash,
+    ) else {
+        return false;
+    };
+    let version = match h.version.map(argon2::Version::try_from).transpose() {
+        Ok(v) => v.unwrap_or_default(),
+        Err(_) => return false,
+    };
+    let mut salt_bytes = [0u8; 64];
+    let Ok(salt_bytes) = salt.decode_b64(&mut salt_bytes) else {
+        return false;
+    };
+    let mut out = vec![0u8; expected.len()];
+    argon2_into(
+        algorithm,
+        version,
+        params,
+        password.as_bytes(),
+        salt_bytes,
+        &mut out,
+    )
+    .is_ok()
+        && bool::from(subtle::ConstantTimeEq::ct_eq(
+            out.as_slice(),
+            expected.as_bytes(),
+        ))
 }
 
 #[cfg(test)]
@@ -209,6 +286,14 @@ mod password_tests {
         assert!(super::verify_password("s3cret", &h));
         assert!(!super::verify_password("wrong", &h));
         assert!(!super::verify_password("s3cret", "not a hash"));
+        // Hashes made by the argon2 crate's own path (what older versions stored) verify.
+        use argon2::password_hash::{PasswordHasher, SaltString, rand_core::OsRng};
+        let older = argon2::Argon2::default()
+            .hash_password(b"older", &SaltString::generate(&mut OsRng))
+            .unwrap()
+            .to_string();
+        assert!(super::verify_password("older", &older));
+        assert!(!super::verify_password("olde", &older));
         assert!(super::unmatchable_hash().starts_with("$argon2id$"));
         assert!(!super::verify_password("", super::unmatchable_hash()));
         // A stored hash asking for 4 GiB is no hash.

@@ -94,6 +94,22 @@ pub fn prepare_passwords(
             .map_err(busy)
     };
     let mut prepared = Prepared::default();
+    if !matches!(
+        (kind, entity, service),
+        (Kind::Resource, "EntityServices", "CreateUser") | (Kind::User, _, "ChangePassword")
+    ) {
+        return Ok(prepared);
+    }
+    // One call with password work per user at a time: the pool is shared with every sign-in.
+    let Some(_turn) = app.auth.turn(&caller.name) else {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "{} has a password being hashed already; try again when it is done",
+                caller.name
+            ),
+        ));
+    };
     match (kind, entity, service) {
         (Kind::Resource, "EntityServices", "CreateUser") => {
             let may = {
