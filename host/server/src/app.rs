@@ -14,6 +14,9 @@ pub struct App {
     pub audit_log: std::sync::Arc<crate::audit::AuditLog>,
     /// Failed sign-ins (and wrong old passwords), shared with the copies scripts run on.
     pub auth: std::sync::Arc<crate::auth::Limiter>,
+    /// Files (exports, archives) are not written while the disk has less free, in bytes
+    /// (`serve --min-free-disk-mib`; the store refuses changes below it too).
+    pub min_free_disk: u64,
     /// The limits of the HTTP layer (timeouts, connections, headers, bodies).
     pub http: crate::http::Limits,
     /// Slots of the large bodies read at once (`http::Limits::large_bodies_at_once`).
@@ -66,6 +69,7 @@ impl App {
             audit_log: std::sync::Arc::new(audit_log),
             auth: std::sync::Arc::new(crate::auth::Limiter::new(Default::default())),
             hash_pool: Default::default(),
+            min_free_disk: 0,
             http: Default::default(),
             large_bodies: std::sync::Arc::new(tokio::sync::Semaphore::new(
                 crate::http::Limits::default().large_bodies_at_once,
@@ -101,6 +105,7 @@ impl App {
             audit_log: self.audit_log.clone(),
             auth: self.auth.clone(),
             hash_pool: self.hash_pool.clone(),
+            min_free_disk: self.min_free_disk,
             http: self.http,
             large_bodies: self.large_bodies.clone(),
             key_lifetime_ms: self.key_lifetime_ms,

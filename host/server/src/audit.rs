@@ -790,7 +790,7 @@ fn read_lines(repo: &Repo, rel: &Path) -> Result<Vec<Json>, String> {
 
 /// The archive's repository.
 fn archive_repo(app: &crate::app::App) -> Result<Repo, String> {
-    Repo::open(&app.data_dir, AUDIT_ARCHIVE_REPOSITORY)
+    Ok(Repo::open(&app.data_dir, AUDIT_ARCHIVE_REPOSITORY)?.keep_free(app.min_free_disk))
 }
 
 /// Archives the entries older than `before` (the oldest first, as long as they are older) into
@@ -1035,7 +1035,7 @@ fn export(
         }
     })
     .flatten();
-    let repo = Repo::open(&app.data_dir, target.0)?;
+    let repo = Repo::open(&app.data_dir, target.0)?.keep_free(app.min_free_disk);
     write_lines(
         &repo,
         target.1,

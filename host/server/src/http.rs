@@ -64,6 +64,9 @@ pub struct Limits {
     /// Connections served at once; more are closed as soon as they are accepted. Kept below the
     /// process's file-descriptor limit, so the server never runs out of descriptors.
     pub max_connections: usize,
+    /// Connections of one address (an IPv6 /64) served at once: one client cannot take every
+    /// slot. (Behind a reverse proxy every connection is the proxy's: raise it to match.)
+    pub max_connections_per_address: usize,
     /// The most bytes of request headers (a longer request answers 431 before anything is
     /// read from it, let alone stored).
     pub max_header_bytes: usize,
@@ -81,6 +84,7 @@ impl Default for Limits {
             header_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(120),
             max_connections: 4096,
+            max_connections_per_address: 512,
             max_header_bytes: 64 * 1024,
             max_body: 1024 * 1024,
             max_script_body: 2 * 1024 * 1024,
@@ -265,6 +269,8 @@ pub async fn serve(
 ) {
     tokio::pin!(shutdown);
     let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let per_address: Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>> =
+        Arc::default();
     let mut last_warned: Option<Instant> = None;
     loop {
         let (tcp, addr) = tokio::select! {
@@ -277,6 +283,18 @@ pub async fn serve(
                     continue;
                 }
             },
+        };
+        let Some(per_address) = PerAddress::take(&per_address, addr.ip(), limits) else {
+            drop(tcp);
+            if last_warned.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
+                last_warned = Some(Instant::now());
+                tracing::warn!(
+                    address = %addr.ip(),
+                    max = limits.max_connections_per_address,
+                    "connections refused: this address holds --max-connections-per-address"
+                );
+            }
+            continue;
         };
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             drop(tcp);
@@ -293,7 +311,7 @@ pub async fn serve(
         let router = router.clone();
         let tls = tls.clone();
         tokio::spawn(async move {
-            let _slot = slot;
+            let _slot = (slot, per_address);
             let activity = Activity::new();
             let tcp = Tracked {
                 inner: tcp,
@@ -333,6 +351,45 @@ pub async fn serve(
                 }
             }
         });
+    }
+}
+
+/// A connection's place among its address's (see [`Limits::max_connections_per_address`]),
+/// given back when dropped.
+struct PerAddress {
+    counts: Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
+    network: std::net::IpAddr,
+}
+
+impl PerAddress {
+    fn take(
+        counts: &Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
+        addr: std::net::IpAddr,
+        limits: Limits,
+    ) -> Option<PerAddress> {
+        let network = crate::auth::network(addr);
+        let mut map = counts.lock().unwrap_or_else(|p| p.into_inner());
+        let n = map.entry(network).or_insert(0);
+        if *n >= limits.max_connections_per_address {
+            return None;
+        }
+        *n += 1;
+        Some(PerAddress {
+            counts: counts.clone(),
+            network,
+        })
+    }
+}
+
+impl Drop for PerAddress {
+    fn drop(&mut self) {
+        let mut map = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = map.get_mut(&self.network) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.network);
+            }
+        }
     }
 }
 

@@ -123,6 +123,8 @@ pub struct Listed {
 pub struct Repo {
     dir: Dir,
     name: String,
+    /// Writes are refused while the disk has less free (0: never; `serve --min-free-disk-mib`).
+    min_free: u64,
 }
 
 fn io(what: &str, rel: &Path, e: std::io::Error) -> String {
@@ -149,7 +151,14 @@ impl Repo {
         Ok(Repo {
             dir,
             name: name.to_string(),
+            min_free: 0,
         })
+    }
+
+    /// Refuse writes while the disk has less than `bytes` free.
+    pub fn keep_free(mut self, bytes: u64) -> Repo {
+        self.min_free = bytes;
+        self
     }
 
     /// The repository's name.
@@ -268,6 +277,19 @@ impl Repo {
         };
         if folder.metadata(&file_name).is_ok_and(|m| m.is_dir()) {
             return Err(format!("{} is a folder; name a file", rel.display()));
+        }
+        if self.min_free > 0 {
+            let free = rustix::fs::fstatvfs(&folder)
+                .map(|s| s.f_bavail.saturating_mul(s.f_frsize))
+                .map_err(|e| io("write", rel, e.into()))?;
+            if free < self.min_free {
+                return Err(format!(
+                    "the disk has {} MiB free, below the {} MiB kept free (serve --min-free-disk-mib); {} was not written",
+                    free >> 20,
+                    self.min_free >> 20,
+                    rel.display()
+                ));
+            }
         }
         let tmp = format!(".{file_name}.tmp");
         let mut file = folder.create(&tmp).map_err(|e| io("write", rel, e))?;

@@ -119,6 +119,10 @@ pub struct Args {
     /// closed as soon as it is accepted.
     #[arg(long, value_name = "N", default_value_t = 4096, value_parser = clap::value_parser!(u64).range(8..=1_000_000))]
     max_connections: u64,
+    /// Connections of one address (an IPv6 /64) served at once; behind a reverse proxy, raise it
+    /// to the proxy's connections.
+    #[arg(long, value_name = "N", default_value_t = 512, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    max_connections_per_address: u64,
     /// The most bytes of a request's headers, in KiB (a longer request answers 431).
     #[arg(long, value_name = "KIB", default_value_t = 64, value_parser = clap::value_parser!(u64).range(8..=1024))]
     max_header_kib: u64,
@@ -282,6 +286,7 @@ pub fn run(args: Args) -> Result<i32, Failure> {
         header_read_timeout: std::time::Duration::from_secs(args.header_timeout_seconds),
         idle_timeout: std::time::Duration::from_secs(args.idle_timeout_seconds),
         max_connections,
+        max_connections_per_address: args.max_connections_per_address as usize,
         max_header_bytes: (args.max_header_kib << 10) as usize,
         max_body: (args.max_body_kib << 10) as usize,
         max_script_body: (args.max_script_body_mib << 20) as usize,
@@ -309,6 +314,7 @@ pub fn run(args: Args) -> Result<i32, Failure> {
             lockout: std::time::Duration::from_secs(args.signin_lockout_minutes * 60),
         })),
         hash_pool: Default::default(),
+        min_free_disk: args.min_free_disk_mib << 20,
         http: http_limits,
         large_bodies: Arc::new(tokio::sync::Semaphore::new(
             http_limits.large_bodies_at_once,
