@@ -45,6 +45,30 @@ fn health(s: &Server) -> bool {
         .is_ok_and(|r| r.status() == 200)
 }
 
+/// Sends `n` requests at once, each on a connection of its own (`request(client, i)` builds the
+/// i-th); their statuses, 0 for one that got no answer.
+fn at_once(
+    n: usize,
+    request: impl Fn(&reqwest::blocking::Client, usize) -> reqwest::blocking::RequestBuilder + Sync,
+) -> Vec<u16> {
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..n)
+            .map(|i| {
+                let request = &request;
+                scope.spawn(move || {
+                    let client = reqwest::blocking::Client::new();
+                    request(&client, i)
+                        .timeout(Duration::from_secs(30))
+                        .send()
+                        .map(|r| r.status().as_u16())
+                        .unwrap_or(0)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    })
+}
+
 fn mode(path: &Path) -> u32 {
     use std::os::unix::fs::PermissionsExt;
     std::fs::metadata(path).unwrap().permissions().mode() & 0o777
@@ -178,43 +202,15 @@ fn k5_a_burst_of_wrong_passwords_is_checked_only_up_to_the_limit() {
     let pid = s.child.id();
     let url = s.at("/Thingworx/Things");
     // The right password, many times at once (a busy client): never refused as a wrong one.
-    let right: Vec<u16> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..24)
-            .map(|_| {
-                let url = url.clone();
-                scope.spawn(move || {
-                    reqwest::blocking::Client::new()
-                        .get(&url)
-                        .basic_auth("bob", Some("the right one"))
-                        .timeout(Duration::from_secs(30))
-                        .send()
-                        .map(|r| r.status().as_u16())
-                        .unwrap_or(0)
-                })
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    let right = at_once(24, |c, _| {
+        c.get(&url).basic_auth("bob", Some("the right one"))
     });
     assert!(right.iter().all(|&st| st == 200 || st == 503), "{right:?}");
     let before = status_kib(pid, "VmRSS:");
     let peak_before = status_kib(pid, "VmHWM:");
     // 200 wrong passwords at once, over 200 connections.
-    let statuses: Vec<u16> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..200)
-            .map(|i| {
-                let url = url.clone();
-                scope.spawn(move || {
-                    reqwest::blocking::Client::new()
-                        .get(&url)
-                        .basic_auth("bob", Some(format!("wrong {i}")))
-                        .timeout(Duration::from_secs(30))
-                        .send()
-                        .map(|r| r.status().as_u16())
-                        .unwrap_or(0)
-                })
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    let statuses = at_once(200, |c, i| {
+        c.get(&url).basic_auth("bob", Some(format!("wrong {i}")))
     });
     assert!(
         statuses.iter().all(|&st| st == 401 || st == 503),
@@ -449,22 +445,16 @@ fn k5_bodies_are_bounded_per_route_and_memory_stays_within_a_multiple() {
         body.push_str("{\"a\":0},");
     }
     body.push_str("{}]}");
-    std::thread::scope(|scope| {
-        for _ in 0..8 {
-            let (url, admin, body) = (url.clone(), admin.clone(), body.clone());
-            scope.spawn(move || {
-                let r = reqwest::blocking::Client::new()
-                    .post(&url)
-                    .header("appKey", &admin)
-                    .header("content-type", "application/json")
-                    .body(body)
-                    .timeout(Duration::from_secs(30))
-                    .send()
-                    .unwrap();
-                assert!(r.status().is_client_error(), "{}", r.status());
-            });
-        }
-    });
+    let post_json = |body: &str| {
+        at_once(8, |c, _| {
+            c.post(&url)
+                .header("appKey", &admin)
+                .header("content-type", "application/json")
+                .body(body.to_string())
+        })
+    };
+    let refused = post_json(&body);
+    assert!(refused.iter().all(|&st| st == 400), "{refused:?}");
     // And eight bodies of ordinary rows, which are parsed: memory stays a small multiple.
     let mut rows = String::from("{\"a\":[");
     let mut i = 0;
@@ -473,22 +463,11 @@ fn k5_bodies_are_bounded_per_route_and_memory_stays_within_a_multiple() {
         i += 1;
     }
     rows.push_str("{}]}");
-    std::thread::scope(|scope| {
-        for _ in 0..8 {
-            let (url, admin, body) = (url.clone(), admin.clone(), rows.clone());
-            scope.spawn(move || {
-                let r = reqwest::blocking::Client::new()
-                    .post(&url)
-                    .header("appKey", &admin)
-                    .header("content-type", "application/json")
-                    .body(body)
-                    .timeout(Duration::from_secs(30))
-                    .send()
-                    .unwrap();
-                assert_eq!(r.status(), 404, "parsed, then no such Thing");
-            });
-        }
-    });
+    let parsed = post_json(&rows);
+    assert!(
+        parsed.iter().all(|&st| st == 404),
+        "parsed, then no such Thing: {parsed:?}"
+    );
     let peak = status_kib(pid, "VmHWM:");
     println!(
         "eight 1 MiB bodies at once: {} MiB before, peak {} MiB",

@@ -298,63 +298,75 @@ impl Limiter {
         f + p >= self.config.lock_after
     }
 
-    #[cfg(test)]
-    pub(crate) fn fail(&self, who: &str) {
-        let mut map = self.lock();
+    /// The entry of `who`, made (room made first) if there is none; its failures forgotten once
+    /// the lockout period passed.
+    fn entry<'m>(&self, map: &'m mut HashMap<String, Count>, who: &str) -> &'m mut Count {
         if !map.contains_key(who) {
-            self.make_room(&mut map);
+            self.make_room(map);
         }
-        let lockout = self.config.lockout;
-        let e = map.entry(who.to_string()).or_insert(Count {
+        let c = map.entry(who.to_string()).or_insert(Count {
             failures: 0,
             pending: 0,
             since: Instant::now(),
         });
-        if e.since.elapsed() >= lockout {
-            e.failures = 0;
+        if c.since.elapsed() >= self.config.lockout {
+            c.failures = 0;
         }
+        c
+    }
+
+    #[cfg(test)]
+    pub(crate) fn fail(&self, who: &str) {
+        let mut map = self.lock();
+        let e = self.entry(&mut map, who);
         e.failures += 1;
         e.since = Instant::now();
     }
 
-    /// Begins a Basic sign-in of `user` from `addr`: reserves a slot of each (so that at most
-    /// the limit is ever checked, however many arrive at once), or refuses while either is
-    /// locked out. The delay is how long to wait before checking (slowing after `slow_after`).
-    fn begin(&self, user: &str, addr: IpAddr) -> Result<(Attempt<'_>, Duration), Gate> {
-        let keys = vec![format!("user:{user}"), format!("addr:{}", network(addr))];
+    /// Reserves a slot of each key under its limit, all or none: refused while one is locked
+    /// out, or (not locked, but the attempts in progress hold every slot left) busy: that
+    /// attempt waits for them (503, try again), it is not refused as a wrong password would be.
+    /// Returns the most failures among them (what slows the attempt).
+    fn reserve(&self, keys: &[(String, u32)]) -> Result<u32, Gate> {
         let mut map = self.lock();
-        let (uf, up) = self.held(&map, &keys[0]);
-        let (af, ap) = self.held(&map, &keys[1]);
-        let (ul, al) = (self.config.lock_after, self.config.address_lock_after);
-        if uf >= ul || af >= al {
+        let held: Vec<(u32, u32)> = keys.iter().map(|(k, _)| self.held(&map, k)).collect();
+        if keys
+            .iter()
+            .zip(&held)
+            .any(|((_, limit), (f, _))| f >= limit)
+        {
             return Err(Gate::Locked);
         }
-        // Not locked, but the attempts in progress hold every slot left: this one waits for
-        // them (503, try again), it is not refused as a wrong password would be.
-        if uf + up >= ul || af + ap >= al {
+        if keys
+            .iter()
+            .zip(&held)
+            .any(|((_, limit), (f, p))| f + p >= *limit)
+        {
             return Err(Gate::Busy);
         }
-        for k in &keys {
-            if !map.contains_key(k) {
-                self.make_room(&mut map);
-            }
-            let lockout = self.config.lockout;
-            let c = map.entry(k.clone()).or_insert(Count {
-                failures: 0,
-                pending: 0,
-                since: Instant::now(),
-            });
-            if c.since.elapsed() >= lockout {
-                c.failures = 0;
-            }
-            c.pending += 1;
+        for (k, _) in keys {
+            self.entry(&mut map, k).pending += 1;
         }
-        let n = uf.max(af.min(self.config.lock_after));
+        Ok(held.iter().map(|(f, _)| *f).max().unwrap_or(0))
+    }
+
+    /// Begins a Basic sign-in of `user` from `addr`: reserves a slot of each (so that at most
+    /// the limit is ever checked, however many arrive at once), or refuses (see [`Self::reserve`]).
+    /// The delay is how long to wait before checking (slowing after `slow_after`).
+    fn begin(&self, user: &str, addr: IpAddr) -> Result<(Attempt<'_>, Duration), Gate> {
+        let keys = [
+            (format!("user:{user}"), self.config.lock_after),
+            (
+                format!("addr:{}", network(addr)),
+                self.config.address_lock_after,
+            ),
+        ];
+        let n = self.reserve(&keys)?.min(self.config.lock_after);
         let over = n.saturating_sub(self.config.slow_after.saturating_sub(1));
         Ok((
             Attempt {
                 limiter: self,
-                keys,
+                keys: keys.into_iter().map(|(k, _)| k).collect(),
                 settled: false,
             },
             Duration::from_secs(u64::from(over).min(5)),
@@ -376,27 +388,7 @@ impl Limiter {
     /// Begins a check counted under `who` alone (a wrong `oldPassword` counts like a failed
     /// sign-in): reserves a slot of it, or refuses while it is locked out or its slots are held.
     pub(crate) fn begin_one(&self, who: &str) -> Result<Attempt<'_>, Gate> {
-        let mut map = self.lock();
-        let (f, p) = self.held(&map, who);
-        if f >= self.config.lock_after {
-            return Err(Gate::Locked);
-        }
-        if f + p >= self.config.lock_after {
-            return Err(Gate::Busy);
-        }
-        if !map.contains_key(who) {
-            self.make_room(&mut map);
-        }
-        let lockout = self.config.lockout;
-        let c = map.entry(who.to_string()).or_insert(Count {
-            failures: 0,
-            pending: 0,
-            since: Instant::now(),
-        });
-        if c.since.elapsed() >= lockout {
-            c.failures = 0;
-        }
-        c.pending += 1;
+        self.reserve(&[(who.to_string(), self.config.lock_after)])?;
         Ok(Attempt {
             limiter: self,
             keys: vec![who.to_string()],

@@ -19,6 +19,20 @@ fn app(data: &std::path::Path) -> Arc<App> {
     Arc::new(App::standalone(db, audit_log, data))
 }
 
+/// A server's state with user bob (password "bob's password"), and its Administrator.
+fn with_bob(data: &std::path::Path) -> (Arc<App>, Caller) {
+    let app = app(data);
+    let admin = caller(&app, "Administrator");
+    post(
+        &app,
+        &admin,
+        "/Thingworx/Resources/EntityServices/Services/CreateUser",
+        json!({"name": "bob", "password": "bob's password"}),
+    )
+    .unwrap();
+    (app, admin)
+}
+
 fn caller(app: &App, name: &str) -> Caller {
     let db = app.db.read().unwrap();
     Caller {
@@ -55,15 +69,7 @@ fn basic(user: &str, password: &str) -> HeaderMap {
 #[test]
 fn k5_an_unknown_user_costs_the_same_password_check_as_a_known_one() {
     let data = tempfile::tempdir().unwrap();
-    let app = app(data.path());
-    let admin = caller(&app, "Administrator");
-    post(
-        &app,
-        &admin,
-        "/Thingworx/Resources/EntityServices/Services/CreateUser",
-        json!({"name": "bob", "password": "bob's password"}),
-    )
-    .unwrap();
+    let (app, admin) = with_bob(data.path());
     post(
         &app,
         &admin,
@@ -105,15 +111,7 @@ fn k5_an_unknown_user_costs_the_same_password_check_as_a_known_one() {
 #[test]
 fn k5_passwords_are_hashed_without_holding_the_model_lock() {
     let data = tempfile::tempdir().unwrap();
-    let app = app(data.path());
-    let admin = caller(&app, "Administrator");
-    post(
-        &app,
-        &admin,
-        "/Thingworx/Resources/EntityServices/Services/CreateUser",
-        json!({"name": "bob", "password": "bob's password"}),
-    )
-    .unwrap();
+    let (app, admin) = with_bob(data.path());
     let bob = caller(&app, "bob");
     // Both hashing threads are held: a password change waits for them.
     let (release, held) = std::sync::mpsc::channel::<()>();
