@@ -337,8 +337,6 @@ fn k3_slow_and_idle_connections_time_out_and_a_flood_cannot_exhaust_descriptors(
         &[
             "--header-timeout-seconds",
             "2",
-            "--idle-timeout-seconds",
-            "3",
             "--max-connections",
             "100",
             "--max-connections-per-address",
@@ -400,7 +398,7 @@ fn k3_a_slow_answer_is_not_an_idle_connection() {
     let t = tempfile::tempdir().unwrap();
     let s = plain(
         &t.path().join("d"),
-        &["--idle-timeout-seconds", "1", "--signin-slow-after", "1"],
+        &["--header-timeout-seconds", "1", "--signin-slow-after", "1"],
     );
     let url = s.at("/Thingworx/Things");
     // After three failures each sign-in of this user waits three seconds before its check: no

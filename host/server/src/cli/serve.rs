@@ -108,13 +108,10 @@ pub struct Args {
     /// A remote-access session ends at this age, however busy.
     #[arg(long, value_name = "HOURS", default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=720))]
     session_max_hours: u64,
-    /// A client must send a request's headers within this time; an idle keep-alive connection
-    /// ends after it too.
+    /// A connection answering no request must bring a whole request's headers within this time
+    /// (after it opened or after its last answer): slow headers and idle connections end.
     #[arg(long, value_name = "SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=600))]
     header_timeout_seconds: u64,
-    /// A connection that moves no byte for this long is closed.
-    #[arg(long, value_name = "SECONDS", default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..=86_400))]
-    idle_timeout_seconds: u64,
     /// Connections served at once (kept below the process's file-descriptor limit); one more is
     /// closed as soon as it is accepted.
     #[arg(long, value_name = "N", default_value_t = 4096, value_parser = clap::value_parser!(u64).range(8..=1_000_000))]
@@ -284,7 +281,6 @@ pub fn run(args: Args) -> Result<i32, Failure> {
     let audit_log = crate::audit::AuditLog::open(&dir.join(DB_FILE), audit_off)?;
     let http_limits = crate::http::Limits {
         header_read_timeout: std::time::Duration::from_secs(args.header_timeout_seconds),
-        idle_timeout: std::time::Duration::from_secs(args.idle_timeout_seconds),
         max_connections,
         max_connections_per_address: args.max_connections_per_address as usize,
         max_header_bytes: (args.max_header_kib << 10) as usize,
