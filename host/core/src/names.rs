@@ -233,16 +233,7 @@ pub fn check_entity_name(name: &str) -> Result<(), NameProblem> {
     if name == "." || name == ".." {
         return Err("a name cannot be . or .. (they name folders)");
     }
-    if name.starts_with(char::is_whitespace) || name.ends_with(char::is_whitespace) {
-        return Err("a name cannot start or end with white space");
-    }
-    if name.chars().any(char::is_control) {
-        return Err("a name cannot hold control characters");
-    }
-    if name.contains(FORBIDDEN_IN_ENTITY_NAMES) {
-        return Err("a name cannot hold any of / \\ : ? # % & + < > \" ' * |");
-    }
-    Ok(())
+    check_stored_entity_name(name)
 }
 
 /// Checks the name of an entity already in a model (loaded from a store, or changed): the rules
@@ -254,6 +245,9 @@ pub fn check_stored_entity_name(name: &str) -> Result<(), NameProblem> {
     }
     if name.chars().count() > 256 {
         return Err("a name is at most 256 characters long");
+    }
+    if name.starts_with(char::is_whitespace) || name.ends_with(char::is_whitespace) {
+        return Err("a name cannot start or end with white space");
     }
     if name.chars().any(char::is_control) {
         return Err("a name cannot hold control characters");

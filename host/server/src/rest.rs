@@ -493,7 +493,7 @@ pub fn handle(
                 return crate::security::read_only(app, caller, service, params);
             }
             // A script takes the model lock only when its changes land.
-            if (kind, *name, *service) == (Kind::Resource, "ScriptServices", "RunScript") {
+            if (kind, *name, *service) == crate::script::RUN_SCRIPT {
                 return crate::script::run_service(app, caller, params);
             }
             // Passwords are hashed and checked before the lock (argon2 is slow).
