@@ -292,8 +292,7 @@ fn message(key: &str, args: &Json) -> String {
 
 // ---- the services of Subsystems/AuditSubsystem ----------------------------------------------
 
-use crate::rest::{ApiError, Reply};
-use crate::services::{Call, bad, forbidden, result};
+use crate::api::{ApiError, Call, Reply, Request, bad, forbidden, result};
 use thinghost_core::infotable::{Field, InfoTable};
 use thinghost_core::{BaseType, Body, Kind, Outcome, Permission, Target, View};
 use thinghost_store::audit::{AuditQuery, Filter, parse_sorts};
@@ -351,7 +350,7 @@ pub fn authorize(call: &Call<'_>, service: &str, repository: Option<&str>) -> Re
         let is_subsystem = kind == Kind::Subsystem;
         if row["visibility"] == json!(true) && !access.visible(subject, id) {
             if is_subsystem {
-                return Err(crate::rest::not_found(kind, name));
+                return Err(crate::api::not_found(kind, name));
             }
             return Err(forbidden(
                 call.caller,
@@ -500,73 +499,46 @@ pub enum Read {
     Verify,
 }
 
-/// Whether a service reads the audit log (then `rest::handle` checks it with [`prepare`] under
-/// the model's lock and answers it with [`answer`] after letting go of the lock).
-pub fn is_read(kind: Kind, entity: &str, service: &str) -> bool {
-    match kind {
-        Kind::Subsystem if entity == "AuditSubsystem" => matches!(
-            service,
-            "QueryAuditHistory"
-                | "QueryAuditHistoryWithQueryCriteria"
-                | "GetAuditEntryCount"
-                | "VerifyAuditChain"
-        ),
-        Kind::Thing => service == "QueryAuditHistory",
-        _ => false,
-    }
-}
-
-/// Checks a read of the audit log (parameters and rights) and records the call (category
+/// Checks a read of the audit log (rights by the seed's table) and records the call (category
 /// AUDIT): the part that needs the model.
-pub fn prepare(call: &mut Call<'_>) -> Result<Read, ApiError> {
+fn prepare(call: &mut Call<'_>) -> Result<Read, ApiError> {
     match call.kind {
         Kind::Thing => thing_query(call),
-        _ => service_read(call).unwrap_or_else(|| {
-            Err(ApiError::new(
-                axum::http::StatusCode::NOT_FOUND,
-                format!("Subsystem AuditSubsystem has no service {:?}", call.service),
-            ))
-        }),
+        _ => service_read(call),
     }
 }
 
-/// Runs `f` on a call of `service` on the entity, under the model's write lock, once the
-/// entity is found visible to the caller: the checks of the audit services that then run
-/// without the lock ([`read`], [`maintenance`]).
+/// Runs `f` on the call of `request`, under the model's shared lock, once the entity is found
+/// visible to the caller: the checks of the audit services that then run without the lock
+/// ([`read`], [`maintenance`]).
 fn checked<T>(
     app: &crate::app::App,
     caller: &crate::auth::Caller,
-    (kind, entity): (Kind, &str),
-    service: &str,
-    params: serde_json::Map<String, Json>,
+    request: Request,
     f: impl FnOnce(&mut Call<'_>) -> Result<T, ApiError>,
 ) -> Result<T, ApiError> {
-    let mut db = app.db.write().unwrap_or_else(|p| p.into_inner());
-    crate::rest::visible_entity(db.model(), caller, kind, entity)?;
+    let db = app.db.read().unwrap_or_else(|p| p.into_inner());
+    crate::api::visible_entity(db.model(), caller, request.kind, &request.entity)?;
     f(&mut Call {
         app,
-        db: &mut db,
+        db: crate::api::Guard::Shared(&db),
         caller,
-        kind,
-        entity: entity.to_string(),
-        service: service.to_string(),
-        params,
+        kind: request.kind,
+        entity: request.entity,
+        row: request.row,
+        params: request.params,
         prepared: Default::default(),
     })
 }
 
-/// A read of the audit log through REST: checked under the model's lock ([`prepare`]) and
-/// answered without it ([`answer`]; verifying the chain takes seconds over millions of
-/// entries).
+/// A read of the audit log: checked under the model's shared lock ([`prepare`]) and answered
+/// without it ([`answer`]; verifying the chain takes seconds over millions of entries).
 pub fn read(
-    app: &crate::app::App,
+    app: &std::sync::Arc<crate::app::App>,
     caller: &crate::auth::Caller,
-    kind: Kind,
-    entity: &str,
-    service: &str,
-    params: serde_json::Map<String, Json>,
+    request: Request,
 ) -> Result<Reply, ApiError> {
-    let read = checked(app, caller, (kind, entity), service, params, prepare)?;
+    let read = checked(app, caller, request, prepare)?;
     answer(app, read)
 }
 
@@ -614,39 +586,10 @@ pub fn answer(app: &crate::app::App, read: Read) -> Result<Reply, ApiError> {
     })
 }
 
-/// Checks a read service of `Subsystems/AuditSubsystem`; None for another name.
-fn service_read(call: &mut Call<'_>) -> Option<Result<Read, ApiError>> {
-    let service = call.service.clone();
-    let s = service.as_str();
-    const DATE: BaseType = BaseType::Datetime;
-    let spec: &[crate::services::Param] = match s {
-        "QueryAuditHistory" => &[
-            ("maxItems", BaseType::Number, false),
-            ("startDate", DATE, false),
-            ("endDate", DATE, false),
-            ("auditCategory", BaseType::String, false),
-            ("query", BaseType::Json, false),
-        ],
-        "QueryAuditHistoryWithQueryCriteria" => &[
-            ("query", BaseType::Json, false),
-            ("maxItems", BaseType::Number, false),
-            ("offset", BaseType::Number, false),
-            ("startDate", DATE, false),
-            ("endDate", DATE, false),
-        ],
-        "GetAuditEntryCount" => &[
-            ("startDate", DATE, false),
-            ("endDate", DATE, false),
-            ("auditCategory", BaseType::String, false),
-            ("query", BaseType::Json, false),
-        ],
-        "VerifyAuditChain" => &[],
-        // (The maintenance services run outside the model's lock: `rest::handle` sends them to
-        // `maintenance` before it takes it.)
-        _ => return None,
-    };
-    Some((|| {
-        call.params(spec)?;
+/// Checks a read service of `Subsystems/AuditSubsystem`.
+fn service_read(call: &mut Call<'_>) -> Result<Read, ApiError> {
+    let s = call.row.name;
+    {
         authorize(call, s, None)?;
         let mut q = base_query(call)?;
         // The audit services are always audited (category AUDIT).
@@ -675,7 +618,7 @@ fn service_read(call: &mut Call<'_>) -> Option<Result<Read, ApiError>> {
             "GetAuditEntryCount" => Read::Count(q),
             _ => Read::Verify,
         })
-    })())
+    }
 }
 
 /// `Things/NAME/Services/QueryAuditHistory(maxItems, startDate, endDate, auditCategory, query)`
@@ -683,29 +626,15 @@ fn service_read(call: &mut Call<'_>) -> Option<Result<Read, ApiError>> {
 /// Thing). Members of `Auditors`, and administrators, see every entry of the Thing; anyone else
 /// only their own entries on it.
 fn thing_query(call: &mut Call<'_>) -> Result<Read, ApiError> {
-    call.params(&[
-        ("maxItems", BaseType::Number, false),
-        ("startDate", BaseType::Datetime, false),
-        ("endDate", BaseType::Datetime, false),
-        ("auditCategory", BaseType::String, false),
-        ("query", BaseType::Json, false),
-    ])?;
-    let (id, resource, everything) = {
-        let m = call.model();
-        let access = m.access();
-        let id = access.id(Kind::Thing, &call.entity).expect("resolved");
+    // (ServiceInvoke on the Thing is the row's rule, checked before.)
+    let everything = {
+        let access = call.model().access();
         let auditors = access.id(Kind::Group, thinghost_core::predefined::AUDITORS);
-        let everything = access.is_administrator(call.caller.subject)
+        access.is_administrator(call.caller.subject)
             || access
                 .principals(call.caller.subject)
-                .any(|p| Some(p) == auditors);
-        (id, access.sym("QueryAuditHistory"), everything)
+                .any(|p| Some(p) == auditors)
     };
-    call.require(
-        Permission::ServiceInvoke,
-        Target::Entity { id, resource },
-        "call QueryAuditHistory",
-    )?;
     let q = AuditQuery {
         source: Some(format!("Things/{}", call.entity)),
         user: (!everything).then(|| call.caller.name.clone()),
@@ -1099,38 +1028,10 @@ enum Job {
     },
 }
 
-/// Is `service` one of the maintenance services (archive, export, purge, cleanup)?
-pub fn is_maintenance(service: &str) -> bool {
-    matches!(
-        service,
-        "ArchiveAuditHistory"
-            | "ArchiveAuditHistoryDirectPersistence"
-            | "ExportAuditData"
-            | "ExportOnlineAuditData"
-            | "PurgeAuditData"
-            | "CleanupOfflineAudit"
-    )
-}
-
 /// Checks a maintenance call's parameters and rights (under the model's lock) and says what to
 /// do.
 fn plan(call: &mut Call<'_>, now: i64) -> Result<Job, ApiError> {
-    let service = call.service.clone();
-    let s = service.as_str();
-    const DATE: BaseType = BaseType::Datetime;
-    let export_spec: &[crate::services::Param] = &[
-        ("startDate", DATE, false),
-        ("endDate", DATE, false),
-        ("targetRepositoryName", BaseType::Thingname, true),
-        ("targetPath", BaseType::String, false),
-        ("targetFileName", BaseType::String, true),
-    ];
-    let spec: &[crate::services::Param] = match s {
-        "ExportAuditData" | "ExportOnlineAuditData" => export_spec,
-        "PurgeAuditData" => &[],
-        _ => &[("olderThanDate", DATE, false)],
-    };
-    call.params(spec)?;
+    let s = call.row.name;
     let repository = call.opt_str("targetRepositoryName");
     authorize(call, s, repository.as_deref())?;
     Ok(match s {
@@ -1207,18 +1108,13 @@ fn plan(call: &mut Call<'_>, now: i64) -> Result<Job, ApiError> {
 pub fn maintenance(
     app: &std::sync::Arc<crate::app::App>,
     caller: &crate::auth::Caller,
-    service: &str,
-    params: serde_json::Map<String, Json>,
+    request: Request,
 ) -> Result<Reply, ApiError> {
     let now = crate::now_ms();
-    let (job, params) = checked(
-        app,
-        caller,
-        (Kind::Subsystem, "AuditSubsystem"),
-        service,
-        params,
-        |call| Ok((plan(call, now)?, std::mem::take(&mut call.params))),
-    )?;
+    let service = request.row.name;
+    let (job, params) = checked(app, caller, request, |call| {
+        Ok((plan(call, now)?, std::mem::take(&mut call.params)))
+    })?;
     let summary = match job {
         Job::Archive { before, thing } => {
             archive_and_record(app, before, thing, now).map_err(failed)?

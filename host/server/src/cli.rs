@@ -5,6 +5,7 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 
 mod access;
+mod api;
 mod check;
 pub mod init;
 mod lint;
@@ -42,6 +43,8 @@ enum Command {
     Lint(lint::Args),
     /// Who can do what: a user's permission matrix (CSV), or the explanation of one decision.
     Access(access::Args),
+    /// The host services' reference, made from the service table (docs/services.md).
+    Api(api::Args),
 }
 
 /// An error that ends a command: printed as `error: ...`, exit status 2.
@@ -83,6 +86,7 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> i32 {
         Command::Script(a) => script::run(a),
         Command::Lint(a) => lint::run(a),
         Command::Access(a) => access::run(a),
+        Command::Api(a) => api::run(a),
     };
     match result {
         Ok(code) => code,

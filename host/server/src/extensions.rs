@@ -398,7 +398,7 @@ impl HostCtx {
             id,
             resource: access.sym(service),
         };
-        match rest::require(
+        match crate::api::require(
             m,
             &self.caller,
             thinghost_core::Permission::ServiceInvoke,

@@ -6,6 +6,7 @@
 //! file system layout of a data directory, the clock and the random number generator.
 
 pub mod accepted;
+pub mod api;
 pub mod app;
 pub mod audit;
 pub mod auth;

@@ -17,15 +17,17 @@
 //! Services on every Thing made from `FileRepository` (each needs ServiceInvoke on it):
 //! `ListFiles(path)` and `DeleteFile(path)`.
 
-use crate::rest::{ApiError, Reply};
-use crate::services::{Call, bad};
+use crate::api::{ApiError, Reply, Request, bad};
+use crate::app::App;
+use crate::auth::Caller;
 use cap_std::fs::Dir;
 use serde_json::{Value as Json, json};
 use sha2::{Digest, Sha256};
 use std::io::{Read, Write};
 use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
 use thinghost_core::infotable::{Field, InfoTable};
-use thinghost_core::{BaseType, Body, Kind, Model, Permission, Target, View};
+use thinghost_core::{BaseType, Body, Kind, Model, View};
 
 /// The data directory's folder of repositories.
 pub const FOLDER: &str = "repos";
@@ -314,95 +316,92 @@ impl Repo {
     }
 }
 
-fn require_invoke(call: &Call<'_>) -> Result<(), ApiError> {
-    let access = call.model().access();
-    let id = access.id(Kind::Thing, &call.entity).expect("resolved");
-    let resource = access.sym(&call.service);
-    call.require(
-        Permission::ServiceInvoke,
-        Target::Entity { id, resource },
-        &format!("call {}", call.service),
-    )
+/// `ListFiles(path)` of a FileRepository Thing (checked by its row: ServiceInvoke), without the
+/// model's lock.
+pub fn list_files(app: &Arc<App>, _: &Caller, request: Request) -> Result<Reply, ApiError> {
+    let thing = request.entity;
+    let text = path_param(&request.params);
+    let rel = relative(&text).map_err(bad)?;
+    let repo = Repo::open(&app.data_dir, &thing).map_err(bad)?;
+    if !repo.is_dir(&rel) {
+        return Err(ApiError::new(
+            axum::http::StatusCode::NOT_FOUND,
+            format!("{thing} has no folder {text:?}"),
+        ));
+    }
+    let prefix = rel.to_string_lossy().into_owned();
+    let rows = repo
+        .list(&rel)
+        .map_err(bad)?
+        .into_iter()
+        .filter_map(|f| {
+            let name = f.name;
+            let row = json!({
+                "path": if prefix.is_empty() { name.clone() } else { format!("{prefix}/{name}") },
+                "name": name,
+                "size": f.size,
+                "lastModifiedDate": f.modified.map(thinghost_core::types::format_datetime),
+                "isDirectory": f.is_dir,
+            });
+            match row {
+                Json::Object(m) => Some(m),
+                _ => None,
+            }
+        })
+        .collect();
+    let field = |name: &str, base_type| Field {
+        name: name.into(),
+        base_type,
+    };
+    Ok(Reply::Json(
+        InfoTable {
+            fields: vec![
+                field("name", BaseType::String),
+                field("path", BaseType::String),
+                field("size", BaseType::Long),
+                field("lastModifiedDate", BaseType::Datetime),
+                field("isDirectory", BaseType::Boolean),
+            ],
+            rows,
+        }
+        .into_json(),
+    ))
 }
 
-/// The services of FileRepository Things, or None.
-pub fn service(call: &mut Call<'_>) -> Option<Result<Reply, ApiError>> {
-    if !matches!(call.service.as_str(), "ListFiles" | "DeleteFile")
-        || !is_repository(call.model(), &call.entity)
-    {
-        return None;
+/// `DeleteFile(path)` of a FileRepository Thing, without the model's lock; a file of the audit
+/// archive leaves audited.
+pub fn delete_file(app: &Arc<App>, caller: &Caller, request: Request) -> Result<Reply, ApiError> {
+    let thing = request.entity;
+    let text = path_param(&request.params);
+    let rel = relative(&text).map_err(bad)?;
+    let repo = Repo::open(&app.data_dir, &thing).map_err(bad)?;
+    if !repo.is_file(&rel) {
+        return Err(ApiError::new(
+            axum::http::StatusCode::NOT_FOUND,
+            format!("{thing} has no file {text:?}"),
+        ));
     }
-    Some((|| {
-        call.params(&[("path", BaseType::String, call.service == "DeleteFile")])?;
-        require_invoke(call)?;
-        let text = call.opt_str("path").unwrap_or_default();
-        let rel = relative(&text).map_err(bad)?;
-        let repo = Repo::open(&call.app.data_dir, &call.entity).map_err(bad)?;
-        if call.service == "DeleteFile" {
-            if !repo.is_file(&rel) {
-                return Err(ApiError::new(
-                    axum::http::StatusCode::NOT_FOUND,
-                    format!("{} has no file {text:?}", call.entity),
-                ));
-            }
-            repo.remove_file(&rel).map_err(bad)?;
-            if call.entity == thinghost_core::predefined::AUDIT_ARCHIVE_REPOSITORY {
-                // Archived entries leave with the file: never silently.
-                call.app.audit(
-                    &call.caller.name,
-                    crate::audit::category::AUDIT,
-                    "archiveFileDeleted",
-                    json!({"path": rel.to_string_lossy()}),
-                    &format!("Things/{}", call.entity),
-                    "Thing",
-                );
-            }
-            return Ok(Reply::Empty);
-        }
-        if !repo.is_dir(&rel) {
-            return Err(ApiError::new(
-                axum::http::StatusCode::NOT_FOUND,
-                format!("{} has no folder {text:?}", call.entity),
-            ));
-        }
-        let prefix = rel.to_string_lossy().into_owned();
-        let rows = repo
-            .list(&rel)
-            .map_err(bad)?
-            .into_iter()
-            .filter_map(|f| {
-                let name = f.name;
-                let row = json!({
-                    "path": if prefix.is_empty() { name.clone() } else { format!("{prefix}/{name}") },
-                    "name": name,
-                    "size": f.size,
-                    "lastModifiedDate": f.modified.map(thinghost_core::types::format_datetime),
-                    "isDirectory": f.is_dir,
-                });
-                match row {
-                    Json::Object(m) => Some(m),
-                    _ => None,
-                }
-            })
-            .collect();
-        let field = |name: &str, base_type| Field {
-            name: name.into(),
-            base_type,
-        };
-        Ok(Reply::Json(
-            InfoTable {
-                fields: vec![
-                    field("name", BaseType::String),
-                    field("path", BaseType::String),
-                    field("size", BaseType::Long),
-                    field("lastModifiedDate", BaseType::Datetime),
-                    field("isDirectory", BaseType::Boolean),
-                ],
-                rows,
-            }
-            .into_json(),
-        ))
-    })())
+    repo.remove_file(&rel).map_err(bad)?;
+    if thing == thinghost_core::predefined::AUDIT_ARCHIVE_REPOSITORY {
+        // Archived entries leave with the file: never silently.
+        app.audit(
+            &caller.name,
+            crate::audit::category::AUDIT,
+            "archiveFileDeleted",
+            json!({"path": rel.to_string_lossy()}),
+            &format!("Things/{thing}"),
+            "Thing",
+        );
+    }
+    Ok(Reply::Empty)
+}
+
+fn path_param(params: &serde_json::Map<String, Json>) -> String {
+    params
+        .get("path")
+        .and_then(Json::as_str)
+        .unwrap_or_default()
+        .to_string()
 }
 
 #[cfg(test)]

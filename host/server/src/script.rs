@@ -18,10 +18,10 @@
 //! The functions are one table, [`functions`]: the Rhai bindings and the reference page
 //! (`docs/script-api.md`, checked by a test) both come from it.
 
+use crate::api::{ApiError, Reply};
 use crate::app::App;
 use crate::auth::Caller;
-use crate::rest::{ApiError, Reply};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
+use axum::http::StatusCode;
 use rhai::{AST, Dynamic, Engine, EvalAltResult, NativeCallContext, Position, Scope};
 use serde_json::{Map, Value as Json, json};
 use sha2::Digest;
@@ -136,354 +136,122 @@ impl Drop for Slot<'_> {
 #[derive(Clone, Debug)]
 pub enum On {
     /// A fixed entity (`Resources/EntityServices`).
-    Fixed(&'static str),
+    Fixed(Kind, &'static str),
     /// The first argument names an entity of this kind (`add_member(group, ...)`).
     Named(Kind),
     /// The first argument is an entity's path, `Collection/Name` (`Things/Pump1`).
     Path,
 }
 
-/// What a function gives back.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Returns {
-    /// Nothing (`()`).
-    Nothing,
-    /// The service's one result (a string, number, ...).
-    Value,
-    /// The InfoTable's rows, as an array of maps.
-    Rows,
-    /// The InfoTable's first row, as a map.
-    FirstRow,
-}
+pub use crate::api::table::Returns;
 
-/// One function of the script API: a REST service in snake case, its parameters in the same
-/// order.
+/// One function of the script API: a host service (a row of `api::table`) in snake case, its
+/// parameters in the same order.
 #[derive(Clone, Debug)]
 pub struct ScriptFn {
     pub name: String,
     pub on: On,
-    pub service: String,
+    pub service: &'static str,
     /// The service's parameter names, in order (after the entity argument, for `Named` and
     /// `Path`).
     pub params: Vec<&'static str>,
-    /// How many of `params` are required; the others may be left out (or passed as `()`).
+    /// How many of `params` must be passed (up to the last required one); the others may be
+    /// left out at the end (or passed as `()`).
     pub required: usize,
     pub returns: Returns,
     pub doc: String,
     pub example: String,
 }
 
-#[allow(clippy::too_many_arguments)] // one table row: a constructor keeps the table readable
-fn f(
-    name: &str,
-    on: On,
-    service: &str,
-    params: &[&'static str],
-    required: usize,
-    returns: Returns,
-    doc: &str,
-    example: &str,
-) -> ScriptFn {
-    ScriptFn {
-        name: name.into(),
-        on,
-        service: service.into(),
-        params: params.to_vec(),
-        required,
-        returns,
-        doc: doc.into(),
-        example: example.into(),
-    }
-}
-
-/// `AddRunTimePermission` -> `add_run_time_permission`.
+/// `AddRunTimePermission` -> `add_run_time_permission`, `GetKeyID` -> `get_key_id`,
+/// `GetRunTimePermissionsAsJSON` -> `get_run_time_permissions_as_json`.
 pub fn snake(s: &str) -> String {
+    let chars: Vec<char> = s.chars().collect();
     let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
+    for (i, c) in chars.iter().enumerate() {
         if c.is_ascii_uppercase() {
-            if i > 0 {
+            let prev = i.checked_sub(1).map(|j| chars[j]);
+            let next = chars.get(i + 1);
+            let starts_word = match prev {
+                None => false,
+                Some(p) if p.is_ascii_lowercase() || p.is_ascii_digit() => true,
+                Some(p) => p.is_ascii_uppercase() && next.is_some_and(|n| n.is_ascii_lowercase()),
+            };
+            if starts_word {
                 out.push('_');
             }
             out.push(c.to_ascii_lowercase());
         } else {
-            out.push(c);
+            out.push(*c);
         }
     }
     out
 }
 
-/// The script API, in the order of the reference page. (The generic functions `call_service`,
-/// `get_property`, `set_property`, `list`, `get_entity` and `print` are bound by hand; see
-/// [`GENERIC`].)
-pub fn functions() -> Vec<ScriptFn> {
-    use On::*;
-    use Returns::*;
-    const ES: On = Fixed("Resources/EntityServices");
-    let mut v = vec![
-        f(
-            "create_thing",
-            ES,
-            "CreateThing",
-            &["name", "thingTemplateName", "description"],
-            2,
-            Nothing,
-            "Creates a Thing from a template; needs Create on Things.",
-            r#"create_thing("Pump7", "GenericThing");"#,
-        ),
-        f(
-            "create_thing_template",
-            ES,
-            "CreateThingTemplate",
-            &["name", "thingTemplateName", "description"],
-            1,
-            Nothing,
-            "Creates a ThingTemplate, based on `thingTemplateName` (GenericThing when left out).",
-            r#"create_thing_template("PumpTemplate", "GenericThing");"#,
-        ),
-        f(
-            "create_thing_shape",
-            ES,
-            "CreateThingShape",
-            &["name", "description"],
-            1,
-            Nothing,
-            "Creates a ThingShape.",
-            r#"create_thing_shape("Resettable");"#,
-        ),
-        f(
-            "create_data_shape",
-            ES,
-            "CreateDataShape",
-            &["name", "fields", "description"],
-            1,
-            Nothing,
-            "Creates a DataShape; `fields` is an array of maps (name, baseType, isPrimaryKey).",
-            r#"create_data_shape("Reading", [#{name: "at", baseType: "DATETIME"}, #{name: "value", baseType: "NUMBER"}]);"#,
-        ),
-        f(
-            "create_user",
-            ES,
-            "CreateUser",
-            &["name", "password", "description"],
-            1,
-            Nothing,
-            "Creates a user (the password: at least 8 characters, not the name). Without a password the user signs in only with application keys or a client certificate, as a device user should.",
-            r#"create_user("operator-1", "a long random password");
-create_user("device-017");"#,
-        ),
-        f(
-            "create_group",
-            ES,
-            "CreateGroup",
-            &["name", "description"],
-            1,
-            Nothing,
-            "Creates a user group.",
-            r#"create_group("PumpDevices");"#,
-        ),
-        f(
-            "create_organization",
-            ES,
-            "CreateOrganization",
-            &["name", "topOUName", "description"],
-            1,
-            Nothing,
-            "Creates an organization with its top unit (named like the organization unless `topOUName` says otherwise).",
-            r#"create_organization("PumpFleet");"#,
-        ),
-        f(
-            "create_application_key",
-            ES,
-            "CreateApplicationKey",
-            &["name", "user", "expirationDate", "whitelist", "clientName"],
-            1,
-            FirstRow,
-            "Creates an application key for `user` (the caller when left out), expiring at `expirationDate` (ISO 8601 or epoch milliseconds; `serve --key-lifetime-hours` when left out), usable from the addresses or CIDR ranges of `whitelist` (anywhere when left out). The answer's `keyId` is the key: it is shown this once, and stored only as a hash.",
-            r#"let key = create_application_key("device-017-key", "device-017");
-print(key.keyId);"#,
-        ),
-    ];
-    for (kind, param_type) in [
-        ("Thing", "a Thing"),
-        ("ThingTemplate", "a ThingTemplate"),
-        ("ThingShape", "a ThingShape"),
-        ("DataShape", "a DataShape"),
-        ("User", "a user"),
-        ("Group", "a group"),
-        ("Organization", "an organization"),
-        ("ApplicationKey", "an application key"),
-    ] {
-        let service = format!("Delete{kind}");
-        let name = snake(&service);
-        v.push(f(&name, ES, &service, &["name"], 1, Nothing,
-            &format!("Deletes {param_type}; needs Delete on it, and refuses while something still uses it."),
-            &format!("{name}(\"Old{kind}\");")));
+/// A sample value of a parameter, for a made-up example.
+fn sample(p: &crate::api::table::Param) -> String {
+    use BaseType as T;
+    match p.base_type {
+        T::Boolean => "true".into(),
+        T::Number | T::Integer | T::Long => "10".into(),
+        T::Datetime => "\"2026-01-01T00:00:00Z\"".into(),
+        T::Json => "#{}".into(),
+        T::Username => "\"device-017\"".into(),
+        T::Groupname => "\"PumpDevices\"".into(),
+        T::Thingname => "\"Pump7\"".into(),
+        _ => format!("\"{}\"", p.name),
     }
-    v.extend([
-        f("add_member", Named(Kind::Group), "AddMember", &["member", "type"], 2, Nothing,
-          "Adds a user or group (`type`: User or Group) to a group; needs Update on the group.", r#"add_member("PumpDevices", "device-017", "User");"#),
-        f("delete_member", Named(Kind::Group), "DeleteMember", &["member", "type"], 2, Nothing,
-          "Removes a member from a group.", r#"delete_member("PumpDevices", "device-017", "User");"#),
-        f("add_organizational_unit", Named(Kind::Organization), "AddOrganizationalUnit", &["parentName", "name"], 2, Nothing,
-          "Adds a unit under `parentName` to an organization.", r#"add_organizational_unit("PumpFleet", "PumpFleet", "NorthSite");"#),
-        f("delete_organizational_unit", Named(Kind::Organization), "DeleteOrganizationalUnit", &["name"], 1, Nothing,
-          "Deletes a unit of an organization (not its top unit, nor a unit with units below it, nor one a visibility entry still names).", r#"delete_organizational_unit("PumpFleet", "NorthSite");"#),
-        f("add_organization_member", Named(Kind::Organization), "AddMember", &["name", "member", "type"], 3, Nothing,
-          "Adds a user or group to the unit `name` of an organization (the REST service `Organizations/O/Services/AddMember`).", r#"add_organization_member("PumpFleet", "NorthSite", "PumpDevices", "Group");"#),
-        f("delete_organization_member", Named(Kind::Organization), "DeleteMember", &["name", "member", "type"], 3, Nothing,
-          "Removes a member from a unit of an organization.", r#"delete_organization_member("PumpFleet", "NorthSite", "PumpDevices", "Group");"#),
-        f("enable_user", Named(Kind::User), "EnableUser", &[], 0, Nothing,
-          "Enables a user; needs Update on it.", r#"enable_user("device-017");"#),
-        f("disable_user", Named(Kind::User), "DisableUser", &[], 0, Nothing,
-          "Disables a user (it can no longer sign in). Refused for the last enabled administrator.", r#"disable_user("device-017");"#),
-        f("lock_user", Named(Kind::User), "LockUser", &[], 0, Nothing,
-          "Locks a user. Refused for the last enabled administrator.", r#"lock_user("device-017");"#),
-        f("unlock_user", Named(Kind::User), "UnlockUser", &[], 0, Nothing,
-          "Unlocks a user.", r#"unlock_user("device-017");"#),
-        f("change_password", Named(Kind::User), "ChangePassword", &["oldPassword", "newPassword"], 2, Nothing,
-          "Changes a password. An administrator changing another user's passes `()` as the old one.", r#"change_password("device-017", (), "another long password");"#),
-        f("add_property_definition", Path, "AddPropertyDefinition", &["name", "type", "description", "defaultValue", "readOnly"], 2, Nothing,
-          "Defines a property on a Thing, template or shape; needs Update on it.", r#"add_property_definition("Things/Pump7", "pressure", "NUMBER");"#),
-        f("delete_property_definition", Path, "DeletePropertyDefinition", &["name"], 1, Nothing,
-          "Removes a property definition.", r#"delete_property_definition("Things/Pump7", "pressure");"#),
-        f("add_shape_to_thing", Named(Kind::Thing), "AddShapeToThing", &["thingShapeName"], 1, Nothing,
-          "Makes a Thing implement a ThingShape.", r#"add_shape_to_thing("Pump7", "Resettable");"#),
-        f("implements_shape", Path, "ImplementsShape", &["thingShapeName"], 1, Value,
-          "Whether a Thing or template implements a shape (its own or along its template chain).", r#"if implements_shape("Things/Pump7", "Resettable") { print("yes"); }"#),
-    ]);
-    // The three permission families, on an entity, as instance permissions, on a collection.
-    let families: [(&str, &[&'static str], usize, &str, &str); 3] = [
-        (
-            "RunTimePermission",
-            &["principal", "principalType", "type", "resource", "allow"],
-            3,
-            "a run-time permission (`type`: PropertyRead, PropertyWrite, ServiceInvoke, EventInvoke, EventSubscribe; `resource`: `*` or one property, service or event; `allow`: true or false)",
-            r#""PumpDevices", "Group", "ServiceInvoke", "Reset", true"#,
-        ),
-        (
-            "DesignTimePermission",
-            &["principal", "principalType", "type", "allow"],
-            3,
-            "a design-time permission (`type`: Create, Read, Update, Delete)",
-            r#""PumpAdmins", "Group", "Read", true"#,
-        ),
-        (
-            "VisibilityPermission",
-            &["principal", "principalType"],
-            2,
-            "a visibility permission (`principalType`: Organization, or OrganizationalUnit with `principal` as Organization:Unit)",
-            r#""PumpFleet", "Organization""#,
-        ),
-    ];
-    for (family, params, required, what, args) in families {
-        let delete_params: Vec<&'static str> =
-            params.iter().copied().filter(|p| *p != "allow").collect();
-        for (prefix, on_what, target, on, example_target) in [
-            (
-                "",
-                "an entity (its path: `Things/Pump7`)",
-                "entity",
-                Path,
-                "\"Things/Pump7\"",
-            ),
-            (
-                "Instance",
-                "a template or shape, for all its Things (its path: `ThingTemplates/PumpTemplate`)",
-                "template",
-                Path,
-                "\"ThingTemplates/PumpTemplate\"",
-            ),
-            (
-                "Collection",
-                "a collection (`collectionName`: Things, ThingTemplates, ...); administrators only",
-                "collectionName",
-                Fixed("Resources/CollectionFunctions"),
-                "\"Things\"",
-            ),
-        ] {
-            let coll = prefix == "Collection";
-            let add = format!("Add{prefix}{family}");
-            let del = format!("Delete{prefix}{family}");
-            let get = format!("Get{prefix}{family}s");
-            let with_coll = |ps: &[&'static str]| -> Vec<&'static str> {
-                if coll {
-                    std::iter::once("collectionName")
-                        .chain(ps.iter().copied())
-                        .collect()
-                } else {
-                    ps.to_vec()
-                }
-            };
-            let add_params = with_coll(params);
-            let del_params = with_coll(&delete_params);
-            let extra = usize::from(coll);
-            let del_args: String = {
-                let parts: Vec<&str> = args.split(", ").collect();
-                parts[..del_params.len() - extra].join(", ")
-            };
-            v.push(f(
-                &snake(&add),
-                on.clone(),
-                &add,
-                &add_params,
-                required + extra,
-                Nothing,
-                &format!("Adds {what} on {on_what}. Needs Update on the {target} (D1)."),
-                &format!("{}({example_target}, {args});", snake(&add)),
-            ));
-            v.push(f(
-                &snake(&del),
-                on.clone(),
-                &del,
-                &del_params,
-                required.min(del_params.len() - extra) + extra,
-                Nothing,
-                &format!(
-                    "Removes the matching {} from {on_what}.",
-                    family_words(family)
-                ),
-                &format!("{}({example_target}, {del_args});", snake(&del)),
-            ));
-            v.push(f(
-                &snake(&get),
-                on.clone(),
-                &get,
-                &with_coll(&[]),
-                extra,
-                Rows,
-                &format!("The {}s of {on_what}, as rows.", family_words(family)),
-                &format!("for p in {}({example_target}) {{ print(p); }}", snake(&get)),
-            ));
-        }
-    }
-    v.extend([
-        f("add_instance_permissions", Path, "AddInstancePermissions", &["permissions"], 1, Nothing,
-          "Like `add_permissions`, as instance permissions of a template or shape (for all its Things).", r#"add_instance_permissions("ThingTemplates/PumpTemplate", [
-    #{family: "runTime", principal: "PumpDevices", principalType: "Group", type: "PropertyRead", resource: "*", allow: true},
-]);"#),
-        f("add_permissions", Path, "AddPermissions", &["permissions"], 1, Nothing,
-          "Adds entries of the three families at once, in one change and one audit entry.", r#"add_permissions("Things/Pump7", [
-    #{family: "visibility", principal: "PumpFleet", principalType: "Organization"},
-    #{family: "runTime", principal: "PumpDevices", principalType: "Group", type: "PropertyWrite", resource: "*", allow: true},
-]);"#),
-        f("check_permission_for_user", Path, "CheckPermissionForUser", &["user", "type", "resource"], 2, Value,
-          "Whether `user` holds a permission on an entity.", r#"print(check_permission_for_user("Things/Pump7", "device-017", "PropertyWrite"));"#),
-        f("explain_access", Fixed("Resources/SecurityServices"), "ExplainAccess", &["user", "action", "target"], 3, FirstRow,
-          "Why a user may or may not do something (administrators and security administrators).", r#"print(explain_access("device-017", "ServiceInvoke", "Things/Pump7/Services/Reset").explanation);"#),
-        f("effective_permissions", Fixed("Resources/SecurityServices"), "EffectivePermissions", &["user"], 1, Rows,
-          "Every entity a user can see, with every permission it holds and why (administrators and security administrators about anyone; a user about itself).", r#"for p in effective_permissions("device-017") { print(`${p.entity} ${p.permission} ${p.resource}`); }"#),
-        f("lint", Fixed("Resources/SecurityServices"), "Lint", &[], 0, Rows,
-          "The security lint's findings (administrators and security administrators).", r#"for finding in lint() { print(`${finding.severity} ${finding.rule}: ${finding.message}`); }"#),
-    ]);
-    v
 }
 
-fn family_words(family: &str) -> &'static str {
-    match family {
-        "RunTimePermission" => "run-time permission",
-        "DesignTimePermission" => "design-time permission",
-        _ => "visibility permission",
-    }
+/// The script API, in the order of the service table (the generic functions `call_service`,
+/// `get_property`, `set_property`, `list`, `get_entity` and `print` are bound by hand; see
+/// [`GENERIC`]).
+pub fn functions() -> Vec<ScriptFn> {
+    use crate::api::table::{On as Where, SERVICES};
+    SERVICES
+        .iter()
+        .filter_map(|row| {
+            let name = row.script_name()?;
+            let on = match row.on {
+                Where::Entity(k, n) => On::Fixed(k, n),
+                Where::Kinds([k]) => On::Named(*k),
+                Where::ThingsOf(_) => On::Named(Kind::Thing),
+                Where::Kinds(_) => On::Path,
+            };
+            let required = row.script_required();
+            let example = row.example.map(str::to_string).unwrap_or_else(|| {
+                let entity = match &on {
+                    On::Fixed(..) => None,
+                    On::Named(k) => Some(format!("\"My{}\"", k.label())),
+                    On::Path => Some("\"Things/Pump7\"".to_string()),
+                };
+                let args: Vec<String> = entity
+                    .into_iter()
+                    .chain(
+                        row.params[..required]
+                            .iter()
+                            .map(|p| if p.required { sample(p) } else { "()".into() }),
+                    )
+                    .collect();
+                let call = format!("{name}({})", args.join(", "));
+                match row.returns {
+                    Returns::Nothing => format!("{call};"),
+                    Returns::Rows => format!("for row in {call} {{ print(row); }}"),
+                    _ => format!("print({call});"),
+                }
+            });
+            Some(ScriptFn {
+                name,
+                on,
+                service: row.name,
+                params: row.params.iter().map(|p| p.name).collect(),
+                required,
+                returns: row.returns,
+                doc: row.doc.to_string(),
+                example,
+            })
+        })
+        .collect()
 }
 
 /// The functions bound by hand: (signature, doc, example).
@@ -557,7 +325,7 @@ pub fn reference() -> String {
     out.push_str("## Functions\n\n");
     for s in &fns {
         let entity = match &s.on {
-            On::Fixed(_) => None,
+            On::Fixed(..) => None,
             On::Named(k) => Some(snake(k.label())),
             On::Path => Some("entity".to_string()),
         };
@@ -572,15 +340,15 @@ pub fn reference() -> String {
             }))
             .collect();
         let target = match &s.on {
-            On::Fixed(e) => format!("`{e}/Services/{}`", s.service),
+            On::Fixed(k, e) => format!("`{}/{e}/Services/{}`", k.collection(), s.service),
             On::Named(k) => format!("`{}/NAME/Services/{}`", k.collection(), s.service),
             On::Path => format!("`ENTITY/Services/{}`", s.service),
         };
         let returns = match s.returns {
             Returns::Nothing => "",
-            Returns::Value => " Gives the result.",
+            Returns::Value(_) => " Gives the result.",
             Returns::Rows => " Gives an array of maps.",
-            Returns::FirstRow => " Gives a map.",
+            Returns::Row => " Gives a map.",
         };
         out.push_str(&format!(
             "### `{}({})`\n\n{}{returns} REST: {target}.\n\n```rhai\n{}\n```\n\n",
@@ -597,30 +365,6 @@ pub fn reference() -> String {
         ));
     }
     out
-}
-
-/// Services a script may not call: they act outside the model, and could not be undone.
-fn not_in_a_script(kind: Kind, entity: &str, service: &str) -> bool {
-    matches!(
-        (kind, entity, service),
-        (Kind::Subsystem, "PlatformSubsystem", "ReloadExtension")
-            | (Kind::Resource, "ScriptServices", "RunScript")
-            | (Kind::Thing, _, "DeleteFile")
-    ) || (kind, entity) == (Kind::Subsystem, "AuditSubsystem")
-        && crate::audit::is_maintenance(service)
-}
-
-/// A refusal for a request made from a script, if it is one of those that cannot run there.
-pub fn refuse_in_script(app: &App, kind: Kind, entity: &str, service: &str) -> Option<ApiError> {
-    (app.script.is_some() && not_in_a_script(kind, entity, service)).then(|| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            format!(
-                "{}/{entity}/Services/{service} cannot run in a script: it acts outside the model and could not be undone; call it on its own",
-                kind.collection()
-            ),
-        )
-    })
 }
 
 /// What ended a script.
@@ -676,13 +420,11 @@ impl Run {
         Box::new(EvalAltResult::ErrorRuntime(Dynamic::from(failed), pos))
     }
 
-    /// Makes one request as the caller.
+    /// Makes one call of the API as the caller (counted; a failure audited and thrown).
     fn request(
         &self,
         ctx: &NativeCallContext,
-        method: Method,
-        path: &str,
-        body: Option<Json>,
+        call: impl FnOnce(&Arc<App>, &Caller) -> Result<Reply, ApiError>,
     ) -> Result<Reply, Box<EvalAltResult>> {
         let n = self.calls.fetch_add(1, Ordering::Relaxed) + 1;
         if n > self.limits.max_calls {
@@ -697,13 +439,7 @@ impl Run {
                 ctx.call_position(),
             ));
         }
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            axum::http::header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        let bytes = body.map(|b| b.to_string().into_bytes()).unwrap_or_default();
-        crate::rest::handle(&self.app, &self.caller, &method, path, &headers, &bytes).map_err(|e| {
+        call(&self.app, &self.caller).map_err(|e| {
             self.app
                 .audit_denial(&self.caller.name, &e, json!({"script": true}));
             self.error(e, ctx.call_position())
@@ -729,26 +465,31 @@ fn from_dynamic(d: &Dynamic) -> Result<Json, Box<EvalAltResult>> {
     rhai::serde::from_dynamic::<Json>(d)
 }
 
-use crate::extensions::segment;
-
-/// `Things/Pump 7` -> `/Thingworx/Things/Pump%207`; anything but `Collection/Name` is refused.
+/// `Things/Pump 7` -> (Thing, `Pump 7`); anything but `Collection/Name` is refused.
 fn entity_path(
     ctx: &NativeCallContext,
     run: &Run,
     entity: &str,
-) -> Result<String, Box<EvalAltResult>> {
+) -> Result<(Kind, String), Box<EvalAltResult>> {
     match entity.split_once('/') {
-        Some((c, n)) if Kind::from_collection(c).is_some() && !n.is_empty() && !n.contains('/') => {
-            Ok(format!("/Thingworx/{c}/{}", segment(n)))
-        }
-        _ => Err(run.error(
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                format!("{entity:?} is not an entity's path; name it as Collection/Name, e.g. Things/Pump7"),
-            ),
-            ctx.call_position(),
-        )),
+        Some((c, n)) if !n.is_empty() && !n.contains('/') => match Kind::from_collection(c) {
+            Some(k) => Ok((k, n.to_string())),
+            None => Err(not_a_path(ctx, run, entity)),
+        },
+        _ => Err(not_a_path(ctx, run, entity)),
     }
+}
+
+fn not_a_path(ctx: &NativeCallContext, run: &Run, entity: &str) -> Box<EvalAltResult> {
+    run.error(
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "{entity:?} is not an entity's path; name it as Collection/Name, e.g. Things/Pump7"
+            ),
+        ),
+        ctx.call_position(),
+    )
 }
 
 /// A reply as a script value.
@@ -760,8 +501,8 @@ fn give(reply: Reply, returns: Returns) -> Result<Dynamic, Box<EvalAltResult>> {
     let rows = v["rows"].clone();
     match returns {
         Returns::Nothing => Ok(Dynamic::UNIT),
-        Returns::Value => to_dynamic(&rows[0]["result"]),
-        Returns::FirstRow => to_dynamic(&rows[0]),
+        Returns::Value(_) => to_dynamic(&rows[0]["result"]),
+        Returns::Row => to_dynamic(&rows[0]),
         Returns::Rows => to_dynamic(&rows),
     }
 }
@@ -788,7 +529,7 @@ fn register(engine: &mut Engine, run: &Arc<Run>) {
     // The table is built once per process; each binding borrows its row.
     static FUNCTIONS: std::sync::LazyLock<Vec<ScriptFn>> = std::sync::LazyLock::new(functions);
     for s in FUNCTIONS.iter() {
-        let lead = usize::from(!matches!(s.on, On::Fixed(_)));
+        let lead = usize::from(!matches!(s.on, On::Fixed(..)));
         for n in s.required..=s.params.len() {
             let run = run.clone();
             let types = vec![TypeId::of::<Dynamic>(); lead + n];
@@ -796,12 +537,9 @@ fn register(engine: &mut Engine, run: &Arc<Run>) {
                 s.name.clone(),
                 types,
                 move |ctx: NativeCallContext, args: &mut [&mut Dynamic]| {
-                    let path = match &s.on {
-                        On::Fixed(e) => format!("/Thingworx/{e}"),
-                        On::Named(k) => {
-                            let name = args[0].to_string();
-                            format!("/Thingworx/{}/{}", k.collection(), segment(&name))
-                        }
+                    let (kind, entity) = match &s.on {
+                        On::Fixed(k, e) => (*k, e.to_string()),
+                        On::Named(k) => (*k, args[0].to_string()),
                         On::Path => entity_path(&ctx, &run, &args[0].to_string())?,
                     };
                     let mut params = Map::new();
@@ -811,12 +549,9 @@ fn register(engine: &mut Engine, run: &Arc<Run>) {
                             params.insert((*p).to_string(), from_dynamic(a)?);
                         }
                     }
-                    let reply = run.request(
-                        &ctx,
-                        Method::POST,
-                        &format!("{path}/Services/{}", s.service),
-                        Some(Json::Object(params)),
-                    )?;
+                    let reply = run.request(&ctx, |app, caller| {
+                        crate::api::invoke(app, caller, kind, &entity, s.service, params)
+                    })?;
                     give(reply, s.returns)
                 },
             );
@@ -826,14 +561,14 @@ fn register(engine: &mut Engine, run: &Arc<Run>) {
     engine.register_fn(
         "call_service",
         move |ctx: NativeCallContext, entity: &str, service: &str, params: rhai::Map| {
-            let path = entity_path(&ctx, &r, entity)?;
-            let params = from_dynamic(&Dynamic::from_map(params))?;
-            let reply = r.request(
-                &ctx,
-                Method::POST,
-                &format!("{path}/Services/{}", segment(service)),
-                Some(params),
-            )?;
+            let (kind, name) = entity_path(&ctx, &r, entity)?;
+            let params = match from_dynamic(&Dynamic::from_map(params))? {
+                Json::Object(o) => o,
+                _ => Map::new(),
+            };
+            let reply = r.request(&ctx, |app, caller| {
+                crate::api::invoke(app, caller, kind, &name, service, params)
+            })?;
             give_any(reply)
         },
     );
@@ -841,13 +576,10 @@ fn register(engine: &mut Engine, run: &Arc<Run>) {
     engine.register_fn(
         "get_property",
         move |ctx: NativeCallContext, entity: &str, name: &str| {
-            let path = entity_path(&ctx, &r, entity)?;
-            let reply = r.request(
-                &ctx,
-                Method::GET,
-                &format!("{path}/Properties/{}", segment(name)),
-                None,
-            )?;
+            let (kind, thing) = entity_path(&ctx, &r, entity)?;
+            let reply = r.request(&ctx, |app, caller| {
+                crate::api::entities::read_property(app, caller, kind, &thing, name)
+            })?;
             match reply {
                 Reply::Json(v) => to_dynamic(&v["rows"][0][name]),
                 Reply::Empty => Ok(Dynamic::UNIT),
@@ -858,20 +590,17 @@ fn register(engine: &mut Engine, run: &Arc<Run>) {
     engine.register_fn(
         "set_property",
         move |ctx: NativeCallContext, entity: &str, name: &str, value: Dynamic| {
-            let path = entity_path(&ctx, &r, entity)?;
+            let (kind, thing) = entity_path(&ctx, &r, entity)?;
             let value = from_dynamic(&value)?;
-            r.request(
-                &ctx,
-                Method::PUT,
-                &format!("{path}/Properties/{}", segment(name)),
-                Some(json!({ name: value })),
-            )?;
+            r.request(&ctx, |app, caller| {
+                crate::api::entities::write_property(app, caller, kind, &thing, name, Some(&value))
+            })?;
             Ok::<Dynamic, Box<EvalAltResult>>(Dynamic::UNIT)
         },
     );
     let r = run.clone();
     engine.register_fn("list", move |ctx: NativeCallContext, collection: &str| {
-        if Kind::from_collection(collection).is_none() {
+        let Some(kind) = Kind::from_collection(collection) else {
             return Err(r.error(
                 ApiError::new(
                     StatusCode::BAD_REQUEST,
@@ -879,8 +608,10 @@ fn register(engine: &mut Engine, run: &Arc<Run>) {
                 ),
                 ctx.call_position(),
             ));
-        }
-        let reply = r.request(&ctx, Method::GET, &format!("/Thingworx/{collection}"), None)?;
+        };
+        let reply = r.request(&ctx, |app, caller| {
+            crate::api::entities::list(app, caller, kind)
+        })?;
         let names: Vec<Json> = match reply {
             Reply::Json(v) => v["rows"]
                 .as_array()
@@ -892,8 +623,10 @@ fn register(engine: &mut Engine, run: &Arc<Run>) {
     });
     let r = run.clone();
     engine.register_fn("get_entity", move |ctx: NativeCallContext, entity: &str| {
-        let path = entity_path(&ctx, &r, entity)?;
-        let reply = r.request(&ctx, Method::GET, &path, None)?;
+        let (kind, name) = entity_path(&ctx, &r, entity)?;
+        let reply = r.request(&ctx, |app, caller| {
+            crate::api::entities::describe(app, caller, kind, &name)
+        })?;
         give_any(reply)
     });
 }
@@ -1069,22 +802,10 @@ fn plan_of(pending: &[thinghost_store::Pending]) -> Vec<Json> {
 pub fn run_service(
     app: &Arc<App>,
     caller: &Caller,
-    mut params: Map<String, Json>,
+    request: crate::api::Request,
 ) -> Result<Reply, ApiError> {
-    // (A script cannot run another: `rest::handle` refuses RunScript in one before it calls this.)
-    {
-        let db = app.db.read().unwrap_or_else(|p| p.into_inner());
-        crate::services::check_params(
-            db.model(),
-            caller,
-            "RunScript",
-            &mut params,
-            &[
-                ("script", BaseType::String, true),
-                ("dryRun", BaseType::Boolean, false),
-            ],
-        )?;
-    }
+    // (A script cannot run another: its row is refused in a script.)
+    let params = request.params;
     let script = params
         .get("script")
         .and_then(Json::as_str)
@@ -1329,13 +1050,14 @@ mod tests {
                 .compile(&s.example)
                 .unwrap_or_else(|e| panic!("{}: {e}", s.name));
             assert!(s.required <= s.params.len());
-            // Organizations' AddMember/DeleteMember would clash with the groups' functions.
-            let expected = match (&s.on, s.service.as_str()) {
-                (On::Named(Kind::Organization), "AddMember") => "add_organization_member".into(),
-                (On::Named(Kind::Organization), "DeleteMember") => {
-                    "delete_organization_member".into()
-                }
-                _ => snake(&s.service),
+            // Where two services would have the same name, the row names the binding.
+            let row = crate::api::table::SERVICES
+                .iter()
+                .find(|r| r.script_name().as_deref() == Some(s.name.as_str()))
+                .expect("a row");
+            let expected = match row.script {
+                crate::api::table::Script::BoundAs(n) => n.to_string(),
+                _ => snake(s.service),
             };
             assert_eq!(s.name, expected, "functions are the services in snake case");
         }
@@ -1352,5 +1074,10 @@ mod tests {
     fn snake_case_of_services() {
         assert_eq!(snake("AddRunTimePermission"), "add_run_time_permission");
         assert_eq!(snake("CreateUser"), "create_user");
+        assert_eq!(snake("GetKeyID"), "get_key_id");
+        assert_eq!(
+            snake("GetRunTimePermissionsAsJSON"),
+            "get_run_time_permissions_as_json"
+        );
     }
 }

@@ -7,59 +7,18 @@
 //! `Read`. `Resources` are platform functions that every signed-in user can reach; their services
 //! make those checks themselves. Every change is audited.
 
+use crate::api::table::{AclOf, Action, Family, Op, Passwords, Service};
+pub(crate) use crate::api::{ApiError, Call, Prepared, Reply, Request, bad, forbidden, result};
 use crate::app::App;
 use crate::auth::Caller;
-use crate::rest::{ApiError, Reply};
 use axum::http::StatusCode;
 use serde_json::{Map, Value as Json, json};
 use thinghost_core::infotable::{Field, InfoTable};
 use thinghost_core::predefined;
 use thinghost_core::*;
-use thinghost_store::{ChangeError, Db};
-
-/// A parameter: name, type, required. `ANY` marks a parameter whose value may take any JSON
-/// shape because the service checks it against something else (a default value against its
-/// property's type, say).
-pub(crate) type Param = (&'static str, BaseType, bool);
-const ANY: BaseType = BaseType::Nothing;
-
-const PRINCIPAL: Param = ("principal", BaseType::String, true);
-const PRINCIPAL_TYPE: Param = ("principalType", BaseType::String, true);
-const TYPE: Param = ("type", BaseType::String, true);
-const RESOURCE: Param = ("resource", BaseType::String, false);
-const ALLOW: Param = ("allow", BaseType::Boolean, false);
-const COLLECTION: Param = ("collectionName", BaseType::String, true);
-const NAME: Param = ("name", BaseType::String, true);
-const DESCRIPTION: Param = ("description", BaseType::String, false);
-const TAGS: Param = ("tags", BaseType::Json, false);
-
-/// One call in progress.
-pub struct Call<'a> {
-    pub app: &'a App,
-    pub db: &'a mut Db,
-    pub caller: &'a Caller,
-    pub kind: Kind,
-    pub entity: String,
-    pub service: String,
-    pub params: Map<String, Json>,
-    /// Password work done before the model's lock was taken (see [`prepare_passwords`]).
-    pub prepared: Prepared,
-}
-
-/// Password hashes and checks made before the model's lock is taken: argon2 takes tens of
-/// milliseconds and 19 MiB, and under the lock it would stall every other request.
-#[derive(Debug, Default)]
-pub struct Prepared {
-    /// The argon2 hash of the new password (`CreateUser`'s `password`, `ChangePassword`'s
-    /// `newPassword`).
-    pub new_hash: Option<String>,
-    /// `ChangePassword`'s `oldPassword` of a user changing its own: the stored hash it was
-    /// checked against, and whether it matched (or the refusal, while the user is locked out).
-    pub old_checked: Option<Result<(Option<String>, bool), ApiError>>,
-}
 
 /// The hash [`prepare_passwords`] made of `password` (from the same parameters as this call's,
-/// before the lock), or (a call that did not come through `rest::handle`) one made now.
+/// before the lock), or (a call that did not come through `api::invoke`) one made now.
 fn prepared_hash(call: &mut Call<'_>, password: &str) -> Result<String, ApiError> {
     if let Some(h) = call.prepared.new_hash.take() {
         return Ok(h);
@@ -83,7 +42,7 @@ pub fn prepare_passwords(
     caller: &Caller,
     kind: Kind,
     entity: &str,
-    service: &str,
+    row: &Service,
     params: &Map<String, Json>,
 ) -> Result<Prepared, ApiError> {
     let busy = |e: crate::keys::Busy| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
@@ -94,10 +53,7 @@ pub fn prepare_passwords(
             .map_err(busy)
     };
     let mut prepared = Prepared::default();
-    if !matches!(
-        (kind, entity, service),
-        (Kind::Resource, "EntityServices", "CreateUser") | (Kind::User, _, "ChangePassword")
-    ) {
+    if row.passwords == Passwords::None {
         return Ok(prepared);
     }
     // One call with password work per user at a time: the pool is shared with every sign-in.
@@ -110,8 +66,8 @@ pub fn prepare_passwords(
             ),
         ));
     };
-    match (kind, entity, service) {
-        (Kind::Resource, "EntityServices", "CreateUser") => {
+    match (row.passwords, kind, entity) {
+        (Passwords::NewUser, _, _) => {
             let may = {
                 let db = app.db.read().unwrap_or_else(|p| p.into_inner());
                 db.model()
@@ -131,7 +87,7 @@ pub fn prepare_passwords(
                 prepared.new_hash = hash(p)?;
             }
         }
-        (Kind::User, user, "ChangePassword") => {
+        (Passwords::Change, Kind::User, user) => {
             let (stored, admin) = {
                 let db = app.db.read().unwrap_or_else(|p| p.into_inner());
                 let m = db.model();
@@ -201,250 +157,6 @@ pub fn prepare_passwords(
         _ => {}
     }
     Ok(prepared)
-}
-
-pub(crate) fn bad(msg: impl Into<String>) -> ApiError {
-    ApiError::new(StatusCode::BAD_REQUEST, msg)
-}
-
-pub(crate) fn forbidden(
-    caller: &Caller,
-    what: &str,
-    path: String,
-    permission: Permission,
-) -> ApiError {
-    ApiError {
-        status: StatusCode::FORBIDDEN,
-        message: format!("{} may not {what}", caller.name),
-        denied: Some((
-            permission,
-            path,
-            format!("the service's own rule: {} may not {what}", caller.name),
-        )),
-    }
-}
-
-impl Call<'_> {
-    pub(crate) fn model(&self) -> &Model {
-        self.db.model()
-    }
-
-    pub(crate) fn is_admin(&self) -> bool {
-        self.model().access().is_administrator(self.caller.subject)
-    }
-
-    fn path(&self) -> String {
-        format!("{}/{}", self.kind.collection(), self.entity)
-    }
-
-    /// Validates the parameters against `spec`: unknown or missing ones, wrong types, and
-    /// `*NAME` values that name nothing the caller can see are 400s naming the parameter.
-    pub(crate) fn params(&mut self, spec: &[Param]) -> Result<(), ApiError> {
-        let spec: Vec<(&str, BaseType, bool)> = spec.to_vec();
-        check_params(
-            self.db.model(),
-            self.caller,
-            &self.service,
-            &mut self.params,
-            &spec,
-        )
-    }
-
-    pub(crate) fn str(&self, name: &str) -> String {
-        self.params
-            .get(name)
-            .and_then(Json::as_str)
-            .unwrap_or_default()
-            .to_string()
-    }
-    pub(crate) fn opt_str(&self, name: &str) -> Option<String> {
-        self.params
-            .get(name)
-            .and_then(Json::as_str)
-            .map(str::to_string)
-            .filter(|s| !s.is_empty())
-    }
-    fn bool_or(&self, name: &str, default: bool) -> bool {
-        self.params
-            .get(name)
-            .and_then(Json::as_bool)
-            .unwrap_or(default)
-    }
-
-    /// Checks a permission on a target; 403 (audited) when denied, 404 when not visible.
-    pub(crate) fn require(
-        &self,
-        permission: Permission,
-        target: Target,
-        what: &str,
-    ) -> Result<(), ApiError> {
-        let d = self.model().check(self.caller.subject, permission, target);
-        match d.outcome {
-            Outcome::Allowed => Ok(()),
-            Outcome::NotVisible => Err(ApiError::new(
-                StatusCode::NOT_FOUND,
-                format!("{} {:?} was not found", self.kind.label(), self.entity),
-            )),
-            Outcome::Denied => {
-                let path = match target {
-                    Target::Collection(k) => k.collection().to_string(),
-                    Target::Entity { id, .. } => {
-                        let (k, n) = self.model().access().name_of(id);
-                        format!("{}/{n}", k.collection())
-                    }
-                };
-                let mut e = forbidden(self.caller, what, path, permission);
-                if let Some(denied) = &mut e.denied {
-                    denied.2 = thinghost_core::insight::rule_of(self.model(), &d);
-                }
-                Err(e)
-            }
-        }
-    }
-
-    fn require_on_entity(&self, permission: Permission, what: &str) -> Result<(), ApiError> {
-        let id = self
-            .model()
-            .access()
-            .id(self.kind, &self.entity)
-            .expect("resolved before the call");
-        self.require(permission, Target::Entity { id, resource: None }, what)
-    }
-
-    fn require_admin(&self, what: &str) -> Result<(), ApiError> {
-        if self.is_admin() {
-            Ok(())
-        } else {
-            let mut e = forbidden(self.caller, what, self.path(), Permission::Update);
-            if let Some(denied) = &mut e.denied {
-                denied.2 = format!("only members of Administrators may {what} (A2)");
-            }
-            Err(e)
-        }
-    }
-
-    /// Applies a change, stores it, and audits it.
-    fn commit<F>(&mut self, audit_key: &str, source: (Kind, String), f: F) -> Result<(), ApiError>
-    where
-        F: FnOnce(&mut Tx<'_>) -> Result<(), ModelError>,
-    {
-        // The entry is written in the change's own transaction (U2): neither lands alone.
-        let record = thinghost_store::AuditRecord {
-            timestamp: crate::now_ms(),
-            user: self.caller.name.clone(),
-            category: crate::audit::change_category(audit_key, source.0).to_string(),
-            message_key: audit_key.to_string(),
-            args: json!({"service": self.service, "parameters": redact(&self.params)}),
-            source: format!("{}/{}", source.0.collection(), source.1),
-            source_type: source.0.label().to_string(),
-        };
-        let records = if self.app.audit_log.enabled(&record.category) {
-            vec![record]
-        } else {
-            vec![]
-        };
-        self.db.change_audited(f, &records).map_err(change_error)?;
-        Ok(())
-    }
-}
-
-/// Validates parameters against a spec (name, type, required): unknown or missing ones, wrong
-/// types, and `*NAME` values that name nothing the caller can see are 400s naming the
-/// parameter. Values are replaced by their normal form.
-pub fn check_params(
-    model: &Model,
-    caller: &Caller,
-    service: &str,
-    params: &mut Map<String, Json>,
-    spec: &[(&str, BaseType, bool)],
-) -> Result<(), ApiError> {
-    for k in params.keys() {
-        if !spec.iter().any(|(n, _, _)| n == k) {
-            let known: Vec<&str> = spec.iter().map(|p| p.0).collect();
-            return Err(bad(format!(
-                "{service} has no parameter {k:?}; its parameters are: {}",
-                if known.is_empty() {
-                    "none".to_string()
-                } else {
-                    known.join(", ")
-                }
-            )));
-        }
-    }
-    for (name, bt, required) in spec {
-        match params.get(*name) {
-            None | Some(Json::Null) if *required => {
-                let t = if *bt == ANY {
-                    "any type".to_string()
-                } else {
-                    bt.to_string()
-                };
-                return Err(bad(format!("parameter {name} ({t}) is required")));
-            }
-            None | Some(Json::Null) => {}
-            Some(_) if *bt == ANY => {}
-            Some(v) => {
-                let norm = bt
-                    .normalize(v)
-                    .map_err(|e| bad(format!("parameter {name}: {e}")))?;
-                if let (Some(kind), Json::String(s)) = (bt.names_kind(), &norm) {
-                    let visible = model
-                        .access()
-                        .id(kind, s)
-                        .is_some_and(|id| model.access().visible(caller.subject, id));
-                    if !visible {
-                        return Err(bad(format!(
-                            "parameter {name}: there is no {} named {s:?}",
-                            kind.label()
-                        )));
-                    }
-                }
-                params.insert(name.to_string(), norm);
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Parameters for the audit log, without secrets.
-fn redact(params: &Map<String, Json>) -> Json {
-    let mut out = params.clone();
-    for k in ["password", "oldPassword", "newPassword"] {
-        if out.contains_key(k) {
-            out.insert(k.to_string(), json!("***"));
-        }
-    }
-    Json::Object(out)
-}
-
-/// Maps a refused or unstored change to its status.
-pub fn change_error(e: ChangeError) -> ApiError {
-    match e {
-        ChangeError::Model(me) => {
-            let status = match &me {
-                ModelError::AlreadyExists { .. }
-                | ModelError::InUse { .. }
-                | ModelError::LockOut => StatusCode::CONFLICT,
-                ModelError::Protected { .. } => StatusCode::FORBIDDEN,
-                _ => StatusCode::BAD_REQUEST,
-            };
-            ApiError::new(status, me.to_string())
-        }
-        ChangeError::Store(se @ thinghost_store::StoreError::DiskFull { .. }) => {
-            tracing::warn!(error = %se, "a change was refused: the disk is nearly full");
-            ApiError::new(
-                StatusCode::INSUFFICIENT_STORAGE,
-                format!("{se}; nothing was changed"),
-            )
-        }
-        ChangeError::Store(se) => {
-            tracing::error!(error = %se, "a change could not be stored");
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the change could not be stored; nothing was changed; try again",
-            )
-        }
-    }
 }
 
 fn principal_ref(call: &Call<'_>) -> Result<PrincipalRef, ApiError> {
@@ -574,17 +286,6 @@ fn names_table(field: &str, names: impl IntoIterator<Item = String>) -> Json {
     .into_json()
 }
 
-pub(crate) fn result(bt: BaseType, v: Json) -> Reply {
-    Reply::Json(InfoTable::single("result", bt, v).into_json())
-}
-
-/// Which ACL of an entity a permission service works on.
-#[derive(Clone, Copy, PartialEq)]
-enum AclOf {
-    Own,
-    Instance,
-}
-
 fn acl_mut<'t>(
     tx: &'t mut Tx<'_>,
     kind: Kind,
@@ -593,7 +294,7 @@ fn acl_mut<'t>(
 ) -> Result<&'t mut Acl, ModelError> {
     let e = tx.get_mut(kind, name)?;
     match which {
-        AclOf::Own => Ok(&mut e.permissions),
+        AclOf::Own | AclOf::Collection => Ok(&mut e.permissions),
         AclOf::Instance => e
             .instance_permissions_mut()
             .ok_or_else(|| ModelError::Invalid {
@@ -603,47 +304,15 @@ fn acl_mut<'t>(
     }
 }
 
-/// The permission services of one ACL (own, instance or a collection's).
-fn permission_service(
-    call: &mut Call<'_>,
-    op: &str,
-    which: AclOf,
-    collection: Option<Kind>,
-) -> Result<Reply, ApiError> {
-    let extra: &[Param] = if collection.is_some() {
-        &[COLLECTION]
-    } else {
-        &[]
+/// The permission services of one list of entries (an entity's own, a template's or shape's
+/// instance permissions, a collection's): the row says which family, what, and where.
+pub fn permission_service(call: &mut Call<'_>) -> Result<Reply, ApiError> {
+    let Op::Permissions(family, action, which) = call.row.op else {
+        unreachable!("a permission service's row names its family")
     };
-    let spec = |base: &[Param]| -> Vec<Param> { extra.iter().chain(base).copied().collect() };
     let (kind, name) = (call.kind, call.entity.clone());
-    let read_acl = |call: &Call<'_>| -> Acl {
-        match collection {
-            Some(k) => call.model().collection(k).cloned().unwrap_or_default(),
-            None => {
-                let e = call.model().get(kind, &name).expect("resolved");
-                match which {
-                    AclOf::Own => e.permissions.clone(),
-                    AclOf::Instance => e.instance_permissions().cloned().unwrap_or_default(),
-                }
-            }
-        }
-    };
-    let is_get = op.starts_with("Get");
-    match op {
-        "AddRunTimePermission" | "DeleteRunTimePermission" => {
-            call.params(&spec(&[PRINCIPAL, PRINCIPAL_TYPE, TYPE, RESOURCE, ALLOW]))?
-        }
-        "AddDesignTimePermission" | "DeleteDesignTimePermission" => {
-            call.params(&spec(&[PRINCIPAL, PRINCIPAL_TYPE, TYPE, ALLOW]))?
-        }
-        "AddVisibilityPermission" | "DeleteVisibilityPermission" => {
-            call.params(&spec(&[PRINCIPAL, PRINCIPAL_TYPE]))?
-        }
-        _ => call.params(&spec(&[]))?,
-    }
-    let coll_kind = match collection {
-        Some(_) => {
+    let coll_kind = match which {
+        AclOf::Collection => {
             let c = call.str("collectionName");
             Some(Kind::from_collection(&c).ok_or_else(|| {
                 bad(format!(
@@ -651,37 +320,37 @@ fn permission_service(
                 ))
             })?)
         }
-        None => None,
+        _ => None,
     };
-    // Authorization: collections are the administrators'; entities need Read to look, Update to change (D1).
-    match (coll_kind, is_get) {
-        (Some(_), _) => call.require_admin("change or read collection permissions")?,
-        (None, true) => {
-            call.require_on_entity(Permission::Read, "read this entity's permissions")?
+    let read_acl = |call: &Call<'_>| -> Acl {
+        match coll_kind {
+            Some(k) => call.model().collection(k).cloned().unwrap_or_default(),
+            None => {
+                let e = call.model().get(kind, &name).expect("resolved");
+                match which {
+                    AclOf::Instance => e.instance_permissions().cloned().unwrap_or_default(),
+                    _ => e.permissions.clone(),
+                }
+            }
         }
-        (None, false) => {
-            call.require_on_entity(Permission::Update, "change this entity's permissions")?
-        }
-    }
-    if is_get {
+    };
+    if action == Action::Get {
         let acl = read_acl(call);
-        return Ok(Reply::Json(match op {
-            "GetRunTimePermissions" => entries_table(&acl.run_time, true),
-            "GetDesignTimePermissions" => entries_table(&acl.design_time, false),
-            _ => visibility_table(&acl.visibility),
+        return Ok(Reply::Json(match family {
+            Family::RunTime => entries_table(&acl.run_time, true),
+            Family::DesignTime => entries_table(&acl.design_time, false),
+            Family::Visibility => visibility_table(&acl.visibility),
         }));
     }
     // Whether the change widens access (adds visibility or an allowing entry, or removes a
     // deny): what the U7 warning is about.
-    let mut widens = op.starts_with("Add") && op.contains("Visibility");
-    let change: Box<dyn FnOnce(&mut Acl)> = match op {
-        "AddRunTimePermission"
-        | "DeleteRunTimePermission"
-        | "AddDesignTimePermission"
-        | "DeleteDesignTimePermission" => {
+    let add = action == Action::Add;
+    let mut widens = add && family == Family::Visibility;
+    let change: Box<dyn FnOnce(&mut Acl)> = match family {
+        Family::RunTime | Family::DesignTime => {
             let principal = principal_ref(call)?;
             let permission = permission_param(call)?;
-            let design = op.contains("Design");
+            let design = family == Family::DesignTime;
             let resource = if design {
                 ALL_RESOURCES.to_string()
             } else {
@@ -689,7 +358,6 @@ fn permission_service(
                     .unwrap_or_else(|| ALL_RESOURCES.to_string())
             };
             let allow = call.bool_or("allow", true);
-            let add = op.starts_with("Add");
             widens = if add {
                 allow
             } else {
@@ -725,9 +393,8 @@ fn permission_service(
                 }
             })
         }
-        _ => {
+        Family::Visibility => {
             let entry = visibility_entry(call)?;
-            let add = op.starts_with("Add");
             Box::new(move |acl: &mut Acl| {
                 acl.visibility.retain(|v| v != &entry);
                 if add {
@@ -760,9 +427,7 @@ fn permission_service(
 /// all or nothing). Each item of the JSON array: `family` (`visibility`, `designTime` or
 /// `runTime`), `principal`, `principalType`, and for the permission families `type`, `allow`
 /// (default true) and, at run time, `resource` (default `*`). Every principal must exist.
-fn add_permissions(call: &mut Call<'_>, which: AclOf) -> Result<Reply, ApiError> {
-    call.params(&[("permissions", BaseType::Json, true)])?;
-    call.require_on_entity(Permission::Update, "change this entity's permissions")?;
+pub fn add_permissions(call: &mut Call<'_>, which: AclOf) -> Result<Reply, ApiError> {
     let items = match call.params.get("permissions") {
         Some(Json::Array(items)) if !items.is_empty() => items.clone(),
         _ => {
@@ -895,9 +560,7 @@ fn add_permissions(call: &mut Call<'_>, which: AclOf) -> Result<Reply, ApiError>
 
 /// `ImplementsShape(thingShapeName)` on a Thing or a ThingTemplate: does it implement the shape,
 /// itself or through its template chain? Needs design-time Read (it describes the entity).
-fn implements_shape(call: &mut Call<'_>) -> Result<Reply, ApiError> {
-    call.params(&[("thingShapeName", BaseType::String, true)])?;
-    call.require_on_entity(Permission::Read, "read this entity's definition")?;
+pub fn implements_shape(call: &mut Call<'_>) -> Result<Reply, ApiError> {
     let shape = call.str("thingShapeName");
     let m = call.model();
     let e = m.get(call.kind, &call.entity).expect("resolved");
@@ -945,114 +608,13 @@ fn warned(call: &Call<'_>, warning: Option<String>) -> Reply {
                 &call.caller.name,
                 crate::audit::category::SECURITY,
                 "auditArchiveRepositoryGranted",
-                json!({"warning": w, "service": call.service, "parameters": call.params}),
+                json!({"warning": w, "service": call.row.name, "parameters": call.params}),
                 &format!("Things/{}", call.entity),
                 "Thing",
             );
             Reply::Json(json!({"warning": w}))
         }
     }
-}
-
-/// Runs a host service, if there is one of that name on that entity.
-pub fn host_service(call: &mut Call<'_>) -> Option<Result<Reply, ApiError>> {
-    let service = call.service.clone();
-    let (kind, entity) = (call.kind, call.entity.clone());
-    let s = service.as_str();
-    // Permission services on every entity; the Instance variants on templates and shapes.
-    if let Some(op) = s
-        .strip_prefix("AddInstance")
-        .map(|r| format!("Add{r}"))
-        .or_else(|| {
-            s.strip_prefix("DeleteInstance")
-                .map(|r| format!("Delete{r}"))
-        })
-        .or_else(|| s.strip_prefix("GetInstance").map(|r| format!("Get{r}")))
-        && is_permission_op(&op)
-        && matches!(kind, Kind::ThingTemplate | Kind::ThingShape)
-    {
-        return Some(permission_service(call, &op, AclOf::Instance, None));
-    }
-    if s == "AddInstancePermissions" && matches!(kind, Kind::ThingTemplate | Kind::ThingShape) {
-        return Some(add_permissions(call, AclOf::Instance));
-    }
-    if s == "AddPermissions" && kind != Kind::Resource {
-        return Some(add_permissions(call, AclOf::Own));
-    }
-    if is_permission_op(s) && kind != Kind::Resource {
-        return Some(permission_service(call, s, AclOf::Own, None));
-    }
-    if kind == Kind::Resource && entity == "CollectionFunctions" {
-        let op = s.replace("Collection", "");
-        if is_permission_op(&op) {
-            return Some(permission_service(call, &op, AclOf::Own, Some(kind)));
-        }
-    }
-    let r = match (kind, entity.as_str(), s) {
-        (Kind::Resource, "EntityServices", _) => entity_services(call)?,
-        (Kind::Resource, "SecurityServices", "ExplainAccess") => explain_access(call),
-        // (The audit log's read services and maintenance are answered by `rest::handle`
-        // outside the model's lock: `audit::is_read`, `audit::is_maintenance`.)
-        (Kind::Thing, _, "ListFiles" | "DeleteFile") => crate::repository::service(call)?,
-        (Kind::Resource, "CurrentSessionInfo", _) => session_info(call)?,
-        (Kind::Subsystem, "PlatformSubsystem", "GetDefaultDataPersistenceProviderName") => (|| {
-            call.params(&[])?;
-            let id = call.model().access().id(kind, &entity).expect("predefined");
-            let resource = call.model().access().sym(s);
-            call.require(
-                Permission::ServiceInvoke,
-                Target::Entity { id, resource },
-                "call GetDefaultDataPersistenceProviderName",
-            )?;
-            Ok(result(
-                BaseType::String,
-                json!(predefined::DEFAULT_PERSISTENCE_PROVIDER),
-            ))
-        })(
-        ),
-        (
-            Kind::Subsystem,
-            "PlatformSubsystem",
-            "GetExtensionPackageList" | "GetExtensionPackageDetails",
-        ) => extension_packages(call),
-        (_, _, "GetPermissionsForCurrentUser") => current_user_permissions(call),
-        (_, _, "CheckPermissionForUser") => check_for_user(call),
-        (
-            Kind::Thing | Kind::ThingTemplate | Kind::ThingShape,
-            _,
-            "AddPropertyDefinition" | "DeletePropertyDefinition",
-        ) => property_definition(call),
-        (Kind::Thing, _, "AddShapeToThing") => add_shape(call),
-        (Kind::Thing | Kind::ThingTemplate, _, "ImplementsShape") => implements_shape(call),
-        (Kind::Group, _, "AddMember" | "DeleteMember") => group_member(call),
-        (
-            Kind::Organization,
-            _,
-            "AddOrganizationalUnit" | "DeleteOrganizationalUnit" | "AddMember" | "DeleteMember",
-        ) => organization(call),
-        (Kind::ApplicationKey, _, "GetKeyID") => key_id(call),
-        (Kind::User, _, "ChangePassword") => change_password(call),
-        (Kind::User, _, "EnableUser" | "DisableUser" | "LockUser" | "UnlockUser") => {
-            user_state(call)
-        }
-        _ => return None,
-    };
-    Some(r)
-}
-
-fn is_permission_op(s: &str) -> bool {
-    matches!(
-        s,
-        "AddRunTimePermission"
-            | "DeleteRunTimePermission"
-            | "GetRunTimePermissions"
-            | "AddDesignTimePermission"
-            | "DeleteDesignTimePermission"
-            | "GetDesignTimePermissions"
-            | "AddVisibilityPermission"
-            | "DeleteVisibilityPermission"
-            | "GetVisibilityPermissions"
-    )
 }
 
 fn tags(call: &Call<'_>) -> Result<Vec<String>, ApiError> {
@@ -1070,38 +632,13 @@ fn tags(call: &Call<'_>) -> Result<Vec<String>, ApiError> {
     }
 }
 
-fn entity_services(call: &mut Call<'_>) -> Option<Result<Reply, ApiError>> {
-    let s = call.service.clone();
-    let create_kind = match s.as_str() {
-        "CreateThing" => Some(Kind::Thing),
-        "CreateThingTemplate" => Some(Kind::ThingTemplate),
-        "CreateThingShape" => Some(Kind::ThingShape),
-        "CreateDataShape" => Some(Kind::DataShape),
-        "CreateUser" => Some(Kind::User),
-        "CreateGroup" => Some(Kind::Group),
-        "CreateOrganization" => Some(Kind::Organization),
-        "CreateApplicationKey" => Some(Kind::ApplicationKey),
-        _ => None,
+/// `Delete{Kind}(name)` of `Resources/EntityServices` (the row's rule checked `Delete` on it).
+pub fn delete_named(call: &mut Call<'_>) -> Result<Reply, ApiError> {
+    let Op::Kind(kind) = call.row.op else {
+        unreachable!("a Delete row names its kind")
     };
-    if let Some(kind) = create_kind {
-        return Some(create(call, kind));
-    }
-    let delete_kind = match s.as_str() {
-        "DeleteThing" => (Kind::Thing, BaseType::Thingname),
-        "DeleteThingTemplate" => (Kind::ThingTemplate, BaseType::Thingtemplatename),
-        "DeleteThingShape" => (Kind::ThingShape, BaseType::Thingshapename),
-        "DeleteDataShape" => (Kind::DataShape, BaseType::Datashapename),
-        "DeleteUser" => (Kind::User, BaseType::Username),
-        "DeleteGroup" => (Kind::Group, BaseType::Groupname),
-        "DeleteOrganization" => (Kind::Organization, BaseType::Organizationname),
-        "DeleteApplicationKey" => (Kind::ApplicationKey, BaseType::Applicationkeyname),
-        _ => return None,
-    };
-    Some((|| {
-        call.params(&[("name", delete_kind.1, true)])?;
-        let name = call.str("name");
-        delete(call, delete_kind.0, &name)
-    })())
+    let name = call.str("name");
+    remove(call, kind, &name)
 }
 
 /// Deletes an entity the caller can see and may delete (DELETE /Thingworx/{Collection}/{Entity} too).
@@ -1116,6 +653,11 @@ pub fn delete(call: &mut Call<'_>, kind: Kind, name: &str) -> Result<Reply, ApiE
         Target::Entity { id, resource: None },
         &format!("delete {}/{name}", kind.collection()),
     )?;
+    remove(call, kind, name)
+}
+
+/// Deletes an entity, once its deletion is authorized.
+fn remove(call: &mut Call<'_>, kind: Kind, name: &str) -> Result<Reply, ApiError> {
     let n = name.to_string();
     call.commit("entityDeleted", (kind, name.to_string()), move |tx| {
         tx.delete(kind, &n)
@@ -1123,35 +665,9 @@ pub fn delete(call: &mut Call<'_>, kind: Kind, name: &str) -> Result<Reply, ApiE
     Ok(Reply::Empty)
 }
 
-fn create(call: &mut Call<'_>, kind: Kind) -> Result<Reply, ApiError> {
-    // Every Create service takes name, description and tags; these are the others.
-    let extra: &[Param] = match kind {
-        Kind::Thing => &[("thingTemplateName", BaseType::Thingtemplatename, true)],
-        Kind::ThingTemplate => &[("thingTemplateName", BaseType::Thingtemplatename, false)],
-        Kind::ThingShape | Kind::Group => &[],
-        Kind::DataShape => &[("fields", BaseType::Json, false)],
-        // Without a password, the user signs in only with keys or a client certificate: what
-        // a device user should be (seed 000).
-        Kind::User => &[("password", BaseType::Password, false)],
-        Kind::Organization => &[("topOUName", BaseType::String, false)],
-        Kind::ApplicationKey => &[
-            ("user", BaseType::Username, false),
-            ("expirationDate", BaseType::Datetime, false),
-            ("whitelist", ANY, false),
-            ("clientName", BaseType::String, false),
-        ],
-        _ => unreachable!("no Create service for {kind}"),
-    };
-    let spec: Vec<Param> = [NAME, DESCRIPTION, TAGS]
-        .into_iter()
-        .chain(extra.iter().copied())
-        .collect();
-    call.params(&spec)?;
-    call.require(
-        Permission::Create,
-        Target::Collection(kind),
-        &format!("create {}", kind.collection()),
-    )?;
+/// `Create{Kind}` of `Resources/EntityServices` (the row's rule checked `Create` on the
+/// collection).
+pub fn create(call: &mut Call<'_>, kind: Kind) -> Result<Reply, ApiError> {
     let name = call.str("name");
     names::check_entity_name(&name).map_err(|r| bad(format!("parameter name: {r}")))?;
     let body = match kind {
@@ -1396,24 +912,9 @@ fn create_key(call: &mut Call<'_>, name: &str) -> Result<Reply, ApiError> {
     finish_create(call, entity, Some(Reply::Json(table.into_json())))
 }
 
-fn explain_access(call: &mut Call<'_>) -> Result<Reply, ApiError> {
-    call.params(&[
-        ("user", BaseType::Username, true),
-        ("action", BaseType::String, true),
-        ("target", BaseType::String, true),
-    ])?;
-    if !crate::security::security_admin(call) {
-        let mut e = forbidden(
-            call.caller,
-            "explain access decisions (Administrators and SecurityAdministrators may)",
-            call.path(),
-            Permission::ServiceInvoke,
-        );
-        if let Some(denied) = &mut e.denied {
-            denied.2 = "only members of Administrators or SecurityAdministrators may explain access decisions".into();
-        }
-        return Err(e);
-    }
+/// `ExplainAccess(user, action, target)` (the row's rule: administrators and security
+/// administrators).
+pub fn explain_access(call: &mut Call<'_>) -> Result<Reply, ApiError> {
     let m = call.model();
     let permission = Permission::parse(&call.str("action")).ok_or_else(|| {
         bad(format!(
@@ -1466,53 +967,61 @@ fn explain_access(call: &mut Call<'_>) -> Result<Reply, ApiError> {
     ))
 }
 
-fn session_info(call: &mut Call<'_>) -> Option<Result<Reply, ApiError>> {
-    let s = call.service.clone();
-    if !matches!(
-        s.as_str(),
-        "GetCurrentUser" | "GetCurrentUserGroups" | "GetCurrentUserOrganizations"
-    ) {
-        return None;
-    }
-    Some((|| {
-        call.params(&[])?;
-        let m = call.model();
-        let me = call.caller.name.clone();
-        let access = m.access();
-        let principals: Vec<PrincipalRef> = access
-            .principals(call.caller.subject)
-            .map(|id| match access.name_of(id) {
-                (Kind::Group, n) => PrincipalRef::group(n),
-                (_, n) => PrincipalRef::user(n),
-            })
-            .collect();
-        Ok(match s.as_str() {
-            "GetCurrentUser" => result(BaseType::Username, json!(me)),
-            "GetCurrentUserGroups" => Reply::Json(names_table(
-                "name",
-                principals
-                    .iter()
-                    .filter(|p| p.kind == PrincipalType::Group)
-                    .map(|p| p.principal.clone()),
-            )),
-            _ => Reply::Json(names_table(
-                "name",
-                m.entities(Kind::Organization)
-                    .filter(|o| match &o.body {
-                        Body::Organization(b) => b
-                            .units
-                            .iter()
-                            .any(|u| u.members.iter().any(|x| principals.contains(x))),
-                        _ => false,
-                    })
-                    .map(|o| o.name.clone()),
-            )),
-        })
-    })())
+/// `GetCurrentUser()` of `Resources/CurrentSessionInfo`.
+pub fn current_user(call: &mut Call<'_>) -> Result<Reply, ApiError> {
+    Ok(result(BaseType::Username, json!(call.caller.name)))
 }
 
-fn current_user_permissions(call: &mut Call<'_>) -> Result<Reply, ApiError> {
-    call.params(&[])?;
+/// The caller's principals: itself and its groups, by name.
+fn my_principals(call: &Call<'_>) -> Vec<PrincipalRef> {
+    let access = call.model().access();
+    access
+        .principals(call.caller.subject)
+        .map(|id| match access.name_of(id) {
+            (Kind::Group, n) => PrincipalRef::group(n),
+            (_, n) => PrincipalRef::user(n),
+        })
+        .collect()
+}
+
+/// `GetCurrentUserGroups()`.
+pub fn current_user_groups(call: &mut Call<'_>) -> Result<Reply, ApiError> {
+    Ok(Reply::Json(names_table(
+        "name",
+        my_principals(call)
+            .into_iter()
+            .filter(|p| p.kind == PrincipalType::Group)
+            .map(|p| p.principal),
+    )))
+}
+
+/// `GetCurrentUserOrganizations()`.
+pub fn current_user_organizations(call: &mut Call<'_>) -> Result<Reply, ApiError> {
+    let principals = my_principals(call);
+    Ok(Reply::Json(names_table(
+        "name",
+        call.model()
+            .entities(Kind::Organization)
+            .filter(|o| match &o.body {
+                Body::Organization(b) => b
+                    .units
+                    .iter()
+                    .any(|u| u.members.iter().any(|x| principals.contains(x))),
+                _ => false,
+            })
+            .map(|o| o.name.clone()),
+    )))
+}
+
+/// `GetDefaultDataPersistenceProviderName()` of `Subsystems/PlatformSubsystem`.
+pub fn default_persistence_provider(_: &mut Call<'_>) -> Result<Reply, ApiError> {
+    Ok(result(
+        BaseType::String,
+        json!(predefined::DEFAULT_PERSISTENCE_PROVIDER),
+    ))
+}
+
+pub fn current_user_permissions(call: &mut Call<'_>) -> Result<Reply, ApiError> {
     let m = call.model();
     let id = m.access().id(call.kind, &call.entity).expect("resolved");
     let rows = Permission::ALL
@@ -1553,13 +1062,15 @@ fn current_user_permissions(call: &mut Call<'_>) -> Result<Reply, ApiError> {
     ))
 }
 
-fn check_for_user(call: &mut Call<'_>) -> Result<Reply, ApiError> {
-    call.params(&[("user", BaseType::Username, true), TYPE, RESOURCE])?;
-    call.require_on_entity(Permission::Read, "inspect this entity's permissions")?;
+/// `CheckPermissionForUser(name, type, user)` (the row's rule: Read on the entity).
+pub fn check_for_user(call: &mut Call<'_>) -> Result<Reply, ApiError> {
     let permission = permission_param(call)?;
     let m = call.model();
     let id = m.access().id(call.kind, &call.entity).expect("resolved");
-    let resource = call.opt_str("resource").and_then(|r| m.access().sym(&r));
+    let resource = call
+        .opt_str("name")
+        .filter(|r| r != ALL_RESOURCES)
+        .and_then(|r| m.access().sym(&r));
     let subject = m.subject(&call.str("user")).expect("validated");
     Ok(result(
         BaseType::Boolean,
@@ -1570,20 +1081,8 @@ fn check_for_user(call: &mut Call<'_>) -> Result<Reply, ApiError> {
     ))
 }
 
-fn property_definition(call: &mut Call<'_>) -> Result<Reply, ApiError> {
-    let add = call.service.starts_with("Add");
-    if add {
-        call.params(&[
-            NAME,
-            ("type", BaseType::String, true),
-            DESCRIPTION,
-            ("defaultValue", ANY, false),
-            ("readOnly", BaseType::Boolean, false),
-        ])?;
-    } else {
-        call.params(&[NAME])?;
-    }
-    call.require_on_entity(Permission::Update, "change this entity's definitions")?;
+/// `AddPropertyDefinition` and `DeletePropertyDefinition`.
+pub fn property_definition(call: &mut Call<'_>, add: bool) -> Result<Reply, ApiError> {
     let name = call.str("name");
     let def = if add {
         let t = call.str("type");
@@ -1636,9 +1135,7 @@ fn property_definition(call: &mut Call<'_>) -> Result<Reply, ApiError> {
     Ok(Reply::Empty)
 }
 
-fn add_shape(call: &mut Call<'_>) -> Result<Reply, ApiError> {
-    call.params(&[("thingShapeName", BaseType::Thingshapename, true)])?;
-    call.require_on_entity(Permission::Update, "change this Thing's shapes")?;
+pub fn add_shape(call: &mut Call<'_>) -> Result<Reply, ApiError> {
     let (shape, entity) = (call.str("thingShapeName"), call.entity.clone());
     call.commit(
         "entityUpdated",
@@ -1665,14 +1162,9 @@ fn member_ref(call: &Call<'_>, member: &str, type_param: &str) -> Result<Princip
     }
 }
 
-fn group_member(call: &mut Call<'_>) -> Result<Reply, ApiError> {
-    call.params(&[
-        ("member", BaseType::String, true),
-        ("type", BaseType::String, true),
-    ])?;
-    call.require_on_entity(Permission::Update, "change this group's members")?;
+/// `AddMember` and `DeleteMember` of a group.
+pub fn group_member(call: &mut Call<'_>, add: bool) -> Result<Reply, ApiError> {
     let member = member_ref(call, &call.str("member"), "type")?;
-    let add = call.service.starts_with("Add");
     let group = call.entity.clone();
     call.commit(
         "membershipChanged",
@@ -1693,21 +1185,25 @@ fn group_member(call: &mut Call<'_>) -> Result<Reply, ApiError> {
 /// A change to an organization's units, prepared before the transaction.
 type OrgChange = Box<dyn FnOnce(&mut OrganizationBody) -> Result<(), String>>;
 
-fn organization(call: &mut Call<'_>) -> Result<Reply, ApiError> {
-    let adding_unit = call.service == "AddOrganizationalUnit";
-    let deleting_unit = call.service == "DeleteOrganizationalUnit";
-    if adding_unit {
-        call.params(&[("parentName", BaseType::String, true), NAME])?;
-    } else if deleting_unit {
-        call.params(&[NAME])?;
-    } else {
-        call.params(&[
-            NAME,
-            ("member", BaseType::String, true),
-            ("type", BaseType::String, true),
-        ])?;
-    }
-    call.require_on_entity(Permission::Update, "change this organization")?;
+/// `AddOrganizationalUnit(parentName, name)` and `DeleteOrganizationalUnit(name)`.
+pub fn organizational_unit(call: &mut Call<'_>, add: bool) -> Result<Reply, ApiError> {
+    organization(call, if add { Org::AddUnit } else { Org::DeleteUnit })
+}
+
+/// `AddMember(name, member, type)` and `DeleteMember` of an organization's unit `name`.
+pub fn unit_member(call: &mut Call<'_>, add: bool) -> Result<Reply, ApiError> {
+    organization(call, Org::Member { add })
+}
+
+enum Org {
+    AddUnit,
+    DeleteUnit,
+    Member { add: bool },
+}
+
+fn organization(call: &mut Call<'_>, what: Org) -> Result<Reply, ApiError> {
+    let adding_unit = matches!(what, Org::AddUnit);
+    let deleting_unit = matches!(what, Org::DeleteUnit);
     let org = call.entity.clone();
     let unit = call.str("name");
     if adding_unit {
@@ -1751,7 +1247,7 @@ fn organization(call: &mut Call<'_>) -> Result<Reply, ApiError> {
         })
     } else {
         let member = member_ref(call, &call.str("member"), "type")?;
-        let add = call.service == "AddMember";
+        let add = matches!(what, Org::Member { add: true });
         Box::new(move |o| {
             let u = o
                 .units
@@ -1782,8 +1278,8 @@ fn organization(call: &mut Call<'_>) -> Result<Reply, ApiError> {
     Ok(Reply::Empty)
 }
 
-fn key_id(call: &mut Call<'_>) -> Result<Reply, ApiError> {
-    call.params(&[])?;
+/// `GetKeyID()` (D2: a user may look at its own keys; others need Read).
+pub fn key_id(call: &mut Call<'_>) -> Result<Reply, ApiError> {
     let m = call.model();
     let e = m.get(Kind::ApplicationKey, &call.entity).expect("resolved");
     let Body::ApplicationKey(k) = &e.body else {
@@ -1806,11 +1302,9 @@ fn key_id(call: &mut Call<'_>) -> Result<Reply, ApiError> {
     ))
 }
 
-fn change_password(call: &mut Call<'_>) -> Result<Reply, ApiError> {
-    call.params(&[
-        ("oldPassword", BaseType::Password, false),
-        ("newPassword", BaseType::Password, true),
-    ])?;
+/// `ChangePassword(oldPassword, newPassword)`: a user's own (with its old password), or any
+/// user's by an administrator.
+pub fn change_password(call: &mut Call<'_>) -> Result<Reply, ApiError> {
     let own = call.entity == call.caller.name;
     if !own {
         call.require_admin("change another user's password")?;
@@ -1875,29 +1369,35 @@ fn change_password(call: &mut Call<'_>) -> Result<Reply, ApiError> {
 /// `Users/U/Services/EnableUser`, `DisableUser`, `LockUser`, `UnlockUser`: needs `Update` on
 /// the user (D1). A disabled or locked user cannot sign in (K3); the model refuses a change that
 /// would leave Administrators without an enabled, unlocked user (the lock-out guard).
-fn user_state(call: &mut Call<'_>) -> Result<Reply, ApiError> {
-    call.params(&[])?;
-    let (what, audit_key) = match call.service.as_str() {
-        "EnableUser" => ("enable this user", "userEnabled"),
-        "DisableUser" => ("disable this user", "userDisabled"),
-        "LockUser" => ("lock this user", "userLocked"),
-        _ => ("unlock this user", "userUnlocked"),
+pub fn user_state(call: &mut Call<'_>, state: UserState) -> Result<Reply, ApiError> {
+    let audit_key = match state {
+        UserState::Enable => "userEnabled",
+        UserState::Disable => "userDisabled",
+        UserState::Lock => "userLocked",
+        UserState::Unlock => "userUnlocked",
     };
-    call.require_on_entity(Permission::Update, what)?;
     let user = call.entity.clone();
-    let service = call.service.clone();
     call.commit(audit_key, (Kind::User, user.clone()), move |tx| {
         if let Body::User(u) = &mut tx.get_mut(Kind::User, &user)?.body {
-            match service.as_str() {
-                "EnableUser" => u.enabled = true,
-                "DisableUser" => u.enabled = false,
-                "LockUser" => u.locked = true,
-                _ => u.locked = false,
+            match state {
+                UserState::Enable => u.enabled = true,
+                UserState::Disable => u.enabled = false,
+                UserState::Lock => u.locked = true,
+                UserState::Unlock => u.locked = false,
             }
         }
         Ok(())
     })?;
     Ok(Reply::Empty)
+}
+
+/// What `EnableUser`, `DisableUser`, `LockUser` and `UnlockUser` do.
+#[derive(Clone, Copy)]
+pub enum UserState {
+    Enable,
+    Disable,
+    Lock,
+    Unlock,
 }
 
 /// `Subsystems/PlatformSubsystem/Services/ReloadExtension(packageName, force)`, administrators
@@ -1910,32 +1410,9 @@ fn user_state(call: &mut Call<'_>) -> Result<Reply, ApiError> {
 pub fn reload_extension(
     app: &std::sync::Arc<App>,
     caller: &Caller,
-    mut params: Map<String, Json>,
+    request: Request,
 ) -> Result<Reply, ApiError> {
-    let path = "Subsystems/PlatformSubsystem".to_string();
-    {
-        let db = app.db.read().unwrap_or_else(|p| p.into_inner());
-        let m = db.model();
-        crate::rest::visible_entity(m, caller, Kind::Subsystem, "PlatformSubsystem")?;
-        if !m.access().is_administrator(caller.subject) {
-            return Err(forbidden(
-                caller,
-                "reload extensions",
-                path,
-                Permission::ServiceInvoke,
-            ));
-        }
-        check_params(
-            m,
-            caller,
-            "ReloadExtension",
-            &mut params,
-            &[
-                ("packageName", BaseType::String, true),
-                ("force", BaseType::Boolean, false),
-            ],
-        )?;
-    }
+    let params = request.params;
     let name = params
         .get("packageName")
         .and_then(Json::as_str)
@@ -1983,24 +1460,7 @@ pub fn reload_extension(
 
 /// `GetExtensionPackageList()` and `GetExtensionPackageDetails(packageName)`: each extension's
 /// state (loaded with its contributions and declared capabilities, or refused and why).
-fn extension_packages(call: &mut Call<'_>) -> Result<Reply, ApiError> {
-    let details = call.service == "GetExtensionPackageDetails";
-    if details {
-        call.params(&[("packageName", BaseType::String, true)])?;
-    } else {
-        call.params(&[])?;
-    }
-    let id = call
-        .model()
-        .access()
-        .id(Kind::Subsystem, "PlatformSubsystem")
-        .expect("predefined");
-    let resource = call.model().access().sym(&call.service);
-    call.require(
-        Permission::ServiceInvoke,
-        Target::Entity { id, resource },
-        "list the extensions",
-    )?;
+pub fn extension_packages(call: &mut Call<'_>, details: bool) -> Result<Reply, ApiError> {
     let all = call.app.extensions.load().summary();
     if details {
         let name = call.str("packageName");

@@ -1,0 +1,302 @@
+//! The entity routes of the API as typed calls: list a collection, describe an entity, read
+//! and write a property. (Services: [`crate::api::invoke`].)
+
+use crate::api::{ApiError, Reply, require, visible_entity};
+use crate::app::App;
+use crate::auth::Caller;
+use axum::http::StatusCode;
+use serde_json::{Value as Json, json};
+use thinghost_core::infotable::{Field, InfoTable};
+use thinghost_core::validate::{find_property, merged_definitions};
+use thinghost_core::{BaseType, Body, Entity, Kind, Model, Permission, Target, View};
+
+/// The entities of a collection that the caller can see (an InfoTable of `name`, `description`).
+pub fn list(app: &App, caller: &Caller, kind: Kind) -> Result<Reply, ApiError> {
+    let db = app.db.read().unwrap_or_else(|p| p.into_inner());
+    let m = db.model();
+    let mut table = InfoTable {
+        fields: vec![
+            Field {
+                name: "name".into(),
+                base_type: BaseType::String,
+            },
+            Field {
+                name: "description".into(),
+                base_type: BaseType::String,
+            },
+        ],
+        rows: vec![],
+    };
+    for e in m.entities(kind) {
+        let id = m.access().id(kind, &e.name).expect("indexed");
+        if m.access().visible(caller.subject, id) {
+            let mut row = serde_json::Map::new();
+            row.insert("name".into(), json!(e.name));
+            row.insert("description".into(), json!(e.description));
+            table.rows.push(row);
+        }
+    }
+    Ok(Reply::Json(table.into_json()))
+}
+
+/// An entity's metadata (needs Read).
+pub fn describe(app: &App, caller: &Caller, kind: Kind, name: &str) -> Result<Reply, ApiError> {
+    let db = app.db.read().unwrap_or_else(|p| p.into_inner());
+    let m = db.model();
+    let (e, id) = visible_entity(m, caller, kind, name)?;
+    require(
+        m,
+        caller,
+        Permission::Read,
+        Target::Entity { id, resource: None },
+        &format!("{}/{name}", kind.collection()),
+    )?;
+    Ok(Reply::Json(description(m, e)))
+}
+
+/// A property's value, as a one-row InfoTable keyed by its name (needs PropertyRead).
+pub fn read_property(
+    app: &App,
+    caller: &Caller,
+    kind: Kind,
+    name: &str,
+    prop: &str,
+) -> Result<Reply, ApiError> {
+    let db = app.db.read().unwrap_or_else(|p| p.into_inner());
+    let (def, value) = checked_property(
+        db.model(),
+        caller,
+        kind,
+        name,
+        prop,
+        Permission::PropertyRead,
+    )?;
+    Ok(Reply::Json(
+        InfoTable::single(prop, def.base_type, value).into_json(),
+    ))
+}
+
+/// Writes a property (needs PropertyWrite; checked against its base type). `raw`: the value, or
+/// none when the request named none (a 400, once the caller may write at all).
+pub fn write_property(
+    app: &App,
+    caller: &Caller,
+    kind: Kind,
+    name: &str,
+    prop: &str,
+    raw: Option<&Json>,
+) -> Result<Reply, ApiError> {
+    let mut db = app.db.write().unwrap_or_else(|p| p.into_inner());
+    let (def, _) = checked_property(
+        db.model(),
+        caller,
+        kind,
+        name,
+        prop,
+        Permission::PropertyWrite,
+    )?;
+    if let Some(refusal) = db.model().get(kind, name).and_then(disabled) {
+        return Err(refusal);
+    }
+    if def.read_only {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!("property {prop} is read-only"),
+        ));
+    }
+    let raw = raw.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("the body needs {{\"{prop}\": value}}"),
+        )
+    })?;
+    let value = def
+        .base_type
+        .normalize(raw)
+        .map_err(|err| ApiError::new(StatusCode::BAD_REQUEST, format!("property {prop}: {err}")))?;
+    // Writes to a scheduler's or file repository's properties change how the platform runs (who
+    // a job runs as, when, what it keeps): audited with the change. Device data written to other
+    // Things is not (it is not a change of the model's rules), unless an admin script writes it
+    // (a step of its plan, recorded if it lands).
+    let records: Vec<thinghost_store::AuditRecord> =
+        match db.model().get(kind, name).map(|e| &e.body) {
+            Some(Body::Thing(t))
+                if app.script.is_some()
+                    || configures_the_platform(db.model(), &t.thing_template) =>
+            {
+                let shown = if def.base_type == BaseType::Password {
+                    json!("***")
+                } else {
+                    value.clone()
+                };
+                let record = crate::audit::record(
+                    &caller.name,
+                    crate::audit::category::MODEL,
+                    "propertyWritten",
+                    json!({"property": prop, "value": shown}),
+                    &format!("Things/{name}"),
+                    "Thing",
+                );
+                if app.audit_log.enabled(&record.category) {
+                    vec![record]
+                } else {
+                    vec![]
+                }
+            }
+            _ => vec![],
+        };
+    let name = name.to_string();
+    let prop = prop.to_string();
+    db.change_values(
+        |tx| {
+            if let Body::Thing(t) = &mut tx.get_mut(kind, &name)?.body {
+                t.values.insert(prop, value);
+            }
+            Ok(())
+        },
+        &records,
+    )
+    .map_err(crate::api::change_error)?;
+    Ok(Reply::Empty)
+}
+
+/// The entity's description as JSON (GET /Thingworx/{Collection}/{Entity}).
+fn description(m: &Model, e: &Entity) -> Json {
+    let mut v = json!({
+        "name": e.name,
+        "description": e.description,
+        "tags": e.tags,
+        "kind": e.kind().label(),
+    });
+    match &e.body {
+        Body::Thing(t) => {
+            v["thingTemplate"] = json!(t.thing_template);
+            v["implementedShapes"] = json!(t.thing_shapes);
+            // Disabled while the extension its template came from is removed.
+            v["enabled"] = json!(t.parked.is_none());
+            if let Some(p) = &t.parked {
+                v["parked"] = json!(p);
+            }
+        }
+        Body::ThingTemplate(t) => {
+            v["baseThingTemplate"] = json!(t.base_thing_template);
+            v["implementedShapes"] = json!(t.thing_shapes);
+        }
+        Body::DataShape(d) => v["fieldDefinitions"] = json!(d.fields),
+        _ => {}
+    }
+    if matches!(e.kind(), Kind::Thing | Kind::ThingTemplate)
+        && let Ok(merged) = merged_definitions(m, e)
+    {
+        let props: Vec<Json> = merged
+            .properties
+            .values()
+            .map(|(d, src)| json!({"definition": d, "source": src}))
+            .collect();
+        let services: Vec<Json> = merged
+            .services
+            .values()
+            .map(|(d, src)| json!({"definition": d, "source": src}))
+            .collect();
+        let events: Vec<Json> = merged
+            .events
+            .values()
+            .map(|(d, src)| json!({"definition": d, "source": src}))
+            .collect();
+        v["propertyDefinitions"] = json!(props);
+        v["serviceDefinitions"] = json!(services);
+        v["eventDefinitions"] = json!(events);
+    } else if let Some(defs) = e.definitions() {
+        v["definitions"] = json!(defs);
+    }
+    v
+}
+
+/// Is a Thing of this template a scheduler or a file repository (its properties configure the
+/// platform)? On every property write: walks the base templates without allocating.
+fn configures_the_platform(m: &Model, template: &str) -> bool {
+    let mut current = Some(template);
+    // A valid model has no template cycles; the bound only keeps a bug from looping.
+    for _ in 0..64 {
+        let Some(t) = current else {
+            return false;
+        };
+        if matches!(t, "Scheduler" | "FileRepository") {
+            return true;
+        }
+        current = match m.get(Kind::ThingTemplate, t).map(|e| &e.body) {
+            Some(Body::ThingTemplate(b)) => b.base_thing_template.as_deref(),
+            _ => None,
+        };
+    }
+    false
+}
+
+/// A property the caller may read or write (`permission`): visible entity (else 404), permitted
+/// (else 403), defined (else 404); its definition and current value.
+fn checked_property(
+    m: &Model,
+    caller: &Caller,
+    kind: Kind,
+    name: &str,
+    prop: &str,
+    permission: Permission,
+) -> Result<(thinghost_core::PropertyDef, Json), ApiError> {
+    let (e, id) = visible_entity(m, caller, kind, name)?;
+    let resource = m.access().sym(prop);
+    let path = format!("{}/{name}/Properties/{prop}", kind.collection());
+    require(
+        m,
+        caller,
+        permission,
+        Target::Entity { id, resource },
+        &path,
+    )?;
+    property(m, e, prop)
+}
+
+/// Why a Thing answers no service call and no property write: it is parked, disabled until the
+/// extension its template came from is installed again (`Parked`).
+pub(crate) fn disabled(e: &Entity) -> Option<ApiError> {
+    let Body::Thing(t) = &e.body else {
+        return None;
+    };
+    let p = t.parked.as_ref()?;
+    Some(ApiError::new(
+        StatusCode::CONFLICT,
+        format!(
+            "Thing {} is disabled: its template {} came from extension {}, which was removed from the plugin directory; it works again when {} is installed again",
+            e.name, p.thing_template, p.extension, p.extension
+        ),
+    ))
+}
+
+/// A property of a Thing: its definition and current value (or default).
+fn property<'m>(
+    m: &'m Model,
+    e: &'m Entity,
+    prop: &str,
+) -> Result<(thinghost_core::PropertyDef, Json), ApiError> {
+    let Body::Thing(t) = &e.body else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("{} {} has no properties", e.kind().label(), e.name),
+        ));
+    };
+    let (def, _) = find_property(m, e, prop).ok_or_else(|| {
+        if let Some(refusal) = disabled(e) {
+            return refusal;
+        }
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("Thing {} has no property {prop:?}", e.name),
+        )
+    })?;
+    let value = t
+        .values
+        .get(prop)
+        .cloned()
+        .or_else(|| def.default_value.clone())
+        .unwrap_or(Json::Null);
+    Ok((def.clone(), value))
+}

@@ -1,0 +1,781 @@
+//! The in-process API: a request is a value (caller, target entity, service, parameters) and
+//! its answer is a value ([`Reply`] or [`ApiError`]). [`invoke`] is the one way a service is
+//! called, whoever asks: the REST adapter, `/Thingworx/TWS`, extension host calls, admin
+//! scripts. Host services are rows of [`table`]; a service defined on an entity's template or
+//! shapes runs in the extension that implements it.
+
+pub mod docs;
+pub mod entities;
+pub mod table;
+
+use crate::app::App;
+use crate::auth::Caller;
+use axum::http::StatusCode;
+use serde_json::{Map, Value as Json, json};
+use std::sync::Arc;
+use table::{Audit, On, Rule, Run, Script, Service};
+use thinghost_core::validate::find_service;
+use thinghost_core::{
+    BaseType, Body, Decision, Entity, EntityId, Kind, Model, ModelError, Outcome, Permission,
+    Target, Tx, View,
+};
+use thinghost_store::{ChangeError, Db};
+
+/// An API error: a status and a message for the body.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+    /// A denial to audit: (permission, target path, the rule that decided).
+    pub denied: Option<(Permission, String, String)>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            message: message.into(),
+            denied: None,
+        }
+    }
+    pub fn body(&self) -> Json {
+        json!({ "error": self.message })
+    }
+}
+
+/// A successful answer: a JSON body, or an empty 200 (void).
+pub enum Reply {
+    Json(Json),
+    Empty,
+}
+
+/// A 400 with this message.
+pub(crate) fn bad(msg: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, msg)
+}
+
+/// The one answer for an entity that does not exist or is not visible.
+pub(crate) fn not_found(kind: Kind, name: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        format!("{} {name:?} was not found", kind.label()),
+    )
+}
+
+/// A 403 by a service's own rule (audited as a denial).
+pub(crate) fn forbidden(
+    caller: &Caller,
+    what: &str,
+    path: String,
+    permission: Permission,
+) -> ApiError {
+    ApiError {
+        status: StatusCode::FORBIDDEN,
+        message: format!("{} may not {what}", caller.name),
+        denied: Some((
+            permission,
+            path,
+            format!("the service's own rule: {} may not {what}", caller.name),
+        )),
+    }
+}
+
+/// Resolves an entity the caller can see; anything else is the same 404.
+pub(crate) fn visible_entity<'m>(
+    m: &'m Model,
+    caller: &Caller,
+    kind: Kind,
+    name: &str,
+) -> Result<(&'m Entity, EntityId), ApiError> {
+    let id = m
+        .access()
+        .id(kind, name)
+        .ok_or_else(|| not_found(kind, name))?;
+    if !m.access().visible(caller.subject, id) {
+        return Err(not_found(kind, name));
+    }
+    Ok((m.get(kind, name).expect("indexed"), id))
+}
+
+/// Checks a permission; a denial is a 403 (the entity is visible by now) and is audited.
+pub(crate) fn require(
+    m: &Model,
+    caller: &Caller,
+    permission: Permission,
+    target: Target,
+    path: &str,
+) -> Result<Decision, ApiError> {
+    let d = m.check(caller.subject, permission, target);
+    match d.outcome {
+        Outcome::Allowed => Ok(d),
+        Outcome::NotVisible => {
+            let (kind, name) = match target {
+                Target::Entity { id, .. } => {
+                    let (k, n) = m.access().name_of(id);
+                    (k, n.to_string())
+                }
+                Target::Collection(k) => (k, String::new()),
+            };
+            Err(not_found(kind, &name))
+        }
+        Outcome::Denied => Err(ApiError {
+            status: StatusCode::FORBIDDEN,
+            message: format!("{} may not {} on {path}", caller.name, permission),
+            denied: Some((
+                permission,
+                path.to_string(),
+                thinghost_core::insight::rule_of(m, &d),
+            )),
+        }),
+    }
+}
+
+/// A one-value answer: an InfoTable of one row with the field `result`.
+pub(crate) fn result(bt: BaseType, v: Json) -> Reply {
+    Reply::Json(thinghost_core::infotable::InfoTable::single("result", bt, v).into_json())
+}
+
+/// Password hashes and checks made before the model's lock is taken: argon2 takes tens of
+/// milliseconds and 19 MiB, and under the lock it would stall every other request.
+#[derive(Debug, Default)]
+pub struct Prepared {
+    /// The argon2 hash of the new password (`CreateUser`'s `password`, `ChangePassword`'s
+    /// `newPassword`).
+    pub new_hash: Option<String>,
+    /// `ChangePassword`'s `oldPassword` of a user changing its own: the stored hash it was
+    /// checked against, and whether it matched (or the refusal, while the user is locked out).
+    pub old_checked: Option<Result<(Option<String>, bool), ApiError>>,
+}
+
+/// The model, under the lock a service runs with.
+pub enum Guard<'a> {
+    Shared(&'a Db),
+    Exclusive(&'a mut Db),
+}
+
+/// One call of a host service in progress: its row, its entity (visible to the caller, or a
+/// platform Resource), its parameters (checked against the row), the model under its lock.
+pub struct Call<'a> {
+    pub app: &'a App,
+    pub db: Guard<'a>,
+    pub caller: &'a Caller,
+    pub kind: Kind,
+    pub entity: String,
+    pub row: &'static Service,
+    pub params: Map<String, Json>,
+    /// Password work done before the model's lock was taken.
+    pub prepared: Prepared,
+}
+
+/// A call of an [`Run::Unlocked`] service, once checked: it runs without the model's lock.
+pub struct Request {
+    pub kind: Kind,
+    pub entity: String,
+    pub row: &'static Service,
+    pub params: Map<String, Json>,
+}
+
+impl Call<'_> {
+    pub(crate) fn model(&self) -> &Model {
+        match &self.db {
+            Guard::Shared(db) => db.model(),
+            Guard::Exclusive(db) => db.model(),
+        }
+    }
+
+    pub(crate) fn is_admin(&self) -> bool {
+        self.model().access().is_administrator(self.caller.subject)
+    }
+
+    pub(crate) fn path(&self) -> String {
+        format!("{}/{}", self.kind.collection(), self.entity)
+    }
+
+    pub(crate) fn str(&self, name: &str) -> String {
+        self.params
+            .get(name)
+            .and_then(Json::as_str)
+            .unwrap_or_default()
+            .to_string()
+    }
+    pub(crate) fn opt_str(&self, name: &str) -> Option<String> {
+        self.params
+            .get(name)
+            .and_then(Json::as_str)
+            .map(str::to_string)
+            .filter(|s| !s.is_empty())
+    }
+    pub(crate) fn bool_or(&self, name: &str, default: bool) -> bool {
+        self.params
+            .get(name)
+            .and_then(Json::as_bool)
+            .unwrap_or(default)
+    }
+
+    /// Checks a permission on a target; 403 (audited) when denied, 404 when not visible.
+    pub(crate) fn require(
+        &self,
+        permission: Permission,
+        target: Target,
+        what: &str,
+    ) -> Result<(), ApiError> {
+        let d = self.model().check(self.caller.subject, permission, target);
+        match d.outcome {
+            Outcome::Allowed => Ok(()),
+            Outcome::NotVisible => Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("{} {:?} was not found", self.kind.label(), self.entity),
+            )),
+            Outcome::Denied => {
+                let path = match target {
+                    Target::Collection(k) => k.collection().to_string(),
+                    Target::Entity { id, .. } => {
+                        let (k, n) = self.model().access().name_of(id);
+                        format!("{}/{n}", k.collection())
+                    }
+                };
+                let mut e = forbidden(self.caller, what, path, permission);
+                if let Some(denied) = &mut e.denied {
+                    denied.2 = thinghost_core::insight::rule_of(self.model(), &d);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    pub(crate) fn require_on_entity(
+        &self,
+        permission: Permission,
+        what: &str,
+    ) -> Result<(), ApiError> {
+        let id = self
+            .model()
+            .access()
+            .id(self.kind, &self.entity)
+            .expect("resolved before the call");
+        self.require(permission, Target::Entity { id, resource: None }, what)
+    }
+
+    pub(crate) fn require_admin(&self, what: &str) -> Result<(), ApiError> {
+        if self.is_admin() {
+            Ok(())
+        } else {
+            let mut e = forbidden(self.caller, what, self.path(), Permission::Update);
+            if let Some(denied) = &mut e.denied {
+                denied.2 = format!("only members of Administrators may {what} (A2)");
+            }
+            Err(e)
+        }
+    }
+
+    /// Applies a change, stores it, and audits it (in the row's category), in one transaction.
+    pub(crate) fn commit<F>(
+        &mut self,
+        audit_key: &str,
+        source: (Kind, String),
+        f: F,
+    ) -> Result<(), ApiError>
+    where
+        F: FnOnce(&mut Tx<'_>) -> Result<(), ModelError>,
+    {
+        let category = category(self.row, source.0);
+        // The entry is written in the change's own transaction (U2): neither lands alone.
+        let record = thinghost_store::AuditRecord {
+            timestamp: crate::now_ms(),
+            user: self.caller.name.clone(),
+            category: category.to_string(),
+            message_key: audit_key.to_string(),
+            args: json!({"service": self.row.name, "parameters": redact(&self.params)}),
+            source: format!("{}/{}", source.0.collection(), source.1),
+            source_type: source.0.label().to_string(),
+        };
+        let records = if self.app.audit_log.enabled(&record.category) {
+            vec![record]
+        } else {
+            vec![]
+        };
+        let Guard::Exclusive(db) = &mut self.db else {
+            return Err(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!(
+                    "{} is declared as a read (shared lock) and cannot change the model",
+                    self.row.name
+                ),
+            ));
+        };
+        db.change_audited(f, &records).map_err(change_error)?;
+        Ok(())
+    }
+}
+
+/// The audit category of what a service records about an entity of `kind`.
+pub fn category(row: &Service, kind: Kind) -> &'static str {
+    match row.audit {
+        Audit::In(c) => c,
+        Audit::Change | Audit::None if kind == Kind::ApplicationKey => {
+            crate::audit::category::SECURITY
+        }
+        Audit::Change | Audit::None => crate::audit::category::MODEL,
+    }
+}
+
+/// Parameters for the audit log, without secrets.
+fn redact(params: &Map<String, Json>) -> Json {
+    let mut out = params.clone();
+    for k in ["password", "oldPassword", "newPassword"] {
+        if out.contains_key(k) {
+            out.insert(k.to_string(), json!("***"));
+        }
+    }
+    Json::Object(out)
+}
+
+/// Maps a refused or unstored change to its status.
+pub fn change_error(e: ChangeError) -> ApiError {
+    match e {
+        ChangeError::Model(me) => {
+            let status = match &me {
+                ModelError::AlreadyExists { .. }
+                | ModelError::InUse { .. }
+                | ModelError::LockOut => StatusCode::CONFLICT,
+                ModelError::Protected { .. } => StatusCode::FORBIDDEN,
+                _ => StatusCode::BAD_REQUEST,
+            };
+            ApiError::new(status, me.to_string())
+        }
+        ChangeError::Store(se @ thinghost_store::StoreError::DiskFull { .. }) => {
+            tracing::warn!(error = %se, "a change was refused: the disk is nearly full");
+            ApiError::new(
+                StatusCode::INSUFFICIENT_STORAGE,
+                format!("{se}; nothing was changed"),
+            )
+        }
+        ChangeError::Store(se) => {
+            tracing::error!(error = %se, "a change could not be stored");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the change could not be stored; nothing was changed; try again",
+            )
+        }
+    }
+}
+
+/// Validates parameters against a spec (name, type, required): unknown or missing ones, wrong
+/// types, and `*NAME` values that name nothing the caller can see are 400s naming the
+/// parameter. Values are replaced by their normal form. (`spec`: a host service's row, or an
+/// extension service's definition.)
+pub fn check_params(
+    model: &Model,
+    caller: &Caller,
+    service: &str,
+    params: &mut Map<String, Json>,
+    spec: &[(&str, BaseType, bool)],
+) -> Result<(), ApiError> {
+    for k in params.keys() {
+        if !spec.iter().any(|(n, _, _)| n == k) {
+            let known: Vec<&str> = spec.iter().map(|p| p.0).collect();
+            return Err(bad(format!(
+                "{service} has no parameter {k:?}; its parameters are: {}",
+                if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                }
+            )));
+        }
+    }
+    for (name, bt, required) in spec {
+        match params.get(*name) {
+            None | Some(Json::Null) if *required => {
+                let t = if *bt == table::ANY {
+                    "any type".to_string()
+                } else {
+                    bt.to_string()
+                };
+                return Err(bad(format!("parameter {name} ({t}) is required")));
+            }
+            None | Some(Json::Null) => {}
+            Some(_) if *bt == table::ANY => {}
+            Some(v) => {
+                let norm = bt
+                    .normalize(v)
+                    .map_err(|e| bad(format!("parameter {name}: {e}")))?;
+                if let (Some(kind), Json::String(s)) = (bt.names_kind(), &norm) {
+                    let visible = model
+                        .access()
+                        .id(kind, s)
+                        .is_some_and(|id| model.access().visible(caller.subject, id));
+                    if !visible {
+                        return Err(bad(format!(
+                            "parameter {name}: there is no {} named {s:?}",
+                            kind.label()
+                        )));
+                    }
+                }
+                params.insert(name.to_string(), norm);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Calls `service` of `entity` as `caller`: a host service (a row of [`table`]) or a service
+/// defined on the entity and implemented by an extension.
+pub fn invoke(
+    app: &Arc<App>,
+    caller: &Caller,
+    kind: Kind,
+    entity: &str,
+    service: &str,
+    params: Map<String, Json>,
+) -> Result<Reply, ApiError> {
+    if let Some(row) = table::find(kind, entity, service)
+        && serves(app, row, entity)
+    {
+        return host(app, caller, kind, entity, row, params);
+    }
+    extension_service(app, caller, kind, entity, service, params)
+}
+
+/// Does a row found by name serve this entity? (A [`On::ThingsOf`] row serves the Things of
+/// its template only; other Things may define a service of the same name.)
+fn serves(app: &App, row: &Service, entity: &str) -> bool {
+    let On::ThingsOf(template) = row.on else {
+        return true;
+    };
+    let db = app.db.read().unwrap_or_else(|p| p.into_inner());
+    let m = db.model();
+    let Some(Body::Thing(t)) = m.get(Kind::Thing, entity).map(|e| &e.body) else {
+        return false;
+    };
+    thinghost_core::validate::template_chain(m, &t.thing_template)
+        .is_ok_and(|chain| chain.iter().any(|e| e.name == template))
+}
+
+/// Runs a host service: its script refusal, its password work (before any lock), then under
+/// the lock its row names, the entity resolved, the parameters checked, the rule enforced.
+fn host(
+    app: &Arc<App>,
+    caller: &Caller,
+    kind: Kind,
+    entity: &str,
+    row: &'static Service,
+    params: Map<String, Json>,
+) -> Result<Reply, ApiError> {
+    if app.script.is_some() && row.script == Script::Refused {
+        return Err(bad(format!(
+            "{}/{entity}/Services/{} cannot run in a script: it acts outside the model and could not be undone; call it on its own",
+            kind.collection(),
+            row.name
+        )));
+    }
+    let prepared = crate::services::prepare_passwords(app, caller, kind, entity, row, &params)?;
+    let target = Pending {
+        app,
+        caller,
+        kind,
+        entity,
+        row,
+    };
+    match row.run {
+        Run::Shared(f) => {
+            let db = app.db.read().unwrap_or_else(|p| p.into_inner());
+            f(&mut target.start(Guard::Shared(&db), params, prepared)?)
+        }
+        Run::Exclusive(f) => {
+            let mut db = app.db.write().unwrap_or_else(|p| p.into_inner());
+            f(&mut target.start(Guard::Exclusive(&mut db), params, prepared)?)
+        }
+        Run::Unlocked(f) => {
+            let params = {
+                let db = app.db.read().unwrap_or_else(|p| p.into_inner());
+                target.start(Guard::Shared(&db), params, prepared)?.params
+            };
+            f(
+                app,
+                caller,
+                Request {
+                    kind,
+                    entity: entity.to_string(),
+                    row,
+                    params,
+                },
+            )
+        }
+    }
+}
+
+/// What a host call is about, before its lock is taken.
+struct Pending<'r> {
+    app: &'r App,
+    caller: &'r Caller,
+    kind: Kind,
+    entity: &'r str,
+    row: &'static Service,
+}
+
+impl<'r> Pending<'r> {
+    /// The call, under `db`, once it passed [`checked`].
+    fn start<'a>(
+        &self,
+        db: Guard<'a>,
+        params: Map<String, Json>,
+        prepared: Prepared,
+    ) -> Result<Call<'a>, ApiError>
+    where
+        'r: 'a,
+    {
+        let mut call = Call {
+            app: self.app,
+            db,
+            caller: self.caller,
+            kind: self.kind,
+            entity: self.entity.to_string(),
+            row: self.row,
+            params,
+            prepared,
+        };
+        checked(&mut call)?;
+        Ok(call)
+    }
+}
+
+/// The checks every host service passes before it runs: the entity (visible; Resources are
+/// platform functions every signed-in user reaches), the parameters, the row's rule.
+fn checked(call: &mut Call<'_>) -> Result<(), ApiError> {
+    let (kind, row) = (call.kind, call.row);
+    if kind == Kind::Resource {
+        call.model()
+            .access()
+            .id(kind, &call.entity)
+            .ok_or_else(|| not_found(kind, &call.entity))?;
+    } else {
+        visible_entity(call.model(), call.caller, kind, &call.entity)?;
+    }
+    for p in row.params {
+        if let Some(alias) = p.alias
+            && !call.params.contains_key(p.name)
+            && let Some(v) = call.params.remove(alias)
+        {
+            call.params.insert(p.name.to_string(), v);
+        }
+    }
+    let spec: Vec<(&str, BaseType, bool)> = row
+        .params
+        .iter()
+        .map(|p| (p.name, p.base_type, p.required))
+        .collect();
+    let Call {
+        db, caller, params, ..
+    } = call;
+    let m = match db {
+        Guard::Shared(db) => db.model(),
+        Guard::Exclusive(db) => db.model(),
+    };
+    check_params(m, caller, row.name, params, &spec)?;
+    authorize(call)
+}
+
+/// Enforces the row's rule (all but [`Rule::Own`], which the service checks itself).
+fn authorize(call: &Call<'_>) -> Result<(), ApiError> {
+    let row = call.row;
+    match row.rule {
+        Rule::Anyone | Rule::Own(_) => Ok(()),
+        Rule::On(permission, what) => call.require_on_entity(permission, what),
+        Rule::Invoke => {
+            let m = call.model();
+            let id = m
+                .access()
+                .id(call.kind, &call.entity)
+                .expect("resolved before the call");
+            call.require(
+                Permission::ServiceInvoke,
+                Target::Entity {
+                    id,
+                    resource: m.access().sym(row.name),
+                },
+                &format!("call {}", row.name),
+            )
+        }
+        Rule::Create(kind) => call.require(
+            Permission::Create,
+            Target::Collection(kind),
+            &format!("create {}", kind.collection()),
+        ),
+        Rule::Named(permission, kind) => {
+            let name = call.str("name");
+            let id = call
+                .model()
+                .access()
+                .id(kind, &name)
+                .expect("the parameter names a visible entity");
+            call.require(
+                permission,
+                Target::Entity { id, resource: None },
+                &format!(
+                    "{} {}/{name}",
+                    permission.name().to_lowercase(),
+                    kind.collection()
+                ),
+            )
+        }
+        Rule::Administrators(what) => call.require_admin(what),
+        Rule::SecurityAdministrators(what) => {
+            if crate::security::may_inspect(call.model(), call.caller) {
+                return Ok(());
+            }
+            let mut e = forbidden(
+                call.caller,
+                &format!("{what} (Administrators and SecurityAdministrators may)"),
+                call.path(),
+                Permission::ServiceInvoke,
+            );
+            if let Some(denied) = &mut e.denied {
+                denied.2 =
+                    format!("only members of Administrators or SecurityAdministrators may {what}");
+            }
+            Err(e)
+        }
+    }
+}
+
+/// The `Delete` of `DELETE /Thingworx/{Collection}/{Entity}`: the entity's `Delete{Kind}` row,
+/// on the entity itself.
+pub fn delete(app: &Arc<App>, caller: &Caller, kind: Kind, name: &str) -> Result<Reply, ApiError> {
+    let mut db = app.db.write().unwrap_or_else(|p| p.into_inner());
+    visible_entity(db.model(), caller, kind, name)?;
+    let Some(row) = table::find(
+        Kind::Resource,
+        "EntityServices",
+        &format!("Delete{}", kind.label()),
+    ) else {
+        return Err(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!(
+                "{} cannot be deleted: they are the platform's own",
+                kind.collection()
+            ),
+        ));
+    };
+    let mut call = Call {
+        app,
+        db: Guard::Exclusive(&mut db),
+        caller,
+        kind,
+        entity: name.to_string(),
+        row,
+        params: Map::new(),
+        prepared: Prepared::default(),
+    };
+    crate::services::delete(&mut call, kind, name)
+}
+
+/// A service defined on the entity (its template chain and shapes): implemented by an
+/// extension, or by nobody yet.
+fn extension_service(
+    app: &Arc<App>,
+    caller: &Caller,
+    kind: Kind,
+    name: &str,
+    service: &str,
+    mut params: Map<String, Json>,
+) -> Result<Reply, ApiError> {
+    let db = app.db.read().unwrap_or_else(|p| p.into_inner());
+    let m = db.model();
+    let (e, id) = visible_entity(m, caller, kind, name)?;
+    let found = match kind {
+        Kind::Thing | Kind::ThingTemplate => find_service(m, e, service),
+        _ => None,
+    };
+    if let Some(refusal) = entities::disabled(e) {
+        return Err(refusal);
+    }
+    let Some((def, source)) = found else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("{} {name} has no service {service:?}", kind.label()),
+        ));
+    };
+    let path = format!("{}/{name}/Services/{service}", kind.collection());
+    require(
+        m,
+        caller,
+        Permission::ServiceInvoke,
+        Target::Entity {
+            id,
+            resource: m.access().sym(service),
+        },
+        &path,
+    )?;
+    // The generation of now: this call keeps the extension it finds until it ends, even if a
+    // reload publishes another meanwhile.
+    let implementation = app
+        .extensions
+        .load()
+        .handler(source.kind(), &source.name, service);
+    let Some((loaded, handler)) = implementation else {
+        return Err(ApiError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            format!(
+                "service {service} of {name} has no implementation: services are implemented by extensions"
+            ),
+        ));
+    };
+    let spec: Vec<(&str, BaseType, bool)> = def
+        .parameters
+        .iter()
+        .map(|p| (p.name.as_str(), p.base_type, p.required))
+        .collect();
+    check_params(m, caller, service, &mut params, &spec)?;
+    let args: Vec<Json> = def
+        .parameters
+        .iter()
+        .map(|p| params.get(&p.name).cloned().unwrap_or(Json::Null))
+        .collect();
+    let result = def.result;
+    let audit = def.audit;
+    // What an audited call records (built only for one): its parameters, passwords masked.
+    let recorded: Option<Map<String, Json>> = (!audit.is_off()).then(|| {
+        def.parameters
+            .iter()
+            .filter_map(|p| {
+                let v = params.get(&p.name)?;
+                let v = if p.base_type == BaseType::Password {
+                    Json::String("***".into())
+                } else {
+                    v.clone()
+                };
+                Some((p.name.clone(), v))
+            })
+            .collect()
+    });
+    // The handler runs without the model lock: each of its host calls is a request of its own.
+    drop(db);
+    let out = crate::extensions::run_service(
+        app,
+        caller,
+        crate::extensions::Invocation {
+            loaded,
+            handler: &handler,
+            args: &args,
+            result,
+            me: name,
+            what: &path,
+        },
+    );
+    if let Some(recorded) = recorded {
+        let status = match &out {
+            Ok(_) => 200,
+            Err(e) => e.status.as_u16(),
+        };
+        crate::audit::service_call(
+            app,
+            caller,
+            audit,
+            json!({"service": service, "parameters": recorded, "status": status}),
+            &format!("{}/{name}", kind.collection()),
+            kind.label(),
+        );
+    }
+    out
+}

@@ -1,0 +1,794 @@
+//! The table of host services: every service the host itself answers is one row here.
+//!
+//! A row says where the service lives, its parameters (in order), its result, who may call it,
+//! how it uses the model (the shared lock, the exclusive lock, or no model lock while it works),
+//! whether an admin script may call it, what it records in the audit log, and what it does.
+//! Routing ([`find`]), parameter validation (`api::check_params`), the script bindings
+//! (`script.rs`), `docs/services.md`, `docs/script-api.md` and the README's service table are
+//! derived from it. To add a host service: add one row here and one function.
+
+use crate::api::{ApiError, Call, Reply, Request};
+use crate::app::App;
+use crate::auth::Caller;
+use std::sync::{Arc, LazyLock};
+use thinghost_core::{BaseType, Kind, Permission};
+
+/// A parameter whose value may take any JSON shape: the service checks it against something
+/// else (a default value against its property's type, say).
+pub const ANY: BaseType = BaseType::Nothing;
+
+/// One parameter of a service.
+#[derive(Clone, Copy, Debug)]
+pub struct Param {
+    pub name: &'static str,
+    /// Its type; values are checked and normalized by it ([`ANY`]: any JSON).
+    pub base_type: BaseType,
+    pub required: bool,
+    /// What an absent value means, in words (for the docs; the service applies it).
+    pub default: Option<&'static str>,
+    /// Another name accepted for it (an older name of ours beside the vendor's).
+    pub alias: Option<&'static str>,
+}
+
+/// A required parameter.
+pub const fn req(name: &'static str, base_type: BaseType) -> Param {
+    Param {
+        name,
+        base_type,
+        required: true,
+        default: None,
+        alias: None,
+    }
+}
+
+/// An optional parameter.
+pub const fn opt(name: &'static str, base_type: BaseType) -> Param {
+    Param {
+        name,
+        base_type,
+        required: false,
+        default: None,
+        alias: None,
+    }
+}
+
+impl Param {
+    /// What an absent value means.
+    pub const fn or(mut self, default: &'static str) -> Param {
+        self.default = Some(default);
+        self
+    }
+    /// Another accepted name.
+    pub const fn alias(mut self, alias: &'static str) -> Param {
+        self.alias = Some(alias);
+        self
+    }
+}
+
+/// Where a service lives.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum On {
+    /// Every entity of these kinds.
+    Kinds(&'static [Kind]),
+    /// The Things whose template chain holds this template.
+    ThingsOf(&'static str),
+    /// One entity.
+    Entity(Kind, &'static str),
+}
+
+/// Every kind but Resources (platform functions carry no permission services of their own).
+pub const NOT_RESOURCES: &[Kind] = &[
+    Kind::Thing,
+    Kind::ThingTemplate,
+    Kind::ThingShape,
+    Kind::DataShape,
+    Kind::User,
+    Kind::Group,
+    Kind::Organization,
+    Kind::ApplicationKey,
+    Kind::Subsystem,
+    Kind::PersistenceProvider,
+];
+/// Every kind.
+pub const EVERY_KIND: &[Kind] = &Kind::ALL;
+const THINGS: &[Kind] = &[Kind::Thing];
+const TEMPLATES_AND_SHAPES: &[Kind] = &[Kind::ThingTemplate, Kind::ThingShape];
+const DEFINED: &[Kind] = &[Kind::Thing, Kind::ThingTemplate, Kind::ThingShape];
+const THINGS_AND_TEMPLATES: &[Kind] = &[Kind::Thing, Kind::ThingTemplate];
+
+/// What a service gives back.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Returns {
+    /// Nothing (an empty 200).
+    Nothing,
+    /// One value, as a one-row InfoTable with the field `result`.
+    Value(BaseType),
+    /// An InfoTable of one row.
+    Row,
+    /// An InfoTable of rows.
+    Rows,
+}
+
+/// Who may call a service: the rule the router checks before the service runs (all but
+/// [`Rule::Own`], which the service checks itself, as described).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Rule {
+    /// Every signed-in user who can see the entity.
+    Anyone,
+    /// A design-time permission on the entity; the words say what it allows ("change this
+    /// group's members").
+    On(Permission, &'static str),
+    /// `ServiceInvoke` on the entity, for this service.
+    Invoke,
+    /// `Create` on the collection.
+    Create(Kind),
+    /// A permission on the entity of this kind that the parameter `name` names.
+    Named(Permission, Kind),
+    /// Members of Administrators; the words say what.
+    Administrators(&'static str),
+    /// Members of Administrators or SecurityAdministrators; the words say what.
+    SecurityAdministrators(&'static str),
+    /// The service's own rule, described.
+    Own(&'static str),
+}
+
+/// How a service uses the model.
+#[derive(Clone, Copy)]
+pub enum Run {
+    /// Under the shared lock, beside other readers.
+    Shared(fn(&mut Call<'_>) -> Result<Reply, ApiError>),
+    /// Under the exclusive lock: it changes the model (stored before the lock is released).
+    Exclusive(fn(&mut Call<'_>) -> Result<Reply, ApiError>),
+    /// Checked under the shared lock, then run without any model lock (it takes one itself if
+    /// it needs to): reloads, the audit log's reads and maintenance, files, scripts.
+    Unlocked(fn(&Arc<App>, &Caller, Request) -> Result<Reply, ApiError>),
+}
+
+impl Run {
+    pub fn lock(&self) -> &'static str {
+        match self {
+            Run::Shared(_) => "shared",
+            Run::Exclusive(_) => "exclusive",
+            Run::Unlocked(_) => "none",
+        }
+    }
+}
+
+/// Whether an admin script may call a service, and its binding's name.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Script {
+    /// Bound as the service's name in snake case.
+    Bound,
+    /// Bound under another name (two services would have the same).
+    BoundAs(&'static str),
+    /// Refused in a script: it acts outside the model and could not be undone.
+    Refused,
+}
+
+/// What a service records in the audit log.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Audit {
+    /// Nothing (a read).
+    None,
+    /// Its change, in the category of the entity's kind: SECURITY for application keys, MODEL
+    /// for the rest.
+    Change,
+    /// In this category.
+    In(&'static str),
+}
+
+/// Password work a service needs before the model's lock is taken (argon2 is slow).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Passwords {
+    None,
+    /// The new user's `password` is hashed.
+    NewUser,
+    /// `ChangePassword`: the old one checked (a user changing its own), the new one hashed.
+    Change,
+}
+
+/// Row data of the services built from families (the permission services).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Op {
+    None,
+    /// An entity kind (`CreateThing`, `DeleteThing`, ...).
+    Kind(Kind),
+    /// A permission service: which family, what it does, on which list of entries.
+    Permissions(Family, Action, AclOf),
+    /// Adding or removing (members, units).
+    Add(bool),
+}
+
+/// The three families of permission entries.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Family {
+    RunTime,
+    DesignTime,
+    Visibility,
+}
+
+impl Family {
+    pub const ALL: [Family; 3] = [Family::RunTime, Family::DesignTime, Family::Visibility];
+    /// `RunTime`, `DesignTime`, `Visibility`: as in the services' names.
+    pub fn word(self) -> &'static str {
+        match self {
+            Family::RunTime => "RunTime",
+            Family::DesignTime => "DesignTime",
+            Family::Visibility => "Visibility",
+        }
+    }
+    fn words(self) -> &'static str {
+        match self {
+            Family::RunTime => "run-time permission",
+            Family::DesignTime => "design-time permission",
+            Family::Visibility => "visibility permission",
+        }
+    }
+}
+
+/// What a permission service does with its family's entries.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Action {
+    Add,
+    Delete,
+    Get,
+    /// Every entry of the family, as JSON (`Get...PermissionsAsJSON`).
+    GetJson,
+    /// Every entry of the family replaced (`Set...PermissionsAsJSON`).
+    SetJson,
+}
+
+/// Which entries a permission service works on.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum AclOf {
+    /// The entity's own.
+    Own,
+    /// A template's or shape's instance permissions (for all its Things).
+    Instance,
+    /// A collection's (`collectionName`), on `Resources/CollectionFunctions`.
+    Collection,
+}
+
+/// One host service.
+#[derive(Clone, Copy)]
+pub struct Service {
+    pub on: On,
+    pub name: &'static str,
+    pub params: &'static [Param],
+    pub returns: Returns,
+    pub rule: Rule,
+    pub run: Run,
+    pub script: Script,
+    pub audit: Audit,
+    pub passwords: Passwords,
+    pub op: Op,
+    pub doc: &'static str,
+    /// A script example (one is made from the parameters when there is none).
+    pub example: Option<&'static str>,
+}
+
+impl Service {
+    /// Does this row serve `entity` of `kind` (without the model: [`On::ThingsOf`] rows serve
+    /// Things, and the router checks their template)?
+    pub fn serves(&self, kind: Kind, entity: &str) -> bool {
+        match self.on {
+            On::Kinds(ks) => ks.contains(&kind),
+            On::ThingsOf(_) => kind == Kind::Thing,
+            On::Entity(k, n) => k == kind && n == entity,
+        }
+    }
+
+    /// The name of its script binding, if a script may call it.
+    pub fn script_name(&self) -> Option<String> {
+        match self.script {
+            Script::Bound => Some(crate::script::snake(self.name)),
+            Script::BoundAs(n) => Some(n.to_string()),
+            Script::Refused => None,
+        }
+    }
+
+    /// The params a script passes by position: all of them, and how many lead up to the last
+    /// required one (those must be passed; `()` leaves an optional one out).
+    pub fn script_required(&self) -> usize {
+        self.params
+            .iter()
+            .rposition(|p| p.required)
+            .map_or(0, |i| i + 1)
+    }
+
+    /// `Collection/Entity` or `Collection/{Entity}`, for messages and docs.
+    pub fn where_(&self) -> String {
+        match self.on {
+            On::Kinds(ks) if ks == EVERY_KIND => "every entity".into(),
+            On::Kinds(ks) if ks == NOT_RESOURCES => "every entity but Resources".into(),
+            On::Kinds(ks) => ks
+                .iter()
+                .map(|k| format!("{}/{{name}}", k.collection()))
+                .collect::<Vec<_>>()
+                .join(", "),
+            On::ThingsOf(t) => format!("Things of {t}"),
+            On::Entity(k, n) => format!("{}/{n}", k.collection()),
+        }
+    }
+}
+
+/// A row with the defaults of most: shared lock, anyone, bound in scripts, no audit.
+const fn row(on: On, name: &'static str, run: Run) -> Service {
+    Service {
+        on,
+        name,
+        params: &[],
+        returns: Returns::Nothing,
+        rule: Rule::Anyone,
+        run,
+        script: Script::Bound,
+        audit: Audit::None,
+        passwords: Passwords::None,
+        op: Op::None,
+        doc: "",
+        example: None,
+    }
+}
+
+impl Service {
+    const fn params(mut self, params: &'static [Param]) -> Self {
+        self.params = params;
+        self
+    }
+    const fn returns(mut self, returns: Returns) -> Self {
+        self.returns = returns;
+        self
+    }
+    const fn rule(mut self, rule: Rule) -> Self {
+        self.rule = rule;
+        self
+    }
+    const fn script(mut self, script: Script) -> Self {
+        self.script = script;
+        self
+    }
+    const fn audit(mut self, audit: Audit) -> Self {
+        self.audit = audit;
+        self
+    }
+    const fn passwords(mut self, passwords: Passwords) -> Self {
+        self.passwords = passwords;
+        self
+    }
+    const fn op(mut self, op: Op) -> Self {
+        self.op = op;
+        self
+    }
+    const fn doc(mut self, doc: &'static str) -> Self {
+        self.doc = doc;
+        self
+    }
+    const fn example(mut self, example: &'static str) -> Self {
+        self.example = Some(example);
+        self
+    }
+}
+
+use crate::audit::category::{AUDIT, EXTENSIONS, SCRIPTS, SECURITY};
+use BaseType as T;
+use Run::{Exclusive, Shared, Unlocked};
+
+const ENTITY_SERVICES: On = On::Entity(Kind::Resource, "EntityServices");
+const SECURITY_SERVICES: On = On::Entity(Kind::Resource, "SecurityServices");
+const SESSION_INFO: On = On::Entity(Kind::Resource, "CurrentSessionInfo");
+const PLATFORM: On = On::Entity(Kind::Subsystem, "PlatformSubsystem");
+const AUDIT_SUBSYSTEM: On = On::Entity(Kind::Subsystem, "AuditSubsystem");
+const COLLECTIONS: On = On::Entity(Kind::Resource, "CollectionFunctions");
+
+const NAME: Param = req("name", T::String);
+const DESCRIPTION: Param = opt("description", T::String);
+const TAGS: Param = opt("tags", T::Json);
+const DATE_FROM: Param = opt("startDate", T::Datetime);
+const DATE_TO: Param = opt("endDate", T::Datetime);
+const MAX_ITEMS: Param = opt("maxItems", T::Number).or("500, at most 5000");
+const CATEGORY: Param = opt("auditCategory", T::String);
+const QUERY: Param = opt("query", T::Json);
+const OLDER_THAN: Param = opt("olderThanDate", T::Datetime);
+const EXPORT: &[Param] = &[
+    DATE_FROM,
+    DATE_TO,
+    req("targetRepositoryName", T::Thingname),
+    opt("targetPath", T::String),
+    req("targetFileName", T::String),
+];
+const AUDIT_QUERY: &[Param] = &[MAX_ITEMS, DATE_FROM, DATE_TO, CATEGORY, QUERY];
+const PRINCIPAL: Param = req("principal", T::String);
+const PRINCIPAL_TYPE: Param = req("principalType", T::String);
+const PERMISSION_TYPE: Param = req("type", T::String);
+const ALLOW: Param = opt("allow", T::Boolean).or("true");
+const RUN_TIME: &[Param] = &[
+    PRINCIPAL,
+    PRINCIPAL_TYPE,
+    PERMISSION_TYPE,
+    opt("resource", T::String).or("* (every property, service and event)"),
+    ALLOW,
+];
+const DESIGN_TIME: &[Param] = &[PRINCIPAL, PRINCIPAL_TYPE, PERMISSION_TYPE, ALLOW];
+const VISIBILITY: &[Param] = &[PRINCIPAL, PRINCIPAL_TYPE];
+const COLLECTION: Param = req("collectionName", T::String);
+const AS_JSON: Param = req("permissions", T::Json);
+
+use crate::{audit, repository, script, security, services};
+
+/// The table, built once.
+pub static SERVICES: LazyLock<Vec<Service>> = LazyLock::new(services);
+
+fn services() -> Vec<Service> {
+    let mut v = vec![
+        // ---- Resources/EntityServices: creating and deleting entities ----
+        row(ENTITY_SERVICES, "CreateThing", Exclusive(|c| services::create(c, Kind::Thing)))
+            .params(const { &[NAME, req("thingTemplateName", T::Thingtemplatename), DESCRIPTION, TAGS] })
+            .rule(Rule::Create(Kind::Thing)).audit(Audit::Change)
+            .doc("Creates a Thing from a template; needs Create on Things (and, for a data-storage template, P1's rights).")
+            .example(r#"create_thing("Pump7", "GenericThing");"#),
+        row(ENTITY_SERVICES, "CreateThingTemplate", Exclusive(|c| services::create(c, Kind::ThingTemplate)))
+            .params(const { &[NAME, opt("thingTemplateName", T::Thingtemplatename).or("GenericThing"), DESCRIPTION, TAGS] })
+            .rule(Rule::Create(Kind::ThingTemplate)).audit(Audit::Change)
+            .doc("Creates a ThingTemplate, based on `thingTemplateName`.")
+            .example(r#"create_thing_template("PumpTemplate", "GenericThing");"#),
+        row(ENTITY_SERVICES, "CreateThingShape", Exclusive(|c| services::create(c, Kind::ThingShape)))
+            .params(const { &[NAME, DESCRIPTION, TAGS] })
+            .rule(Rule::Create(Kind::ThingShape)).audit(Audit::Change)
+            .doc("Creates a ThingShape.")
+            .example(r#"create_thing_shape("Resettable");"#),
+        row(ENTITY_SERVICES, "CreateDataShape", Exclusive(|c| services::create(c, Kind::DataShape)))
+            .params(const { &[NAME, opt("fields", T::Json), DESCRIPTION, TAGS] })
+            .rule(Rule::Create(Kind::DataShape)).audit(Audit::Change)
+            .doc("Creates a DataShape; `fields` is a list of {name, baseType, isPrimaryKey} (or an InfoTable of them).")
+            .example(r#"create_data_shape("Reading", [#{name: "at", baseType: "DATETIME"}, #{name: "value", baseType: "NUMBER"}]);"#),
+        row(ENTITY_SERVICES, "CreateUser", Exclusive(|c| services::create(c, Kind::User)))
+            .params(const { &[NAME, opt("password", T::Password).or("none: the user signs in only with keys or a client certificate"), DESCRIPTION, TAGS] })
+            .rule(Rule::Create(Kind::User)).audit(Audit::Change).passwords(Passwords::NewUser)
+            .doc("Creates a user (the password: 8 to 1,024 characters, not the name). Without a password the user signs in only with application keys or a client certificate, as a device user should.")
+            .example("create_user(\"operator-1\", \"a long random password\");\ncreate_user(\"device-017\");"),
+        row(ENTITY_SERVICES, "CreateGroup", Exclusive(|c| services::create(c, Kind::Group)))
+            .params(const { &[NAME, DESCRIPTION, TAGS] })
+            .rule(Rule::Create(Kind::Group)).audit(Audit::Change)
+            .doc("Creates a user group.")
+            .example(r#"create_group("PumpDevices");"#),
+        row(ENTITY_SERVICES, "CreateOrganization", Exclusive(|c| services::create(c, Kind::Organization)))
+            .params(const { &[NAME, opt("topOUName", T::String).or("the organization's name"), DESCRIPTION, TAGS] })
+            .rule(Rule::Create(Kind::Organization)).audit(Audit::Change)
+            .doc("Creates an organization with its top unit.")
+            .example(r#"create_organization("PumpFleet");"#),
+        row(ENTITY_SERVICES, "CreateApplicationKey", Exclusive(|c| services::create(c, Kind::ApplicationKey)))
+            .params(const { &[NAME, opt("user", T::Username).or("the caller"), opt("expirationDate", T::Datetime).or("now + serve --key-lifetime-hours"),
+                opt("whitelist", ANY).or("anywhere"), opt("clientName", T::String), DESCRIPTION, TAGS] })
+            .rule(Rule::Create(Kind::ApplicationKey)).audit(Audit::Change).returns(Returns::Row)
+            .doc("Creates an application key for `user` (only administrators make keys for someone else), usable from the addresses or CIDR ranges of `whitelist`. The answer's `keyId` is the key: it is shown this once, and stored only as a hash.")
+            .example("let key = create_application_key(\"device-017-key\", \"device-017\");\nprint(key.keyId);"),
+    ];
+    for (kind, base_type) in [
+        (Kind::Thing, T::Thingname),
+        (Kind::ThingTemplate, T::Thingtemplatename),
+        (Kind::ThingShape, T::Thingshapename),
+        (Kind::DataShape, T::Datashapename),
+        (Kind::User, T::Username),
+        (Kind::Group, T::Groupname),
+        (Kind::Organization, T::Organizationname),
+        (Kind::ApplicationKey, T::Applicationkeyname),
+    ] {
+        let params: &'static [Param] = Box::leak(Box::new([req("name", base_type)]));
+        v.push(
+            row(ENTITY_SERVICES, delete_name(kind), Exclusive(services::delete_named))
+                .params(params)
+                .rule(Rule::Named(Permission::Delete, kind))
+                .audit(Audit::Change)
+                .op(Op::Kind(kind))
+                .doc("Deletes the entity `name`; refused while something still uses it (the answer names what)."),
+        );
+    }
+    v.extend([
+        // ---- definitions, shapes, membership, users, keys ----
+        row(On::Kinds(DEFINED), "AddPropertyDefinition", Exclusive(|c| services::property_definition(c, true)))
+            .params(const { &[NAME, req("type", T::String), DESCRIPTION, opt("defaultValue", ANY), opt("readOnly", T::Boolean).or("false")] })
+            .rule(Rule::On(Permission::Update, "change this entity's definitions")).audit(Audit::Change)
+            .doc("Defines a property on a Thing, template or shape.")
+            .example(r#"add_property_definition("Things/Pump7", "pressure", "NUMBER");"#),
+        row(On::Kinds(DEFINED), "DeletePropertyDefinition", Exclusive(|c| services::property_definition(c, false)))
+            .params(const { &[NAME] })
+            .rule(Rule::On(Permission::Update, "change this entity's definitions")).audit(Audit::Change)
+            .doc("Removes a property definition of the entity's own (and a Thing's value of it).")
+            .example(r#"delete_property_definition("Things/Pump7", "pressure");"#),
+        row(On::Kinds(THINGS), "AddShapeToThing", Exclusive(services::add_shape))
+            .params(const { &[req("thingShapeName", T::Thingshapename)] })
+            .rule(Rule::On(Permission::Update, "change this Thing's shapes")).audit(Audit::Change)
+            .doc("Makes a Thing implement a ThingShape.")
+            .example(r#"add_shape_to_thing("Pump7", "Resettable");"#),
+        row(On::Kinds(THINGS_AND_TEMPLATES), "ImplementsShape", Shared(services::implements_shape))
+            .params(const { &[req("thingShapeName", T::String)] }).returns(Returns::Value(T::Boolean))
+            .rule(Rule::On(Permission::Read, "read this entity's definition"))
+            .doc("Whether a Thing or template implements a shape (its own or along its template chain).")
+            .example(r#"if implements_shape("Things/Pump7", "Resettable") { print("yes"); }"#),
+        row(On::Kinds(&[Kind::Group]), "AddMember", Exclusive(|c| services::group_member(c, true)))
+            .params(const { &[req("member", T::String), req("type", T::String)] })
+            .rule(Rule::On(Permission::Update, "change this group's members")).audit(Audit::In(SECURITY))
+            .doc("Adds a user or group (`type`: User or Group) to a group.")
+            .example(r#"add_member("PumpDevices", "device-017", "User");"#),
+        row(On::Kinds(&[Kind::Group]), "DeleteMember", Exclusive(|c| services::group_member(c, false)))
+            .params(const { &[req("member", T::String), req("type", T::String)] })
+            .rule(Rule::On(Permission::Update, "change this group's members")).audit(Audit::In(SECURITY))
+            .doc("Removes a member from a group.")
+            .example(r#"delete_member("PumpDevices", "device-017", "User");"#),
+        row(On::Kinds(&[Kind::Organization]), "AddOrganizationalUnit", Exclusive(|c| services::organizational_unit(c, true)))
+            .params(const { &[req("parentName", T::String), NAME] })
+            .rule(Rule::On(Permission::Update, "change this organization")).audit(Audit::In(SECURITY))
+            .doc("Adds a unit under `parentName` to an organization.")
+            .example(r#"add_organizational_unit("PumpFleet", "PumpFleet", "NorthSite");"#),
+        row(On::Kinds(&[Kind::Organization]), "DeleteOrganizationalUnit", Exclusive(|c| services::organizational_unit(c, false)))
+            .params(const { &[NAME] })
+            .rule(Rule::On(Permission::Update, "change this organization")).audit(Audit::In(SECURITY))
+            .doc("Deletes a unit of an organization (not its top unit, nor a unit with units below it, nor one a visibility entry still names).")
+            .example(r#"delete_organizational_unit("PumpFleet", "NorthSite");"#),
+        row(On::Kinds(&[Kind::Organization]), "AddMember", Exclusive(|c| services::unit_member(c, true)))
+            .params(const { &[NAME, req("member", T::String), req("type", T::String)] })
+            .rule(Rule::On(Permission::Update, "change this organization")).audit(Audit::In(SECURITY))
+            .script(Script::BoundAs("add_organization_member"))
+            .doc("Adds a user or group to the unit `name` of an organization.")
+            .example(r#"add_organization_member("PumpFleet", "NorthSite", "PumpDevices", "Group");"#),
+        row(On::Kinds(&[Kind::Organization]), "DeleteMember", Exclusive(|c| services::unit_member(c, false)))
+            .params(const { &[NAME, req("member", T::String), req("type", T::String)] })
+            .rule(Rule::On(Permission::Update, "change this organization")).audit(Audit::In(SECURITY))
+            .script(Script::BoundAs("delete_organization_member"))
+            .doc("Removes a member from a unit of an organization.")
+            .example(r#"delete_organization_member("PumpFleet", "NorthSite", "PumpDevices", "Group");"#),
+        row(On::Kinds(&[Kind::User]), "ChangePassword", Exclusive(services::change_password))
+            .params(const { &[opt("oldPassword", T::Password).or("none: an administrator changing another user's"), req("newPassword", T::Password)] })
+            .rule(Rule::Own("the user itself (D2; with its old password), or an administrator"))
+            .audit(Audit::In(SECURITY)).passwords(Passwords::Change)
+            .doc("Changes a password. A user changing its own gives the old one (a wrong one counts like a failed sign-in).")
+            .example(r#"change_password("device-017", (), "another long password");"#),
+        row(On::Kinds(&[Kind::User]), "EnableUser", Exclusive(|c| services::user_state(c, services::UserState::Enable)))
+            .rule(Rule::On(Permission::Update, "enable this user")).audit(Audit::In(SECURITY))
+            .doc("Enables a user.").example(r#"enable_user("device-017");"#),
+        row(On::Kinds(&[Kind::User]), "DisableUser", Exclusive(|c| services::user_state(c, services::UserState::Disable)))
+            .rule(Rule::On(Permission::Update, "disable this user")).audit(Audit::In(SECURITY))
+            .doc("Disables a user: it can no longer sign in. Refused for the last enabled administrator.")
+            .example(r#"disable_user("device-017");"#),
+        row(On::Kinds(&[Kind::User]), "LockUser", Exclusive(|c| services::user_state(c, services::UserState::Lock)))
+            .rule(Rule::On(Permission::Update, "lock this user")).audit(Audit::In(SECURITY))
+            .doc("Locks a user. Refused for the last enabled administrator.").example(r#"lock_user("device-017");"#),
+        row(On::Kinds(&[Kind::User]), "UnlockUser", Exclusive(|c| services::user_state(c, services::UserState::Unlock)))
+            .rule(Rule::On(Permission::Update, "unlock this user")).audit(Audit::In(SECURITY))
+            .doc("Unlocks a user.").example(r#"unlock_user("device-017");"#),
+        row(On::Kinds(&[Kind::ApplicationKey]), "GetKeyID", Shared(services::key_id))
+            .returns(Returns::Value(T::String))
+            .rule(Rule::Own("the key's own user, or Read on the key"))
+            .doc("The key's fingerprint (thinghost keeps only a hash of each key; the key was shown once, at creation)."),
+        // ---- permissions ----
+        row(On::Kinds(NOT_RESOURCES), "AddPermissions", Exclusive(|c| services::add_permissions(c, AclOf::Own)))
+            .params(const { &[req("permissions", T::Json)] })
+            .rule(Rule::On(Permission::Update, "change this entity's permissions")).audit(Audit::In(SECURITY))
+            .doc("Adds entries of the three families at once, in one change and one audit entry: a list of {family (visibility, designTime, runTime), principal, principalType, type, resource, allow}.")
+            .example("add_permissions(\"Things/Pump7\", [\n    #{family: \"visibility\", principal: \"PumpFleet\", principalType: \"Organization\"},\n    #{family: \"runTime\", principal: \"PumpDevices\", principalType: \"Group\", type: \"PropertyWrite\", resource: \"*\", allow: true},\n]);"),
+        row(On::Kinds(TEMPLATES_AND_SHAPES), "AddInstancePermissions", Exclusive(|c| services::add_permissions(c, AclOf::Instance)))
+            .params(const { &[req("permissions", T::Json)] })
+            .rule(Rule::On(Permission::Update, "change this entity's permissions")).audit(Audit::In(SECURITY))
+            .doc("`AddPermissions`, as instance permissions of a template or shape (for all its Things)."),
+        row(On::Kinds(EVERY_KIND), "GetPermissionsForCurrentUser", Shared(services::current_user_permissions))
+            .returns(Returns::Rows)
+            .doc("Which design-time and run-time permissions the caller holds on the entity (`type`, `allowed`)."),
+        row(On::Kinds(EVERY_KIND), "CheckPermissionForUser", Shared(services::check_for_user))
+            .params(const { &[opt("name", T::String).alias("resource").or("* (the entity itself)"), PERMISSION_TYPE, req("user", T::Username)] })
+            .returns(Returns::Value(T::Boolean))
+            .rule(Rule::On(Permission::Read, "inspect this entity's permissions"))
+            .doc("Whether `user` holds the permission `type` on the entity (or on its property, service or event `name`; `resource` is accepted for `name`).")
+            .example(r#"print(check_permission_for_user("Things/Pump7", (), "PropertyWrite", "device-017"));"#),
+        // ---- Resources/SecurityServices ----
+        row(SECURITY_SERVICES, "ExplainAccess", Shared(services::explain_access))
+            .params(const { &[req("user", T::Username), req("action", T::String), req("target", T::String)] })
+            .returns(Returns::Row)
+            .rule(Rule::SecurityAdministrators("explain access decisions"))
+            .doc("Why a user may or may not do something: the decision and the rule that made it.")
+            .example(r#"print(explain_access("device-017", "ServiceInvoke", "Things/Pump7/Services/Reset").explanation);"#),
+        row(SECURITY_SERVICES, "EffectivePermissions", Shared(security::effective))
+            .params(const { &[req("user", T::String)] }).returns(Returns::Rows)
+            .rule(Rule::Own("a user about itself; Administrators and SecurityAdministrators about anyone"))
+            .doc("Every entity a user can see, with every permission it holds and why.")
+            .example(r#"for p in effective_permissions("device-017") { print(`${p.entity} ${p.permission} ${p.resource}`); }"#),
+        row(SECURITY_SERVICES, "Lint", Shared(security::lint))
+            .returns(Returns::Rows)
+            .rule(Rule::SecurityAdministrators("run the security lint"))
+            .doc("The security lint's findings, most severe first (docs/lint.md).")
+            .example(r#"for finding in lint() { print(`${finding.severity} ${finding.rule}: ${finding.message}`); }"#),
+        // ---- Resources/CurrentSessionInfo ----
+        row(SESSION_INFO, "GetCurrentUser", Shared(services::current_user)).returns(Returns::Value(T::Username))
+            .doc("The caller's name."),
+        row(SESSION_INFO, "GetCurrentUserGroups", Shared(services::current_user_groups)).returns(Returns::Rows)
+            .doc("The groups the caller belongs to, directly or through other groups."),
+        row(SESSION_INFO, "GetCurrentUserOrganizations", Shared(services::current_user_organizations)).returns(Returns::Rows)
+            .doc("The organizations a unit of which holds the caller or one of its groups."),
+        // ---- Resources/ScriptServices ----
+        row(On::Entity(Kind::Resource, "ScriptServices"), "RunScript", Unlocked(script::run_service))
+            .params(const { &[req("script", T::String), opt("dryRun", T::Boolean).or("false")] })
+            .returns(Returns::Value(T::Json)).audit(Audit::In(SCRIPTS)).script(Script::Refused)
+            .doc("Runs an admin script (Rhai) as one transaction of the caller (docs/script-api.md); `dryRun` reports what it would change and keeps nothing."),
+        // ---- Subsystems/PlatformSubsystem ----
+        row(PLATFORM, "GetDefaultDataPersistenceProviderName", Shared(services::default_persistence_provider))
+            .returns(Returns::Value(T::String)).rule(Rule::Invoke)
+            .doc("The persistence provider of data-storage Things."),
+        row(PLATFORM, "GetExtensionPackageList", Shared(|c| services::extension_packages(c, false)))
+            .returns(Returns::Rows).rule(Rule::Invoke)
+            .doc("Each extension package: name, version, state, why it was refused, why its last reload failed."),
+        row(PLATFORM, "GetExtensionPackageDetails", Shared(|c| services::extension_packages(c, true)))
+            .params(const { &[req("packageName", T::String)] }).returns(Returns::Value(T::Json)).rule(Rule::Invoke)
+            .doc("One package: its contributions, declared capabilities, state."),
+        row(PLATFORM, "ReloadExtension", Unlocked(services::reload_extension))
+            .params(const { &[req("packageName", T::String), opt("force", T::Boolean).or("false")] })
+            .returns(Returns::Value(T::Json)).rule(Rule::Administrators("reload extensions"))
+            .audit(Audit::In(EXTENSIONS)).script(Script::Refused)
+            .doc("Brings a package's folder in line with the running server: loads, replaces (a lower version only with `force`) or removes it; a refusal is a 409 and the loaded version keeps serving."),
+        // ---- Subsystems/AuditSubsystem (U4, U6), and the Thing-level query ----
+        row(AUDIT_SUBSYSTEM, "QueryAuditHistory", Unlocked(audit::read))
+            .params(AUDIT_QUERY).returns(Returns::Rows)
+            .rule(Rule::Own("the seed's table (audit-service-permissions.json); administrators")).audit(Audit::In(AUDIT))
+            .doc("Audit entries, newest first; `query` is the vendor's QUERY (filters, sorts)."),
+        row(AUDIT_SUBSYSTEM, "QueryAuditHistoryWithQueryCriteria", Unlocked(audit::read))
+            .params(const { &[QUERY, MAX_ITEMS, opt("offset", T::Number).or("0"), DATE_FROM, DATE_TO] }).returns(Returns::Rows)
+            .rule(Rule::Own("the seed's table (audit-service-permissions.json); administrators")).audit(Audit::In(AUDIT))
+            .doc("`QueryAuditHistory` with paging."),
+        row(AUDIT_SUBSYSTEM, "GetAuditEntryCount", Unlocked(audit::read))
+            .params(const { &[DATE_FROM, DATE_TO, CATEGORY, QUERY] }).returns(Returns::Value(T::Long))
+            .rule(Rule::Own("the seed's table (audit-service-permissions.json); administrators")).audit(Audit::In(AUDIT))
+            .doc("How many entries match."),
+        row(AUDIT_SUBSYSTEM, "VerifyAuditChain", Unlocked(audit::read))
+            .returns(Returns::Row)
+            .rule(Rule::Own("the seed's table (audit-service-permissions.json); administrators")).audit(Audit::In(AUDIT))
+            .doc("Checks the hash chain of the online entries: intact, checked, brokenAtId, reason."),
+        row(AUDIT_SUBSYSTEM, "ArchiveAuditHistory", Unlocked(audit::maintenance))
+            .params(const { &[OLDER_THAN.or("now")] }).returns(Returns::Value(T::Json))
+            .rule(Rule::Own("the seed's table (audit-service-permissions.json); administrators")).audit(Audit::In(AUDIT)).script(Script::Refused)
+            .doc("Moves the oldest entries into AuditArchiveFileRepository (gzip JSON lines, one folder per day), then removes them online."),
+        row(AUDIT_SUBSYSTEM, "ArchiveAuditHistoryDirectPersistence", Unlocked(audit::maintenance))
+            .params(const { &[OLDER_THAN.or("now")] }).returns(Returns::Value(T::Json))
+            .rule(Rule::Own("the seed's table (audit-service-permissions.json); administrators")).audit(Audit::In(AUDIT)).script(Script::Refused)
+            .doc("`ArchiveAuditHistory`, recorded on its own scheduler."),
+        row(AUDIT_SUBSYSTEM, "ExportAuditData", Unlocked(audit::maintenance))
+            .params(EXPORT).returns(Returns::Value(T::Json))
+            .rule(Rule::Own("the seed's table (audit-service-permissions.json); administrators")).audit(Audit::In(AUDIT)).script(Script::Refused)
+            .doc("One gzip JSON-lines file of the entries in the range, archived and online, into a FileRepository."),
+        row(AUDIT_SUBSYSTEM, "ExportOnlineAuditData", Unlocked(audit::maintenance))
+            .params(EXPORT).returns(Returns::Value(T::Json))
+            .rule(Rule::Own("the seed's table (audit-service-permissions.json); administrators")).audit(Audit::In(AUDIT)).script(Script::Refused)
+            .doc("`ExportAuditData`, online entries only."),
+        row(AUDIT_SUBSYSTEM, "PurgeAuditData", Unlocked(audit::maintenance))
+            .returns(Returns::Value(T::Json))
+            .rule(Rule::Own("the seed's table (audit-service-permissions.json); administrators")).audit(Audit::In(AUDIT)).script(Script::Refused)
+            .doc("Removes the online entries older than the retention (serve --audit-retention-days)."),
+        row(AUDIT_SUBSYSTEM, "CleanupOfflineAudit", Unlocked(audit::maintenance))
+            .params(const { &[OLDER_THAN.or("AuditArchiveCleanupScheduler.DaysToArchive days ago")] }).returns(Returns::Value(T::Json))
+            .rule(Rule::Own("the seed's table (audit-service-permissions.json); administrators")).audit(Audit::In(AUDIT)).script(Script::Refused)
+            .doc("Deletes the archive's days before the date."),
+        row(On::Kinds(THINGS), "QueryAuditHistory", Unlocked(audit::read))
+            .params(AUDIT_QUERY).returns(Returns::Rows).rule(Rule::Invoke).audit(Audit::In(AUDIT))
+            .script(Script::BoundAs("query_thing_audit_history"))
+            .doc("The entries about this Thing (U4): all of them for Auditors and administrators, the caller's own for anyone else."),
+        // ---- FileRepository Things ----
+        row(On::ThingsOf("FileRepository"), "ListFiles", Unlocked(repository::list_files))
+            .params(const { &[opt("path", T::String).or("the repository's top folder")] }).returns(Returns::Rows).rule(Rule::Invoke)
+            .doc("The files and folders under `path`."),
+        row(On::ThingsOf("FileRepository"), "DeleteFile", Unlocked(repository::delete_file))
+            .params(const { &[req("path", T::String)] }).rule(Rule::Invoke).script(Script::Refused)
+            .doc("Deletes a file (audited when it is part of the audit archive)."),
+    ]);
+    // The permission families: on an entity, as instance permissions, on a collection.
+    for acl in [AclOf::Own, AclOf::Instance, AclOf::Collection] {
+        for family in Family::ALL {
+            for action in [Action::Add, Action::Delete, Action::Get] {
+                v.push(permission_row(family, action, acl));
+            }
+        }
+    }
+    v
+}
+
+/// One permission service (`AddRunTimePermission`, `GetInstanceVisibilityPermissions`,
+/// `DeleteCollectionDesignTimePermission`, ...).
+fn permission_row(family: Family, action: Action, acl: AclOf) -> Service {
+    let infix = match acl {
+        AclOf::Own => "",
+        AclOf::Instance => "Instance",
+        AclOf::Collection => "Collection",
+    };
+    let (verb, plural) = match action {
+        Action::Add => ("Add", ""),
+        Action::Delete => ("Delete", ""),
+        Action::Get => ("Get", "s"),
+        Action::GetJson => ("Get", "sAsJSON"),
+        Action::SetJson => ("Set", "sAsJSON"),
+    };
+    let name: &'static str =
+        Box::leak(format!("{verb}{infix}{}Permission{plural}", family.word()).into_boxed_str());
+    let entries: &'static [Param] = match (family, action) {
+        (_, Action::Get | Action::GetJson) => &[],
+        (_, Action::SetJson) => std::slice::from_ref(&AS_JSON),
+        (Family::RunTime, _) => RUN_TIME,
+        (Family::DesignTime, _) => DESIGN_TIME,
+        (Family::Visibility, _) => VISIBILITY,
+    };
+    let params: &'static [Param] = if acl == AclOf::Collection {
+        Box::leak(
+            std::iter::once(COLLECTION)
+                .chain(entries.iter().copied())
+                .collect::<Vec<_>>()
+                .into_boxed_slice(),
+        )
+    } else {
+        entries
+    };
+    let on = match acl {
+        AclOf::Own => On::Kinds(NOT_RESOURCES),
+        AclOf::Instance => On::Kinds(TEMPLATES_AND_SHAPES),
+        AclOf::Collection => COLLECTIONS,
+    };
+    let reads = matches!(action, Action::Get | Action::GetJson);
+    let rule = match (acl, reads) {
+        (AclOf::Collection, _) => Rule::Administrators("change or read collection permissions"),
+        (_, true) => Rule::On(Permission::Read, "read this entity's permissions"),
+        (_, false) => Rule::On(Permission::Update, "change this entity's permissions"),
+    };
+    let whose = match acl {
+        AclOf::Own => "the entity",
+        AclOf::Instance => "a template or shape, for all its Things,",
+        AclOf::Collection => "a collection (`collectionName`: Things, ThingTemplates, ...)",
+    };
+    let what = family.words();
+    let doc: &'static str = Box::leak(
+        match action {
+            Action::Add => format!("Adds a {what} to {whose} (one per principal, type and resource: adding replaces)."),
+            Action::Delete => format!("Removes the matching {what} from {whose}."),
+            Action::Get => format!("The {what}s of {whose}, as rows."),
+            Action::GetJson => format!("The {what}s of {whose}, as one JSON value (what `Set...AsJSON` takes)."),
+            Action::SetJson => format!("Replaces every {what} of {whose} with `permissions` (as `Get...AsJSON` gives them), in one change and one audit entry; all are checked first."),
+        }
+        .into_boxed_str(),
+    );
+    let run = if reads {
+        Shared(services::permission_service)
+    } else {
+        Exclusive(services::permission_service)
+    };
+    row(on, name, run)
+        .params(params)
+        .returns(match action {
+            Action::Get => Returns::Rows,
+            Action::GetJson => Returns::Value(T::Json),
+            _ => Returns::Nothing,
+        })
+        .rule(rule)
+        .audit(if reads {
+            Audit::None
+        } else {
+            Audit::In(SECURITY)
+        })
+        .op(Op::Permissions(family, action, acl))
+        .doc(doc)
+}
+
+fn delete_name(kind: Kind) -> &'static str {
+    Box::leak(format!("Delete{}", kind.label()).into_boxed_str())
+}
+
+/// The host service `service` of `entity` of `kind`, if there is one (a [`On::ThingsOf`] row
+/// is found for any Thing: the router checks the template).
+pub fn find(kind: Kind, entity: &str, service: &str) -> Option<&'static Service> {
+    static INDEX: LazyLock<std::collections::HashMap<&'static str, Vec<&'static Service>>> =
+        LazyLock::new(|| {
+            let mut index: std::collections::HashMap<&'static str, Vec<&'static Service>> =
+                Default::default();
+            for s in SERVICES.iter() {
+                index.entry(s.name).or_default().push(s);
+            }
+            index
+        });
+    INDEX
+        .get(service)?
+        .iter()
+        .copied()
+        .find(|s| s.serves(kind, entity))
+}
