@@ -1,10 +1,10 @@
 //! Extensions in the server: loading the plugin directory, and running extension services with
 //! the host API. [`HostCtx::call`] is the one choke point every host call of every runtime passes.
 
+use crate::api::{ApiError, Reply};
 use crate::app::App;
 use crate::auth::Caller;
-use crate::rest::{self, ApiError, Reply};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
+use axum::http::StatusCode;
 use serde_json::{Value as Json, json};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -319,9 +319,6 @@ pub struct HostCtx {
 /// One path segment from a name the extension gave: percent-encoded, so that the name is taken
 /// literally (a `/` cannot add a segment, a `%41` is not an `A`).
 /// A name as one percent-encoded path segment (a slash or `..` cannot add a segment).
-pub(crate) fn segment(name: &str) -> String {
-    percent_encoding::utf8_percent_encode(name, percent_encoding::NON_ALPHANUMERIC).to_string()
-}
 
 /// Does `pattern` (`Things/*`, `Things/Pump*`, `Things/Hub/Services/*`) match `path`?
 pub fn pattern_matches(pattern: &str, path: &str) -> bool {
@@ -495,20 +492,23 @@ impl HostCtx {
     /// others their InfoTable, a void one null.
     fn invoke(
         &self,
-        collection: &str,
+        kind: Kind,
         entity: &str,
         service: &str,
         params: Json,
     ) -> Result<Json, HostError> {
-        let reply = self.request(
-            Method::POST,
-            &format!(
-                "/Thingworx/{collection}/{}/Services/{}",
-                segment(entity),
-                segment(service)
-            ),
-            Some(params),
-        )?;
+        let params = match params {
+            Json::Object(o) => o,
+            Json::Null => serde_json::Map::new(),
+            other => {
+                return Err(HostError::Invalid(format!(
+                    "the parameters of {service} are a JSON object, not {other}"
+                )));
+            }
+        };
+        let reply = self.request(|app, caller| {
+            crate::api::invoke(app, caller, kind, entity, service, params)
+        })?;
         Ok(match reply {
             Reply::Json(v)
                 if v["dataShape"]["fieldDefinitions"]
@@ -522,18 +522,17 @@ impl HostCtx {
         })
     }
 
-    fn request(&self, method: Method, path: &str, body: Option<Json>) -> Result<Reply, HostError> {
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            axum::http::header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        let bytes = body.map(|b| b.to_string().into_bytes()).unwrap_or_default();
+    /// Makes one call of the API as the caller, one level deeper; a failure is audited (when a
+    /// denial) and mapped to the host API's errors.
+    fn request(
+        &self,
+        call: impl FnOnce(&Arc<App>, &Caller) -> Result<Reply, ApiError>,
+    ) -> Result<Reply, HostError> {
         let caller = Caller {
             depth: self.caller.depth + 1,
             ..self.caller.clone()
         };
-        rest::handle(&self.app, &caller, &method, path, &headers, &bytes).map_err(|e| {
+        call(&self.app, &caller).map_err(|e| {
             // Every denial is audited, also one met by extension code on the caller's behalf.
             self.app.audit_denial(
                 &caller.name,
@@ -573,15 +572,9 @@ impl Host for HostCtx {
         };
         match call {
             HostCall::GetProperty { thing, property } => {
-                let reply = self.request(
-                    Method::GET,
-                    &format!(
-                        "/Thingworx/Things/{}/Properties/{}",
-                        segment(&thing),
-                        segment(&property)
-                    ),
-                    None,
-                )?;
+                let reply = self.request(|app, caller| {
+                    crate::api::entities::read_property(app, caller, Kind::Thing, &thing, &property)
+                })?;
                 Ok(first_row(reply, &property))
             }
             HostCall::SetProperty {
@@ -589,34 +582,35 @@ impl Host for HostCtx {
                 property,
                 value,
             } => {
-                self.request(
-                    Method::PUT,
-                    &format!(
-                        "/Thingworx/Things/{}/Properties/{}",
-                        segment(&thing),
-                        segment(&property)
-                    ),
-                    Some(json!({ property.clone(): value })),
-                )?;
+                self.request(|app, caller| {
+                    crate::api::entities::write_property(
+                        app,
+                        caller,
+                        Kind::Thing,
+                        &thing,
+                        &property,
+                        Some(&value),
+                    )
+                })?;
                 Ok(Json::Null)
             }
             HostCall::InvokeService {
                 thing,
                 service,
                 params,
-            } => self.invoke("Things", &thing, &service, params),
+            } => self.invoke(Kind::Thing, &thing, &service, params),
             HostCall::InvokeEntityService {
                 collection,
                 entity,
                 service,
                 params,
             } => {
-                if Kind::from_collection(&collection).is_none() {
+                let Some(kind) = Kind::from_collection(&collection) else {
                     return Err(HostError::Invalid(format!(
                         "{collection:?} is not a collection (Things, ThingTemplates, ThingShapes, Groups, ...)"
                     )));
-                }
-                self.invoke(&collection, &entity, &service, params)
+                };
+                self.invoke(kind, &entity, &service, params)
             }
             HostCall::StartSession { endpoint } => {
                 self.session_rights("StartSession")?;
@@ -674,7 +668,9 @@ impl Host for HostCtx {
                     admin,
                 )))
             }
-            HostCall::ListThings => match self.request(Method::GET, "/Thingworx/Things", None)? {
+            HostCall::ListThings => match self
+                .request(|app, caller| crate::api::entities::list(app, caller, Kind::Thing))?
+            {
                 Reply::Json(v) => Ok(Json::Array(
                     v["rows"]
                         .as_array()

@@ -12,16 +12,17 @@
 //! else. The server sends the session's state changes (`connected`, `ended`) and closes the
 //! connection when the session ends. The tunnel to the device comes with edge connectivity.
 
+use crate::api::Reply;
 use crate::app::{App, LoggedUser, Peer};
 use crate::auth::Caller;
-use crate::rest::{self, Reply};
 use crate::sessions::{NonceRefused, Phase};
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Extension, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value as Json, json};
 use std::sync::Arc;
+use thinghost_core::Kind;
 
 fn refuse(app: &App, peer: &Peer, user: &str, key: &'static str, detail: &str) -> Response {
     crate::auth::audit_refusal(
@@ -134,38 +135,31 @@ pub async fn tws(
     res
 }
 
-/// One request over the connection, within the seed's minimum rights.
+/// One request over the connection, within the seed's minimum rights: a call of the API as the
+/// session's user.
 fn request(app: &Arc<App>, caller: &Caller, thing: &str, session: &str, msg: &Json) -> Json {
     let op = msg["op"].as_str().unwrap_or_default();
-    let thing_path = format!(
-        "/Thingworx/Things/{}",
-        percent_encoding::utf8_percent_encode(thing, percent_encoding::NON_ALPHANUMERIC)
-    );
-    let (method, path, body) = match op {
+    let session_id = || {
+        let mut params = serde_json::Map::new();
+        params.insert(
+            "sessionId".into(),
+            json!(msg["sessionId"].as_str().unwrap_or(session)),
+        );
+        params
+    };
+    let answer = match op {
         "GetProperty" => {
             let Some(name) = msg["name"].as_str() else {
                 return json!({"op": op, "status": 400, "error": "GetProperty needs name"});
             };
-            let name =
-                percent_encoding::utf8_percent_encode(name, percent_encoding::NON_ALPHANUMERIC);
-            (
-                Method::GET,
-                format!("{thing_path}/Properties/{name}"),
-                Vec::new(),
-            )
+            crate::api::entities::read_property(app, caller, Kind::Thing, thing, name)
         }
-        "GetSession" | "EndSession" => (
-            Method::POST,
-            format!("{thing_path}/Services/{op}"),
-            json!({"sessionId": msg["sessionId"].as_str().unwrap_or(session)})
-                .to_string()
-                .into_bytes(),
-        ),
-        "GetSessions" => (
-            Method::POST,
-            format!("{thing_path}/Services/GetSessions"),
-            b"{}".to_vec(),
-        ),
+        "GetSession" | "EndSession" => {
+            crate::api::invoke(app, caller, Kind::Thing, thing, op, session_id())
+        }
+        "GetSessions" => {
+            crate::api::invoke(app, caller, Kind::Thing, thing, op, serde_json::Map::new())
+        }
         other => {
             return json!({
                 "op": other, "status": 403,
@@ -173,12 +167,7 @@ fn request(app: &Arc<App>, caller: &Caller, thing: &str, session: &str, msg: &Js
             });
         }
     };
-    let mut headers = HeaderMap::new();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    match rest::handle(app, caller, &method, &path, &headers, &body) {
+    match answer {
         Ok(Reply::Json(v)) => json!({"op": op, "status": 200, "result": v}),
         Ok(Reply::Empty) => json!({"op": op, "status": 200}),
         Err(e) => {
