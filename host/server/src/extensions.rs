@@ -316,8 +316,6 @@ pub struct HostCtx {
     pub me: String,
 }
 
-/// One path segment from a name the extension gave: percent-encoded, so that the name is taken
-/// literally (a `/` cannot add a segment, a `%41` is not an `A`).
 /// Does `pattern` (`Things/*`, `Things/Pump*`, `Things/Hub/Services/*`) match `path`?
 pub fn pattern_matches(pattern: &str, path: &str) -> bool {
     match pattern.split_once('*') {
