@@ -510,6 +510,50 @@ fn e4_hostile_rhai_code_can_do_nothing_its_caller_could_not() {
     );
 }
 
+/// E6: capabilities deny by default. `nosy` lists no host functions, so its code may call none,
+/// not even `get_property` on its own Thing (which its patterns would not need to name), and
+/// not even for an administrator; the refusal is audited.
+#[test]
+fn e6_a_manifest_that_lists_no_functions_may_call_none() {
+    let t = tempfile::tempdir().unwrap();
+    let p = plugins(t.path(), &["nosy"]);
+    let s = Server::start(
+        &t.path().join("d"),
+        &["--dev", "--plugins", p.to_str().unwrap()],
+    );
+    let admin = s.admin_key();
+    let (st, v) = post(
+        &s,
+        &admin,
+        "/Thingworx/Things/Nosy/Services/ReadOwn",
+        json!({}),
+    );
+    assert_eq!(st, 500, "{v}");
+    let e = v["error"].as_str().unwrap();
+    assert!(
+        e.contains("not declared in the extension's [capabilities]: host function get_property"),
+        "{e}"
+    );
+    // The property is there, and the administrator may read it: only the code may not.
+    let r = s
+        .client
+        .get(s.at("/Thingworx/Things/Nosy/Properties/level"))
+        .header("appKey", &admin)
+        .send()
+        .unwrap();
+    assert_eq!(r.json::<Json>().unwrap()["rows"][0]["level"], 3);
+    let (_, audit) = post(
+        &s,
+        &admin,
+        "/Thingworx/Subsystems/AuditSubsystem/Services/QueryAuditHistory",
+        json!({"auditCategory": "AUTHORIZATION"}),
+    );
+    assert!(
+        audit.to_string().contains("extensionCapabilityDenied"),
+        "{audit}"
+    );
+}
+
 /// A plugin directory with the hostile Rust extension built as `build` (and the Rhai `nosy`
 /// beside it: runtimes mix in one directory).
 fn hostile_rust(root: &Path, build: Build) -> std::path::PathBuf {

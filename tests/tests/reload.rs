@@ -451,7 +451,7 @@ fn a_package(p: &Path) {
         "a",
         "1.0.0",
         "fn combined() { \"a+\" + invoke_service(\"BThing\", \"Base\", #{}) }\n",
-        "[requires]\nb = \"^1\"\n\n[capabilities]\ninvoke = [\"Things/BThing/Services/Base\"]\n\n\
+        "[requires]\nb = \"^1\"\n\n[capabilities]\nfunctions = [\"invoke_service\"]\ninvoke = [\"Things/BThing/Services/Base\"]\n\n\
          [[things]]\nname = \"AThing\"\ntemplate = \"GenericThing\"\n\n\
          [[things.services]]\nname = \"Combined\"\nhandler = \"combined\"\nresult = \"STRING\"\n",
     );
@@ -557,7 +557,8 @@ fn tanks_package(p: &Path) {
         "tanks",
         "1.0.0",
         "fn level() { get_property(me(), \"level\") }\n",
-        "[[thing_templates]]\nname = \"Tank\"\nbase = \"GenericThing\"\n\n\
+        "[capabilities]\nfunctions = [\"get_property\", \"me\"]\n\n\
+         [[thing_templates]]\nname = \"Tank\"\nbase = \"GenericThing\"\n\n\
          [[thing_templates.properties]]\nname = \"level\"\ntype = \"NUMBER\"\ndefault = 0\n\n\
          [[thing_templates.services]]\nname = \"Level\"\nhandler = \"level\"\nresult = \"NUMBER\"\n",
     );

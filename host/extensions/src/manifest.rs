@@ -258,8 +258,9 @@ fn yes() -> bool {
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Capabilities {
-    /// Host functions the code may call (`get_property`, `set_property`, `invoke_service`, ...);
-    /// empty means all of them.
+    /// Host functions the code may call (`get_property`, `set_property`, `invoke_service`,
+    /// `log`, `caller`, ...). Deny by default (E6): a function not listed is refused, and an
+    /// empty list allows none.
     #[serde(default)]
     pub functions: Vec<String>,
     /// Entity patterns the code may read (`Things/*`, `Things/Pump*`).

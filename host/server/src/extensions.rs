@@ -429,8 +429,11 @@ impl HostCtx {
     fn authorize(&self, call: &HostCall) -> Result<(), HostError> {
         let caps = &self.extension.manifest.capabilities;
         let f = call.function();
-        if !caps.functions.is_empty() && !caps.functions.iter().any(|x| x == f) {
-            return Err(HostError::Capability(format!("host function {f}")));
+        // E6: deny by default. A manifest that lists no host functions may call none.
+        if !caps.functions.iter().any(|x| x == f) {
+            return Err(HostError::Capability(format!(
+                "host function {f} (the manifest's [capabilities] functions does not list it)"
+            )));
         }
         let (list, path, thing) = match call {
             HostCall::GetProperty { thing, .. } => {
