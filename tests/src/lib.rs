@@ -12,6 +12,26 @@ pub fn workspace() -> PathBuf {
         .to_path_buf()
 }
 
+/// The project's shared folder (DOMAIN.md, `data/`, `seeds/`): `THINGHOST_SHARED`, or `shared`
+/// beside the workspace. None only when `THINGHOST_NO_SHARED=1` says to skip the checks against
+/// it knowingly; a missing folder otherwise fails the test that needs it, saying what to do.
+pub fn shared_dir() -> Option<PathBuf> {
+    if std::env::var_os("THINGHOST_NO_SHARED").is_some_and(|v| v == "1") {
+        eprintln!("THINGHOST_NO_SHARED=1: the checks against the shared folder are skipped");
+        return None;
+    }
+    let dir = std::env::var_os("THINGHOST_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join("../shared"));
+    assert!(
+        dir.join("DOMAIN.md").is_file(),
+        "the shared folder {} (DOMAIN.md, data/) is missing: set THINGHOST_SHARED to it, or \
+         THINGHOST_NO_SHARED=1 to skip the checks against it knowingly",
+        dir.display()
+    );
+    Some(dir)
+}
+
 /// The `thinghost` binary, built (or found up to date) once per test process.
 pub fn thinghost_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();

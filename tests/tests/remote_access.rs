@@ -805,7 +805,9 @@ fn e2_the_trio_loads_cse_rae_ace_in_any_arrangement_and_ace_needs_rae() {
 }
 
 /// The shipped component is built from the source in the repository: a change to
-/// plugins-src/remote-access, the Rust SDK or the WIT contract needs `scripts/build-plugins`.
+/// plugins-src/remote-access, the Rust SDK or the WIT contract needs `scripts/build-plugins`, and
+/// the committed artifact is the one that script made (its SHA-256 is recorded beside the
+/// source's).
 #[test]
 fn the_shipped_remote_access_component_is_built_from_the_current_source() {
     let out = std::process::Command::new(workspace().join("scripts/source-hash"))
@@ -815,10 +817,30 @@ fn the_shipped_remote_access_component_is_built_from_the_current_source() {
     let now = String::from_utf8(out.stdout).unwrap();
     let built =
         std::fs::read_to_string(workspace().join("plugins/remote-access/BUILT_FROM")).unwrap();
+    let field = |name: &str| {
+        built
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("BUILT_FROM has no {name} line: run scripts/build-plugins"))
+            .trim()
+            .to_string()
+    };
     assert_eq!(
-        built.trim(),
+        field("source"),
         now.trim(),
         "plugins/remote-access/remote_access.wasm is older than its source: run scripts/build-plugins and commit the result"
+    );
+    use sha2::Digest;
+    let artifact =
+        std::fs::read(workspace().join("plugins/remote-access/remote_access.wasm")).unwrap();
+    let hash: String = sha2::Sha256::digest(&artifact)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(
+        field("artifact"),
+        hash,
+        "plugins/remote-access/remote_access.wasm is not the artifact scripts/build-plugins made from that source: run it and commit the result"
     );
 }
 

@@ -1,7 +1,7 @@
 //! The Rhai runtime: one engine per extension, scripts compiled once, limits on every call.
 
 pub use crate::host_api::CallError;
-use crate::host_api::{HOST_FUNCTIONS, Host, HostCall};
+use crate::host_api::{HOST_FUNCTIONS, Host, HostCall, Ty};
 use rhai::{AST, CallFnOptions, Dynamic, Engine, EvalAltResult, NativeCallContext, Scope};
 use serde_json::Value as Json;
 use std::cell::Cell;
@@ -207,125 +207,35 @@ fn tracing_line(s: &str) {
     tracing::info!(target: "extension", message = %escaped, "extension print");
 }
 
-/// Registers every function of [`HOST_FUNCTIONS`].
+/// Registers every function of [`HOST_FUNCTIONS`], from its row: its name, its parameters' types
+/// (a name or message is a string, parameters a map, a value anything), and the call
+/// `HostCall::from_args` makes of them. A new host function is bound here without a line of its
+/// own.
 fn register_host_api(engine: &mut Engine) {
-    debug_assert_eq!(
-        HOST_FUNCTIONS.len(),
-        13,
-        "a new host function needs its Rhai binding here"
-    );
-    engine.register_fn(
-        "get_property",
-        |ctx: NativeCallContext, thing: &str, property: &str| {
-            run(
-                &ctx,
-                HostCall::GetProperty {
-                    thing: thing.into(),
-                    property: property.into(),
-                },
-            )
-        },
-    );
-    engine.register_fn(
-        "set_property",
-        |ctx: NativeCallContext, thing: &str, property: &str, value: Dynamic| {
-            let value = from_dynamic(&value)?;
-            run(
-                &ctx,
-                HostCall::SetProperty {
-                    thing: thing.into(),
-                    property: property.into(),
-                    value,
-                },
-            )
-        },
-    );
-    engine.register_fn(
-        "invoke_service",
-        |ctx: NativeCallContext, thing: &str, service: &str, params: rhai::Map| {
-            let params = from_dynamic(&Dynamic::from_map(params))?;
-            run(
-                &ctx,
-                HostCall::InvokeService {
-                    thing: thing.into(),
-                    service: service.into(),
-                    params,
-                },
-            )
-        },
-    );
-    engine.register_fn("list_things", |ctx: NativeCallContext| {
-        run(&ctx, HostCall::ListThings)
-    });
-    engine.register_fn(
-        "invoke_entity_service",
-        |ctx: NativeCallContext,
-         collection: &str,
-         entity: &str,
-         service: &str,
-         params: rhai::Map| {
-            let params = from_dynamic(&Dynamic::from_map(params))?;
-            run(
-                &ctx,
-                HostCall::InvokeEntityService {
-                    collection: collection.into(),
-                    entity: entity.into(),
-                    service: service.into(),
-                    params,
-                },
-            )
-        },
-    );
-    engine.register_fn(
-        "start_session",
-        |ctx: NativeCallContext, remote_endpoint: &str| {
-            run(
-                &ctx,
-                HostCall::StartSession {
-                    endpoint: remote_endpoint.into(),
-                },
-            )
-        },
-    );
-    engine.register_fn("end_session", |ctx: NativeCallContext, session_id: &str| {
-        run(
-            &ctx,
-            HostCall::EndSession {
-                session: session_id.into(),
+    for f in HOST_FUNCTIONS {
+        let types: Vec<std::any::TypeId> = f
+            .params
+            .iter()
+            .map(|(_, ty)| match ty {
+                Ty::Str => std::any::TypeId::of::<rhai::ImmutableString>(),
+                Ty::Params => std::any::TypeId::of::<rhai::Map>(),
+                Ty::Json | Ty::Names | Ty::Unit => std::any::TypeId::of::<Dynamic>(),
+            })
+            .collect();
+        let name = f.name;
+        engine.register_raw_fn(
+            name,
+            types,
+            move |ctx: NativeCallContext, args: &mut [&mut Dynamic]| {
+                let args = args
+                    .iter()
+                    .map(|a| from_dynamic(a))
+                    .collect::<Result<Vec<Json>, _>>()?;
+                let call = HostCall::from_args(name, args).map_err(|e| e.to_string())?;
+                run(&ctx, call)
             },
-        )
-    });
-    engine.register_fn("get_session", |ctx: NativeCallContext, session_id: &str| {
-        run(
-            &ctx,
-            HostCall::GetSession {
-                session: session_id.into(),
-            },
-        )
-    });
-    engine.register_fn("list_sessions", |ctx: NativeCallContext| {
-        run(&ctx, HostCall::ListSessions)
-    });
-    engine.register_fn("log", |ctx: NativeCallContext, message: &str| {
-        run(
-            &ctx,
-            HostCall::Log {
-                message: message.into(),
-            },
-        )
-    });
-    engine.register_fn("audit", |ctx: NativeCallContext, message: &str| {
-        run(
-            &ctx,
-            HostCall::Audit {
-                message: message.into(),
-            },
-        )
-    });
-    engine.register_fn("caller", |ctx: NativeCallContext| {
-        run(&ctx, HostCall::Caller)
-    });
-    engine.register_fn("me", |ctx: NativeCallContext| run(&ctx, HostCall::Me));
+        );
+    }
 }
 
 /// The Rhai API reference, generated from [`HOST_FUNCTIONS`].
