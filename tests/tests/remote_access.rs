@@ -710,6 +710,111 @@ fn s1_sessions_are_capped_per_user_and_end_when_idle() {
     start(&s, &ra);
 }
 
+/// The next message of a connection that must come within 10 s (a read timeout: a connection
+/// that stays open when it should close fails the test instead of hanging it).
+fn receive_soon(socket: &mut Socket) -> Json {
+    socket
+        .get_ref()
+        .sock
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    receive(socket)
+}
+
+/// K3 for long-lived contexts: an open `/Thingworx/TWS` connection acts for its user; when the
+/// user is disabled, the connection closes within a second or two, saying why, and every session
+/// of the user ends (audited `remoteSessionEnded` / `remoteConnectionClosed`).
+#[test]
+fn k3_a_disabled_users_connection_closes_and_its_sessions_end() {
+    let t = tempfile::tempdir().unwrap();
+    let (s, ra) = granted_device(t.path(), &[]);
+    let admin = s.admin_key();
+    let (id, nonce) = start(&s, &ra);
+    start(&s, &ra);
+    let mut socket = tws(&s, &[("nonce", &nonce), ("sessionId", &id)]).expect("the nonce opens");
+    assert_eq!(receive(&mut socket)["state"], "connected");
+    ok(
+        &s,
+        &admin,
+        "/Thingworx/Users/raUser/Services/DisableUser",
+        json!({}),
+    );
+    let end = receive_soon(&mut socket);
+    assert_eq!(end["state"], "ended", "{end}");
+    assert!(
+        end["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("disabled"),
+        "{end}"
+    );
+    assert_eq!(receive_soon(&mut socket), Json::Null, "then it closes");
+    let sessions = thinghost_tests::within_20s("the sessions to end", || {
+        let v = result(&s, &admin, "Device1", "GetSessions", json!({}));
+        v.as_array().unwrap().is_empty().then_some(v)
+    });
+    assert!(sessions.as_array().unwrap().is_empty());
+    assert_eq!(audited(&s, "remoteConnectionClosed").len(), 1);
+    assert!(!audited(&s, "remoteSessionEnded").is_empty());
+}
+
+/// A user deleted and created again under the same name is another user: it gains nothing of
+/// the old one's connections, sessions, keys or permission entries.
+#[test]
+fn a3_a_user_created_again_gains_nothing_of_the_deleted_one() {
+    let t = tempfile::tempdir().unwrap();
+    let (s, ra) = granted_device(t.path(), &[]);
+    let admin = s.admin_key();
+    let (id, nonce) = start(&s, &ra);
+    let (unused_id, unused_nonce) = start(&s, &ra);
+    let mut socket = tws(&s, &[("nonce", &nonce), ("sessionId", &id)]).expect("the nonce opens");
+    assert_eq!(receive(&mut socket)["state"], "connected");
+    ok(
+        &s,
+        &admin,
+        &format!("{ES}/DeleteUser"),
+        json!({"name": "raUser"}),
+    );
+    ok(
+        &s,
+        &admin,
+        &format!("{ES}/CreateUser"),
+        json!({"name": "raUser"}),
+    );
+    // The old connection closes; the old nonce opens nothing; the old key is gone.
+    let end = receive_soon(&mut socket);
+    assert_eq!(end["state"], "ended", "{end}");
+    assert_eq!(
+        tws(&s, &[("nonce", &unused_nonce), ("sessionId", &unused_id)]).err(),
+        Some(401)
+    );
+    let (st, _) = get(&s, &ra, "/Thingworx/Things/Device1");
+    assert_eq!(st, 401);
+    // The new raUser, with a key of its own: it sees nothing the old one was given.
+    let v = ok(
+        &s,
+        &admin,
+        &format!("{ES}/CreateApplicationKey"),
+        json!({"name": "raUser-key-2", "user": "raUser"}),
+    );
+    let key = v["rows"][0]["keyId"].as_str().unwrap().to_string();
+    let (st, _) = get(&s, &key, "/Thingworx/Things/Device1");
+    assert_eq!(st, 404, "no visibility, no group, no entries");
+    // Put back in the group, it has the group's rights, but none of the old user's sessions.
+    ok(
+        &s,
+        &admin,
+        "/Thingworx/Groups/raUserGroup/Services/AddMember",
+        json!({"member": "raUser", "type": "User"}),
+    );
+    let mine = result(&s, &key, "Device1", "GetSessions", json!({}));
+    assert_eq!(
+        mine,
+        json!([]),
+        "the old raUser's sessions are not the new one's"
+    );
+}
+
 // ---- load order (E2) ---------------------------------------------------------------------------
 
 /// (name, state, reason) of every package.

@@ -83,6 +83,8 @@ pub struct Batch {
     pub writes: Vec<Write>,
     before: Vec<(Key, Option<Entity>)>,
     before_collections: Vec<(Kind, Option<Acl>)>,
+    /// Entities deleted and created again within the change: new ones, whatever their name.
+    recreated: Vec<Key>,
 }
 
 impl Batch {
@@ -98,6 +100,8 @@ pub struct Tx<'m> {
     /// The names in `writes`, per kind, so that reads can ask without allocating a `Key`.
     written: [std::collections::BTreeSet<String>; Kind::COUNT],
     collections: BTreeMap<Kind, Acl>,
+    /// Keys deleted and then written again in this change (a new entity under an old name).
+    recreated: std::collections::BTreeSet<Key>,
 }
 
 impl View for Tx<'_> {
@@ -134,6 +138,7 @@ impl<'m> Tx<'m> {
             writes: BTreeMap::new(),
             written: Default::default(),
             collections: BTreeMap::new(),
+            recreated: Default::default(),
         }
     }
 
@@ -147,6 +152,9 @@ impl<'m> Tx<'m> {
     /// Records a write in the overlay.
     fn write(&mut self, key: Key, value: Option<Entity>) {
         self.written[key.kind.index()].insert(key.name.clone());
+        if value.is_some() && matches!(self.writes.get(&key), Some(None)) {
+            self.recreated.insert(key.clone());
+        }
         self.writes.insert(key, value);
     }
 
@@ -391,16 +399,19 @@ impl Model {
     where
         F: FnOnce(&mut Tx<'_>) -> Result<(), ModelError>,
     {
-        let (writes, collections) = {
+        let (writes, collections, recreated) = {
             let mut tx = Tx::new(&self.data);
             f(&mut tx)?;
             validate::validate_change(&tx, &self.data, &tx.writes, &tx.collections)?;
-            (tx.writes, tx.collections)
+            (tx.writes, tx.collections, tx.recreated)
         };
-        let mut batch = Batch::default();
+        let mut batch = Batch {
+            recreated: recreated.into_iter().collect(),
+            ..Batch::default()
+        };
         for (key, after) in writes {
             let before = self.data.get(key.kind, &key.name).cloned();
-            if before == after {
+            if before == after && !batch.recreated.contains(&key) {
                 continue;
             }
             match after {
@@ -424,8 +435,12 @@ impl Model {
             self.data.set_collection(kind, Some(acl));
             batch.before_collections.push((kind, before));
         }
-        self.index
-            .update(&self.data, &batch.before, &batch.before_collections);
+        self.index.update(
+            &self.data,
+            &batch.before,
+            &batch.before_collections,
+            &batch.recreated,
+        );
         Ok(batch)
     }
 
@@ -448,8 +463,12 @@ impl Model {
             self.data.set_collection(kind, before);
             undo.before_collections.push((kind, now));
         }
-        self.index
-            .update(&self.data, &undo.before, &undo.before_collections);
+        self.index.update(
+            &self.data,
+            &undo.before,
+            &undo.before_collections,
+            &batch.recreated,
+        );
     }
 
     /// Creates one entity.

@@ -600,6 +600,25 @@ pub fn user_usable(model: &thinghost_core::Model, name: &str) -> Result<Subject,
     }
 }
 
+/// Does `subject` still act as `name`: the same user (not one deleted and created again under
+/// the name), enabled and not locked? What a long-lived context (a `/Thingworx/TWS` connection, a
+/// remote-access session) asks before it acts again.
+pub fn still_acts(
+    model: &thinghost_core::Model,
+    name: &str,
+    subject: Subject,
+) -> Result<(), Refused> {
+    let now = user_usable(model, name)?;
+    if now != subject {
+        return Err(refused(
+            name,
+            "userReplaced",
+            "the user was deleted (another user of that name is not the same one)",
+        ));
+    }
+    Ok(())
+}
+
 /// Audits a successful sign-in (AUTHENTICATION, `signedIn`), once per window (see
 /// [`SIGN_IN_AUDIT_WINDOW`]).
 fn signed_in(app: &App, user: &str, method: &str, credential: &str, peer: &Peer) {

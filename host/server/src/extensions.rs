@@ -619,10 +619,24 @@ impl Host for HostCtx {
                             .into(),
                     ));
                 }
+                let thing_id = {
+                    let db = self.app.db.read().unwrap_or_else(|p| p.into_inner());
+                    db.model().access().id(Kind::Thing, &self.me)
+                };
+                let Some(thing_id) = thing_id else {
+                    return Err(HostError::NotFound(format!(
+                        "Thing {:?} was not found",
+                        self.me
+                    )));
+                };
                 let started = self
                     .app
                     .sessions
-                    .start(&self.me, &self.caller.name, &endpoint)
+                    .start(
+                        (&self.me, thing_id),
+                        (&self.caller.name, self.caller.subject),
+                        &endpoint,
+                    )
                     .map_err(HostError::Failed)?;
                 self.audit_session("remoteSessionStarted", &started.session);
                 Ok(json!({
@@ -637,7 +651,7 @@ impl Host for HostCtx {
                 let ended = self
                     .app
                     .sessions
-                    .end(&session, &self.me, &self.caller.name, admin)
+                    .end(&session, &self.me, self.caller.subject, admin)
                     .ok_or_else(|| {
                         HostError::NotFound(format!(
                             "there is no session {session:?} on {}",
@@ -651,7 +665,7 @@ impl Host for HostCtx {
                 let admin = self.session_rights("GetSession")?;
                 self.app
                     .sessions
-                    .get(&session, &self.me, &self.caller.name, admin)
+                    .get(&session, &self.me, self.caller.subject, admin)
                     .ok_or_else(|| {
                         HostError::NotFound(format!(
                             "there is no session {session:?} on {}",
@@ -663,7 +677,7 @@ impl Host for HostCtx {
                 let admin = self.session_rights("GetSessions")?;
                 Ok(Json::Array(self.app.sessions.list(
                     &self.me,
-                    &self.caller.name,
+                    self.caller.subject,
                     admin,
                 )))
             }

@@ -135,6 +135,34 @@ pub fn run_job(app: &App, thing: &str, run_as: &str, days_to_archive: f64) {
 /// their idle time or maximum age end (audited `remoteSessionExpired`), and the failed sign-ins
 /// counted rather than recorded one by one are written as summaries.
 pub fn housekeeping(app: &App) {
+    // Sessions act for a user on a Thing: when the user is disabled, locked or deleted, or the
+    // Thing deleted (another of the name is not it), they end, and their connections close.
+    let gone = {
+        let db = app.db.read().unwrap_or_else(|p| p.into_inner());
+        let m = db.model();
+        app.sessions.end_unless(|s| {
+            crate::auth::still_acts(m, &s.user, s.subject).map_err(|r| r.detail)?;
+            if m.access().id(thinghost_core::Kind::Thing, &s.thing) != Some(s.thing_id) {
+                return Err(format!("Thing {} was deleted", s.thing));
+            }
+            Ok(())
+        })
+    };
+    for session in gone {
+        let thing = session["thingName"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let user = session["user"].as_str().unwrap_or_default().to_string();
+        app.audit(
+            &user,
+            category::REMOTE_ACCESS,
+            "remoteSessionEnded",
+            json!({ "session": session }),
+            &format!("Things/{thing}"),
+            "Thing",
+        );
+    }
     for session in app.sessions.expire() {
         let thing = session["thingName"]
             .as_str()

@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use subtle::ConstantTimeEq;
+use thinghost_core::{EntityId, Subject};
 use tokio::sync::watch;
 
 /// Where remote-access clients reach this server (`serve --public-url`): the launch URI's host
@@ -50,7 +51,11 @@ impl Phase {
 pub struct Session {
     pub id: String,
     pub thing: String,
+    /// The Thing's identity: a Thing deleted and created again under the name is not this one.
+    pub thing_id: EntityId,
     pub user: String,
+    /// The user's identity: a user deleted and created again under the name is not this one.
+    pub subject: Subject,
     pub endpoint: String,
     /// Milliseconds since the epoch.
     pub started: i64,
@@ -80,8 +85,17 @@ impl Session {
 struct Nonce {
     hash: String,
     user: String,
+    subject: Subject,
     session: String,
     expires: Instant,
+}
+
+/// A redeemed nonce: whose it was, the session's Thing, and the session's state changes.
+pub struct Redeemed {
+    pub user: String,
+    pub subject: Subject,
+    pub thing: String,
+    pub phase: watch::Receiver<Phase>,
 }
 
 /// A started session: what `StartSession` answers.
@@ -214,7 +228,12 @@ impl Sessions {
 
     /// Starts a session of `user` on `thing` to `endpoint`, with a nonce key for `user`. Refused
     /// when `user` holds [`SessionLimits::per_user`] sessions already.
-    pub fn start(&self, thing: &str, user: &str, endpoint: &str) -> Result<Started, String> {
+    pub fn start(
+        &self,
+        (thing, thing_id): (&str, EntityId),
+        (user, subject): (&str, Subject),
+        endpoint: &str,
+    ) -> Result<Started, String> {
         let id = random_id()?;
         let key = keys::generate().map_err(|e| format!("no randomness: {e}"))?;
         let now = Instant::now();
@@ -222,7 +241,9 @@ impl Sessions {
         let session = Session {
             id: id.clone(),
             thing: thing.to_string(),
+            thing_id,
             user: user.to_string(),
+            subject,
             endpoint: endpoint.to_string(),
             started: crate::now_ms(),
             phase,
@@ -232,7 +253,11 @@ impl Sessions {
         let answer = session.json();
         let mut inner = self.lock();
         inner.sweep(now);
-        let held = inner.sessions.values().filter(|s| s.user == user).count();
+        let held = inner
+            .sessions
+            .values()
+            .filter(|s| s.subject == subject)
+            .count();
         if held >= self.limits.per_user {
             return Err(format!(
                 "{user} holds {held} remote-access sessions, the most one user may hold (serve --max-sessions-per-user); end one with EndSession first"
@@ -241,6 +266,7 @@ impl Sessions {
         inner.nonces.push(Nonce {
             hash: key.hash,
             user: user.to_string(),
+            subject,
             session: id.clone(),
             expires: now + self.nonce_lifetime,
         });
@@ -262,22 +288,22 @@ impl Sessions {
     }
 
     /// The session `id` on `thing`, if `user` may see it (its own, or any for an administrator).
-    pub fn get(&self, id: &str, thing: &str, user: &str, admin: bool) -> Option<Json> {
+    pub fn get(&self, id: &str, thing: &str, user: Subject, admin: bool) -> Option<Json> {
         let inner = self.lock();
         inner
             .sessions
             .get(id)
-            .filter(|s| s.thing == thing && (admin || s.user == user))
+            .filter(|s| s.thing == thing && (admin || s.subject == user))
             .map(Session::json)
     }
 
     /// The current sessions on `thing` that `user` may see, oldest first.
-    pub fn list(&self, thing: &str, user: &str, admin: bool) -> Vec<Json> {
+    pub fn list(&self, thing: &str, user: Subject, admin: bool) -> Vec<Json> {
         let inner = self.lock();
         let mut out: Vec<&Session> = inner
             .sessions
             .values()
-            .filter(|s| s.thing == thing && (admin || s.user == user))
+            .filter(|s| s.thing == thing && (admin || s.subject == user))
             .collect();
         out.sort_by(|a, b| a.started.cmp(&b.started).then(a.id.cmp(&b.id)));
         out.into_iter().map(Session::json).collect()
@@ -285,12 +311,12 @@ impl Sessions {
 
     /// Ends session `id` on `thing`, if `user` may see it; its connection is told and closes, its
     /// unused nonce goes. Returns what it was.
-    pub fn end(&self, id: &str, thing: &str, user: &str, admin: bool) -> Option<Json> {
+    pub fn end(&self, id: &str, thing: &str, user: Subject, admin: bool) -> Option<Json> {
         let mut inner = self.lock();
         let visible = inner
             .sessions
             .get(id)
-            .is_some_and(|s| s.thing == thing && (admin || s.user == user));
+            .is_some_and(|s| s.thing == thing && (admin || s.subject == user));
         if !visible {
             return None;
         }
@@ -304,11 +330,7 @@ impl Sessions {
 
     /// Redeems a nonce presented for session `session`: it is removed whatever the outcome (one
     /// presentation, one use). On success: the user and a receiver of the session's state.
-    pub fn redeem(
-        &self,
-        nonce: &str,
-        session: &str,
-    ) -> Result<(String, String, watch::Receiver<Phase>), NonceRefused> {
+    pub fn redeem(&self, nonce: &str, session: &str) -> Result<Redeemed, NonceRefused> {
         let hash = keys::hash(nonce);
         let now = Instant::now();
         let mut inner = self.lock();
@@ -334,7 +356,35 @@ impl Sessions {
         };
         s.last_used = now;
         s.phase.send_replace(Phase::Connected);
-        Ok((n.user, s.thing.clone(), s.watch()))
+        Ok(Redeemed {
+            user: n.user,
+            subject: n.subject,
+            thing: s.thing.clone(),
+            phase: s.watch(),
+        })
+    }
+
+    /// Ends the sessions whose user or Thing no longer is what it was (`acts` says why not: the
+    /// user disabled, locked or deleted, the Thing deleted); their connections are told and
+    /// close. Returns them, with the reason, to be audited.
+    pub fn end_unless(&self, acts: impl Fn(&Session) -> Result<(), String>) -> Vec<Json> {
+        let mut inner = self.lock();
+        let gone: Vec<(String, String)> = inner
+            .sessions
+            .values()
+            .filter_map(|s| acts(s).err().map(|why| (s.id.clone(), why)))
+            .collect();
+        gone.into_iter()
+            .filter_map(|(id, why)| {
+                let s = inner.sessions.remove(&id)?;
+                inner.nonces.retain(|n| n.session != id);
+                s.phase.send_replace(Phase::Ended);
+                let mut answer = s.json();
+                answer["state"] = json!(Phase::Ended.name());
+                answer["reason"] = json!(why);
+                Some(answer)
+            })
+            .collect()
     }
 
     /// The session `id` as JSON (for its own connection).
@@ -346,6 +396,19 @@ impl Sessions {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A user's identity, by name (ids as a model would give them).
+    fn who(name: &str) -> (&str, Subject) {
+        let id = match name {
+            "ann" => 10,
+            "bob" => 11,
+            _ => 12,
+        };
+        (name, Subject::User(thinghost_core::EntityId(id)))
+    }
+    fn subject(name: &str) -> Subject {
+        who(name).1
+    }
 
     fn sessions(lifetime: Duration) -> Sessions {
         let s = Sessions::new(lifetime);
@@ -361,8 +424,12 @@ mod tests {
     #[test]
     fn k6_a_nonce_is_good_once_for_its_session_and_user_only() {
         let s = sessions(Duration::from_secs(15));
-        let a = s.start("Pump", "ann", "10.0.0.5:22").unwrap();
-        let b = s.start("Pump", "bob", "10.0.0.6:22").unwrap();
+        let a = s
+            .start(("Pump", EntityId(1)), who("ann"), "10.0.0.5:22")
+            .unwrap();
+        let b = s
+            .start(("Pump", EntityId(1)), who("bob"), "10.0.0.6:22")
+            .unwrap();
         let id_a = a.session["sessionId"].as_str().unwrap().to_string();
         let id_b = b.session["sessionId"].as_str().unwrap().to_string();
         assert_eq!(
@@ -378,7 +445,9 @@ mod tests {
             s.redeem(&b.nonce, &id_b).unwrap_err(),
             NonceRefused::Unknown
         );
-        let (user, thing, phase) = s.redeem(&a.nonce, &id_a).unwrap();
+        let Redeemed {
+            user, thing, phase, ..
+        } = s.redeem(&a.nonce, &id_a).unwrap();
         assert_eq!((user.as_str(), thing.as_str()), ("ann", "Pump"));
         assert_eq!(*phase.borrow(), Phase::Connected);
         assert_eq!(
@@ -394,7 +463,7 @@ mod tests {
     #[test]
     fn k6_an_expired_nonce_is_refused() {
         let s = sessions(Duration::ZERO);
-        let a = s.start("Pump", "ann", "x").unwrap();
+        let a = s.start(("Pump", EntityId(1)), who("ann"), "x").unwrap();
         let id = a.session["sessionId"].as_str().unwrap().to_string();
         assert_eq!(
             s.redeem(&a.nonce, &id).unwrap_err(),
@@ -405,24 +474,24 @@ mod tests {
     #[test]
     fn s1_sessions_are_seen_and_ended_by_their_user_or_an_administrator() {
         let s = sessions(Duration::from_secs(15));
-        let a = s.start("Pump", "ann", "x").unwrap();
+        let a = s.start(("Pump", EntityId(1)), who("ann"), "x").unwrap();
         let id = a.session["sessionId"].as_str().unwrap().to_string();
-        s.start("Pump", "bob", "y").unwrap();
-        s.start("Fan", "ann", "z").unwrap();
-        assert_eq!(s.list("Pump", "ann", false).len(), 1);
-        assert_eq!(s.list("Pump", "root", true).len(), 2);
-        assert!(s.get(&id, "Pump", "bob", false).is_none());
+        s.start(("Pump", EntityId(1)), who("bob"), "y").unwrap();
+        s.start(("Fan", EntityId(1)), who("ann"), "z").unwrap();
+        assert_eq!(s.list("Pump", subject("ann"), false).len(), 1);
+        assert_eq!(s.list("Pump", subject("root"), true).len(), 2);
+        assert!(s.get(&id, "Pump", subject("bob"), false).is_none());
         assert!(
-            s.get(&id, "Fan", "ann", false).is_none(),
+            s.get(&id, "Fan", subject("ann"), false).is_none(),
             "on its own Thing only"
         );
-        let mut watch = s.redeem(&a.nonce, &id).unwrap().2;
-        assert!(s.end(&id, "Pump", "bob", false).is_none());
-        let ended = s.end(&id, "Pump", "ann", false).unwrap();
+        let mut watch = s.redeem(&a.nonce, &id).unwrap().phase;
+        assert!(s.end(&id, "Pump", subject("bob"), false).is_none());
+        let ended = s.end(&id, "Pump", subject("ann"), false).unwrap();
         assert_eq!(ended["state"], "ended");
         // The last state stays readable after the session is gone.
         assert_eq!(*watch.borrow_and_update(), Phase::Ended);
-        assert!(s.get(&id, "Pump", "ann", false).is_none());
+        assert!(s.get(&id, "Pump", subject("ann"), false).is_none());
     }
 
     #[test]
@@ -436,19 +505,24 @@ mod tests {
         );
         let ids: Vec<String> = (0..3)
             .map(|i| {
-                s.start("Pump", "ann", &format!("h:{i}")).unwrap().session["sessionId"]
+                s.start(("Pump", EntityId(1)), who("ann"), &format!("h:{i}"))
+                    .unwrap()
+                    .session["sessionId"]
                     .as_str()
                     .unwrap()
                     .to_string()
             })
             .collect();
-        let refused = s.start("Pump", "ann", "h:9").err().unwrap();
+        let refused = s
+            .start(("Pump", EntityId(1)), who("ann"), "h:9")
+            .err()
+            .unwrap();
         assert!(refused.contains("--max-sessions-per-user"), "{refused}");
         // Another user is not held back by ann's share.
-        s.start("Pump", "bob", "h:1").unwrap();
+        s.start(("Pump", EntityId(1)), who("bob"), "h:1").unwrap();
         // Ending one gives ann a slot again.
-        s.end(&ids[0], "Pump", "ann", false).unwrap();
-        s.start("Pump", "ann", "h:10").unwrap();
+        s.end(&ids[0], "Pump", subject("ann"), false).unwrap();
+        s.start(("Pump", EntityId(1)), who("ann"), "h:10").unwrap();
     }
 
     #[test]
@@ -461,10 +535,10 @@ mod tests {
                 max_age: Duration::from_secs(3600),
             },
         );
-        let a = s.start("Pump", "ann", "x").unwrap();
+        let a = s.start(("Pump", EntityId(1)), who("ann"), "x").unwrap();
         let id = a.session["sessionId"].as_str().unwrap().to_string();
-        let (_, _, phase) = s.redeem(&a.nonce, &id).unwrap();
-        let busy = s.start("Pump", "bob", "y").unwrap();
+        let phase = s.redeem(&a.nonce, &id).unwrap().phase;
+        let busy = s.start(("Pump", EntityId(1)), who("bob"), "y").unwrap();
         let busy_id = busy.session["sessionId"].as_str().unwrap().to_string();
         assert!(s.expire().is_empty(), "nothing is idle yet");
         for _ in 0..4 {
@@ -476,8 +550,8 @@ mod tests {
         assert_eq!(gone[0]["sessionId"], id.as_str());
         assert_eq!(gone[0]["reason"], "idle");
         assert_eq!(*phase.borrow(), Phase::Ended, "its connection is told");
-        assert!(s.get(&id, "Pump", "ann", false).is_none());
-        assert!(s.get(&busy_id, "Pump", "bob", false).is_some());
+        assert!(s.get(&id, "Pump", subject("ann"), false).is_none());
+        assert!(s.get(&busy_id, "Pump", subject("bob"), false).is_some());
         // The maximum age ends a session however busy.
         let old = Sessions::with_limits(
             Duration::from_secs(15),

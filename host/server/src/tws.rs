@@ -80,7 +80,12 @@ pub async fn tws(
         Ok(u) => u,
         Err(rejection) => return rejection.into_response(),
     };
-    let (user, thing, phase) = match app.sessions.redeem(nonce, session) {
+    let crate::sessions::Redeemed {
+        user,
+        subject: session_subject,
+        thing,
+        phase,
+    } = match app.sessions.redeem(nonce, session) {
         Ok(found) => found,
         Err(NonceRefused::Unknown) => {
             return refuse(
@@ -104,9 +109,11 @@ pub async fn tws(
             );
         }
     };
+    // The nonce's user must still be the one it was issued to: enabled, not locked, and not
+    // deleted (another user created under the name is not it).
     let subject = {
         let db = app.db.read().unwrap_or_else(|p| p.into_inner());
-        crate::auth::user_usable(db.model(), &user)
+        crate::auth::still_acts(db.model(), &user, session_subject).map(|()| session_subject)
     };
     let caller = match subject {
         Ok(subject) => Caller {
@@ -196,15 +203,24 @@ async fn connection(
     if !send(&mut socket, state(&app)).await {
         return;
     }
+    // The connection acts for its user: each second, and before each message, it asks whether
+    // that user still acts (enabled, not locked, not deleted); when not, it closes, saying why.
+    let mut watch = tokio::time::interval(std::time::Duration::from_secs(1));
+    watch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let acts = |app: &App| -> Result<(), String> {
+        let db = app.db.read().unwrap_or_else(|p| p.into_inner());
+        crate::auth::still_acts(db.model(), &caller.name, caller.subject).map_err(|r| r.detail)
+    };
     loop {
-        tokio::select! {
+        // Why the connection stops: the reason, and whether its user no longer acts.
+        let stop: Option<(String, bool)> = tokio::select! {
+            _ = watch.tick() => acts(&app).err().map(|why| (why, true)),
             changed = phase.changed() => {
                 let now = *phase.borrow_and_update();
-                if changed.is_err() || now == Phase::Ended {
-                    let _ = send(&mut socket, json!({"event": "session", "state": "ended", "sessionId": session})).await;
-                    let _ = socket.send(Message::Close(None)).await;
-                    break;
-                }
+                (changed.is_err() || now == Phase::Ended).then(|| match acts(&app) {
+                    Err(why) => (why, true),
+                    Ok(()) => ("the session ended".to_string(), false),
+                })
             }
             msg = socket.recv() => {
                 let text = match msg {
@@ -216,6 +232,9 @@ async fn connection(
                     }
                     _ => break,
                 };
+                if let Err(why) = acts(&app) {
+                    Some((why, true))
+                } else {
                 app.sessions.touch(&session);
                 let reply = match serde_json::from_str::<Json>(&text) {
                     Ok(msg) if msg.is_object() => {
@@ -227,7 +246,45 @@ async fn connection(
                     _ => json!({"status": 400, "error": "a message is a JSON object such as {\"op\": \"GetSession\"}"}),
                 };
                 if !send(&mut socket, reply).await { break; }
+                None
+                }
             }
+        };
+        if let Some((why, user_gone)) = stop {
+            if user_gone {
+                // Its session ends with it (the housekeeping would end it within a second).
+                app.sessions.end_unless(|s| {
+                    if s.id == session {
+                        Err(why.clone())
+                    } else {
+                        Ok(())
+                    }
+                });
+                app.audit(
+                    &caller.name,
+                    crate::audit::category::REMOTE_ACCESS,
+                    "remoteConnectionClosed",
+                    json!({"sessionId": session, "thing": thing, "reason": why}),
+                    &format!("Things/{thing}"),
+                    "Thing",
+                );
+            }
+            let _ = send(
+                &mut socket,
+                json!({"event": "session", "state": "ended", "sessionId": session, "reason": why}),
+            )
+            .await;
+            let _ = socket
+                .send(Message::Close(Some(axum::extract::ws::CloseFrame {
+                    code: if user_gone {
+                        axum::extract::ws::close_code::POLICY
+                    } else {
+                        axum::extract::ws::close_code::NORMAL
+                    },
+                    reason: crate::auth::bounded(&why, 120).into(),
+                })))
+                .await;
+            break;
         }
     }
 }

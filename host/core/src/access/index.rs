@@ -107,6 +107,12 @@ pub struct AccessIndex {
     users_group: u32,
 }
 
+/// The kinds whose entities keep their identity across names: an id of a deleted one is never
+/// reused (security contexts are users; groups are principals; sessions are bound to Things).
+fn identity_kind(kind: Kind) -> bool {
+    matches!(kind, Kind::User | Kind::Group | Kind::Thing)
+}
+
 impl AccessIndex {
     /// Builds the index of a complete, valid model.
     pub(crate) fn build(data: &dyn View, policy: Policy) -> AccessIndex {
@@ -137,7 +143,7 @@ impl AccessIndex {
         ix.administrators = ix.ensure_id(Kind::Group, predefined::ADMINISTRATORS).0;
         ix.users_group = ix.ensure_id(Kind::Group, predefined::USERS).0;
         let colls: Vec<(Kind, Option<Acl>)> = Kind::ALL.iter().map(|k| (*k, None)).collect();
-        ix.update(data, &keys, &colls);
+        ix.update(data, &keys, &colls, &[]);
         ix
     }
 
@@ -278,13 +284,26 @@ impl AccessIndex {
         data: &dyn View,
         changed: &[(Key, Option<Entity>)],
         collections: &[(Kind, Option<Acl>)],
+        recreated: &[Key],
     ) {
         let mut affected: Vec<u32> = Vec::new();
         let mut templates_changed = false;
         for (key, before) in changed {
-            let id = self.ensure_id(key.kind, &key.name);
+            let mut id = self.ensure_id(key.kind, &key.name);
             let after = data.get(key.kind, &key.name);
             self.unlink(id, before.as_ref(), &mut affected);
+            // A user, group or Thing is known by its identity, not its name: once deleted, its
+            // id is never given to another of the same name (a security context or a session
+            // that held the old one acts for nobody), also when deleted and created again in
+            // one change.
+            if identity_kind(key.kind) && (after.is_none() || recreated.contains(key)) {
+                self.link(id, None, &mut affected);
+                self.names[key.kind.index()].remove(key.name.as_str());
+                if after.is_none() {
+                    continue;
+                }
+                id = self.ensure_id(key.kind, &key.name);
+            }
             self.link(id, after, &mut affected);
             templates_changed |= key.kind == Kind::ThingTemplate;
         }
