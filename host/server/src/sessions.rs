@@ -91,6 +91,7 @@ struct Nonce {
 }
 
 /// A redeemed nonce: whose it was, the session's Thing, and the session's state changes.
+#[derive(Debug)]
 pub struct Redeemed {
     pub user: String,
     pub subject: Subject,
