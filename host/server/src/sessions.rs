@@ -562,7 +562,7 @@ mod tests {
                 max_age: Duration::ZERO,
             },
         );
-        old.start("Pump", "ann", "x").unwrap();
+        old.start(("Pump", EntityId(1)), who("ann"), "x").unwrap();
         assert_eq!(old.expire()[0]["reason"], "maximum age");
     }
 }
