@@ -317,7 +317,7 @@ fn bad_service_calls_answer_400_404_405_409_naming_the_problem() {
             format!("{ES}/CreateThing"),
             json!({"name": "P1", "thingTemplateName": "Pump"}),
             409,
-            "already exists",
+            "is not available",
         ),
         (
             format!("{ES}/CreateThing"),

@@ -34,12 +34,23 @@ pub enum ModelError {
         first: String,
         second: String,
     },
-    #[error("{kind} {name:?} is still used by {}{}; change or delete those first", users.join(", "), more_text(*more))]
+    #[error("{kind} {name:?} is still used by {}; change or delete those first", in_use(users, *hidden))]
     InUse {
         kind: Kind,
         name: String,
+        /// Every user of it (the message names the first five).
         users: Vec<String>,
-        more: usize,
+        /// Users the one who asked cannot see, left out of `users` (V1: counted, never named).
+        hidden: usize,
+    },
+    #[error("Organizations/{org}: unit {unit} is still named by {}; remove those visibility entries first", in_use(users, *hidden))]
+    UnitInUse {
+        org: String,
+        unit: String,
+        /// Every entity (or collection) whose entries name it.
+        users: Vec<String>,
+        /// Those the one who asked cannot see, left out of `users`.
+        hidden: usize,
     },
     #[error("{kind} {name:?} cannot be changed this way: {reason}")]
     Protected {
@@ -55,12 +66,22 @@ pub enum ModelError {
     LockOut,
 }
 
-fn more_text(more: usize) -> String {
-    if more == 0 {
-        String::new()
-    } else {
-        format!(" and {more} more")
+/// "A, B, C and 4 more and 2 you cannot see".
+fn in_use(users: &[String], hidden: usize) -> String {
+    let mut text = users.iter().take(5).cloned().collect::<Vec<_>>().join(", ");
+    if users.len() > 5 {
+        text.push_str(&format!(" and {} more", users.len() - 5));
     }
+    if hidden > 0 {
+        if !text.is_empty() {
+            text.push_str(" and ");
+        }
+        text.push_str(&format!(
+            "{hidden} {} you cannot see",
+            if hidden == 1 { "entity" } else { "entities" }
+        ));
+    }
+    text
 }
 
 impl ModelError {

@@ -415,24 +415,21 @@ fn ensure_unreferenced(
     }
     if let Some((k, mut who)) = users.into_iter().next() {
         who.dedup();
-        let more = who.len().saturating_sub(5);
-        who.truncate(5);
         return Err(ModelError::InUse {
             kind: k.kind,
             name: k.name,
             users: who,
-            more,
+            hidden: 0,
         });
     }
-    if let Some(((o, u), mut who)) = unit_users.into_iter().next() {
+    if let Some(((org, unit), mut who)) = unit_users.into_iter().next() {
         who.dedup();
-        return Err(ModelError::invalid(
-            format!("Organizations/{o}"),
-            format!(
-                "unit {u} is still named by {}; remove those visibility entries first",
-                who.join(", ")
-            ),
-        ));
+        return Err(ModelError::UnitInUse {
+            org,
+            unit,
+            users: who,
+            hidden: 0,
+        });
     }
     Ok(())
 }

@@ -909,6 +909,28 @@ pub fn run_service(
                 fork.pending().iter().flat_map(|p| &p.writes),
             );
             let impact = thinghost_core::insight::access_impact_of(&before, fork.model(), &touched);
+            // V1: the impact names only users and entities the caller can see (after the
+            // script), unless it may inspect everyone's permissions; the others are counted.
+            let (impact, impact_hidden) = {
+                let m = fork.model();
+                if crate::security::may_inspect(m, caller) {
+                    (impact, 0)
+                } else {
+                    let sees = |kind: Kind, name: &str| {
+                        m.access()
+                            .id(kind, name)
+                            .is_some_and(|id| m.access().visible(caller.subject, id))
+                    };
+                    let (shown, hidden): (Vec<_>, Vec<_>) = impact.into_iter().partition(|row| {
+                        let entity = row
+                            .entity
+                            .split_once('/')
+                            .and_then(|(c, n)| Kind::from_collection(c).map(|k| (k, n)));
+                        sees(Kind::User, &row.user) && entity.is_none_or(|(k, n)| sees(k, n))
+                    });
+                    (shown, hidden.len())
+                }
+            };
             app.audit(
                 &caller.name,
                 crate::audit::category::SCRIPTS,
@@ -931,6 +953,7 @@ pub fn run_service(
                     "impact": shown,
                     "impactRows": total,
                     "impactTruncated": total > MAX_IMPACT,
+                    "impactHidden": impact_hidden,
                     "milliseconds": started.elapsed().as_millis() as u64,
                 }),
             ));

@@ -159,31 +159,62 @@ pub fn prepare_passwords(
     Ok(prepared)
 }
 
-fn principal_ref(call: &Call<'_>) -> Result<PrincipalRef, ApiError> {
-    let name = call.str("principal");
-    match call.str("principalType").as_str() {
-        "User" => Ok(PrincipalRef::user(name)),
-        "Group" => Ok(PrincipalRef::group(name)),
-        other => Err(bad(format!(
-            "parameter principalType: {other:?} is not User or Group"
-        ))),
+/// Is `name` an entity of `kind` the caller can see? One it cannot see answers exactly as one
+/// that does not exist (V1): 400, naming the parameter.
+fn seen(call: &Call<'_>, kind: Kind, name: &str, param: &str) -> Result<(), ApiError> {
+    let m = call.model();
+    let visible = m
+        .access()
+        .id(kind, name)
+        .is_some_and(|id| m.access().visible(call.caller.subject, id));
+    if visible {
+        Ok(())
+    } else {
+        Err(bad(format!(
+            "parameter {param}: there is no {} named {name:?}",
+            kind.label()
+        )))
     }
 }
 
+/// The entry's principal (`principal`, `principalType`): a user or group the caller can see.
+fn principal_ref(call: &Call<'_>) -> Result<PrincipalRef, ApiError> {
+    let name = call.str("principal");
+    let p = match call.str("principalType").as_str() {
+        "User" => PrincipalRef::user(name),
+        "Group" => PrincipalRef::group(name),
+        other => {
+            return Err(bad(format!(
+                "parameter principalType: {other:?} is not User or Group"
+            )));
+        }
+    };
+    seen(call, p.entity_kind(), &p.principal, "principal")?;
+    Ok(p)
+}
+
+/// The visibility entry's organization or unit: of an organization the caller can see.
 fn visibility_entry(call: &Call<'_>) -> Result<VisibilityEntry, ApiError> {
     let principal = call.str("principal");
-    match call.str("principalType").as_str() {
-        "Organization" => Ok(VisibilityEntry::organization(principal)),
+    let entry = match call.str("principalType").as_str() {
+        "Organization" => VisibilityEntry::organization(principal.clone()),
         "OrganizationalUnit" => match principal.split_once(':') {
-            Some((o, u)) => Ok(VisibilityEntry::unit(o, u)),
-            None => Err(bad(format!(
-                "parameter principal: name a unit as Organization:Unit, not {principal:?}"
-            ))),
+            Some((o, u)) => VisibilityEntry::unit(o, u),
+            None => {
+                return Err(bad(format!(
+                    "parameter principal: name a unit as Organization:Unit, not {principal:?}"
+                )));
+            }
         },
-        other => Err(bad(format!(
-            "parameter principalType: {other:?} is not Organization or OrganizationalUnit"
-        ))),
-    }
+        other => {
+            return Err(bad(format!(
+                "parameter principalType: {other:?} is not Organization or OrganizationalUnit"
+            )));
+        }
+    };
+    let (org, _) = entry.split();
+    seen(call, Kind::Organization, org, "principal")?;
+    Ok(entry)
 }
 
 fn permission_param(call: &Call<'_>) -> Result<Permission, ApiError> {
@@ -449,7 +480,7 @@ pub fn add_permissions(call: &mut Call<'_>, which: AclOf) -> Result<Reply, ApiEr
         let field = |k: &str| item.get(k).and_then(Json::as_str).unwrap_or_default();
         let principal = field("principal").to_string();
         let principal_type = field("principalType");
-        let exists = |kind: Kind, name: &str| call.model().get(kind, name).is_some();
+        let exists = |kind: Kind, name: &str| seen(call, kind, name, "").is_ok();
         match field("family") {
             "visibility" => {
                 let entry = match principal_type {
@@ -469,7 +500,12 @@ pub fn add_permissions(call: &mut Call<'_>, which: AclOf) -> Result<Reply, ApiEr
                     }
                 };
                 let (org, unit) = entry.split();
-                let found = match (call.model().get(Kind::Organization, org), unit) {
+                let found = match (
+                    call.model()
+                        .get(Kind::Organization, org)
+                        .filter(|_| exists(Kind::Organization, org)),
+                    unit,
+                ) {
                     (Some(e), Some(u)) => {
                         matches!(&e.body, Body::Organization(o) if o.units.iter().any(|x| x.name == u))
                     }
@@ -1152,14 +1188,19 @@ pub fn add_shape(call: &mut Call<'_>) -> Result<Reply, ApiError> {
     Ok(Reply::Empty)
 }
 
+/// A member (`member`, and its `type_param`): a user or group the caller can see.
 fn member_ref(call: &Call<'_>, member: &str, type_param: &str) -> Result<PrincipalRef, ApiError> {
-    match call.str(type_param).as_str() {
-        "User" => Ok(PrincipalRef::user(member)),
-        "Group" => Ok(PrincipalRef::group(member)),
-        other => Err(bad(format!(
-            "parameter {type_param}: {other:?} is not User or Group"
-        ))),
-    }
+    let p = match call.str(type_param).as_str() {
+        "User" => PrincipalRef::user(member),
+        "Group" => PrincipalRef::group(member),
+        other => {
+            return Err(bad(format!(
+                "parameter {type_param}: {other:?} is not User or Group"
+            )));
+        }
+    };
+    seen(call, p.entity_kind(), member, "member")?;
+    Ok(p)
 }
 
 /// `AddMember` and `DeleteMember` of a group.

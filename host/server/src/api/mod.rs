@@ -303,8 +303,66 @@ impl Call<'_> {
                 ),
             ));
         };
-        db.change_audited(f, &records).map_err(change_error)?;
-        Ok(())
+        let refused = match db.change_audited(f, &records) {
+            Ok(_) => return Ok(()),
+            Err(e) => e,
+        };
+        Err(change_error_for(self.model(), self.caller, refused))
+    }
+}
+
+/// A refused change, as `caller` may be told it (V1): a name that is taken is "not available",
+/// the same whoever's entity holds it and whether the caller could see it (names are unique
+/// across the platform, so the refusal itself cannot be avoided; saying whose, or that it
+/// exists, would reveal an entity the caller cannot see); entities still using something are
+/// named only when the caller can see them, the others counted.
+pub(crate) fn change_error_for(m: &Model, caller: &Caller, e: ChangeError) -> ApiError {
+    let visible = |user: &String| -> bool {
+        let Some((collection, name)) = user.split_once('/') else {
+            return true; // "the Things collection": no entity
+        };
+        match Kind::from_collection(collection) {
+            Some(kind) => m
+                .access()
+                .id(kind, name)
+                .is_some_and(|id| m.access().visible(caller.subject, id)),
+            None => true,
+        }
+    };
+    let split = |users: Vec<String>| -> (Vec<String>, usize) {
+        let (shown, hidden): (Vec<String>, Vec<String>) = users.into_iter().partition(visible);
+        (shown, hidden.len())
+    };
+    match e {
+        ChangeError::Model(ModelError::AlreadyExists { kind, name }) => ApiError::new(
+            StatusCode::CONFLICT,
+            format!(
+                "the name {name:?} is not available for a {kind}: names are unique across the platform; pick another"
+            ),
+        ),
+        ChangeError::Model(ModelError::InUse {
+            kind, name, users, ..
+        }) => {
+            let (users, hidden) = split(users);
+            change_error(ChangeError::Model(ModelError::InUse {
+                kind,
+                name,
+                users,
+                hidden,
+            }))
+        }
+        ChangeError::Model(ModelError::UnitInUse {
+            org, unit, users, ..
+        }) => {
+            let (users, hidden) = split(users);
+            change_error(ChangeError::Model(ModelError::UnitInUse {
+                org,
+                unit,
+                users,
+                hidden,
+            }))
+        }
+        other => change_error(other),
     }
 }
 

@@ -117,6 +117,9 @@ fn print_dry_run(result: &Json) {
     } else {
         println!("access impact: {total} change(s)");
     }
+    if let Some(hidden) = result["impactHidden"].as_u64().filter(|n| *n > 0) {
+        println!("  and {hidden} change(s) of users or entities you cannot see");
+    }
     for i in impact {
         let sign = if i["change"] == "gained" { "+" } else { "-" };
         let resource = match i["resource"].as_str() {
