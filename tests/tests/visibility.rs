@@ -9,6 +9,9 @@ use thinghost_tests::{Server, ok, post};
 const ES: &str = "/Thingworx/Resources/EntityServices/Services";
 const COLLECTIONS: &str = "/Thingworx/Resources/CollectionFunctions/Services";
 
+/// A request's body, made for a principal's name.
+type Body = Box<dyn Fn(&str) -> Json>;
+
 fn server() -> (tempfile::TempDir, Server) {
     let t = tempfile::tempdir().unwrap();
     let s = Server::start(&t.path().join("d"), &["--dev"]);
@@ -160,7 +163,7 @@ fn v1_a_principal_the_caller_cannot_see_answers_as_a_missing_one() {
         &format!("{ES}/CreateGroup"),
         json!({"name": "AliceGroup"}),
     );
-    let calls: Vec<(String, Box<dyn Fn(&str) -> Json>)> = vec![
+    let calls: Vec<(String, Body)> = vec![
         (
             "/Thingworx/Things/Mine/Services/AddRunTimePermission".into(),
             Box::new(|p| json!({"principal": p, "principalType": "User", "type": "PropertyRead"})),
