@@ -415,14 +415,16 @@ fn g4_only_administrators_or_users_with_update_on_the_target_may_grant() {
             json!({"name": "opsOrg", "member": "operator", "type": "User"}),
         );
         let grant_thing = grants.rsplit('/').nth(1).unwrap();
-        // The grant's parameters name a group the operator must see (a GROUPNAME names something
-        // visible).
-        ok(
-            &s,
-            &admin,
-            "/Thingworx/Groups/raUserGroup/Services/AddVisibilityPermission",
-            json!({"principal": "opsOrg", "principalType": "Organization"}),
-        );
+        // The grant's parameters name a group and an organization the operator must see (V1: a
+        // principal the caller cannot see answers as a missing one).
+        for principal in ["Groups/raUserGroup", "Organizations/raOrg"] {
+            ok(
+                &s,
+                &admin,
+                &format!("/Thingworx/{principal}/Services/AddVisibilityPermission"),
+                json!({"principal": "opsOrg", "principalType": "Organization"}),
+            );
+        }
         for target in [grant_thing, "Device2"] {
             if target == "Device2" {
                 thing(&s, &admin, "Device2", template);

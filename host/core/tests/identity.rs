@@ -55,3 +55,51 @@ fn a3_deleted_and_created_again_in_one_change_is_another_subject_too() {
     .unwrap();
     assert_eq!(m.subject("bob"), Some(new));
 }
+
+/// `CheckPermissionForGroup`: a group's rights are those of entries naming it or a group that
+/// contains it, where it sees the entity (its units), never those of its members.
+#[test]
+fn a3_a_group_is_checked_as_its_own_principal_and_its_parents() {
+    let mut m = basic();
+    group(&mut m, "Ops", &[PrincipalRef::user("u")]);
+    group(&mut m, "Leads", &[PrincipalRef::group("Ops")]);
+    group(&mut m, "Elsewhere", &[]);
+    unit_member(&mut m, "Acme", "Acme", PrincipalRef::group("Leads"));
+    acl(&mut m, Kind::Thing, "T1", |a| {
+        a.run_time.push(rt(
+            PrincipalRef::group("Leads"),
+            Permission::PropertyRead,
+            "*",
+            true,
+        ));
+        a.run_time.push(rt(
+            PrincipalRef::user("u"),
+            Permission::PropertyWrite,
+            "*",
+            true,
+        ));
+    });
+    let id = |k: Kind, n: &str| m.access().id(k, n).unwrap();
+    let t1 = Target::Entity {
+        id: id(Kind::Thing, "T1"),
+        resource: None,
+    };
+    let g = |name: &str, p: Permission| m.access().check_group(id(Kind::Group, name), p, t1);
+    // Ops is inside Leads: it holds Leads' grant, and sees T1 through Leads' unit.
+    assert_eq!(g("Ops", Permission::PropertyRead), Outcome::Allowed);
+    assert_eq!(g("Leads", Permission::PropertyRead), Outcome::Allowed);
+    // A member's own grant is not the group's.
+    assert_eq!(g("Ops", Permission::PropertyWrite), Outcome::Denied);
+    // A group in no unit sees nothing.
+    assert_eq!(
+        g("Elsewhere", Permission::PropertyRead),
+        Outcome::NotVisible
+    );
+    // Administrators, and a group inside it, pass.
+    add_member(&mut m, "Administrators", PrincipalRef::group("Elsewhere"));
+    let g = |name: &str, p: Permission| {
+        m.access()
+            .check_group(m.access().id(Kind::Group, name).unwrap(), p, t1)
+    };
+    assert_eq!(g("Elsewhere", Permission::Delete), Outcome::Allowed);
+}

@@ -365,13 +365,43 @@ pub fn permission_service(call: &mut Call<'_>) -> Result<Reply, ApiError> {
             }
         }
     };
-    if action == Action::Get {
+    if matches!(action, Action::Get | Action::GetJson) {
         let acl = read_acl(call);
-        return Ok(Reply::Json(match family {
+        let table = match family {
             Family::RunTime => entries_table(&acl.run_time, true),
             Family::DesignTime => entries_table(&acl.design_time, false),
             Family::Visibility => visibility_table(&acl.visibility),
-        }));
+        };
+        return Ok(if action == Action::Get {
+            Reply::Json(table)
+        } else {
+            result(BaseType::Json, table["rows"].clone())
+        });
+    }
+    if action == Action::SetJson {
+        let source = match coll_kind {
+            Some(k) => k.collection().to_string(),
+            None => name.clone(),
+        };
+        let replace = entries_of_json(call, family)?;
+        let grants = match &replace {
+            Replace::Visibility(v) => !v.is_empty(),
+            Replace::Entries(e) => e.iter().any(|e| e.allow),
+        };
+        let warn = archive_grant_warning(call, &source, grants);
+        call.commit("permissionsChanged", (kind, source), move |tx| {
+            let acl = match coll_kind {
+                Some(k) => tx.collection_mut(k),
+                None => acl_mut(tx, kind, &name, which)?,
+            };
+            match replace {
+                Replace::Visibility(v) => acl.visibility = v,
+                Replace::Entries(e) if family == Family::DesignTime => acl.design_time = e,
+                Replace::Entries(e) => acl.run_time = e,
+            }
+            Ok(())
+        })?;
+        return Ok(warned(call, warn));
     }
     // Whether the change widens access (adds visibility or an allowing entry, or removes a
     // deny): what the U7 warning is about.
@@ -451,6 +481,123 @@ pub fn permission_service(call: &mut Call<'_>) -> Result<Reply, ApiError> {
         },
     )?;
     Ok(warned(call, warn))
+}
+
+/// The new entries of one family (`Set...PermissionsAsJSON`).
+enum Replace {
+    Visibility(Vec<VisibilityEntry>),
+    Entries(Vec<PermissionEntry>),
+}
+
+/// `permissions` of a `Set...PermissionsAsJSON` call: the rows `Get...PermissionsAsJSON` gives
+/// (a JSON array, or an InfoTable of them), each checked (a principal the caller can see, a
+/// permission of the family, no entry twice) before anything changes.
+fn entries_of_json(call: &Call<'_>, family: Family) -> Result<Replace, ApiError> {
+    let items = match call.params.get("permissions") {
+        Some(Json::Array(a)) => a.clone(),
+        Some(Json::Object(o)) if o.get("rows").is_some_and(Json::is_array) => {
+            o["rows"].as_array().cloned().unwrap_or_default()
+        }
+        _ => {
+            return Err(bad(
+                "parameter permissions: a JSON array of entries, as the Get...PermissionsAsJSON service gives them",
+            ));
+        }
+    };
+    let at = |i: usize, m: String| bad(format!("parameter permissions, item {i}: {m}"));
+    let field = |item: &Json, k: &str| {
+        item.get(k)
+            .and_then(Json::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
+    if family == Family::Visibility {
+        let mut out: Vec<VisibilityEntry> = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            let principal = field(item, "principal");
+            let entry = match field(item, "principalType").as_str() {
+                "Organization" => VisibilityEntry::organization(principal.clone()),
+                "OrganizationalUnit" => match principal.split_once(':') {
+                    Some((o, u)) => VisibilityEntry::unit(o, u),
+                    None => {
+                        return Err(at(
+                            i,
+                            format!("name a unit as Organization:Unit, not {principal:?}"),
+                        ));
+                    }
+                },
+                other => {
+                    return Err(at(
+                        i,
+                        format!(
+                            "principalType {other:?} is not Organization or OrganizationalUnit"
+                        ),
+                    ));
+                }
+            };
+            let (org, unit) = entry.split();
+            seen(call, Kind::Organization, org, "principal").map_err(|e| at(i, e.message))?;
+            if let Some(u) = unit {
+                let has = matches!(
+                    call.model().get(Kind::Organization, org).map(|e| &e.body),
+                    Some(Body::Organization(o)) if o.unit(u).is_some()
+                );
+                if !has {
+                    return Err(at(i, format!("there is no unit {principal:?}")));
+                }
+            }
+            if out.contains(&entry) {
+                return Err(at(i, format!("{principal:?} is listed twice")));
+            }
+            out.push(entry);
+        }
+        return Ok(Replace::Visibility(out));
+    }
+    let design = family == Family::DesignTime;
+    let mut out: Vec<PermissionEntry> = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let principal = field(item, "principal");
+        let who = match field(item, "principalType").as_str() {
+            "User" => PrincipalRef::user(principal.clone()),
+            "Group" => PrincipalRef::group(principal.clone()),
+            other => {
+                return Err(at(
+                    i,
+                    format!("principalType {other:?} is not User or Group"),
+                ));
+            }
+        };
+        seen(call, who.entity_kind(), &principal, "principal").map_err(|e| at(i, e.message))?;
+        let t = field(item, "type");
+        let permission = Permission::parse(&t)
+            .filter(|p| p.is_run_time() != design)
+            .ok_or_else(|| {
+                at(
+                    i,
+                    format!(
+                        "type {t:?} is not a {} permission",
+                        if design { "design-time" } else { "run-time" }
+                    ),
+                )
+            })?;
+        let resource = match item.get("resource").and_then(Json::as_str) {
+            Some(r) if !design && !r.is_empty() => r.to_string(),
+            _ => ALL_RESOURCES.to_string(),
+        };
+        let allow = match item.get("allow") {
+            None | Some(Json::Null) => true,
+            Some(Json::Bool(b)) => *b,
+            Some(other) => return Err(at(i, format!("allow must be true or false, not {other}"))),
+        };
+        if out
+            .iter()
+            .any(|e| e.principal == who && e.permission == permission && e.resource == resource)
+        {
+            return Err(at(i, format!("{principal} {t} {resource} is listed twice")));
+        }
+        out.push(PermissionEntry::new(who, permission, &resource, allow));
+    }
+    Ok(Replace::Entries(out))
 }
 
 /// `AddPermissions(permissions)`, and `AddInstancePermissions` on templates and shapes: entries of
@@ -1057,26 +1204,96 @@ pub fn default_persistence_provider(_: &mut Call<'_>) -> Result<Reply, ApiError>
     ))
 }
 
-pub fn current_user_permissions(call: &mut Call<'_>) -> Result<Reply, ApiError> {
+/// Whose permissions a question is about.
+#[derive(Clone, Copy, PartialEq)]
+pub enum Whose {
+    /// The caller's.
+    Caller,
+    /// Those of the user `user`.
+    User,
+    /// Those of the group `group` (its own entries and its parents', where its units see).
+    Group,
+}
+
+/// Does `whose` hold `permission` on the call's entity (its `resource`, for an override)?
+fn holds(
+    call: &Call<'_>,
+    whose: Whose,
+    permission: Permission,
+    resource: Option<access::Sym>,
+) -> bool {
     let m = call.model();
     let id = m.access().id(call.kind, &call.entity).expect("resolved");
+    let target = if permission == Permission::Create {
+        Target::Collection(call.kind)
+    } else {
+        Target::Entity { id, resource }
+    };
+    match whose {
+        Whose::Caller => m.check(call.caller.subject, permission, target).allowed(),
+        Whose::User => m
+            .subject(&call.str("user"))
+            .is_some_and(|s| m.check(s, permission, target).allowed()),
+        Whose::Group => m
+            .access()
+            .id(Kind::Group, &call.str("group"))
+            .is_some_and(|g| m.access().check_group(g, permission, target) == Outcome::Allowed),
+    }
+}
+
+/// The resource a question names (`name`; none, or `*`, is the entity itself).
+fn resource_param(call: &Call<'_>) -> Option<access::Sym> {
+    call.opt_str("name")
+        .filter(|r| r != ALL_RESOURCES)
+        .and_then(|r| call.model().access().sym(&r))
+}
+
+/// `CheckPermission(name, type)`, `CheckPermissionForUser(name, type, user)`,
+/// `CheckPermissionForGroup(name, type, group)` (a run-time permission, on the entity or its
+/// property, service or event `name`), and `CheckDesignTimePermission(type)` and its `ForUser`
+/// and `ForGroup` (a design-time one; `Create` asks about the entity's collection).
+pub fn check_permission(
+    call: &mut Call<'_>,
+    whose: Whose,
+    design: bool,
+) -> Result<Reply, ApiError> {
+    let permission = permission_param(call)?;
+    if design == permission.is_run_time() {
+        return Err(bad(format!(
+            "parameter type: {} is a {} permission; this service checks {} ones",
+            permission.name(),
+            if design { "run-time" } else { "design-time" },
+            if design { "design-time" } else { "run-time" },
+        )));
+    }
+    let resource = if design { None } else { resource_param(call) };
+    Ok(result(
+        BaseType::Boolean,
+        json!(holds(call, whose, permission, resource)),
+    ))
+}
+
+/// `GetPermissionsForCurrentUser()`, `GetPermissionsForUser(name, user, permissionName)` and
+/// `GetPermissionsForGroup(name, group, permissionName)`: each permission (or only
+/// `permissionName`) with whether it is held on the entity (or its resource `name`).
+pub fn permissions_of(call: &mut Call<'_>, whose: Whose) -> Result<Reply, ApiError> {
+    let only = match call.opt_str("permissionName") {
+        None => None,
+        Some(t) => Some(Permission::parse(&t).ok_or_else(|| {
+            bad(format!(
+                "parameter permissionName: {t:?} is not a permission"
+            ))
+        })?),
+    };
+    let resource = resource_param(call);
     let rows = Permission::ALL
         .iter()
-        .filter(|p| **p != Permission::Create)
+        .filter(|p| **p != Permission::Create && only.is_none_or(|o| o == **p))
         .map(|p| {
             let mut r = Map::new();
             r.insert("type".into(), json!(p.name()));
-            r.insert(
-                "allowed".into(),
-                json!(
-                    m.check(
-                        call.caller.subject,
-                        *p,
-                        Target::Entity { id, resource: None }
-                    )
-                    .allowed()
-                ),
-            );
+            let on = if p.is_run_time() { resource } else { None };
+            r.insert("allowed".into(), json!(holds(call, whose, *p, on)));
             r
         })
         .collect();
@@ -1095,25 +1312,6 @@ pub fn current_user_permissions(call: &mut Call<'_>) -> Result<Reply, ApiError> 
             rows,
         }
         .into_json(),
-    ))
-}
-
-/// `CheckPermissionForUser(name, type, user)` (the row's rule: Read on the entity).
-pub fn check_for_user(call: &mut Call<'_>) -> Result<Reply, ApiError> {
-    let permission = permission_param(call)?;
-    let m = call.model();
-    let id = m.access().id(call.kind, &call.entity).expect("resolved");
-    let resource = call
-        .opt_str("name")
-        .filter(|r| r != ALL_RESOURCES)
-        .and_then(|r| m.access().sym(&r));
-    let subject = m.subject(&call.str("user")).expect("validated");
-    Ok(result(
-        BaseType::Boolean,
-        json!(
-            m.check(subject, permission, Target::Entity { id, resource })
-                .allowed()
-        ),
     ))
 }
 

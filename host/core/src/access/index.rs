@@ -512,9 +512,13 @@ impl AccessIndex {
     }
 
     fn compute_user(&self, u: u32) -> UserSec {
-        let mut principals: SmallVec<[u32; 8]> = SmallVec::new();
-        principals.push(u);
-        principals.push(self.users_group);
+        self.compute_sec(&[u, self.users_group])
+    }
+
+    /// The security context of principals `start` (a user and `Users`, or one group): they and
+    /// every group that contains them, and the visibility keys they satisfy.
+    fn compute_sec(&self, start: &[u32]) -> UserSec {
+        let mut principals: SmallVec<[u32; 8]> = SmallVec::from_slice(start);
         let mut i = 0;
         while i < principals.len() {
             if let Some(gs) = self.member_of.get(&principals[i]) {
@@ -631,6 +635,21 @@ impl AccessIndex {
         }
     }
 
+    /// Decides whether the members of `group`, as such, may do `permission` on `target`: the
+    /// same rules, with the group and every group that contains it as the principals (what
+    /// `CheckPermissionForGroup` asks). Unknown or dead ids are denied.
+    pub fn check_group(&self, group: EntityId, permission: Permission, target: Target) -> Outcome {
+        let alive = self
+            .slots
+            .get(group.0 as usize)
+            .is_some_and(|s| s.alive && s.kind == Kind::Group);
+        if !alive {
+            return Outcome::Denied;
+        }
+        let sec = self.compute_sec(&[group.0]);
+        self.decide_for(group, &sec, false, permission, target).0
+    }
+
     fn decide(&self, subject: Subject, perm: Permission, target: Target) -> (Outcome, Basis) {
         let uid = match subject {
             Subject::System => return (Outcome::Allowed, Basis::System),
@@ -639,6 +658,19 @@ impl AccessIndex {
         let Some(user) = self.user(uid) else {
             return (Outcome::Denied, Basis::UnknownUser);
         };
+        self.decide_for(uid, user, true, perm, target)
+    }
+
+    /// The rules for one security context (`is_user`: a user, who owns what it created and may
+    /// call its own User's services; else a group).
+    fn decide_for(
+        &self,
+        uid: EntityId,
+        user: &UserSec,
+        is_user: bool,
+        perm: Permission,
+        target: Target,
+    ) -> (Outcome, Basis) {
         if user.admin {
             return (Outcome::Allowed, Basis::Administrator);
         }
@@ -669,7 +701,11 @@ impl AccessIndex {
         let Some(slot) = self.slots.get(id.0 as usize).filter(|s| s.alive) else {
             return (Outcome::NotVisible, Basis::NotVisible);
         };
-        if self.policy.own_user_services && id == uid && perm == Permission::ServiceInvoke {
+        if is_user
+            && self.policy.own_user_services
+            && id == uid
+            && perm == Permission::ServiceInvoke
+        {
             return (Outcome::Allowed, Basis::OwnUser);
         }
         if !self.visible_to(user, uid, id, slot) {

@@ -411,8 +411,12 @@ const RUN_TIME: &[Param] = &[
 const DESIGN_TIME: &[Param] = &[PRINCIPAL, PRINCIPAL_TYPE, PERMISSION_TYPE, ALLOW];
 const VISIBILITY: &[Param] = &[PRINCIPAL, PRINCIPAL_TYPE];
 const COLLECTION: Param = req("collectionName", T::String);
+const RESOURCE_NAME: Param = opt("name", T::String)
+    .alias("resource")
+    .or("* (the entity itself)");
 const AS_JSON: Param = req("permissions", T::Json);
 
+use crate::services::Whose;
 use crate::{audit, repository, script, security, services};
 
 /// The table, built once.
@@ -570,15 +574,48 @@ fn services() -> Vec<Service> {
             .params(const { &[req("permissions", T::Json)] })
             .rule(Rule::On(Permission::Update, "change this entity's permissions")).audit(Audit::In(SECURITY))
             .doc("`AddPermissions`, as instance permissions of a template or shape (for all its Things)."),
-        row(On::Kinds(EVERY_KIND), "GetPermissionsForCurrentUser", Shared(services::current_user_permissions))
+        row(On::Kinds(EVERY_KIND), "GetPermissionsForCurrentUser", Shared(|c| services::permissions_of(c, Whose::Caller)))
             .returns(Returns::Rows)
-            .doc("Which design-time and run-time permissions the caller holds on the entity (`type`, `allowed`)."),
-        row(On::Kinds(EVERY_KIND), "CheckPermissionForUser", Shared(services::check_for_user))
-            .params(const { &[opt("name", T::String).alias("resource").or("* (the entity itself)"), PERMISSION_TYPE, req("user", T::Username)] })
+            .doc("Which permissions the caller holds on the entity (`type`, `allowed`)."),
+        row(On::Kinds(EVERY_KIND), "GetPermissionsForUser", Shared(|c| services::permissions_of(c, Whose::User)))
+            .params(const { &[RESOURCE_NAME, req("user", T::Username), opt("permissionName", T::String).or("every permission")] })
+            .returns(Returns::Rows)
+            .rule(Rule::On(Permission::Read, "inspect this entity's permissions"))
+            .doc("Which permissions `user` holds on the entity, or on its property, service or event `name` (`type`, `allowed`)."),
+        row(On::Kinds(EVERY_KIND), "GetPermissionsForGroup", Shared(|c| services::permissions_of(c, Whose::Group)))
+            .params(const { &[RESOURCE_NAME, req("group", T::Groupname), opt("permissionName", T::String).or("every permission")] })
+            .returns(Returns::Rows)
+            .rule(Rule::On(Permission::Read, "inspect this entity's permissions"))
+            .doc("Which permissions the group holds as such (its own entries and those of the groups containing it, where its units see the entity)."),
+        row(On::Kinds(EVERY_KIND), "CheckPermission", Shared(|c| services::check_permission(c, Whose::Caller, false)))
+            .params(const { &[RESOURCE_NAME, PERMISSION_TYPE] })
+            .returns(Returns::Value(T::Boolean))
+            .doc("Whether the caller holds the run-time permission `type` on the entity, or on its property, service or event `name`."),
+        row(On::Kinds(EVERY_KIND), "CheckPermissionForUser", Shared(|c| services::check_permission(c, Whose::User, false)))
+            .params(const { &[RESOURCE_NAME, PERMISSION_TYPE, req("user", T::Username)] })
             .returns(Returns::Value(T::Boolean))
             .rule(Rule::On(Permission::Read, "inspect this entity's permissions"))
-            .doc("Whether `user` holds the permission `type` on the entity (or on its property, service or event `name`; `resource` is accepted for `name`).")
+            .doc("Whether `user` holds the run-time permission `type` on the entity, or on its property, service or event `name`.")
             .example(r#"print(check_permission_for_user("Things/Pump7", (), "PropertyWrite", "device-017"));"#),
+        row(On::Kinds(EVERY_KIND), "CheckPermissionForGroup", Shared(|c| services::check_permission(c, Whose::Group, false)))
+            .params(const { &[RESOURCE_NAME, PERMISSION_TYPE, req("group", T::Groupname)] })
+            .returns(Returns::Value(T::Boolean))
+            .rule(Rule::On(Permission::Read, "inspect this entity's permissions"))
+            .doc("Whether the group, as such, holds the run-time permission `type` on the entity or its `name`."),
+        row(On::Kinds(EVERY_KIND), "CheckDesignTimePermission", Shared(|c| services::check_permission(c, Whose::Caller, true)))
+            .params(const { &[PERMISSION_TYPE] })
+            .returns(Returns::Value(T::Boolean))
+            .doc("Whether the caller holds the design-time permission `type` (Read, Update, Delete; Create: on the entity's collection)."),
+        row(On::Kinds(EVERY_KIND), "CheckDesignTimePermissionForUser", Shared(|c| services::check_permission(c, Whose::User, true)))
+            .params(const { &[PERMISSION_TYPE, req("user", T::Username)] })
+            .returns(Returns::Value(T::Boolean))
+            .rule(Rule::On(Permission::Read, "inspect this entity's permissions"))
+            .doc("Whether `user` holds the design-time permission `type` on the entity."),
+        row(On::Kinds(EVERY_KIND), "CheckDesignTimePermissionForGroup", Shared(|c| services::check_permission(c, Whose::Group, true)))
+            .params(const { &[PERMISSION_TYPE, req("group", T::Groupname)] })
+            .returns(Returns::Value(T::Boolean))
+            .rule(Rule::On(Permission::Read, "inspect this entity's permissions"))
+            .doc("Whether the group, as such, holds the design-time permission `type` on the entity."),
         // ---- Resources/SecurityServices ----
         row(SECURITY_SERVICES, "ExplainAccess", Shared(services::explain_access))
             .params(const { &[req("user", T::Username), req("action", T::String), req("target", T::String)] })
@@ -679,7 +716,13 @@ fn services() -> Vec<Service> {
     // The permission families: on an entity, as instance permissions, on a collection.
     for acl in [AclOf::Own, AclOf::Instance, AclOf::Collection] {
         for family in Family::ALL {
-            for action in [Action::Add, Action::Delete, Action::Get] {
+            for action in [
+                Action::Add,
+                Action::Delete,
+                Action::Get,
+                Action::GetJson,
+                Action::SetJson,
+            ] {
                 v.push(permission_row(family, action, acl));
             }
         }

@@ -1,0 +1,335 @@
+//! The vendor's permission services, with its names and parameters (DOMAIN.md section 4):
+//! `CheckPermission*`, `CheckDesignTimePermission*`, `GetPermissionsFor*` and
+//! `Get/Set{RunTime,DesignTime,Visibility}PermissionsAsJSON`, with their `Instance` and
+//! `Collection` variants.
+
+use serde_json::{Value as Json, json};
+use thinghost_tests::{Server, ok, post};
+
+const ES: &str = "/Thingworx/Resources/EntityServices/Services";
+const P1: &str = "/Thingworx/Things/P1/Services";
+
+/// alice (with a key) in group Ops, in organization Acme; Thing P1 visible to Acme; Ops may read
+/// P1's properties, alice may write its `pressure` and read P1's definition.
+fn world() -> (tempfile::TempDir, Server, String) {
+    let t = tempfile::tempdir().unwrap();
+    let s = Server::start(&t.path().join("d"), &["--dev"]);
+    let admin = s.admin_key();
+    let steps: Vec<(String, Json)> = vec![
+        (format!("{ES}/CreateUser"), json!({"name": "alice"})),
+        (format!("{ES}/CreateGroup"), json!({"name": "Ops"})),
+        (
+            "/Thingworx/Groups/Ops/Services/AddMember".into(),
+            json!({"member": "alice", "type": "User"}),
+        ),
+        (format!("{ES}/CreateOrganization"), json!({"name": "Acme"})),
+        (
+            "/Thingworx/Organizations/Acme/Services/AddMember".into(),
+            json!({"name": "Acme", "member": "Ops", "type": "Group"}),
+        ),
+        (format!("{ES}/CreateThingTemplate"), json!({"name": "Pump"})),
+        (
+            "/Thingworx/ThingTemplates/Pump/Services/AddPropertyDefinition".into(),
+            json!({"name": "pressure", "type": "NUMBER"}),
+        ),
+        (
+            format!("{ES}/CreateThing"),
+            json!({"name": "P1", "thingTemplateName": "Pump"}),
+        ),
+        (
+            format!("{P1}/AddVisibilityPermission"),
+            json!({"principal": "Acme", "principalType": "Organization"}),
+        ),
+        (
+            format!("{P1}/AddRunTimePermission"),
+            json!({"principal": "Ops", "principalType": "Group", "type": "PropertyRead"}),
+        ),
+        (
+            format!("{P1}/AddRunTimePermission"),
+            json!({"principal": "alice", "principalType": "User", "type": "PropertyWrite", "resource": "pressure"}),
+        ),
+        (
+            format!("{P1}/AddDesignTimePermission"),
+            json!({"principal": "alice", "principalType": "User", "type": "Read"}),
+        ),
+    ];
+    for (path, body) in steps {
+        ok(&s, &admin, &path, body);
+    }
+    let v = ok(
+        &s,
+        &admin,
+        &format!("{ES}/CreateApplicationKey"),
+        json!({"name": "alice-key", "user": "alice"}),
+    );
+    let alice = v["rows"][0]["keyId"].as_str().unwrap().to_string();
+    (t, s, alice)
+}
+
+/// A one-value answer.
+fn value(s: &Server, key: &str, service: &str, body: Json) -> Json {
+    let v = ok(s, key, &format!("{P1}/{service}"), body);
+    v["rows"][0]["result"].clone()
+}
+
+#[test]
+fn d1_the_check_services_answer_for_the_caller_a_user_and_a_group() {
+    let (_t, s, alice) = world();
+    let admin = s.admin_key();
+    let check = |key: &str, service: &str, body: Json| value(&s, key, service, body);
+    // The caller.
+    assert_eq!(
+        check(
+            &alice,
+            "CheckPermission",
+            json!({"name": "pressure", "type": "PropertyWrite"})
+        ),
+        true
+    );
+    assert_eq!(
+        check(&alice, "CheckPermission", json!({"type": "PropertyWrite"})),
+        false,
+        "the override is for pressure only"
+    );
+    assert_eq!(
+        check(&alice, "CheckPermission", json!({"type": "PropertyRead"})),
+        true,
+        "through Ops"
+    );
+    // Another user: `name`, and our older `resource` for it.
+    for name in ["name", "resource"] {
+        assert_eq!(
+            check(
+                &admin,
+                "CheckPermissionForUser",
+                json!({name: "pressure", "type": "PropertyWrite", "user": "alice"})
+            ),
+            true,
+            "{name}"
+        );
+    }
+    // A group, as such: its own entries, not its members'.
+    assert_eq!(
+        check(
+            &admin,
+            "CheckPermissionForGroup",
+            json!({"type": "PropertyRead", "group": "Ops"})
+        ),
+        true
+    );
+    assert_eq!(
+        check(
+            &admin,
+            "CheckPermissionForGroup",
+            json!({"name": "pressure", "type": "PropertyWrite", "group": "Ops"})
+        ),
+        false
+    );
+    // Design time.
+    assert_eq!(
+        check(&alice, "CheckDesignTimePermission", json!({"type": "Read"})),
+        true
+    );
+    assert_eq!(
+        check(
+            &alice,
+            "CheckDesignTimePermission",
+            json!({"type": "Update"})
+        ),
+        false
+    );
+    assert_eq!(
+        check(
+            &admin,
+            "CheckDesignTimePermissionForUser",
+            json!({"type": "Read", "user": "alice"})
+        ),
+        true
+    );
+    assert_eq!(
+        check(
+            &admin,
+            "CheckDesignTimePermissionForGroup",
+            json!({"type": "Read", "group": "Ops"})
+        ),
+        false
+    );
+    // A run-time type for a design-time check (and the reverse) names the mistake.
+    let (st, v) = post(
+        &s,
+        &alice,
+        &format!("{P1}/CheckDesignTimePermission"),
+        json!({"type": "PropertyRead"}),
+    );
+    assert_eq!(st, 400, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("run-time"), "{v}");
+    // Asking about a user needs Read on the entity (alice has it) and a user the caller can
+    // see (herself); a group she cannot see answers as a missing one (V1).
+    let (st, v) = post(
+        &s,
+        &alice,
+        &format!("{P1}/CheckPermissionForUser"),
+        json!({"type": "PropertyRead", "user": "alice"}),
+    );
+    assert_eq!((st.as_u16(), &v["rows"][0]["result"]), (200, &json!(true)));
+    let (st, v) = post(
+        &s,
+        &alice,
+        &format!("{P1}/CheckPermissionForGroup"),
+        json!({"type": "PropertyRead", "group": "Ops"}),
+    );
+    assert_eq!(st, 400, "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("there is no Group named"),
+        "{v}"
+    );
+}
+
+#[test]
+fn d1_get_permissions_for_a_user_and_a_group() {
+    let (_t, s, _alice) = world();
+    let admin = s.admin_key();
+    let rows = |service: &str, body: Json| -> Vec<(String, bool)> {
+        ok(&s, &admin, &format!("{P1}/{service}"), body)["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (
+                    r["type"].as_str().unwrap().to_string(),
+                    r["allowed"].as_bool().unwrap(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(
+        rows(
+            "GetPermissionsForUser",
+            json!({"name": "pressure", "user": "alice", "permissionName": "PropertyWrite"})
+        ),
+        vec![("PropertyWrite".to_string(), true)]
+    );
+    let all = rows("GetPermissionsForUser", json!({"user": "alice"}));
+    assert!(all.contains(&("Read".into(), true)), "{all:?}");
+    assert!(all.contains(&("Update".into(), false)), "{all:?}");
+    let ops = rows("GetPermissionsForGroup", json!({"group": "Ops"}));
+    assert!(ops.contains(&("PropertyRead".into(), true)), "{ops:?}");
+    assert!(ops.contains(&("Read".into(), false)), "{ops:?}");
+}
+
+#[test]
+fn d1_permissions_as_json_are_read_and_replaced_whole() {
+    let (_t, s, _alice) = world();
+    let admin = s.admin_key();
+    let get = |service: &str| value(&s, &admin, service, json!({}));
+    let run_time = get("GetRunTimePermissionsAsJSON");
+    assert_eq!(run_time.as_array().unwrap().len(), 2, "{run_time}");
+    // Replaced in one change: Ops loses PropertyRead, gains a deny of PropertyWrite.
+    let new = json!([
+        {"principal": "alice", "principalType": "User", "type": "PropertyWrite", "resource": "pressure", "allow": true},
+        {"principal": "Ops", "principalType": "Group", "type": "PropertyWrite", "allow": false},
+    ]);
+    ok(
+        &s,
+        &admin,
+        &format!("{P1}/SetRunTimePermissionsAsJSON"),
+        json!({"permissions": new}),
+    );
+    let now = get("GetRunTimePermissionsAsJSON");
+    let set: Vec<(Json, Json, Json)> = now
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["principal"].clone(),
+                e["type"].clone(),
+                e["allow"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        set,
+        vec![
+            (json!("alice"), json!("PropertyWrite"), json!(true)),
+            (json!("Ops"), json!("PropertyWrite"), json!(false)),
+        ]
+    );
+    // One bad item refuses the whole list, naming it, and changes nothing.
+    for (bad, says) in [
+        (
+            json!([{"principal": "Ops", "principalType": "Group", "type": "Read"}]),
+            "not a run-time permission",
+        ),
+        (
+            json!([{"principal": "nobody", "principalType": "User", "type": "PropertyRead"}]),
+            "there is no User",
+        ),
+        (
+            json!([
+                {"principal": "Ops", "principalType": "Group", "type": "PropertyRead"},
+                {"principal": "Ops", "principalType": "Group", "type": "PropertyRead"},
+            ]),
+            "listed twice",
+        ),
+    ] {
+        let (st, v) = post(
+            &s,
+            &admin,
+            &format!("{P1}/SetRunTimePermissionsAsJSON"),
+            json!({"permissions": bad}),
+        );
+        assert_eq!(st, 400, "{v}");
+        assert!(v["error"].as_str().unwrap().contains(says), "{v}");
+    }
+    assert_eq!(get("GetRunTimePermissionsAsJSON"), now, "nothing changed");
+    // The other families, and the instance and collection variants.
+    let vis = get("GetVisibilityPermissionsAsJSON");
+    assert_eq!(
+        vis,
+        json!([{"principal": "Acme", "principalType": "Organization"}])
+    );
+    ok(
+        &s,
+        &admin,
+        "/Thingworx/ThingTemplates/Pump/Services/SetInstanceVisibilityPermissionsAsJSON",
+        json!({"permissions": vis}),
+    );
+    let v = ok(
+        &s,
+        &admin,
+        "/Thingworx/ThingTemplates/Pump/Services/GetInstanceVisibilityPermissionsAsJSON",
+        json!({}),
+    );
+    assert_eq!(v["rows"][0]["result"], vis);
+    ok(
+        &s,
+        &admin,
+        "/Thingworx/Resources/CollectionFunctions/Services/SetCollectionDesignTimePermissionsAsJSON",
+        json!({"collectionName": "Things", "permissions": [{"principal": "Ops", "principalType": "Group", "type": "Create"}]}),
+    );
+    let v = ok(
+        &s,
+        &admin,
+        "/Thingworx/Resources/CollectionFunctions/Services/GetCollectionDesignTimePermissionsAsJSON",
+        json!({"collectionName": "Things"}),
+    );
+    assert_eq!(v["rows"][0]["result"][0]["type"], "Create", "{v}");
+    // Each replacement is one audit entry.
+    let audit = ok(
+        &s,
+        &admin,
+        "/Thingworx/Subsystems/AuditSubsystem/Services/QueryAuditHistory",
+        json!({"auditCategory": "SECURITY"}),
+    );
+    let sets = audit["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r.to_string().contains("AsJSON"))
+        .count();
+    assert_eq!(sets, 3, "{audit}");
+}
