@@ -333,3 +333,69 @@ fn d1_permissions_as_json_are_read_and_replaced_whole() {
         .count();
     assert_eq!(sets, 3, "{audit}");
 }
+
+/// X1 for the platform's own rules: `ExplainAccess` explains a SecurityAdministrators, an
+/// Auditors and a platform-Resource decision, as rules of the engine (P1, P2); and the services
+/// they guard answer as the engine decides.
+#[test]
+fn x1_explain_access_explains_roles_and_platform_resources() {
+    let (_t, s, alice) = world();
+    let admin = s.admin_key();
+    let explain = |user: &str, target: &str| -> (bool, String) {
+        let v = ok(
+            &s,
+            &admin,
+            "/Thingworx/Resources/SecurityServices/Services/ExplainAccess",
+            json!({"user": user, "action": "ServiceInvoke", "target": target}),
+        );
+        let row = &v["rows"][0];
+        (
+            row["allowed"].as_bool().unwrap(),
+            row["explanation"].as_str().unwrap().to_string(),
+        )
+    };
+    let lint = "Resources/SecurityServices/Services/Lint";
+    let audit = "Subsystems/AuditSubsystem/Services/QueryAuditHistory";
+    let create = "Resources/EntityServices/Services/CreateThing";
+    let (allowed, why) = explain("alice", lint);
+    assert!(
+        !allowed && why.contains("SecurityAdministrators") && why.contains("P2"),
+        "{why}"
+    );
+    let (allowed, why) = explain("alice", audit);
+    assert!(!allowed, "{why}");
+    let (allowed, why) = explain("alice", create);
+    assert!(
+        allowed && why.contains("platform Resource") && why.contains("P1"),
+        "{why}"
+    );
+    // alice runs the lint: refused, audited, by the same rule.
+    let (st, v) = post(
+        &s,
+        &alice,
+        "/Thingworx/Resources/SecurityServices/Services/Lint",
+        json!({}),
+    );
+    assert_eq!(st, 403, "{v}");
+    for group in ["SecurityAdministrators", "Auditors"] {
+        ok(
+            &s,
+            &admin,
+            &format!("/Thingworx/Groups/{group}/Services/AddMember"),
+            json!({"member": "alice", "type": "User"}),
+        );
+    }
+    let (allowed, why) = explain("alice", lint);
+    assert!(
+        allowed && why.contains("members of SecurityAdministrators"),
+        "{why}"
+    );
+    let (allowed, why) = explain("alice", audit);
+    assert!(allowed && why.contains("members of Auditors"), "{why}");
+    ok(
+        &s,
+        &alice,
+        "/Thingworx/Resources/SecurityServices/Services/Lint",
+        json!({}),
+    );
+}

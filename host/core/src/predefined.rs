@@ -12,6 +12,44 @@ pub const DEVELOPERS: &str = "Developers";
 /// Every user is a member of `Users`, implicitly.
 pub const USERS: &str = "Users";
 pub const AUDITORS: &str = "Auditors";
+
+/// The platform's role rules (P2): `ServiceInvoke` of these services of these platform entities
+/// is decided by membership of a predefined group (Administrators pass too), before visibility
+/// and before any entry: (kind, entity, service, group).
+pub const ROLE_RULES: &[(Kind, &str, &str, &str)] = &[
+    (
+        Kind::Resource,
+        "SecurityServices",
+        "ExplainAccess",
+        SECURITY_ADMINISTRATORS,
+    ),
+    (
+        Kind::Resource,
+        "SecurityServices",
+        "Lint",
+        SECURITY_ADMINISTRATORS,
+    ),
+    (
+        Kind::Resource,
+        "SecurityServices",
+        "EffectivePermissions",
+        SECURITY_ADMINISTRATORS,
+    ),
+    (
+        Kind::Subsystem,
+        "AuditSubsystem",
+        "QueryAuditHistory",
+        AUDITORS,
+    ),
+];
+
+/// The role rule of `service` of the platform entity `kind`/`name`: its group.
+pub fn role_rule(kind: Kind, name: &str, service: &str) -> Option<&'static str> {
+    ROLE_RULES
+        .iter()
+        .find(|(k, n, s, _)| *k == kind && *n == name && *s == service)
+        .map(|r| r.3)
+}
 /// The organization `Everyone`. It starts empty: the vendor puts `Users` in it, which makes
 /// everything visible to everyone, and itself advises removing it.
 pub const EVERYONE: &str = "Everyone";

@@ -227,6 +227,25 @@ pub fn check(
     let Some(e) = view.get(kind, name) else {
         return done(Outcome::NotVisible, ExplainedBasis::NotVisible);
     };
+    // P2: the role rules of the platform's services: the group's members may; anyone else
+    // needs an entry.
+    let role = match resource {
+        Some(service) if perm == Permission::ServiceInvoke => {
+            predefined::role_rule(kind, name, service).filter(|g| view.contains(Kind::Group, g))
+        }
+        _ => None,
+    };
+    if let Some(group) = role
+        && ps.contains(&PrincipalRef::group(group))
+    {
+        return done(
+            Outcome::Allowed,
+            ExplainedBasis::Role {
+                group: group.to_string(),
+                member: true,
+            },
+        );
+    }
     let own_user = policy.own_user_services && kind == Kind::User && name == user;
     if own_user && perm == Permission::ServiceInvoke {
         return done(Outcome::Allowed, ExplainedBasis::OwnUser);
@@ -236,7 +255,8 @@ pub fn check(
         Body::Thing(t) => template_chain(view, &t.thing_template).unwrap_or_default(),
         _ => vec![],
     };
-    let visible = e.owner.as_deref() == Some(user)
+    let visible = kind == Kind::Resource
+        || e.owner.as_deref() == Some(user)
         || own_user
         || sees(view, &ps, Some(&e.permissions))
         || chain
@@ -245,6 +265,10 @@ pub fn check(
         || sees(view, &ps, view.collection(kind));
     if !visible {
         return done(Outcome::NotVisible, ExplainedBasis::NotVisible);
+    }
+    // P1: platform Resources' services are every signed-in user's.
+    if kind == Kind::Resource && perm == Permission::ServiceInvoke && role.is_none() {
+        return done(Outcome::Allowed, ExplainedBasis::PlatformResource);
     }
     if perm.is_run_time() && !kind.has_run_time_permissions() {
         return done(
@@ -287,8 +311,15 @@ pub fn check(
             first_allow.get_or_insert(b);
         }
     }
-    match first_allow {
-        Some(b) => from_basis(b),
-        None => done(Outcome::Denied, ExplainedBasis::NoEntry),
+    match (first_allow, role) {
+        (Some(b), _) => from_basis(b),
+        (None, Some(group)) => done(
+            Outcome::Denied,
+            ExplainedBasis::Role {
+                group: group.to_string(),
+                member: false,
+            },
+        ),
+        (None, None) => done(Outcome::Denied, ExplainedBasis::NoEntry),
     }
 }

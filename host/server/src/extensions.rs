@@ -398,7 +398,7 @@ impl HostCtx {
             target,
             &path,
         ) {
-            Ok(_) => Ok(access.is_administrator(self.caller.subject)),
+            Ok(_) => Ok(crate::api::authz::is_admin(m, self.caller.subject)),
             Err(e) => {
                 self.app.audit_denial(
                     &self.caller.name,

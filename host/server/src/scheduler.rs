@@ -66,7 +66,7 @@ pub fn run_job(app: &App, thing: &str, run_as: &str, days_to_archive: f64) {
     let admin = {
         let db = app.db.read().unwrap_or_else(|p| p.into_inner());
         crate::auth::user_usable(db.model(), run_as)
-            .is_ok_and(|s| db.model().access().is_administrator(s))
+            .is_ok_and(|s| crate::api::authz::is_admin(db.model(), s))
     };
     if !admin {
         tracing::warn!(

@@ -913,13 +913,11 @@ pub fn run_service(
             // script), unless it may inspect everyone's permissions; the others are counted.
             let (impact, impact_hidden) = {
                 let m = fork.model();
-                if crate::security::may_inspect(m, caller) {
+                if crate::api::authz::may_inspect(m, caller) {
                     (impact, 0)
                 } else {
                     let sees = |kind: Kind, name: &str| {
-                        m.access()
-                            .id(kind, name)
-                            .is_some_and(|id| m.access().visible(caller.subject, id))
+                        crate::api::authz::sees(m, caller.subject, kind, name)
                     };
                     let (shown, hidden): (Vec<_>, Vec<_>) = impact.into_iter().partition(|row| {
                         let entity = row

@@ -3,23 +3,11 @@
 //! `thinghost_core::lint`, which ask the access engine.
 
 use crate::api::{ApiError, Call, Reply, forbidden};
-use crate::auth::Caller;
 use serde_json::{Map, Value as Json};
 use thinghost_core::infotable::{Field, InfoTable};
-use thinghost_core::{BaseType, Kind, Model, Permission, predefined};
+use thinghost_core::{BaseType, Permission};
 
-/// May the caller look at everyone's permissions and the lint? Administrators and members of
-/// SecurityAdministrators may.
-pub(crate) fn may_inspect(m: &Model, caller: &Caller) -> bool {
-    let access = m.access();
-    if access.is_administrator(caller.subject) {
-        return true;
-    }
-    let Some(group) = access.id(Kind::Group, predefined::SECURITY_ADMINISTRATORS) else {
-        return false;
-    };
-    access.principals(caller.subject).any(|p| p == group)
-}
+use crate::api::authz::may_inspect;
 
 fn table(fields: &[(&str, BaseType)], rows: Vec<Map<String, Json>>) -> Reply {
     Reply::Json(

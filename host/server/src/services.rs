@@ -95,7 +95,7 @@ pub fn prepare_passwords(
                     Some(Body::User(u)) => Some(u.password_hash.clone()),
                     _ => None,
                 };
-                (stored, m.access().is_administrator(caller.subject))
+                (stored, crate::api::authz::is_admin(m, caller.subject))
             };
             // A user that does not exist (or that the caller may not change) costs nothing:
             // the call is refused under the lock, as it would be without this step.
@@ -162,11 +162,7 @@ pub fn prepare_passwords(
 /// Is `name` an entity of `kind` the caller can see? One it cannot see answers exactly as one
 /// that does not exist (V1): 400, naming the parameter.
 fn seen(call: &Call<'_>, kind: Kind, name: &str, param: &str) -> Result<(), ApiError> {
-    let m = call.model();
-    let visible = m
-        .access()
-        .id(kind, name)
-        .is_some_and(|id| m.access().visible(call.caller.subject, id));
+    let visible = crate::api::authz::sees(call.model(), call.caller.subject, kind, name);
     if visible {
         Ok(())
     } else {
@@ -933,7 +929,7 @@ fn data_storage_check(call: &Call<'_>, template: &str) -> Result<(), ApiError> {
     let provider_visible = m.entities(Kind::PersistenceProvider).any(|p| {
         m.access()
             .id(Kind::PersistenceProvider, &p.name)
-            .is_some_and(|id| m.access().visible(s, id))
+            .is_some_and(|id| crate::api::authz::sees_id(m, s, id))
     });
     let platform = m
         .access()
@@ -1041,7 +1037,7 @@ fn create_key(call: &mut Call<'_>, name: &str) -> Result<Reply, ApiError> {
     let admin_user = {
         let m = call.model();
         m.subject(&user)
-            .is_some_and(|s| m.access().is_administrator(s))
+            .is_some_and(|s| crate::api::authz::is_admin(m, s))
     };
     let warning = admin_user.then(|| format!("{user} is a member of Administrators: this key carries administrator rights; give devices and scripts keys of least-privileged users (K4)"));
     if let Some(w) = &warning {
@@ -1157,14 +1153,7 @@ pub fn current_user(call: &mut Call<'_>) -> Result<Reply, ApiError> {
 
 /// The caller's principals: itself and its groups, by name.
 fn my_principals(call: &Call<'_>) -> Vec<PrincipalRef> {
-    let access = call.model().access();
-    access
-        .principals(call.caller.subject)
-        .map(|id| match access.name_of(id) {
-            (Kind::Group, n) => PrincipalRef::group(n),
-            (_, n) => PrincipalRef::user(n),
-        })
-        .collect()
+    crate::api::authz::groups_of(call.model(), call.caller.subject)
 }
 
 /// `GetCurrentUserGroups()`.

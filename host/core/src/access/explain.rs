@@ -24,6 +24,13 @@ pub enum ExplainedBasis {
     System,
     Administrator,
     OwnUser,
+    /// P1: platform Resources are every signed-in user's.
+    PlatformResource,
+    /// P2: the role rule of this service; whether the user is a member of the group.
+    Role {
+        group: String,
+        member: bool,
+    },
     NotVisible,
     UnknownUser,
     NoRunTimePermissions {
@@ -85,6 +92,24 @@ impl fmt::Display for Explanation {
             ExplainedBasis::OwnUser => write!(
                 f,
                 "a user may call the services of its own User entity (D2)"
+            ),
+            ExplainedBasis::PlatformResource => write!(
+                f,
+                "a platform Resource: every signed-in user sees it and may call its services, which check what they do themselves (P1)"
+            ),
+            ExplainedBasis::Role {
+                group,
+                member: true,
+            } => write!(
+                f,
+                "the platform's role rule for this service: members of {group} may (P2); the user is one"
+            ),
+            ExplainedBasis::Role {
+                group,
+                member: false,
+            } => write!(
+                f,
+                "the platform's role rule for this service: only members of {group} (and Administrators) may (P2); the user is not one"
             ),
             ExplainedBasis::NotVisible => write!(
                 f,

@@ -133,6 +133,11 @@ impl AccessIndex {
             users_group: 0,
         };
         ix.intern(ALL_RESOURCES);
+        // The role rules' services always have symbols: a request that names one is decided by
+        // its rule even before any entry named it.
+        for (_, _, service, _) in crate::predefined::ROLE_RULES {
+            ix.intern(service);
+        }
         let mut keys = Vec::new();
         for kind in Kind::ALL {
             for e in data.entities(kind) {
@@ -604,7 +609,8 @@ impl AccessIndex {
 
     #[inline]
     fn visible_to(&self, user: &UserSec, uid: EntityId, id: EntityId, slot: &Slot) -> bool {
-        if slot.owner == Some(uid) || user.sees(&slot.acl) {
+        // P1: platform Resources are every signed-in user's.
+        if slot.kind == Kind::Resource || slot.owner == Some(uid) || user.sees(&slot.acl) {
             return true;
         }
         if self.policy.own_user_services && id == uid {
@@ -701,6 +707,22 @@ impl AccessIndex {
         let Some(slot) = self.slots.get(id.0 as usize).filter(|s| s.alive) else {
             return (Outcome::NotVisible, Basis::NotVisible);
         };
+        // P2: a role rule of a platform entity's service allows its group's members before
+        // anything else; anyone else needs an entry that allows it (and is told the role
+        // otherwise).
+        let mut role: Option<EntityId> = None;
+        if perm == Permission::ServiceInvoke
+            && matches!(slot.kind, Kind::Resource | Kind::Subsystem)
+            && let Some(r) = resource
+            && let Some(group) =
+                crate::predefined::role_rule(slot.kind, &slot.name, self.sym_name(r))
+            && let Some(g) = self.id(Kind::Group, group)
+        {
+            if user.has(g.0) {
+                return (Outcome::Allowed, Basis::Role { group: g });
+            }
+            role = Some(g);
+        }
         if is_user
             && self.policy.own_user_services
             && id == uid
@@ -710,6 +732,11 @@ impl AccessIndex {
         }
         if !self.visible_to(user, uid, id, slot) {
             return (Outcome::NotVisible, Basis::NotVisible);
+        }
+        // P1: every signed-in user may call a platform Resource's services (they check what they
+        // do themselves).
+        if slot.kind == Kind::Resource && perm == Permission::ServiceInvoke && role.is_none() {
+            return (Outcome::Allowed, Basis::PlatformResource);
         }
         if perm.is_run_time() && !slot.kind.has_run_time_permissions() {
             return (Outcome::Denied, Basis::NoRunTimePermissions);
@@ -765,9 +792,10 @@ impl AccessIndex {
         if let Some(d) = decide(eval_level(acl, perm, resource, user), Level::Collection) {
             return d;
         }
-        match first_allow {
-            Some(b) => (Outcome::Allowed, b),
-            None => (Outcome::Denied, Basis::NoEntry),
+        match (first_allow, role) {
+            (Some(b), _) => (Outcome::Allowed, b),
+            (None, Some(group)) => (Outcome::Denied, Basis::Role { group }),
+            (None, None) => (Outcome::Denied, Basis::NoEntry),
         }
     }
 
@@ -822,6 +850,11 @@ impl AccessIndex {
             Basis::System => ExplainedBasis::System,
             Basis::Administrator => ExplainedBasis::Administrator,
             Basis::OwnUser => ExplainedBasis::OwnUser,
+            Basis::PlatformResource => ExplainedBasis::PlatformResource,
+            Basis::Role { group } => ExplainedBasis::Role {
+                group: self.name_of(group).1.to_string(),
+                member: d.outcome == Outcome::Allowed,
+            },
             Basis::NotVisible => ExplainedBasis::NotVisible,
             Basis::UnknownUser => ExplainedBasis::UnknownUser,
             Basis::NoRunTimePermissions => ExplainedBasis::NoRunTimePermissions {

@@ -110,6 +110,12 @@ pub enum Basis {
     System,
     Administrator,
     OwnUser,
+    /// P1: a platform Resource, which every signed-in user sees and whose services it may call.
+    PlatformResource,
+    /// P2: a role rule; allowed when the user is a member of `group`, denied otherwise.
+    Role {
+        group: EntityId,
+    },
     NotVisible,
     NoRunTimePermissions,
     UnknownUser,

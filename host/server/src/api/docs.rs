@@ -43,7 +43,6 @@ pub fn rule(r: Rule) -> String {
         Rule::Create(k) => format!("`Create` on {}", k.collection()),
         Rule::Named(p, k) => format!("`{}` on the {} `name`", p.name(), k.label()),
         Rule::Administrators(_) => "Administrators".into(),
-        Rule::SecurityAdministrators(_) => "Administrators and SecurityAdministrators".into(),
         Rule::Own(words) => words.into(),
     }
 }
@@ -86,7 +85,15 @@ pub fn services_page() -> String {
                 params.join("; ")
             },
             returns(s.returns),
-            rule(s.rule),
+            match (s.rule, s.on) {
+                (Rule::Invoke, On::Entity(k, n)) => match thinghost_core::predefined::role_rule(k, n, s.name) {
+                    Some(group) => format!(
+                        "`ServiceInvoke` on the entity, for this service: members of {group} (the platform's role rule P2), Administrators, or an entry that allows it"
+                    ),
+                    None => rule(s.rule),
+                },
+                _ => rule(s.rule),
+            },
             s.run.lock(),
             match s.script_name() {
                 Some(n) => format!("`{n}`"),

@@ -29,7 +29,7 @@ pub fn list(app: &App, caller: &Caller, kind: Kind) -> Result<Reply, ApiError> {
     };
     for e in m.entities(kind) {
         let id = m.access().id(kind, &e.name).expect("indexed");
-        if m.access().visible(caller.subject, id) {
+        if crate::api::authz::sees_id(m, caller.subject, id) {
             let mut row = serde_json::Map::new();
             row.insert("name".into(), json!(e.name));
             row.insert("description".into(), json!(e.description));

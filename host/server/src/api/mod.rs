@@ -4,20 +4,21 @@
 //! scripts. Host services are rows of [`table`]; a service defined on an entity's template or
 //! shapes runs in the extension that implements it.
 
+pub mod authz;
 pub mod docs;
 pub mod entities;
 pub mod table;
 
 use crate::app::App;
 use crate::auth::Caller;
+pub(crate) use authz::{forbidden, not_found, require, visible_entity};
 use axum::http::StatusCode;
 use serde_json::{Map, Value as Json, json};
 use std::sync::Arc;
-use table::{Audit, On, Rule, Run, Script, Service};
+use table::{Audit, On, Run, Script, Service};
 use thinghost_core::validate::find_service;
 use thinghost_core::{
-    BaseType, Body, Decision, Entity, EntityId, Kind, Model, ModelError, Outcome, Permission,
-    Target, Tx, View,
+    BaseType, Body, Kind, Model, ModelError, Outcome, Permission, Target, Tx, View,
 };
 use thinghost_store::{ChangeError, Db};
 
@@ -52,82 +53,6 @@ pub enum Reply {
 /// A 400 with this message.
 pub(crate) fn bad(msg: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, msg)
-}
-
-/// The one answer for an entity that does not exist or is not visible.
-pub(crate) fn not_found(kind: Kind, name: &str) -> ApiError {
-    ApiError::new(
-        StatusCode::NOT_FOUND,
-        format!("{} {name:?} was not found", kind.label()),
-    )
-}
-
-/// A 403 by a service's own rule (audited as a denial).
-pub(crate) fn forbidden(
-    caller: &Caller,
-    what: &str,
-    path: String,
-    permission: Permission,
-) -> ApiError {
-    ApiError {
-        status: StatusCode::FORBIDDEN,
-        message: format!("{} may not {what}", caller.name),
-        denied: Some((
-            permission,
-            path,
-            format!("the service's own rule: {} may not {what}", caller.name),
-        )),
-    }
-}
-
-/// Resolves an entity the caller can see; anything else is the same 404.
-pub(crate) fn visible_entity<'m>(
-    m: &'m Model,
-    caller: &Caller,
-    kind: Kind,
-    name: &str,
-) -> Result<(&'m Entity, EntityId), ApiError> {
-    let id = m
-        .access()
-        .id(kind, name)
-        .ok_or_else(|| not_found(kind, name))?;
-    if !m.access().visible(caller.subject, id) {
-        return Err(not_found(kind, name));
-    }
-    Ok((m.get(kind, name).expect("indexed"), id))
-}
-
-/// Checks a permission; a denial is a 403 (the entity is visible by now) and is audited.
-pub(crate) fn require(
-    m: &Model,
-    caller: &Caller,
-    permission: Permission,
-    target: Target,
-    path: &str,
-) -> Result<Decision, ApiError> {
-    let d = m.check(caller.subject, permission, target);
-    match d.outcome {
-        Outcome::Allowed => Ok(d),
-        Outcome::NotVisible => {
-            let (kind, name) = match target {
-                Target::Entity { id, .. } => {
-                    let (k, n) = m.access().name_of(id);
-                    (k, n.to_string())
-                }
-                Target::Collection(k) => (k, String::new()),
-            };
-            Err(not_found(kind, &name))
-        }
-        Outcome::Denied => Err(ApiError {
-            status: StatusCode::FORBIDDEN,
-            message: format!("{} may not {} on {path}", caller.name, permission),
-            denied: Some((
-                permission,
-                path.to_string(),
-                thinghost_core::insight::rule_of(m, &d),
-            )),
-        }),
-    }
 }
 
 /// A one-value answer: an InfoTable of one row with the field `result`.
@@ -184,7 +109,7 @@ impl Call<'_> {
     }
 
     pub(crate) fn is_admin(&self) -> bool {
-        self.model().access().is_administrator(self.caller.subject)
+        authz::is_admin(self.model(), self.caller.subject)
     }
 
     pub(crate) fn path(&self) -> String {
@@ -322,10 +247,7 @@ pub(crate) fn change_error_for(m: &Model, caller: &Caller, e: ChangeError) -> Ap
             return true; // "the Things collection": no entity
         };
         match Kind::from_collection(collection) {
-            Some(kind) => m
-                .access()
-                .id(kind, name)
-                .is_some_and(|id| m.access().visible(caller.subject, id)),
+            Some(kind) => authz::sees(m, caller.subject, kind, name),
             None => true,
         }
     };
@@ -459,10 +381,7 @@ pub fn check_params(
                     .normalize(v)
                     .map_err(|e| bad(format!("parameter {name}: {e}")))?;
                 if let (Some(kind), Json::String(s)) = (bt.names_kind(), &norm) {
-                    let visible = model
-                        .access()
-                        .id(kind, s)
-                        .is_some_and(|id| model.access().visible(caller.subject, id));
+                    let visible = authz::sees(model, caller.subject, kind, s);
                     if !visible {
                         return Err(bad(format!(
                             "parameter {name}: there is no {} named {s:?}",
@@ -631,70 +550,7 @@ fn checked(call: &mut Call<'_>) -> Result<(), ApiError> {
         Guard::Exclusive(db) => db.model(),
     };
     check_params(m, caller, row.name, params, &spec)?;
-    authorize(call)
-}
-
-/// Enforces the row's rule (all but [`Rule::Own`], which the service checks itself).
-fn authorize(call: &Call<'_>) -> Result<(), ApiError> {
-    let row = call.row;
-    match row.rule {
-        Rule::Anyone | Rule::Own(_) => Ok(()),
-        Rule::On(permission, what) => call.require_on_entity(permission, what),
-        Rule::Invoke => {
-            let m = call.model();
-            let id = m
-                .access()
-                .id(call.kind, &call.entity)
-                .expect("resolved before the call");
-            call.require(
-                Permission::ServiceInvoke,
-                Target::Entity {
-                    id,
-                    resource: m.access().sym(row.name),
-                },
-                &format!("call {}", row.name),
-            )
-        }
-        Rule::Create(kind) => call.require(
-            Permission::Create,
-            Target::Collection(kind),
-            &format!("create {}", kind.collection()),
-        ),
-        Rule::Named(permission, kind) => {
-            let name = call.str("name");
-            let id = call
-                .model()
-                .access()
-                .id(kind, &name)
-                .expect("the parameter names a visible entity");
-            call.require(
-                permission,
-                Target::Entity { id, resource: None },
-                &format!(
-                    "{} {}/{name}",
-                    permission.name().to_lowercase(),
-                    kind.collection()
-                ),
-            )
-        }
-        Rule::Administrators(what) => call.require_admin(what),
-        Rule::SecurityAdministrators(what) => {
-            if crate::security::may_inspect(call.model(), call.caller) {
-                return Ok(());
-            }
-            let mut e = forbidden(
-                call.caller,
-                &format!("{what} (Administrators and SecurityAdministrators may)"),
-                call.path(),
-                Permission::ServiceInvoke,
-            );
-            if let Some(denied) = &mut e.denied {
-                denied.2 =
-                    format!("only members of Administrators or SecurityAdministrators may {what}");
-            }
-            Err(e)
-        }
-    }
+    authz::enforce(call)
 }
 
 /// The `Delete` of `DELETE /Thingworx/{Collection}/{Entity}`: the entity's `Delete{Kind}` row,

@@ -118,7 +118,8 @@ pub enum Rule {
     /// A design-time permission on the entity; the words say what it allows ("change this
     /// group's members").
     On(Permission, &'static str),
-    /// `ServiceInvoke` on the entity, for this service.
+    /// `ServiceInvoke` on the entity, for this service (on the platform's own entities the
+    /// engine's P1 and P2 decide: every signed-in user, or a role's members).
     Invoke,
     /// `Create` on the collection.
     Create(Kind),
@@ -126,8 +127,6 @@ pub enum Rule {
     Named(Permission, Kind),
     /// Members of Administrators; the words say what.
     Administrators(&'static str),
-    /// Members of Administrators or SecurityAdministrators; the words say what.
-    SecurityAdministrators(&'static str),
     /// The service's own rule, described.
     Own(&'static str),
 }
@@ -620,7 +619,7 @@ fn services() -> Vec<Service> {
         row(SECURITY_SERVICES, "ExplainAccess", Shared(services::explain_access))
             .params(const { &[req("user", T::Username), req("action", T::String), req("target", T::String)] })
             .returns(Returns::Row)
-            .rule(Rule::SecurityAdministrators("explain access decisions"))
+            .rule(Rule::Invoke)
             .doc("Why a user may or may not do something: the decision and the rule that made it.")
             .example(r#"print(explain_access("device-017", "ServiceInvoke", "Things/Pump7/Services/Reset").explanation);"#),
         row(SECURITY_SERVICES, "EffectivePermissions", Shared(security::effective))
@@ -630,7 +629,7 @@ fn services() -> Vec<Service> {
             .example(r#"for p in effective_permissions("device-017") { print(`${p.entity} ${p.permission} ${p.resource}`); }"#),
         row(SECURITY_SERVICES, "Lint", Shared(security::lint))
             .returns(Returns::Rows)
-            .rule(Rule::SecurityAdministrators("run the security lint"))
+            .rule(Rule::Invoke)
             .doc("The security lint's findings, most severe first (docs/lint.md).")
             .example(r#"for finding in lint() { print(`${finding.severity} ${finding.rule}: ${finding.message}`); }"#),
         // ---- Resources/CurrentSessionInfo ----
