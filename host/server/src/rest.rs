@@ -1,5 +1,6 @@
-//! The REST API in the vendor's conventions (DOMAIN.md section 4):
-//! `/Thingworx/{Collection}/{Entity}/{Properties|Services|Events}/{name}`.
+//! The REST adapter, in the vendor's conventions (DOMAIN.md section 4):
+//! `/Thingworx/{Collection}/{Entity}/{Properties|Services}/{name}` (events come with issue 18).
+//! It decodes the path and the body and calls the typed API (`crate::api`); it names no service.
 //!
 //! Every answer about an entity the caller cannot see is exactly the answer about one that does
 //! not exist (V1): same status, same body.

@@ -1,8 +1,9 @@
 //! Admin scripts (issue 9): `Resources/ScriptServices/Services/RunScript(script, dryRun)` runs a
 //! Rhai script in the caller's security context, as one transaction.
 //!
-//! - **No extra rights.** Every function a script calls is a request of the caller through
-//!   [`rest::handle`], the same path (and the same checks, denials audited) as an HTTP request.
+//! - **No extra rights.** Every function a script calls is a call of the typed API
+//!   (`crate::api::invoke`, `crate::api::entities`) as the caller: the same checks, denials
+//!   audited, as an HTTP request.
 //! - **One transaction.** The script runs on a private copy of the server ([`App::for_script`])
 //!   whose model is a fork ([`thinghost_store::Db::fork`]). When it ends well, its changes and
 //!   their audit records land in one store transaction ([`thinghost_store::Db::adopt`]); on
@@ -15,8 +16,9 @@
 //!   which permissions on which entities it gains or loses: `thinghost_core::insight`).
 //! - **Limits.** Rhai operations, host calls, wall-clock time and printed output.
 //!
-//! The functions are one table, [`functions`]: the Rhai bindings and the reference page
-//! (`docs/script-api.md`, checked by a test) both come from it.
+//! The functions are the service table's rows (`crate::api::table`), through [`functions`]: the
+//! Rhai bindings and the reference page (`docs/script-api.md`, checked by a test) both come
+//! from it.
 
 use crate::api::{ApiError, Reply};
 use crate::app::App;

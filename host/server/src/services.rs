@@ -1,11 +1,10 @@
-//! The host's own services: entity creation and deletion, membership, definitions, permissions,
-//! explanations and session information (DOMAIN.md section 4).
-//!
-//! Each service is authorized by what it does, with the rules of DOMAIN.md section 2: creating
-//! needs `Create` on the collection, deleting needs `Delete` on the entity, changing an entity
-//! (its members, definitions or permissions) needs `Update` on it, reading its permissions needs
-//! `Read`. `Resources` are platform functions that every signed-in user can reach; their services
-//! make those checks themselves. Every change is audited.
+//! The functions of the host's own services: entity creation and deletion, membership,
+//! definitions, permissions, explanations and session information (DOMAIN.md section 4). Each is
+//! named by its row of `crate::api::table`, which declares its parameters (checked before it
+//! runs), its lock and its rule: creating needs `Create` on the collection, deleting `Delete` on
+//! the entity, changing an entity (its members, definitions or permissions) `Update` on it,
+//! reading its permissions `Read`; `Rule::Own` rows check here what the row describes. Every
+//! change is audited, in the change's own transaction.
 
 use crate::api::table::{AclOf, Action, Family, Op, Passwords, Service};
 pub(crate) use crate::api::{ApiError, Call, Prepared, Reply, Request, bad, forbidden, result};
