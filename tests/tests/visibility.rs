@@ -209,14 +209,14 @@ fn v1_a_dry_runs_access_impact_lists_only_users_and_entities_the_caller_can_see(
     let (_t, s) = server();
     let admin = s.admin_key();
     let alice = user(&s, "alice");
-    user(&s, "hidden");
+    user(&s, "ghost");
     ok(
         &s,
         &admin,
         &format!("{ES}/CreateGroup"),
         json!({"name": "Crew"}),
     );
-    for member in ["alice", "hidden"] {
+    for member in ["alice", "ghost"] {
         ok(
             &s,
             &admin,
@@ -269,16 +269,104 @@ fn v1_a_dry_runs_access_impact_lists_only_users_and_entities_the_caller_can_see(
         .map(|r| r["user"].as_str().unwrap())
         .collect();
     assert!(
-        users.contains(&"hidden") && users.contains(&"alice"),
+        users.contains(&"ghost") && users.contains(&"alice"),
         "{everyone}"
     );
     let mine = dry(&alice);
     let impact = mine["impact"].as_array().unwrap();
     assert!(!impact.is_empty(), "{mine}");
     assert!(impact.iter().all(|r| r["user"] == "alice"), "{mine}");
-    assert!(!mine.to_string().contains("hidden"), "{mine}");
+    assert!(!mine.to_string().contains("ghost"), "{mine}");
     assert_eq!(
         mine["impactHidden"].as_u64().unwrap() as usize,
         everyone["impact"].as_array().unwrap().len() - impact.len()
+    );
+}
+
+/// A dry run's plan names only what the caller can see: a deletion's cascade reaches entities it
+/// cannot (their entries name the deleted principal), and those are counted, not named.
+#[test]
+fn v1_a_dry_runs_plan_names_only_what_the_caller_can_see() {
+    let (_t, s) = server();
+    let admin = s.admin_key();
+    let alice = user(&s, "alice");
+    may_design(&s, "alice", &["Groups"]);
+    ok(
+        &s,
+        &alice,
+        &format!("{ES}/CreateGroup"),
+        json!({"name": "AliceGroup"}),
+    );
+    ok(
+        &s,
+        &admin,
+        &format!("{ES}/CreateThing"),
+        json!({"name": "SecretThing", "thingTemplateName": "GenericThing"}),
+    );
+    ok(
+        &s,
+        &admin,
+        "/Thingworx/Things/SecretThing/Services/AddRunTimePermission",
+        json!({"principal": "AliceGroup", "principalType": "Group", "type": "PropertyRead"}),
+    );
+    let v = ok(
+        &s,
+        &alice,
+        "/Thingworx/Resources/ScriptServices/Services/RunScript",
+        json!({"script": r#"delete_group("AliceGroup");"#, "dryRun": true}),
+    );
+    let result = &v["rows"][0]["result"];
+    assert!(!result.to_string().contains("SecretThing"), "{result}");
+    let step = &result["plan"][0];
+    assert_eq!(step["hiddenWrites"], 1, "{result}");
+    assert!(
+        step["writes"].to_string().contains("Groups/AliceGroup"),
+        "{result}"
+    );
+}
+
+/// The permission lists name only principals the caller can see, and replacing a list as JSON
+/// keeps the entries of the others: a Get then Set round trip changes nothing.
+#[test]
+fn v1_permission_lists_name_only_principals_the_caller_can_see() {
+    let (_t, s) = server();
+    let admin = s.admin_key();
+    let alice = user(&s, "alice");
+    user(&s, "hidden");
+    may_design(&s, "alice", &["Things", "ThingTemplates"]);
+    mine(&s, &alice);
+    for (who, allow) in [("alice", true), ("hidden", false)] {
+        ok(
+            &s,
+            &admin,
+            "/Thingworx/Things/Mine/Services/AddRunTimePermission",
+            json!({"principal": who, "principalType": "User", "type": "PropertyRead", "allow": allow}),
+        );
+    }
+    let listed = ok(
+        &s,
+        &alice,
+        "/Thingworx/Things/Mine/Services/GetRunTimePermissionsAsJSON",
+        json!({}),
+    )["rows"][0]["result"]
+        .clone();
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
+    assert!(!listed.to_string().contains("hidden"), "{listed}");
+    ok(
+        &s,
+        &alice,
+        "/Thingworx/Things/Mine/Services/SetRunTimePermissionsAsJSON",
+        json!({"permissions": listed}),
+    );
+    let all = ok(
+        &s,
+        &admin,
+        "/Thingworx/Things/Mine/Services/GetRunTimePermissions",
+        json!({}),
+    );
+    assert_eq!(
+        all["rows"].as_array().unwrap().len(),
+        2,
+        "the hidden user's deny stays: {all}"
     );
 }

@@ -85,6 +85,9 @@ pub struct Batch {
     before_collections: Vec<(Kind, Option<Acl>)>,
     /// Entities deleted and created again within the change: new ones, whatever their name.
     recreated: Vec<Key>,
+    /// The ids of users, groups and Things the change deleted (or replaced): given back if it
+    /// is undone.
+    retired: Vec<(Key, crate::EntityId)>,
 }
 
 impl Batch {
@@ -435,11 +438,12 @@ impl Model {
             self.data.set_collection(kind, Some(acl));
             batch.before_collections.push((kind, before));
         }
-        self.index.update(
+        batch.retired = self.index.update(
             &self.data,
             &batch.before,
             &batch.before_collections,
             &batch.recreated,
+            &[],
         );
         Ok(batch)
     }
@@ -468,6 +472,7 @@ impl Model {
             &undo.before,
             &undo.before_collections,
             &batch.recreated,
+            &batch.retired,
         );
     }
 

@@ -14,8 +14,9 @@ pub const USERS: &str = "Users";
 pub const AUDITORS: &str = "Auditors";
 
 /// The platform's role rules (P2): `ServiceInvoke` of these services of these platform entities
-/// is decided by membership of a predefined group (Administrators pass too), before visibility
-/// and before any entry: (kind, entity, service, group).
+/// is allowed to the members of a predefined group (Administrators pass too), before visibility
+/// and before any entry; anyone else needs an entry naming the service itself (an entry for `*`
+/// never grants it): (kind, entity, service, group).
 pub const ROLE_RULES: &[(Kind, &str, &str, &str)] = &[
     (
         Kind::Resource,

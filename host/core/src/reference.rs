@@ -231,10 +231,14 @@ pub fn check(
     // needs an entry.
     let role = match resource {
         Some(service) if perm == Permission::ServiceInvoke => {
-            predefined::role_rule(kind, name, service).filter(|g| view.contains(Kind::Group, g))
+            predefined::role_rule(kind, name, service)
         }
         _ => None,
     };
+    // A role whose group is gone has no members: it fails closed.
+    if role.is_some_and(|g| !view.contains(Kind::Group, g)) {
+        return done(Outcome::Denied, ExplainedBasis::NoEntry);
+    }
     if let Some(group) = role
         && ps.contains(&PrincipalRef::group(group))
     {
@@ -267,7 +271,47 @@ pub fn check(
         return done(Outcome::NotVisible, ExplainedBasis::NotVisible);
     }
     // P1: platform Resources' services are every signed-in user's.
-    if kind == Kind::Resource && perm == Permission::ServiceInvoke && role.is_none() {
+    // P2 for anyone else: an entry naming the service itself, on the entity or its collection.
+    if let (Some(group), Some(service)) = (role, resource) {
+        for (acl, level) in [
+            (Some(&e.permissions), LevelName::Entity),
+            (view.collection(kind), LevelName::Collection(kind)),
+        ] {
+            let matching: Vec<&PermissionEntry> = acl
+                .map(|a| {
+                    a.run_time
+                        .iter()
+                        .filter(|x| {
+                            x.permission == perm
+                                && x.resource == service
+                                && ps.contains(&x.principal)
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            let decided = matching
+                .iter()
+                .find(|x| !x.allow)
+                .or_else(|| matching.first());
+            if let Some(x) = decided {
+                return from_basis(ExplainedBasis::Entry {
+                    level,
+                    scope: crate::access::Scope::Resource,
+                    principal: x.principal.clone(),
+                    resource: service.to_string(),
+                    allow: x.allow,
+                });
+            }
+        }
+        return done(
+            Outcome::Denied,
+            ExplainedBasis::Role {
+                group: group.to_string(),
+                member: false,
+            },
+        );
+    }
+    if kind == Kind::Resource && perm == Permission::ServiceInvoke {
         return done(Outcome::Allowed, ExplainedBasis::PlatformResource);
     }
     if perm.is_run_time() && !kind.has_run_time_permissions() {
@@ -311,15 +355,8 @@ pub fn check(
             first_allow.get_or_insert(b);
         }
     }
-    match (first_allow, role) {
-        (Some(b), _) => from_basis(b),
-        (None, Some(group)) => done(
-            Outcome::Denied,
-            ExplainedBasis::Role {
-                group: group.to_string(),
-                member: false,
-            },
-        ),
-        (None, None) => done(Outcome::Denied, ExplainedBasis::NoEntry),
+    match first_allow {
+        Some(b) => from_basis(b),
+        None => done(Outcome::Denied, ExplainedBasis::NoEntry),
     }
 }

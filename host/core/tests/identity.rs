@@ -103,3 +103,52 @@ fn a3_a_group_is_checked_as_its_own_principal_and_its_parents() {
     };
     assert_eq!(g("Elsewhere", Permission::Delete), Outcome::Allowed);
 }
+
+/// A re-created user's entries, written in the same change, name the new user (whatever the
+/// order the index visits the change in): a deny written with it holds.
+#[test]
+fn a3_entries_written_with_a_recreated_user_name_the_new_one() {
+    let mut m = basic();
+    user(&mut m, "bob");
+    unit_member(&mut m, "Acme", "Acme", PrincipalRef::user("bob"));
+    acl(&mut m, Kind::Thing, "T1", |a| {
+        a.run_time.push(rt(
+            PrincipalRef::user("bob"),
+            Permission::PropertyWrite,
+            "*",
+            true,
+        ))
+    });
+    m.change(|tx| {
+        tx.delete(Kind::User, "bob")?;
+        tx.create(Entity::new("bob", Body::User(UserBody::default())))?;
+        tx.get_mut(Kind::Thing, "T1")?.permissions.run_time.push(rt(
+            PrincipalRef::user("bob"),
+            Permission::PropertyWrite,
+            "*",
+            false,
+        ));
+        Ok(())
+    })
+    .unwrap();
+    // (The delete took bob's unit membership with it: put it back.)
+    unit_member(&mut m, "Acme", "Acme", PrincipalRef::user("bob"));
+    assert_eq!(
+        check(&m, "bob", Permission::PropertyWrite, "Things/T1").outcome,
+        Outcome::Denied,
+        "the deny binds the new bob"
+    );
+}
+
+/// A change undone (its store refused it) gives its entities their ids back: nothing that held
+/// them is cut off.
+#[test]
+fn a3_a_deletion_undone_keeps_the_users_identity() {
+    let mut m = basic();
+    user(&mut m, "bob");
+    let before = m.subject("bob").unwrap();
+    let batch = m.delete(Kind::User, "bob").unwrap();
+    assert_eq!(m.subject("bob"), None);
+    m.revert(batch);
+    assert_eq!(m.subject("bob"), Some(before));
+}

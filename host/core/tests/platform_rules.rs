@@ -157,3 +157,34 @@ fn p2_auditors_may_query_the_audit_history_and_entries_still_grant_others() {
     assert_eq!(outcome, Outcome::Allowed);
     assert!(matches!(basis, ExplainedBasis::Entry { .. }), "{basis:?}");
 }
+
+#[test]
+fn p2_an_entry_for_every_service_never_grants_a_role_service() {
+    let mut m = platform();
+    // A user who sees the subsystem and may invoke every one of its services...
+    visible_to(&mut m, Kind::Subsystem, "AuditSubsystem", "Acme");
+    collection_acl(&mut m, Kind::Subsystem, |a| {
+        a.run_time.push(rt(
+            PrincipalRef::user("u"),
+            Permission::ServiceInvoke,
+            "*",
+            true,
+        ))
+    });
+    // ... is not an auditor, nor a security administrator.
+    let (outcome, basis) = invoke(
+        &m,
+        "u",
+        Kind::Subsystem,
+        "AuditSubsystem",
+        "QueryAuditHistory",
+    );
+    assert_eq!(outcome, Outcome::Denied);
+    assert!(
+        matches!(basis, ExplainedBasis::Role { member: false, .. }),
+        "{basis:?}"
+    );
+    // Other services of the subsystem: the entry grants them.
+    let (outcome, _) = invoke(&m, "u", Kind::Subsystem, "AuditSubsystem", "CreateThing");
+    assert_eq!(outcome, Outcome::Allowed);
+}

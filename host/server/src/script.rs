@@ -765,23 +765,42 @@ fn failure(e: &EvalAltResult, limits: &Limits) -> Failure {
 }
 
 /// One step of a dry run's plan, from one change the script made.
-fn plan_of(pending: &[thinghost_store::Pending]) -> Vec<Json> {
+/// The plan of a dry run: each step and what it wrote. `sees` says which entities the caller may
+/// be told of (V1): writes to others (a deletion's cascade reaches entities the caller cannot
+/// see) are counted in the step's `hiddenWrites`, not named.
+fn plan_of(pending: &[thinghost_store::Pending], sees: &dyn Fn(Kind, &str) -> bool) -> Vec<Json> {
     pending
         .iter()
         .enumerate()
         .map(|(i, p)| {
+            let mut hidden = 0;
             let writes: Vec<String> = p
                 .writes
                 .iter()
-                .map(|w| match w {
-                    thinghost_core::Write::Put(e) => {
-                        format!("put {}/{}", e.kind().collection(), e.name)
-                    }
-                    thinghost_core::Write::Remove(k) => {
-                        format!("remove {}/{}", k.kind.collection(), k.name)
-                    }
-                    thinghost_core::Write::Collection(k, _) => {
-                        format!("set the permissions of the {} collection", k.collection())
+                .filter_map(|w| {
+                    let (kind, name, text) = match w {
+                        thinghost_core::Write::Put(e) => (
+                            e.kind(),
+                            e.name.as_str(),
+                            format!("put {}/{}", e.kind().collection(), e.name),
+                        ),
+                        thinghost_core::Write::Remove(k) => (
+                            k.kind,
+                            k.name.as_str(),
+                            format!("remove {}/{}", k.kind.collection(), k.name),
+                        ),
+                        thinghost_core::Write::Collection(k, _) => {
+                            return Some(format!(
+                                "set the permissions of the {} collection",
+                                k.collection()
+                            ));
+                        }
+                    };
+                    if sees(kind, name) {
+                        Some(text)
+                    } else {
+                        hidden += 1;
+                        None
                     }
                 })
                 .collect();
@@ -795,6 +814,7 @@ fn plan_of(pending: &[thinghost_store::Pending]) -> Vec<Json> {
                     .map(|r| r.args.get("parameters").cloned().unwrap_or_else(|| r.args.clone()))
                     .unwrap_or(Json::Null),
                 "writes": writes,
+                "hiddenWrites": hidden,
             })
         })
         .collect()
@@ -906,7 +926,15 @@ pub fn run_service(
             return Err(err);
         }
         if let Some(before) = before {
-            let plan = plan_of(fork.pending());
+            // What the caller may be told of: entities it sees after the script, or saw before
+            // it (a removed one), unless it may inspect everything.
+            let everything = crate::api::authz::may_inspect(fork.model(), caller);
+            let sees = |kind: Kind, name: &str| {
+                everything
+                    || crate::api::authz::sees(fork.model(), caller.subject, kind, name)
+                    || crate::api::authz::sees(&before, caller.subject, kind, name)
+            };
+            let plan = plan_of(fork.pending(), &sees);
             let touched = thinghost_core::insight::Touched::from_writes(
                 fork.pending().iter().flat_map(|p| &p.writes),
             );

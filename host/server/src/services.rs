@@ -360,8 +360,17 @@ pub fn permission_service(call: &mut Call<'_>) -> Result<Reply, ApiError> {
             }
         }
     };
+    // V1: entries naming a principal the caller cannot see are neither listed nor replaced.
+    let shown =
+        |call: &Call<'_>, p: &PrincipalRef| seen(call, p.entity_kind(), &p.principal, "").is_ok();
+    let shown_org = |call: &Call<'_>, v: &VisibilityEntry| {
+        seen(call, Kind::Organization, v.split().0, "").is_ok()
+    };
     if matches!(action, Action::Get | Action::GetJson) {
-        let acl = read_acl(call);
+        let mut acl = read_acl(call);
+        acl.run_time.retain(|e| shown(call, &e.principal));
+        acl.design_time.retain(|e| shown(call, &e.principal));
+        acl.visibility.retain(|v| shown_org(call, v));
         let table = match family {
             Family::RunTime => entries_table(&acl.run_time, true),
             Family::DesignTime => entries_table(&acl.design_time, false),
@@ -379,6 +388,22 @@ pub fn permission_service(call: &mut Call<'_>) -> Result<Reply, ApiError> {
             None => name.clone(),
         };
         let replace = entries_of_json(call, family)?;
+        // The entries the caller cannot see the principal of stay as they are.
+        let current = read_acl(call);
+        let kept_entries: Vec<PermissionEntry> = match family {
+            Family::RunTime => current.run_time.clone(),
+            Family::DesignTime => current.design_time.clone(),
+            Family::Visibility => vec![],
+        }
+        .into_iter()
+        .filter(|e| !shown(call, &e.principal))
+        .collect();
+        let kept_visibility: Vec<VisibilityEntry> = current
+            .visibility
+            .iter()
+            .filter(|v| family == Family::Visibility && !shown_org(call, v))
+            .cloned()
+            .collect();
         let grants = match &replace {
             Replace::Visibility(v) => !v.is_empty(),
             Replace::Entries(e) => e.iter().any(|e| e.allow),
@@ -390,9 +415,18 @@ pub fn permission_service(call: &mut Call<'_>) -> Result<Reply, ApiError> {
                 None => acl_mut(tx, kind, &name, which)?,
             };
             match replace {
-                Replace::Visibility(v) => acl.visibility = v,
-                Replace::Entries(e) if family == Family::DesignTime => acl.design_time = e,
-                Replace::Entries(e) => acl.run_time = e,
+                Replace::Visibility(mut v) => {
+                    v.extend(kept_visibility);
+                    acl.visibility = v;
+                }
+                Replace::Entries(mut e) => {
+                    e.extend(kept_entries);
+                    if family == Family::DesignTime {
+                        acl.design_time = e;
+                    } else {
+                        acl.run_time = e;
+                    }
+                }
             }
             Ok(())
         })?;

@@ -207,8 +207,14 @@ async fn connection(
     // that user still acts (enabled, not locked, not deleted); when not, it closes, saying why.
     let mut watch = tokio::time::interval(std::time::Duration::from_secs(1));
     watch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    // (On the async worker only when the model's lock is free at once: a change holding it is
+    // waited for by the next tick, or by the message's own check on the blocking pool.)
     let acts = |app: &App| -> Result<(), String> {
-        let db = app.db.read().unwrap_or_else(|p| p.into_inner());
+        let db = match app.db.try_read() {
+            Ok(db) => db,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return Ok(()),
+        };
         crate::auth::still_acts(db.model(), &caller.name, caller.subject).map_err(|r| r.detail)
     };
     loop {
@@ -232,21 +238,32 @@ async fn connection(
                     }
                     _ => break,
                 };
-                if let Err(why) = acts(&app) {
-                    Some((why, true))
-                } else {
-                app.sessions.touch(&session);
+                // Before each message, on the blocking pool: does the user still act?
                 let reply = match serde_json::from_str::<Json>(&text) {
                     Ok(msg) if msg.is_object() => {
                         let (app2, caller2, thing2, session2) = (app.clone(), caller.clone(), thing.clone(), session.clone());
-                        tokio::task::spawn_blocking(move || request(&app2, &caller2, &thing2, &session2, &msg))
-                            .await
-                            .unwrap_or_else(|_| json!({"status": 500, "error": "internal error"}))
+                        tokio::task::spawn_blocking(move || {
+                            let acts = {
+                                let db = app2.db.read().unwrap_or_else(|p| p.into_inner());
+                                crate::auth::still_acts(db.model(), &caller2.name, caller2.subject)
+                                    .map_err(|r| r.detail)
+                            };
+                            acts.map(|()| {
+                                app2.sessions.touch(&session2);
+                                request(&app2, &caller2, &thing2, &session2, &msg)
+                            })
+                        })
+                        .await
+                        .unwrap_or_else(|_| Ok(json!({"status": 500, "error": "internal error"})))
                     }
-                    _ => json!({"status": 400, "error": "a message is a JSON object such as {\"op\": \"GetSession\"}"}),
+                    _ => Ok(json!({"status": 400, "error": "a message is a JSON object such as {\"op\": \"GetSession\"}"})),
                 };
-                if !send(&mut socket, reply).await { break; }
-                None
+                match reply {
+                    Err(why) => Some((why, true)),
+                    Ok(reply) => {
+                        if !send(&mut socket, reply).await { break; }
+                        None
+                    }
                 }
             }
         };

@@ -148,7 +148,7 @@ impl AccessIndex {
         ix.administrators = ix.ensure_id(Kind::Group, predefined::ADMINISTRATORS).0;
         ix.users_group = ix.ensure_id(Kind::Group, predefined::USERS).0;
         let colls: Vec<(Kind, Option<Acl>)> = Kind::ALL.iter().map(|k| (*k, None)).collect();
-        ix.update(data, &keys, &colls, &[]);
+        ix.update(data, &keys, &colls, &[], &[]);
         ix
     }
 
@@ -283,32 +283,52 @@ impl AccessIndex {
     }
 
     /// Brings the index up to date after `changed` entities (with their images before the
-    /// change) and collections were written to `data`.
+    /// change) and collections were written to `data`. `recreated`: keys deleted and created
+    /// again in the change; `restore`: the ids a change being undone retired (its `revert`).
+    /// Returns the ids this update retired.
     pub(crate) fn update(
         &mut self,
         data: &dyn View,
         changed: &[(Key, Option<Entity>)],
         collections: &[(Kind, Option<Acl>)],
         recreated: &[Key],
-    ) {
+        restore: &[(Key, EntityId)],
+    ) -> Vec<(Key, EntityId)> {
         let mut affected: Vec<u32> = Vec::new();
         let mut templates_changed = false;
+        // 1. What every entity contributed before, while every name still maps to its id.
         for (key, before) in changed {
-            let mut id = self.ensure_id(key.kind, &key.name);
+            if before.is_some() {
+                let id = self.ensure_id(key.kind, &key.name);
+                self.unlink(id, before.as_ref(), &mut affected);
+            }
+        }
+        // 2. A user, group or Thing is known by its identity, not its name: once deleted, its id
+        // is never given to another of the same name (a security context or a session that held
+        // the old one acts for nobody), also when deleted and created again in one change.
+        let mut retired = Vec::new();
+        for (key, _) in changed {
             let after = data.get(key.kind, &key.name);
-            self.unlink(id, before.as_ref(), &mut affected);
-            // A user, group or Thing is known by its identity, not its name: once deleted, its
-            // id is never given to another of the same name (a security context or a session
-            // that held the old one acts for nobody), also when deleted and created again in
-            // one change.
-            if identity_kind(key.kind) && (after.is_none() || recreated.contains(key)) {
+            if identity_kind(key.kind)
+                && (after.is_none() || recreated.contains(key))
+                && let Some(&id) = self.names[key.kind.index()].get(key.name.as_str())
+            {
                 self.link(id, None, &mut affected);
                 self.names[key.kind.index()].remove(key.name.as_str());
-                if after.is_none() {
-                    continue;
-                }
-                id = self.ensure_id(key.kind, &key.name);
+                retired.push((key.clone(), id));
             }
+        }
+        // A change undone gets its entities' ids back, before anything links to them.
+        for (key, id) in restore {
+            self.names[key.kind.index()].insert(key.name.as_str().into(), *id);
+        }
+        // 3. What every entity contributes now (references resolve to the ids of now).
+        for (key, _) in changed {
+            let after = data.get(key.kind, &key.name);
+            if after.is_none() && retired.iter().any(|(k, _)| k == key) {
+                continue;
+            }
+            let id = self.ensure_id(key.kind, &key.name);
             self.link(id, after, &mut affected);
             templates_changed |= key.kind == Kind::ThingTemplate;
         }
@@ -320,6 +340,7 @@ impl AccessIndex {
             self.collections[kind.index()] = c;
         }
         self.refresh_users(data, affected);
+        retired
     }
 
     /// Removes what `before` contributed to the membership edges.
@@ -609,11 +630,23 @@ impl AccessIndex {
 
     #[inline]
     fn visible_to(&self, user: &UserSec, uid: EntityId, id: EntityId, slot: &Slot) -> bool {
+        self.visible_for(user, uid, true, id, slot)
+    }
+
+    /// Visibility for a security context (`is_user`: a user, who sees its own User entity).
+    fn visible_for(
+        &self,
+        user: &UserSec,
+        uid: EntityId,
+        is_user: bool,
+        id: EntityId,
+        slot: &Slot,
+    ) -> bool {
         // P1: platform Resources are every signed-in user's.
         if slot.kind == Kind::Resource || slot.owner == Some(uid) || user.sees(&slot.acl) {
             return true;
         }
-        if self.policy.own_user_services && id == uid {
+        if is_user && self.policy.own_user_services && id == uid {
             return true;
         }
         if slot.kind == Kind::Thing
@@ -710,18 +743,21 @@ impl AccessIndex {
         // P2: a role rule of a platform entity's service allows its group's members before
         // anything else; anyone else needs an entry that allows it (and is told the role
         // otherwise).
-        let mut role: Option<EntityId> = None;
+        let mut role: Option<(EntityId, Sym)> = None;
         if perm == Permission::ServiceInvoke
             && matches!(slot.kind, Kind::Resource | Kind::Subsystem)
             && let Some(r) = resource
             && let Some(group) =
                 crate::predefined::role_rule(slot.kind, &slot.name, self.sym_name(r))
-            && let Some(g) = self.id(Kind::Group, group)
         {
+            // A role whose group is gone has no members: it fails closed.
+            let Some(g) = self.id(Kind::Group, group) else {
+                return (Outcome::Denied, Basis::NoEntry);
+            };
             if user.has(g.0) {
                 return (Outcome::Allowed, Basis::Role { group: g });
             }
-            role = Some(g);
+            role = Some((g, r));
         }
         if is_user
             && self.policy.own_user_services
@@ -730,12 +766,39 @@ impl AccessIndex {
         {
             return (Outcome::Allowed, Basis::OwnUser);
         }
-        if !self.visible_to(user, uid, id, slot) {
+        if !self.visible_for(user, uid, is_user, id, slot) {
             return (Outcome::NotVisible, Basis::NotVisible);
         }
         // P1: every signed-in user may call a platform Resource's services (they check what they
         // do themselves).
-        if slot.kind == Kind::Resource && perm == Permission::ServiceInvoke && role.is_none() {
+        // P2 for anyone else: only an entry naming the service itself (on the entity, or on its
+        // collection) allows it; an entry for `*` never does.
+        if let Some((group, r)) = role {
+            for (acl, level) in [
+                (slot.acl.as_deref(), Level::Entity),
+                (
+                    self.collections[slot.kind.index()].as_deref(),
+                    Level::Collection,
+                ),
+            ] {
+                if let Some(entries) = acl.and_then(|a| a.rules.get(&rule_key(perm, r)))
+                    && let Some((allow, p)) = eval_entries(entries, user)
+                {
+                    let basis = Basis::Entry {
+                        level,
+                        scope: Scope::Resource,
+                        principal: EntityId(p),
+                    };
+                    return if allow {
+                        (Outcome::Allowed, basis)
+                    } else {
+                        (Outcome::Denied, basis)
+                    };
+                }
+            }
+            return (Outcome::Denied, Basis::Role { group });
+        }
+        if slot.kind == Kind::Resource && perm == Permission::ServiceInvoke {
             return (Outcome::Allowed, Basis::PlatformResource);
         }
         if perm.is_run_time() && !slot.kind.has_run_time_permissions() {
@@ -792,10 +855,9 @@ impl AccessIndex {
         if let Some(d) = decide(eval_level(acl, perm, resource, user), Level::Collection) {
             return d;
         }
-        match (first_allow, role) {
-            (Some(b), _) => (Outcome::Allowed, b),
-            (None, Some(group)) => (Outcome::Denied, Basis::Role { group }),
-            (None, None) => (Outcome::Denied, Basis::NoEntry),
+        match first_allow {
+            Some(b) => (Outcome::Allowed, b),
+            None => (Outcome::Denied, Basis::NoEntry),
         }
     }
 

@@ -62,16 +62,10 @@ fn invokes(m: &Model, caller: &Caller, kind: Kind, name: &str, service: &str) ->
 }
 
 /// May the caller look at everyone's permissions (`EffectivePermissions` about anyone, a dry
-/// run's whole impact)? The role rule of `SecurityServices/EffectivePermissions` (P2:
-/// SecurityAdministrators, and Administrators).
+/// run's whole plan and impact)? Whoever may run the security lint: the role rule of
+/// `SecurityServices/Lint` (P2: SecurityAdministrators, Administrators, or an entry naming it).
 pub(crate) fn may_inspect(m: &Model, caller: &Caller) -> bool {
-    invokes(
-        m,
-        caller,
-        Kind::Resource,
-        "SecurityServices",
-        "EffectivePermissions",
-    )
+    invokes(m, caller, Kind::Resource, "SecurityServices", "Lint")
 }
 
 /// May the caller read every audit entry (a Thing's `QueryAuditHistory` gives it all of the

@@ -439,13 +439,6 @@ fn host(
     row: &'static Service,
     params: Map<String, Json>,
 ) -> Result<Reply, ApiError> {
-    if app.script.is_some() && row.script == Script::Refused {
-        return Err(bad(format!(
-            "{}/{entity}/Services/{} cannot run in a script: it acts outside the model and could not be undone; call it on its own",
-            kind.collection(),
-            row.name
-        )));
-    }
     let prepared = crate::services::prepare_passwords(app, caller, kind, entity, row, &params)?;
     let target = Pending {
         app,
@@ -517,17 +510,21 @@ impl<'r> Pending<'r> {
     }
 }
 
-/// The checks every host service passes before it runs: the entity (visible; Resources are
-/// platform functions every signed-in user reaches), the parameters, the row's rule.
+/// The checks every host service passes before it runs: the entity (visible), the parameters,
+/// the row's rule.
 fn checked(call: &mut Call<'_>) -> Result<(), ApiError> {
     let (kind, row) = (call.kind, call.row);
-    if kind == Kind::Resource {
-        call.model()
-            .access()
-            .id(kind, &call.entity)
-            .ok_or_else(|| not_found(kind, &call.entity))?;
-    } else {
-        visible_entity(call.model(), call.caller, kind, &call.entity)?;
+    // (Platform Resources are every signed-in user's: the engine's P1.)
+    visible_entity(call.model(), call.caller, kind, &call.entity)?;
+    // Refused in a script once the entity is known to be visible (an invisible one answers 404,
+    // as anywhere).
+    if call.app.script.is_some() && row.script == Script::Refused {
+        return Err(bad(format!(
+            "{}/{}/Services/{} cannot run in a script: it acts outside the model and could not be undone; call it on its own",
+            kind.collection(),
+            call.entity,
+            row.name
+        )));
     }
     for p in row.params {
         if let Some(alias) = p.alias
