@@ -103,7 +103,7 @@ pub const BODY_DEADLINE: Duration = Duration::from_secs(30);
 /// bodies are read a few at a time (memory per request is a small multiple of its body; JSON
 /// nesting is bounded by the parser's depth limit of 128).
 async fn read_body(app: &App, uri: &Uri, req: Request) -> Result<ReadBody, Response> {
-    let limit = if crate::script::is_run_script(uri.path()) {
+    let limit = if crate::api::table::takes_large_body(uri.path()) {
         app.http.max_script_body
     } else {
         app.http.max_body

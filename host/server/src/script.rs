@@ -69,18 +69,6 @@ impl Default for Limits {
     }
 }
 
-/// Where `RunScript` lives: the Resource and the service (its route takes the larger body).
-pub const RUN_SCRIPT: (Kind, &str, &str) = (Kind::Resource, "ScriptServices", "RunScript");
-
-/// Whether a request path is `RunScript`'s.
-pub fn is_run_script(path: &str) -> bool {
-    let (kind, entity, service) = RUN_SCRIPT;
-    path.trim_end_matches('/').ends_with(&format!(
-        "/{}/{entity}/Services/{service}",
-        kind.collection()
-    ))
-}
-
 /// The largest script accepted, in bytes.
 pub const MAX_SCRIPT: usize = 1 << 20;
 
@@ -1064,19 +1052,6 @@ mod tests {
         assert_eq!(thousands(999), "999");
         assert_eq!(thousands(10_000), "10,000");
         assert_eq!(thousands(10_000_000), "10,000,000");
-    }
-
-    #[test]
-    fn run_scripts_route_is_known_by_its_path() {
-        assert!(is_run_script(
-            "/Thingworx/Resources/ScriptServices/Services/RunScript"
-        ));
-        assert!(!is_run_script(
-            "/Thingworx/Things/ScriptServices/Services/RunScript"
-        ));
-        assert!(!is_run_script(
-            "/Thingworx/Resources/EntityServices/Services/CreateThing"
-        ));
     }
 
     #[test]

@@ -264,6 +264,8 @@ pub struct Service {
     pub doc: &'static str,
     /// A script example (one is made from the parameters when there is none).
     pub example: Option<&'static str>,
+    /// Its request body may be large (`serve --max-script-body-mib`, not `--max-body-kib`).
+    pub large_body: bool,
 }
 
 impl Service {
@@ -326,6 +328,7 @@ const fn row(on: On, name: &'static str, run: Run) -> Service {
         op: Op::None,
         doc: "",
         example: None,
+        large_body: false,
     }
 }
 
@@ -364,6 +367,10 @@ impl Service {
     }
     const fn example(mut self, example: &'static str) -> Self {
         self.example = Some(example);
+        self
+    }
+    const fn large_body(mut self) -> Self {
+        self.large_body = true;
         self
     }
 }
@@ -642,7 +649,7 @@ fn services() -> Vec<Service> {
         // ---- Resources/ScriptServices ----
         row(On::Entity(Kind::Resource, "ScriptServices"), "RunScript", Unlocked(script::run_service))
             .params(const { &[req("script", T::String), opt("dryRun", T::Boolean).or("false")] })
-            .returns(Returns::Value(T::Json)).audit(Audit::In(SCRIPTS)).script(Script::Refused)
+            .returns(Returns::Value(T::Json)).audit(Audit::In(SCRIPTS)).script(Script::Refused).large_body()
             .doc("Runs an admin script (Rhai) as one transaction of the caller (docs/script-api.md); `dryRun` reports what it would change and keeps nothing."),
         // ---- Subsystems/PlatformSubsystem ----
         row(PLATFORM, "GetDefaultDataPersistenceProviderName", Shared(services::default_persistence_provider))
@@ -816,6 +823,29 @@ fn delete_name(kind: Kind) -> &'static str {
     Box::leak(format!("Delete{}", kind.label()).into_boxed_str())
 }
 
+/// Does the request path (as it arrives, percent-encoded) call a service whose body may be
+/// large? (The HTTP layer's body limit, before the body is read.)
+pub fn takes_large_body(path: &str) -> bool {
+    let decode = |seg: &str| {
+        percent_encoding::percent_decode_str(seg)
+            .decode_utf8()
+            .map(|c| c.into_owned())
+            .unwrap_or_default()
+    };
+    let parts: Vec<String> = path.trim_matches('/').split('/').map(decode).collect();
+    match parts
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
+        ["Thingworx", collection, entity, "Services", service] => Kind::from_collection(collection)
+            .and_then(|kind| find(kind, entity, service))
+            .is_some_and(|row| row.large_body),
+        _ => false,
+    }
+}
+
 /// The host service `service` of `entity` of `kind`, if there is one (a [`On::ThingsOf`] row
 /// is found for any Thing: the router checks the template).
 pub fn find(kind: Kind, entity: &str, service: &str) -> Option<&'static Service> {
@@ -833,4 +863,25 @@ pub fn find(kind: Kind, entity: &str, service: &str) -> Option<&'static Service>
         .iter()
         .copied()
         .find(|s| s.serves(kind, entity))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_large_body_is_a_rows_column_known_by_its_path() {
+        use super::takes_large_body as large;
+        assert!(large(
+            "/Thingworx/Resources/ScriptServices/Services/RunScript"
+        ));
+        assert!(large(
+            "/Thingworx/Resources/Script%53ervices/Services/RunScript/"
+        ));
+        assert!(!large(
+            "/Thingworx/Things/ScriptServices/Services/RunScript"
+        ));
+        assert!(!large(
+            "/Thingworx/Resources/EntityServices/Services/CreateThing"
+        ));
+        assert!(!large("/Thingworx/Resources/ScriptServices"));
+    }
 }
