@@ -634,6 +634,7 @@ impl AccessIndex {
     }
 
     /// Visibility for a security context (`is_user`: a user, who sees its own User entity).
+    #[inline]
     fn visible_for(
         &self,
         user: &UserSec,
@@ -702,6 +703,7 @@ impl AccessIndex {
 
     /// The rules for one security context (`is_user`: a user, who owns what it created and may
     /// call its own User's services; else a group).
+    #[inline(always)]
     fn decide_for(
         &self,
         uid: EntityId,
