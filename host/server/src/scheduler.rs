@@ -148,7 +148,13 @@ pub fn housekeeping(app: &App) {
             Ok(())
         })
     };
-    for session in gone {
+    let ended = gone.into_iter().map(|s| ("remoteSessionEnded", s)).chain(
+        app.sessions
+            .expire()
+            .into_iter()
+            .map(|s| ("remoteSessionExpired", s)),
+    );
+    for (key, session) in ended {
         let thing = session["thingName"]
             .as_str()
             .unwrap_or_default()
@@ -157,22 +163,7 @@ pub fn housekeeping(app: &App) {
         app.audit(
             &user,
             category::REMOTE_ACCESS,
-            "remoteSessionEnded",
-            json!({ "session": session }),
-            &format!("Things/{thing}"),
-            "Thing",
-        );
-    }
-    for session in app.sessions.expire() {
-        let thing = session["thingName"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
-        let user = session["user"].as_str().unwrap_or_default().to_string();
-        app.audit(
-            &user,
-            category::REMOTE_ACCESS,
-            "remoteSessionExpired",
+            key,
             json!({ "session": session }),
             &format!("Things/{thing}"),
             "Thing",

@@ -429,8 +429,9 @@ fn serves(app: &App, row: &Service, entity: &str) -> bool {
         .is_ok_and(|chain| chain.iter().any(|e| e.name == template))
 }
 
-/// Runs a host service: its script refusal, its password work (before any lock), then under
-/// the lock its row names, the entity resolved, the parameters checked, the rule enforced.
+/// Runs a host service: its password work (before any lock), then under the lock its row names
+/// the checks of [`checked`] (the entity resolved, the refusal in a script, the parameters, the
+/// rule), then the service.
 fn host(
     app: &Arc<App>,
     caller: &Caller,
