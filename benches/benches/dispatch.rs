@@ -13,7 +13,7 @@
 
 use serde_json::{Value as Json, json};
 use std::sync::Arc;
-use thinghost::rest::Reply;
+use thinghost::http::rest::Reply;
 use thinghost_benches::dispatch::{ADDERS, build_cdylib, call, local_app, root, target};
 use thinghost_benches::timing::{Stats, measure};
 use thinghost_extensions::host_api::{Host, HostCall, HostError};

@@ -10,7 +10,7 @@ use std::process::Command;
 use std::sync::Arc;
 use thinghost::app::App;
 use thinghost::auth::Caller;
-use thinghost::rest::{self, Reply};
+use thinghost::http::rest::{self, Reply};
 
 /// The three ways to write `Add`: (runtime, Thing).
 pub const ADDERS: [(&str, &str); 3] = [

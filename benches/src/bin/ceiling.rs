@@ -17,10 +17,10 @@ fn main() {
         }
     };
     let tls = certs.map(|dir| {
-        let (cert, key, _) = thinghost::tls::dev_certificate(&dir).expect("a certificate");
-        let config = thinghost::tls::server_config(
-            thinghost::tls::read_chain(&cert).expect("a chain"),
-            thinghost::tls::read_key(&key).expect("a key"),
+        let (cert, key, _) = thinghost::http::tls::dev_certificate(&dir).expect("a certificate");
+        let config = thinghost::http::tls::server_config(
+            thinghost::http::tls::read_chain(&cert).expect("a chain"),
+            thinghost::http::tls::read_key(&key).expect("a key"),
             None,
         )
         .expect("a TLS configuration");

@@ -2,6 +2,7 @@
 
 use std::net::IpAddr;
 use std::sync::{Mutex, RwLock};
+use std::time::Duration;
 use thinghost_store::{AuditRecord, Db};
 
 /// What every request handler shares.
@@ -18,7 +19,7 @@ pub struct App {
     /// (`serve --min-free-disk-mib`; the store refuses changes below it too).
     pub min_free_disk: u64,
     /// The limits of the HTTP layer (timeouts, connections, headers, bodies).
-    pub http: crate::http::Limits,
+    pub http: HttpLimits,
     /// Slots of the large bodies read at once (`http::Limits::large_bodies_at_once`).
     pub large_bodies: std::sync::Arc<tokio::sync::Semaphore>,
     /// Where passwords are hashed and checked (a few threads, a short queue).
@@ -72,7 +73,7 @@ impl App {
             min_free_disk: 0,
             http: Default::default(),
             large_bodies: std::sync::Arc::new(tokio::sync::Semaphore::new(
-                crate::http::Limits::default().large_bodies_at_once,
+                HttpLimits::default().large_bodies_at_once,
             )),
             key_lifetime_ms: 24 * 3_600_000,
             extensions: arc_swap::ArcSwap::from_pointee(Default::default()),
@@ -193,7 +194,7 @@ impl App {
     /// Audits a denial, if `e` is one (AUTHORIZATION, `permissionDenied`): who, which
     /// permission, on what (the entity is the entry's source), and `context` (where it was met).
     /// Queued with the other denials.
-    pub fn audit_denial(&self, user: &str, e: &crate::rest::ApiError, context: serde_json::Value) {
+    pub fn audit_denial(&self, user: &str, e: &crate::api::ApiError, context: serde_json::Value) {
         let Some((permission, target, rule)) = &e.denied else {
             return;
         };
@@ -225,3 +226,43 @@ pub struct Peer {
 /// The user a request ran as, for the request log.
 #[derive(Clone, Debug)]
 pub struct LoggedUser(pub String);
+
+/// The limits of the HTTP layer (`serve --header-timeout-seconds`,
+/// `--max-connections`, `--max-header-kib`, `--max-body-kib`, `--max-script-body-mib`).
+#[derive(Clone, Copy, Debug)]
+pub struct HttpLimits {
+    /// A connection that is answering no request must bring a whole request head within this
+    /// time (after it opened, or after its last answer was written): slow headers, and idle
+    /// keep-alive and HTTP/2 connections, end. A request being answered is never cut off (its
+    /// own deadlines bound it), nor an answer the client is still reading.
+    pub header_read_timeout: Duration,
+    /// Connections served at once; more are closed as soon as they are accepted. Kept below the
+    /// process's file-descriptor limit, so the server never runs out of descriptors.
+    pub max_connections: usize,
+    /// Connections of one address (an IPv6 /64) served at once: one client cannot take every
+    /// slot. (Behind a reverse proxy every connection is the proxy's: raise it to match.)
+    pub max_connections_per_address: usize,
+    /// The most bytes of request headers (a longer request answers 431 before anything is
+    /// read from it, let alone stored).
+    pub max_header_bytes: usize,
+    /// The largest body of a request (services, property writes).
+    pub max_body: usize,
+    /// The largest body of an admin script (`RunScript`).
+    pub max_script_body: usize,
+    /// Bodies above `http::LARGE_BODY` read at once; more wait (at most `http::BODY_WAIT`, then 503).
+    pub large_bodies_at_once: usize,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        HttpLimits {
+            header_read_timeout: Duration::from_secs(10),
+            max_connections: 4096,
+            max_connections_per_address: 512,
+            max_header_bytes: 64 * 1024,
+            max_body: 1024 * 1024,
+            max_script_body: 2 * 1024 * 1024,
+            large_bodies_at_once: 4,
+        }
+    }
+}

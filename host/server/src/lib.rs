@@ -16,14 +16,11 @@ pub mod http;
 pub mod keys;
 pub mod reload;
 pub mod repository;
-pub mod rest;
 pub mod scheduler;
 pub mod script;
 pub mod security;
 pub mod services;
 pub mod sessions;
-pub mod tls;
-pub mod tws;
 pub mod watch;
 
 /// The host version, as extensions' `host` requirements see it.

@@ -37,7 +37,7 @@ use std::sync::Arc;
 use thinghost::app::App;
 use thinghost::audit::AuditLog;
 use thinghost::auth::Caller;
-use thinghost::rest;
+use thinghost::http::rest;
 use thinghost_core::{Kind, View};
 use thinghost_store::{DB_FILE, Db};
 

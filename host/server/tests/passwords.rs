@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use thinghost::app::{App, Peer};
 use thinghost::auth::Caller;
-use thinghost::rest::{self, Reply};
+use thinghost::http::rest::{self, Reply};
 
 fn app(data: &std::path::Path) -> Arc<App> {
     thinghost::cli::init::initialize(data, 1).unwrap();

@@ -186,7 +186,7 @@ pub fn run(args: Args) -> Result<i32, Failure> {
         let (cert, key) = match (&args.tls_cert, &args.tls_key, args.dev) {
             (Some(c), Some(k), _) => (c.clone(), k.clone()),
             (_, _, true) => {
-                let (c, k, generated) = crate::tls::dev_certificate(&dir)?;
+                let (c, k, generated) = crate::http::tls::dev_certificate(&dir)?;
                 if generated {
                     println!(
                         "generated a self-signed development certificate: {} (trust it in your client for development only)",
@@ -203,15 +203,15 @@ pub fn run(args: Args) -> Result<i32, Failure> {
                 ));
             }
         };
-        let chain = crate::tls::read_chain(&cert)?;
-        let info = crate::tls::inspect(&chain)?;
+        let chain = crate::http::tls::read_chain(&cert)?;
+        let info = crate::http::tls::inspect(&chain)?;
         self_signed = info.self_signed;
         if args.production {
-            crate::tls::production_check(&info, &cert)?;
+            crate::http::tls::production_check(&info, &cert)?;
         }
-        let config = crate::tls::server_config(
+        let config = crate::http::tls::server_config(
             chain,
-            crate::tls::read_key(&key)?,
+            crate::http::tls::read_key(&key)?,
             args.client_ca.as_deref(),
         )?;
         Some(tokio_rustls::TlsAcceptor::from(config))

@@ -1,7 +1,12 @@
-//! The HTTP layer: routes, the request log, and one accept loop for TLS and plain HTTP.
+//! The HTTP layer: routes, the request log, and one accept loop for TLS and plain HTTP; the REST
+//! adapter (`rest`), `/Thingworx/TWS` (`tws`) and TLS (`tls`). Nothing outside the command line
+//! imports this folder: it is an adapter over `crate::api`.
+
+pub mod rest;
+pub mod tls;
+pub mod tws;
 
 use crate::app::{App, LoggedUser, Peer};
-use crate::rest;
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
@@ -20,7 +25,7 @@ use tower::ServiceExt as _;
 pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/health", get(|| async { "ok" }))
-        .route("/Thingworx/TWS", any(crate::tws::tws))
+        .route("/Thingworx/TWS", any(crate::http::tws::tws))
         .route("/Thingworx", any(api))
         .route("/Thingworx/{*rest}", any(api))
         .layer(middleware::from_fn(log_request))
@@ -50,45 +55,7 @@ async fn log_request(req: Request, next: Next) -> Response {
     res
 }
 
-/// The limits of the HTTP layer (`serve --header-timeout-seconds`,
-/// `--max-connections`, `--max-header-kib`, `--max-body-kib`, `--max-script-body-mib`).
-#[derive(Clone, Copy, Debug)]
-pub struct Limits {
-    /// A connection that is answering no request must bring a whole request head within this
-    /// time (after it opened, or after its last answer was written): slow headers, and idle
-    /// keep-alive and HTTP/2 connections, end. A request being answered is never cut off (its
-    /// own deadlines bound it), nor an answer the client is still reading.
-    pub header_read_timeout: Duration,
-    /// Connections served at once; more are closed as soon as they are accepted. Kept below the
-    /// process's file-descriptor limit, so the server never runs out of descriptors.
-    pub max_connections: usize,
-    /// Connections of one address (an IPv6 /64) served at once: one client cannot take every
-    /// slot. (Behind a reverse proxy every connection is the proxy's: raise it to match.)
-    pub max_connections_per_address: usize,
-    /// The most bytes of request headers (a longer request answers 431 before anything is
-    /// read from it, let alone stored).
-    pub max_header_bytes: usize,
-    /// The largest body of a request (services, property writes).
-    pub max_body: usize,
-    /// The largest body of an admin script (`RunScript`).
-    pub max_script_body: usize,
-    /// Bodies above [`LARGE_BODY`] read at once; more wait (at most [`BODY_WAIT`], then 503).
-    pub large_bodies_at_once: usize,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            header_read_timeout: Duration::from_secs(10),
-            max_connections: 4096,
-            max_connections_per_address: 512,
-            max_header_bytes: 64 * 1024,
-            max_body: 1024 * 1024,
-            max_script_body: 2 * 1024 * 1024,
-            large_bodies_at_once: 4,
-        }
-    }
-}
+pub use crate::app::HttpLimits as Limits;
 
 /// A body larger than this takes one of [`Limits::large_bodies_at_once`] slots while it is read
 /// and handled.
@@ -339,7 +306,7 @@ pub async fn serve(
                         .1
                         .peer_certificates()
                         .and_then(|certs| certs.first())
-                        .and_then(crate::tls::client_certificate_user);
+                        .and_then(crate::http::tls::client_certificate_user);
                     let peer = peer(client_cert_user);
                     serve_connection(TokioIo::new(stream), router, peer, limits, activity).await;
                 }
