@@ -208,7 +208,7 @@ fn main() {
     let host: Arc<dyn Host> = Arc::new(NoHost);
     for (runtime, _) in ADDERS {
         let registry = app.extensions.load();
-        let Some(thinghost::extensions::State::Loaded(loaded)) =
+        let Some(thinghost::runtime::extensions::State::Loaded(loaded)) =
             registry.packages.get(&format!("add-{runtime}"))
         else {
             panic!("add-{runtime} is loaded");

@@ -188,7 +188,8 @@ pub fn local_app(data: &Path, plugins: &Path) -> (Arc<App>, Caller, String) {
         ),
         allow_native: true,
     };
-    let extensions = thinghost::extensions::load_dir(plugins, &options, &mut db).expect("loads");
+    let extensions =
+        thinghost::runtime::extensions::load_dir(plugins, &options, &mut db).expect("loads");
     for p in extensions.summary() {
         assert_eq!(p["state"], "loaded", "{p}");
     }

@@ -28,9 +28,9 @@ pub struct App {
     pub key_lifetime_ms: i64,
     /// The extensions loaded from the plugin directory: the current generation, swapped whole
     /// by a reload. A request loads it once and keeps what it found until it ends.
-    pub extensions: arc_swap::ArcSwap<crate::extensions::Registry>,
+    pub extensions: arc_swap::ArcSwap<crate::runtime::extensions::Registry>,
     /// The plugin directory and how it loads, when there is one.
-    pub plugins: Option<crate::extensions::Source>,
+    pub plugins: Option<crate::runtime::extensions::Source>,
     /// Reloads run one at a time (each builds on the generation before it).
     pub reload_lock: Mutex<()>,
     /// Remote-access sessions and their nonce keys.

@@ -5,23 +5,20 @@
 //! plugin directory watch in `watch`), and the administration commands (`cli`). This crate is the only one that touches the
 //! file system layout of a data directory, the clock and the random number generator.
 
-pub mod accepted;
 pub mod api;
 pub mod app;
 pub mod audit;
 pub mod auth;
 pub mod cli;
-pub mod extensions;
 pub mod http;
 pub mod keys;
-pub mod reload;
 pub mod repository;
+pub mod runtime;
 pub mod scheduler;
 pub mod script;
 pub mod security;
 pub mod services;
 pub mod sessions;
-pub mod watch;
 
 /// The host version, as extensions' `host` requirements see it.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1680,7 +1680,7 @@ pub fn reload_extension(
         .unwrap_or_default()
         .to_string();
     let force = params.get("force").and_then(Json::as_bool).unwrap_or(false);
-    let Some(folder) = crate::reload::folder_of(app, &name) else {
+    let Some(folder) = crate::runtime::reload::folder_of(app, &name) else {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             match &app.plugins {
@@ -1692,12 +1692,12 @@ pub fn reload_extension(
             },
         ));
     };
-    match crate::reload::sync_audited(app, &caller.name, &folder, force) {
+    match crate::runtime::reload::sync_audited(app, &caller.name, &folder, force) {
         Ok(done) => {
             let outcomes: Vec<Json> = done
                 .iter()
                 .map(|(package, what)| {
-                    use crate::reload::Outcome;
+                    use crate::runtime::reload::Outcome;
                     match what {
                         Outcome::Unchanged => json!({"package": package, "outcome": "unchanged"}),
                         Outcome::Added { version } => {

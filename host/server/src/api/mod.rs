@@ -7,6 +7,7 @@
 pub mod authz;
 pub mod docs;
 pub mod entities;
+pub mod host_calls;
 pub mod table;
 
 use crate::app::App;
@@ -663,10 +664,10 @@ fn extension_service(
     });
     // The handler runs without the model lock: each of its host calls is a request of its own.
     drop(db);
-    let out = crate::extensions::run_service(
+    let out = host_calls::run_service(
         app,
         caller,
-        crate::extensions::Invocation {
+        host_calls::Invocation {
             loaded,
             handler: &handler,
             args: &args,

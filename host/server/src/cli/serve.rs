@@ -243,18 +243,18 @@ pub fn run(args: Args) -> Result<i32, Failure> {
                     "native extensions are allowed: they run as trusted code inside the server"
                 );
             }
-            let s = crate::extensions::Source {
+            let s = crate::runtime::extensions::Source {
                 dir: plugins.clone(),
                 options,
-                accepted: crate::accepted::Accepted::new(&dir),
+                accepted: crate::runtime::accepted::Accepted::new(&dir),
             };
             // What the server accepted when it last ran; the plugin directory is applied to it
             // once the server's state exists (below).
-            let registry = crate::reload::load_accepted(&mut db, &s)?;
+            let registry = crate::runtime::reload::load_accepted(&mut db, &s)?;
             source = Some(s);
             registry
         }
-        None => crate::extensions::Registry::default(),
+        None => crate::runtime::extensions::Registry::default(),
     };
     // Entities a newer thinghost predefines (the AuditHistory DataShape, ...) join an older model.
     let missing = thinghost_core::predefined::missing(db.model());
@@ -356,7 +356,7 @@ pub fn run(args: Args) -> Result<i32, Failure> {
         );
     }
     if app.plugins.is_some() {
-        crate::reload::apply_plugin_dir(&app)?;
+        crate::runtime::reload::apply_plugin_dir(&app)?;
         for p in app.extensions.load().summary() {
             match p["state"].as_str() {
                 Some("loaded") => {
@@ -370,7 +370,7 @@ pub fn run(args: Args) -> Result<i32, Failure> {
     }
     // Kept until the server stops: dropping it ends the watch.
     let _watch = match (&app.plugins, args.no_watch) {
-        (Some(source), false) => match crate::watch::spawn(
+        (Some(source), false) => match crate::runtime::watch::spawn(
             app.clone(),
             source.dir.clone(),
             std::time::Duration::from_millis(args.reload_quiet_ms),

@@ -78,7 +78,7 @@ fn top_folder(dir: &Path, path: &Path) -> Option<String> {
 /// A folder of the plugin directory changed and is quiet now: add, change or remove its
 /// extension, as `ReloadExtension` would (never forced: a downgrade needs a hand).
 fn changed(app: &Arc<App>, dir: &Path, folder: &str) {
-    let _ = crate::reload::sync_audited(
+    let _ = crate::runtime::reload::sync_audited(
         app,
         thinghost_core::predefined::SYSTEM,
         &dir.join(folder),

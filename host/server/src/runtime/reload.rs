@@ -17,9 +17,9 @@
 //! on. A refusal changes nothing but the record of why (`reloadError`, or the refused package's
 //! `reason`): the old version keeps serving.
 
-use crate::accepted::Staged;
 use crate::app::App;
-use crate::extensions::{Loaded, Registry, Source, State, read_manifest};
+use crate::runtime::accepted::Staged;
+use crate::runtime::extensions::{Loaded, Registry, Source, State, read_manifest};
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -356,16 +356,19 @@ fn add(
         let reason = format!("extension {name}: {why}");
         return Err(refused(next, name, Some(version), reason, waiting));
     }
-    let loaded =
-        match crate::extensions::load_one(&m, staged.path(), folder, &source.options, &mut |_| {
-            Ok(())
-        }) {
-            Ok(l) => Arc::new(l),
-            Err(e) => {
-                let reason = format!("extension {name}: {e}");
-                return Err(refused(next, name, Some(version), reason, false));
-            }
-        };
+    let loaded = match crate::runtime::extensions::load_one(
+        &m,
+        staged.path(),
+        folder,
+        &source.options,
+        &mut |_| Ok(()),
+    ) {
+        Ok(l) => Arc::new(l),
+        Err(e) => {
+            let reason = format!("extension {name}: {e}");
+            return Err(refused(next, name, Some(version), reason, false));
+        }
+    };
     let contribute = match thinghost_extensions::contribution(&m) {
         Ok(c) => c,
         Err(e) => {
@@ -601,7 +604,7 @@ pub fn load_accepted(db: &mut thinghost_store::Db, source: &Source) -> Result<Re
             accepted.accept(accepted.stage(&folder)?, &name)?;
         }
     }
-    crate::extensions::load_copies(
+    crate::runtime::extensions::load_copies(
         accepted.root(),
         &source.dir,
         &source.options,
