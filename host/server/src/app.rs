@@ -43,9 +43,9 @@ pub struct App {
     /// read from the model.
     pub deployment: thinghost_core::lint::Deployment,
     /// The limits of an admin script (`RunScript`).
-    pub script_limits: crate::script::Limits,
+    pub script_limits: crate::api::script::Limits,
     /// The scripts running now, per user (see `script::Limits::max_running`, `max_per_user`).
-    pub scripts_running: crate::script::Running,
+    pub scripts_running: crate::api::script::Running,
     /// Set on the private copy of the server a script runs on (see [`App::for_script`]): the
     /// audit records of its changes wait here, to land with them or not at all.
     pub script: Option<ScriptScope>,

@@ -15,9 +15,6 @@ pub mod keys;
 pub mod repository;
 pub mod runtime;
 pub mod scheduler;
-pub mod script;
-pub mod security;
-pub mod services;
 pub mod sessions;
 
 /// The host version, as extensions' `host` requirements see it.

@@ -8,6 +8,9 @@ pub mod authz;
 pub mod docs;
 pub mod entities;
 pub mod host_calls;
+pub mod script;
+pub mod security;
+pub mod services;
 pub mod table;
 
 use crate::app::App;
@@ -441,7 +444,8 @@ fn host(
     row: &'static Service,
     params: Map<String, Json>,
 ) -> Result<Reply, ApiError> {
-    let prepared = crate::services::prepare_passwords(app, caller, kind, entity, row, &params)?;
+    let prepared =
+        crate::api::services::prepare_passwords(app, caller, kind, entity, row, &params)?;
     let target = Pending {
         app,
         caller,
@@ -580,7 +584,7 @@ pub fn delete(app: &Arc<App>, caller: &Caller, kind: Kind, name: &str) -> Result
         params: Map::new(),
         prepared: Prepared::default(),
     };
-    crate::services::delete(&mut call, kind, name)
+    crate::api::services::delete(&mut call, kind, name)
 }
 
 /// A service defined on the entity (its template chain and shapes): implemented by an

@@ -282,7 +282,7 @@ impl Service {
     /// The name of its script binding, if a script may call it.
     pub fn script_name(&self) -> Option<String> {
         match self.script {
-            Script::Bound => Some(crate::script::snake(self.name)),
+            Script::Bound => Some(crate::api::script::snake(self.name)),
             Script::BoundAs(n) => Some(n.to_string()),
             Script::Refused => None,
         }
@@ -422,8 +422,9 @@ const RESOURCE_NAME: Param = opt("name", T::String)
     .or("* (the entity itself)");
 const AS_JSON: Param = req("permissions", T::Json);
 
-use crate::services::Whose;
-use crate::{audit, repository, script, security, services};
+use crate::api::services::Whose;
+use crate::api::{script, security, services};
+use crate::{audit, repository};
 
 /// The table, built once.
 pub static SERVICES: LazyLock<Vec<Service>> = LazyLock::new(services);

@@ -46,7 +46,7 @@ struct Run {
 pub fn run(args: Args) -> Result<i32, Failure> {
     match args.action {
         Action::Reference => {
-            print!("{}", crate::script::reference());
+            print!("{}", crate::api::script::reference());
             Ok(0)
         }
         Action::Run(r) => run_file(r),

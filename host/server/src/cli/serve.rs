@@ -327,12 +327,12 @@ pub fn run(args: Args) -> Result<i32, Failure> {
                 thinghost_core::lint::Transport::Tls
             },
         },
-        script_limits: crate::script::Limits {
+        script_limits: crate::api::script::Limits {
             timeout: std::time::Duration::from_secs(args.script_timeout_seconds),
             max_memory: args.script_memory_mib << 20,
             max_running: args.max_scripts as usize,
             max_per_user: args.max_scripts_per_user as usize,
-            ..crate::script::Limits::default()
+            ..crate::api::script::Limits::default()
         },
         scripts_running: Default::default(),
         script: None,

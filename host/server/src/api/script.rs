@@ -282,7 +282,7 @@ pub const GENERIC: &[(&str, &str, &str)] = &[
 pub fn reference() -> String {
     let mut out = String::from(
         "# The admin script API\n\n\
-         <!-- Generated from host/server/src/script.rs by `thinghost script reference`; a test keeps it current. -->\n\n\
+         <!-- Generated from host/server/src/api/table.rs and api/script.rs by `thinghost script reference`; a test keeps it current. -->\n\n\
          Scripts are [Rhai](https://rhai.rs). They run on the server with `RunScript` (or `thinghost script run FILE`) in the\n\
          caller's security context: every function below is a request of the caller, checked like one (a script gives no\n\
          extra rights). A script is one transaction: when it fails (a permission denied, a bad parameter, a limit hit, a\n\
@@ -959,7 +959,7 @@ pub fn run_service(
             // answer carries the first MAX_IMPACT rows and the count of all.
             let total = impact.len();
             let shown: Vec<_> = impact.into_iter().take(MAX_IMPACT).collect();
-            return Ok(crate::services::result(
+            return Ok(crate::api::services::result(
                 BaseType::Json,
                 json!({
                     "dryRun": true,
@@ -988,7 +988,7 @@ pub fn run_service(
         let mut db = app.db.write().unwrap_or_else(|p| p.into_inner());
         match db.adopt(&mut fork, &records) {
             Ok(()) => {
-                return Ok(crate::services::result(
+                return Ok(crate::api::services::result(
                     BaseType::Json,
                     json!({
                         "dryRun": false,

@@ -43,7 +43,7 @@ pub fn effective(call: &mut Call<'_>) -> Result<Reply, ApiError> {
     }
     let holdings =
         thinghost_core::insight::effective_permissions(m, user, true).ok_or_else(|| {
-            crate::services::bad(format!("parameter user: there is no User named {user:?}"))
+            crate::api::services::bad(format!("parameter user: there is no User named {user:?}"))
         })?;
     let rows = holdings.iter().map(row).collect();
     Ok(table(
