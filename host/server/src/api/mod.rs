@@ -8,6 +8,7 @@ pub mod authz;
 pub mod docs;
 pub mod entities;
 pub mod host_calls;
+pub mod repository;
 pub mod script;
 pub mod security;
 pub mod services;

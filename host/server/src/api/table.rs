@@ -423,8 +423,8 @@ const RESOURCE_NAME: Param = opt("name", T::String)
 const AS_JSON: Param = req("permissions", T::Json);
 
 use crate::api::services::Whose;
-use crate::api::{script, security, services};
-use crate::{audit, repository};
+use crate::api::{repository, script, security, services};
+use crate::audit;
 
 /// The table, built once.
 pub static SERVICES: LazyLock<Vec<Service>> = LazyLock::new(services);
