@@ -426,7 +426,11 @@ fn serves(app: &App, row: &Service, entity: &str) -> bool {
         return true;
     };
     let db = app.db.read().unwrap_or_else(|p| p.into_inner());
-    let m = db.model();
+    of_template(db.model(), entity, template)
+}
+
+/// Is `entity` a Thing whose template chain holds `template`?
+fn of_template(m: &Model, entity: &str, template: &str) -> bool {
     let Some(Body::Thing(t)) = m.get(Kind::Thing, entity).map(|e| &e.body) else {
         return false;
     };
@@ -523,6 +527,16 @@ fn checked(call: &mut Call<'_>) -> Result<(), ApiError> {
     let (kind, row) = (call.kind, call.row);
     // (Platform Resources are every signed-in user's: the engine's P1.)
     visible_entity(call.model(), call.caller, kind, &call.entity)?;
+    // A row of the Things of a template: still one of them, under this call's lock (the route
+    // was chosen under another).
+    if let On::ThingsOf(template) = row.on
+        && !of_template(call.model(), &call.entity, template)
+    {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("Thing {} has no service {:?}", call.entity, row.name),
+        ));
+    }
     // Refused in a script once the entity is known to be visible (an invisible one answers 404,
     // as anywhere).
     if call.app.script.is_some() && row.script == Script::Refused {
