@@ -188,25 +188,43 @@ fn principal_ref(call: &Call<'_>) -> Result<PrincipalRef, ApiError> {
     Ok(p)
 }
 
+/// A visibility entry from its `principal` (an organization, or `Org:Unit`) and `principalType`;
+/// an error names the field at fault.
+fn visibility_of(
+    principal: &str,
+    principal_type: &str,
+) -> Result<VisibilityEntry, (&'static str, String)> {
+    match principal_type {
+        "Organization" => Ok(VisibilityEntry::organization(principal.to_string())),
+        "OrganizationalUnit" => principal
+            .split_once(':')
+            .map(|(o, u)| VisibilityEntry::unit(o, u))
+            .ok_or_else(|| {
+                (
+                    "principal",
+                    format!("name a unit as Organization:Unit, not {principal:?}"),
+                )
+            }),
+        other => Err((
+            "principalType",
+            format!("{other:?} is not Organization or OrganizationalUnit"),
+        )),
+    }
+}
+
+/// An item's error from [`visibility_of`]'s: the type's named, the unit's said.
+fn item_error((field, m): (&'static str, String)) -> String {
+    if field == "principalType" {
+        format!("{field} {m}")
+    } else {
+        m
+    }
+}
+
 /// The visibility entry's organization or unit: of an organization the caller can see.
 fn visibility_entry(call: &Call<'_>) -> Result<VisibilityEntry, ApiError> {
-    let principal = call.str("principal");
-    let entry = match call.str("principalType").as_str() {
-        "Organization" => VisibilityEntry::organization(principal.clone()),
-        "OrganizationalUnit" => match principal.split_once(':') {
-            Some((o, u)) => VisibilityEntry::unit(o, u),
-            None => {
-                return Err(bad(format!(
-                    "parameter principal: name a unit as Organization:Unit, not {principal:?}"
-                )));
-            }
-        },
-        other => {
-            return Err(bad(format!(
-                "parameter principalType: {other:?} is not Organization or OrganizationalUnit"
-            )));
-        }
-    };
+    let entry = visibility_of(&call.str("principal"), &call.str("principalType"))
+        .map_err(|(field, m)| bad(format!("parameter {field}: {m}")))?;
     let (org, _) = entry.split();
     seen(call, Kind::Organization, org, "principal")?;
     Ok(entry)
@@ -544,26 +562,8 @@ fn entries_of_json(call: &Call<'_>, family: Family) -> Result<Replace, ApiError>
         let mut out: Vec<VisibilityEntry> = Vec::new();
         for (i, item) in items.iter().enumerate() {
             let principal = field(item, "principal");
-            let entry = match field(item, "principalType").as_str() {
-                "Organization" => VisibilityEntry::organization(principal.clone()),
-                "OrganizationalUnit" => match principal.split_once(':') {
-                    Some((o, u)) => VisibilityEntry::unit(o, u),
-                    None => {
-                        return Err(at(
-                            i,
-                            format!("name a unit as Organization:Unit, not {principal:?}"),
-                        ));
-                    }
-                },
-                other => {
-                    return Err(at(
-                        i,
-                        format!(
-                            "principalType {other:?} is not Organization or OrganizationalUnit"
-                        ),
-                    ));
-                }
-            };
+            let entry = visibility_of(&principal, &field(item, "principalType"))
+                .map_err(|e| at(i, item_error(e)))?;
             let (org, unit) = entry.split();
             seen(call, Kind::Organization, org, "principal").map_err(|e| at(i, e.message))?;
             if let Some(u) = unit {
@@ -659,22 +659,8 @@ pub fn add_permissions(call: &mut Call<'_>, which: AclOf) -> Result<Reply, ApiEr
         let exists = |kind: Kind, name: &str| seen(call, kind, name, "").is_ok();
         match field("family") {
             "visibility" => {
-                let entry = match principal_type {
-                    "Organization" => VisibilityEntry::organization(principal.clone()),
-                    "OrganizationalUnit" => match principal.split_once(':') {
-                        Some((o, u)) => VisibilityEntry::unit(o, u),
-                        None => {
-                            return Err(at(format!(
-                                "name a unit as Organization:Unit, not {principal:?}"
-                            )));
-                        }
-                    },
-                    other => {
-                        return Err(at(format!(
-                            "principalType {other:?} is not Organization or OrganizationalUnit"
-                        )));
-                    }
-                };
+                let entry =
+                    visibility_of(&principal, principal_type).map_err(|e| at(item_error(e)))?;
                 let (org, unit) = entry.split();
                 let found = match (
                     call.model()
