@@ -8,9 +8,9 @@ use serde_json::{Value as Json, json};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
-use thinghost::app::App;
-use thinghost::auth::Caller;
 use thinghost::http::rest::{self, Reply};
+use thinghost::state::app::App;
+use thinghost::state::auth::Caller;
 
 /// The three ways to write `Add`: (runtime, Thing).
 pub const ADDERS: [(&str, &str); 3] = [
@@ -193,9 +193,11 @@ pub fn local_app(data: &Path, plugins: &Path) -> (Arc<App>, Caller, String) {
     for p in extensions.summary() {
         assert_eq!(p["state"], "loaded", "{p}");
     }
-    let audit_log =
-        thinghost::audit::AuditLog::open(&data.join(thinghost_store::DB_FILE), Default::default())
-            .expect("opens");
+    let audit_log = thinghost::state::audit::AuditLog::open(
+        &data.join(thinghost_store::DB_FILE),
+        Default::default(),
+    )
+    .expect("opens");
     let mut app = App::standalone(db, audit_log, data);
     app.key_lifetime_ms = 3_600_000;
     app.extensions = arc_swap::ArcSwap::from_pointee(extensions);
@@ -216,7 +218,7 @@ pub fn local_app(data: &Path, plugins: &Path) -> (Arc<App>, Caller, String) {
 /// The caller `name`, as authentication would make it.
 pub fn caller(app: &App, name: &str) -> Caller {
     let db = app.db.read().expect("not poisoned");
-    let subject = thinghost::auth::user_usable(db.model(), name).expect("a usable user");
+    let subject = thinghost::state::auth::user_usable(db.model(), name).expect("a usable user");
     Caller {
         subject,
         name: name.to_string(),

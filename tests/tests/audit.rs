@@ -16,7 +16,7 @@ fn serve(t: &Path) -> Server {
 
 /// The seed's table, as the issue gives it.
 fn table() -> Json {
-    let text = include_str!("../../host/server/src/audit-service-permissions.json");
+    let text = include_str!("../../host/server/src/api/audit-service-permissions.json");
     serde_json::from_str(text).unwrap()
 }
 
@@ -1159,6 +1159,6 @@ fn u6_schedules_retention_and_cleanup_with_a_controlled_clock() {
 
 /// The folder of repository `name` in data directory `dir` (named by its identity).
 fn repository(dir: &std::path::Path, name: &str) -> std::path::PathBuf {
-    dir.join(thinghost::repository::FOLDER)
-        .join(thinghost::repository::folder_of(name))
+    dir.join(thinghost::state::repository::FOLDER)
+        .join(thinghost::state::repository::folder_of(name))
 }

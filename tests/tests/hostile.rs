@@ -128,8 +128,8 @@ fn u6_no_name_or_path_reaches_outside_a_repository_and_files_stay_private() {
     };
     assert_eq!(list("").0, 200);
     let folder = dir
-        .join(thinghost::repository::FOLDER)
-        .join(thinghost::repository::folder_of("Repo"));
+        .join(thinghost::state::repository::FOLDER)
+        .join(thinghost::state::repository::folder_of("Repo"));
     std::os::unix::fs::symlink("../..", folder.join("up")).unwrap();
     std::os::unix::fs::symlink(&dir, folder.join("data")).unwrap();
     for path in ["..", "../..", "up", "up/admin.appkey", "data", "/etc"] {
@@ -180,7 +180,7 @@ fn u6_no_name_or_path_reaches_outside_a_repository_and_files_stay_private() {
         assert_eq!(mode(&f), 0o600, "{}", f.display());
     }
     for d in [
-        dir.join(thinghost::repository::FOLDER),
+        dir.join(thinghost::state::repository::FOLDER),
         folder.clone(),
         folder.join("exports"),
     ] {
@@ -584,9 +584,13 @@ fn u6_a_nearly_full_disk_refuses_changes_with_507_and_keeps_serving_reads() {
     );
     assert_ne!(st, 200, "{v}");
     assert!(v.to_string().contains("--min-free-disk-mib"), "{v}");
-    let folder = t.path().join("d").join(thinghost::repository::FOLDER).join(
-        thinghost::repository::folder_of("AuditArchiveFileRepository"),
-    );
+    let folder = t
+        .path()
+        .join("d")
+        .join(thinghost::state::repository::FOLDER)
+        .join(thinghost::state::repository::folder_of(
+            "AuditArchiveFileRepository",
+        ));
     assert!(!folder.join("exports/all.gz").exists());
 }
 

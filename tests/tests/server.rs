@@ -15,7 +15,7 @@ const RETIRED: &str = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee";
 const FROZEN: &str = "12121212-3434-5656-7878-909090909090";
 
 fn key(name: &str, user: &str, secret: &str, expires: i64, whitelist: &[&str]) -> Json {
-    json!({"kind": "ApplicationKey", "name": name, "user": user, "keyHash": thinghost::keys::hash(secret),
+    json!({"kind": "ApplicationKey", "name": name, "user": user, "keyHash": thinghost::state::keys::hash(secret),
            "expirationDate": expires, "whitelist": whitelist})
 }
 

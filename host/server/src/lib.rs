@@ -1,21 +1,25 @@
 //! # thinghost
 //!
-//! The `thinghost` command and server: the REST API (`rest`, `services`), authentication
-//! (`auth`, `keys`, `tls`), the extension host (`extensions`, with hot reload in `reload` and the
-//! plugin directory watch in `watch`), and the administration commands (`cli`). This crate is the only one that touches the
-//! file system layout of a data directory, the clock and the random number generator.
+//! The `thinghost` command and server, a thin binary (`main.rs`) over six folders that import
+//! each other in one direction only (`tests/layers.rs` checks it):
+//!
+//! - [`cli`]: the commands; `serve` builds the state and starts the adapters and jobs.
+//! - [`http`]: the REST adapter, `/Thingworx/TWS`, authentication from headers, TLS.
+//! - [`jobs`]: the scheduler and the watch of the plugin directory.
+//! - [`api`]: the service table, the typed API every adapter calls, the one authorization
+//!   module, the host calls of extension code, reloads.
+//! - [`state`]: what the server holds: the model, the audit log, callers, keys, sessions.
+//! - [`runtime`]: the extensions loaded from the plugin directory.
+//!
+//! This crate is the only one that touches the file system layout of a data directory, the clock
+//! and the random number generator.
 
 pub mod api;
-pub mod app;
-pub mod audit;
-pub mod auth;
 pub mod cli;
 pub mod http;
-pub mod keys;
-pub mod repository;
+pub mod jobs;
 pub mod runtime;
-pub mod scheduler;
-pub mod sessions;
+pub mod state;
 
 /// The host version, as extensions' `host` requirements see it.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

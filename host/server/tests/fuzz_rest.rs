@@ -34,10 +34,10 @@ use std::cell::RefCell;
 use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
-use thinghost::app::App;
-use thinghost::audit::AuditLog;
-use thinghost::auth::Caller;
 use thinghost::http::rest;
+use thinghost::state::app::App;
+use thinghost::state::audit::AuditLog;
+use thinghost::state::auth::Caller;
 use thinghost_core::{Kind, View};
 use thinghost_store::{DB_FILE, Db};
 
@@ -64,7 +64,7 @@ struct World {
 
 fn caller(app: &App, name: &str) -> Option<Caller> {
     let db = app.db.read().unwrap_or_else(|p| p.into_inner());
-    let subject = thinghost::auth::user_usable(db.model(), name).ok()?;
+    let subject = thinghost::state::auth::user_usable(db.model(), name).ok()?;
     Some(Caller {
         subject,
         name: name.to_string(),

@@ -6,16 +6,18 @@ use base64::Engine as _;
 use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
-use thinghost::app::{App, Peer};
-use thinghost::auth::Caller;
 use thinghost::http::rest::{self, Reply};
+use thinghost::state::app::{App, Peer};
+use thinghost::state::auth::Caller;
 
 fn app(data: &std::path::Path) -> Arc<App> {
     thinghost::cli::init::initialize(data, 1).unwrap();
     let db = thinghost_store::Db::open(data, thinghost_core::Policy::default()).unwrap();
-    let audit_log =
-        thinghost::audit::AuditLog::open(&data.join(thinghost_store::DB_FILE), Default::default())
-            .unwrap();
+    let audit_log = thinghost::state::audit::AuditLog::open(
+        &data.join(thinghost_store::DB_FILE),
+        Default::default(),
+    )
+    .unwrap();
     Arc::new(App::standalone(db, audit_log, data))
 }
 
@@ -93,7 +95,7 @@ fn k5_an_unknown_user_costs_the_same_password_check_as_a_known_one() {
         ("bob", "bob's password", true),
     ] {
         let before = app.hash_pool.taken();
-        let result = rt.block_on(thinghost::auth::authenticate(
+        let result = rt.block_on(thinghost::http::auth::authenticate(
             &app,
             &basic(user, password),
             &uri,
@@ -116,7 +118,7 @@ fn k5_passwords_are_hashed_without_holding_the_model_lock() {
     // Both hashing threads are held: a password change waits for them.
     let (release, held) = std::sync::mpsc::channel::<()>();
     let held = Arc::new(std::sync::Mutex::new(held));
-    let blockers: Vec<_> = (0..thinghost::keys::HashPool::THREADS)
+    let blockers: Vec<_> = (0..thinghost::state::keys::HashPool::THREADS)
         .map(|_| {
             let held = held.clone();
             app.hash_pool

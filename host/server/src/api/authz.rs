@@ -9,7 +9,7 @@
 
 use super::table::Rule;
 use super::{ApiError, Call};
-use crate::auth::Caller;
+use crate::state::auth::Caller;
 use axum::http::StatusCode;
 use thinghost_core::{
     Decision, Entity, EntityId, Kind, Model, Outcome, Permission, PrincipalRef, Subject, Target,

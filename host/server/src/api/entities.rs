@@ -2,8 +2,8 @@
 //! and write a property. (Services: [`crate::api::invoke`].)
 
 use crate::api::{ApiError, Reply, require, visible_entity};
-use crate::app::App;
-use crate::auth::Caller;
+use crate::state::app::App;
+use crate::state::auth::Caller;
 use axum::http::StatusCode;
 use serde_json::{Value as Json, json};
 use thinghost_core::infotable::{Field, InfoTable};
@@ -129,9 +129,9 @@ pub fn write_property(
                 } else {
                     value.clone()
                 };
-                let record = crate::audit::record(
+                let record = crate::state::audit::record(
                     &caller.name,
-                    crate::audit::category::MODEL,
+                    crate::state::audit::category::MODEL,
                     "propertyWritten",
                     json!({"property": prop, "value": shown}),
                     &format!("Things/{name}"),

@@ -3,9 +3,9 @@
 //! extension's declared capabilities, then the typed API as the calling user).
 
 use crate::api::{ApiError, Reply};
-use crate::app::App;
-use crate::auth::Caller;
 use crate::runtime::extensions::{Loaded, MAX_DEPTH};
+use crate::state::app::App;
+use crate::state::auth::Caller;
 use axum::http::StatusCode;
 use serde_json::{Value as Json, json};
 use std::sync::Arc;
@@ -105,9 +105,9 @@ impl HostCtx {
         ) {
             Ok(_) => Ok(crate::api::authz::is_admin(m, self.caller.subject)),
             Err(e) => {
-                self.app.audit_denial(
+                e.audit_denial(
+                    &self.app,
                     &self.caller.name,
-                    &e,
                     json!({"extension": self.extension.manifest.name()}),
                 );
                 Err(if e.status == StatusCode::NOT_FOUND {
@@ -122,7 +122,7 @@ impl HostCtx {
     fn audit_session(&self, key: &str, session: &Json) {
         self.app.audit(
             &self.caller.name,
-            crate::audit::category::REMOTE_ACCESS,
+            crate::state::audit::category::REMOTE_ACCESS,
             key,
             json!({"session": session, "extension": self.extension.manifest.name()}),
             &format!("Things/{}", self.me),
@@ -238,9 +238,9 @@ impl HostCtx {
         };
         call(&self.app, &caller).map_err(|e| {
             // Every denial is audited, also one met by extension code on the caller's behalf.
-            self.app.audit_denial(
+            e.audit_denial(
+                &self.app,
                 &caller.name,
-                &e,
                 json!({"extension": self.extension.manifest.name()}),
             );
             let msg = e.message.clone();
@@ -262,7 +262,7 @@ impl Host for HostCtx {
         if let Err(e) = self.authorize(&call) {
             self.app.audit(
                 &self.caller.name,
-                crate::audit::category::AUTHORIZATION,
+                crate::state::audit::category::AUTHORIZATION,
                 "extensionCapabilityDenied",
                 json!({"extension": self.extension.manifest.name(), "call": format!("{call:?}")}),
                 "",
@@ -403,7 +403,7 @@ impl Host for HostCtx {
                 tracing::info!(
                     extension = self.extension.manifest.name(),
                     user = %self.caller.name,
-                    message = %crate::auth::bounded(&message, 8192),
+                    message = %crate::state::auth::bounded(&message, 8192),
                     "extension log"
                 );
                 Ok(Json::Null)
@@ -416,7 +416,7 @@ impl Host for HostCtx {
                 }
                 self.app.audit(
                     &self.caller.name,
-                    crate::audit::category::EXTENSIONS,
+                    crate::state::audit::category::EXTENSIONS,
                     "extensionAudit",
                     json!({"extension": self.extension.manifest.name(), "message": message}),
                     self.extension.manifest.name(),
@@ -477,7 +477,7 @@ pub fn run_service(app: &Arc<App>, caller: &Caller, inv: Invocation) -> Result<R
         }
         app.audit(
             &caller.name,
-            crate::audit::category::EXTENSIONS,
+            crate::state::audit::category::EXTENSIONS,
             "extensionCallFailed",
             json!({"extension": name, "service": what, "error": e.to_string()}),
             "",

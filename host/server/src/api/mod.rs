@@ -4,18 +4,20 @@
 //! scripts. Host services are rows of [`table`]; a service defined on an entity's template or
 //! shapes runs in the extension that implements it.
 
+pub mod audit;
 pub mod authz;
 pub mod docs;
 pub mod entities;
 pub mod host_calls;
+pub mod reload;
 pub mod repository;
 pub mod script;
 pub mod security;
 pub mod services;
 pub mod table;
 
-use crate::app::App;
-use crate::auth::Caller;
+use crate::state::app::App;
+use crate::state::auth::Caller;
 pub(crate) use authz::{forbidden, not_found, require, visible_entity};
 use axum::http::StatusCode;
 use serde_json::{Map, Value as Json, json};
@@ -34,6 +36,30 @@ pub struct ApiError {
     pub message: String,
     /// A denial to audit: (permission, target path, the rule that decided).
     pub denied: Option<(Permission, String, String)>,
+}
+
+impl ApiError {
+    /// Audits this error if it is a denial (AUTHORIZATION, `permissionDenied`): who, which
+    /// permission, on what (the entity is the entry's source), and `context` (where it was met).
+    /// Queued with the other denials.
+    pub fn audit_denial(&self, app: &App, user: &str, context: Json) {
+        let Some((permission, target, rule)) = &self.denied else {
+            return;
+        };
+        let mut args = json!({"permission": permission.name(), "target": target, "rule": rule});
+        if let (Some(a), Json::Object(extra)) = (args.as_object_mut(), context) {
+            a.extend(extra);
+        }
+        let (source, source_type) = crate::state::audit::entity_of(target);
+        app.audit(
+            user,
+            crate::state::audit::category::AUTHORIZATION,
+            "permissionDenied",
+            args,
+            &source,
+            source_type,
+        );
+    }
 }
 
 impl ApiError {
@@ -298,9 +324,9 @@ pub fn category(row: &Service, kind: Kind) -> &'static str {
     match row.audit {
         Audit::In(c) => c,
         Audit::Change | Audit::None if kind == Kind::ApplicationKey => {
-            crate::audit::category::SECURITY
+            crate::state::audit::category::SECURITY
         }
-        Audit::Change | Audit::None => crate::audit::category::MODEL,
+        Audit::Change | Audit::None => crate::state::audit::category::MODEL,
     }
 }
 
@@ -700,7 +726,7 @@ fn extension_service(
             Ok(_) => 200,
             Err(e) => e.status.as_u16(),
         };
-        crate::audit::service_call(
+        crate::state::audit::service_call(
             app,
             caller,
             audit,

@@ -1,10 +1,10 @@
 //! The services of FileRepository Things (`ListFiles`, `DeleteFile`): the files of a repository,
-//! through its capability (`crate::repository::Repo`), without the model's lock.
+//! through its capability (`crate::state::repository::Repo`), without the model's lock.
 
 use crate::api::{ApiError, Reply, Request, bad};
-use crate::app::App;
-use crate::auth::Caller;
-use crate::repository::{Repo, relative};
+use crate::state::app::App;
+use crate::state::auth::Caller;
+use crate::state::repository::{Repo, relative};
 use serde_json::{Value as Json, json};
 use std::sync::Arc;
 use thinghost_core::BaseType;
@@ -80,7 +80,7 @@ pub fn delete_file(app: &Arc<App>, caller: &Caller, request: Request) -> Result<
         // Archived entries leave with the file: never silently.
         app.audit(
             &caller.name,
-            crate::audit::category::AUDIT,
+            crate::state::audit::category::AUDIT,
             "archiveFileDeleted",
             json!({"path": rel.to_string_lossy()}),
             &format!("Things/{thing}"),

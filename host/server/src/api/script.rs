@@ -21,8 +21,8 @@
 //! from it.
 
 use crate::api::{ApiError, Reply};
-use crate::app::App;
-use crate::auth::Caller;
+use crate::state::app::App;
+use crate::state::auth::Caller;
 use axum::http::StatusCode;
 use rhai::{AST, Dynamic, Engine, EvalAltResult, NativeCallContext, Position, Scope};
 use serde_json::{Map, Value as Json, json};
@@ -30,44 +30,8 @@ use sha2::Digest;
 use std::any::TypeId;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use thinghost_core::{BaseType, Kind};
-
-/// The limits of one script run.
-#[derive(Clone, Copy, Debug)]
-pub struct Limits {
-    /// Rhai operations (a loop that does nothing still counts).
-    pub max_operations: u64,
-    /// Calls of the script API (each is a request).
-    pub max_calls: u64,
-    /// Wall-clock time for the whole run.
-    pub timeout: Duration,
-    /// Bytes of printed output.
-    pub max_output: usize,
-    /// Bytes the script may hold at once: its values and what its calls add to its copy of the
-    /// model (by `thinghost_extensions::meter`, which the binary installs).
-    pub max_memory: u64,
-    /// Scripts running at once, server-wide (`serve --max-scripts`): a script may use a core
-    /// for its whole time limit, and any signed-in user may run one.
-    pub max_running: usize,
-    /// Scripts one user may run at once (`serve --max-scripts-per-user`): one user cannot take
-    /// every slot.
-    pub max_per_user: usize,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            max_operations: 10_000_000,
-            max_calls: 10_000,
-            timeout: Duration::from_secs(30),
-            max_output: 1 << 20,
-            max_memory: 256 << 20,
-            max_running: 2,
-            max_per_user: 1,
-        }
-    }
-}
 
 /// The largest script accepted, in bytes.
 pub const MAX_SCRIPT: usize = 1 << 20;
@@ -75,52 +39,7 @@ pub const MAX_SCRIPT: usize = 1 << 20;
 /// The most access-impact rows a dry run answers with (`impactRows` counts them all).
 pub const MAX_IMPACT: usize = 10_000;
 
-/// The scripts running now, per user: at most [`Limits::max_running`] in all and
-/// [`Limits::max_per_user`] per user; the others answer 503 until one ends.
-#[derive(Default)]
-pub struct Running(std::sync::Mutex<std::collections::HashMap<String, usize>>);
-
-/// A running script's slot, given back when dropped.
-pub struct Slot<'a> {
-    running: &'a Running,
-    user: String,
-}
-
-impl Running {
-    /// Takes a slot for `user`, or says why there is none.
-    pub fn take(&self, user: &str, limits: &Limits) -> Result<Slot<'_>, String> {
-        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        let mine = map.get(user).copied().unwrap_or(0);
-        if mine >= limits.max_per_user {
-            return Err(format!(
-                "{user} runs {mine} script(s) already, the most one user may run at once (serve --max-scripts-per-user); try again when it ends"
-            ));
-        }
-        let all: usize = map.values().sum();
-        if all >= limits.max_running {
-            return Err(format!(
-                "{all} scripts are running already (serve --max-scripts); try again when one ends"
-            ));
-        }
-        *map.entry(user.to_string()).or_insert(0) += 1;
-        Ok(Slot {
-            running: self,
-            user: user.to_string(),
-        })
-    }
-}
-
-impl Drop for Slot<'_> {
-    fn drop(&mut self) {
-        let mut map = self.running.0.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = map.get_mut(&self.user) {
-            *n -= 1;
-            if *n == 0 {
-                map.remove(&self.user);
-            }
-        }
-    }
-}
+pub use crate::state::scripts::{Limits, Running, Slot};
 
 /// Where a function's request goes.
 #[derive(Clone, Debug)]
@@ -430,8 +349,7 @@ impl Run {
             ));
         }
         call(&self.app, &self.caller).map_err(|e| {
-            self.app
-                .audit_denial(&self.caller.name, &e, json!({"script": true}));
+            e.audit_denial(&self.app, &self.caller.name, json!({"script": true}));
             self.error(e, ctx.call_position())
         })
     }
@@ -900,7 +818,7 @@ pub fn run_service(
             let failed = failure(&e, &limits);
             app.audit(
                 &caller.name,
-                crate::audit::category::SCRIPTS,
+                crate::state::audit::category::SCRIPTS,
                 "scriptFailed",
                 summary(json!({"line": failed.line, "error": failed.message, "calls": calls})),
                 "Resources/ScriptServices",
@@ -949,7 +867,7 @@ pub fn run_service(
             };
             app.audit(
                 &caller.name,
-                crate::audit::category::SCRIPTS,
+                crate::state::audit::category::SCRIPTS,
                 "scriptDryRun",
                 summary(json!({"changes": changes, "calls": calls, "impactRows": impact.len()})),
                 "Resources/ScriptServices",
@@ -975,10 +893,13 @@ pub fn run_service(
             ));
         }
         let mut records = held_back;
-        if app.audit_log.enabled(crate::audit::category::SCRIPTS) {
-            records.push(crate::audit::record(
+        if app
+            .audit_log
+            .enabled(crate::state::audit::category::SCRIPTS)
+        {
+            records.push(crate::state::audit::record(
                 &caller.name,
-                crate::audit::category::SCRIPTS,
+                crate::state::audit::category::SCRIPTS,
                 "scriptRan",
                 summary(json!({"changes": changes, "calls": calls, "attempt": attempt})),
                 "Resources/ScriptServices",
@@ -1011,7 +932,7 @@ pub fn run_service(
                 let error = "its changes could not be stored";
                 app.audit(
                     &caller.name,
-                    crate::audit::category::SCRIPTS,
+                    crate::state::audit::category::SCRIPTS,
                     "scriptFailed",
                     summary(json!({"error": error, "calls": calls, "attempt": attempt})),
                     "Resources/ScriptServices",
@@ -1026,7 +947,7 @@ pub fn run_service(
     }
     app.audit(
         &caller.name,
-        crate::audit::category::SCRIPTS,
+        crate::state::audit::category::SCRIPTS,
         "scriptFailed",
         summary(json!({"error": "the model kept changing while it ran", "attempts": 3})),
         "Resources/ScriptServices",

@@ -8,8 +8,8 @@
 
 use crate::api::table::{AclOf, Action, Family, Op, Passwords, Service};
 pub(crate) use crate::api::{ApiError, Call, Prepared, Reply, Request, bad, forbidden, result};
-use crate::app::App;
-use crate::auth::Caller;
+use crate::state::app::App;
+use crate::state::auth::Caller;
 use axum::http::StatusCode;
 use serde_json::{Map, Value as Json, json};
 use thinghost_core::infotable::{Field, InfoTable};
@@ -22,7 +22,7 @@ fn prepared_hash(call: &mut Call<'_>, password: &str) -> Result<String, ApiError
     if let Some(h) = call.prepared.new_hash.take() {
         return Ok(h);
     }
-    crate::keys::hash_password(password)
+    crate::state::keys::hash_password(password)
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e))
 }
 
@@ -44,11 +44,12 @@ pub fn prepare_passwords(
     row: &Service,
     params: &Map<String, Json>,
 ) -> Result<Prepared, ApiError> {
-    let busy = |e: crate::keys::Busy| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
+    let busy =
+        |e: crate::state::keys::Busy| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
     let hash = |password: &str| -> Result<Option<String>, ApiError> {
         let password = password.to_string();
         app.hash_pool
-            .run(move || crate::keys::hash_password(&password).ok())
+            .run(move || crate::state::keys::hash_password(&password).ok())
             .map_err(busy)
     };
     let mut prepared = Prepared::default();
@@ -109,14 +110,14 @@ pub fn prepare_passwords(
                 let who = format!("oldPassword:{user}");
                 let attempt = match app.auth.begin_one(&who) {
                     Ok(a) => a,
-                    Err(crate::auth::Gate::Locked) => {
+                    Err(crate::state::auth::Gate::Locked) => {
                         prepared.old_checked = Some(Err(ApiError::new(
                             StatusCode::TOO_MANY_REQUESTS,
                             "too many wrong old passwords; try again later",
                         )));
                         return Ok(prepared);
                     }
-                    Err(crate::auth::Gate::Busy) => {
+                    Err(crate::state::auth::Gate::Busy) => {
                         return Err(ApiError::new(
                             StatusCode::SERVICE_UNAVAILABLE,
                             "other password checks of this user are running; try again in a moment",
@@ -130,11 +131,11 @@ pub fn prepare_passwords(
                     .to_string();
                 let phc = stored
                     .clone()
-                    .unwrap_or_else(|| crate::keys::unmatchable_hash().to_string());
+                    .unwrap_or_else(|| crate::state::keys::unmatchable_hash().to_string());
                 let exists = stored.is_some();
                 let ok = app
                     .hash_pool
-                    .run(move || crate::keys::verify_password(&old, &phc))
+                    .run(move || crate::state::keys::verify_password(&old, &phc))
                     .map_err(busy)?
                     && exists;
                 if ok {
@@ -804,7 +805,7 @@ fn warned(call: &Call<'_>, warning: Option<String>) -> Reply {
             tracing::warn!(user = %call.caller.name, "{w}");
             call.app.audit(
                 &call.caller.name,
-                crate::audit::category::SECURITY,
+                crate::state::audit::category::SECURITY,
                 "auditArchiveRepositoryGranted",
                 json!({"warning": w, "service": call.row.name, "parameters": call.params}),
                 &format!("Things/{}", call.entity),
@@ -1051,7 +1052,7 @@ fn create_key(call: &mut Call<'_>, name: &str) -> Result<Reply, ApiError> {
             ));
         }
     };
-    let key = crate::keys::generate()
+    let key = crate::state::keys::generate()
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     let admin_user = {
         let m = call.model();
@@ -1062,7 +1063,7 @@ fn create_key(call: &mut Call<'_>, name: &str) -> Result<Reply, ApiError> {
     if let Some(w) = &warning {
         call.app.audit(
             &call.caller.name,
-            crate::audit::category::SECURITY,
+            crate::state::audit::category::SECURITY,
             "adminKeyCreated",
             json!({"key": name, "user": user, "warning": w}),
             &format!("ApplicationKeys/{name}"),
@@ -1537,7 +1538,7 @@ pub fn key_id(call: &mut Call<'_>) -> Result<Reply, ApiError> {
         call.require_on_entity(Permission::Read, "read this key")?;
     }
     let fp = if k.fingerprint.is_empty() {
-        crate::keys::fingerprint(&k.key_hash)
+        crate::state::keys::fingerprint(&k.key_hash)
     } else {
         k.fingerprint.clone()
     };
@@ -1584,7 +1585,7 @@ pub fn change_password(call: &mut Call<'_>) -> Result<Reply, ApiError> {
             // (Counted when it was checked, see `prepare_passwords`.)
             call.app.audit_queued(
                 &user,
-                crate::audit::category::AUTHENTICATION,
+                crate::state::audit::category::AUTHENTICATION,
                 "badOldPassword",
                 json!({"detail": "ChangePassword with a wrong oldPassword"}),
                 &format!("Users/{user}"),
@@ -1666,7 +1667,7 @@ pub fn reload_extension(
         .unwrap_or_default()
         .to_string();
     let force = params.get("force").and_then(Json::as_bool).unwrap_or(false);
-    let Some(folder) = crate::runtime::reload::folder_of(app, &name) else {
+    let Some(folder) = crate::api::reload::folder_of(app, &name) else {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             match &app.plugins {
@@ -1678,12 +1679,12 @@ pub fn reload_extension(
             },
         ));
     };
-    match crate::runtime::reload::sync_audited(app, &caller.name, &folder, force) {
+    match crate::api::reload::sync_audited(app, &caller.name, &folder, force) {
         Ok(done) => {
             let outcomes: Vec<Json> = done
                 .iter()
                 .map(|(package, what)| {
-                    use crate::runtime::reload::Outcome;
+                    use crate::api::reload::Outcome;
                     match what {
                         Outcome::Unchanged => json!({"package": package, "outcome": "unchanged"}),
                         Outcome::Added { version } => {

@@ -8,8 +8,8 @@
 //! derived from it. To add a host service: add one row here and one function.
 
 use crate::api::{ApiError, Call, Reply, Request};
-use crate::app::App;
-use crate::auth::Caller;
+use crate::state::app::App;
+use crate::state::auth::Caller;
 use std::sync::{Arc, LazyLock};
 use thinghost_core::{BaseType, Kind, Permission};
 
@@ -375,7 +375,7 @@ impl Service {
     }
 }
 
-use crate::audit::category::{AUDIT, EXTENSIONS, SCRIPTS, SECURITY};
+use crate::state::audit::category::{AUDIT, EXTENSIONS, SCRIPTS, SECURITY};
 use BaseType as T;
 use Run::{Exclusive, Shared, Unlocked};
 
@@ -422,9 +422,9 @@ const RESOURCE_NAME: Param = opt("name", T::String)
     .or("* (the entity itself)");
 const AS_JSON: Param = req("permissions", T::Json);
 
+use crate::api::audit;
 use crate::api::services::Whose;
 use crate::api::{repository, script, security, services};
-use crate::audit;
 
 /// The table, built once.
 pub static SERVICES: LazyLock<Vec<Service>> = LazyLock::new(services);

@@ -1,7 +1,7 @@
 //! `thinghost init`.
 
 use super::{DataDir, Failure};
-use crate::keys;
+use crate::state::keys;
 use std::fs::{self, OpenOptions};
 use std::io::Write as _;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};

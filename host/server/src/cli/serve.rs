@@ -1,7 +1,7 @@
 //! `thinghost serve`.
 
 use super::{DataDir, Failure};
-use crate::app::App;
+use crate::state::app::App;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
@@ -217,7 +217,7 @@ pub fn run(args: Args) -> Result<i32, Failure> {
         Some(tokio_rustls::TlsAcceptor::from(config))
     };
     let public = args.public_url.as_deref().map(public_address).transpose()?;
-    let audit_off = crate::audit::parse_disabled(&args.audit_off)?;
+    let audit_off = crate::state::audit::parse_disabled(&args.audit_off)?;
     let _lock = thinghost_store::DirLock::acquire(&dir)?;
     let mut db = Db::open(&dir, Policy::default())?;
     db.set_min_free(args.min_free_disk_mib << 20);
@@ -250,7 +250,7 @@ pub fn run(args: Args) -> Result<i32, Failure> {
             };
             // What the server accepted when it last ran; the plugin directory is applied to it
             // once the server's state exists (below).
-            let registry = crate::runtime::reload::load_accepted(&mut db, &s)?;
+            let registry = crate::api::reload::load_accepted(&mut db, &s)?;
             source = Some(s);
             registry
         }
@@ -271,14 +271,14 @@ pub fn run(args: Args) -> Result<i32, Failure> {
     }
     // FileRepository folders of an older thinghost move to their identity, before anything is
     // served.
-    for name in crate::repository::migrate(&dir, db.model())? {
+    for name in crate::state::repository::migrate(&dir, db.model())? {
         tracing::info!(repository = %name, "the repository's folder moved to its identity");
     }
     // Files an older thinghost (or a umask) left readable by others are the server's own again.
     tighten(&dir);
     // The check unknown users cost (an argon2 hash) is made now, not on a request.
-    let _ = crate::keys::unmatchable_hash();
-    let audit_log = crate::audit::AuditLog::open(&dir.join(DB_FILE), audit_off)?;
+    let _ = crate::state::keys::unmatchable_hash();
+    let audit_log = crate::state::audit::AuditLog::open(&dir.join(DB_FILE), audit_off)?;
     let http_limits = crate::http::Limits {
         header_read_timeout: std::time::Duration::from_secs(args.header_timeout_seconds),
         max_connections,
@@ -295,20 +295,22 @@ pub fn run(args: Args) -> Result<i32, Failure> {
         extensions: arc_swap::ArcSwap::from_pointee(extensions),
         plugins: source,
         reload_lock: Mutex::new(()),
-        sessions: crate::sessions::Sessions::with_limits(
+        sessions: crate::state::sessions::Sessions::with_limits(
             std::time::Duration::from_secs(args.nonce_lifetime_seconds),
-            crate::sessions::SessionLimits {
+            crate::state::sessions::SessionLimits {
                 per_user: args.max_sessions_per_user as usize,
                 idle: std::time::Duration::from_secs(args.session_idle_seconds),
                 max_age: std::time::Duration::from_secs(args.session_max_hours * 3600),
             },
         ),
-        auth: Arc::new(crate::auth::Limiter::new(crate::auth::LimiterConfig {
-            slow_after: args.signin_slow_after,
-            lock_after: args.signin_lockout_after,
-            address_lock_after: args.signin_address_lockout_after,
-            lockout: std::time::Duration::from_secs(args.signin_lockout_minutes * 60),
-        })),
+        auth: Arc::new(crate::state::auth::Limiter::new(
+            crate::state::auth::LimiterConfig {
+                slow_after: args.signin_slow_after,
+                lock_after: args.signin_lockout_after,
+                address_lock_after: args.signin_address_lockout_after,
+                lockout: std::time::Duration::from_secs(args.signin_lockout_minutes * 60),
+            },
+        )),
         hash_pool: Default::default(),
         min_free_disk: args.min_free_disk_mib << 20,
         http: http_limits,
@@ -327,12 +329,12 @@ pub fn run(args: Args) -> Result<i32, Failure> {
                 thinghost_core::lint::Transport::Tls
             },
         },
-        script_limits: crate::api::script::Limits {
+        script_limits: crate::state::scripts::Limits {
             timeout: std::time::Duration::from_secs(args.script_timeout_seconds),
             max_memory: args.script_memory_mib << 20,
             max_running: args.max_scripts as usize,
             max_per_user: args.max_scripts_per_user as usize,
-            ..crate::api::script::Limits::default()
+            ..crate::state::scripts::Limits::default()
         },
         scripts_running: Default::default(),
         script: None,
@@ -348,7 +350,7 @@ pub fn run(args: Args) -> Result<i32, Failure> {
         tracing::warn!(categories = ?off, "audit categories are turned off (--audit-off): their events are not recorded");
         app.audit(
             thinghost_core::predefined::SYSTEM,
-            crate::audit::category::AUDIT,
+            crate::state::audit::category::AUDIT,
             "auditCategoriesDisabled",
             serde_json::json!({"categories": off}),
             "Subsystems/AuditSubsystem",
@@ -356,7 +358,7 @@ pub fn run(args: Args) -> Result<i32, Failure> {
         );
     }
     if app.plugins.is_some() {
-        crate::runtime::reload::apply_plugin_dir(&app)?;
+        crate::api::reload::apply_plugin_dir(&app)?;
         for p in app.extensions.load().summary() {
             match p["state"].as_str() {
                 Some("loaded") => {
@@ -370,7 +372,7 @@ pub fn run(args: Args) -> Result<i32, Failure> {
     }
     // Kept until the server stops: dropping it ends the watch.
     let _watch = match (&app.plugins, args.no_watch) {
-        (Some(source), false) => match crate::runtime::watch::spawn(
+        (Some(source), false) => match crate::jobs::watch::spawn(
             app.clone(),
             source.dir.clone(),
             std::time::Duration::from_millis(args.reload_quiet_ms),
@@ -397,7 +399,7 @@ pub fn run(args: Args) -> Result<i32, Failure> {
             .await
             .map_err(|e| Failure(format!("cannot listen on {}: {e}; pick another address with --listen", args.listen)))?;
         let local = listener.local_addr()?;
-        let _ = app.sessions.public.set(public.unwrap_or_else(|| crate::sessions::PublicAddress {
+        let _ = app.sessions.public.set(public.unwrap_or_else(|| crate::state::sessions::PublicAddress {
             host: local.ip().to_string(),
             port: local.port(),
         }));
@@ -407,12 +409,12 @@ pub fn run(args: Args) -> Result<i32, Failure> {
         }
         println!("thinghost {} listening on {scheme}://{local}", crate::VERSION);
         tracing::info!(address = %local, scheme, "listening");
-        crate::scheduler::spawn(app.clone());
+        crate::jobs::scheduler::spawn(app.clone());
         let state = app.clone();
         crate::http::serve(listener, crate::http::router(app), tls, http_limits, shutdown_signal()).await;
         // Failed sign-ins counted but not yet summarized are recorded, and queued audit entries
         // (denials, service calls) reach the disk, before the process ends.
-        crate::auth::write_summaries(&state, true);
+        crate::state::auth::write_summaries(&state, true);
         if let Err(e) = state.audit_log.flush() {
             tracing::error!(error = %e, "audit entries may be lost");
         }
@@ -487,7 +489,7 @@ fn connection_limit(wanted: usize) -> usize {
 }
 
 /// `--public-url`: `https://HOST[:PORT]` (the scheme's port when none is given).
-fn public_address(text: &str) -> Result<crate::sessions::PublicAddress, Failure> {
+fn public_address(text: &str) -> Result<crate::state::sessions::PublicAddress, Failure> {
     let bad = || {
         Failure(format!(
             "--public-url {text:?}: give it as https://HOST:PORT, the address remote-access clients use to reach this server"
@@ -495,7 +497,7 @@ fn public_address(text: &str) -> Result<crate::sessions::PublicAddress, Failure>
     };
     let url = url::Url::parse(text).map_err(|_| bad())?;
     match (url.host_str(), url.port_or_known_default(), url.path()) {
-        (Some(host), Some(port), "" | "/") => Ok(crate::sessions::PublicAddress {
+        (Some(host), Some(port), "" | "/") => Ok(crate::state::sessions::PublicAddress {
             host: host.to_string(),
             port,
         }),

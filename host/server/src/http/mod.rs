@@ -2,11 +2,12 @@
 //! adapter (`rest`), `/Thingworx/TWS` (`tws`) and TLS (`tls`). Nothing outside the command line
 //! imports this folder: it is an adapter over `crate::api`.
 
+pub mod auth;
 pub mod rest;
 pub mod tls;
 pub mod tws;
 
-use crate::app::{App, LoggedUser, Peer};
+use crate::state::app::{App, LoggedUser, Peer};
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
@@ -55,7 +56,7 @@ async fn log_request(req: Request, next: Next) -> Response {
     res
 }
 
-pub use crate::app::HttpLimits as Limits;
+pub use crate::state::app::HttpLimits as Limits;
 
 /// A body larger than this takes one of [`Limits::large_bodies_at_once`] slots while it is read
 /// and handled.
@@ -150,7 +151,7 @@ async fn api(
         .get::<Peer>()
         .cloned()
         .expect("the accept loop sets the peer");
-    let caller = match crate::auth::authenticate(&app, &headers, &uri, &peer).await {
+    let caller = match crate::http::auth::authenticate(&app, &headers, &uri, &peer).await {
         Ok(c) => c,
         Err(r) if r.busy => {
             let mut res = json_response(
@@ -162,7 +163,7 @@ async fn api(
             return res;
         }
         Err(r) => {
-            crate::auth::audit_refusal(&app, &r, peer.addr, None);
+            crate::state::auth::audit_refusal(&app, &r, peer.addr, None);
             let mut res = json_response(
                 StatusCode::UNAUTHORIZED,
                 &serde_json::json!({"error": "authentication failed"}),
@@ -202,7 +203,7 @@ async fn api(
         Ok(Ok(rest::Reply::Json(v))) => json_response(StatusCode::OK, &v),
         Ok(Ok(rest::Reply::Empty)) => StatusCode::OK.into_response(),
         Ok(Err(e)) => {
-            app.audit_denial(&caller.name, &e, serde_json::json!({}));
+            e.audit_denial(&app, &caller.name, serde_json::json!({}));
             json_response(e.status, &e.body())
         }
         Err(join) => {
@@ -328,7 +329,7 @@ impl PerAddress {
         addr: std::net::IpAddr,
         limits: Limits,
     ) -> Option<PerAddress> {
-        let network = crate::auth::network(addr);
+        let network = crate::state::auth::network(addr);
         let mut map = counts.lock().unwrap_or_else(|p| p.into_inner());
         let n = map.entry(network).or_insert(0);
         if *n >= limits.max_connections_per_address {

@@ -6,8 +6,8 @@
 //! not exist (V1): same status, same body.
 
 pub use crate::api::{ApiError, Reply};
-use crate::app::App;
-use crate::auth::Caller;
+use crate::state::app::App;
+use crate::state::auth::Caller;
 use axum::http::{HeaderMap, Method, StatusCode};
 use serde_json::{Value as Json, json};
 use thinghost_core::Kind;

@@ -13,9 +13,9 @@
 //! connection when the session ends. The tunnel to the device comes with edge connectivity.
 
 use crate::api::Reply;
-use crate::app::{App, LoggedUser, Peer};
-use crate::auth::Caller;
-use crate::sessions::{NonceRefused, Phase};
+use crate::state::app::{App, LoggedUser, Peer};
+use crate::state::auth::Caller;
+use crate::state::sessions::{NonceRefused, Phase};
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Extension, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -25,9 +25,9 @@ use std::sync::Arc;
 use thinghost_core::Kind;
 
 fn refuse(app: &App, peer: &Peer, user: &str, key: &'static str, detail: &str) -> Response {
-    crate::auth::audit_refusal(
+    crate::state::auth::audit_refusal(
         app,
-        &crate::auth::Refused {
+        &crate::state::auth::Refused {
             user: user.to_string(),
             key,
             detail: detail.to_string(),
@@ -80,7 +80,7 @@ pub async fn tws(
         Ok(u) => u,
         Err(rejection) => return rejection.into_response(),
     };
-    let crate::sessions::Redeemed {
+    let crate::state::sessions::Redeemed {
         user,
         subject: session_subject,
         thing,
@@ -113,7 +113,7 @@ pub async fn tws(
     // deleted (another user created under the name is not it).
     let subject = {
         let db = app.db.read().unwrap_or_else(|p| p.into_inner());
-        crate::auth::still_acts(db.model(), &user, session_subject).map(|()| session_subject)
+        crate::state::auth::still_acts(db.model(), &user, session_subject).map(|()| session_subject)
     };
     let caller = match subject {
         Ok(subject) => Caller {
@@ -125,7 +125,7 @@ pub async fn tws(
     };
     app.audit(
         &user,
-        crate::audit::category::REMOTE_ACCESS,
+        crate::state::audit::category::REMOTE_ACCESS,
         "remoteConnectionOpened",
         json!({"sessionId": session, "thing": thing, "address": peer.addr.to_string()}),
         &format!("Things/{thing}"),
@@ -178,7 +178,7 @@ fn request(app: &Arc<App>, caller: &Caller, thing: &str, session: &str, msg: &Js
         Ok(Reply::Json(v)) => json!({"op": op, "status": 200, "result": v}),
         Ok(Reply::Empty) => json!({"op": op, "status": 200}),
         Err(e) => {
-            app.audit_denial(&caller.name, &e, json!({"endpoint": "/Thingworx/TWS"}));
+            e.audit_denial(app, &caller.name, json!({"endpoint": "/Thingworx/TWS"}));
             json!({"op": op, "status": e.status.as_u16(), "error": e.message})
         }
     }
@@ -215,7 +215,8 @@ async fn connection(
             Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
             Err(std::sync::TryLockError::WouldBlock) => return Ok(()),
         };
-        crate::auth::still_acts(db.model(), &caller.name, caller.subject).map_err(|r| r.detail)
+        crate::state::auth::still_acts(db.model(), &caller.name, caller.subject)
+            .map_err(|r| r.detail)
     };
     loop {
         // Why the connection stops: the reason, and whether its user no longer acts.
@@ -245,7 +246,7 @@ async fn connection(
                         tokio::task::spawn_blocking(move || {
                             let acts = {
                                 let db = app2.db.read().unwrap_or_else(|p| p.into_inner());
-                                crate::auth::still_acts(db.model(), &caller2.name, caller2.subject)
+                                crate::state::auth::still_acts(db.model(), &caller2.name, caller2.subject)
                                     .map_err(|r| r.detail)
                             };
                             acts.map(|()| {
@@ -279,7 +280,7 @@ async fn connection(
                 });
                 app.audit(
                     &caller.name,
-                    crate::audit::category::REMOTE_ACCESS,
+                    crate::state::audit::category::REMOTE_ACCESS,
                     "remoteConnectionClosed",
                     json!({"sessionId": session, "thing": thing, "reason": why}),
                     &format!("Things/{thing}"),
@@ -298,7 +299,7 @@ async fn connection(
                     } else {
                         axum::extract::ws::close_code::NORMAL
                     },
-                    reason: crate::auth::bounded(&why, 120).into(),
+                    reason: crate::state::auth::bounded(&why, 120).into(),
                 })))
                 .await;
             break;

@@ -40,7 +40,7 @@ pub enum State {
 
 /// The extensions of a running server: one generation. A generation is never changed; a reload
 /// builds the next one beside it and publishes it with one pointer swap
-/// ([`App::extensions`](crate::app::App)), and a call holds the extension it started on until
+/// ([`App::extensions`](crate::state::app::App)), and a call holds the extension it started on until
 /// it ends.
 #[derive(Clone, Default)]
 pub struct Registry {

@@ -17,9 +17,9 @@
 //! administrators should have access to these schedulers); otherwise it does not run, and the
 //! refusal is logged and audited. A schedule that does not parse is reported once per value.
 
-use crate::app::App;
-use crate::audit::category;
-use crate::audit::{DAY_MS, days_to_archive, value_of};
+use crate::state::app::App;
+use crate::state::audit::category;
+use crate::state::audit::{DAY_MS, days_to_archive, value_of};
 use serde_json::{Value as Json, json};
 use std::collections::HashMap;
 use std::str::FromStr;
@@ -65,7 +65,7 @@ fn setting(app: &App, thing: &str) -> Option<Setting> {
 pub fn run_job(app: &App, thing: &str, run_as: &str, days_to_archive: f64) {
     let admin = {
         let db = app.db.read().unwrap_or_else(|p| p.into_inner());
-        crate::auth::user_usable(db.model(), run_as)
+        crate::state::auth::user_usable(db.model(), run_as)
             .is_ok_and(|s| crate::api::authz::is_admin(db.model(), s))
     };
     if !admin {
@@ -91,15 +91,15 @@ pub fn run_job(app: &App, thing: &str, run_as: &str, days_to_archive: f64) {
     let window_start = now - i64::from(app.audit_retention_days) * DAY_MS;
     let outcome: Result<Json, String> = match thing {
         AUDIT_ARCHIVE_SCHEDULER | AUDIT_ARCHIVE_SCHEDULER_DP => {
-            crate::audit::archive_and_record(app, window_start, thing, now)
+            crate::state::audit::archive_and_record(app, window_start, thing, now)
         }
-        AUDIT_PURGE_SCHEDULER => crate::audit::purge(app, now).map(|n| json!({"purged": n})),
-        AUDIT_CLEANUP_SCHEDULER => crate::audit::cleanup_cutoff(days_to_archive, now)
+        AUDIT_PURGE_SCHEDULER => crate::state::audit::purge(app, now).map(|n| json!({"purged": n})),
+        AUDIT_CLEANUP_SCHEDULER => crate::state::audit::cleanup_cutoff(days_to_archive, now)
             .map_err(|e| format!("{e}; nothing was deleted"))
-            .and_then(|cutoff| crate::audit::cleanup(app, cutoff))
+            .and_then(|cutoff| crate::state::audit::cleanup(app, cutoff))
             .map(|files| json!({"deleted": files})),
-        _ => crate::audit::cleanup_cutoff(days_to_archive, now)
-            .and_then(|cutoff| crate::audit::due_for_cleanup(app, cutoff))
+        _ => crate::state::audit::cleanup_cutoff(days_to_archive, now)
+            .and_then(|cutoff| crate::state::audit::due_for_cleanup(app, cutoff))
             .map(|days| {
                 if !days.is_empty() {
                     tracing::warn!(?days, "audit archive days older than DaysToArchive wait to be cleaned up (CleanupOfflineAudit)");
@@ -141,7 +141,7 @@ pub fn housekeeping(app: &App) {
         let db = app.db.read().unwrap_or_else(|p| p.into_inner());
         let m = db.model();
         app.sessions.end_unless(|s| {
-            crate::auth::still_acts(m, &s.user, s.subject).map_err(|r| r.detail)?;
+            crate::state::auth::still_acts(m, &s.user, s.subject).map_err(|r| r.detail)?;
             if m.access().id(thinghost_core::Kind::Thing, &s.thing) != Some(s.thing_id) {
                 return Err(format!("Thing {} was deleted", s.thing));
             }
@@ -169,7 +169,7 @@ pub fn housekeeping(app: &App) {
             "Thing",
         );
     }
-    crate::auth::write_summaries(app, false);
+    crate::state::auth::write_summaries(app, false);
 }
 
 pub fn spawn(app: Arc<App>) {

@@ -8,7 +8,7 @@
 //! connection. Sessions live as long as the server process: a restart ends them all, as it ends
 //! every connection to a device.
 
-use crate::keys;
+use crate::state::keys;
 use serde_json::{Value as Json, json};
 use std::collections::BTreeMap;
 use std::sync::Mutex;

@@ -17,9 +17,9 @@
 //! on. A refusal changes nothing but the record of why (`reloadError`, or the refused package's
 //! `reason`): the old version keeps serving.
 
-use crate::app::App;
 use crate::runtime::accepted::Staged;
 use crate::runtime::extensions::{Loaded, Registry, Source, State, read_manifest};
+use crate::state::app::App;
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -159,7 +159,7 @@ pub fn sync_audited(
                 };
                 app.audit(
                     user,
-                    crate::audit::category::EXTENSIONS,
+                    crate::state::audit::category::EXTENSIONS,
                     key,
                     args,
                     name,
@@ -176,7 +176,7 @@ pub fn sync_audited(
             };
             app.audit(
                 user,
-                crate::audit::category::EXTENSIONS,
+                crate::state::audit::category::EXTENSIONS,
                 key,
                 json!({"extension": r.extension, "reason": r.reason}),
                 &r.extension,

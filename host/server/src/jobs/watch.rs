@@ -5,7 +5,7 @@
 //! logged, audited and in the package list. A new folder loads; a removed one unloads
 //! (`reload.rs` says how).
 
-use crate::app::App;
+use crate::state::app::App;
 use notify::{RecursiveMode, Watcher};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -78,7 +78,7 @@ fn top_folder(dir: &Path, path: &Path) -> Option<String> {
 /// A folder of the plugin directory changed and is quiet now: add, change or remove its
 /// extension, as `ReloadExtension` would (never forced: a downgrade needs a hand).
 fn changed(app: &Arc<App>, dir: &Path, folder: &str) {
-    let _ = crate::runtime::reload::sync_audited(
+    let _ = crate::api::reload::sync_audited(
         app,
         thinghost_core::predefined::SYSTEM,
         &dir.join(folder),

@@ -12,9 +12,9 @@ pub struct App {
     pub db: RwLock<Db>,
     /// The audit log: its writer (other connections than the model's, so that auditing a flood
     /// of bad keys, say, never waits for or holds the model lock) and its query connection.
-    pub audit_log: std::sync::Arc<crate::audit::AuditLog>,
+    pub audit_log: std::sync::Arc<crate::state::audit::AuditLog>,
     /// Failed sign-ins (and wrong old passwords), shared with the copies scripts run on.
-    pub auth: std::sync::Arc<crate::auth::Limiter>,
+    pub auth: std::sync::Arc<crate::state::auth::Limiter>,
     /// Files (exports, archives) are not written while the disk has less free, in bytes
     /// (`serve --min-free-disk-mib`; the store refuses changes below it too).
     pub min_free_disk: u64,
@@ -23,7 +23,7 @@ pub struct App {
     /// Slots of the large bodies read at once (`http::Limits::large_bodies_at_once`).
     pub large_bodies: std::sync::Arc<tokio::sync::Semaphore>,
     /// Where passwords are hashed and checked (a few threads, a short queue).
-    pub hash_pool: std::sync::Arc<crate::keys::HashPool>,
+    pub hash_pool: std::sync::Arc<crate::state::keys::HashPool>,
     /// The lifetime of a new application key when the request names none (K3).
     pub key_lifetime_ms: i64,
     /// The extensions loaded from the plugin directory: the current generation, swapped whole
@@ -34,7 +34,7 @@ pub struct App {
     /// Reloads run one at a time (each builds on the generation before it).
     pub reload_lock: Mutex<()>,
     /// Remote-access sessions and their nonce keys.
-    pub sessions: crate::sessions::Sessions,
+    pub sessions: crate::state::sessions::Sessions,
     /// The data directory (file repositories live under it).
     pub data_dir: std::path::PathBuf,
     /// How long audit entries stay online before `PurgeAuditData` removes them (U6).
@@ -43,9 +43,9 @@ pub struct App {
     /// read from the model.
     pub deployment: thinghost_core::lint::Deployment,
     /// The limits of an admin script (`RunScript`).
-    pub script_limits: crate::api::script::Limits,
+    pub script_limits: crate::state::scripts::Limits,
     /// The scripts running now, per user (see `script::Limits::max_running`, `max_per_user`).
-    pub scripts_running: crate::api::script::Running,
+    pub scripts_running: crate::state::scripts::Running,
     /// Set on the private copy of the server a script runs on (see [`App::for_script`]): the
     /// audit records of its changes wait here, to land with them or not at all.
     pub script: Option<ScriptScope>,
@@ -62,13 +62,13 @@ impl App {
     /// tools that drive the API in-process).
     pub fn standalone(
         db: Db,
-        audit_log: crate::audit::AuditLog,
+        audit_log: crate::state::audit::AuditLog,
         data_dir: &std::path::Path,
     ) -> App {
         App {
             db: RwLock::new(db),
             audit_log: std::sync::Arc::new(audit_log),
-            auth: std::sync::Arc::new(crate::auth::Limiter::new(Default::default())),
+            auth: std::sync::Arc::new(crate::state::auth::Limiter::new(Default::default())),
             hash_pool: Default::default(),
             min_free_disk: 0,
             http: Default::default(),
@@ -79,7 +79,7 @@ impl App {
             extensions: arc_swap::ArcSwap::from_pointee(Default::default()),
             plugins: None,
             reload_lock: Mutex::new(()),
-            sessions: crate::sessions::Sessions::new(std::time::Duration::from_secs(15)),
+            sessions: crate::state::sessions::Sessions::new(std::time::Duration::from_secs(15)),
             data_dir: data_dir.to_path_buf(),
             audit_retention_days: 60,
             deployment: Default::default(),
@@ -94,7 +94,7 @@ impl App {
     /// extensions are the server's; remote-access sessions start empty and end with the
     /// script; there is no plugin directory (a script cannot reload extensions).
     pub fn for_script(&self, db: Db) -> App {
-        let sessions = crate::sessions::Sessions::with_limits(
+        let sessions = crate::state::sessions::Sessions::with_limits(
             self.sessions.nonce_lifetime,
             self.sessions.limits,
         );
@@ -136,11 +136,11 @@ impl App {
         source: &str,
         source_type: &str,
     ) {
-        let record = crate::audit::record(user, category, key, args, source, source_type);
+        let record = crate::state::audit::record(user, category, key, args, source, source_type);
         // Denials and service calls are the high-volume entries: queued, on disk within
         // milliseconds and in order; every other entry is on disk before this returns.
-        let queued = category == crate::audit::category::AUTHORIZATION
-            || category == crate::audit::category::SERVICE;
+        let queued = category == crate::state::audit::category::AUTHORIZATION
+            || category == crate::state::audit::category::SERVICE;
         self.write_audit(record, queued);
     }
 
@@ -155,7 +155,7 @@ impl App {
         source: &str,
         source_type: &str,
     ) {
-        let record = crate::audit::record(user, category, key, args, source, source_type);
+        let record = crate::state::audit::record(user, category, key, args, source, source_type);
         self.write_audit(record, true);
     }
 
@@ -167,8 +167,8 @@ impl App {
         // the audit log, service calls, sessions, extension failures) happened whatever becomes
         // of the script, and is written now.
         if let Some(scope) = &self.script
-            && (record.category == crate::audit::category::MODEL
-                || record.category == crate::audit::category::SECURITY)
+            && (record.category == crate::state::audit::category::MODEL
+                || record.category == crate::state::audit::category::SECURITY)
         {
             if self.audit_log.enabled(&record.category) {
                 scope
@@ -187,31 +187,6 @@ impl App {
         if let Err(e) = written {
             tracing::error!(error = %e, "cannot write an audit record");
         }
-    }
-}
-
-impl App {
-    /// Audits a denial, if `e` is one (AUTHORIZATION, `permissionDenied`): who, which
-    /// permission, on what (the entity is the entry's source), and `context` (where it was met).
-    /// Queued with the other denials.
-    pub fn audit_denial(&self, user: &str, e: &crate::api::ApiError, context: serde_json::Value) {
-        let Some((permission, target, rule)) = &e.denied else {
-            return;
-        };
-        let mut args =
-            serde_json::json!({"permission": permission.name(), "target": target, "rule": rule});
-        if let (Some(a), serde_json::Value::Object(extra)) = (args.as_object_mut(), context) {
-            a.extend(extra);
-        }
-        let (source, source_type) = crate::audit::entity_of(target);
-        self.audit(
-            user,
-            crate::audit::category::AUTHORIZATION,
-            "permissionDenied",
-            args,
-            &source,
-            source_type,
-        );
     }
 }
 
