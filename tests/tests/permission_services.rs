@@ -399,3 +399,120 @@ fn x1_explain_access_explains_roles_and_platform_resources() {
         json!({}),
     );
 }
+
+/// Grants `alice` `ServiceInvoke` on `service` of every Resource, by an entry naming it (on the
+/// Resources collection): what a role's non-member needs (P2).
+fn grant_resource_service(s: &Server, admin: &str, service: &str) {
+    ok(
+        s,
+        admin,
+        "/Thingworx/Resources/CollectionFunctions/Services/AddCollectionRunTimePermission",
+        json!({"collectionName": "Resources", "principal": "alice", "principalType": "User", "type": "ServiceInvoke", "resource": service}),
+    );
+}
+
+#[test]
+fn x1_explain_access_answers_what_the_call_gets_and_keeps_v1() {
+    let (_t, s, alice) = world();
+    let admin = s.admin_key();
+    let explain = |key: &str, user: &str, action: &str, target: &str| {
+        post(
+            &s,
+            key,
+            "/Thingworx/Resources/SecurityServices/Services/ExplainAccess",
+            json!({"user": user, "action": action, "target": target}),
+        )
+    };
+    // Administrators-only services are the engine's role rules: the explanation and
+    // CheckPermission say what the call then does.
+    let collection = "Resources/CollectionFunctions/Services/GetCollectionRunTimePermissions";
+    let reload = "Subsystems/PlatformSubsystem/Services/ReloadExtension";
+    // (PlatformSubsystem is made visible to alice's organization: the role decides, not V1.)
+    ok(
+        &s,
+        &admin,
+        "/Thingworx/Subsystems/PlatformSubsystem/Services/AddVisibilityPermission",
+        json!({"principal": "Acme", "principalType": "Organization"}),
+    );
+    for target in [collection, reload] {
+        let (st, v) = explain(&admin, "alice", "ServiceInvoke", target);
+        assert_eq!(st, 200, "{v}");
+        let row = &v["rows"][0];
+        assert_eq!(row["allowed"], false, "{target}: {v}");
+        assert!(
+            row["explanation"]
+                .as_str()
+                .unwrap()
+                .contains("members of Administrators"),
+            "{v}"
+        );
+    }
+    let (st, v) = post(
+        &s,
+        &alice,
+        "/Thingworx/Subsystems/PlatformSubsystem/Services/ReloadExtension",
+        json!({"packageName": "hello"}),
+    );
+    assert_eq!(st, 403, "{v}");
+    let get = "/Thingworx/Resources/CollectionFunctions/Services/GetCollectionRunTimePermissions";
+    let (st, v) = post(&s, &alice, get, json!({"collectionName": "Things"}));
+    assert_eq!(st, 403, "{v}");
+    // An entry naming the service grants it, and the explanation says so.
+    grant_resource_service(&s, &admin, "GetCollectionRunTimePermissions");
+    let (_, v) = explain(&admin, "alice", "ServiceInvoke", collection);
+    assert_eq!(v["rows"][0]["allowed"], true, "{v}");
+    let (st, v) = post(&s, &alice, get, json!({"collectionName": "Things"}));
+    assert_eq!(st, 200, "{v}");
+    // alice may explain (an entry naming ExplainAccess, not the SecurityAdministrators' role):
+    // an entity she cannot see answers as a missing one, word for word.
+    grant_resource_service(&s, &admin, "ExplainAccess");
+    ok(
+        &s,
+        &admin,
+        &format!("{ES}/CreateThing"),
+        json!({"name": "Hidden", "thingTemplateName": "Pump"}),
+    );
+    let (st_hidden, hidden) = explain(
+        &alice,
+        "alice",
+        "PropertyRead",
+        "Things/Hidden/Properties/pressure",
+    );
+    let (st_missing, missing) = explain(
+        &alice,
+        "alice",
+        "PropertyRead",
+        "Things/Nowhere/Properties/pressure",
+    );
+    assert_eq!(
+        (st_hidden.as_u16(), st_missing.as_u16()),
+        (400, 400),
+        "{hidden} {missing}"
+    );
+    assert_eq!(
+        hidden["error"].as_str().unwrap().replace("Hidden", "X"),
+        missing["error"].as_str().unwrap().replace("Nowhere", "X")
+    );
+    // On what she sees, the explanation names no principal she cannot see: Ops' entry decides
+    // alice's reads of P1, and Ops is not visible to her.
+    let (st, v) = explain(
+        &alice,
+        "alice",
+        "PropertyRead",
+        "Things/P1/Properties/pressure",
+    );
+    assert_eq!(st, 200, "{v}");
+    let text = v.to_string();
+    assert!(
+        !text.contains("\"Ops\"") && text.contains("a principal you cannot see"),
+        "{text}"
+    );
+    // The administrator is told everything.
+    let (_, v) = explain(
+        &admin,
+        "alice",
+        "PropertyRead",
+        "Things/P1/Properties/pressure",
+    );
+    assert!(v.to_string().contains("Ops"), "{v}");
+}

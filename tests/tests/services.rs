@@ -145,29 +145,33 @@ fn an_administrator_builds_a_model_over_rest_and_a_user_works_within_it() {
         json!({}),
     );
     assert_eq!(v["rows"][0]["result"], "alice");
-    let v = ok(
-        &s,
-        &alice,
-        "/Thingworx/Resources/CurrentSessionInfo/Services/GetCurrentUserGroups",
-        json!({}),
-    );
-    let groups: Vec<&str> = v["rows"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["name"].as_str().unwrap())
-        .collect();
-    assert!(
-        groups.contains(&"Ops") && groups.contains(&"Users"),
-        "{groups:?}"
-    );
-    let v = ok(
-        &s,
-        &alice,
-        "/Thingworx/Resources/CurrentSessionInfo/Services/GetCurrentUserOrganizations",
-        json!({}),
-    );
-    assert_eq!(v["rows"][0]["name"], "Acme");
+    // V1: her groups and organizations, as far as she can see them.
+    let names = |service: &str| -> Vec<String> {
+        let v = ok(
+            &s,
+            &alice,
+            &format!("/Thingworx/Resources/CurrentSessionInfo/Services/{service}"),
+            json!({}),
+        );
+        v["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert!(names("GetCurrentUserGroups").is_empty());
+    assert!(names("GetCurrentUserOrganizations").is_empty());
+    for collection in ["Groups/Ops", "Organizations/Acme"] {
+        ok(
+            &s,
+            &admin,
+            &format!("/Thingworx/{collection}/Services/AddVisibilityPermission"),
+            json!({"principal": "Acme", "principalType": "Organization"}),
+        );
+    }
+    assert_eq!(names("GetCurrentUserGroups"), vec!["Ops"]);
+    assert_eq!(names("GetCurrentUserOrganizations"), vec!["Acme"]);
     let v = ok(
         &s,
         &alice,

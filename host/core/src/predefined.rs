@@ -16,8 +16,16 @@ pub const AUDITORS: &str = "Auditors";
 /// The platform's role rules (P2): `ServiceInvoke` of these services of these platform entities
 /// is allowed to the members of a predefined group (Administrators pass too), before visibility
 /// and before any entry; anyone else needs an entry naming the service itself (an entry for `*`
-/// never grants it): (kind, entity, service, group).
+/// never grants it): (kind, entity, service, group). The service `*` is every service of the
+/// entity (each still granted to others only by an entry naming it).
 pub const ROLE_RULES: &[(Kind, &str, &str, &str)] = &[
+    (
+        Kind::Subsystem,
+        "PlatformSubsystem",
+        "ReloadExtension",
+        ADMINISTRATORS,
+    ),
+    (Kind::Resource, "CollectionFunctions", "*", ADMINISTRATORS),
     (
         Kind::Resource,
         "SecurityServices",
@@ -28,12 +36,6 @@ pub const ROLE_RULES: &[(Kind, &str, &str, &str)] = &[
         Kind::Resource,
         "SecurityServices",
         "Lint",
-        SECURITY_ADMINISTRATORS,
-    ),
-    (
-        Kind::Resource,
-        "SecurityServices",
-        "EffectivePermissions",
         SECURITY_ADMINISTRATORS,
     ),
     (
@@ -48,7 +50,7 @@ pub const ROLE_RULES: &[(Kind, &str, &str, &str)] = &[
 pub fn role_rule(kind: Kind, name: &str, service: &str) -> Option<&'static str> {
     ROLE_RULES
         .iter()
-        .find(|(k, n, s, _)| *k == kind && *n == name && *s == service)
+        .find(|(k, n, s, _)| *k == kind && *n == name && (*s == service || *s == "*"))
         .map(|r| r.3)
 }
 /// The organization `Everyone`. It starts empty: the vendor puts `Users` in it, which makes

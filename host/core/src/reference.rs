@@ -229,11 +229,11 @@ pub fn check(
     };
     // P2: the role rules of the platform's services: the group's members may; anyone else
     // needs an entry.
+    // A request that names no service meets only a rule for every service (`*`).
     let role = match resource {
-        Some(service) if perm == Permission::ServiceInvoke => {
-            predefined::role_rule(kind, name, service)
-        }
-        _ => None,
+        _ if perm != Permission::ServiceInvoke => None,
+        Some(service) => predefined::role_rule(kind, name, service),
+        None => predefined::role_rule(kind, name, "*"),
     };
     // A role whose group is gone has no members: it fails closed.
     if role.is_some_and(|g| !view.contains(Kind::Group, g)) {
@@ -272,35 +272,37 @@ pub fn check(
     }
     // P1: platform Resources' services are every signed-in user's.
     // P2 for anyone else: an entry naming the service itself, on the entity or its collection.
-    if let (Some(group), Some(service)) = (role, resource) {
-        for (acl, level) in [
-            (Some(&e.permissions), LevelName::Entity),
-            (view.collection(kind), LevelName::Collection(kind)),
-        ] {
-            let matching: Vec<&PermissionEntry> = acl
-                .map(|a| {
-                    a.run_time
-                        .iter()
-                        .filter(|x| {
-                            x.permission == perm
-                                && x.resource == service
-                                && ps.contains(&x.principal)
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
-            let decided = matching
-                .iter()
-                .find(|x| !x.allow)
-                .or_else(|| matching.first());
-            if let Some(x) = decided {
-                return from_basis(ExplainedBasis::Entry {
-                    level,
-                    scope: crate::access::Scope::Resource,
-                    principal: x.principal.clone(),
-                    resource: service.to_string(),
-                    allow: x.allow,
-                });
+    if let Some(group) = role {
+        if let Some(service) = resource {
+            for (acl, level) in [
+                (Some(&e.permissions), LevelName::Entity),
+                (view.collection(kind), LevelName::Collection(kind)),
+            ] {
+                let matching: Vec<&PermissionEntry> = acl
+                    .map(|a| {
+                        a.run_time
+                            .iter()
+                            .filter(|x| {
+                                x.permission == perm
+                                    && x.resource == service
+                                    && ps.contains(&x.principal)
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let decided = matching
+                    .iter()
+                    .find(|x| !x.allow)
+                    .or_else(|| matching.first());
+                if let Some(x) = decided {
+                    return from_basis(ExplainedBasis::Entry {
+                        level,
+                        scope: crate::access::Scope::Resource,
+                        principal: x.principal.clone(),
+                        resource: service.to_string(),
+                        allow: x.allow,
+                    });
+                }
             }
         }
         return done(

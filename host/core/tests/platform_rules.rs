@@ -188,3 +188,67 @@ fn p2_an_entry_for_every_service_never_grants_a_role_service() {
     let (outcome, _) = invoke(&m, "u", Kind::Subsystem, "AuditSubsystem", "CreateThing");
     assert_eq!(outcome, Outcome::Allowed);
 }
+
+#[test]
+fn p2_collection_functions_and_reloads_are_the_administrators_even_for_a_service_never_named() {
+    let mut m = platform();
+    // (A subsystem is visible through organizations like any entity; Resources to everyone.)
+    visible_to(&mut m, Kind::Subsystem, "PlatformSubsystem", "Acme");
+    // No entry names these services: the engine has no symbol for the first; the role of
+    // every service of CollectionFunctions (`*`) still decides, as the reference does by name.
+    for (kind, name, service) in [
+        (
+            Kind::Resource,
+            "CollectionFunctions",
+            "GetCollectionRunTimePermissions",
+        ),
+        (Kind::Subsystem, "PlatformSubsystem", "ReloadExtension"),
+    ] {
+        let (outcome, basis) = invoke(&m, "u", kind, name, service);
+        assert_eq!(outcome, Outcome::Denied, "{service}");
+        assert_eq!(
+            basis,
+            ExplainedBasis::Role {
+                group: "Administrators".into(),
+                member: false
+            },
+            "{service}"
+        );
+        let (outcome, _) = invoke(&m, "Administrator", kind, name, service);
+        assert_eq!(outcome, Outcome::Allowed, "{service}");
+    }
+    // An entry for `*` on the Resource grants none of them; one naming the service does.
+    acl(&mut m, Kind::Resource, "CollectionFunctions", |a| {
+        a.run_time.push(rt(
+            PrincipalRef::user("u"),
+            Permission::ServiceInvoke,
+            "*",
+            true,
+        ))
+    });
+    let (outcome, _) = invoke(
+        &m,
+        "u",
+        Kind::Resource,
+        "CollectionFunctions",
+        "AddCollectionRunTimePermission",
+    );
+    assert_eq!(outcome, Outcome::Denied);
+    acl(&mut m, Kind::Resource, "CollectionFunctions", |a| {
+        a.run_time.push(rt(
+            PrincipalRef::user("u"),
+            Permission::ServiceInvoke,
+            "GetCollectionRunTimePermissions",
+            true,
+        ))
+    });
+    let (outcome, basis) = invoke(
+        &m,
+        "u",
+        Kind::Resource,
+        "CollectionFunctions",
+        "GetCollectionRunTimePermissions",
+    );
+    assert_eq!(outcome, Outcome::Allowed);
+    assert!(matches!(basis, ExplainedBasis::Entry { .. }), "{basis:?}");
+}

@@ -61,15 +61,23 @@ fn folder(src: &Path, file: &Path) -> String {
     }
 }
 
+/// A file's code without comment lines and without white space: `crate :: http`, and a `use`
+/// spread over lines, read as one path.
+fn code(text: &str) -> String {
+    text.lines()
+        .filter(|l| !l.trim_start().starts_with("//"))
+        .flat_map(|l| l.chars())
+        .filter(|c| !c.is_whitespace())
+        .collect()
+}
+
 /// The folders a file's code names as `crate::FOLDER` (comments excluded: a doc comment may
 /// name another folder).
 fn imports(text: &str) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
-    for line in text.lines() {
-        if line.trim_start().starts_with("//") {
-            continue;
-        }
-        let mut rest = line;
+    {
+        let code = code(text);
+        let mut rest = code.as_str();
         while let Some(at) = rest.find("crate::") {
             let after = &rest[at + "crate::".len()..];
             let name: String = after
@@ -123,15 +131,45 @@ fn the_check_sees_an_import_in_any_form() {
     let want: BTreeSet<String> = ["state", "jobs"].iter().map(|s| s.to_string()).collect();
     // `crate::{api, http}` names no folder by itself: the braces are refused outright below.
     assert_eq!(found, want);
+    let spread = imports("use crate ::\n    http::rest;\nlet y = crate:: jobs ::x;");
+    assert!(
+        spread.contains("http") && spread.contains("jobs"),
+        "{spread:?}"
+    );
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let mut all = Vec::new();
     files(&src, &mut all);
     for file in &all {
-        let text = std::fs::read_to_string(file).unwrap();
-        assert!(
-            !text.contains("crate::{") && !text.contains("use crate::*"),
-            "{}: import folders by their path (`crate::api::x`), so the layer check can read them",
-            file.display()
-        );
+        let text = code(&std::fs::read_to_string(file).unwrap());
+        // Paths the check could not follow to a folder: a group at the crate's root, a glob,
+        // a path up two folders, a macro exported to the crate's root.
+        for (form, why) in [
+            ("crate::{", "import folders by their path (`crate::api::x`)"),
+            (
+                "usecrate::*",
+                "import folders by their path (`crate::api::x`)",
+            ),
+            ("super::super", "name another folder by `crate::FOLDER`"),
+            (
+                "#[macro_export]",
+                "a macro exported to the crate's root hides its paths",
+            ),
+        ] {
+            assert!(
+                !text.contains(form),
+                "{}: {why}, so the layer check can read it",
+                file.display()
+            );
+        }
     }
+    // `lib.rs` names the folders and re-exports nothing (a `pub use` there would be a path
+    // around the table).
+    let lib = std::fs::read_to_string(src.join("lib.rs")).unwrap();
+    assert!(
+        !lib.lines().any(|l| {
+            let l = l.trim_start();
+            l.starts_with("use ") || l.starts_with("pub use ") || l.starts_with("pub(crate) use ")
+        }),
+        "lib.rs declares the folders and nothing else of theirs"
+    );
 }

@@ -745,12 +745,16 @@ impl AccessIndex {
         // P2: a role rule of a platform entity's service allows its group's members before
         // anything else; anyone else needs an entry that allows it (and is told the role
         // otherwise).
-        let mut role: Option<(EntityId, Sym)> = None;
+        // A service no entry has named has no symbol: only a rule for every service (`*`) of
+        // the entity can be its role.
+        let mut role: Option<(EntityId, Option<Sym>)> = None;
         if perm == Permission::ServiceInvoke
             && matches!(slot.kind, Kind::Resource | Kind::Subsystem)
-            && let Some(r) = resource
-            && let Some(group) =
-                crate::predefined::role_rule(slot.kind, &slot.name, self.sym_name(r))
+            && let Some(group) = crate::predefined::role_rule(
+                slot.kind,
+                &slot.name,
+                resource.map_or("*", |r| self.sym_name(r)),
+            )
         {
             // A role whose group is gone has no members: it fails closed.
             let Some(g) = self.id(Kind::Group, group) else {
@@ -759,7 +763,7 @@ impl AccessIndex {
             if user.has(g.0) {
                 return (Outcome::Allowed, Basis::Role { group: g });
             }
-            role = Some((g, r));
+            role = Some((g, resource));
         }
         if is_user
             && self.policy.own_user_services
@@ -783,7 +787,8 @@ impl AccessIndex {
                     Level::Collection,
                 ),
             ] {
-                if let Some(entries) = acl.and_then(|a| a.rules.get(&rule_key(perm, r)))
+                if let Some(r) = r
+                    && let Some(entries) = acl.and_then(|a| a.rules.get(&rule_key(perm, r)))
                     && let Some((allow, p)) = eval_entries(entries, user)
                 {
                     let basis = Basis::Entry {

@@ -243,7 +243,7 @@ fn checked<T>(
 ) -> Result<T, ApiError> {
     let db = app.db.read().unwrap_or_else(|p| p.into_inner());
     crate::api::visible_entity(db.model(), caller, request.kind, &request.entity)?;
-    f(&mut Call {
+    let mut call = Call {
         app,
         db: crate::api::Guard::Shared(&db),
         caller,
@@ -252,7 +252,11 @@ fn checked<T>(
         row: request.row,
         params: request.params,
         prepared: Default::default(),
-    })
+    };
+    // The row's rule again, under this lock: the model may have changed since the router
+    // checked it under another.
+    crate::api::authz::enforce(&call)?;
+    f(&mut call)
 }
 
 /// A read of the audit log: checked under the model's shared lock ([`prepare`]) and answered

@@ -200,6 +200,5 @@ pub(crate) fn enforce(call: &Call<'_>) -> Result<(), ApiError> {
                 ),
             )
         }
-        Rule::Administrators(what) => call.require_admin(what),
     }
 }

@@ -42,7 +42,6 @@ pub fn rule(r: Rule) -> String {
         Rule::Invoke => "`ServiceInvoke` on the entity, for this service".into(),
         Rule::Create(k) => format!("`Create` on {}", k.collection()),
         Rule::Named(p, k) => format!("`{}` on the {} `name`", p.name(), k.label()),
-        Rule::Administrators(_) => "Administrators".into(),
         Rule::Own(words) => words.into(),
     }
 }

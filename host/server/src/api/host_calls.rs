@@ -236,6 +236,14 @@ impl HostCtx {
             depth: self.caller.depth + 1,
             ..self.caller.clone()
         };
+        // Code acts for its caller only while the caller still acts (enabled, not locked, the
+        // same user): a handler that runs on after its user was disabled does nothing more.
+        {
+            let db = self.app.db.read().unwrap_or_else(|p| p.into_inner());
+            crate::state::auth::still_acts(db.model(), &caller.name, caller.subject).map_err(
+                |r| HostError::Denied(format!("{} can no longer act ({})", caller.name, r.detail)),
+            )?;
+        }
         call(&self.app, &caller).map_err(|e| {
             // Every denial is audited, also one met by extension code on the caller's behalf.
             e.audit_denial(

@@ -178,10 +178,7 @@ impl Call<'_> {
         let d = self.model().check(self.caller.subject, permission, target);
         match d.outcome {
             Outcome::Allowed => Ok(()),
-            Outcome::NotVisible => Err(ApiError::new(
-                StatusCode::NOT_FOUND,
-                format!("{} {:?} was not found", self.kind.label(), self.entity),
-            )),
+            Outcome::NotVisible => Err(not_found(self.kind, &self.entity)),
             Outcome::Denied => {
                 let path = match target {
                     Target::Collection(k) => k.collection().to_string(),

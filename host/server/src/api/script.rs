@@ -23,6 +23,7 @@
 use crate::api::{ApiError, Reply};
 use crate::state::app::App;
 use crate::state::auth::Caller;
+use crate::state::scripts::Limits;
 use axum::http::StatusCode;
 use rhai::{AST, Dynamic, Engine, EvalAltResult, NativeCallContext, Position, Scope};
 use serde_json::{Map, Value as Json, json};
@@ -38,8 +39,6 @@ pub const MAX_SCRIPT: usize = 1 << 20;
 
 /// The most access-impact rows a dry run answers with (`impactRows` counts them all).
 pub const MAX_IMPACT: usize = 10_000;
-
-pub use crate::state::scripts::{Limits, Running, Slot};
 
 /// Where a function's request goes.
 #[derive(Clone, Debug)]
@@ -778,8 +777,31 @@ pub fn run_service(
     let deadline = started + limits.timeout;
     // Each attempt runs beside other requests, on a copy; it lands unless the model changed
     // meanwhile in a way that conflicts (see `Db::adopt`), and then runs again on a new copy.
+    // A script acts as its caller only while the caller still acts (enabled, not locked, the
+    // same user): checked before each attempt and again, under the model's lock, before its
+    // changes land.
+    let still_acts = |m: &thinghost_core::Model| {
+        crate::state::auth::still_acts(m, &caller.name, caller.subject).map_err(|r| {
+            app.audit(
+                &caller.name,
+                crate::state::audit::category::SCRIPTS,
+                "scriptFailed",
+                summary(json!({"error": r.detail})),
+                "Resources/ScriptServices",
+                "Resource",
+            );
+            ApiError::new(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "{} can no longer act ({}); nothing was changed",
+                    caller.name, r.detail
+                ),
+            )
+        })
+    };
     for attempt in 1..=3u32 {
         let fork = app.db.read().unwrap_or_else(|p| p.into_inner()).fork();
+        still_acts(fork.model())?;
         let before = dry_run.then(|| fork.model().clone());
         let script_app = Arc::new(app.for_script(fork));
         let run = Arc::new(Run {
@@ -834,7 +856,9 @@ pub fn run_service(
         if let Some(before) = before {
             // What the caller may be told of: entities it sees after the script, or saw before
             // it (a removed one), unless it may inspect everything.
-            let everything = crate::api::authz::may_inspect(fork.model(), caller);
+            // Whether it may inspect everything is decided on the model before the script (a
+            // script that joins SecurityAdministrators is not told more by its own change).
+            let everything = crate::api::authz::may_inspect(&before, caller);
             let sees = |kind: Kind, name: &str| {
                 everything
                     || crate::api::authz::sees(fork.model(), caller.subject, kind, name)
@@ -849,7 +873,7 @@ pub fn run_service(
             // script), unless it may inspect everyone's permissions; the others are counted.
             let (impact, impact_hidden) = {
                 let m = fork.model();
-                if crate::api::authz::may_inspect(m, caller) {
+                if everything {
                     (impact, 0)
                 } else {
                     let sees = |kind: Kind, name: &str| {
@@ -907,6 +931,7 @@ pub fn run_service(
             ));
         }
         let mut db = app.db.write().unwrap_or_else(|p| p.into_inner());
+        still_acts(db.model())?;
         match db.adopt(&mut fork, &records) {
             Ok(()) => {
                 return Ok(crate::api::services::result(

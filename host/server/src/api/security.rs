@@ -67,7 +67,7 @@ fn row(v: &impl serde::Serialize) -> Map<String, Json> {
 }
 
 /// `Lint()`: the security lint's findings, most severe first.
-/// (The row's rule: administrators and security administrators.)
+/// (The row's rule: the SecurityAdministrators' role, P2, or an entry naming the service.)
 pub fn lint(call: &mut Call<'_>) -> Result<Reply, ApiError> {
     let findings = thinghost_core::lint::lint(call.model(), &call.app.deployment, crate::now_ms());
     let rows = findings.iter().map(row).collect();

@@ -1111,10 +1111,13 @@ fn create_key(call: &mut Call<'_>, name: &str) -> Result<Reply, ApiError> {
     finish_create(call, entity, Some(Reply::Json(table.into_json())))
 }
 
-/// `ExplainAccess(user, action, target)` (the row's rule: administrators and security
-/// administrators).
+/// `ExplainAccess(user, action, target)` (the row's rule: the SecurityAdministrators' role, P2,
+/// or an entry naming the service). Whoever may not inspect everyone (the Lint role) is held to
+/// V1: a target it cannot see answers as a missing one, and the explanation names no principal,
+/// template or shape it cannot see.
 pub fn explain_access(call: &mut Call<'_>) -> Result<Reply, ApiError> {
     let m = call.model();
+    let inspects = crate::api::authz::may_inspect(m, call.caller);
     let permission = Permission::parse(&call.str("action")).ok_or_else(|| {
         bad(format!(
             "parameter action: {:?} is not a permission",
@@ -1125,13 +1128,47 @@ pub fn explain_access(call: &mut Call<'_>) -> Result<Reply, ApiError> {
         .map_err(|e| bad(format!("parameter target: {e}")))?;
     path.check_fits(permission)
         .map_err(|e| bad(format!("parameter target: {e}")))?;
+    let hidden = |kind: Kind, name: &str| {
+        !inspects && !crate::api::authz::sees(m, call.caller.subject, kind, name)
+    };
+    if let Some(name) = &path.entity
+        && hidden(path.kind, name)
+    {
+        // Exactly what a missing entity answers.
+        let missing = access::PathError::NotFound {
+            kind: path.kind,
+            name: name.clone(),
+        };
+        return Err(bad(format!("parameter target: {missing}")));
+    }
     let target = m
         .access()
         .target_of(&path)
         .map_err(|e| bad(format!("parameter target: {e}")))?;
     let subject = m.subject(&call.str("user")).expect("validated");
     let d = m.check(subject, permission, target);
-    let e = m.explain(&d);
+    let mut e = m.explain(&d);
+    if let access::ExplainedBasis::Entry {
+        level, principal, ..
+    } = &mut e.basis
+    {
+        let kind = match principal.kind {
+            thinghost_core::PrincipalType::User => Kind::User,
+            thinghost_core::PrincipalType::Group => Kind::Group,
+        };
+        if hidden(kind, &principal.principal) {
+            principal.principal = "(a principal you cannot see)".into();
+        }
+        match level {
+            access::LevelName::Template(t) if hidden(Kind::ThingTemplate, t) => {
+                *t = "(a template you cannot see)".into()
+            }
+            access::LevelName::Shapes(s) if hidden(Kind::ThingShape, s) => {
+                *s = "(a shape you cannot see)".into()
+            }
+            _ => {}
+        }
+    }
     let mut row = Map::new();
     row.insert("outcome".into(), json!(e.outcome));
     row.insert("allowed".into(), json!(d.allowed()));
@@ -1176,13 +1213,15 @@ fn my_principals(call: &Call<'_>) -> Vec<PrincipalRef> {
     crate::api::authz::groups_of(call.model(), call.caller.subject)
 }
 
-/// `GetCurrentUserGroups()`.
+/// `GetCurrentUserGroups()`. V1: only the groups the caller can see are named.
 pub fn current_user_groups(call: &mut Call<'_>) -> Result<Reply, ApiError> {
+    let m = call.model();
     Ok(Reply::Json(names_table(
         "name",
         my_principals(call)
             .into_iter()
             .filter(|p| p.kind == PrincipalType::Group)
+            .filter(|p| crate::api::authz::sees(m, call.caller.subject, Kind::Group, &p.principal))
             .map(|p| p.principal),
     )))
 }
@@ -1200,6 +1239,15 @@ pub fn current_user_organizations(call: &mut Call<'_>) -> Result<Reply, ApiError
                     .iter()
                     .any(|u| u.members.iter().any(|x| principals.contains(x))),
                 _ => false,
+            })
+            // V1: only the organizations the caller can see are named.
+            .filter(|o| {
+                crate::api::authz::sees(
+                    call.model(),
+                    call.caller.subject,
+                    Kind::Organization,
+                    &o.name,
+                )
             })
             .map(|o| o.name.clone()),
     )))

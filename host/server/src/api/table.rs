@@ -125,8 +125,6 @@ pub enum Rule {
     Create(Kind),
     /// A permission on the entity of this kind that the parameter `name` names.
     Named(Permission, Kind),
-    /// Members of Administrators; the words say what.
-    Administrators(&'static str),
     /// The service's own rule, described.
     Own(&'static str),
 }
@@ -664,7 +662,7 @@ fn services() -> Vec<Service> {
             .doc("One package: its contributions, declared capabilities, state."),
         row(PLATFORM, "ReloadExtension", Unlocked(services::reload_extension))
             .params(const { &[req("packageName", T::String), opt("force", T::Boolean).or("false")] })
-            .returns(Returns::Value(T::Json)).rule(Rule::Administrators("reload extensions"))
+            .returns(Returns::Value(T::Json)).rule(Rule::Invoke)
             .audit(Audit::In(EXTENSIONS)).script(Script::Refused)
             .doc("Brings a package's folder in line with the running server: loads, replaces (a lower version only with `force`) or removes it; a refusal is a 409 and the loaded version keeps serving."),
         // ---- Subsystems/AuditSubsystem (U4, U6), and the Thing-level query ----
@@ -778,7 +776,8 @@ fn permission_row(family: Family, action: Action, acl: AclOf) -> Service {
     };
     let reads = matches!(action, Action::Get | Action::GetJson);
     let rule = match (acl, reads) {
-        (AclOf::Collection, _) => Rule::Administrators("change or read collection permissions"),
+        // P2: the role of Administrators (`predefined::ROLE_RULES`).
+        (AclOf::Collection, _) => Rule::Invoke,
         (_, true) => Rule::On(Permission::Read, "read this entity's permissions"),
         (_, false) => Rule::On(Permission::Update, "change this entity's permissions"),
     };

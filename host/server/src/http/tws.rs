@@ -207,26 +207,55 @@ async fn connection(
     // that user still acts (enabled, not locked, not deleted); when not, it closes, saying why.
     let mut watch = tokio::time::interval(std::time::Duration::from_secs(1));
     watch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    // (On the async worker only when the model's lock is free at once: a change holding it is
-    // waited for by the next tick, or by the message's own check on the blocking pool.)
-    let acts = |app: &App| -> Result<(), String> {
+    // (On the async worker only when the model's lock is free at once; when changes hold it
+    // at three ticks in a row, the fourth waits for it on the blocking pool: under steady
+    // writes the check is late by seconds, never skipped for good.)
+    let acts = |app: &App| -> Option<Result<(), String>> {
         let db = match app.db.try_read() {
             Ok(db) => db,
             Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
-            Err(std::sync::TryLockError::WouldBlock) => return Ok(()),
+            Err(std::sync::TryLockError::WouldBlock) => return None,
         };
-        crate::state::auth::still_acts(db.model(), &caller.name, caller.subject)
-            .map_err(|r| r.detail)
+        Some(
+            crate::state::auth::still_acts(db.model(), &caller.name, caller.subject)
+                .map_err(|r| r.detail),
+        )
     };
+    let waited = |app: Arc<App>, caller: Caller| async move {
+        tokio::task::spawn_blocking(move || {
+            let db = app.db.read().unwrap_or_else(|p| p.into_inner());
+            crate::state::auth::still_acts(db.model(), &caller.name, caller.subject)
+                .map_err(|r| r.detail)
+        })
+        .await
+        .unwrap_or(Ok(()))
+    };
+    let mut busy_ticks = 0u32;
     loop {
         // Why the connection stops: the reason, and whether its user no longer acts.
         let stop: Option<(String, bool)> = tokio::select! {
-            _ = watch.tick() => acts(&app).err().map(|why| (why, true)),
+            _ = watch.tick() => {
+                let now = match acts(&app) {
+                    Some(r) => Some(r),
+                    None if busy_ticks >= 3 => Some(waited(app.clone(), caller.clone()).await),
+                    None => None,
+                };
+                match now {
+                    Some(r) => {
+                        busy_ticks = 0;
+                        r.err().map(|why| (why, true))
+                    }
+                    None => {
+                        busy_ticks += 1;
+                        None
+                    }
+                }
+            }
             changed = phase.changed() => {
                 let now = *phase.borrow_and_update();
                 (changed.is_err() || now == Phase::Ended).then(|| match acts(&app) {
-                    Err(why) => (why, true),
-                    Ok(()) => ("the session ended".to_string(), false),
+                    Some(Err(why)) => (why, true),
+                    _ => ("the session ended".to_string(), false),
                 })
             }
             msg = socket.recv() => {

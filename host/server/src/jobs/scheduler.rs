@@ -173,6 +173,19 @@ pub fn housekeeping(app: &App) {
 }
 
 pub fn spawn(app: Arc<App>) {
+    // The housekeeping has a tick of its own, on the blocking pool (it reads the model under its
+    // lock): a long archive or export never delays the end of a session whose user no longer
+    // acts.
+    let keeper = app.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            tick.tick().await;
+            let app = keeper.clone();
+            let _ = tokio::task::spawn_blocking(move || housekeeping(&app)).await;
+        }
+    });
     tokio::spawn(async move {
         let mut last = chrono::Utc::now();
         let mut bad: HashMap<&'static str, String> = HashMap::new();
@@ -182,7 +195,6 @@ pub fn spawn(app: Arc<App>) {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
             tick.tick().await;
-            housekeeping(&app);
             let now = chrono::Utc::now();
             for thing in SCHEDULERS {
                 let Some(s) = setting(&app, thing) else {

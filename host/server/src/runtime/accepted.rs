@@ -6,8 +6,8 @@
 //! running server serves, whatever the plugin directory holds meanwhile (a broken version it
 //! refused, a lower version it was not forced to take, a folder it could not remove). At start
 //! the server loads the accepted copies first and then applies the plugin directory to them by
-//! the rules of a running server ([`crate::api::reload::start`]): a restart yields the state the
-//! running server had.
+//! the rules of a running server (`api::reload::load_accepted`, then `apply_plugin_dir`): a
+//! restart yields the state the running server had.
 //!
 //! A copy is replaced by two renames (the old copy aside, the new one in); a crash between them
 //! leaves the old copy aside, and [`Accepted::recover`] puts it back at the next start.
