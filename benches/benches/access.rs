@@ -255,6 +255,7 @@ fn access(c: &mut Criterion) {
                 default_value: None,
                 read_only: false,
                 data_shape: None,
+                data_change_type: Default::default(),
             });
         Ok(())
     })

@@ -223,6 +223,7 @@ pub fn caller(app: &App, name: &str) -> Caller {
         subject,
         name: name.to_string(),
         depth: 0,
+        chain: None,
     }
 }
 

@@ -172,7 +172,71 @@ pub struct PropertyDef {
     /// For INFOTABLE properties: the data shape of the value.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data_shape: Option<String>,
+    /// When a write fires `DataChange` (B5).
+    #[serde(default, skip_serializing_if = "DataChangeType::is_default")]
+    pub data_change_type: DataChangeType,
 }
+
+/// When a property write fires `DataChange` (B5): when the value changes (the default), at every
+/// write, or never.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum DataChangeType {
+    #[default]
+    Value,
+    Always,
+    Never,
+}
+
+impl DataChangeType {
+    pub fn is_default(&self) -> bool {
+        *self == DataChangeType::Value
+    }
+
+    /// The vendor's name (`VALUE`, `ALWAYS`, `NEVER`), any case.
+    pub fn parse(s: &str) -> Option<DataChangeType> {
+        match s.to_ascii_uppercase().as_str() {
+            "VALUE" => Some(DataChangeType::Value),
+            "ALWAYS" => Some(DataChangeType::Always),
+            "NEVER" => Some(DataChangeType::Never),
+            _ => None,
+        }
+    }
+
+    /// Does a write from `old` to `new` fire `DataChange`?
+    pub fn fires(self, old: Option<&Json>, new: &Json) -> bool {
+        match self {
+            DataChangeType::Value => old != Some(new),
+            DataChangeType::Always => true,
+            DataChangeType::Never => false,
+        }
+    }
+}
+
+/// A subscription (B6): code (or, on an entity an extension contributed and without code, that
+/// extension's handler of the subscription's name) run for each firing of `event` by `source`
+/// (empty: `me`, each Thing that has the subscription, for its own events).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SubscriptionDef {
+    pub name: String,
+    /// The Thing whose events it receives; empty: `me`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub source: String,
+    pub event: String,
+    /// For `DataChange`: only this property's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub property: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+}
+
+/// The event every Thing fires when a property changes (B5).
+pub const DATA_CHANGE: &str = "DataChange";
 
 /// A service parameter.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -204,6 +268,25 @@ pub struct ServiceDef {
     /// Whether its calls are audited (category SERVICE).
     #[serde(default, skip_serializing_if = "ServiceAudit::is_off")]
     pub audit: ServiceAudit,
+    /// Rhai code stored with the definition that implements it (B1); without it, the handler of
+    /// the extension that contributed the entity implements it, or nothing does (501).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    /// Whether a template derived from its source, or a Thing of one, may give it another
+    /// implementation (B2).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub allow_override: bool,
+}
+
+/// Another implementation of an inherited service (B2): Rhai code, or, on an entity an extension
+/// contributed and without code, that extension's handler. The definition (name, parameters,
+/// result) stays its source's.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceOverride {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
 }
 
 /// Whether the calls of a service are audited (DOMAIN U1, category SERVICE): not at all (the
@@ -252,11 +335,21 @@ pub struct Definitions {
     pub services: Vec<ServiceDef>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub events: Vec<EventDef>,
+    /// Inherited services this entity implements anew (B2).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub overrides: Vec<ServiceOverride>,
+    /// Subscriptions to events (B6).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub subscriptions: Vec<SubscriptionDef>,
 }
 
 impl Definitions {
     pub fn is_empty(&self) -> bool {
-        self.properties.is_empty() && self.services.is_empty() && self.events.is_empty()
+        self.properties.is_empty()
+            && self.services.is_empty()
+            && self.events.is_empty()
+            && self.overrides.is_empty()
+            && self.subscriptions.is_empty()
     }
 }
 

@@ -70,7 +70,11 @@ pub const SYSTEM_TEMPLATES: &[&str] = &[
 ];
 /// Templates whose Things keep data in a persistence provider (DOMAIN P1).
 pub const DATA_STORAGE_TEMPLATES: &[&str] = &["DataTable", "Stream", "ValueStream"];
-pub const SUBSYSTEMS: &[&str] = &["AuditSubsystem", "PlatformSubsystem"];
+pub const SUBSYSTEMS: &[&str] = &[
+    "AuditSubsystem",
+    "EventProcessingSubsystem",
+    "PlatformSubsystem",
+];
 /// The audit subsystem's Things (U6): (name, template, own properties as (name, type, default)).
 /// Every scheduler has `schedule` (cron, with seconds), `runAsUser` and `enabled`.
 pub const AUDIT_ARCHIVE_REPOSITORY: &str = "AuditArchiveFileRepository";
@@ -261,6 +265,7 @@ pub fn entities() -> Vec<Entity> {
                         .map(|d| serde_json::from_str(d).expect("a JSON default")),
                     read_only: false,
                     data_shape: None,
+                    data_change_type: Default::default(),
                 })
                 .collect();
         }

@@ -69,6 +69,13 @@ pub(crate) fn visit_references(e: &Entity, f: &mut dyn FnMut(RefTarget<'_>, &dyn
                 });
             }
         }
+        for sub in &defs.subscriptions {
+            if !sub.source.is_empty() {
+                f(RefTarget::Entity(Kind::Thing, &sub.source), &|| {
+                    format!("the source of subscription {} of {}", sub.name, place())
+                });
+            }
+        }
     }
     match &e.body {
         Body::Thing(t) => {
@@ -632,6 +639,122 @@ fn check_definitions(defs: &Definitions, place: &str) -> Result<(), ModelError> 
             return Err(dup(place, "event", &e.name, place, place));
         }
     }
+    for sub in &defs.subscriptions {
+        member(&sub.name, "subscription")?;
+        if !seen.insert(("subscription", sub.name.as_str())) {
+            return Err(dup(place, "subscription", &sub.name, place, place));
+        }
+        if sub.property.is_some() && sub.event != DATA_CHANGE {
+            return Err(ModelError::invalid(
+                place,
+                format!(
+                    "subscription {} names a property: only a {DATA_CHANGE} subscription may",
+                    sub.name
+                ),
+            ));
+        }
+    }
+    for o in &defs.overrides {
+        member(&o.name, "service")?;
+        if defs.services.iter().any(|s| s.name == o.name) {
+            return Err(ModelError::invalid(
+                place,
+                format!(
+                    "defines service {} itself: change its code (UpdateServiceDefinition) instead of overriding it",
+                    o.name
+                ),
+            ));
+        }
+        if !seen.insert(("override", o.name.as_str())) {
+            return Err(dup(place, "service override", &o.name, place, place));
+        }
+    }
+    Ok(())
+}
+
+/// B6: each subscription of `e` names an event its source has (and, for `DataChange` of one
+/// property, a property it has). `own`: the holder's events and properties (merged along its
+/// chain; a shape's own).
+fn check_subscriptions(
+    view: &dyn View,
+    e: &Entity,
+    own: (BTreeSet<&str>, BTreeSet<&str>),
+    place: &str,
+) -> Result<(), ModelError> {
+    let Some(defs) = e.definitions() else {
+        return Ok(());
+    };
+    for sub in &defs.subscriptions {
+        let merged_source;
+        let (events, properties, of) = if sub.source.is_empty() {
+            (own.0.clone(), own.1.clone(), "it".to_string())
+        } else {
+            // The source exists (a reference); its events and properties along its chain.
+            let Some(src) = view.get(Kind::Thing, &sub.source) else {
+                continue; // reported as a missing reference
+            };
+            merged_source = merged_definitions(view, src)?;
+            (
+                merged_source.events.keys().map(String::as_str).collect(),
+                merged_source
+                    .properties
+                    .keys()
+                    .map(String::as_str)
+                    .collect(),
+                format!("Things/{}", sub.source),
+            )
+        };
+        if sub.event != DATA_CHANGE && !events.contains(sub.event.as_str()) {
+            return Err(ModelError::invalid(
+                place,
+                format!(
+                    "subscription {} is to event {}, which {of} does not have (its events: {DATA_CHANGE}{})",
+                    sub.name,
+                    sub.event,
+                    events.iter().map(|e| format!(", {e}")).collect::<String>()
+                ),
+            ));
+        }
+        if let Some(p) = &sub.property
+            && !properties.contains(p.as_str())
+        {
+            return Err(ModelError::invalid(
+                place,
+                format!(
+                    "subscription {} is to changes of property {p}, which {of} does not have",
+                    sub.name
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// B2: each override of `e` names an inherited service whose definition allows overrides.
+fn check_overrides(e: &Entity, merged: &Merged, place: &str) -> Result<(), ModelError> {
+    let Some(defs) = e.definitions() else {
+        return Ok(());
+    };
+    for o in &defs.overrides {
+        let Some((def, source)) = merged.services.get(&o.name) else {
+            return Err(ModelError::invalid(
+                place,
+                format!(
+                    "overrides service {}, which it does not inherit (an override gives an inherited service another implementation)",
+                    o.name
+                ),
+            ));
+        };
+        if !def.allow_override {
+            return Err(ModelError::invalid(
+                place,
+                format!(
+                    "cannot override service {} of {source}: its definition does not allow overrides (allowOverride is false)",
+                    o.name
+                ),
+            ));
+        }
+    }
     Ok(())
 }
 
@@ -679,6 +802,8 @@ fn validate_entity(
     match &e.body {
         Body::Thing(t) => {
             let merged = merged_definitions_cached(view, e, cache)?;
+            check_overrides(e, &merged, &place)?;
+            check_subscriptions(view, e, merged.names(), &place)?;
             for s in &t.thing_shapes {
                 if t.thing_shapes.iter().filter(|x| *x == s).count() > 1 {
                     return Err(ModelError::invalid(
@@ -722,9 +847,30 @@ fn validate_entity(
                 &format!("the instance permissions of {place}"),
                 AclPlace::TemplateInstance,
             )?;
-            merged_definitions_cached(view, e, cache)?;
+            let merged = merged_definitions_cached(view, e, cache)?;
+            check_overrides(e, &merged, &place)?;
+            check_subscriptions(view, e, merged.names(), &place)?;
         }
         Body::ThingShape(s) => {
+            let events: BTreeSet<&str> = s
+                .definitions
+                .events
+                .iter()
+                .map(|v| v.name.as_str())
+                .collect();
+            let properties: BTreeSet<&str> = s
+                .definitions
+                .properties
+                .iter()
+                .map(|p| p.name.as_str())
+                .collect();
+            check_subscriptions(view, e, (events, properties), &place)?;
+            if !s.definitions.overrides.is_empty() {
+                return Err(ModelError::invalid(
+                    &place,
+                    "a ThingShape cannot override a service: templates and Things override what they inherit",
+                ));
+            }
             check_acl(
                 &s.instance_permissions,
                 &format!("the instance permissions of {place}"),
@@ -987,6 +1133,68 @@ pub fn find_service<'v>(
     find_member(view, e, |d| d.services.iter().find(|s| s.name == name))
 }
 
+/// The implementation of a service of a Thing or template that runs (B2): where the definition
+/// is, where the implementation is (the nearest override along the entity and its template
+/// chain, else the definition's source), and its Rhai code, if it is code (none: the handler of
+/// the extension that contributed `implementer`, or nothing, B1).
+#[derive(Clone, Copy, Debug)]
+pub struct Implementation<'v> {
+    pub def: &'v ServiceDef,
+    pub source: &'v Entity,
+    pub implementer: &'v Entity,
+    pub code: Option<&'v str>,
+}
+
+impl Implementation<'_> {
+    /// Is it an override (implemented elsewhere than its definition)?
+    pub fn overridden(&self) -> bool {
+        !std::ptr::eq(self.source, self.implementer)
+    }
+}
+
+/// The implementation of service `name` of `e` that runs (B2): the entity's own override, then
+/// its template chain's nearest first; else the definition's own (code or handler).
+pub fn find_implementation<'v>(
+    view: &'v dyn View,
+    e: &'v Entity,
+    name: &str,
+) -> Option<Implementation<'v>> {
+    let (def, source) = find_service(view, e, name)?;
+    let mut cur = Some(e);
+    let mut seen: Vec<&str> = Vec::new();
+    while let Some(x) = cur {
+        if std::ptr::eq(x, source) || seen.contains(&x.name.as_str()) {
+            break;
+        }
+        seen.push(&x.name);
+        if let Some(o) = x
+            .definitions()
+            .and_then(|d| d.overrides.iter().find(|o| o.name == name))
+        {
+            return Some(Implementation {
+                def,
+                source,
+                implementer: x,
+                code: o.code.as_deref(),
+            });
+        }
+        cur = match &x.body {
+            Body::Thing(t) => view.get(Kind::ThingTemplate, &t.thing_template),
+            Body::ThingTemplate(t) => t
+                .base_thing_template
+                .as_deref()
+                .and_then(|b| view.get(Kind::ThingTemplate, b)),
+            _ => None,
+        };
+    }
+    Some(Implementation {
+        def,
+        source,
+        implementer: source,
+        code: def.code.as_deref(),
+    })
+}
+
 /// A property of a Thing or template along its chain: [`find_member`] for properties.
 pub fn find_property<'v>(
     view: &'v dyn View,
@@ -1002,6 +1210,16 @@ pub struct Merged {
     pub properties: BTreeMap<String, (PropertyDef, String)>,
     pub services: BTreeMap<String, (ServiceDef, String)>,
     pub events: BTreeMap<String, (EventDef, String)>,
+}
+
+impl Merged {
+    /// The names of its events and properties.
+    fn names(&self) -> (BTreeSet<&str>, BTreeSet<&str>) {
+        (
+            self.events.keys().map(String::as_str).collect(),
+            self.properties.keys().map(String::as_str).collect(),
+        )
+    }
 }
 
 #[derive(Default)]

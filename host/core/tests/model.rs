@@ -59,6 +59,7 @@ fn invalid_names_are_refused() {
                 default_value: None,
                 read_only: false,
                 data_shape: None,
+                data_change_type: Default::default(),
             });
         }
         tx.create(t)
@@ -203,6 +204,7 @@ fn prop(name: &str, t: BaseType) -> PropertyDef {
         default_value: None,
         read_only: false,
         data_shape: None,
+        data_change_type: Default::default(),
     }
 }
 

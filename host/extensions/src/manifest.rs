@@ -123,6 +123,10 @@ pub struct ServiceDecl {
     /// ones before the call answers. Default: not audited.
     #[serde(default)]
     pub audit: thinghost_core::ServiceAudit,
+    /// Whether a template derived from the one that defines it (or a Thing of one) may give it
+    /// another implementation (B2).
+    #[serde(default)]
+    pub allow_override: bool,
 }
 
 fn nothing() -> BaseType {
@@ -613,6 +617,7 @@ fn definitions(m: &Members, owner: &str) -> Result<Definitions, String> {
             default_value,
             read_only: p.read_only,
             data_shape: None,
+            data_change_type: Default::default(),
         });
     }
     let services = m
@@ -635,6 +640,8 @@ fn definitions(m: &Members, owner: &str) -> Result<Definitions, String> {
             result: s.result,
             result_data_shape: None,
             audit: s.audit,
+            code: None,
+            allow_override: s.allow_override,
         })
         .collect();
     let events = m
@@ -650,5 +657,7 @@ fn definitions(m: &Members, owner: &str) -> Result<Definitions, String> {
         properties,
         services,
         events,
+        overrides: vec![],
+        subscriptions: vec![],
     })
 }

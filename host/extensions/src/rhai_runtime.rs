@@ -58,10 +58,18 @@ const STOP_MEMORY: &str = "memory";
 #[derive(Clone)]
 struct HostHandle(Arc<dyn Host>);
 
+thread_local! {
+    /// The host of the model code running on this thread ([`ModelCode::run`]: an evaluated
+    /// script carries no tag, and the call is synchronous).
+    static MODEL_HOST: std::cell::RefCell<Option<Arc<dyn Host>>> = const { std::cell::RefCell::new(None) };
+}
+
 fn host_of(ctx: &NativeCallContext) -> Result<Arc<dyn Host>, Box<EvalAltResult>> {
-    ctx.tag()
-        .and_then(|t| t.clone().try_cast::<HostHandle>())
-        .map(|h| h.0)
+    if let Some(h) = ctx.tag().and_then(|t| t.clone().try_cast::<HostHandle>()) {
+        return Ok(h.0);
+    }
+    MODEL_HOST
+        .with(|h| h.borrow().clone())
         .ok_or_else(|| "the host API is only available inside a service call".into())
 }
 
@@ -88,30 +96,69 @@ pub struct RhaiExtension {
     limits: Limits,
 }
 
+/// An engine with `limits`, the host API, no modules, and output to the host's log: the one
+/// configuration of extension scripts and code in the model alike.
+fn engine(limits: &Limits) -> Engine {
+    let mut engine = Engine::new();
+    engine.set_max_operations(limits.max_operations);
+    engine.set_max_call_levels(limits.max_call_depth);
+    engine.set_max_string_size(limits.max_string_size);
+    engine.set_max_array_size(limits.max_array_size);
+    engine.set_max_map_size(limits.max_map_size);
+    engine.set_max_expr_depths(64, 64);
+    // No file or module access: `import` finds nothing.
+    engine.set_module_resolver(rhai::module_resolvers::DummyModuleResolver::new());
+    engine.on_progress(|_| {
+        if crate::meter::over_budget() {
+            return Some(Dynamic::from(STOP_MEMORY));
+        }
+        DEADLINE.with(|d| match d.get() {
+            Some(t) if Instant::now() > t => Some(Dynamic::from(STOP_DEADLINE)),
+            _ => None,
+        })
+    });
+    engine.on_print(tracing_line);
+    engine.on_debug(|s, _, _| tracing_line(s));
+    register_host_api(&mut engine);
+    engine
+}
+
+/// Runs `f` (one evaluation) within `limits`: the deadline and the memory cap set for this
+/// thread, restored after; a stop or a throw turned into the host API's errors.
+fn limited(
+    limits: &Limits,
+    f: impl FnOnce() -> Result<Dynamic, Box<EvalAltResult>>,
+) -> Result<Json, CallError> {
+    let deadline = Instant::now() + limits.deadline;
+    let previous = DEADLINE.with(|d| d.replace(Some(deadline)));
+    let memory = crate::meter::enter(limits.memory);
+    let result = f();
+    DEADLINE.with(|d| d.set(previous));
+    let budget = memory.budget();
+    drop(memory);
+    match result {
+        Ok(v) => from_dynamic(&v).map_err(|e| CallError::BadResult(e.to_string())),
+        Err(e) => Err(match *e {
+            EvalAltResult::ErrorTerminated(ref token, _) if token.to_string() == STOP_MEMORY => {
+                CallError::Limit(format!(
+                    "the memory cap of {} MiB was reached",
+                    budget.cap_mib()
+                ))
+            }
+            EvalAltResult::ErrorTerminated(..) => CallError::Deadline(limits.deadline),
+            EvalAltResult::ErrorTooManyOperations(..)
+            | EvalAltResult::ErrorStackOverflow(..)
+            | EvalAltResult::ErrorDataTooLarge(..) => CallError::Limit(e.to_string()),
+            // A value the code threw (or a host error it let through) is its message.
+            _ => CallError::Script(thrown(&e).unwrap_or_else(|| e.to_string())),
+        }),
+    }
+}
+
 impl RhaiExtension {
     /// Compiles `source`; `origin` names the file in errors.
     pub fn compile(source: &str, origin: &str, limits: Limits) -> Result<RhaiExtension, String> {
-        let mut engine = Engine::new();
-        engine.set_max_operations(limits.max_operations);
-        engine.set_max_call_levels(limits.max_call_depth);
-        engine.set_max_string_size(limits.max_string_size);
-        engine.set_max_array_size(limits.max_array_size);
-        engine.set_max_map_size(limits.max_map_size);
-        engine.set_max_expr_depths(64, 64);
-        // No file or module access: `import` finds nothing.
-        engine.set_module_resolver(rhai::module_resolvers::DummyModuleResolver::new());
-        engine.on_progress(|_| {
-            if crate::meter::over_budget() {
-                return Some(Dynamic::from(STOP_MEMORY));
-            }
-            DEADLINE.with(|d| match d.get() {
-                Some(t) if Instant::now() > t => Some(Dynamic::from(STOP_DEADLINE)),
-                _ => None,
-            })
-        });
-        engine.on_print(tracing_line);
-        engine.on_debug(|s, _, _| tracing_line(s));
-        register_host_api(&mut engine);
+        let engine = engine(&limits);
         let ast = engine
             .compile(source)
             .map_err(|e| format!("{origin}: {e}"))?;
@@ -140,41 +187,91 @@ impl RhaiExtension {
             .iter()
             .map(|a| to_dynamic(a).map_err(|e| CallError::Script(e.to_string())))
             .collect::<Result<_, _>>()?;
-        let deadline = Instant::now() + self.limits.deadline;
-        let previous = DEADLINE.with(|d| d.replace(Some(deadline)));
-        let memory = crate::meter::enter(self.limits.memory);
-        let options = CallFnOptions::new()
-            .with_tag(HostHandle(host))
-            .eval_ast(false);
-        let result = self.engine.call_fn_with_options::<Dynamic>(
-            options,
-            &mut Scope::new(),
-            &self.ast,
-            handler,
-            args,
-        );
-        DEADLINE.with(|d| d.set(previous));
-        let budget = memory.budget();
-        drop(memory);
-        match result {
-            Ok(v) => from_dynamic(&v).map_err(|e| CallError::BadResult(e.to_string())),
-            Err(e) => Err(match *e {
-                EvalAltResult::ErrorTerminated(ref token, _)
-                    if token.to_string() == STOP_MEMORY =>
-                {
-                    CallError::Limit(format!(
-                        "the memory cap of {} MiB was reached",
-                        budget.cap_mib()
-                    ))
-                }
-                EvalAltResult::ErrorTerminated(..) => CallError::Deadline(self.limits.deadline),
-                EvalAltResult::ErrorTooManyOperations(..)
-                | EvalAltResult::ErrorStackOverflow(..)
-                | EvalAltResult::ErrorDataTooLarge(..) => CallError::Limit(e.to_string()),
-                // A value the handler threw (or a host error it let through) is its message.
-                _ => CallError::Script(thrown(&e).unwrap_or_else(|| e.to_string())),
-            }),
+        limited(&self.limits, || {
+            let options = CallFnOptions::new()
+                .with_tag(HostHandle(host))
+                .eval_ast(false);
+            self.engine.call_fn_with_options::<Dynamic>(
+                options,
+                &mut Scope::new(),
+                &self.ast,
+                handler,
+                args,
+            )
+        })
+    }
+}
+
+/// Code that does not compile: where and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CodeError {
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+}
+
+impl std::fmt::Display for CodeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "line {}, column {}: {}",
+            self.line, self.column, self.message
+        )
+    }
+}
+
+/// The one engine of code in the model: the limits of Rhai extensions (a manifest's defaults).
+static MODEL_ENGINE: std::sync::LazyLock<(Engine, Limits)> = std::sync::LazyLock::new(|| {
+    let limits = Limits::default();
+    (engine(&limits), limits)
+});
+
+/// Rhai code stored in the model (B1, B4): a service's body, an override's, a subscription's.
+/// Compiled once; run with the limits and the host API of Rhai extensions, its inputs as
+/// variables. Its result is the value of its last expression (or of a `return`), else what it
+/// assigned to `result` (the vendor's style).
+pub struct ModelCode {
+    ast: AST,
+}
+
+impl ModelCode {
+    /// Compiles `source`, or says where it is wrong.
+    pub fn compile(source: &str) -> Result<ModelCode, CodeError> {
+        let ast = MODEL_ENGINE.0.compile(source).map_err(|e| {
+            let p = e.position();
+            CodeError {
+                line: p.line().unwrap_or(0),
+                column: p.position().unwrap_or(0),
+                message: e.err_type().to_string(),
+            }
+        })?;
+        Ok(ModelCode { ast })
+    }
+
+    /// Runs the code for `host`, with `vars` as variables (`me`, the parameters, an event's
+    /// data), within the limits of Rhai extensions.
+    pub fn run(&self, host: Arc<dyn Host>, vars: &[(&str, &Json)]) -> Result<Json, CallError> {
+        let mut scope = Scope::new();
+        for (name, value) in vars {
+            let v = to_dynamic(value).map_err(|e| CallError::Script(e.to_string()))?;
+            scope.push_dynamic(name.to_string(), v);
         }
+        scope.push_dynamic("result", Dynamic::UNIT);
+        let previous = MODEL_HOST.with(|h| h.replace(Some(host)));
+        let out = limited(&MODEL_ENGINE.1, || {
+            let value = MODEL_ENGINE
+                .0
+                .eval_ast_with_scope::<Dynamic>(&mut scope, &self.ast)?;
+            if value.is_unit() {
+                Ok(scope
+                    .get_value::<Dynamic>("result")
+                    .unwrap_or(Dynamic::UNIT))
+            } else {
+                Ok(value)
+            }
+        });
+        MODEL_HOST.with(|h| *h.borrow_mut() = previous);
+        out
     }
 }
 

@@ -69,6 +69,7 @@ fn caller(app: &App, name: &str) -> Option<Caller> {
         subject,
         name: name.to_string(),
         depth: 0,
+        chain: None,
     })
 }
 

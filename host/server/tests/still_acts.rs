@@ -29,6 +29,7 @@ fn caller(app: &App, name: &str) -> Caller {
         subject: db.model().subject(name).unwrap(),
         name: name.into(),
         depth: 0,
+        chain: None,
     }
 }
 

@@ -17,7 +17,7 @@ pub use sqlite::{SCHEMA_VERSION, SqliteStore};
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use thinghost_core::{Acl, Batch, Entity, Kind, Model, ModelError, Policy, Tx, Write};
+use thinghost_core::{Acl, Batch, Entity, Kind, Model, ModelError, Policy, Tx, View, Write};
 use thiserror::Error;
 
 /// Everything a store holds.
@@ -160,6 +160,9 @@ pub struct Db {
     recent: std::collections::VecDeque<Recent>,
     /// Every change after this version is in `recent`.
     recent_floor: u64,
+    /// Counts the changes that wrote more than property values (definitions, permissions,
+    /// entities): what caches of the model's structure are keyed by.
+    structure: u64,
 }
 
 /// How many changes `Db` remembers for [`Db::adopt`].
@@ -261,7 +264,7 @@ impl Db {
         let snap = store.load()?;
         let model = Model::from_parts(snap.entities, snap.collections, policy)
             .map_err(StoreError::InvalidModel)?;
-        Ok(Db {
+        let mut db = Db {
             model,
             store,
             meta: snap.meta,
@@ -269,7 +272,30 @@ impl Db {
             fork: None,
             recent: Default::default(),
             recent_floor: 0,
-        })
+            structure: 0,
+        };
+        // The platform's own subsystems and resources that a newer version added (an older data
+        // directory lacks them): created once, in one change. They hold no one's data.
+        let missing: Vec<thinghost_core::Entity> = thinghost_core::predefined::entities()
+            .into_iter()
+            .filter(|e| {
+                matches!(e.kind(), Kind::Subsystem | Kind::Resource)
+                    && db.model.get(e.kind(), &e.name).is_none()
+            })
+            .collect();
+        if !missing.is_empty() {
+            db.change(|tx| {
+                for e in missing {
+                    tx.create(e)?;
+                }
+                Ok(())
+            })
+            .map_err(|e| match e {
+                ChangeError::Model(m) => StoreError::InvalidModel(m),
+                ChangeError::Store(s) => s,
+            })?;
+        }
+        Ok(db)
     }
 
     /// Creates a new database holding `model` (and `meta`), in one transaction.
@@ -293,6 +319,7 @@ impl Db {
             fork: None,
             recent: Default::default(),
             recent_floor: 0,
+            structure: 0,
         })
     }
 
@@ -339,6 +366,9 @@ impl Db {
     }
 
     fn note(&mut self, writes: &[Write], values_only: bool) {
+        if !values_only {
+            self.structure += 1;
+        }
         let (mut keys, mut collections) = (Vec::new(), Vec::new());
         for w in writes {
             match w {
@@ -387,6 +417,13 @@ impl Db {
         Ok(batch)
     }
 
+    /// How many changes that wrote more than property values this database has applied (a
+    /// fork continues the count of its origin): a cache of anything but values stays valid
+    /// while it does not move.
+    pub fn structure_version(&self) -> u64 {
+        self.structure
+    }
+
     /// How many changes this database has applied since it was opened (a fork continues the
     /// count of its origin).
     pub fn version(&self) -> u64 {
@@ -409,6 +446,7 @@ impl Db {
             }),
             recent: Default::default(),
             recent_floor: self.version,
+            structure: self.structure,
         }
     }
 

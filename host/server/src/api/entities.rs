@@ -145,18 +145,35 @@ pub fn write_property(
             }
             _ => vec![],
         };
+    // The value before (its default while none was written), for DataChange (B5).
+    let old: Option<Json> = match db.model().get(kind, name).map(|e| &e.body) {
+        Some(Body::Thing(t)) => t.values.get(prop).cloned(),
+        _ => None,
+    }
+    .or_else(|| def.default_value.clone());
+    let fires = def.data_change_type.fires(old.as_ref(), &value);
+    let new = fires.then(|| value.clone());
     let name = name.to_string();
     let prop = prop.to_string();
     db.change_values(
         |tx| {
             if let Body::Thing(t) = &mut tx.get_mut(kind, &name)?.body {
-                t.values.insert(prop, value);
+                t.values.insert(prop.clone(), value);
             }
             Ok(())
         },
         &records,
     )
     .map_err(crate::api::change_error)?;
+    // Durable now; the firing is queued once the model's lock is released (a full queue makes
+    // this writer wait, never the model).
+    let firing = new.and_then(|new| {
+        crate::api::events::data_change(app, &db, caller, &name, &prop, old.as_ref(), &new)
+    });
+    drop(db);
+    if let Some(f) = firing {
+        crate::api::events::send(app, f);
+    }
     Ok(Reply::Empty)
 }
 
@@ -193,16 +210,38 @@ fn description(m: &Model, e: &Entity) -> Json {
             .values()
             .map(|(d, src)| json!({"definition": d, "source": src}))
             .collect();
+        // B2: the definition's source, and the override that runs for this entity, if any.
         let services: Vec<Json> = merged
             .services
             .values()
-            .map(|(d, src)| json!({"definition": d, "source": src}))
+            .map(|(d, src)| {
+                let mut s = json!({"definition": d, "source": src});
+                if let Some(i) = thinghost_core::validate::find_implementation(m, e, &d.name)
+                    && i.overridden()
+                {
+                    s["override"] =
+                        json!({"source": i.implementer.key().to_string(), "code": i.code});
+                }
+                s
+            })
             .collect();
         let events: Vec<Json> = merged
             .events
             .values()
             .map(|(d, src)| json!({"definition": d, "source": src}))
             .collect();
+        // B6: the subscriptions it has, each with where it is defined.
+        let mut subscriptions: Vec<Json> = Vec::new();
+        crate::api::events::each_level(m, e, &mut |level| {
+            for s in level
+                .definitions()
+                .map(|d| d.subscriptions.as_slice())
+                .unwrap_or(&[])
+            {
+                subscriptions.push(json!({"definition": s, "source": level.key().to_string()}));
+            }
+        });
+        v["subscriptions"] = json!(subscriptions);
         v["propertyDefinitions"] = json!(props);
         v["serviceDefinitions"] = json!(services);
         v["eventDefinitions"] = json!(events);

@@ -1,6 +1,7 @@
-//! Extension code's calls into the host: [`run_service`] runs a handler with a [`HostCtx`], and
-//! [`HostCtx::call`] is the one choke point every host call of every runtime passes (the
-//! extension's declared capabilities, then the typed API as the calling user).
+//! Code's calls into the host: [`run_service`] runs an extension's handler and [`run_code`] code
+//! in the model (B1, B4), each with a [`HostCtx`]; [`HostCtx::call`] is the one choke point every
+//! host call of every runtime passes (an extension's declared capabilities, then the typed API as
+//! the calling user).
 
 use crate::api::{ApiError, Reply};
 use crate::runtime::extensions::{Loaded, MAX_DEPTH};
@@ -12,11 +13,38 @@ use std::sync::Arc;
 use thinghost_core::{Body, Kind, View};
 use thinghost_extensions::host_api::{Host, HostCall, HostError};
 
-/// The host side of one extension service call: who called, which extension.
+/// Whose code makes host calls.
+pub enum Origin {
+    /// An extension's handler: held to its manifest's capabilities (E6).
+    Extension(Arc<Loaded>),
+    /// Code in the model (B4), by its place (`ThingTemplates/Pump/Services/Vent`): it runs with
+    /// the caller's rights and lists no capabilities (whoever wrote it had design-time `Update`
+    /// on its entity, B3).
+    Model(String),
+}
+
+impl Origin {
+    /// What the audit and the log say of it.
+    fn context(&self) -> Json {
+        match self {
+            Origin::Extension(l) => json!({"extension": l.manifest.name()}),
+            Origin::Model(place) => json!({"code": place}),
+        }
+    }
+
+    fn name(&self) -> &str {
+        match self {
+            Origin::Extension(l) => l.manifest.name(),
+            Origin::Model(place) => place,
+        }
+    }
+}
+
+/// The host side of one call of code: who called, whose code.
 pub struct HostCtx {
     pub app: Arc<App>,
     pub caller: Caller,
-    pub extension: Arc<Loaded>,
+    pub origin: Origin,
     /// The entity whose service runs.
     pub me: String,
 }
@@ -44,10 +72,10 @@ fn pattern_matches_rest(pattern: &str, path: &str) -> bool {
 
 impl HostCtx {
     /// Is the Thing the extension's own (contributed by it, or made from one of its templates)?
-    fn own_thing(&self, thing: &str) -> bool {
+    fn own_thing(&self, extension: &Loaded, thing: &str) -> bool {
         let db = self.app.db.read().unwrap_or_else(|p| p.into_inner());
         let m = db.model();
-        let name = self.extension.manifest.name();
+        let name = extension.manifest.name();
         let Some(e) = m.get(Kind::Thing, thing) else {
             return false;
         };
@@ -64,9 +92,9 @@ impl HostCtx {
 
     /// Is the entity the extension's own (contributed by it; for a Thing also one made from its
     /// templates)?
-    fn own_entity(&self, collection: &str, entity: &str) -> bool {
+    fn own_entity(&self, extension: &Loaded, collection: &str, entity: &str) -> bool {
         if collection == "Things" {
-            return self.own_thing(entity);
+            return self.own_thing(extension, entity);
         }
         let Some(kind) = Kind::from_collection(collection) else {
             return false;
@@ -74,7 +102,7 @@ impl HostCtx {
         let db = self.app.db.read().unwrap_or_else(|p| p.into_inner());
         db.model()
             .get(kind, entity)
-            .is_some_and(|e| e.extension.as_deref() == Some(self.extension.manifest.name()))
+            .is_some_and(|e| e.extension.as_deref() == Some(extension.manifest.name()))
     }
 
     /// The remote-access session functions act on the running service's Thing, for a caller who
@@ -105,11 +133,7 @@ impl HostCtx {
         ) {
             Ok(_) => Ok(crate::api::authz::is_admin(m, self.caller.subject)),
             Err(e) => {
-                e.audit_denial(
-                    &self.app,
-                    &self.caller.name,
-                    json!({"extension": self.extension.manifest.name()}),
-                );
+                e.audit_denial(&self.app, &self.caller.name, self.origin.context());
                 Err(if e.status == StatusCode::NOT_FOUND {
                     HostError::NotFound(e.message)
                 } else {
@@ -124,15 +148,23 @@ impl HostCtx {
             &self.caller.name,
             crate::state::audit::category::REMOTE_ACCESS,
             key,
-            json!({"session": session, "extension": self.extension.manifest.name()}),
+            {
+                let mut args = self.origin.context();
+                args["session"] = session.clone();
+                args
+            },
             &format!("Things/{}", self.me),
             "Thing",
         );
     }
 
-    /// The extension's declared capabilities (least privilege for the extension itself).
+    /// The extension's declared capabilities (least privilege for the extension itself). Code
+    /// in the model declares none: the caller's rights bound it.
     fn authorize(&self, call: &HostCall) -> Result<(), HostError> {
-        let caps = &self.extension.manifest.capabilities;
+        let Origin::Extension(extension) = &self.origin else {
+            return Ok(());
+        };
+        let caps = &extension.manifest.capabilities;
         let f = call.function();
         // E6: deny by default. A manifest that lists no host functions may call none.
         if !caps.functions.iter().any(|x| x == f) {
@@ -159,7 +191,7 @@ impl HostCtx {
                 ..
             } => {
                 let path = format!("{collection}/{entity}/Services/{service}");
-                return if self.own_entity(collection, entity)
+                return if self.own_entity(extension, collection, entity)
                     || caps.invoke.iter().any(|p| pattern_matches(p, &path))
                 {
                     Ok(())
@@ -181,7 +213,7 @@ impl HostCtx {
                 return Ok(());
             }
         };
-        if thing.is_some_and(|t| self.own_thing(t))
+        if thing.is_some_and(|t| self.own_thing(extension, t))
             || list
                 .iter()
                 .any(|p| pattern_matches(p, &path) || (thing.is_none() && p.starts_with("Things/")))
@@ -246,11 +278,7 @@ impl HostCtx {
         }
         call(&self.app, &caller).map_err(|e| {
             // Every denial is audited, also one met by extension code on the caller's behalf.
-            e.audit_denial(
-                &self.app,
-                &caller.name,
-                json!({"extension": self.extension.manifest.name()}),
-            );
+            e.audit_denial(&self.app, &caller.name, self.origin.context());
             let msg = e.message.clone();
             match e.status {
                 StatusCode::NOT_FOUND => HostError::NotFound(msg),
@@ -272,7 +300,7 @@ impl Host for HostCtx {
                 &self.caller.name,
                 crate::state::audit::category::AUTHORIZATION,
                 "extensionCapabilityDenied",
-                json!({"extension": self.extension.manifest.name(), "call": format!("{call:?}")}),
+                json!({"extension": self.origin.name(), "call": format!("{call:?}")}),
                 "",
                 "",
             );
@@ -409,7 +437,7 @@ impl Host for HostCtx {
                 // One record per line: control characters (a newline would forge a log line)
                 // escaped, the message a field of its own and bounded.
                 tracing::info!(
-                    extension = self.extension.manifest.name(),
+                    extension = self.origin.name(),
                     user = %self.caller.name,
                     message = %crate::state::auth::bounded(&message, 8192),
                     "extension log"
@@ -426,9 +454,16 @@ impl Host for HostCtx {
                     &self.caller.name,
                     crate::state::audit::category::EXTENSIONS,
                     "extensionAudit",
-                    json!({"extension": self.extension.manifest.name(), "message": message}),
-                    self.extension.manifest.name(),
-                    "Extension",
+                    {
+                        let mut args = self.origin.context();
+                        args["message"] = json!(message);
+                        args
+                    },
+                    self.origin.name(),
+                    match self.origin {
+                        Origin::Extension(_) => "Extension",
+                        Origin::Model(_) => "Code",
+                    },
                 );
                 Ok(Json::Null)
             }
@@ -438,11 +473,25 @@ impl Host for HostCtx {
     }
 }
 
-/// One call of an extension service.
+/// What implements a service.
+pub enum Implemented {
+    /// An extension's handler.
+    Handler {
+        loaded: Arc<Loaded>,
+        handler: String,
+    },
+    /// Code in the model, compiled, and where it is (`ThingTemplates/Pump/Services/Vent`).
+    Code {
+        code: Arc<thinghost_extensions::rhai_runtime::ModelCode>,
+        place: String,
+    },
+}
+
+/// One call of a service that code implements.
 pub struct Invocation<'a> {
-    pub loaded: Arc<Loaded>,
-    pub handler: &'a str,
-    /// The parameters, checked, in declared order.
+    pub implemented: Implemented,
+    /// The parameters' names and their checked values, in declared order.
+    pub names: &'a [&'a str],
     pub args: &'a [Json],
     pub result: thinghost_core::BaseType,
     /// The entity the service runs on.
@@ -451,11 +500,12 @@ pub struct Invocation<'a> {
     pub what: &'a str,
 }
 
-/// Runs an extension service.
+/// Runs a service implemented by an extension's handler or by code in the model, as the
+/// caller.
 pub fn run_service(app: &Arc<App>, caller: &Caller, inv: Invocation) -> Result<Reply, ApiError> {
     let Invocation {
-        loaded,
-        handler,
+        implemented,
+        names,
         args,
         result,
         me,
@@ -464,36 +514,57 @@ pub fn run_service(app: &Arc<App>, caller: &Caller, inv: Invocation) -> Result<R
     if caller.depth >= MAX_DEPTH {
         return Err(ApiError::new(
             StatusCode::LOOP_DETECTED,
-            format!("{what}: extension services call each other more than {MAX_DEPTH} deep"),
+            format!("{what}: services call each other more than {MAX_DEPTH} deep"),
         ));
     }
-    let name = loaded.manifest.name().to_string();
+    let origin = match &implemented {
+        Implemented::Handler { loaded, .. } => Origin::Extension(loaded.clone()),
+        Implemented::Code { place, .. } => Origin::Model(place.clone()),
+    };
+    // Who implements it, in words: "extension hello", "its code on ThingTemplates/Pump".
+    let by = match &implemented {
+        Implemented::Handler { loaded, .. } => format!("extension {}", loaded.manifest.name()),
+        Implemented::Code { place, .. } => format!("its code on {place}"),
+    };
+    let context = origin.context();
     let host = Arc::new(HostCtx {
         app: app.clone(),
         caller: caller.clone(),
-        extension: loaded.clone(),
+        origin,
         me: me.to_string(),
     });
-    let out = loaded.runtime.call(host, handler, args).map_err(|e| {
+    let out = match &implemented {
+        Implemented::Handler { loaded, handler } => loaded.runtime.call(host, handler, args),
+        Implemented::Code { code, .. } => {
+            let me_value = json!(me);
+            let mut vars: Vec<(&str, &Json)> = vec![("me", &me_value)];
+            vars.extend(names.iter().copied().zip(args.iter()));
+            code.run(host, &vars)
+        }
+    };
+    let out = out.map_err(|e| {
         if let Some((status, message)) = e.rejection() {
-            // The handler refused the request (a bad parameter, something not found, not
+            // The code refused the request (a bad parameter, something not found, not
             // allowed): the caller's error, not the server's.
             return ApiError::new(
                 StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),
                 format!("{what}: {message}"),
             );
         }
+        let mut args = context.clone();
+        args["service"] = json!(what);
+        args["error"] = json!(e.to_string());
         app.audit(
             &caller.name,
             crate::state::audit::category::EXTENSIONS,
             "extensionCallFailed",
-            json!({"extension": name, "service": what, "error": e.to_string()}),
+            args,
             "",
             "",
         );
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
-            format!("{what} failed in extension {name}: {e}"),
+            format!("{what} failed in {by}: {e}"),
         )
     })?;
     if result == thinghost_core::BaseType::Nothing {
@@ -502,10 +573,51 @@ pub fn run_service(app: &Arc<App>, caller: &Caller, inv: Invocation) -> Result<R
     let value = result.normalize(&out).map_err(|e| {
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
-            format!("{what}: extension {name} returned a wrong result: {e}"),
+            format!("{what}: {by} returned a wrong result: {e}"),
         )
     })?;
     Ok(Reply::Json(
         thinghost_core::infotable::InfoTable::single("result", result, value).into_json(),
     ))
+}
+
+/// Runs a subscription's code (or its extension's handler, given the event's data as its one
+/// argument) for `caller`, on `me`, with the event as variables (`eventName`, `source`,
+/// `eventData`). Its error, in words, for the audit: a subscription's failure is never its
+/// firer's.
+pub fn run_subscription(
+    app: &Arc<App>,
+    caller: &Caller,
+    implemented: Implemented,
+    me: &str,
+    vars: &[(&str, &Json)],
+) -> Result<(), String> {
+    let origin = match &implemented {
+        Implemented::Handler { loaded, .. } => Origin::Extension(loaded.clone()),
+        Implemented::Code { place, .. } => Origin::Model(place.clone()),
+    };
+    let host = Arc::new(HostCtx {
+        app: app.clone(),
+        caller: caller.clone(),
+        origin,
+        me: me.to_string(),
+    });
+    let me_value = json!(me);
+    match &implemented {
+        Implemented::Handler { loaded, handler } => {
+            let data = vars
+                .iter()
+                .find(|(n, _)| *n == "eventData")
+                .map(|(_, v)| (*v).clone())
+                .unwrap_or(Json::Null);
+            loaded.runtime.call(host, handler, &[data])
+        }
+        Implemented::Code { code, .. } => {
+            let mut all: Vec<(&str, &Json)> = vec![("me", &me_value)];
+            all.extend(vars.iter().copied());
+            code.run(host, &all)
+        }
+    }
+    .map(|_| ())
+    .map_err(|e| e.to_string())
 }

@@ -6,8 +6,10 @@
 
 pub mod audit;
 pub mod authz;
+pub mod definitions;
 pub mod docs;
 pub mod entities;
+pub mod events;
 pub mod host_calls;
 pub mod reload;
 pub mod repository;
@@ -23,7 +25,7 @@ use axum::http::StatusCode;
 use serde_json::{Map, Value as Json, json};
 use std::sync::Arc;
 use table::{Audit, On, Run, Script, Service};
-use thinghost_core::validate::find_service;
+use thinghost_core::validate::find_implementation;
 use thinghost_core::{
     BaseType, Body, Kind, Model, ModelError, Outcome, Permission, Target, Tx, View,
 };
@@ -238,7 +240,7 @@ impl Call<'_> {
             user: self.caller.name.clone(),
             category: category.to_string(),
             message_key: audit_key.to_string(),
-            args: json!({"service": self.row.name, "parameters": redact(&self.params)}),
+            args: json!({"service": self.row.name, "parameters": redact(self.row, &self.params)}),
             source: format!("{}/{}", source.0.collection(), source.1),
             source_type: source.0.label().to_string(),
         };
@@ -328,11 +330,22 @@ pub fn category(row: &Service, kind: Kind) -> &'static str {
 }
 
 /// Parameters for the audit log, without secrets.
-fn redact(params: &Map<String, Json>) -> Json {
+/// A call's parameters as the audit records them, by its row: a PASSWORD as `***`, code (a
+/// `digest` parameter) as its SHA-256.
+fn redact(row: &Service, params: &Map<String, Json>) -> Json {
     let mut out = params.clone();
-    for k in ["password", "oldPassword", "newPassword"] {
-        if out.contains_key(k) {
-            out.insert(k.to_string(), json!("***"));
+    for p in row.params {
+        let Some(v) = out.get_mut(p.name) else {
+            continue;
+        };
+        if p.base_type == BaseType::Password {
+            *v = json!("***");
+        } else if p.digest {
+            let text = match &*v {
+                Json::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            *v = json!({"sha256": crate::state::code::sha256_hex(&text), "bytes": text.len()});
         }
     }
     Json::Object(out)
@@ -639,18 +652,19 @@ fn extension_service(
     let m = db.model();
     let (e, id) = visible_entity(m, caller, kind, name)?;
     let found = match kind {
-        Kind::Thing | Kind::ThingTemplate => find_service(m, e, service),
+        Kind::Thing | Kind::ThingTemplate => find_implementation(m, e, service),
         _ => None,
     };
     if let Some(refusal) = entities::disabled(e) {
         return Err(refusal);
     }
-    let Some((def, source)) = found else {
+    let Some(found) = found else {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             format!("{} {name} has no service {service:?}", kind.label()),
         ));
     };
+    let def = found.def;
     let path = format!("{}/{name}/Services/{service}", kind.collection());
     require(
         m,
@@ -662,19 +676,46 @@ fn extension_service(
         },
         &path,
     )?;
-    // The generation of now: this call keeps the extension it finds until it ends, even if a
-    // reload publishes another meanwhile.
-    let implementation = app
-        .extensions
-        .load()
-        .handler(source.kind(), &source.name, service);
-    let Some((loaded, handler)) = implementation else {
-        return Err(ApiError::new(
-            StatusCode::NOT_IMPLEMENTED,
-            format!(
-                "service {service} of {name} has no implementation: services are implemented by extensions"
-            ),
-        ));
+    let implementer = found.implementer;
+    let implemented = match found.code {
+        Some(code) => host_calls::Implemented::Code {
+            code: app.code.get(code).map_err(|e| {
+                // Saved code is compiled when it is saved; code that no longer compiles came in
+                // another way (an older version's data): the service cannot run until it is
+                // mended.
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!(
+                        "{path}: its code on {} does not compile ({e}); mend it with {}",
+                        implementer.key(),
+                        if found.overridden() {
+                            "OverrideService"
+                        } else {
+                            "UpdateServiceDefinition"
+                        }
+                    ),
+                )
+            })?,
+            place: format!("{}/Services/{service}", implementer.key()),
+        },
+        None => {
+            // The generation of now: this call keeps the extension it finds until it ends,
+            // even if a reload publishes another meanwhile.
+            let handler =
+                app.extensions
+                    .load()
+                    .handler(implementer.kind(), &implementer.name, service);
+            let Some((loaded, handler)) = handler else {
+                return Err(ApiError::new(
+                    StatusCode::NOT_IMPLEMENTED,
+                    format!(
+                        "service {service} of {name} (defined on {}) has no implementation: give it code (UpdateServiceDefinition) or install the extension that implements it (B1)",
+                        found.source.key()
+                    ),
+                ));
+            };
+            host_calls::Implemented::Handler { loaded, handler }
+        }
     };
     let spec: Vec<(&str, BaseType, bool)> = def
         .parameters
@@ -682,6 +723,7 @@ fn extension_service(
         .map(|p| (p.name.as_str(), p.base_type, p.required))
         .collect();
     check_params(m, caller, service, &mut params, &spec)?;
+    let names: Vec<String> = def.parameters.iter().map(|p| p.name.clone()).collect();
     let args: Vec<Json> = def
         .parameters
         .iter()
@@ -706,12 +748,13 @@ fn extension_service(
     });
     // The handler runs without the model lock: each of its host calls is a request of its own.
     drop(db);
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
     let out = host_calls::run_service(
         app,
         caller,
         host_calls::Invocation {
-            loaded,
-            handler: &handler,
+            implemented,
+            names: &names,
             args: &args,
             result,
             me: name,

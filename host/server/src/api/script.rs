@@ -934,6 +934,20 @@ pub fn run_service(
         still_acts(db.model())?;
         match db.adopt(&mut fork, &records) {
             Ok(()) => {
+                drop(db);
+                drop(fork);
+                // The events its changes fired go now that they landed (B6: after the firing
+                // change is durable).
+                let fired = script_app
+                    .script
+                    .as_ref()
+                    .map(|s| {
+                        std::mem::take(&mut *s.fired.lock().unwrap_or_else(|p| p.into_inner()))
+                    })
+                    .unwrap_or_default();
+                for f in fired {
+                    crate::api::events::send(app, f);
+                }
                 return Ok(crate::api::services::result(
                     BaseType::Json,
                     json!({

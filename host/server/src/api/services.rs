@@ -1395,6 +1395,14 @@ pub fn property_definition(call: &mut Call<'_>, add: bool) -> Result<Reply, ApiE
             default_value,
             read_only: call.bool_or("readOnly", false),
             data_shape: None,
+            data_change_type: match call.opt_str("dataChangeType") {
+                None => Default::default(),
+                Some(t) => thinghost_core::DataChangeType::parse(&t).ok_or_else(|| {
+                    bad(format!(
+                        "parameter dataChangeType: {t:?} is not VALUE, ALWAYS or NEVER"
+                    ))
+                })?,
+            },
         })
     } else {
         None

@@ -28,6 +28,9 @@ pub struct Param {
     pub default: Option<&'static str>,
     /// Another name accepted for it (an older name of ours beside the vendor's).
     pub alias: Option<&'static str>,
+    /// The audit records its SHA-256, never its value (code in the model, B3). A PASSWORD is
+    /// recorded as `***`.
+    pub digest: bool,
 }
 
 /// A required parameter.
@@ -38,6 +41,7 @@ pub const fn req(name: &'static str, base_type: BaseType) -> Param {
         required: true,
         default: None,
         alias: None,
+        digest: false,
     }
 }
 
@@ -49,6 +53,7 @@ pub const fn opt(name: &'static str, base_type: BaseType) -> Param {
         required: false,
         default: None,
         alias: None,
+        digest: false,
     }
 }
 
@@ -61,6 +66,11 @@ impl Param {
     /// Another accepted name.
     pub const fn alias(mut self, alias: &'static str) -> Param {
         self.alias = Some(alias);
+        self
+    }
+    /// Recorded in the audit by its SHA-256 only.
+    pub const fn digest(mut self) -> Param {
+        self.digest = true;
         self
     }
 }
@@ -382,9 +392,21 @@ const SECURITY_SERVICES: On = On::Entity(Kind::Resource, "SecurityServices");
 const SESSION_INFO: On = On::Entity(Kind::Resource, "CurrentSessionInfo");
 const PLATFORM: On = On::Entity(Kind::Subsystem, "PlatformSubsystem");
 const AUDIT_SUBSYSTEM: On = On::Entity(Kind::Subsystem, "AuditSubsystem");
+const EVENT_PROCESSING: On = On::Entity(Kind::Subsystem, "EventProcessingSubsystem");
 const COLLECTIONS: On = On::Entity(Kind::Resource, "CollectionFunctions");
 
 const NAME: Param = req("name", T::String);
+/// The parameters of `AddServiceDefinition` and `UpdateServiceDefinition`, the vendor's order.
+const SERVICE_DEFINITION: &[Param] = &[
+    NAME,
+    opt("parameters", T::Json).or("none"),
+    opt("resultType", T::String).or("NOTHING"),
+    opt("code", T::String)
+        .digest()
+        .or("none: an extension's handler implements it, or nothing (501)"),
+    opt("allowOverride", T::Boolean).or("false"),
+    DESCRIPTION,
+];
 const DESCRIPTION: Param = opt("description", T::String);
 const TAGS: Param = opt("tags", T::Json);
 const DATE_FROM: Param = opt("startDate", T::Datetime);
@@ -421,8 +443,9 @@ const RESOURCE_NAME: Param = opt("name", T::String)
 const AS_JSON: Param = req("permissions", T::Json);
 
 use crate::api::audit;
+use crate::api::definitions::{self, DefOp, SubOp};
 use crate::api::services::Whose;
-use crate::api::{repository, script, security, services};
+use crate::api::{events, repository, script, security, services};
 
 /// The table, built once.
 pub static SERVICES: LazyLock<Vec<Service>> = LazyLock::new(services);
@@ -495,7 +518,7 @@ fn services() -> Vec<Service> {
     v.extend([
         // ---- definitions, shapes, membership, users, keys ----
         row(On::Kinds(DEFINED), "AddPropertyDefinition", Exclusive(|c| services::property_definition(c, true)))
-            .params(const { &[NAME, req("type", T::String), DESCRIPTION, opt("defaultValue", ANY), opt("readOnly", T::Boolean).or("false")] })
+            .params(const { &[NAME, req("type", T::String), DESCRIPTION, opt("defaultValue", ANY), opt("readOnly", T::Boolean).or("false"), opt("dataChangeType", T::String).or("VALUE: a write fires DataChange when the value changes (ALWAYS: at every write; NEVER)")] })
             .rule(Rule::On(Permission::Update, "change this entity's definitions")).audit(Audit::Change)
             .doc("Defines a property on a Thing, template or shape.")
             .example(r#"add_property_definition("Things/Pump7", "pressure", "NUMBER");"#),
@@ -504,6 +527,61 @@ fn services() -> Vec<Service> {
             .rule(Rule::On(Permission::Update, "change this entity's definitions")).audit(Audit::Change)
             .doc("Removes a property definition of the entity's own (and a Thing's value of it).")
             .example(r#"delete_property_definition("Things/Pump7", "pressure");"#),
+        row(On::Kinds(DEFINED), "AddServiceDefinition", Exclusive(|c| definitions::service_definition(c, DefOp::Add)))
+            .params(SERVICE_DEFINITION)
+            .rule(Rule::On(Permission::Update, "change this entity's definitions")).audit(Audit::Change)
+            .doc("Defines a service on a Thing, template or shape, implemented by its Rhai `code` (compiled now: a syntax error is refused with its line and column). `parameters`: a JSON array of `{name, baseType, required, description}`. The code sees its parameters and `me` as variables and calls the host API of Rhai extensions, as the caller (B1, B3, B4).")
+            .example(r#"add_service_definition("ThingTemplates/Pump", "Vent", [#{name: "amount", baseType: "NUMBER", required: true}], "NUMBER", "set_property(me, \"pressure\", get_property(me, \"pressure\") - amount); get_property(me, \"pressure\")", true, "Lets off pressure");"#),
+        row(On::Kinds(DEFINED), "UpdateServiceDefinition", Exclusive(|c| definitions::service_definition(c, DefOp::Update)))
+            .params(SERVICE_DEFINITION)
+            .rule(Rule::On(Permission::Update, "change this entity's definitions")).audit(Audit::Change)
+            .doc("Replaces a service definition of the entity's own: its parameters, result, code, `allowOverride` and description.")
+            .example(r#"update_service_definition("ThingTemplates/Pump", "Vent", [#{name: "amount", baseType: "NUMBER", required: true}], "NUMBER", "amount * 2", true, "");"#),
+        row(On::Kinds(DEFINED), "DeleteServiceDefinition", Exclusive(|c| definitions::service_definition(c, DefOp::Delete)))
+            .params(const { &[NAME] })
+            .rule(Rule::On(Permission::Update, "change this entity's definitions")).audit(Audit::Change)
+            .doc("Removes a service definition of the entity's own; refused while a derived template or Thing overrides it.")
+            .example(r#"delete_service_definition("ThingTemplates/Pump", "Vent");"#),
+        row(On::Kinds(THINGS_AND_TEMPLATES), "OverrideService", Exclusive(|c| definitions::override_service(c, true)))
+            .params(const { &[NAME, req("code", T::String).digest(), opt("parameters", T::Json).or("the definition's (if given, must be the same)"), opt("resultType", T::String).or("the definition's (if given, must be the same)")] })
+            .rule(Rule::On(Permission::Update, "change this entity's definitions")).audit(Audit::Change)
+            .doc("Gives an inherited service whose definition allows overrides a new implementation on this template or Thing (B2); its Things run the nearest one.")
+            .example(r#"override_service("Things/Pump7", "Vent", "amount * 3");"#),
+        row(On::Kinds(THINGS_AND_TEMPLATES), "RemoveServiceOverride", Exclusive(|c| definitions::override_service(c, false)))
+            .params(const { &[NAME] })
+            .rule(Rule::On(Permission::Update, "change this entity's definitions")).audit(Audit::Change)
+            .doc("Takes away this entity's override of a service: the next one along the chain runs again.")
+            .example(r#"remove_service_override("Things/Pump7", "Vent");"#),
+        row(On::Kinds(DEFINED), "AddEventDefinition", Exclusive(|c| definitions::event_definition(c, true)))
+            .params(const { &[NAME, opt("dataShape", T::Datashapename).or("none: the event carries no data"), DESCRIPTION] })
+            .rule(Rule::On(Permission::Update, "change this entity's definitions")).audit(Audit::Change)
+            .doc("Defines an event on a Thing, template or shape; its data has the fields of `dataShape` (B5). Fire it with `POST /Thingworx/Things/{name}/Events/{event}`.")
+            .example(r#"add_event_definition("ThingTemplates/Pump", "Overheated", "PumpAlarm", "too hot");"#),
+        row(On::Kinds(DEFINED), "DeleteEventDefinition", Exclusive(|c| definitions::event_definition(c, false)))
+            .params(const { &[NAME] })
+            .rule(Rule::On(Permission::Update, "change this entity's definitions")).audit(Audit::Change)
+            .doc("Removes an event definition of the entity's own; refused while a subscription is to it.")
+            .example(r#"delete_event_definition("ThingTemplates/Pump", "Overheated");"#),
+        row(On::Kinds(DEFINED), "AddSubscription", Exclusive(definitions::add_subscription))
+            .params(const { &[NAME, opt("source", T::String).or("me: each Thing that has it, for its own events"), req("event", T::String), opt("property", T::String).or("any (DataChange only)"), req("code", T::String).digest(), opt("enabled", T::Boolean).or("true"), DESCRIPTION] })
+            .rule(Rule::On(Permission::Update, "change this entity's definitions")).audit(Audit::Change)
+            .doc("Runs Rhai `code` for each firing of `event` by `source`, in the firer's security context, after the firing change is durable; the code sees `me`, `eventName`, `source` and `eventData` (B6). Another Thing's events need `EventSubscribe` on it.")
+            .example(r#"add_subscription("ThingTemplates/Pump", "Watch", "", "DataChange", "pressure", "if eventData.newValue > 9 { set_property(me, \"alarm\", true); }", true, "");"#),
+        row(On::Kinds(DEFINED), "DeleteSubscription", Exclusive(|c| definitions::subscription(c, SubOp::Delete)))
+            .params(const { &[NAME] })
+            .rule(Rule::On(Permission::Update, "change this entity's definitions")).audit(Audit::Change)
+            .doc("Removes a subscription the entity defines.")
+            .example(r#"delete_subscription("ThingTemplates/Pump", "Watch");"#),
+        row(On::Kinds(DEFINED), "EnableSubscription", Exclusive(|c| definitions::subscription(c, SubOp::Enable)))
+            .params(const { &[req("subscriptionName", T::String)] })
+            .rule(Rule::On(Permission::Update, "change this entity's definitions")).audit(Audit::Change)
+            .doc("Enables a subscription, at the level that defines it.")
+            .example(r#"enable_subscription("ThingTemplates/Pump", "Watch");"#),
+        row(On::Kinds(DEFINED), "DisableSubscription", Exclusive(|c| definitions::subscription(c, SubOp::Disable)))
+            .params(const { &[req("subscriptionName", T::String)] })
+            .rule(Rule::On(Permission::Update, "change this entity's definitions")).audit(Audit::Change)
+            .doc("Disables a subscription, at the level that defines it: it receives nothing until enabled.")
+            .example(r#"disable_subscription("ThingTemplates/Pump", "Watch");"#),
         row(On::Kinds(THINGS), "AddShapeToThing", Exclusive(services::add_shape))
             .params(const { &[req("thingShapeName", T::Thingshapename)] })
             .rule(Rule::On(Permission::Update, "change this Thing's shapes")).audit(Audit::Change)
@@ -665,6 +743,10 @@ fn services() -> Vec<Service> {
             .returns(Returns::Value(T::Json)).rule(Rule::Invoke)
             .audit(Audit::In(EXTENSIONS)).script(Script::Refused)
             .doc("Brings a package's folder in line with the running server: loads, replaces (a lower version only with `force`) or removes it; a refusal is a 409 and the loaded version keeps serving."),
+        row(EVENT_PROCESSING, "GetPerformanceMetrics", Shared(events::performance_metrics))
+            .returns(Returns::Value(T::Json)).rule(Rule::Invoke)
+            .doc("The event queue's figures: depth, high-water mark, capacity, workers, events fired, subscriptions delivered and failed (B8).")
+            .example(r#"print(get_performance_metrics("Subsystems/EventProcessingSubsystem"));"#),
         // ---- Subsystems/AuditSubsystem (U4, U6), and the Thing-level query ----
         row(AUDIT_SUBSYSTEM, "QueryAuditHistory", Unlocked(audit::read))
             .params(AUDIT_QUERY).returns(Returns::Rows)

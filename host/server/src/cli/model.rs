@@ -67,6 +67,10 @@ pub fn run(args: Args) -> Result<i32, Failure> {
                 .map_err(|e| format!("{} is not a thinghost model file: {e}", file.display()))?;
             let count = model.entities.len();
             eprintln!("read {count} entities from {}; validating", file.display());
+            // Code in the model is compiled before anything is stored, as a service saving it
+            // would (B1).
+            crate::state::code::check_entities(&model.entities)
+                .map_err(|e| format!("nothing was imported: {e}"))?;
             // A running server holds the directory: importing behind its back would be lost to it.
             let _lock = thinghost_store::DirLock::acquire(&args.data.path)?;
             let mut db = Db::open(&args.data.path, Policy::default())?;

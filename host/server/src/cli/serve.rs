@@ -329,6 +329,9 @@ pub fn run(args: Args) -> Result<i32, Failure> {
                 thinghost_core::lint::Transport::Tls
             },
         },
+        events: Default::default(),
+        subscriptions_by_source: std::sync::Mutex::new(None),
+        code: Default::default(),
         script_limits: crate::state::scripts::Limits {
             timeout: std::time::Duration::from_secs(args.script_timeout_seconds),
             max_memory: args.script_memory_mib << 20,
@@ -410,6 +413,7 @@ pub fn run(args: Args) -> Result<i32, Failure> {
         println!("thinghost {} listening on {scheme}://{local}", crate::VERSION);
         tracing::info!(address = %local, scheme, "listening");
         crate::jobs::scheduler::spawn(app.clone());
+        crate::api::events::start(&app);
         let state = app.clone();
         crate::http::serve(listener, crate::http::router(app), tls, http_limits, shutdown_signal()).await;
         // Failed sign-ins counted but not yet summarized are recorded, and queued audit entries

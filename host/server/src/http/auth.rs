@@ -95,6 +95,7 @@ pub async fn authenticate(
             subject,
             name: user,
             depth: 0,
+            chain: None,
         });
     }
     if let Some(user) = &peer.client_cert_user {
@@ -106,6 +107,7 @@ pub async fn authenticate(
             subject,
             name: user.clone(),
             depth: 0,
+            chain: None,
         });
     }
     if let Some(auth) = headers
@@ -188,6 +190,7 @@ pub async fn authenticate(
             subject,
             name: user.to_string(),
             depth: 0,
+            chain: None,
         });
     }
     Err(refused(

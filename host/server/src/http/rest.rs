@@ -1,5 +1,5 @@
 //! The REST adapter, in the vendor's conventions (DOMAIN.md section 4):
-//! `/Thingworx/{Collection}/{Entity}/{Properties|Services}/{name}` (events come with issue 18).
+//! `/Thingworx/{Collection}/{Entity}/{Properties|Services|Events}/{name}`.
 //! It decodes the path and the body and calls the typed API (`crate::api`); it names no service.
 //!
 //! Every answer about an entity the caller cannot see is exactly the answer about one that does
@@ -209,11 +209,17 @@ pub fn handle(
             };
             crate::api::invoke(app, caller, kind, name, service, params)
         }
+        (&Method::POST, [name, "Events", event]) => {
+            let data = parse_body(headers, body)?;
+            crate::api::events::fire(app, caller, kind, name, event, &data)
+        }
         (&Method::DELETE, [name]) => crate::api::delete(app, caller, kind, name),
-        (_, [] | [_] | [_, "Properties", _] | [_, "Services", _]) => Err(ApiError::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            format!("{method} is not allowed on {path}"),
-        )),
+        (_, [] | [_] | [_, "Properties", _] | [_, "Services", _] | [_, "Events", _]) => {
+            Err(ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                format!("{method} is not allowed on {path}"),
+            ))
+        }
         _ => Err(ApiError::new(
             StatusCode::NOT_FOUND,
             format!("no route for {path}"),

@@ -120,6 +120,7 @@ pub async fn tws(
             subject,
             name: user.clone(),
             depth: 0,
+            chain: None,
         },
         Err(r) => return refuse(&app, &peer, &user, r.key, &r.detail),
     };

@@ -42,6 +42,15 @@ pub struct App {
     /// How the server is deployed (production mode, transport): what the security lint cannot
     /// read from the model.
     pub deployment: thinghost_core::lint::Deployment,
+    /// Fired events on their way to subscriptions (shared with the copies scripts run on, which
+    /// hold their firings back until their changes land).
+    pub events: std::sync::Arc<crate::state::events::EventQueue>,
+    /// The subscriptions that name a source, by source, as of a structure version of the model
+    /// (this server's own: a script's copy keeps its own).
+    pub subscriptions_by_source:
+        Mutex<Option<(u64, std::sync::Arc<crate::state::events::BySource>)>>,
+    /// Code in the model, compiled (shared with the copies scripts run on).
+    pub code: std::sync::Arc<crate::state::code::CodeCache>,
     /// The limits of an admin script (`RunScript`).
     pub script_limits: crate::state::scripts::Limits,
     /// The scripts running now, per user (see `script::Limits::max_running`, `max_per_user`).
@@ -55,6 +64,8 @@ pub struct App {
 #[derive(Default)]
 pub struct ScriptScope {
     pub audit: Mutex<Vec<AuditRecord>>,
+    /// The events its changes fired, sent when they land.
+    pub fired: Mutex<Vec<crate::state::events::Firing>>,
 }
 
 impl App {
@@ -83,6 +94,9 @@ impl App {
             data_dir: data_dir.to_path_buf(),
             audit_retention_days: 60,
             deployment: Default::default(),
+            events: Default::default(),
+            subscriptions_by_source: Mutex::new(None),
+            code: Default::default(),
             script_limits: Default::default(),
             scripts_running: Default::default(),
             script: None,
@@ -117,6 +131,9 @@ impl App {
             data_dir: self.data_dir.clone(),
             audit_retention_days: self.audit_retention_days,
             deployment: self.deployment,
+            events: self.events.clone(),
+            subscriptions_by_source: Mutex::new(None),
+            code: self.code.clone(),
             script_limits: self.script_limits,
             scripts_running: Default::default(),
             script: Some(ScriptScope::default()),

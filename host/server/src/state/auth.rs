@@ -17,6 +17,21 @@ pub struct Caller {
     pub name: String,
     /// How deep in extension service calls this request is (0 for a request from outside).
     pub depth: u8,
+    /// For the code of a subscription, and what it calls: the firings that led to it, oldest
+    /// first (B8 cuts a chain at `state::events::MAX_CHAIN`).
+    pub chain: Option<std::sync::Arc<Vec<String>>>,
+}
+
+impl Caller {
+    /// A request's caller, from outside (no depth, no chain of firings).
+    pub fn new(subject: Subject, name: impl Into<String>) -> Caller {
+        Caller {
+            subject,
+            name: name.into(),
+            depth: 0,
+            chain: None,
+        }
+    }
 }
 
 /// Why authentication failed; the client sees only "401" (or 503 when `busy`), the audit log

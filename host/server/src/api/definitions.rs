@@ -1,0 +1,366 @@
+//! Behaviour written into the model (DOMAIN section 9): service definitions with their Rhai code
+//! (B1, B3) and overrides of inherited services (B2). Code is compiled before anything is saved
+//! (a syntax error is a 400 with its line and column); the audit records its SHA-256, never its
+//! text (the row's `digest` parameter).
+
+use crate::api::{ApiError, Call, Reply, bad};
+use serde_json::Value as Json;
+use thinghost_core::validate::find_service;
+use thinghost_core::{
+    BaseType, Kind, ModelError, ParamDef, Permission, ServiceDef, ServiceOverride, SubscriptionDef,
+    Target, View,
+};
+
+/// What a call does to a service definition.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum DefOp {
+    Add,
+    Update,
+    Delete,
+}
+
+/// Compiles `code` (kept compiled by the server), or says where it is wrong: nothing is saved.
+fn compiled(call: &Call<'_>, code: &str) -> Result<(), ApiError> {
+    call.app.code.get(code).map(|_| ()).map_err(|e| {
+        bad(format!(
+            "parameter code does not compile: {e}; nothing was saved"
+        ))
+    })
+}
+
+/// The code parameter: none when absent or blank.
+fn code_of(call: &Call<'_>) -> Option<String> {
+    call.params
+        .get("code")
+        .and_then(Json::as_str)
+        .filter(|c| !c.trim().is_empty())
+        .map(str::to_string)
+}
+
+/// `parameters`: a JSON array of `{name, baseType, required, description, dataShape}`, or an
+/// InfoTable whose rows are those (the vendor's FieldDefinitions).
+pub fn parse_parameters(value: Option<&Json>) -> Result<Vec<ParamDef>, ApiError> {
+    let items = match value {
+        None | Some(Json::Null) => return Ok(vec![]),
+        Some(Json::Array(a)) => a.clone(),
+        Some(Json::Object(o)) if o.get("rows").is_some_and(Json::is_array) => {
+            o["rows"].as_array().cloned().unwrap_or_default()
+        }
+        Some(other) => {
+            return Err(bad(format!(
+                "parameter parameters: a JSON array of {{name, baseType, required, description}}, not {other}"
+            )));
+        }
+    };
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| {
+            let at = |m: String| bad(format!("parameter parameters, item {}: {m}", i + 1));
+            let Json::Object(o) = item else {
+                return Err(at(format!("an object, not {item}")));
+            };
+            for k in o.keys() {
+                if !["name", "baseType", "required", "description", "dataShape"]
+                    .contains(&k.as_str())
+                {
+                    return Err(at(format!(
+                        "unknown key {k:?} (name, baseType, required, description, dataShape)"
+                    )));
+                }
+            }
+            let name = o
+                .get("name")
+                .and_then(Json::as_str)
+                .filter(|n| !n.is_empty())
+                .ok_or_else(|| at("needs a name".into()))?;
+            let t = o
+                .get("baseType")
+                .and_then(Json::as_str)
+                .ok_or_else(|| at(format!("{name} needs a baseType")))?;
+            let base_type = BaseType::parse(t)
+                .ok_or_else(|| at(format!("{name}: {t:?} is not a base type")))?;
+            let text = |k: &str| -> Result<String, ApiError> {
+                match o.get(k) {
+                    None | Some(Json::Null) => Ok(String::new()),
+                    Some(Json::String(s)) => Ok(s.clone()),
+                    Some(v) => Err(at(format!("{name}: {k} is a string, not {v}"))),
+                }
+            };
+            let required = match o.get("required") {
+                None | Some(Json::Null) => false,
+                Some(Json::Bool(b)) => *b,
+                Some(v) => return Err(at(format!("{name}: required is true or false, not {v}"))),
+            };
+            Ok(ParamDef {
+                name: name.to_string(),
+                base_type,
+                description: text("description")?,
+                required,
+                data_shape: Some(text("dataShape")?).filter(|s| !s.is_empty()),
+            })
+        })
+        .collect()
+}
+
+/// `resultType`: a base type, NOTHING when absent.
+fn result_type(call: &Call<'_>) -> Result<BaseType, ApiError> {
+    match call.opt_str("resultType") {
+        None => Ok(BaseType::Nothing),
+        Some(t) => BaseType::parse(&t)
+            .ok_or_else(|| bad(format!("parameter resultType: {t:?} is not a base type"))),
+    }
+}
+
+/// `AddServiceDefinition`, `UpdateServiceDefinition`, `DeleteServiceDefinition` (B1, B3).
+pub fn service_definition(call: &mut Call<'_>, op: DefOp) -> Result<Reply, ApiError> {
+    let name = call.str("name");
+    let def = if op == DefOp::Delete {
+        None
+    } else {
+        let code = code_of(call);
+        if let Some(code) = &code {
+            compiled(call, code)?;
+        }
+        Some(ServiceDef {
+            name: name.clone(),
+            description: call.str("description"),
+            parameters: parse_parameters(call.params.get("parameters"))?,
+            result: result_type(call)?,
+            result_data_shape: call.opt_str("resultDataShape"),
+            audit: Default::default(),
+            code,
+            allow_override: call.bool_or("allowOverride", false),
+        })
+    };
+    let (kind, entity) = (call.kind, call.entity.clone());
+    call.commit("entityUpdated", (kind, entity.to_string()), move |tx| {
+        let defs = tx
+            .get_mut(kind, &entity)?
+            .definitions_mut()
+            .expect("things, templates and shapes have definitions");
+        let at = defs.services.iter().position(|s| s.name == name);
+        let missing = || ModelError::Invalid {
+            entity: format!("{}/{entity}", kind.collection()),
+            message: format!(
+                "has no service definition {name:?} of its own (an inherited one is changed where it is defined, or overridden with OverrideService)"
+            ),
+        };
+        match (op, def, at) {
+            (DefOp::Add, Some(d), _) => defs.services.push(d),
+            (DefOp::Update, Some(mut d), Some(i)) => {
+                // The audit of its calls is not a parameter of the vendor's service: kept.
+                d.audit = defs.services[i].audit;
+                defs.services[i] = d;
+            }
+            (DefOp::Delete, _, Some(i)) => {
+                defs.services.remove(i);
+            }
+            _ => return Err(missing()),
+        }
+        Ok(())
+    })?;
+    Ok(Reply::Empty)
+}
+
+/// `OverrideService(name, code)` and `RemoveServiceOverride(name)` on a template or Thing (B2).
+/// An override may restate the signature (`parameters`, `resultType`); if it does, it must be
+/// the definition's.
+pub fn override_service(call: &mut Call<'_>, add: bool) -> Result<Reply, ApiError> {
+    let name = call.str("name");
+    let code = if add {
+        let code = code_of(call)
+            .ok_or_else(|| bad("parameter code: an override is code (Rhai); it is empty"))?;
+        compiled(call, &code)?;
+        let m = call.model();
+        let e = m
+            .get(call.kind, &call.entity)
+            .expect("resolved before the call");
+        // The definition it overrides, as the caller names it: a signature restated must be
+        // the same (the definition stays its source's).
+        if let Some((def, source)) = find_service(m, e, &name)
+            && !std::ptr::eq(source, e)
+        {
+            let restated = call.params.get("parameters").filter(|v| !v.is_null());
+            let params_differ = match restated {
+                Some(v) => !same_parameters(&parse_parameters(Some(v))?, &def.parameters),
+                None => false,
+            };
+            let result_differs =
+                call.opt_str("resultType").is_some() && result_type(call)? != def.result;
+            if params_differ || result_differs {
+                return Err(bad(format!(
+                    "OverrideService: {name} of {} takes ({}) and returns {}; an override keeps its definition's parameters and result",
+                    source.key(),
+                    def.parameters
+                        .iter()
+                        .map(|p| format!("{}: {}", p.name, p.base_type.name()))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    def.result.name()
+                )));
+            }
+        }
+        Some(code)
+    } else {
+        None
+    };
+    let (kind, entity) = (call.kind, call.entity.clone());
+    call.commit("entityUpdated", (kind, entity.to_string()), move |tx| {
+        let defs = tx
+            .get_mut(kind, &entity)?
+            .definitions_mut()
+            .expect("things and templates have definitions");
+        let at = defs.overrides.iter().position(|o| o.name == name);
+        match (code, at) {
+            (Some(code), Some(i)) => defs.overrides[i].code = Some(code),
+            (Some(code), None) => defs.overrides.push(ServiceOverride {
+                name,
+                code: Some(code),
+            }),
+            (None, Some(i)) => {
+                defs.overrides.remove(i);
+            }
+            (None, None) => {
+                return Err(ModelError::Invalid {
+                    entity: format!("{}/{entity}", kind.collection()),
+                    message: format!("does not override service {name:?}"),
+                });
+            }
+        }
+        Ok(())
+    })?;
+    Ok(Reply::Empty)
+}
+
+/// The same signature: names, types and whether required, in order (descriptions may differ).
+fn same_parameters(a: &[ParamDef], b: &[ParamDef]) -> bool {
+    a.len() == b.len()
+        && a.iter().zip(b).all(|(x, y)| {
+            x.name == y.name && x.base_type == y.base_type && x.required == y.required
+        })
+}
+
+/// `AddEventDefinition(name, dataShape, description)` and `DeleteEventDefinition(name)` (B5).
+pub fn event_definition(call: &mut Call<'_>, add: bool) -> Result<Reply, ApiError> {
+    let name = call.str("name");
+    if add && name == thinghost_core::DATA_CHANGE {
+        return Err(bad(format!(
+            "{name} is every Thing's own event (a property write fires it); pick another name"
+        )));
+    }
+    let def = add.then(|| thinghost_core::EventDef {
+        name: name.clone(),
+        description: call.str("description"),
+        data_shape: call.opt_str("dataShape"),
+    });
+    let (kind, entity) = (call.kind, call.entity.clone());
+    call.commit("entityUpdated", (kind, entity.to_string()), move |tx| {
+        let defs = tx
+            .get_mut(kind, &entity)?
+            .definitions_mut()
+            .expect("things, templates and shapes have definitions");
+        match def {
+            Some(d) => defs.events.push(d),
+            None => {
+                let before = defs.events.len();
+                defs.events.retain(|e| e.name != name);
+                if before == defs.events.len() {
+                    return Err(ModelError::Invalid {
+                        entity: format!("{}/{entity}", kind.collection()),
+                        message: format!("has no event definition {name:?} of its own"),
+                    });
+                }
+            }
+        }
+        Ok(())
+    })?;
+    Ok(Reply::Empty)
+}
+
+/// `AddSubscription(name, source, event, property, code, enabled)` (B6): code run for each
+/// firing of `event` by `source` (empty: `me`). Subscribing to another Thing's events needs
+/// `EventSubscribe` on it for that event; one the caller cannot see answers as a missing one.
+pub fn add_subscription(call: &mut Call<'_>) -> Result<Reply, ApiError> {
+    let name = call.str("name");
+    let event = call.str("event");
+    let source = call.opt_str("source").unwrap_or_default();
+    let code = code_of(call)
+        .ok_or_else(|| bad("parameter code: a subscription is code (Rhai); it is empty"))?;
+    compiled(call, &code)?;
+    // Its own events: no source (a Thing naming itself is the same).
+    let own = source.is_empty() || (call.kind == Kind::Thing && source == call.entity);
+    if !own {
+        let m = call.model();
+        let (_, id) = crate::api::visible_entity(m, call.caller, Kind::Thing, &source)?;
+        call.require(
+            Permission::EventSubscribe,
+            Target::Entity {
+                id,
+                resource: m.access().sym(&event),
+            },
+            &format!("subscribe to event {event} of Things/{source}"),
+        )?;
+    }
+    let sub = SubscriptionDef {
+        name,
+        source: if own { String::new() } else { source },
+        event,
+        property: call.opt_str("property"),
+        code: Some(code),
+        enabled: call.bool_or("enabled", true),
+        description: call.str("description"),
+    };
+    let (kind, entity) = (call.kind, call.entity.clone());
+    call.commit("entityUpdated", (kind, entity.to_string()), move |tx| {
+        tx.get_mut(kind, &entity)?
+            .definitions_mut()
+            .expect("things, templates and shapes have definitions")
+            .subscriptions
+            .push(sub);
+        Ok(())
+    })?;
+    Ok(Reply::Empty)
+}
+
+/// What a call does to a subscription the entity defines.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum SubOp {
+    Delete,
+    Enable,
+    Disable,
+}
+
+/// `DeleteSubscription(name)`, `EnableSubscription(subscriptionName)`,
+/// `DisableSubscription(subscriptionName)`: at the level that defines it (B6).
+pub fn subscription(call: &mut Call<'_>, op: SubOp) -> Result<Reply, ApiError> {
+    let name = match op {
+        SubOp::Delete => call.str("name"),
+        _ => call.str("subscriptionName"),
+    };
+    let (kind, entity) = (call.kind, call.entity.clone());
+    call.commit("entityUpdated", (kind, entity.to_string()), move |tx| {
+        let subs = &mut tx
+            .get_mut(kind, &entity)?
+            .definitions_mut()
+            .expect("things, templates and shapes have definitions")
+            .subscriptions;
+        let Some(i) = subs.iter().position(|s| s.name == name) else {
+            return Err(ModelError::Invalid {
+                entity: format!("{}/{entity}", kind.collection()),
+                message: format!(
+                    "has no subscription {name:?} of its own (enable, disable or delete it where it is defined)"
+                ),
+            });
+        };
+        match op {
+            SubOp::Delete => {
+                subs.remove(i);
+            }
+            SubOp::Enable => subs[i].enabled = true,
+            SubOp::Disable => subs[i].enabled = false,
+        }
+        Ok(())
+    })?;
+    Ok(Reply::Empty)
+}

@@ -1,0 +1,797 @@
+//! Behaviour in the model (DOMAIN section 9) against the real server: services written in Rhai
+//! (B1, B3, B4) and implementation overrides along shapes, templates and Things (B2).
+
+use serde_json::{Value as Json, json};
+use std::path::Path;
+use thinghost_tests::{Server, import, ok, post, text, thinghost};
+
+const ES: &str = "/Thingworx/Resources/EntityServices/Services";
+const AUDIT: &str = "/Thingworx/Subsystems/AuditSubsystem/Services";
+
+/// A data directory holding `model` (imported before the server starts: templates implement
+/// shapes only in a model file or an extension).
+fn serve_with(t: &Path, model: Json) -> Server {
+    let dir = t.join("d");
+    let o = thinghost(&["init", "--data", dir.to_str().unwrap()]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    let file = t.join("model.json");
+    std::fs::write(&file, model.to_string()).unwrap();
+    import(&dir, &file);
+    Server::start(&dir, &["--dev"])
+}
+
+/// The one value a service answers.
+fn call(s: &Server, key: &str, path: &str, body: Json) -> Json {
+    ok(s, key, path, body)["rows"][0]["result"].clone()
+}
+
+/// A shape with an overridable `Reset`, a template chain Base <- Derived implementing it, and
+/// Things of both.
+fn chain() -> Json {
+    json!({
+        "format": "thinghost-model",
+        "version": 1,
+        "entities": [
+            {"kind": "ThingShape", "name": "Resettable", "definitions": {"services": [
+                {"name": "Reset", "result": "STRING", "allowOverride": true, "code": "\"shape\""}
+            ]}},
+            {"kind": "ThingTemplate", "name": "Base", "baseThingTemplate": "GenericThing",
+             "thingShapes": ["Resettable"],
+             "definitions": {"services": [
+                {"name": "Describe", "result": "STRING", "allowOverride": true, "code": "`base ${me}`"},
+                {"name": "Fixed", "result": "STRING", "code": "\"fixed\""}
+             ]}},
+            {"kind": "ThingTemplate", "name": "Derived", "baseThingTemplate": "Base"},
+            {"kind": "Thing", "name": "T1", "thingTemplate": "Derived"},
+            {"kind": "Thing", "name": "T2", "thingTemplate": "Derived"},
+            {"kind": "Thing", "name": "T3", "thingTemplate": "Base"}
+        ]
+    })
+}
+
+#[test]
+fn b2_each_thing_runs_its_nearest_implementation_and_removal_falls_back() {
+    let t = tempfile::tempdir().unwrap();
+    let s = serve_with(t.path(), chain());
+    let admin = s.admin_key();
+    let reset = |thing: &str| {
+        call(
+            &s,
+            &admin,
+            &format!("/Thingworx/Things/{thing}/Services/Reset"),
+            json!({}),
+        )
+    };
+    assert_eq!(reset("T1"), "shape");
+    // The template overrides the shape's service; a Thing of it overrides again.
+    ok(
+        &s,
+        &admin,
+        "/Thingworx/ThingTemplates/Derived/Services/OverrideService",
+        json!({"name": "Reset", "code": "\"template\""}),
+    );
+    ok(
+        &s,
+        &admin,
+        "/Thingworx/Things/T2/Services/OverrideService",
+        json!({"name": "Reset", "code": "`thing ${me}`"}),
+    );
+    assert_eq!(reset("T1"), "template");
+    assert_eq!(reset("T2"), "thing T2");
+    assert_eq!(reset("T3"), "shape");
+    assert_eq!(
+        call(
+            &s,
+            &admin,
+            "/Thingworx/Things/T3/Services/Describe",
+            json!({})
+        ),
+        "base T3"
+    );
+    // Metadata: the definition's source and the override that runs.
+    let meta: Json = s
+        .client
+        .get(s.at("/Thingworx/Things/T2"))
+        .header("appKey", &admin)
+        .header("Accept", "application/json")
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let reset_meta = meta["serviceDefinitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["definition"]["name"] == "Reset")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        reset_meta["source"], "ThingShapes/Resettable",
+        "{reset_meta}"
+    );
+    assert_eq!(
+        reset_meta["override"]["source"], "Things/T2",
+        "{reset_meta}"
+    );
+    assert_eq!(reset_meta["definition"]["allowOverride"], true);
+    // Refused: a definition that does not allow overrides (named with its source), another
+    // signature, an inherited name defined anew, an override of nothing inherited.
+    for (path, body, says) in [
+        (
+            "/Thingworx/ThingTemplates/Derived/Services/OverrideService",
+            json!({"name": "Fixed", "code": "\"no\""}),
+            "does not allow overrides",
+        ),
+        (
+            "/Thingworx/ThingTemplates/Derived/Services/OverrideService",
+            json!({"name": "Reset", "code": "\"no\"", "parameters": [{"name": "x", "baseType": "STRING"}]}),
+            "keeps its definition's parameters",
+        ),
+        (
+            "/Thingworx/Things/T1/Services/AddServiceDefinition",
+            json!({"name": "Describe", "resultType": "STRING", "code": "\"no\""}),
+            "ThingTemplates/Base",
+        ),
+        (
+            "/Thingworx/Things/T1/Services/OverrideService",
+            json!({"name": "Nothing", "code": "\"no\""}),
+            "does not inherit",
+        ),
+    ] {
+        let (st, v) = post(&s, &admin, path, body.clone());
+        assert_eq!(st, 400, "{body}: {v}");
+        assert!(v.to_string().contains(says), "{body}: {v}");
+    }
+    assert!(
+        post(
+            &s,
+            &admin,
+            "/Thingworx/Things/T2/Services/OverrideService",
+            json!({"name": "Fixed", "code": "\"no\""})
+        )
+        .1
+        .to_string()
+        .contains("Base")
+    );
+    // Removal falls back along the chain.
+    ok(
+        &s,
+        &admin,
+        "/Thingworx/Things/T2/Services/RemoveServiceOverride",
+        json!({"name": "Reset"}),
+    );
+    assert_eq!(reset("T2"), "template");
+    ok(
+        &s,
+        &admin,
+        "/Thingworx/ThingTemplates/Derived/Services/RemoveServiceOverride",
+        json!({"name": "Reset"}),
+    );
+    assert_eq!(reset("T1"), "shape");
+    let (st, v) = post(
+        &s,
+        &admin,
+        "/Thingworx/ThingTemplates/Derived/Services/RemoveServiceOverride",
+        json!({"name": "Reset"}),
+    );
+    assert_eq!(st, 400, "{v}");
+    // An override survives a restart.
+    ok(
+        &s,
+        &admin,
+        "/Thingworx/Things/T1/Services/OverrideService",
+        json!({"name": "Describe", "code": "`own ${me}`"}),
+    );
+    let dir = s.dir.clone();
+    drop(s);
+    let s = Server::start(&dir, &["--dev"]);
+    assert_eq!(
+        call(
+            &s,
+            &admin,
+            "/Thingworx/Things/T1/Services/Describe",
+            json!({})
+        ),
+        "own T1"
+    );
+}
+
+#[test]
+fn b1_b3_b4_code_in_the_model_compiles_on_save_runs_as_the_caller_and_is_audited_by_digest() {
+    let t = tempfile::tempdir().unwrap();
+    let s = Server::start(&t.path().join("d"), &["--dev"]);
+    let admin = s.admin_key();
+    let steps: Vec<(String, Json)> = vec![
+        (format!("{ES}/CreateThingTemplate"), json!({"name": "Pump"})),
+        (
+            "/Thingworx/ThingTemplates/Pump/Services/AddPropertyDefinition".into(),
+            json!({"name": "pressure", "type": "NUMBER", "defaultValue": 10}),
+        ),
+        (
+            format!("{ES}/CreateThing"),
+            json!({"name": "P1", "thingTemplateName": "Pump"}),
+        ),
+        (format!("{ES}/CreateUser"), json!({"name": "alice"})),
+        (format!("{ES}/CreateOrganization"), json!({"name": "Acme"})),
+        (
+            "/Thingworx/Organizations/Acme/Services/AddMember".into(),
+            json!({"name": "Acme", "member": "alice", "type": "User"}),
+        ),
+    ];
+    for (path, body) in steps {
+        ok(&s, &admin, &path, body);
+    }
+    let vent = "let p = get_property(me, \"pressure\");\nset_property(me, \"pressure\", p - amount);\nget_property(me, \"pressure\")";
+    // Code that does not compile is refused with its line and column, and nothing is saved.
+    let (st, v) = post(
+        &s,
+        &admin,
+        "/Thingworx/ThingTemplates/Pump/Services/AddServiceDefinition",
+        json!({"name": "Vent", "resultType": "NUMBER", "code": "let p = 1;\nlet = ;"}),
+    );
+    assert_eq!(st, 400, "{v}");
+    assert!(v.to_string().contains("line 2, column"), "{v}");
+    let (st, _) = post(&s, &admin, "/Thingworx/Things/P1/Services/Vent", json!({}));
+    assert_eq!(st, 404);
+    ok(
+        &s,
+        &admin,
+        "/Thingworx/ThingTemplates/Pump/Services/AddServiceDefinition",
+        json!({
+            "name": "Vent",
+            "parameters": [{"name": "amount", "baseType": "NUMBER", "required": true}],
+            "resultType": "NUMBER",
+            "code": vent,
+            "description": "lets off pressure"
+        }),
+    );
+    assert_eq!(
+        call(
+            &s,
+            &admin,
+            "/Thingworx/Things/P1/Services/Vent",
+            json!({"amount": 3})
+        ),
+        7.0
+    );
+    // A missing required parameter is the definition's 400, before the code runs.
+    let (st, v) = post(&s, &admin, "/Thingworx/Things/P1/Services/Vent", json!({}));
+    assert_eq!(st, 400, "{v}");
+    // The code runs as its caller (B4): alice may invoke Vent and read, not write.
+    let alice = ok(
+        &s,
+        &admin,
+        &format!("{ES}/CreateApplicationKey"),
+        json!({"name": "alice-key", "user": "alice"}),
+    )["rows"][0]["keyId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for (service, body) in [
+        (
+            "AddVisibilityPermission",
+            json!({"principal": "Acme", "principalType": "Organization"}),
+        ),
+        (
+            "AddRunTimePermission",
+            json!({"principal": "alice", "principalType": "User", "type": "ServiceInvoke", "resource": "Vent"}),
+        ),
+        (
+            "AddRunTimePermission",
+            json!({"principal": "alice", "principalType": "User", "type": "PropertyRead"}),
+        ),
+    ] {
+        ok(
+            &s,
+            &admin,
+            &format!("/Thingworx/Things/P1/Services/{service}"),
+            body,
+        );
+    }
+    let (st, v) = post(
+        &s,
+        &alice,
+        "/Thingworx/Things/P1/Services/Vent",
+        json!({"amount": 1}),
+    );
+    assert_eq!(st, 403, "{v}");
+    // The denial met inside the code is audited, naming the code.
+    let denials = ok(
+        &s,
+        &admin,
+        &format!("{AUDIT}/QueryAuditHistory"),
+        json!({"auditCategory": "AUTHORIZATION", "maxItems": 50}),
+    )
+    .to_string();
+    assert!(
+        denials.contains("ThingTemplates/Pump/Services/Vent"),
+        "{denials}"
+    );
+    assert_eq!(
+        call(
+            &s,
+            &admin,
+            "/Thingworx/Things/P1/Services/Vent",
+            json!({"amount": 0})
+        ),
+        7.0
+    );
+    // Limits of Rhai extensions: a loop is stopped, answered, and the server goes on.
+    ok(
+        &s,
+        &admin,
+        "/Thingworx/Things/P1/Services/AddServiceDefinition",
+        json!({"name": "Spin", "code": "loop { }"}),
+    );
+    let (st, v) = post(&s, &admin, "/Thingworx/Things/P1/Services/Spin", json!({}));
+    assert_eq!(st, 500, "{v}");
+    assert!(v.to_string().contains("Things/P1/Services/Spin"), "{v}");
+    // B1: a definition with neither code nor a handler answers 501 naming it.
+    ok(
+        &s,
+        &admin,
+        "/Thingworx/Things/P1/Services/AddServiceDefinition",
+        json!({"name": "Nothing"}),
+    );
+    let (st, v) = post(
+        &s,
+        &admin,
+        "/Thingworx/Things/P1/Services/Nothing",
+        json!({}),
+    );
+    assert_eq!(st, 501, "{v}");
+    assert!(v.to_string().contains("Nothing"), "{v}");
+    // Updating and deleting a definition of its own; not an inherited one.
+    ok(
+        &s,
+        &admin,
+        "/Thingworx/ThingTemplates/Pump/Services/UpdateServiceDefinition",
+        json!({
+            "name": "Vent",
+            "parameters": [{"name": "amount", "baseType": "NUMBER", "required": true}],
+            "resultType": "NUMBER",
+            "code": "amount * 2"
+        }),
+    );
+    assert_eq!(
+        call(
+            &s,
+            &admin,
+            "/Thingworx/Things/P1/Services/Vent",
+            json!({"amount": 4})
+        ),
+        8.0
+    );
+    let (st, v) = post(
+        &s,
+        &admin,
+        "/Thingworx/Things/P1/Services/DeleteServiceDefinition",
+        json!({"name": "Vent"}),
+    );
+    assert_eq!(st, 400, "{v}");
+    // B3: the audit records the code's SHA-256, never its text.
+    let v = ok(
+        &s,
+        &admin,
+        &format!("{AUDIT}/QueryAuditHistory"),
+        json!({"auditCategory": "MODEL", "maxItems": 500}),
+    );
+    let entries = v.to_string();
+    assert!(entries.contains("sha256"), "{entries}");
+    assert!(
+        !entries.contains("set_property"),
+        "the code's text is in the audit"
+    );
+    // Code is part of the model: exported with it.
+    let dir = s.dir.clone();
+    drop(s);
+    let file = t.path().join("export.json");
+    let o = thinghost(&[
+        "model",
+        "--data",
+        dir.to_str().unwrap(),
+        "export",
+        "--output",
+        file.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    let exported = std::fs::read_to_string(&file).unwrap();
+    assert!(exported.contains("amount * 2"), "{exported}");
+}
+
+#[test]
+fn b1_a_model_file_with_code_that_does_not_compile_is_refused() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("d");
+    let o = thinghost(&["init", "--data", dir.to_str().unwrap()]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    let file = t.path().join("model.json");
+    let model = json!({
+        "format": "thinghost-model",
+        "version": 1,
+        "entities": [
+            {"kind": "ThingTemplate", "name": "Broken", "baseThingTemplate": "GenericThing",
+             "definitions": {"services": [{"name": "Go", "code": "let x = ;"}]}}
+        ]
+    });
+    std::fs::write(&file, model.to_string()).unwrap();
+    let o = thinghost(&[
+        "model",
+        "--data",
+        dir.to_str().unwrap(),
+        "import",
+        file.to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    let (_, err) = text(&o);
+    assert!(
+        err.contains("ThingTemplates/Broken") && err.contains("Go") && err.contains("line 1"),
+        "{err}"
+    );
+}
+
+/// A property of a Thing, as the administrator reads it.
+fn value(s: &Server, key: &str, thing: &str, prop: &str) -> Json {
+    let v: Json = s
+        .client
+        .get(s.at(&format!("/Thingworx/Things/{thing}/Properties/{prop}")))
+        .header("appKey", key)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    v["rows"][0][prop].clone()
+}
+
+fn put(s: &Server, key: &str, thing: &str, prop: &str, v: Json) -> u16 {
+    s.client
+        .put(s.at(&format!("/Thingworx/Things/{thing}/Properties/{prop}")))
+        .header("appKey", key)
+        .json(&json!({ prop: v }))
+        .send()
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// The event queue's figures.
+fn metrics(s: &Server, admin: &str) -> Json {
+    call(
+        s,
+        admin,
+        "/Thingworx/Subsystems/EventProcessingSubsystem/Services/GetPerformanceMetrics",
+        json!({}),
+    )
+}
+
+/// Waits until every firing so far is delivered (the queue is empty), at most 20 s.
+fn drained(s: &Server, admin: &str) -> Json {
+    for _ in 0..400 {
+        let m = metrics(s, admin);
+        if m["queueDepth"] == 0 {
+            return m;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("the event queue did not drain: {}", metrics(s, admin));
+}
+
+#[test]
+fn b5_b6_b8_events_reach_subscriptions_as_their_firer_in_order_and_chains_are_cut() {
+    let t = tempfile::tempdir().unwrap();
+    let s = Server::start(&t.path().join("d"), &["--dev"]);
+    let admin = s.admin_key();
+    let tpl = "/Thingworx/ThingTemplates/Pump/Services";
+    let steps: Vec<(String, Json)> = vec![
+        (
+            format!("{ES}/CreateDataShape"),
+            json!({"name": "Alarm", "fields": [{"name": "level", "baseType": "NUMBER"}]}),
+        ),
+        (format!("{ES}/CreateThingTemplate"), json!({"name": "Pump"})),
+        (
+            format!("{tpl}/AddPropertyDefinition"),
+            json!({"name": "pressure", "type": "NUMBER", "defaultValue": 0}),
+        ),
+        (
+            format!("{tpl}/AddPropertyDefinition"),
+            json!({"name": "alarm", "type": "BOOLEAN", "defaultValue": false}),
+        ),
+        (
+            format!("{tpl}/AddPropertyDefinition"),
+            json!({"name": "counter", "type": "NUMBER", "defaultValue": 0}),
+        ),
+        (
+            format!("{tpl}/AddPropertyDefinition"),
+            json!({"name": "seen", "type": "NUMBER", "defaultValue": 0}),
+        ),
+        (
+            format!("{tpl}/AddEventDefinition"),
+            json!({"name": "Overheated", "dataShape": "Alarm"}),
+        ),
+        // Every Pump watches its own pressure.
+        (
+            format!("{tpl}/AddSubscription"),
+            json!({"name": "Watch", "event": "DataChange", "property": "pressure",
+                   "code": "if eventData.newValue > 9.0 { set_property(me, \"alarm\", true); }"}),
+        ),
+        // A loop: each change of counter writes counter again (B8 cuts it).
+        (
+            format!("{tpl}/AddSubscription"),
+            json!({"name": "Loop", "event": "DataChange", "property": "counter",
+                   "code": "set_property(me, \"counter\", eventData.newValue + 1.0);"}),
+        ),
+        (
+            format!("{ES}/CreateThing"),
+            json!({"name": "P1", "thingTemplateName": "Pump"}),
+        ),
+        (
+            format!("{ES}/CreateThing"),
+            json!({"name": "P2", "thingTemplateName": "Pump"}),
+        ),
+        (
+            format!("{ES}/CreateThing"),
+            json!({"name": "Monitor", "thingTemplateName": "Pump"}),
+        ),
+        (format!("{ES}/CreateUser"), json!({"name": "alice"})),
+        (format!("{ES}/CreateOrganization"), json!({"name": "Acme"})),
+        (
+            "/Thingworx/Organizations/Acme/Services/AddMember".into(),
+            json!({"name": "Acme", "member": "alice", "type": "User"}),
+        ),
+    ];
+    for (path, body) in steps {
+        ok(&s, &admin, &path, body);
+    }
+    // A DataChange subscription on the template reacts on each Thing of it, for that Thing.
+    assert_eq!(put(&s, &admin, "P1", "pressure", json!(12)), 200);
+    drained(&s, &admin);
+    assert_eq!(value(&s, &admin, "P1", "alarm"), true);
+    assert_eq!(value(&s, &admin, "P2", "alarm"), false);
+    // It runs as the writer: alice may write P2's pressure, not its alarm; the subscription's
+    // write is denied (audited), and her write still answers 200.
+    let alice = ok(
+        &s,
+        &admin,
+        &format!("{ES}/CreateApplicationKey"),
+        json!({"name": "alice-key", "user": "alice"}),
+    )["rows"][0]["keyId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for (service, body) in [
+        (
+            "AddVisibilityPermission",
+            json!({"principal": "Acme", "principalType": "Organization"}),
+        ),
+        (
+            "AddRunTimePermission",
+            json!({"principal": "alice", "principalType": "User", "type": "PropertyWrite", "resource": "pressure"}),
+        ),
+        (
+            "AddRunTimePermission",
+            json!({"principal": "alice", "principalType": "User", "type": "PropertyRead"}),
+        ),
+    ] {
+        ok(
+            &s,
+            &admin,
+            &format!("/Thingworx/Things/P2/Services/{service}"),
+            body,
+        );
+    }
+    let failed_before = metrics(&s, &admin)["subscriptionsFailed"].as_u64().unwrap();
+    assert_eq!(put(&s, &alice, "P2", "pressure", json!(15)), 200);
+    let m = drained(&s, &admin);
+    assert_eq!(value(&s, &admin, "P2", "alarm"), false);
+    assert!(
+        m["subscriptionsFailed"].as_u64().unwrap() > failed_before,
+        "{m}"
+    );
+    let audit = ok(
+        &s,
+        &admin,
+        &format!("{AUDIT}/QueryAuditHistory"),
+        json!({"maxItems": 200}),
+    )
+    .to_string();
+    assert!(audit.contains("subscriptionFailed"), "{audit}");
+    assert!(audit.contains("Subscriptions/Watch"), "{audit}");
+    // Firing an event needs EventInvoke for it, and data that fits its DataShape.
+    let fire =
+        |key: &str, body: Json| post(&s, key, "/Thingworx/Things/P2/Events/Overheated", body);
+    let (st, v) = fire(&alice, json!({"level": 3}));
+    assert_eq!(st, 403, "{v}");
+    let (st, v) = fire(&admin, json!({"temperature": 3}));
+    assert_eq!(st, 400, "{v}");
+    assert!(v.to_string().contains("temperature"), "{v}");
+    let (st, v) = fire(&admin, json!({"level": "high"}));
+    assert_eq!(st, 400, "{v}");
+    let (st, v) = post(&s, &admin, "/Thingworx/Things/P2/Events/Nothing", json!({}));
+    assert_eq!(st, 404, "{v}");
+    // Another Thing's events: Monitor counts P2's Overheated events.
+    ok(
+        &s,
+        &admin,
+        "/Thingworx/Things/Monitor/Services/AddSubscription",
+        json!({"name": "Count", "source": "P2", "event": "Overheated",
+               "code": "set_property(me, \"seen\", get_property(me, \"seen\") + eventData.level);"}),
+    );
+    for level in [1, 2, 3] {
+        let (st, v) = fire(&admin, json!({"level": level}));
+        assert_eq!(st, 200, "{v}");
+    }
+    drained(&s, &admin);
+    assert_eq!(value(&s, &admin, "Monitor", "seen"), 6.0);
+    // Disabled, it receives nothing; enabled again, it does.
+    ok(
+        &s,
+        &admin,
+        "/Thingworx/Things/Monitor/Services/DisableSubscription",
+        json!({"subscriptionName": "Count"}),
+    );
+    fire(&admin, json!({"level": 10}));
+    drained(&s, &admin);
+    assert_eq!(value(&s, &admin, "Monitor", "seen"), 6.0);
+    // alice may change Monitor's definitions and sees P1, but may not subscribe to its events.
+    for thing in ["Monitor", "P1"] {
+        ok(
+            &s,
+            &admin,
+            &format!("/Thingworx/Things/{thing}/Services/AddVisibilityPermission"),
+            json!({"principal": "Acme", "principalType": "Organization"}),
+        );
+    }
+    ok(
+        &s,
+        &admin,
+        "/Thingworx/Things/Monitor/Services/AddDesignTimePermission",
+        json!({"principal": "alice", "principalType": "User", "type": "Update"}),
+    );
+    let subscribe = |source: &str| {
+        post(
+            &s,
+            &alice,
+            "/Thingworx/Things/Monitor/Services/AddSubscription",
+            json!({"name": "Spy", "source": source, "event": "Overheated", "code": "1"}),
+        )
+    };
+    let (st, v) = subscribe("P1");
+    assert_eq!(st, 403, "{v}");
+    // A source she cannot see answers as a missing one (V1).
+    ok(
+        &s,
+        &admin,
+        &format!("{ES}/CreateThing"),
+        json!({"name": "Hidden", "thingTemplateName": "Pump"}),
+    );
+    let (st_hidden, hidden) = subscribe("Hidden");
+    let (st_missing, missing) = subscribe("Nowhere");
+    assert_eq!((st_hidden.as_u16(), st_missing.as_u16()), (404, 404));
+    assert_eq!(
+        hidden.to_string().replace("Hidden", "X"),
+        missing.to_string().replace("Nowhere", "X")
+    );
+    // A subscription to an event its source does not have, and code that does not compile.
+    for (body, says) in [
+        (
+            json!({"name": "Bad", "event": "Exploded", "code": "1"}),
+            "does not have",
+        ),
+        (
+            json!({"name": "Bad", "event": "DataChange", "code": "let = ;"}),
+            "line 1",
+        ),
+    ] {
+        let (st, v) = post(
+            &s,
+            &admin,
+            "/Thingworx/Things/P1/Services/AddSubscription",
+            body,
+        );
+        assert_eq!(st, 400, "{v}");
+        assert!(v.to_string().contains(says), "{v}");
+    }
+    // B8: the loop is cut at its depth limit, audited naming the chain.
+    assert_eq!(put(&s, &admin, "P1", "counter", json!(0.5)), 200);
+    drained(&s, &admin);
+    // Eight firings in the chain are delivered (MAX_CHAIN): the writes 0.5 .. 7.5 fire, the
+    // eighth delivery writes 8.5, and that write's firing is the one cut.
+    let counter = value(&s, &admin, "P1", "counter").as_f64().unwrap();
+    assert_eq!(counter, 8.5);
+    let audit = ok(
+        &s,
+        &admin,
+        &format!("{AUDIT}/QueryAuditHistory"),
+        json!({"maxItems": 50}),
+    )
+    .to_string();
+    assert!(
+        audit.contains("subscriptionChainCut") && audit.contains("Things/P1:DataChange"),
+        "{audit}"
+    );
+    // Restart: subscriptions and their state stay.
+    let dir = s.dir.clone();
+    drop(s);
+    let s = Server::start(&dir, &["--dev"]);
+    let meta: Json = s
+        .client
+        .get(s.at("/Thingworx/Things/Monitor"))
+        .header("appKey", &admin)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let count = meta["subscriptions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["definition"]["name"] == "Count")
+        .unwrap()
+        .clone();
+    assert_eq!(count["definition"]["enabled"], false, "{count}");
+    ok(
+        &s,
+        &admin,
+        "/Thingworx/Things/Monitor/Services/EnableSubscription",
+        json!({"subscriptionName": "Count"}),
+    );
+    let (st, _) = post(
+        &s,
+        &admin,
+        "/Thingworx/Things/P2/Events/Overheated",
+        json!({"level": 4}),
+    );
+    assert_eq!(st, 200);
+    drained(&s, &admin);
+    assert_eq!(value(&s, &admin, "Monitor", "seen"), 10.0);
+}
+
+#[test]
+fn b6_a_scripts_firings_go_when_its_changes_land_and_a_dry_run_fires_nothing() {
+    let t = tempfile::tempdir().unwrap();
+    let s = Server::start(&t.path().join("d"), &["--dev"]);
+    let admin = s.admin_key();
+    let tpl = "/Thingworx/ThingTemplates/Pump/Services";
+    for (path, body) in [
+        (format!("{ES}/CreateThingTemplate"), json!({"name": "Pump"})),
+        (
+            format!("{tpl}/AddPropertyDefinition"),
+            json!({"name": "pressure", "type": "NUMBER", "defaultValue": 0}),
+        ),
+        (
+            format!("{tpl}/AddPropertyDefinition"),
+            json!({"name": "changes", "type": "NUMBER", "defaultValue": 0}),
+        ),
+        (
+            format!("{tpl}/AddSubscription"),
+            json!({"name": "Count", "event": "DataChange", "property": "pressure",
+                   "code": "set_property(me, \"changes\", get_property(me, \"changes\") + 1.0);"}),
+        ),
+        (
+            format!("{ES}/CreateThing"),
+            json!({"name": "P1", "thingTemplateName": "Pump"}),
+        ),
+    ] {
+        ok(&s, &admin, &path, body);
+    }
+    let run = |dry: bool| {
+        ok(
+            &s,
+            &admin,
+            "/Thingworx/Resources/ScriptServices/Services/RunScript",
+            json!({"script": "set_property(\"Things/P1\", \"pressure\", 5.0);\nset_property(\"Things/P1\", \"pressure\", 6.0);", "dryRun": dry}),
+        )
+    };
+    run(true);
+    drained(&s, &admin);
+    assert_eq!(value(&s, &admin, "P1", "changes"), 0.0);
+    assert_eq!(value(&s, &admin, "P1", "pressure"), 0.0);
+    run(false);
+    drained(&s, &admin);
+    assert_eq!(value(&s, &admin, "P1", "pressure"), 6.0);
+    assert_eq!(value(&s, &admin, "P1", "changes"), 2.0);
+    // A write of the same value fires nothing (dataChangeType VALUE).
+    put(&s, &admin, "P1", "pressure", json!(6.0));
+    drained(&s, &admin);
+    assert_eq!(value(&s, &admin, "P1", "changes"), 2.0);
+}
