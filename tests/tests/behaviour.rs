@@ -795,3 +795,138 @@ fn b6_a_scripts_firings_go_when_its_changes_land_and_a_dry_run_fires_nothing() {
     drained(&s, &admin);
     assert_eq!(value(&s, &admin, "P1", "changes"), 2.0);
 }
+
+/// Waits until `thing`'s `prop` reaches `at_least`, at most 20 s: its value.
+fn reaches(s: &Server, admin: &str, thing: &str, prop: &str, at_least: f64) -> f64 {
+    for _ in 0..400 {
+        let v = value(s, admin, thing, prop).as_f64().unwrap_or(0.0);
+        if v >= at_least {
+            return v;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("{thing}.{prop} did not reach {at_least}");
+}
+
+#[test]
+fn b7_timers_and_schedulers_fire_as_their_run_as_user_and_not_at_all_for_a_disabled_one() {
+    let t = tempfile::tempdir().unwrap();
+    let s = Server::start(&t.path().join("d"), &["--dev"]);
+    let admin = s.admin_key();
+    let count_code = "set_property(me, \"count\", get_property(me, \"count\") + 1.0);";
+    ok(
+        &s,
+        &admin,
+        &format!("{ES}/CreateUser"),
+        json!({"name": "bob"}),
+    );
+    ok(
+        &s,
+        &admin,
+        "/Thingworx/Users/bob/Services/DisableUser",
+        json!({}),
+    );
+    for (name, template, run_as) in [
+        ("Tick", "Timer", "Administrator"),
+        ("Tock", "Timer", "bob"),
+        ("Cron", "Scheduler", "Administrator"),
+    ] {
+        ok(
+            &s,
+            &admin,
+            &format!("{ES}/CreateThing"),
+            json!({"name": name, "thingTemplateName": template}),
+        );
+        let thing = format!("/Thingworx/Things/{name}/Services");
+        ok(
+            &s,
+            &admin,
+            &format!("{thing}/AddPropertyDefinition"),
+            json!({"name": "count", "type": "NUMBER", "defaultValue": 0}),
+        );
+        if template == "Scheduler" {
+            for (p, ty, v) in [
+                ("schedule", "STRING", json!("* * * * * *")),
+                ("enabled", "BOOLEAN", json!(true)),
+                ("runAsUser", "STRING", json!(run_as)),
+            ] {
+                ok(
+                    &s,
+                    &admin,
+                    &format!("{thing}/AddPropertyDefinition"),
+                    json!({"name": p, "type": ty, "defaultValue": v}),
+                );
+            }
+        }
+        let event = if template == "Timer" {
+            "Timer"
+        } else {
+            "ScheduledEvent"
+        };
+        ok(
+            &s,
+            &admin,
+            &format!("{thing}/AddSubscription"),
+            json!({"name": "Count", "event": event, "code": count_code}),
+        );
+        if template == "Timer" {
+            put(&s, &admin, name, "updateRate", json!(200));
+            put(&s, &admin, name, "runAsUser", json!(run_as));
+            put(&s, &admin, name, "enabled", json!(true));
+        }
+    }
+    reaches(&s, &admin, "Tick", "count", 3.0);
+    reaches(&s, &admin, "Cron", "count", 1.0);
+    // Tock's runAsUser is disabled: it never fired, and the refusal is audited (once).
+    assert_eq!(value(&s, &admin, "Tock", "count"), 0.0);
+    let audit = ok(
+        &s,
+        &admin,
+        &format!("{AUDIT}/QueryAuditHistory"),
+        json!({"maxItems": 500, "auditCategory": "AUTHORIZATION"}),
+    );
+    let refusals = audit["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["messageKey"] == "scheduledEventRefused" && r["source"] == "Things/Tock")
+        .count();
+    assert_eq!(refusals, 1, "{audit}");
+    // Enabled again, bob's timer fires.
+    ok(
+        &s,
+        &admin,
+        "/Thingworx/Users/bob/Services/EnableUser",
+        json!({}),
+    );
+    // (bob needs the rights its subscription uses: the code runs as him.)
+    ok(
+        &s,
+        &admin,
+        "/Thingworx/Groups/Administrators/Services/AddMember",
+        json!({"member": "bob", "type": "User"}),
+    );
+    reaches(&s, &admin, "Tock", "count", 1.0);
+    // A disabled timer stops.
+    put(&s, &admin, "Tick", "enabled", json!(false));
+    // (A look that read `enabled` just before the write may still fire once: let it land.)
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    drained(&s, &admin);
+    let stopped = value(&s, &admin, "Tick", "count").as_f64().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(600));
+    drained(&s, &admin);
+    assert_eq!(
+        value(&s, &admin, "Tick", "count").as_f64().unwrap(),
+        stopped
+    );
+    // Only timers have Timer events; requests cannot fire the platform's events.
+    let (st, v) = post(
+        &s,
+        &admin,
+        "/Thingworx/Things/Cron/Services/AddSubscription",
+        json!({"name": "Wrong", "event": "Timer", "code": "1"}),
+    );
+    assert_eq!(st, 400, "{v}");
+    let (st, v) = post(&s, &admin, "/Thingworx/Things/Tick/Events/Timer", json!({}));
+    assert_eq!(st, 400, "{v}");
+}

@@ -3,6 +3,7 @@
 use crate::entity::*;
 use crate::names::Kind;
 use crate::types::BaseType;
+use serde_json::Value as Json;
 
 pub const ADMINISTRATOR: &str = "Administrator";
 pub const SYSTEM: &str = "System";
@@ -63,11 +64,36 @@ pub const DEFAULT_PERSISTENCE_PROVIDER: &str = "ThingworxPersistenceProvider";
 /// Templates of the data-storage and scheduling Things (DOMAIN.md section 1).
 pub const SYSTEM_TEMPLATES: &[&str] = &[
     "FileRepository",
-    "Scheduler",
+    SCHEDULER,
+    TIMER,
     "DataTable",
     "Stream",
     "ValueStream",
 ];
+/// Things of this template fire [`SCHEDULED_EVENT`] when their `schedule` (cron with seconds)
+/// fires, as their `runAsUser`, while `enabled` (B7).
+pub const SCHEDULER: &str = "Scheduler";
+pub const SCHEDULED_EVENT: &str = "ScheduledEvent";
+/// Things of this template fire [`TIMER_EVENT`] every `updateRate` milliseconds, as their
+/// `runAsUser`, while `enabled` (B7).
+pub const TIMER: &str = "Timer";
+pub const TIMER_EVENT: &str = "Timer";
+
+/// The events the platform fires for a Thing or template whose chain is `templates` (names,
+/// nearest first): `DataChange` for every one, `Timer` and `ScheduledEvent` for timers and
+/// schedulers. They need no definition; requests cannot fire them.
+pub fn platform_events<'a>(templates: impl IntoIterator<Item = &'a str>) -> Vec<&'static str> {
+    let mut out = vec![crate::entity::DATA_CHANGE];
+    for t in templates {
+        if t == TIMER {
+            out.push(TIMER_EVENT);
+        }
+        if t == SCHEDULER {
+            out.push(SCHEDULED_EVENT);
+        }
+    }
+    out
+}
 /// Templates whose Things keep data in a persistence provider (DOMAIN P1).
 pub const DATA_STORAGE_TEMPLATES: &[&str] = &["DataTable", "Stream", "ValueStream"];
 pub const SUBSYSTEMS: &[&str] = &[
@@ -225,7 +251,26 @@ pub fn entities() -> Vec<Entity> {
         }),
     ));
     for t in SYSTEM_TEMPLATES {
-        out.push(Entity::template(t, GENERIC_THING));
+        let mut e = Entity::template(t, GENERIC_THING);
+        if *t == TIMER
+            && let Body::ThingTemplate(b) = &mut e.body
+        {
+            let prop = |name: &str, base_type, default: Json| PropertyDef {
+                name: name.to_string(),
+                base_type,
+                description: String::new(),
+                default_value: Some(default),
+                read_only: false,
+                data_shape: None,
+                data_change_type: Default::default(),
+            };
+            b.definitions.properties = vec![
+                prop("updateRate", BaseType::Number, Json::from(60_000)),
+                prop("enabled", BaseType::Boolean, Json::Bool(false)),
+                prop("runAsUser", BaseType::String, Json::String(String::new())),
+            ];
+        }
+        out.push(e);
     }
     for s in SUBSYSTEMS {
         out.push(Entity::new(*s, Body::Subsystem(ServiceHostBody::default())));

@@ -704,14 +704,28 @@ fn check_subscriptions(
                 format!("Things/{}", sub.source),
             )
         };
-        if sub.event != DATA_CHANGE && !events.contains(sub.event.as_str()) {
+        // The platform's own events of the source (DataChange; Timer, ScheduledEvent).
+        let holder = if sub.source.is_empty() {
+            Some(e)
+        } else {
+            view.get(Kind::Thing, &sub.source)
+        };
+        let platform = holder
+            .map(|h| platform_events_of(view, h))
+            .unwrap_or_default();
+        if !platform.contains(&sub.event.as_str()) && !events.contains(sub.event.as_str()) {
             return Err(ModelError::invalid(
                 place,
                 format!(
-                    "subscription {} is to event {}, which {of} does not have (its events: {DATA_CHANGE}{})",
+                    "subscription {} is to event {}, which {of} does not have (its events: {})",
                     sub.name,
                     sub.event,
-                    events.iter().map(|e| format!(", {e}")).collect::<String>()
+                    platform
+                        .iter()
+                        .copied()
+                        .chain(events.iter().copied())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
             ));
         }
@@ -728,6 +742,20 @@ fn check_subscriptions(
         }
     }
     Ok(())
+}
+
+/// The events the platform fires for `e` (a Thing, template or shape): `DataChange`, and
+/// `Timer` / `ScheduledEvent` along a timer's or scheduler's template chain.
+pub fn platform_events_of(view: &dyn View, e: &Entity) -> Vec<&'static str> {
+    let template = match &e.body {
+        Body::Thing(t) => Some(t.thing_template.as_str()),
+        Body::ThingTemplate(_) => Some(e.name.as_str()),
+        _ => None,
+    };
+    let chain = template
+        .and_then(|t| template_chain(view, t).ok())
+        .unwrap_or_default();
+    predefined::platform_events(chain.iter().map(|t| t.name.as_str()))
 }
 
 /// B2: each override of `e` names an inherited service whose definition allows overrides.

@@ -17,7 +17,7 @@ pub use sqlite::{SCHEMA_VERSION, SqliteStore};
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use thinghost_core::{Acl, Batch, Entity, Kind, Model, ModelError, Policy, Tx, View, Write};
+use thinghost_core::{Acl, Batch, Entity, Kind, Model, ModelError, Policy, Tx, Write};
 use thiserror::Error;
 
 /// Everything a store holds.
@@ -264,7 +264,7 @@ impl Db {
         let snap = store.load()?;
         let model = Model::from_parts(snap.entities, snap.collections, policy)
             .map_err(StoreError::InvalidModel)?;
-        let mut db = Db {
+        Ok(Db {
             model,
             store,
             meta: snap.meta,
@@ -273,29 +273,7 @@ impl Db {
             recent: Default::default(),
             recent_floor: 0,
             structure: 0,
-        };
-        // The platform's own subsystems and resources that a newer version added (an older data
-        // directory lacks them): created once, in one change. They hold no one's data.
-        let missing: Vec<thinghost_core::Entity> = thinghost_core::predefined::entities()
-            .into_iter()
-            .filter(|e| {
-                matches!(e.kind(), Kind::Subsystem | Kind::Resource)
-                    && db.model.get(e.kind(), &e.name).is_none()
-            })
-            .collect();
-        if !missing.is_empty() {
-            db.change(|tx| {
-                for e in missing {
-                    tx.create(e)?;
-                }
-                Ok(())
-            })
-            .map_err(|e| match e {
-                ChangeError::Model(m) => StoreError::InvalidModel(m),
-                ChangeError::Store(s) => s,
-            })?;
-        }
-        Ok(db)
+        })
     }
 
     /// Creates a new database holding `model` (and `meta`), in one transaction.

@@ -13,7 +13,7 @@ use crate::api::host_calls::{self, Implemented};
 use crate::api::{ApiError, Reply, bad, not_found, require, visible_entity};
 use crate::state::app::App;
 use crate::state::auth::Caller;
-use crate::state::events::{Firing, MAX_CHAIN};
+use crate::state::events::{Firing, MAX_CHAIN, Planned};
 use axum::http::StatusCode;
 use serde_json::{Map, Value as Json, json};
 use std::sync::{Arc, Weak};
@@ -38,9 +38,9 @@ pub fn fire(
         if kind != Kind::Thing {
             return Err(not_found(kind, thing));
         }
-        if event == DATA_CHANGE {
+        if thinghost_core::validate::platform_events_of(m, e).contains(&event) {
             return Err(bad(format!(
-                "{DATA_CHANGE} is fired by the platform when a property changes, not by a request"
+                "{event} is fired by the platform ({DATA_CHANGE} when a property changes, Timer and ScheduledEvent by timers and schedulers), not by a request"
             )));
         }
         let merged = merged_definitions(m, e)
@@ -68,6 +68,18 @@ pub fn fire(
         send(app, f);
     }
     Ok(Reply::Empty)
+}
+
+/// Fires one of the platform's own events of a Thing (`Timer`, `ScheduledEvent`) as `caller`
+/// (a timer's or scheduler's `runAsUser`), with `data`.
+pub fn fire_platform(app: &App, caller: &Caller, thing: &str, event: &str, data: Json) {
+    let firing = {
+        let db = app.db.read().unwrap_or_else(|p| p.into_inner());
+        prepared(app, &db, caller, thing, event, data)
+    };
+    if let Some(f) = firing {
+        send(app, f);
+    }
 }
 
 /// The data of an event, checked against its DataShape: a JSON object (or an InfoTable of one
@@ -159,7 +171,8 @@ fn prepared(
     event: &str,
     data: Json,
 ) -> Option<Firing> {
-    if !has_subscribers(app, db, thing, event) {
+    let planned = planned(app, db, thing, event);
+    if planned.is_empty() {
         return None;
     }
     let mut chain: Vec<String> = caller.chain.as_deref().cloned().unwrap_or_default();
@@ -190,6 +203,8 @@ fn prepared(
             ..caller.clone()
         },
         chain: Arc::new(chain),
+        fired_at: std::time::Instant::now(),
+        planned,
     })
 }
 
@@ -211,34 +226,11 @@ pub fn send(app: &App, firing: Firing) {
 
 use crate::state::events::BySource;
 
-/// Does any subscription receive event `event` of Thing `thing`? Its own chain's, or one that
-/// names it (by an index kept while the model's structure does not change).
-fn has_subscribers(app: &App, db: &thinghost_store::Db, thing: &str, event: &str) -> bool {
-    let m = db.model();
-    let Some(e) = m.get(Kind::Thing, thing) else {
-        return false;
-    };
-    let mut found = false;
-    each_level(m, e, &mut |level| {
-        found |= level.definitions().is_some_and(|d| {
-            d.subscriptions
-                .iter()
-                .any(|s| s.source.is_empty() && s.event == event)
-        });
-    });
-    found || by_source(app, db).get(thing).is_some_and(|v| !v.is_empty())
-}
-
-/// The index of subscriptions by their named source, for the model as it is.
+/// The index of subscriptions by their named source, for the model as it is (`db` is held).
 fn by_source(app: &App, db: &thinghost_store::Db) -> Arc<BySource> {
-    let version = db.structure_version();
-    let mut cached = app
-        .subscriptions_by_source
-        .lock()
-        .unwrap_or_else(|p| p.into_inner());
-    if let Some((v, index)) = &*cached
-        && *v == version
-    {
+    let mut plans = app.plans.lock().unwrap_or_else(|p| p.into_inner());
+    let plans = plans.at(db.structure_version());
+    if let Some(index) = &plans.by_source {
         return index.clone();
     }
     let mut index = BySource::new();
@@ -259,7 +251,7 @@ fn by_source(app: &App, db: &thinghost_store::Db) -> Arc<BySource> {
         }
     }
     let index = Arc::new(index);
-    *cached = Some((version, index.clone()));
+    plans.by_source = Some(index.clone());
     index
 }
 
@@ -297,95 +289,42 @@ pub(crate) fn each_level<'m>(m: &'m Model, e: &'m Entity, f: &mut dyn FnMut(&'m 
     }
 }
 
-/// One subscription to run for a firing.
-struct Run {
-    /// Where it is defined (`ThingTemplates/Pump`).
-    holder: String,
-    name: String,
-    /// The Thing it runs for.
-    me: String,
-    implemented: Implemented,
-}
-
-/// The subscriptions a firing reaches, enabled, for its event (and property), with what
-/// implements each.
-fn runs_of(app: &App, m: &Model, f: &Firing) -> Vec<Run> {
-    let property = f.data.get("property").and_then(Json::as_str);
-    let matches = |s: &SubscriptionDef, source: &str| {
-        s.enabled
-            && s.source == source
-            && s.event == f.event
-            && (s.property.is_none() || s.property.as_deref() == property)
-    };
+/// The enabled subscriptions a firing of `event` by `source` reaches (any property: a firing's
+/// own is matched at delivery), planned from the model as it is.
+fn plan(app: &App, db: &thinghost_store::Db, source: &str, event: &str) -> Vec<Planned> {
+    let m = db.model();
+    let index = by_source(app, db);
     let mut out = Vec::new();
     let mut add = |holder: &Entity, s: &SubscriptionDef, me: &str| {
-        let place = format!("{}/Subscriptions/{}", holder.key(), s.name);
-        let implemented = match &s.code {
-            Some(code) => match app.code.get(code) {
-                Ok(code) => Implemented::Code { code, place },
-                Err(e) => {
-                    failed(
-                        app,
-                        &f.caller,
-                        &place,
-                        &format!("its code does not compile ({e})"),
-                        &f.chain,
-                    );
-                    return;
-                }
-            },
-            None => match app
-                .extensions
-                .load()
-                .handler(holder.kind(), &holder.name, &s.name)
-            {
-                Some((loaded, handler)) => Implemented::Handler { loaded, handler },
-                None => {
-                    failed(
-                        app,
-                        &f.caller,
-                        &place,
-                        "it has no code and no extension implements it",
-                        &f.chain,
-                    );
-                    return;
-                }
-            },
-        };
-        out.push(Run {
-            holder: holder.key().to_string(),
+        out.push(Planned {
+            holder_kind: holder.kind(),
+            holder: holder.name.clone(),
             name: s.name.clone(),
             me: me.to_string(),
-            implemented,
-        });
+            code: s.code.clone(),
+            property: s.property.clone(),
+        })
     };
-    let Some(source) = m.get(Kind::Thing, &f.source) else {
+    let reached =
+        |s: &SubscriptionDef, from: &str| s.enabled && s.source == from && s.event == event;
+    let Some(thing) = m.get(Kind::Thing, source) else {
         return out;
     };
     // Its own chain's subscriptions to its own events.
-    each_level(m, source, &mut |level| {
+    each_level(m, thing, &mut |level| {
         for s in level
             .definitions()
             .map(|d| d.subscriptions.as_slice())
             .unwrap_or(&[])
         {
-            if matches(s, "") {
-                add(level, s, &f.source);
+            if reached(s, "") {
+                add(level, s, source);
             }
         }
     });
     // Subscriptions naming it, wherever they are.
-    let db_index = app
-        .subscriptions_by_source
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .as_ref()
-        .map(|(_, i)| i.clone());
-    let holders = db_index
-        .and_then(|i| i.get(&f.source).cloned())
-        .unwrap_or_default();
-    for (kind, name) in holders {
-        let Some(holder) = m.get(kind, &name) else {
+    for (kind, name) in index.get(source).map(Vec::as_slice).unwrap_or(&[]) {
+        let Some(holder) = m.get(*kind, name) else {
             continue;
         };
         for s in holder
@@ -393,11 +332,11 @@ fn runs_of(app: &App, m: &Model, f: &Firing) -> Vec<Run> {
             .map(|d| d.subscriptions.as_slice())
             .unwrap_or(&[])
         {
-            if !matches(s, &f.source) {
+            if !reached(s, source) {
                 continue;
             }
-            if kind == Kind::Thing {
-                add(holder, s, &name);
+            if *kind == Kind::Thing {
+                add(holder, s, name);
             } else {
                 // Once for each Thing that has it.
                 for t in m.entities(Kind::Thing) {
@@ -411,6 +350,56 @@ fn runs_of(app: &App, m: &Model, f: &Firing) -> Vec<Run> {
         }
     }
     out
+}
+
+/// What a firing of `event` by `thing` reaches: planned once per (source, event) and structure
+/// version of the model, by the firer under the model's lock it holds, so that no delivery
+/// takes the lock (readers would queue behind every property write).
+fn planned(app: &App, db: &thinghost_store::Db, thing: &str, event: &str) -> Arc<Vec<Planned>> {
+    let key = (thing.to_string(), event.to_string());
+    let version = db.structure_version();
+    if let Some(p) = app
+        .plans
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .at(version)
+        .runs
+        .get(&key)
+    {
+        return p.clone();
+    }
+    let p = Arc::new(plan(app, db, thing, event));
+    app.plans
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .at(version)
+        .runs
+        .insert(key, p.clone());
+    p
+}
+
+/// What implements a planned subscription now: its code, compiled (kept compiled), or its
+/// extension's handler in the generation of now.
+fn implemented(app: &App, p: &Planned) -> Result<Implemented, String> {
+    let place = format!(
+        "{}/{}/Subscriptions/{}",
+        p.holder_kind.collection(),
+        p.holder,
+        p.name
+    );
+    match &p.code {
+        Some(code) => app
+            .code
+            .get(code)
+            .map(|code| Implemented::Code { code, place })
+            .map_err(|e| format!("its code does not compile ({e})")),
+        None => app
+            .extensions
+            .load()
+            .handler(p.holder_kind, &p.holder, &p.name)
+            .map(|(loaded, handler)| Implemented::Handler { loaded, handler })
+            .ok_or_else(|| "it has no code and no extension implements it".to_string()),
+    }
 }
 
 /// A subscription that could not run, or failed: logged and audited, never the firer's error.
@@ -432,26 +421,33 @@ fn failed(app: &App, caller: &Caller, place: &str, why: &str, chain: &[String]) 
 
 /// Delivers one firing to every subscription it reaches, one after the other, as the firer.
 fn deliver(app: &Arc<App>, f: &Firing) {
-    let runs = {
-        let db = app.db.read().unwrap_or_else(|p| p.into_inner());
-        // The index as of this model (a change since the firing may have added or removed one).
-        by_source(app, &db);
-        runs_of(app, db.model(), f)
-    };
+    app.events.metrics.note_latency(f.fired_at.elapsed());
+    let planned = &f.planned;
+    let property = f.data.get("property").and_then(Json::as_str);
     let caller = Caller {
         chain: Some(f.chain.clone()),
         ..f.caller.clone()
     };
-    for run in runs {
-        let source = json!(f.source);
-        let event = json!(f.event);
-        let vars: Vec<(&str, &Json)> = vec![
-            ("eventName", &event),
-            ("source", &source),
-            ("eventData", &f.data),
-        ];
-        let place = format!("{}/Subscriptions/{}", run.holder, run.name);
-        match host_calls::run_subscription(app, &caller, run.implemented, &run.me, &vars) {
+    let source = json!(f.source);
+    let event = json!(f.event);
+    let vars: Vec<(&str, &Json)> = vec![
+        ("eventName", &event),
+        ("source", &source),
+        ("eventData", &f.data),
+    ];
+    for p in planned.iter() {
+        if p.property.is_some() && p.property.as_deref() != property {
+            continue;
+        }
+        let place = format!(
+            "{}/{}/Subscriptions/{}",
+            p.holder_kind.collection(),
+            p.holder,
+            p.name
+        );
+        let run = implemented(app, p)
+            .and_then(|i| host_calls::run_subscription(app, &caller, i, &p.me, &vars));
+        match run {
             Ok(()) => {
                 app.events
                     .metrics

@@ -330,7 +330,7 @@ pub fn run(args: Args) -> Result<i32, Failure> {
             },
         },
         events: Default::default(),
-        subscriptions_by_source: std::sync::Mutex::new(None),
+        plans: Default::default(),
         code: Default::default(),
         script_limits: crate::state::scripts::Limits {
             timeout: std::time::Duration::from_secs(args.script_timeout_seconds),

@@ -173,6 +173,8 @@ pub fn housekeeping(app: &App) {
 }
 
 pub fn spawn(app: Arc<App>) {
+    // Timers and schedulers fire their events on the same clock (B7).
+    crate::jobs::timers::spawn(app.clone());
     // The housekeeping has a tick of its own, on the blocking pool (it reads the model under its
     // lock): a long archive or export never delays the end of a session whose user no longer
     // acts.

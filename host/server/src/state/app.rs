@@ -45,10 +45,9 @@ pub struct App {
     /// Fired events on their way to subscriptions (shared with the copies scripts run on, which
     /// hold their firings back until their changes land).
     pub events: std::sync::Arc<crate::state::events::EventQueue>,
-    /// The subscriptions that name a source, by source, as of a structure version of the model
-    /// (this server's own: a script's copy keeps its own).
-    pub subscriptions_by_source:
-        Mutex<Option<(u64, std::sync::Arc<crate::state::events::BySource>)>>,
+    /// What delivering events needs of the model, planned per structure version (this
+    /// server's own: a script's copy keeps its own).
+    pub plans: Mutex<crate::state::events::Plans>,
     /// Code in the model, compiled (shared with the copies scripts run on).
     pub code: std::sync::Arc<crate::state::code::CodeCache>,
     /// The limits of an admin script (`RunScript`).
@@ -95,7 +94,7 @@ impl App {
             audit_retention_days: 60,
             deployment: Default::default(),
             events: Default::default(),
-            subscriptions_by_source: Mutex::new(None),
+            plans: Default::default(),
             code: Default::default(),
             script_limits: Default::default(),
             scripts_running: Default::default(),
@@ -132,7 +131,7 @@ impl App {
             audit_retention_days: self.audit_retention_days,
             deployment: self.deployment,
             events: self.events.clone(),
-            subscriptions_by_source: Mutex::new(None),
+            plans: Default::default(),
             code: self.code.clone(),
             script_limits: self.script_limits,
             scripts_running: Default::default(),

@@ -19,6 +19,52 @@ use std::sync::{Arc, Mutex};
 /// (`App::subscriptions_by_source` keeps it while the model's structure does not change).
 pub type BySource = std::collections::HashMap<String, Vec<(thinghost_core::Kind, String)>>;
 
+/// One subscription a firing reaches, planned from the model (so that delivering it needs no
+/// model lock while the model's structure stays as it was).
+#[derive(Clone, Debug)]
+pub struct Planned {
+    /// Where it is defined.
+    pub holder_kind: thinghost_core::Kind,
+    pub holder: String,
+    pub name: String,
+    /// The Thing it runs for.
+    pub me: String,
+    pub code: Option<String>,
+    /// For `DataChange`: only this property's.
+    pub property: Option<String>,
+}
+
+/// What delivering needs of the model, as of one structure version (`Db::structure_version`):
+/// the index of named sources, and the subscriptions each (source, event) reaches.
+pub struct Plans {
+    pub version: u64,
+    pub by_source: Option<Arc<BySource>>,
+    pub runs: std::collections::HashMap<(String, String), Arc<Vec<Planned>>>,
+}
+
+impl Default for Plans {
+    fn default() -> Self {
+        Plans {
+            version: u64::MAX,
+            by_source: None,
+            runs: Default::default(),
+        }
+    }
+}
+
+impl Plans {
+    /// Forgets everything planned for another version.
+    pub fn at(&mut self, version: u64) -> &mut Plans {
+        if self.version != version {
+            *self = Plans {
+                version,
+                ..Plans::default()
+            };
+        }
+        self
+    }
+}
+
 /// The most firings a chain of subscriptions that fire each other may hold (B8): the next one is
 /// not delivered, and the cut is audited naming the chain.
 pub const MAX_CHAIN: usize = 8;
@@ -35,6 +81,11 @@ pub struct Firing {
     pub caller: Caller,
     /// The firings that led to this one, oldest first, this one last (`Things/P1:DataChange`).
     pub chain: Arc<Vec<String>>,
+    /// When it was fired (its delivery latency counts from here).
+    pub fired_at: std::time::Instant,
+    /// The subscriptions it reaches, planned when it was fired (under the model's lock the
+    /// firer held): delivering takes no model lock.
+    pub planned: Arc<Vec<Planned>>,
 }
 
 thread_local! {
@@ -63,6 +114,41 @@ pub struct Metrics {
     /// Subscriptions run to the end, and those that failed (an error, a limit, a cut chain).
     pub delivered: AtomicU64,
     pub failed: AtomicU64,
+    /// Delivery latency, from firing to the start of its delivery: counts per power of two of
+    /// microseconds (bucket `i` holds latencies below 2^i µs).
+    pub latency: [AtomicU64; 32],
+}
+
+impl Metrics {
+    /// Notes one firing's delivery latency.
+    pub fn note_latency(&self, d: std::time::Duration) {
+        let us = d.as_micros().max(1) as u64;
+        let i = (64 - us.leading_zeros() as usize).min(31);
+        self.latency[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The latency below which `q` (0 to 1) of the deliveries started, in microseconds (the
+    /// upper bound of its power-of-two bucket); 0 before any delivery.
+    pub fn latency_quantile(&self, q: f64) -> u64 {
+        let counts: Vec<u64> = self
+            .latency
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .collect();
+        let total: u64 = counts.iter().sum();
+        if total == 0 {
+            return 0;
+        }
+        let want = ((total as f64) * q).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        for (i, c) in counts.iter().enumerate() {
+            seen += c;
+            if seen >= want {
+                return 1u64 << i;
+            }
+        }
+        1u64 << 31
+    }
 }
 
 /// The queue: its shards, the receivers the workers take once, and its figures.
@@ -172,6 +258,61 @@ impl EventQueue {
             "eventsFired": m.fired.load(Ordering::Relaxed),
             "subscriptionsDelivered": m.delivered.load(Ordering::Relaxed),
             "subscriptionsFailed": m.failed.load(Ordering::Relaxed),
+            "deliveryLatencyP50Micros": m.latency_quantile(0.50),
+            "deliveryLatencyP99Micros": m.latency_quantile(0.99),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn b8_latency_quantiles_come_from_power_of_two_buckets() {
+        let m = Metrics::default();
+        assert_eq!(m.latency_quantile(0.5), 0);
+        for _ in 0..98 {
+            m.note_latency(Duration::from_micros(100));
+        }
+        m.note_latency(Duration::from_millis(5));
+        m.note_latency(Duration::from_millis(5));
+        // 100 µs is in the bucket below 128 µs; the slowest 2% below 8,192 µs.
+        assert_eq!(m.latency_quantile(0.5), 128);
+        assert_eq!(m.latency_quantile(0.98), 128);
+        assert_eq!(m.latency_quantile(0.99), 8192);
+    }
+
+    #[test]
+    fn b8_a_full_shard_keeps_a_workers_firing_in_its_overflow() {
+        let q = EventQueue::new(1, 1);
+        let firing = |n: u8| Firing {
+            source: "P1".into(),
+            event: "DataChange".into(),
+            data: json!({"n": n}),
+            caller: Caller {
+                subject: thinghost_core::Subject::User(thinghost_core::EntityId(1)),
+                name: "u".into(),
+                depth: 0,
+                chain: None,
+            },
+            chain: Arc::new(vec![]),
+            fired_at: std::time::Instant::now(),
+            planned: Arc::new(vec![]),
+        };
+        let receivers = q.take_receivers();
+        assert!(q.send(firing(1)));
+        // The shard is full: a worker's firing is kept aside, not waited for, not dropped.
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                mark_worker();
+                assert!(q.send(firing(2)));
+            });
+        });
+        assert_eq!(q.metrics.queued.load(Ordering::Relaxed), 2);
+        assert_eq!(receivers[0].1.try_recv().unwrap().data["n"], 1);
+        assert_eq!(q.overflow(0).unwrap().data["n"], 2);
+        assert!(q.overflow(0).is_none());
     }
 }

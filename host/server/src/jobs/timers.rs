@@ -1,0 +1,193 @@
+//! Timers and schedulers fire their events (B7), on the scheduler's clock.
+//!
+//! Every Thing whose template chain holds `Timer` fires `Timer` every `updateRate` milliseconds
+//! while `enabled`; every Thing whose chain holds `Scheduler` fires `ScheduledEvent` when its
+//! `schedule` (cron with seconds: `sec min hour day month weekday`) fires, while `enabled` (the
+//! audit schedulers too, beside their jobs). Each fires as its `runAsUser`, who must be able to
+//! sign in (enabled, not locked); otherwise it does not fire, and the refusal is logged and
+//! audited once (again only after it fired in between, or for another reason). A firing reaches
+//! its subscriptions like any other (`api::events`): nothing is queued for a Thing no
+//! subscription listens to.
+
+use crate::state::app::App;
+use crate::state::audit::value_of;
+use crate::state::auth::Caller;
+use serde_json::json;
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::sync::Arc;
+use thinghost_core::predefined::{SCHEDULED_EVENT, SCHEDULER, TIMER, TIMER_EVENT};
+use thinghost_core::{Body, Kind, Model, View};
+
+/// How often timers are looked at: the finest `updateRate` that is kept to.
+const TICK: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// The timers and schedulers of the model, as of one structure version.
+#[derive(Default)]
+struct Known {
+    version: Option<u64>,
+    timers: Vec<String>,
+    schedulers: Vec<String>,
+}
+
+impl Known {
+    fn refresh(&mut self, db: &thinghost_store::Db) {
+        let version = db.structure_version();
+        if self.version == Some(version) {
+            return;
+        }
+        let m = db.model();
+        let of = |template: &str| -> Vec<String> {
+            m.entities(Kind::Thing)
+                .filter(|t| in_chain(m, t, template))
+                .map(|t| t.name.clone())
+                .collect()
+        };
+        self.timers = of(TIMER);
+        self.schedulers = of(SCHEDULER);
+        self.version = Some(version);
+    }
+}
+
+/// Does `thing`'s template chain hold `template`?
+fn in_chain(m: &Model, thing: &thinghost_core::Entity, template: &str) -> bool {
+    let Body::Thing(t) = &thing.body else {
+        return false;
+    };
+    thinghost_core::validate::template_chain(m, &t.thing_template)
+        .is_ok_and(|chain| chain.iter().any(|x| x.name == template))
+}
+
+/// What the loop remembers between ticks.
+#[derive(Default)]
+struct State {
+    known: Known,
+    /// When each enabled timer last fired (or was first seen), in ms.
+    last_fired: HashMap<String, i64>,
+    /// Each scheduler's schedule as last parsed.
+    parsed: HashMap<String, (String, Option<cron::Schedule>)>,
+    /// The refusal last audited, per Thing.
+    refused: HashMap<String, String>,
+    last_tick: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// One look at every timer and scheduler: what is due fires.
+fn tick(app: &App, st: &mut State) {
+    let now_ms = crate::now_ms();
+    let now = chrono::Utc::now();
+    let since = st.last_tick.replace(now).unwrap_or(now);
+    // (thing, event, runAsUser) due now, read under the model's lock, fired without it.
+    let mut due: Vec<(String, &'static str, String)> = Vec::new();
+    {
+        let db = app.db.read().unwrap_or_else(|p| p.into_inner());
+        st.known.refresh(&db);
+        let m = db.model();
+        let enabled = |t: &str| value_of(m, t, "enabled").and_then(|v| v.as_bool()) == Some(true);
+        let run_as = |t: &str| {
+            value_of(m, t, "runAsUser")
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default()
+        };
+        for t in &st.known.timers {
+            let rate = value_of(m, t, "updateRate")
+                .and_then(|v| v.as_f64())
+                .unwrap_or(0.0);
+            if !enabled(t) || rate < 1.0 {
+                st.last_fired.remove(t);
+                continue;
+            }
+            let last = st.last_fired.entry(t.clone()).or_insert(now_ms);
+            if (now_ms - *last) as f64 >= rate {
+                *last = now_ms;
+                due.push((t.clone(), TIMER_EVENT, run_as(t)));
+            }
+        }
+        for t in &st.known.schedulers {
+            let Some(text) =
+                value_of(m, t, "schedule").and_then(|v| v.as_str().map(str::to_string))
+            else {
+                continue;
+            };
+            if !enabled(t) {
+                continue;
+            }
+            if st.parsed.get(t).is_none_or(|(was, _)| *was != text) {
+                let schedule = cron::Schedule::from_str(&text).ok();
+                if schedule.is_none() {
+                    tracing::warn!(scheduler = %t, schedule = %text, "a scheduler's schedule is not a cron expression (sec min hour day month weekday); it does not fire");
+                }
+                st.parsed.insert(t.clone(), (text, schedule));
+            }
+            let fired = st.parsed[t]
+                .1
+                .as_ref()
+                .and_then(|s| s.after(&since).next())
+                .is_some_and(|at| at <= now);
+            if fired {
+                due.push((t.clone(), SCHEDULED_EVENT, run_as(t)));
+            }
+        }
+    }
+    for (thing, event, run_as) in due {
+        fire_as(app, st, &thing, event, &run_as, now_ms);
+    }
+}
+
+/// Fires `event` of `thing` as `run_as`, if that user may act now; a refusal is audited once.
+fn fire_as(app: &App, st: &mut State, thing: &str, event: &str, run_as: &str, now_ms: i64) {
+    let usable = {
+        let db = app.db.read().unwrap_or_else(|p| p.into_inner());
+        crate::state::auth::user_usable(db.model(), run_as)
+    };
+    match usable {
+        Ok(subject) => {
+            st.refused.remove(thing);
+            let caller = Caller::new(subject, run_as);
+            crate::api::events::fire_platform(
+                app,
+                &caller,
+                thing,
+                event,
+                json!({"timestamp": thinghost_core::types::format_datetime(now_ms)}),
+            );
+        }
+        Err(r) => {
+            let reason = if run_as.is_empty() {
+                "it has no runAsUser".to_string()
+            } else {
+                r.detail
+            };
+            if st.refused.get(thing) != Some(&reason) {
+                tracing::warn!(thing, event, run_as, reason = %reason, "a timer or scheduler did not fire: its runAsUser cannot act");
+                app.audit(
+                    run_as,
+                    crate::state::audit::category::AUTHORIZATION,
+                    "scheduledEventRefused",
+                    json!({"thing": thing, "event": event, "runAsUser": run_as, "reason": reason}),
+                    &format!("Things/{thing}"),
+                    "Thing",
+                );
+                st.refused.insert(thing.to_string(), reason);
+            }
+        }
+    }
+}
+
+/// Starts the loop on the current tokio runtime (each look on the blocking pool: it reads the
+/// model under its lock).
+pub fn spawn(app: Arc<App>) {
+    tokio::spawn(async move {
+        let state = Arc::new(std::sync::Mutex::new(State::default()));
+        let mut ticker = tokio::time::interval(TICK);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            ticker.tick().await;
+            let (app, state) = (app.clone(), state.clone());
+            let _ = tokio::task::spawn_blocking(move || {
+                let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
+                tick(&app, &mut st);
+            })
+            .await;
+        }
+    });
+}
