@@ -444,14 +444,18 @@ fn value(s: &Server, key: &str, thing: &str, prop: &str) -> Json {
 }
 
 fn put(s: &Server, key: &str, thing: &str, prop: &str, v: Json) -> u16 {
-    s.client
+    let r = s
+        .client
         .put(s.at(&format!("/Thingworx/Things/{thing}/Properties/{prop}")))
         .header("appKey", key)
         .json(&json!({ prop: v }))
         .send()
-        .unwrap()
-        .status()
-        .as_u16()
+        .unwrap();
+    let status = r.status().as_u16();
+    if status >= 500 {
+        panic!("{thing}.{prop}: {status} {}", r.text().unwrap_or_default());
+    }
+    status
 }
 
 /// The event queue's figures.
@@ -813,7 +817,7 @@ fn b7_timers_and_schedulers_fire_as_their_run_as_user_and_not_at_all_for_a_disab
     let t = tempfile::tempdir().unwrap();
     let s = Server::start(&t.path().join("d"), &["--dev"]);
     let admin = s.admin_key();
-    let count_code = "set_property(me, \"count\", get_property(me, \"count\") + 1.0);";
+    let count_code = "set_property(me, \"who\", caller());\nset_property(me, \"count\", get_property(me, \"count\") + 1.0);";
     ok(
         &s,
         &admin,
@@ -825,6 +829,18 @@ fn b7_timers_and_schedulers_fire_as_their_run_as_user_and_not_at_all_for_a_disab
         &admin,
         "/Thingworx/Users/bob/Services/DisableUser",
         json!({}),
+    );
+    ok(
+        &s,
+        &admin,
+        &format!("{ES}/CreateOrganization"),
+        json!({"name": "Acme"}),
+    );
+    ok(
+        &s,
+        &admin,
+        "/Thingworx/Organizations/Acme/Services/AddMember",
+        json!({"name": "Acme", "member": "bob", "type": "User"}),
     );
     for (name, template, run_as) in [
         ("Tick", "Timer", "Administrator"),
@@ -843,6 +859,12 @@ fn b7_timers_and_schedulers_fire_as_their_run_as_user_and_not_at_all_for_a_disab
             &admin,
             &format!("{thing}/AddPropertyDefinition"),
             json!({"name": "count", "type": "NUMBER", "defaultValue": 0}),
+        );
+        ok(
+            &s,
+            &admin,
+            &format!("{thing}/AddPropertyDefinition"),
+            json!({"name": "who", "type": "STRING", "defaultValue": ""}),
         );
         if template == "Scheduler" {
             for (p, ty, v) in [
@@ -892,21 +914,54 @@ fn b7_timers_and_schedulers_fire_as_their_run_as_user_and_not_at_all_for_a_disab
         .filter(|r| r["messageKey"] == "scheduledEventRefused" && r["source"] == "Things/Tock")
         .count();
     assert_eq!(refusals, 1, "{audit}");
-    // Enabled again, bob's timer fires.
+    // Enabled again, bob's timer fires, and its code runs as bob (who needs the rights it uses:
+    // seeing Tock, reading and writing its properties).
     ok(
         &s,
         &admin,
         "/Thingworx/Users/bob/Services/EnableUser",
         json!({}),
     );
-    // (bob needs the rights its subscription uses: the code runs as him.)
-    ok(
+    for (service, body) in [
+        (
+            "AddVisibilityPermission",
+            json!({"principal": "Acme", "principalType": "Organization"}),
+        ),
+        (
+            "AddRunTimePermission",
+            json!({"principal": "bob", "principalType": "User", "type": "PropertyRead"}),
+        ),
+        (
+            "AddRunTimePermission",
+            json!({"principal": "bob", "principalType": "User", "type": "PropertyWrite"}),
+        ),
+    ] {
+        ok(
+            &s,
+            &admin,
+            &format!("/Thingworx/Things/Tock/Services/{service}"),
+            body,
+        );
+    }
+    reaches(&s, &admin, "Tock", "count", 1.0);
+    assert_eq!(value(&s, &admin, "Tock", "who"), "bob");
+    assert_eq!(value(&s, &admin, "Tick", "who"), "Administrator");
+    // Only an administrator names another user as runAsUser: bob may name himself only.
+    let bob = ok(
         &s,
         &admin,
-        "/Thingworx/Groups/Administrators/Services/AddMember",
-        json!({"member": "bob", "type": "User"}),
+        &format!("{ES}/CreateApplicationKey"),
+        json!({"name": "bob-key", "user": "bob"}),
+    )["rows"][0]["keyId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        put(&s, &bob, "Tock", "runAsUser", json!("Administrator")),
+        403
     );
-    reaches(&s, &admin, "Tock", "count", 1.0);
+    assert_eq!(put(&s, &bob, "Tock", "runAsUser", json!("bob")), 200);
+    assert_eq!(value(&s, &admin, "Tock", "runAsUser"), "bob");
     // A disabled timer stops.
     put(&s, &admin, "Tick", "enabled", json!(false));
     // (A look that read `enabled` just before the write may still fire once: let it land.)
@@ -929,4 +984,109 @@ fn b7_timers_and_schedulers_fire_as_their_run_as_user_and_not_at_all_for_a_disab
     assert_eq!(st, 400, "{v}");
     let (st, v) = post(&s, &admin, "/Thingworx/Things/Tick/Events/Timer", json!({}));
     assert_eq!(st, 400, "{v}");
+}
+
+#[test]
+fn b6_b8_a_subscription_to_another_thing_survives_its_sources_changes_and_fan_out_is_bounded() {
+    let t = tempfile::tempdir().unwrap();
+    let s = Server::start(&t.path().join("d"), &["--dev"]);
+    let admin = s.admin_key();
+    let steps: Vec<(String, Json)> = vec![
+        (format!("{ES}/CreateThingTemplate"), json!({"name": "Fan"})),
+        (
+            format!("{ES}/CreateThing"),
+            json!({"name": "Src", "thingTemplateName": "Fan"}),
+        ),
+        (
+            format!("{ES}/CreateThing"),
+            json!({"name": "Sink", "thingTemplateName": "Fan"}),
+        ),
+        (
+            "/Thingworx/Things/Src/Services/AddEventDefinition".into(),
+            json!({"name": "Ping"}),
+        ),
+        (
+            "/Thingworx/Things/Src/Services/AddPropertyDefinition".into(),
+            json!({"name": "level", "type": "NUMBER"}),
+        ),
+        (
+            "/Thingworx/Things/Sink/Services/AddSubscription".into(),
+            json!({"name": "OnPing", "source": "Src", "event": "Ping", "code": "1"}),
+        ),
+        (
+            "/Thingworx/Things/Sink/Services/AddSubscription".into(),
+            json!({"name": "OnLevel", "source": "Src", "event": "DataChange", "property": "level", "code": "1"}),
+        ),
+    ];
+    for (path, body) in steps {
+        ok(&s, &admin, &path, body);
+    }
+    // Another Thing's event or property that it does not have is refused when subscribing.
+    for body in [
+        json!({"name": "X", "source": "Src", "event": "Pong", "code": "1"}),
+        json!({"name": "X", "source": "Src", "event": "DataChange", "property": "nope", "code": "1"}),
+    ] {
+        let (st, v) = post(
+            &s,
+            &admin,
+            "/Thingworx/Things/Sink/Services/AddSubscription",
+            body,
+        );
+        assert_eq!(st, 400, "{v}");
+    }
+    // The source may change later: the subscriptions wait for events that no longer come, and
+    // the model still starts.
+    ok(
+        &s,
+        &admin,
+        "/Thingworx/Things/Src/Services/DeleteEventDefinition",
+        json!({"name": "Ping"}),
+    );
+    ok(
+        &s,
+        &admin,
+        "/Thingworx/Things/Src/Services/DeletePropertyDefinition",
+        json!({"name": "level"}),
+    );
+    let dir = s.dir.clone();
+    drop(s);
+    let s = Server::start(&dir, &["--dev"]);
+    // Fan-out: each change of any property of Sink writes three of them again; however deep
+    // the chain may go, one write causes at most MAX_FIRINGS (1,000) firings, then it is cut.
+    let f = "/Thingworx/Things/Sink/Services";
+    for p in ["a", "b", "c"] {
+        ok(
+            &s,
+            &admin,
+            &format!("{f}/AddPropertyDefinition"),
+            json!({"name": p, "type": "NUMBER", "defaultValue": 0}),
+        );
+    }
+    ok(
+        &s,
+        &admin,
+        &format!("{f}/AddSubscription"),
+        json!({"name": "Spread", "event": "DataChange",
+               "code": "let v = eventData.newValue; set_property(me, \"a\", v + 1.1); set_property(me, \"b\", v + 1.2); set_property(me, \"c\", v + 1.3);"}),
+    );
+    assert_eq!(put(&s, &admin, "Sink", "a", json!(1)), 200);
+    let m = drained(&s, &admin);
+    let fired = m["eventsFired"].as_u64().unwrap();
+    assert!(fired <= 1_000, "{m}");
+    let audit = ok(
+        &s,
+        &admin,
+        &format!("{AUDIT}/QueryAuditHistory"),
+        json!({"maxItems": 50}),
+    )
+    .to_string();
+    assert!(audit.contains("at most 1000 more"), "{audit}");
+    // Cut once, audited once.
+    assert_eq!(
+        audit
+            .matches("\"messageKey\":\"subscriptionChainCut\"")
+            .count(),
+        1,
+        "{audit}"
+    );
 }

@@ -685,34 +685,16 @@ fn check_subscriptions(
         return Ok(());
     };
     for sub in &defs.subscriptions {
-        let merged_source;
-        let (events, properties, of) = if sub.source.is_empty() {
-            (own.0.clone(), own.1.clone(), "it".to_string())
-        } else {
-            // The source exists (a reference); its events and properties along its chain.
-            let Some(src) = view.get(Kind::Thing, &sub.source) else {
-                continue; // reported as a missing reference
-            };
-            merged_source = merged_definitions(view, src)?;
-            (
-                merged_source.events.keys().map(String::as_str).collect(),
-                merged_source
-                    .properties
-                    .keys()
-                    .map(String::as_str)
-                    .collect(),
-                format!("Things/{}", sub.source),
-            )
-        };
-        // The platform's own events of the source (DataChange; Timer, ScheduledEvent).
-        let holder = if sub.source.is_empty() {
-            Some(e)
-        } else {
-            view.get(Kind::Thing, &sub.source)
-        };
-        let platform = holder
-            .map(|h| platform_events_of(view, h))
-            .unwrap_or_default();
+        // A subscription to another Thing's events is checked against that Thing when it is
+        // added (`AddSubscription`): a later change of the source (an event or property
+        // removed) leaves it waiting for events that no longer come, and is no reason to refuse
+        // that change, nor the model at its next start. The source must exist (a reference).
+        if !sub.source.is_empty() {
+            continue;
+        }
+        let (events, properties, of) = (own.0.clone(), own.1.clone(), "it".to_string());
+        // The platform's own events of the holder (DataChange; Timer, ScheduledEvent).
+        let platform = platform_events_of(view, e);
         if !platform.contains(&sub.event.as_str()) && !events.contains(sub.event.as_str()) {
             return Err(ModelError::invalid(
                 place,

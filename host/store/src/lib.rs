@@ -161,8 +161,9 @@ pub struct Db {
     /// Every change after this version is in `recent`.
     recent_floor: u64,
     /// Counts the changes that wrote more than property values (definitions, permissions,
-    /// entities): what caches of the model's structure are keyed by.
-    structure: u64,
+    /// entities): what caches of the model's structure are keyed by. Shared (see
+    /// [`Db::structure_handle`]) so that a cache can be checked without the model's lock.
+    structure: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// How many changes `Db` remembers for [`Db::adopt`].
@@ -272,7 +273,7 @@ impl Db {
             fork: None,
             recent: Default::default(),
             recent_floor: 0,
-            structure: 0,
+            structure: Default::default(),
         })
     }
 
@@ -297,7 +298,7 @@ impl Db {
             fork: None,
             recent: Default::default(),
             recent_floor: 0,
-            structure: 0,
+            structure: Default::default(),
         })
     }
 
@@ -345,7 +346,8 @@ impl Db {
 
     fn note(&mut self, writes: &[Write], values_only: bool) {
         if !values_only {
-            self.structure += 1;
+            self.structure
+                .fetch_add(1, std::sync::atomic::Ordering::Release);
         }
         let (mut keys, mut collections) = (Vec::new(), Vec::new());
         for w in writes {
@@ -399,7 +401,13 @@ impl Db {
     /// fork continues the count of its origin): a cache of anything but values stays valid
     /// while it does not move.
     pub fn structure_version(&self) -> u64 {
-        self.structure
+        self.structure.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// The counter behind [`Db::structure_version`], to read without the model's lock: it moves
+    /// in the change, before the lock is released, whenever the structure changes.
+    pub fn structure_handle(&self) -> std::sync::Arc<std::sync::atomic::AtomicU64> {
+        self.structure.clone()
     }
 
     /// How many changes this database has applied since it was opened (a fork continues the
@@ -424,7 +432,10 @@ impl Db {
             }),
             recent: Default::default(),
             recent_floor: self.version,
-            structure: self.structure,
+            // A fork counts its own changes from where its origin was.
+            structure: std::sync::Arc::new(std::sync::atomic::AtomicU64::new(
+                self.structure_version(),
+            )),
         }
     }
 

@@ -202,3 +202,13 @@ pub(crate) fn enforce(call: &Call<'_>) -> Result<(), ApiError> {
         }
     }
 }
+
+/// `Collection/name` of an entity, as `caller` may be told it: the words "an entity you cannot
+/// see" for one it cannot (V1), in messages that name where something is defined.
+pub(crate) fn named(m: &Model, caller: &Caller, kind: Kind, name: &str) -> String {
+    if sees(m, caller.subject, kind, name) {
+        format!("{}/{name}", kind.collection())
+    } else {
+        "an entity you cannot see".to_string()
+    }
+}

@@ -292,7 +292,30 @@ pub fn add_subscription(call: &mut Call<'_>) -> Result<Reply, ApiError> {
     let own = source.is_empty() || (call.kind == Kind::Thing && source == call.entity);
     if !own {
         let m = call.model();
-        let (_, id) = crate::api::visible_entity(m, call.caller, Kind::Thing, &source)?;
+        let (src, id) = crate::api::visible_entity(m, call.caller, Kind::Thing, &source)?;
+        // Its event (and property) exists on the source now (the model does not hold it to that
+        // later: see `validate::check_subscriptions`).
+        let merged = thinghost_core::validate::merged_definitions(m, src)
+            .map_err(|e| crate::api::change_error(thinghost_store::ChangeError::Model(e)))?;
+        let platform = thinghost_core::validate::platform_events_of(m, src);
+        if !platform.contains(&event.as_str()) && !merged.events.contains_key(&event) {
+            return Err(bad(format!(
+                "event {event}: Things/{source} has no such event (its events: {})",
+                platform
+                    .iter()
+                    .map(|e| e.to_string())
+                    .chain(merged.events.keys().cloned())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+        if let Some(p) = call.opt_str("property")
+            && !merged.properties.contains_key(&p)
+        {
+            return Err(bad(format!(
+                "property {p}: Things/{source} has no such property"
+            )));
+        }
         call.require(
             Permission::EventSubscribe,
             Target::Entity {

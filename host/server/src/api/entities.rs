@@ -51,7 +51,7 @@ pub fn describe(app: &App, caller: &Caller, kind: Kind, name: &str) -> Result<Re
         Target::Entity { id, resource: None },
         &format!("{}/{name}", kind.collection()),
     )?;
-    Ok(Reply::Json(description(m, e)))
+    Ok(Reply::Json(description(m, caller, e)))
 }
 
 /// A property's value, as a one-row InfoTable keyed by its name (needs PropertyRead).
@@ -114,6 +114,14 @@ pub fn write_property(
         .base_type
         .normalize(raw)
         .map_err(|err| ApiError::new(StatusCode::BAD_REQUEST, format!("property {prop}: {err}")))?;
+    // Who a timer or scheduler fires as (B7): the user itself, or an administrator, names it;
+    // anyone else could make code run with another's rights.
+    if prop == RUN_AS_USER
+        && let Some(Body::Thing(t)) = db.model().get(kind, name).map(|e| &e.body)
+        && configures_the_platform(db.model(), &t.thing_template)
+    {
+        may_name_run_as(db.model(), caller, &value)?;
+    }
     // Writes to a scheduler's or file repository's properties change how the platform runs (who
     // a job runs as, when, what it keeps): audited with the change. Device data written to other
     // Things is not (it is not a change of the model's rules), unless an admin script writes it
@@ -178,7 +186,7 @@ pub fn write_property(
 }
 
 /// The entity's description as JSON (GET /Thingworx/{Collection}/{Entity}).
-fn description(m: &Model, e: &Entity) -> Json {
+fn description(m: &Model, caller: &Caller, e: &Entity) -> Json {
     let mut v = json!({
         "name": e.name,
         "description": e.description,
@@ -238,7 +246,15 @@ fn description(m: &Model, e: &Entity) -> Json {
                 .map(|d| d.subscriptions.as_slice())
                 .unwrap_or(&[])
             {
-                subscriptions.push(json!({"definition": s, "source": level.key().to_string()}));
+                let mut definition = json!(s);
+                // V1: the Thing whose events it receives, as far as the reader may see it.
+                if !s.source.is_empty()
+                    && !crate::api::authz::sees(m, caller.subject, Kind::Thing, &s.source)
+                {
+                    definition["source"] = json!("(a Thing you cannot see)");
+                }
+                subscriptions
+                    .push(json!({"definition": definition, "source": level.key().to_string()}));
             }
         });
         v["subscriptions"] = json!(subscriptions);
@@ -251,6 +267,26 @@ fn description(m: &Model, e: &Entity) -> Json {
     v
 }
 
+/// The property that names who a timer or scheduler fires as.
+pub(crate) const RUN_AS_USER: &str = "runAsUser";
+
+/// May `caller` make code run as the user `value` names (a timer's or scheduler's `runAsUser`)?
+/// Only as itself, unless an administrator; an empty name (nobody: it does not fire) is anyone's.
+pub(crate) fn may_name_run_as(m: &Model, caller: &Caller, value: &Json) -> Result<(), ApiError> {
+    let named = value.as_str().unwrap_or_default();
+    if named.is_empty() || named == caller.name || crate::api::authz::is_admin(m, caller.subject) {
+        return Ok(());
+    }
+    let mut e = crate::api::forbidden(
+        caller,
+        &format!("name another user ({named}) as runAsUser"),
+        format!("Users/{named}"),
+        Permission::Update,
+    );
+    e.message = "only an administrator may name another user as runAsUser (code of a timer or scheduler runs with its rights); name yourself, or ask an administrator".to_string();
+    Err(e)
+}
+
 /// Is a Thing of this template a scheduler or a file repository (its properties configure the
 /// platform)? On every property write: walks the base templates without allocating.
 fn configures_the_platform(m: &Model, template: &str) -> bool {
@@ -260,7 +296,7 @@ fn configures_the_platform(m: &Model, template: &str) -> bool {
         let Some(t) = current else {
             return false;
         };
-        if matches!(t, "Scheduler" | "FileRepository") {
+        if matches!(t, "Scheduler" | "Timer" | "FileRepository") {
             return true;
         }
         current = match m.get(Kind::ThingTemplate, t).map(|e| &e.body) {

@@ -13,9 +13,10 @@ use crate::api::host_calls::{self, Implemented};
 use crate::api::{ApiError, Reply, bad, not_found, require, visible_entity};
 use crate::state::app::App;
 use crate::state::auth::Caller;
-use crate::state::events::{Firing, MAX_CHAIN, Planned};
+use crate::state::events::{Cause, Firing, MAX_CHAIN, MAX_FIRINGS, Planned};
 use axum::http::StatusCode;
 use serde_json::{Map, Value as Json, json};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use thinghost_core::validate::{merged_definitions, template_chain};
 use thinghost_core::{
@@ -37,6 +38,9 @@ pub fn fire(
         let (e, id) = visible_entity(m, caller, kind, thing)?;
         if kind != Kind::Thing {
             return Err(not_found(kind, thing));
+        }
+        if let Some(refusal) = crate::api::entities::disabled(e) {
+            return Err(refusal);
         }
         if thinghost_core::validate::platform_events_of(m, e).contains(&event) {
             return Err(bad(format!(
@@ -171,26 +175,34 @@ fn prepared(
     event: &str,
     data: Json,
 ) -> Option<Firing> {
+    let planned_at = db.structure_version();
     let planned = planned(app, db, thing, event);
     if planned.is_empty() {
         return None;
     }
-    let mut chain: Vec<String> = caller.chain.as_deref().cloned().unwrap_or_default();
+    let parent = caller.chain.as_deref();
+    let mut chain: Vec<String> = parent.map(|c| c.chain.clone()).unwrap_or_default();
     chain.push(format!("Things/{thing}:{event}"));
-    if chain.len() > MAX_CHAIN {
-        app.events
-            .metrics
-            .failed
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        tracing::warn!(chain = %chain.join(" -> "), "a chain of subscriptions was cut at its depth limit");
-        app.audit(
-            &caller.name,
-            crate::state::audit::category::EXTENSIONS,
-            "subscriptionChainCut",
-            json!({"chain": chain, "limit": MAX_CHAIN}),
-            &format!("Things/{thing}"),
-            "Thing",
-        );
+    let budget = parent
+        .map(|c| c.budget.clone())
+        .unwrap_or_else(|| Arc::new(AtomicU64::new(MAX_FIRINGS)));
+    let cut_once = parent.map(|c| c.cut.clone()).unwrap_or_default();
+    let within_budget = budget
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| b.checked_sub(1))
+        .is_ok();
+    if chain.len() > MAX_CHAIN || !within_budget {
+        let why = if chain.len() > MAX_CHAIN {
+            format!(
+                "a chain of subscriptions that fire each other holds at most {MAX_CHAIN} firings"
+            )
+        } else {
+            format!("one firing causes at most {MAX_FIRINGS} more through its subscriptions")
+        };
+        app.events.metrics.failed.fetch_add(1, Ordering::Relaxed);
+        // A root's cuts are audited once (its tree may be cut at many places).
+        if !cut_once.swap(true, Ordering::Relaxed) {
+            cut(app, caller, thing, &chain, &why);
+        }
         return None;
     }
     Some(Firing {
@@ -202,10 +214,29 @@ fn prepared(
             chain: None,
             ..caller.clone()
         },
-        chain: Arc::new(chain),
+        cause: Arc::new(Cause {
+            chain,
+            budget,
+            cut: cut_once,
+        }),
         fired_at: std::time::Instant::now(),
         planned,
+        planned_at,
     })
+}
+
+/// A firing cut (B8): counted, logged and audited naming its chain (queued: the firer may hold
+/// the model's lock).
+fn cut(app: &App, caller: &Caller, thing: &str, chain: &[String], why: &str) {
+    tracing::warn!(chain = %chain.join(" -> "), reason = why, "a firing was cut");
+    app.audit_queued(
+        &caller.name,
+        crate::state::audit::category::EXTENSIONS,
+        "subscriptionChainCut",
+        json!({"chain": chain, "reason": why}),
+        &format!("Things/{thing}"),
+        "Thing",
+    );
 }
 
 /// Queues a firing: in a script's copy it waits for the script's changes to land (and goes with
@@ -219,8 +250,20 @@ pub fn send(app: &App, firing: Firing) {
             .push(firing);
         return;
     }
+    let (caller, source, chain) = (
+        firing.caller.clone(),
+        firing.source.clone(),
+        firing.cause.chain.clone(),
+    );
     if !app.events.send(firing) {
-        tracing::error!("an event was fired while the server stops; it is not delivered");
+        app.events.metrics.failed.fetch_add(1, Ordering::Relaxed);
+        cut(
+            app,
+            &caller,
+            &source,
+            &chain,
+            "its queue holds more firings of subscriptions than it may",
+        );
     }
 }
 
@@ -393,27 +436,36 @@ fn implemented(app: &App, p: &Planned) -> Result<Implemented, String> {
             .get(code)
             .map(|code| Implemented::Code { code, place })
             .map_err(|e| format!("its code does not compile ({e})")),
-        None => app
-            .extensions
-            .load()
-            .handler(p.holder_kind, &p.holder, &p.name)
-            .map(|(loaded, handler)| Implemented::Handler { loaded, handler })
-            .ok_or_else(|| "it has no code and no extension implements it".to_string()),
+        None => Err("it has no code".to_string()),
     }
 }
 
-/// A subscription that could not run, or failed: logged and audited, never the firer's error.
+/// A subscription that could not run, or failed: counted and logged, and audited (never its
+/// firer's error): the first failure, then at most once a minute with the count since.
 fn failed(app: &App, caller: &Caller, place: &str, why: &str, chain: &[String]) {
-    app.events
-        .metrics
-        .failed
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    app.events.metrics.failed.fetch_add(1, Ordering::Relaxed);
     tracing::warn!(subscription = place, error = why, "a subscription failed");
-    app.audit(
+    let since = {
+        let mut failures = app
+            .events
+            .failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let now = std::time::Instant::now();
+        let entry = failures.entry(place.to_string()).or_insert((now, 0));
+        entry.1 += 1;
+        if entry.1 > 1 && now.duration_since(entry.0) < std::time::Duration::from_secs(60) {
+            return;
+        }
+        let count = entry.1;
+        *entry = (now, 0);
+        count
+    };
+    app.audit_queued(
         &caller.name,
         crate::state::audit::category::EXTENSIONS,
         "subscriptionFailed",
-        json!({"subscription": place, "error": why, "chain": chain}),
+        json!({"subscription": place, "error": why, "chain": chain, "failures": since}),
         place,
         "Subscription",
     );
@@ -422,10 +474,19 @@ fn failed(app: &App, caller: &Caller, place: &str, why: &str, chain: &[String]) 
 /// Delivers one firing to every subscription it reaches, one after the other, as the firer.
 fn deliver(app: &Arc<App>, f: &Firing) {
     app.events.metrics.note_latency(f.fired_at.elapsed());
-    let planned = &f.planned;
+    // A change of the structure since the firing (a subscription disabled, deleted, changed):
+    // planned again on the model of now.
+    let replanned;
+    let planned = if app.structure.load(Ordering::Acquire) == f.planned_at {
+        &f.planned
+    } else {
+        let db = app.db.read().unwrap_or_else(|p| p.into_inner());
+        replanned = planned(app, &db, &f.source, &f.event);
+        &replanned
+    };
     let property = f.data.get("property").and_then(Json::as_str);
     let caller = Caller {
-        chain: Some(f.chain.clone()),
+        chain: Some(f.cause.clone()),
         ..f.caller.clone()
     };
     let source = json!(f.source);
@@ -454,46 +515,43 @@ fn deliver(app: &Arc<App>, f: &Firing) {
                     .delivered
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
-            Err(why) => failed(app, &f.caller, &place, &why, &f.chain),
+            Err(why) => failed(app, &f.caller, &place, &why, &f.cause.chain),
         }
     }
 }
 
 /// Starts the workers that deliver firings: one per shard of the queue, each holding the server
-/// weakly (they end with it).
+/// weakly (they end with it). A panic in a delivery is caught: audited as a failure, and the
+/// worker goes on.
 pub fn start(app: &Arc<App>) {
-    for (i, receiver) in app.events.take_receivers() {
+    for (i, shard) in app.events.take_shards().into_iter().enumerate() {
         let server: Weak<App> = Arc::downgrade(app);
         let spawned = std::thread::Builder::new()
             .name(format!("events-{i}"))
             .spawn(move || {
                 crate::state::events::mark_worker();
                 loop {
-                    use std::sync::mpsc::{RecvTimeoutError, TryRecvError};
-                    let next = match receiver.try_recv() {
-                        Ok(f) => Some(f),
-                        Err(TryRecvError::Empty) => None,
-                        Err(TryRecvError::Disconnected) => return,
-                    };
-                    let next = match next {
-                        Some(f) => Some(f),
-                        None => match server.upgrade() {
-                            Some(app) => app.events.overflow(i),
-                            None => return,
-                        },
-                    };
-                    let firing = match next {
-                        Some(f) => f,
-                        None => match receiver.recv_timeout(std::time::Duration::from_millis(50)) {
-                            Ok(f) => f,
-                            Err(RecvTimeoutError::Timeout) => continue,
-                            Err(RecvTimeoutError::Disconnected) => return,
-                        },
+                    let Some(firing) = shard.next(std::time::Duration::from_millis(100)) else {
+                        if server.strong_count() == 0 {
+                            return;
+                        }
+                        continue;
                     };
                     let Some(app) = server.upgrade() else {
                         return;
                     };
-                    deliver(&app, &firing);
+                    let delivered = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        deliver(&app, &firing)
+                    }));
+                    if delivered.is_err() {
+                        failed(
+                            &app,
+                            &firing.caller,
+                            &format!("Things/{}:{}", firing.source, firing.event),
+                            "its delivery panicked (a bug of the server: please report it)",
+                            &firing.cause.chain,
+                        );
+                    }
                     app.events.done();
                 }
             });

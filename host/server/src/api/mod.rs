@@ -687,7 +687,7 @@ fn extension_service(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     format!(
                         "{path}: its code on {} does not compile ({e}); mend it with {}",
-                        implementer.key(),
+                        authz::named(m, caller, implementer.kind(), &implementer.name),
                         if found.overridden() {
                             "OverrideService"
                         } else {
@@ -710,7 +710,7 @@ fn extension_service(
                     StatusCode::NOT_IMPLEMENTED,
                     format!(
                         "service {service} of {name} (defined on {}) has no implementation: give it code (UpdateServiceDefinition) or install the extension that implements it (B1)",
-                        found.source.key()
+                        authz::named(m, caller, found.source.kind(), &found.source.name)
                     ),
                 ));
             };

@@ -1388,6 +1388,12 @@ pub fn property_definition(call: &mut Call<'_>, add: bool) -> Result<Reply, ApiE
                     .map_err(|e| bad(format!("parameter defaultValue: {e}")))?,
             ),
         };
+        // A default runAsUser names who a timer or scheduler fires as (B7): as a write does.
+        if name == crate::api::entities::RUN_AS_USER
+            && let Some(v) = &default_value
+        {
+            crate::api::entities::may_name_run_as(call.model(), call.caller, v)?;
+        }
         Some(PropertyDef {
             name: name.clone(),
             base_type,

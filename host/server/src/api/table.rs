@@ -560,7 +560,7 @@ fn services() -> Vec<Service> {
         row(On::Kinds(DEFINED), "DeleteEventDefinition", Exclusive(|c| definitions::event_definition(c, false)))
             .params(const { &[NAME] })
             .rule(Rule::On(Permission::Update, "change this entity's definitions")).audit(Audit::Change)
-            .doc("Removes an event definition of the entity's own; refused while a subscription is to it.")
+            .doc("Removes an event definition of the entity's own; refused while a subscription of a Thing that has the event is to it (another Thing's subscription to it then waits for events that no longer come).")
             .example(r#"delete_event_definition("ThingTemplates/Pump", "Overheated");"#),
         row(On::Kinds(DEFINED), "AddSubscription", Exclusive(definitions::add_subscription))
             .params(const { &[NAME, opt("source", T::String).or("me: each Thing that has it, for its own events"), req("event", T::String), opt("property", T::String).or("any (DataChange only)"), req("code", T::String).digest(), opt("enabled", T::Boolean).or("true"), DESCRIPTION] })

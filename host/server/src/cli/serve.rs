@@ -289,6 +289,7 @@ pub fn run(args: Args) -> Result<i32, Failure> {
         large_bodies_at_once: args.max_large_bodies as usize,
     };
     let app = Arc::new(App {
+        structure: db.structure_handle(),
         db: RwLock::new(db),
         audit_log: Arc::new(audit_log),
         key_lifetime_ms: args.key_lifetime_hours * 3_600_000,

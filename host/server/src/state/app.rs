@@ -45,6 +45,9 @@ pub struct App {
     /// Fired events on their way to subscriptions (shared with the copies scripts run on, which
     /// hold their firings back until their changes land).
     pub events: std::sync::Arc<crate::state::events::EventQueue>,
+    /// The model's structure version, readable without its lock (`Db::structure_handle`): a
+    /// delivery compares its plan's with it.
+    pub structure: std::sync::Arc<std::sync::atomic::AtomicU64>,
     /// What delivering events needs of the model, planned per structure version (this
     /// server's own: a script's copy keeps its own).
     pub plans: Mutex<crate::state::events::Plans>,
@@ -76,6 +79,7 @@ impl App {
         data_dir: &std::path::Path,
     ) -> App {
         App {
+            structure: db.structure_handle(),
             db: RwLock::new(db),
             audit_log: std::sync::Arc::new(audit_log),
             auth: std::sync::Arc::new(crate::state::auth::Limiter::new(Default::default())),
@@ -115,6 +119,7 @@ impl App {
             let _ = sessions.public.set(public.clone());
         }
         App {
+            structure: db.structure_handle(),
             db: RwLock::new(db),
             audit_log: self.audit_log.clone(),
             auth: self.auth.clone(),

@@ -17,9 +17,10 @@ pub struct Caller {
     pub name: String,
     /// How deep in extension service calls this request is (0 for a request from outside).
     pub depth: u8,
-    /// For the code of a subscription, and what it calls: the firings that led to it, oldest
-    /// first (B8 cuts a chain at `state::events::MAX_CHAIN`).
-    pub chain: Option<std::sync::Arc<Vec<String>>>,
+    /// For the code of a subscription, and what it calls: the firings that led to it and their
+    /// root's budget (B8 cuts a chain at `state::events::MAX_CHAIN`, a root's firings at
+    /// `MAX_FIRINGS`).
+    pub chain: Option<std::sync::Arc<crate::state::events::Cause>>,
 }
 
 impl Caller {

@@ -1,22 +1,96 @@
 //! The queue of fired events on their way to subscriptions (B6, B8): bounded, lossless, in firing
 //! order per source Thing, with its figures (`EventProcessingSubsystem.GetPerformanceMetrics`).
 //!
-//! One shard per worker; a firing goes to the shard of its source (by a hash of the source's
-//! name), so one worker delivers a source's firings in order. A full shard makes the firer wait
-//! (back-pressure), except a firer that is itself a worker (a subscription's code writing a
-//! property): waiting there could wait on itself, so its firing goes to the shard's overflow,
-//! which the depth limit of causal chains bounds. Nothing is dropped.
+//! One shard per worker, each one FIFO; a firing goes to the shard of its source (by a hash of
+//! the source's name), so one worker delivers a source's firings in the order they were fired. A
+//! full shard makes the firer wait (back-pressure), except a firer that is itself a worker (a
+//! subscription's code writing a property): waiting there could wait on itself, so its firing is
+//! queued past the bound. What that adds is bounded by each root firing's budget (a chain of
+//! subscriptions, however it branches, makes at most [`MAX_FIRINGS`] firings) and by
+//! [`MAX_PAST_BOUND`]; past either the firing is cut and audited. Nothing is dropped silently.
 
 use crate::state::auth::Caller;
 use serde_json::{Value as Json, json};
 use std::cell::Cell;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 
-/// Where subscriptions name a source Thing: by the source's name, the entities that hold them
-/// (`App::subscriptions_by_source` keeps it while the model's structure does not change).
+/// The most firings a chain of subscriptions that fire each other may hold, one after the other
+/// (B8): the next one is not delivered, and the cut is audited naming the chain.
+pub const MAX_CHAIN: usize = 8;
+
+/// The most firings one root firing may cause in all, however its subscriptions branch (B8).
+pub const MAX_FIRINGS: u64 = 1_000;
+
+/// The most firings a shard holds past its bound (workers' own, which never wait).
+pub const MAX_PAST_BOUND: usize = 100_000;
+
+/// Why a firing happened: the firings that led to it and the budget of its root firing.
+#[derive(Debug)]
+pub struct Cause {
+    /// The firings that led here, oldest first, the last one last (`Things/P1:DataChange`).
+    pub chain: Vec<String>,
+    /// Firings the root firing may still cause.
+    pub budget: Arc<AtomicU64>,
+    /// Set once a firing of this root was cut: a root's cuts are audited once.
+    pub cut: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// One firing of an event, on its way to its subscriptions.
+#[derive(Clone, Debug)]
+pub struct Firing {
+    /// The Thing that fired.
+    pub source: String,
+    pub event: String,
+    /// The event's data (for DataChange: `property`, `newValue`, `oldValue`, `timestamp`).
+    pub data: Json,
+    /// Who fired it: the subscriptions run in this security context (B6).
+    pub caller: Caller,
+    /// Its chain (this firing last) and its root's budget.
+    pub cause: Arc<Cause>,
+    /// When it was fired (its delivery latency counts from here).
+    pub fired_at: std::time::Instant,
+    /// The subscriptions it reaches, planned when it was fired (under the model's lock the
+    /// firer held), and the model's structure version they were planned for.
+    pub planned: Arc<Vec<Planned>>,
+    pub planned_at: u64,
+}
+
+thread_local! {
+    /// Set on the threads that deliver firings.
+    static WORKER: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Marks this thread as a delivering worker (its firings never wait on a full shard).
+pub fn mark_worker() {
+    WORKER.with(|w| w.set(true));
+}
+
+/// One shard: its firings in order, and the conditions its firers and its worker wait on.
+pub struct Shard {
+    queue: Mutex<VecDeque<Firing>>,
+    not_empty: Condvar,
+    not_full: Condvar,
+}
+
+impl Shard {
+    /// The next firing, waiting at most `wait` for one.
+    pub fn next(&self, wait: std::time::Duration) -> Option<Firing> {
+        let q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        let (mut q, _) = self
+            .not_empty
+            .wait_timeout_while(q, wait, |q| q.is_empty())
+            .unwrap_or_else(|p| p.into_inner());
+        let f = q.pop_front();
+        if f.is_some() {
+            self.not_full.notify_one();
+        }
+        f
+    }
+}
+
+/// Where subscriptions name a source Thing: by the source's name, the entities that hold them.
 pub type BySource = std::collections::HashMap<String, Vec<(thinghost_core::Kind, String)>>;
 
 /// One subscription a firing reaches, planned from the model (so that delivering it needs no
@@ -63,45 +137,6 @@ impl Plans {
         }
         self
     }
-}
-
-/// The most firings a chain of subscriptions that fire each other may hold (B8): the next one is
-/// not delivered, and the cut is audited naming the chain.
-pub const MAX_CHAIN: usize = 8;
-
-/// One firing of an event, on its way to its subscriptions.
-#[derive(Clone, Debug)]
-pub struct Firing {
-    /// The Thing that fired.
-    pub source: String,
-    pub event: String,
-    /// The event's data (for DataChange: `property`, `newValue`, `oldValue`, `timestamp`).
-    pub data: Json,
-    /// Who fired it: the subscriptions run in this security context (B6).
-    pub caller: Caller,
-    /// The firings that led to this one, oldest first, this one last (`Things/P1:DataChange`).
-    pub chain: Arc<Vec<String>>,
-    /// When it was fired (its delivery latency counts from here).
-    pub fired_at: std::time::Instant,
-    /// The subscriptions it reaches, planned when it was fired (under the model's lock the
-    /// firer held): delivering takes no model lock.
-    pub planned: Arc<Vec<Planned>>,
-}
-
-thread_local! {
-    /// Set on the threads that deliver firings.
-    static WORKER: Cell<bool> = const { Cell::new(false) };
-}
-
-/// Marks this thread as a delivering worker (its firings never wait on a full shard).
-pub fn mark_worker() {
-    WORKER.with(|w| w.set(true));
-}
-
-/// One shard: its channel, and the overflow of firings made by workers.
-struct Shard {
-    sender: SyncSender<Firing>,
-    overflow: Mutex<VecDeque<Firing>>,
 }
 
 /// The figures of the queue.
@@ -151,10 +186,13 @@ impl Metrics {
     }
 }
 
-/// The queue: its shards, the receivers the workers take once, and its figures.
+/// The queue: its shards (the workers take them once) and its figures.
 pub struct EventQueue {
-    shards: Vec<Shard>,
-    receivers: Mutex<Vec<Receiver<Firing>>>,
+    shards: Vec<Arc<Shard>>,
+    taken: std::sync::atomic::AtomicBool,
+    /// Per subscription that failed: when its failure was last audited, and the failures since
+    /// (a failing subscription of a fast timer is audited once a minute, with its count).
+    pub failures: Mutex<std::collections::HashMap<String, (std::time::Instant, u64)>>,
     pub metrics: Metrics,
     /// How many firings a shard holds before a firer waits.
     pub capacity: usize,
@@ -169,77 +207,62 @@ impl Default for EventQueue {
 impl EventQueue {
     /// `workers` shards of `capacity` firings each.
     pub fn new(workers: usize, capacity: usize) -> EventQueue {
-        let (shards, receivers) = (0..workers.max(1))
-            .map(|_| {
-                let (sender, receiver) = sync_channel(capacity.max(1));
-                (
-                    Shard {
-                        sender,
-                        overflow: Mutex::new(VecDeque::new()),
-                    },
-                    receiver,
-                )
-            })
-            .unzip();
         EventQueue {
-            shards,
-            receivers: Mutex::new(receivers),
+            shards: (0..workers.max(1))
+                .map(|_| {
+                    Arc::new(Shard {
+                        queue: Mutex::new(VecDeque::new()),
+                        not_empty: Condvar::new(),
+                        not_full: Condvar::new(),
+                    })
+                })
+                .collect(),
+            taken: Default::default(),
+            failures: Default::default(),
             metrics: Metrics::default(),
-            capacity,
+            capacity: capacity.max(1),
         }
     }
 
-    fn shard_of(&self, source: &str) -> usize {
+    fn shard_of(&self, source: &str) -> &Shard {
         use std::hash::{Hash, Hasher};
         let mut h = std::collections::hash_map::DefaultHasher::new();
         source.hash(&mut h);
-        (h.finish() % self.shards.len() as u64) as usize
+        &self.shards[(h.finish() % self.shards.len() as u64) as usize]
     }
 
-    /// Queues a firing: waits while its shard is full (unless on a worker). False when no
-    /// worker will ever take it (the server is stopping).
+    /// Queues a firing, in order behind the others of its shard: waits while the shard is full
+    /// (unless on a worker). Refused (false) only past [`MAX_PAST_BOUND`].
     pub fn send(&self, firing: Firing) -> bool {
+        let shard = self.shard_of(&firing.source);
+        let worker = WORKER.with(|w| w.get());
+        let mut q = shard.queue.lock().unwrap_or_else(|p| p.into_inner());
+        if worker {
+            if q.len() >= self.capacity + MAX_PAST_BOUND {
+                return false;
+            }
+        } else {
+            q = shard
+                .not_full
+                .wait_while(q, |q| q.len() >= self.capacity)
+                .unwrap_or_else(|p| p.into_inner());
+        }
+        // Counted before a worker can take it (and count it done).
         let n = self.metrics.queued.fetch_add(1, Ordering::Relaxed) + 1;
         self.metrics.high_water.fetch_max(n, Ordering::Relaxed);
         self.metrics.fired.fetch_add(1, Ordering::Relaxed);
-        let shard = &self.shards[self.shard_of(&firing.source)];
-        let sent = if WORKER.with(|w| w.get()) {
-            match shard.sender.try_send(firing) {
-                Ok(()) => true,
-                Err(TrySendError::Full(f)) => {
-                    shard
-                        .overflow
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .push_back(f);
-                    true
-                }
-                Err(TrySendError::Disconnected(_)) => false,
-            }
-        } else {
-            shard.sender.send(firing).is_ok()
-        };
-        if !sent {
-            self.metrics.queued.fetch_sub(1, Ordering::Relaxed);
+        q.push_back(firing);
+        drop(q);
+        shard.not_empty.notify_one();
+        true
+    }
+
+    /// The shards, for the workers (once; later calls get none).
+    pub fn take_shards(&self) -> Vec<Arc<Shard>> {
+        if self.taken.swap(true, Ordering::SeqCst) {
+            return vec![];
         }
-        sent
-    }
-
-    /// The receivers, for the workers (once; later calls get none).
-    pub fn take_receivers(&self) -> Vec<(usize, Receiver<Firing>)> {
-        std::mem::take(&mut *self.receivers.lock().unwrap_or_else(|p| p.into_inner()))
-            .into_iter()
-            .enumerate()
-            .collect()
-    }
-
-    /// The next firing of shard `i` after its channel is empty: one from its overflow.
-    pub fn overflow(&self, i: usize) -> Option<Firing> {
-        self.shards[i]
-            .overflow
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .pop_front()
+        self.shards.clone()
     }
 
     /// A firing was delivered to all its subscriptions.
@@ -284,26 +307,34 @@ mod tests {
         assert_eq!(m.latency_quantile(0.99), 8192);
     }
 
-    #[test]
-    fn b8_a_full_shard_keeps_a_workers_firing_in_its_overflow() {
-        let q = EventQueue::new(1, 1);
-        let firing = |n: u8| Firing {
+    fn firing(n: u8) -> Firing {
+        Firing {
             source: "P1".into(),
             event: "DataChange".into(),
             data: json!({"n": n}),
-            caller: Caller {
-                subject: thinghost_core::Subject::User(thinghost_core::EntityId(1)),
-                name: "u".into(),
-                depth: 0,
-                chain: None,
-            },
-            chain: Arc::new(vec![]),
+            caller: Caller::new(
+                thinghost_core::Subject::User(thinghost_core::EntityId(1)),
+                "u",
+            ),
+            cause: Arc::new(Cause {
+                chain: vec![],
+                budget: Arc::new(AtomicU64::new(MAX_FIRINGS)),
+                cut: Default::default(),
+            }),
             fired_at: std::time::Instant::now(),
             planned: Arc::new(vec![]),
-        };
-        let receivers = q.take_receivers();
+            planned_at: 0,
+        }
+    }
+
+    #[test]
+    fn b8_a_worker_queues_past_a_full_shard_and_order_is_kept() {
+        let q = EventQueue::new(1, 1);
+        let shards = q.take_shards();
+        assert!(q.take_shards().is_empty(), "the shards are taken once");
         assert!(q.send(firing(1)));
-        // The shard is full: a worker's firing is kept aside, not waited for, not dropped.
+        // The shard is full: a worker's firing is queued past the bound, not waited for, not
+        // dropped, and after the one before it.
         std::thread::scope(|s| {
             s.spawn(|| {
                 mark_worker();
@@ -311,8 +342,15 @@ mod tests {
             });
         });
         assert_eq!(q.metrics.queued.load(Ordering::Relaxed), 2);
-        assert_eq!(receivers[0].1.try_recv().unwrap().data["n"], 1);
-        assert_eq!(q.overflow(0).unwrap().data["n"], 2);
-        assert!(q.overflow(0).is_none());
+        let wait = std::time::Duration::from_millis(1);
+        assert_eq!(shards[0].next(wait).unwrap().data["n"], 1);
+        // An outside firer waits while the shard is full, and goes in once there is room.
+        std::thread::scope(|s| {
+            let sender = s.spawn(|| q.send(firing(3)));
+            assert_eq!(shards[0].next(wait).unwrap().data["n"], 2);
+            assert!(sender.join().unwrap());
+        });
+        assert_eq!(shards[0].next(wait).unwrap().data["n"], 3);
+        assert!(shards[0].next(wait).is_none());
     }
 }
