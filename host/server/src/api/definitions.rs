@@ -11,6 +11,37 @@ use thinghost_core::{
     Target, View,
 };
 
+/// Changes what the call's entity holds itself (`e`: the entity; its definitions through
+/// [`defs`]), in one change audited `entityUpdated`; `f` says in words what is wrong, and the
+/// refusal names the entity.
+pub(crate) fn change_own(
+    call: &mut Call<'_>,
+    f: impl FnOnce(&mut thinghost_core::Entity) -> Result<(), String>,
+) -> Result<Reply, ApiError> {
+    let (kind, entity) = (call.kind, call.entity.clone());
+    call.commit("entityUpdated", (kind, entity.to_string()), move |tx| {
+        f(tx.get_mut(kind, &entity)?).map_err(|message| ModelError::Invalid {
+            entity: format!("{}/{entity}", kind.collection()),
+            message,
+        })
+    })?;
+    Ok(Reply::Empty)
+}
+
+/// The definitions of a Thing, template or shape (every kind whose rows reach here has them).
+pub(crate) fn defs(e: &mut thinghost_core::Entity) -> &mut thinghost_core::Definitions {
+    e.definitions_mut()
+        .expect("things, templates and shapes have definitions")
+}
+
+/// The position of the item named `name`, or, in words, that the entity has none of its own.
+fn own<T>(items: &[T], name: &str, of: impl Fn(&T) -> &str, what: &str) -> Result<usize, String> {
+    items
+        .iter()
+        .position(|x| of(x) == name)
+        .ok_or_else(|| format!("has no {what} {name:?} of its own"))
+}
+
 /// What a call does to a service definition.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum DefOp {
@@ -133,34 +164,32 @@ pub fn service_definition(call: &mut Call<'_>, op: DefOp) -> Result<Reply, ApiEr
             allow_override: call.bool_or("allowOverride", false),
         })
     };
-    let (kind, entity) = (call.kind, call.entity.clone());
-    call.commit("entityUpdated", (kind, entity.to_string()), move |tx| {
-        let defs = tx
-            .get_mut(kind, &entity)?
-            .definitions_mut()
-            .expect("things, templates and shapes have definitions");
-        let at = defs.services.iter().position(|s| s.name == name);
-        let missing = || ModelError::Invalid {
-            entity: format!("{}/{entity}", kind.collection()),
-            message: format!(
-                "has no service definition {name:?} of its own (an inherited one is changed where it is defined, or overridden with OverrideService)"
-            ),
-        };
-        match (op, def, at) {
-            (DefOp::Add, Some(d), _) => defs.services.push(d),
-            (DefOp::Update, Some(mut d), Some(i)) => {
+    change_own(call, move |e| {
+        let services = &mut defs(e).services;
+        match (op, def) {
+            (DefOp::Add, Some(d)) => services.push(d),
+            (DefOp::Update, Some(mut d)) => {
+                let i =
+                    own(services, &name, |s| &s.name, "service definition").map_err(inherited)?;
                 // The audit of its calls is not a parameter of the vendor's service: kept.
-                d.audit = defs.services[i].audit;
-                defs.services[i] = d;
+                d.audit = services[i].audit;
+                services[i] = d;
             }
-            (DefOp::Delete, _, Some(i)) => {
-                defs.services.remove(i);
+            _ => {
+                let i =
+                    own(services, &name, |s| &s.name, "service definition").map_err(inherited)?;
+                services.remove(i);
             }
-            _ => return Err(missing()),
         }
         Ok(())
-    })?;
-    Ok(Reply::Empty)
+    })
+}
+
+/// What to do about an inherited service instead of changing it here.
+fn inherited(e: String) -> String {
+    format!(
+        "{e} (an inherited one is changed where it is defined, or overridden with OverrideService)"
+    )
 }
 
 /// `OverrideService(name, code)` and `RemoveServiceOverride(name)` on a template or Thing (B2).
@@ -205,32 +234,22 @@ pub fn override_service(call: &mut Call<'_>, add: bool) -> Result<Reply, ApiErro
     } else {
         None
     };
-    let (kind, entity) = (call.kind, call.entity.clone());
-    call.commit("entityUpdated", (kind, entity.to_string()), move |tx| {
-        let defs = tx
-            .get_mut(kind, &entity)?
-            .definitions_mut()
-            .expect("things and templates have definitions");
-        let at = defs.overrides.iter().position(|o| o.name == name);
+    change_own(call, move |e| {
+        let overrides = &mut defs(e).overrides;
+        let at = overrides.iter().position(|o| o.name == name);
         match (code, at) {
-            (Some(code), Some(i)) => defs.overrides[i].code = Some(code),
-            (Some(code), None) => defs.overrides.push(ServiceOverride {
+            (Some(code), Some(i)) => overrides[i].code = Some(code),
+            (Some(code), None) => overrides.push(ServiceOverride {
                 name,
                 code: Some(code),
             }),
             (None, Some(i)) => {
-                defs.overrides.remove(i);
+                overrides.remove(i);
             }
-            (None, None) => {
-                return Err(ModelError::Invalid {
-                    entity: format!("{}/{entity}", kind.collection()),
-                    message: format!("does not override service {name:?}"),
-                });
-            }
+            (None, None) => return Err(format!("does not override service {name:?}")),
         }
         Ok(())
-    })?;
-    Ok(Reply::Empty)
+    })
 }
 
 /// The same signature: names, types and whether required, in order (descriptions may differ).
@@ -254,28 +273,17 @@ pub fn event_definition(call: &mut Call<'_>, add: bool) -> Result<Reply, ApiErro
         description: call.str("description"),
         data_shape: call.opt_str("dataShape"),
     });
-    let (kind, entity) = (call.kind, call.entity.clone());
-    call.commit("entityUpdated", (kind, entity.to_string()), move |tx| {
-        let defs = tx
-            .get_mut(kind, &entity)?
-            .definitions_mut()
-            .expect("things, templates and shapes have definitions");
+    change_own(call, move |e| {
+        let events = &mut defs(e).events;
         match def {
-            Some(d) => defs.events.push(d),
+            Some(d) => events.push(d),
             None => {
-                let before = defs.events.len();
-                defs.events.retain(|e| e.name != name);
-                if before == defs.events.len() {
-                    return Err(ModelError::Invalid {
-                        entity: format!("{}/{entity}", kind.collection()),
-                        message: format!("has no event definition {name:?} of its own"),
-                    });
-                }
+                let i = own(events, &name, |v| &v.name, "event definition")?;
+                events.remove(i);
             }
         }
         Ok(())
-    })?;
-    Ok(Reply::Empty)
+    })
 }
 
 /// `AddSubscription(name, source, event, property, code, enabled)` (B6): code run for each
@@ -334,16 +342,10 @@ pub fn add_subscription(call: &mut Call<'_>) -> Result<Reply, ApiError> {
         enabled: call.bool_or("enabled", true),
         description: call.str("description"),
     };
-    let (kind, entity) = (call.kind, call.entity.clone());
-    call.commit("entityUpdated", (kind, entity.to_string()), move |tx| {
-        tx.get_mut(kind, &entity)?
-            .definitions_mut()
-            .expect("things, templates and shapes have definitions")
-            .subscriptions
-            .push(sub);
+    change_own(call, move |e| {
+        defs(e).subscriptions.push(sub);
         Ok(())
-    })?;
-    Ok(Reply::Empty)
+    })
 }
 
 /// What a call does to a subscription the entity defines.
@@ -361,21 +363,10 @@ pub fn subscription(call: &mut Call<'_>, op: SubOp) -> Result<Reply, ApiError> {
         SubOp::Delete => call.str("name"),
         _ => call.str("subscriptionName"),
     };
-    let (kind, entity) = (call.kind, call.entity.clone());
-    call.commit("entityUpdated", (kind, entity.to_string()), move |tx| {
-        let subs = &mut tx
-            .get_mut(kind, &entity)?
-            .definitions_mut()
-            .expect("things, templates and shapes have definitions")
-            .subscriptions;
-        let Some(i) = subs.iter().position(|s| s.name == name) else {
-            return Err(ModelError::Invalid {
-                entity: format!("{}/{entity}", kind.collection()),
-                message: format!(
-                    "has no subscription {name:?} of its own (enable, disable or delete it where it is defined)"
-                ),
-            });
-        };
+    change_own(call, move |e| {
+        let subs = &mut defs(e).subscriptions;
+        let i = own(subs, &name, |s| &s.name, "subscription")
+            .map_err(|e| format!("{e} (enable, disable or delete it where it is defined)"))?;
         match op {
             SubOp::Delete => {
                 subs.remove(i);
@@ -384,6 +375,5 @@ pub fn subscription(call: &mut Call<'_>, op: SubOp) -> Result<Reply, ApiError> {
             SubOp::Disable => subs[i].enabled = false,
         }
         Ok(())
-    })?;
-    Ok(Reply::Empty)
+    })
 }

@@ -1413,31 +1413,23 @@ pub fn property_definition(call: &mut Call<'_>, add: bool) -> Result<Reply, ApiE
     } else {
         None
     };
-    let (kind, entity) = (call.kind, call.entity.clone());
-    call.commit("entityUpdated", (kind, entity.to_string()), move |tx| {
-        let defs = tx
-            .get_mut(kind, &entity)?
-            .definitions_mut()
-            .expect("things, templates and shapes have definitions");
+    crate::api::definitions::change_own(call, move |e| {
+        let properties = &mut crate::api::definitions::defs(e).properties;
         match def {
-            Some(d) => defs.properties.push(d),
+            Some(d) => properties.push(d),
             None => {
-                let before = defs.properties.len();
-                defs.properties.retain(|p| p.name != name);
-                if before == defs.properties.len() {
-                    return Err(ModelError::Invalid {
-                        entity: format!("{}/{entity}", kind.collection()),
-                        message: format!("has no property definition {name:?} of its own"),
-                    });
+                let before = properties.len();
+                properties.retain(|p| p.name != name);
+                if before == properties.len() {
+                    return Err(format!("has no property definition {name:?} of its own"));
                 }
-                if let Body::Thing(t) = &mut tx.get_mut(kind, &entity)?.body {
+                if let Body::Thing(t) = &mut e.body {
                     t.values.remove(&name);
                 }
             }
         }
         Ok(())
-    })?;
-    Ok(Reply::Empty)
+    })
 }
 
 pub fn add_shape(call: &mut Call<'_>) -> Result<Reply, ApiError> {
