@@ -1090,3 +1090,86 @@ fn b6_b8_a_subscription_to_another_thing_survives_its_sources_changes_and_fan_ou
         "{audit}"
     );
 }
+
+/// `thinghost model export` of a data directory (the server stopped).
+fn export(dir: &Path) -> String {
+    let o = thinghost(&["model", "--data", dir.to_str().unwrap(), "export"]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    text(&o).0
+}
+
+#[test]
+fn b1_b2_b6_every_definition_kind_round_trips_through_export_and_import() {
+    let t = tempfile::tempdir().unwrap();
+    let s = serve_with(t.path(), chain());
+    let admin = s.admin_key();
+    let steps: Vec<(&str, Json)> = vec![
+        (
+            "/Thingworx/ThingTemplates/Derived/Services/OverrideService",
+            json!({"name": "Reset", "code": "\"template\""}),
+        ),
+        (
+            "/Thingworx/ThingTemplates/Derived/Services/AddEventDefinition",
+            json!({"name": "Alarm"}),
+        ),
+        (
+            "/Thingworx/ThingTemplates/Derived/Services/AddPropertyDefinition",
+            json!({"name": "level", "type": "NUMBER", "dataChangeType": "ALWAYS"}),
+        ),
+        (
+            "/Thingworx/ThingTemplates/Derived/Services/AddSubscription",
+            json!({"name": "OnLevel", "event": "DataChange", "property": "level", "code": "1", "enabled": false}),
+        ),
+        (
+            "/Thingworx/Things/T3/Services/AddSubscription",
+            json!({"name": "OnAlarm", "source": "T1", "event": "Alarm", "code": "2"}),
+        ),
+    ];
+    for (path, body) in steps {
+        ok(&s, &admin, path, body);
+    }
+    let dir = s.dir.clone();
+    drop(s);
+    let exported = export(&dir);
+    for needle in [
+        "\"allowOverride\":true",
+        "\"overrides\"",
+        "\"subscriptions\"",
+        "\"dataChangeType\":\"ALWAYS\"",
+        "\"enabled\":false",
+        "\"source\":\"T1\"",
+    ] {
+        assert!(
+            exported.replace(' ', "").contains(needle),
+            "{needle} in {exported}"
+        );
+    }
+    // Into a new data directory, then out again: the same model.
+    let other = t.path().join("other");
+    let o = thinghost(&["init", "--data", other.to_str().unwrap()]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    let file = t.path().join("export.json");
+    std::fs::write(&file, &exported).unwrap();
+    import(&other, &file);
+    let again: Json = serde_json::from_str(&export(&other)).unwrap();
+    let first: Json = serde_json::from_str(&exported).unwrap();
+    let named = |v: &Json, name: &str| -> Json {
+        v["entities"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == name)
+            .cloned()
+            .unwrap()
+    };
+    for name in ["Resettable", "Base", "Derived", "T1", "T3"] {
+        let (mut a, mut b) = (named(&first, name), named(&again, name));
+        // (Who made an entity and when is the data directory's own.)
+        for e in [&mut a, &mut b] {
+            if let Some(o) = e.as_object_mut() {
+                o.remove("owner");
+            }
+        }
+        assert_eq!(a, b, "{name}");
+    }
+}
