@@ -1173,3 +1173,76 @@ fn b1_b2_b6_every_definition_kind_round_trips_through_export_and_import() {
         assert_eq!(a, b, "{name}");
     }
 }
+
+#[test]
+fn b3_code_on_the_platforms_own_templates_is_an_administrators() {
+    let t = tempfile::tempdir().unwrap();
+    let s = Server::start(&t.path().join("d"), &["--dev"]);
+    let admin = s.admin_key();
+    let cf = "/Thingworx/Resources/CollectionFunctions/Services";
+    let steps: Vec<(String, Json)> = vec![
+        (format!("{ES}/CreateUser"), json!({"name": "dev"})),
+        (format!("{ES}/CreateOrganization"), json!({"name": "Lab"})),
+        (
+            "/Thingworx/Organizations/Lab/Services/AddMember".into(),
+            json!({"name": "Lab", "member": "dev", "type": "User"}),
+        ),
+        // dev sees every template and may create and change templates (a common grant).
+        (
+            format!("{cf}/AddCollectionVisibilityPermission"),
+            json!({"collectionName": "ThingTemplates", "principal": "Lab", "principalType": "Organization"}),
+        ),
+        (
+            format!("{cf}/AddCollectionDesignTimePermission"),
+            json!({"collectionName": "ThingTemplates", "principal": "dev", "principalType": "User", "type": "Update"}),
+        ),
+        (
+            format!("{cf}/AddCollectionDesignTimePermission"),
+            json!({"collectionName": "ThingTemplates", "principal": "dev", "principalType": "User", "type": "Create"}),
+        ),
+    ];
+    for (path, body) in steps {
+        ok(&s, &admin, &path, body);
+    }
+    let dev = ok(
+        &s,
+        &admin,
+        &format!("{ES}/CreateApplicationKey"),
+        json!({"name": "dev-key", "user": "dev"}),
+    )["rows"][0]["keyId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // Code on Scheduler would run as Administrator when the audit schedulers fire; on
+    // GenericThing, for every write of every Thing.
+    for template in ["Scheduler", "GenericThing"] {
+        let (st, v) = post(
+            &s,
+            &dev,
+            &format!("/Thingworx/ThingTemplates/{template}/Services/AddSubscription"),
+            json!({"name": "Mine", "event": "DataChange", "code": "1"}),
+        );
+        assert_eq!(st, 403, "{template}: {v}");
+        assert!(v.to_string().contains("platform's own"), "{v}");
+    }
+    // On a template of its own, dev writes code.
+    ok(
+        &s,
+        &dev,
+        &format!("{ES}/CreateThingTemplate"),
+        json!({"name": "DevPump"}),
+    );
+    ok(
+        &s,
+        &dev,
+        "/Thingworx/ThingTemplates/DevPump/Services/AddSubscription",
+        json!({"name": "Mine", "event": "DataChange", "code": "1"}),
+    );
+    // An administrator may.
+    ok(
+        &s,
+        &admin,
+        "/Thingworx/ThingTemplates/GenericThing/Services/AddServiceDefinition",
+        json!({"name": "Hello", "resultType": "STRING", "code": "\"hello\""}),
+    );
+}

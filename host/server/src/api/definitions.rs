@@ -50,8 +50,29 @@ pub enum DefOp {
     Delete,
 }
 
+/// Code on the platform's own entities (`GenericThing`, `Scheduler`, `Timer`, the audit
+/// schedulers, ...) is an administrator's to write: it runs for every Thing along them, and as
+/// the audit schedulers' `runAsUser` (an administrator) when they fire.
+fn platform_code_is_administrators(call: &Call<'_>) -> Result<(), ApiError> {
+    if thinghost_core::predefined::is_predefined(call.kind, &call.entity) && !call.is_admin() {
+        let mut e = crate::api::forbidden(
+            call.caller,
+            "write code on the platform's own entities",
+            call.path(),
+            Permission::Update,
+        );
+        e.message = format!(
+            "{} is the platform's own: only an administrator writes code on it (it runs for every Thing along it, and as administrators); put it on a template of your own",
+            call.path()
+        );
+        return Err(e);
+    }
+    Ok(())
+}
+
 /// Compiles `code` (kept compiled by the server), or says where it is wrong: nothing is saved.
 fn compiled(call: &Call<'_>, code: &str) -> Result<(), ApiError> {
+    platform_code_is_administrators(call)?;
     call.app.code.get(code).map(|_| ()).map_err(|e| {
         bad(format!(
             "parameter code does not compile: {e}; nothing was saved"
