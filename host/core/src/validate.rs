@@ -1122,16 +1122,21 @@ pub fn find_member<'v, T>(
         if let Some(found) = in_one(x) {
             return Some(found);
         }
-        cur = match &x.body {
-            Body::Thing(t) => view.get(Kind::ThingTemplate, &t.thing_template),
-            Body::ThingTemplate(t) => t
-                .base_thing_template
-                .as_deref()
-                .and_then(|b| view.get(Kind::ThingTemplate, b)),
-            _ => None,
-        };
+        cur = next_up(view, x);
     }
     None
+}
+
+/// The next entity up a chain: a Thing's template, a template's base template.
+fn next_up<'v>(view: &'v dyn View, x: &Entity) -> Option<&'v Entity> {
+    match &x.body {
+        Body::Thing(t) => view.get(Kind::ThingTemplate, &t.thing_template),
+        Body::ThingTemplate(t) => t
+            .base_thing_template
+            .as_deref()
+            .and_then(|b| view.get(Kind::ThingTemplate, b)),
+        _ => None,
+    }
 }
 
 /// A service of a Thing or template along its chain: [`find_member`] for services.
@@ -1188,14 +1193,7 @@ pub fn find_implementation<'v>(
                 code: o.code.as_deref(),
             });
         }
-        cur = match &x.body {
-            Body::Thing(t) => view.get(Kind::ThingTemplate, &t.thing_template),
-            Body::ThingTemplate(t) => t
-                .base_thing_template
-                .as_deref()
-                .and_then(|b| view.get(Kind::ThingTemplate, b)),
-            _ => None,
-        };
+        cur = next_up(view, x);
     }
     Some(Implementation {
         def,
