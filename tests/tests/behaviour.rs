@@ -197,7 +197,8 @@ fn b2_each_thing_runs_its_nearest_implementation_and_removal_falls_back() {
 }
 
 #[test]
-fn b1_b3_b4_code_in_the_model_compiles_on_save_runs_as_the_caller_and_is_audited_by_digest() {
+fn b4_code_in_the_model_runs_as_its_caller_within_rhai_limits_compiles_on_save_and_is_audited_by_digest()
+ {
     let t = tempfile::tempdir().unwrap();
     let s = Server::start(&t.path().join("d"), &["--dev"]);
     let admin = s.admin_key();

@@ -35,7 +35,12 @@ pub(crate) fn defs(e: &mut thinghost_core::Entity) -> &mut thinghost_core::Defin
 }
 
 /// The position of the item named `name`, or, in words, that the entity has none of its own.
-fn own<T>(items: &[T], name: &str, of: impl Fn(&T) -> &str, what: &str) -> Result<usize, String> {
+pub(crate) fn own<T>(
+    items: &[T],
+    name: &str,
+    of: impl Fn(&T) -> &str,
+    what: &str,
+) -> Result<usize, String> {
     items
         .iter()
         .position(|x| of(x) == name)

@@ -296,7 +296,13 @@ fn configures_the_platform(m: &Model, template: &str) -> bool {
         let Some(t) = current else {
             return false;
         };
-        if matches!(t, "Scheduler" | "Timer" | "FileRepository") {
+        if [
+            thinghost_core::predefined::SCHEDULER,
+            thinghost_core::predefined::TIMER,
+            crate::state::repository::TEMPLATE,
+        ]
+        .contains(&t)
+        {
             return true;
         }
         current = match m.get(Kind::ThingTemplate, t).map(|e| &e.body) {

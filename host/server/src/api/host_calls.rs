@@ -1,5 +1,6 @@
-//! Code's calls into the host: [`run_service`] runs an extension's handler and [`run_code`] code
-//! in the model (B1, B4), each with a [`HostCtx`]; [`HostCtx::call`] is the one choke point every
+//! Code's calls into the host: [`run_service`] runs a service's code (an extension's handler or
+//! code in the model, B1, B4) and [`run_subscription`] a subscription's, each with a
+//! [`HostCtx`]; [`HostCtx::call`] is the one choke point every
 //! host call of every runtime passes (an extension's declared capabilities, then the typed API as
 //! the calling user).
 

@@ -1418,11 +1418,13 @@ pub fn property_definition(call: &mut Call<'_>, add: bool) -> Result<Reply, ApiE
         match def {
             Some(d) => properties.push(d),
             None => {
-                let before = properties.len();
-                properties.retain(|p| p.name != name);
-                if before == properties.len() {
-                    return Err(format!("has no property definition {name:?} of its own"));
-                }
+                let i = crate::api::definitions::own(
+                    properties,
+                    &name,
+                    |p| &p.name,
+                    "property definition",
+                )?;
+                properties.remove(i);
                 if let Body::Thing(t) = &mut e.body {
                     t.values.remove(&name);
                 }

@@ -793,10 +793,10 @@ fn services() -> Vec<Service> {
             .script(Script::BoundAs("query_thing_audit_history"))
             .doc("The entries about this Thing (U4): all of them for Auditors and administrators, the caller's own for anyone else."),
         // ---- FileRepository Things ----
-        row(On::ThingsOf("FileRepository"), "ListFiles", Unlocked(repository::list_files))
+        row(On::ThingsOf(crate::state::repository::TEMPLATE), "ListFiles", Unlocked(repository::list_files))
             .params(const { &[opt("path", T::String).or("the repository's top folder")] }).returns(Returns::Rows).rule(Rule::Invoke)
             .doc("The files and folders under `path`."),
-        row(On::ThingsOf("FileRepository"), "DeleteFile", Unlocked(repository::delete_file))
+        row(On::ThingsOf(crate::state::repository::TEMPLATE), "DeleteFile", Unlocked(repository::delete_file))
             .params(const { &[req("path", T::String)] }).rule(Rule::Invoke).script(Script::Refused)
             .doc("Deletes a file (audited when it is part of the audit archive)."),
     ]);
