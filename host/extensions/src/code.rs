@@ -89,18 +89,35 @@ impl Code {
                 )?)
             }
         };
-        for (kind, entity, s) in m.handlers() {
-            if !code.defines(&s.handler, s.params.len()) {
+        for h in m.handlers() {
+            let arities = code.arities(h.handler);
+            let ok = match &h.params {
+                Some(params) => arities.contains(&params.len()),
+                // An override's parameters are the inherited definition's: the contribution
+                // checks the count against the model (`contribution`).
+                None => !arities.is_empty(),
+            };
+            if !ok {
+                let wanted = match &h.params {
+                    Some(params) => format!("{}({})", h.handler, params.join(", ")),
+                    None => format!("{}(...)", h.handler),
+                };
+                let found = if arities.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        " (it defines {} with {} parameters)",
+                        h.handler,
+                        arities
+                            .iter()
+                            .map(|a| a.to_string())
+                            .collect::<Vec<_>>()
+                            .join(" or ")
+                    )
+                };
                 return Err(format!(
-                    "{origin} does not define the handler {}({}) of service {} on {}/{entity}",
-                    s.handler,
-                    s.params
-                        .iter()
-                        .map(|p| p.name.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                    s.name,
-                    kind.collection()
+                    "{origin} does not define the handler {wanted} of {}{found}",
+                    h.describe()
                 ));
             }
         }
@@ -109,11 +126,24 @@ impl Code {
 
     /// Does the code define `name` with `arity` parameters?
     pub fn defines(&self, name: &str, arity: usize) -> bool {
-        match self {
-            Code::Rhai(c) => c.defines(name, arity),
-            Code::Wasm(c) => c.defines(name, arity),
-            Code::Native(c) => c.defines(name, arity),
-        }
+        self.arities(name).contains(&arity)
+    }
+
+    /// The parameter counts the code defines `name` with (none: it does not define it).
+    pub fn arities(&self, name: &str) -> Vec<usize> {
+        let mut out: Vec<usize> = match self {
+            Code::Rhai(c) => c.arities(name),
+            Code::Wasm(c) => c
+                .handlers()
+                .iter()
+                .filter(|(n, _)| n == name)
+                .map(|(_, a)| *a)
+                .collect(),
+            Code::Native(c) => c.arities(name),
+        };
+        out.sort_unstable();
+        out.dedup();
+        out
     }
 
     /// Calls `handler` with `args` (the service's parameters in declared order) for `host`.

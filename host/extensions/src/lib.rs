@@ -23,20 +23,41 @@ use thinghost_core::{Batch, Body, Entity, Kind, Model, ModelError, Parked, Tx, V
 /// valid and becomes visible, or nothing changes (DOMAIN E3). The entities are marked as the
 /// extension's. An entity of the same kind and name that belongs to someone else is refused.
 pub fn contribute(model: &mut Model, manifest: &Manifest) -> Result<Batch, ModelError> {
-    let change = contribution(manifest)?;
+    let change = contribution(manifest, None)?;
     model.change(change)
 }
 
 /// The change that contributes an extension's entities, for [`Model::change`] or a store's
-/// `Db::change` (so that it is persisted in the same transaction).
+/// `Db::change` (so that it is persisted in the same transaction). With the extension's loaded
+/// `code`, each handler of a service override is checked against the definition it overrides
+/// (which is in the model, not in the manifest): it must take that definition's parameters.
 pub fn contribution(
     manifest: &Manifest,
+    code: Option<&code::Code>,
 ) -> Result<impl FnOnce(&mut Tx<'_>) -> Result<(), ModelError> + use<>, ModelError> {
     let entities = manifest.entities().map_err(|message| ModelError::Invalid {
         entity: format!("extension {}", manifest.name()),
         message,
     })?;
     let name = manifest.name().to_string();
+    // (where, service, handler, the parameter counts the code defines the handler with)
+    let overrides: Vec<(Kind, String, String, String, Vec<usize>)> = match code {
+        None => vec![],
+        Some(code) => manifest
+            .handlers()
+            .into_iter()
+            .filter(|h| h.implements == manifest::Implements::Override)
+            .map(|h| {
+                (
+                    h.kind,
+                    h.entity.to_string(),
+                    h.name.to_string(),
+                    h.handler.to_string(),
+                    code.arities(h.handler),
+                )
+            })
+            .collect(),
+    };
     let declared: Vec<(Kind, String)> = entities
         .iter()
         .map(|e| (e.kind(), e.name.clone()))
@@ -85,6 +106,37 @@ pub fn contribution(
             }
             e.extension = Some(name.clone());
             tx.put(e);
+        }
+        for (kind, entity, service, handler, arities) in &overrides {
+            // An override of nothing inherited, or of a definition that does not allow it, is
+            // the model's to refuse (B2), with its reason, when the change is validated.
+            let Some(e) = tx.get(*kind, entity) else {
+                continue;
+            };
+            let Some((def, source)) = thinghost_core::validate::find_service(tx, e, service) else {
+                continue;
+            };
+            if !arities.contains(&def.parameters.len()) {
+                return Err(ModelError::Invalid {
+                    entity: format!("extension {name}"),
+                    message: format!(
+                        "{}/{entity} overrides service {service}({}) of {} with the handler {handler}, which takes {} parameters; it must take the definition's {}",
+                        kind.collection(),
+                        def.parameters
+                            .iter()
+                            .map(|p| p.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                        source.key(),
+                        arities
+                            .iter()
+                            .map(|a| a.to_string())
+                            .collect::<Vec<_>>()
+                            .join(" or "),
+                        def.parameters.len()
+                    ),
+                });
+            }
         }
         unpark(tx, &name)
     })

@@ -34,8 +34,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use thinghost_core::{
     Acl, BaseType, Body, DataShapeBody, Definitions, Entity, EventDef, FieldDef, ParamDef,
-    Permission, PermissionEntry, PrincipalRef, PropertyDef, ServiceDef, ShapeBody, TemplateBody,
-    ThingBody,
+    Permission, PermissionEntry, PrincipalRef, PropertyDef, ServiceDef, ServiceOverride, ShapeBody,
+    SubscriptionDef, TemplateBody, ThingBody,
 };
 use thiserror::Error;
 
@@ -143,6 +143,37 @@ pub struct EventDecl {
     pub description: String,
 }
 
+/// A new implementation, by the extension's `handler`, of a service the template or Thing
+/// inherits (B2): the definition (name, parameters, result) stays its source's, which must allow
+/// overrides; the handler takes the definition's parameters.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OverrideDecl {
+    pub name: String,
+    pub handler: String,
+}
+
+/// A subscription, run by the extension's `handler` with one argument: the event's data
+/// (`eventData`; for `DataChange` `{property, newValue, oldValue, timestamp}`). The Thing it runs
+/// on is the host function `me`.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubscriptionDecl {
+    pub name: String,
+    /// The Thing whose events it receives; empty (the default): `me`.
+    #[serde(default)]
+    pub source: String,
+    pub event: String,
+    /// For `DataChange`: only this property's changes.
+    #[serde(default)]
+    pub property: Option<String>,
+    pub handler: String,
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    #[serde(default)]
+    pub description: String,
+}
+
 /// What a Thing, template or shape declares.
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -153,6 +184,73 @@ pub struct Members {
     pub services: Vec<ServiceDecl>,
     #[serde(default)]
     pub events: Vec<EventDecl>,
+    /// Templates and Things only.
+    #[serde(default)]
+    pub service_overrides: Vec<OverrideDecl>,
+    #[serde(default)]
+    pub subscriptions: Vec<SubscriptionDecl>,
+}
+
+/// What a handler implements: a service of the entity, an override of an inherited one, or a
+/// subscription. Services and overrides share a name space (an entity cannot both define and
+/// override a name); subscriptions have their own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Implements {
+    Service,
+    Override,
+    Subscription,
+}
+
+impl Implements {
+    /// The name space of its member: services and overrides are both services.
+    pub fn member(self) -> Member {
+        match self {
+            Implements::Service | Implements::Override => Member::Service,
+            Implements::Subscription => Member::Subscription,
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Implements::Service => "service",
+            Implements::Override => "the override of service",
+            Implements::Subscription => "subscription",
+        }
+    }
+}
+
+/// The name space a handler is linked in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Member {
+    Service,
+    Subscription,
+}
+
+/// One handler the manifest declares, where it is and what it implements.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HandlerDecl<'m> {
+    pub kind: thinghost_core::Kind,
+    pub entity: &'m str,
+    pub implements: Implements,
+    /// The service's or subscription's name.
+    pub name: &'m str,
+    pub handler: &'m str,
+    /// Its parameters' names, when the manifest knows them: a service's own; a subscription's
+    /// one (`eventData`); none for an override (the inherited definition's, in the model).
+    pub params: Option<Vec<&'m str>>,
+}
+
+impl HandlerDecl<'_> {
+    /// In words, for errors: `service Greet on Things/HelloThing`.
+    pub fn describe(&self) -> String {
+        format!(
+            "{} {} on {}/{}",
+            self.implements.label(),
+            self.name,
+            self.kind.collection(),
+            self.entity
+        )
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Deserialize)]
@@ -469,8 +567,8 @@ impl Manifest {
         &self.extension.name
     }
 
-    /// The services this extension implements: (collection, entity, service) with its handler.
-    pub fn handlers(&self) -> Vec<(thinghost_core::Kind, &str, &ServiceDecl)> {
+    /// Every handler this extension declares: its services, overrides and subscriptions.
+    pub fn handlers(&self) -> Vec<HandlerDecl<'_>> {
         use thinghost_core::Kind;
         let owners = self
             .things
@@ -487,8 +585,42 @@ impl Manifest {
                     .map(|t| (Kind::ThingShape, t.name.as_str(), &t.members)),
             );
         owners
-            .flat_map(|(kind, name, members)| members.services.iter().map(move |s| (kind, name, s)))
+            .flat_map(|(kind, entity, members)| {
+                let services = members.services.iter().map(move |s| HandlerDecl {
+                    kind,
+                    entity,
+                    implements: Implements::Service,
+                    name: &s.name,
+                    handler: &s.handler,
+                    params: Some(s.params.iter().map(|p| p.name.as_str()).collect()),
+                });
+                let overrides = members.service_overrides.iter().map(move |o| HandlerDecl {
+                    kind,
+                    entity,
+                    implements: Implements::Override,
+                    name: &o.name,
+                    handler: &o.handler,
+                    params: None,
+                });
+                let subscriptions = members.subscriptions.iter().map(move |s| HandlerDecl {
+                    kind,
+                    entity,
+                    implements: Implements::Subscription,
+                    name: &s.name,
+                    handler: &s.handler,
+                    params: Some(vec!["eventData"]),
+                });
+                services.chain(overrides).chain(subscriptions)
+            })
             .collect()
+    }
+
+    /// The services this extension implements with its own handlers (not overrides).
+    pub fn services(&self) -> usize {
+        self.handlers()
+            .iter()
+            .filter(|h| h.implements == Implements::Service)
+            .count()
     }
 
     /// The entities the extension contributes, with their definitions and permissions. Errors
@@ -653,11 +785,32 @@ fn definitions(m: &Members, owner: &str) -> Result<Definitions, String> {
             data_shape: e.data_shape.clone(),
         })
         .collect();
+    let overrides = m
+        .service_overrides
+        .iter()
+        .map(|o| ServiceOverride {
+            name: o.name.clone(),
+            code: None,
+        })
+        .collect();
+    let subscriptions = m
+        .subscriptions
+        .iter()
+        .map(|s| SubscriptionDef {
+            name: s.name.clone(),
+            source: s.source.clone(),
+            event: s.event.clone(),
+            property: s.property.clone(),
+            code: None,
+            enabled: s.enabled,
+            description: s.description.clone(),
+        })
+        .collect();
     Ok(Definitions {
         properties,
         services,
         events,
-        overrides: vec![],
-        subscriptions: vec![],
+        overrides,
+        subscriptions,
     })
 }

@@ -208,7 +208,16 @@ impl NativeExtension {
 
     /// Does the library define `name` with `arity` parameters?
     pub fn defines(&self, name: &str, arity: usize) -> bool {
-        self.handlers.iter().any(|(n, a)| n == name && *a == arity)
+        self.arities(name).contains(&arity)
+    }
+
+    /// The parameter counts `name` is defined with.
+    pub fn arities(&self, name: &str) -> Vec<usize> {
+        self.handlers
+            .iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, a)| *a)
+            .collect()
     }
 
     /// Calls `handler` on a worker thread, and waits until the deadline.

@@ -171,9 +171,16 @@ impl RhaiExtension {
 
     /// Does the script define `name` with `arity` parameters?
     pub fn defines(&self, name: &str, arity: usize) -> bool {
+        self.arities(name).contains(&arity)
+    }
+
+    /// The parameter counts `name` is defined with.
+    pub fn arities(&self, name: &str) -> Vec<usize> {
         self.ast
             .iter_functions()
-            .any(|f| f.name == name && f.params.len() == arity)
+            .filter(|f| f.name == name)
+            .map(|f| f.params.len())
+            .collect()
     }
 
     /// Calls `handler` with `args` (the service's parameters in declared order) for `host`.

@@ -59,7 +59,7 @@ fn the_hello_example_parses_exactly_as_written() {
     let handlers = m.handlers();
     assert_eq!(handlers.len(), 1);
     assert_eq!(
-        (handlers[0].0, handlers[0].1, handlers[0].2.handler.as_str()),
+        (handlers[0].kind, handlers[0].entity, handlers[0].handler),
         (Kind::Thing, "HelloThing", "greet")
     );
     let es = m.entities().unwrap();
@@ -452,4 +452,204 @@ fn e5_a_removed_extension_leaves_users_things_parked_until_it_returns() {
         .unwrap_err();
     assert!(err.to_string().contains("MyPumpTemplate"), "{err}");
     assert_eq!(model.export(), before);
+}
+
+/// A base extension: a shape with an overridable service, one that is not, and an event.
+const BOILERS: &str = r#"
+[extension]
+name = "boilers"
+version = "1.0.0"
+host = ">=0.1"
+runtime = "rhai"
+entry = "main.rhai"
+
+[[data_shapes]]
+name = "Overheat"
+fields = [{ name = "pressure", type = "NUMBER" }]
+
+[[thing_shapes]]
+name = "Ventable"
+
+[[thing_shapes.services]]
+name = "Vent"
+handler = "vent"
+allow_override = true
+params = [{ name = "amount", type = "NUMBER", required = true }]
+
+[[thing_shapes.services]]
+name = "Seal"
+handler = "seal"
+
+[[thing_shapes.events]]
+name = "Overheated"
+data_shape = "Overheat"
+
+[[thing_shapes.properties]]
+name = "pressure"
+type = "NUMBER"
+"#;
+
+/// An extension over it: a template that implements the shape, overrides `Vent`, and subscribes
+/// to its own event and to changes of `pressure`.
+const VENTS: &str = r#"
+[extension]
+name = "vents"
+version = "1.0.0"
+host = ">=0.1"
+runtime = "rhai"
+entry = "main.rhai"
+
+[requires]
+boilers = "^1"
+
+[[thing_templates]]
+name = "Boiler"
+shapes = ["Ventable"]
+
+[[thing_templates.service_overrides]]
+name = "Vent"
+handler = "vent_gently"
+
+[[thing_templates.subscriptions]]
+name = "OnOverheat"
+event = "Overheated"
+handler = "cool"
+
+[[thing_templates.subscriptions]]
+name = "OnPressure"
+event = "DataChange"
+property = "pressure"
+handler = "watch"
+enabled = false
+"#;
+
+#[test]
+fn e3_b2_b6_overrides_and_subscriptions_of_a_manifest_enter_the_model() {
+    let mut model = Model::with_predefined();
+    contribute(&mut model, &parse(BOILERS).unwrap()).unwrap();
+    let vents = parse(VENTS).unwrap();
+    let handlers: Vec<_> = vents
+        .handlers()
+        .into_iter()
+        .map(|h| (h.implements, h.name, h.handler, h.params))
+        .collect();
+    use thinghost_extensions::manifest::Implements;
+    assert_eq!(
+        handlers,
+        vec![
+            (Implements::Override, "Vent", "vent_gently", None),
+            (
+                Implements::Subscription,
+                "OnOverheat",
+                "cool",
+                Some(vec!["eventData"])
+            ),
+            (
+                Implements::Subscription,
+                "OnPressure",
+                "watch",
+                Some(vec!["eventData"])
+            ),
+        ]
+    );
+    contribute(&mut model, &vents).unwrap();
+    let t = model.get(Kind::ThingTemplate, "Boiler").unwrap();
+    let d = t.definitions().unwrap();
+    assert_eq!(d.overrides.len(), 1);
+    assert_eq!(
+        (d.overrides[0].name.as_str(), d.overrides[0].code.as_deref()),
+        ("Vent", None)
+    );
+    assert_eq!(d.subscriptions.len(), 2);
+    assert!(d.subscriptions[0].enabled && !d.subscriptions[1].enabled);
+    assert_eq!(d.subscriptions[1].property.as_deref(), Some("pressure"));
+    // The nearest implementation of a Thing of it is the template's override.
+    model.create(Entity::thing("B1", "Boiler")).unwrap();
+    let b1 = model.get(Kind::Thing, "B1").unwrap();
+    let found = thinghost_core::validate::find_implementation(&model, b1, "Vent").unwrap();
+    assert_eq!(
+        (found.source.name.as_str(), found.implementer.name.as_str()),
+        ("Ventable", "Boiler")
+    );
+
+    // Refused, each naming its reason, and nothing changes: an override of a service that does
+    // not allow it, of one it does not inherit, a subscription to an event the template does
+    // not have, an override on a shape.
+    let before = model.export();
+    let cases = [
+        (
+            VENTS.replace("name = \"Vent\"\nhandler", "name = \"Seal\"\nhandler"),
+            "does not allow overrides",
+        ),
+        (
+            VENTS.replace("name = \"Vent\"\nhandler", "name = \"Explode\"\nhandler"),
+            "which it does not inherit",
+        ),
+        (
+            VENTS.replace("event = \"Overheated\"", "event = \"Melted\""),
+            "is to event Melted, which it does not have",
+        ),
+        (
+            VENTS.replace("property = \"pressure\"", "property = \"colour\""),
+            "changes of property colour",
+        ),
+        (
+            format!(
+                "{VENTS}\n[[thing_shapes]]\nname = \"Sneaky\"\n[[thing_shapes.service_overrides]]\nname = \"Vent\"\nhandler = \"x\"\n"
+            ),
+            "a ThingShape cannot override a service",
+        ),
+    ];
+    for (text, why) in cases {
+        let m = parse(
+            &text
+                .replace("name = \"vents\"", "name = \"vents-two\"")
+                .replace("name = \"Boiler\"", "name = \"Boiler2\""),
+        )
+        .unwrap();
+        let err = contribute(&mut model, &m).unwrap_err().to_string();
+        assert!(err.contains(why), "{why}: {err}");
+        assert_eq!(model.export(), before, "{why}");
+    }
+}
+
+#[test]
+fn e3_b2_an_override_handler_must_take_the_parameters_of_the_definition_it_overrides() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut model = Model::with_predefined();
+    contribute(&mut model, &parse(BOILERS).unwrap()).unwrap();
+    let vents = parse(VENTS).unwrap();
+    let load = |rhai: &str| {
+        std::fs::write(dir.path().join("main.rhai"), rhai).unwrap();
+        thinghost_extensions::code::Code::load(&vents, dir.path(), &Default::default())
+    };
+    // A handler the code does not define at all is refused when the code loads.
+    let err = load("fn cool(data) {}\nfn watch(data) {}\n").err().unwrap();
+    assert!(
+        err.contains("does not define the handler vent_gently(...) of the override of service Vent on ThingTemplates/Boiler"),
+        "{err}"
+    );
+    // A subscription handler takes the event's data, one parameter.
+    let err = load("fn vent_gently(a) {}\nfn cool() {}\nfn watch(data) {}\n")
+        .err()
+        .unwrap();
+    assert!(
+        err.contains("cool(eventData) of subscription OnOverheat on ThingTemplates/Boiler (it defines cool with 0 parameters)"),
+        "{err}"
+    );
+    // The override's parameter count is the inherited definition's, known to the model.
+    let code = load("fn vent_gently(a, b) {}\nfn cool(d) {}\nfn watch(d) {}\n").unwrap();
+    let before = model.export();
+    let change = thinghost_extensions::contribution(&vents, Some(&code)).unwrap();
+    let err = model.change(change).unwrap_err().to_string();
+    assert!(
+        err.contains("overrides service Vent(amount) of ThingShapes/Ventable with the handler vent_gently, which takes 2 parameters; it must take the definition's 1"),
+        "{err}"
+    );
+    assert_eq!(model.export(), before);
+    let code = load("fn vent_gently(amount) {}\nfn cool(d) {}\nfn watch(d) {}\n").unwrap();
+    model
+        .change(thinghost_extensions::contribution(&vents, Some(&code)).unwrap())
+        .unwrap();
+    assert!(model.contains(Kind::ThingTemplate, "Boiler"));
 }

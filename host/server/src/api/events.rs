@@ -436,7 +436,18 @@ fn implemented(app: &App, p: &Planned) -> Result<Implemented, String> {
             .get(code)
             .map(|code| Implemented::Code { code, place })
             .map_err(|e| format!("its code does not compile ({e})")),
-        None => Err("it has no code".to_string()),
+        // Declared by an extension: its handler, in the generation of now.
+        None => app
+            .extensions
+            .load()
+            .handler(
+                p.holder_kind,
+                &p.holder,
+                thinghost_extensions::manifest::Member::Subscription,
+                &p.name,
+            )
+            .map(|(loaded, handler)| Implemented::Handler { loaded, handler })
+            .ok_or_else(|| "it has no code, and no loaded extension implements it".to_string()),
     }
 }
 

@@ -701,10 +701,12 @@ fn extension_service(
         None => {
             // The generation of now: this call keeps the extension it finds until it ends,
             // even if a reload publishes another meanwhile.
-            let handler =
-                app.extensions
-                    .load()
-                    .handler(implementer.kind(), &implementer.name, service);
+            let handler = app.extensions.load().handler(
+                implementer.kind(),
+                &implementer.name,
+                thinghost_extensions::manifest::Member::Service,
+                service,
+            );
             let Some((loaded, handler)) = handler else {
                 return Err(ApiError::new(
                     StatusCode::NOT_IMPLEMENTED,

@@ -361,7 +361,7 @@ fn add(
         staged.path(),
         folder,
         &source.options,
-        &mut |_| Ok(()),
+        &mut |_, _| Ok(()),
     ) {
         Ok(l) => Arc::new(l),
         Err(e) => {
@@ -369,7 +369,7 @@ fn add(
             return Err(refused(next, name, Some(version), reason, false));
         }
     };
-    let contribute = match thinghost_extensions::contribution(&m) {
+    let contribute = match thinghost_extensions::contribution(&m, Some(&loaded.runtime)) {
         Ok(c) => c,
         Err(e) => {
             let reason = format!("extension {name}: {e}");
@@ -481,7 +481,7 @@ fn change(
     }
     let runtime = Code::load_as(&m, staged.path(), &old.dir, &source.options)
         .map_err(|e| refuse(format!("extension {name} {to}: {e}")))?;
-    let contribute = thinghost_extensions::contribution(&m)
+    let contribute = thinghost_extensions::contribution(&m, Some(&runtime))
         .map_err(|e| refuse(format!("extension {name} {to}: {e}")))?;
     // The services the dependents name in their capabilities, on this extension's Things: each
     // must still be there after the change.
@@ -608,8 +608,9 @@ pub fn load_accepted(db: &mut thinghost_store::Db, source: &Source) -> Result<Re
         accepted.root(),
         &source.dir,
         &source.options,
-        &mut |m: &Manifest| {
-            let change = thinghost_extensions::contribution(m).map_err(|e| e.to_string())?;
+        &mut |m: &Manifest, code: &Code| {
+            let change =
+                thinghost_extensions::contribution(m, Some(code)).map_err(|e| e.to_string())?;
             db.change(change).map(|_| ()).map_err(|e| e.to_string())
         },
     )

@@ -86,11 +86,14 @@ pub fn run(args: Args) -> Result<i32, Failure> {
         wasm_cache: None,
         allow_native: target.allow_native,
     };
-    let registry =
-        crate::runtime::extensions::load_dir_with(&target.dir, &options, &mut |m: &Manifest| {
-            let change = contribution(m).map_err(|e| e.to_string())?;
+    let registry = crate::runtime::extensions::load_dir_with(
+        &target.dir,
+        &options,
+        &mut |m: &Manifest, code| {
+            let change = contribution(m, Some(code)).map_err(|e| e.to_string())?;
             model.change(change).map(|_| ()).map_err(|e| e.to_string())
-        })?;
+        },
+    )?;
     let summary = registry.summary();
     if target.json {
         println!("{}", serde_json::to_string_pretty(&summary)?);

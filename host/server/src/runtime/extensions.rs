@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use thinghost_core::Kind;
 use thinghost_extensions::code::{Code, LoadOptions};
-use thinghost_extensions::manifest::MANIFEST;
+use thinghost_extensions::manifest::{Implements, MANIFEST, Member};
 use thinghost_extensions::{Manifest, contribution, plan};
 use thinghost_store::Db;
 
@@ -45,38 +45,57 @@ pub enum State {
 #[derive(Clone, Default)]
 pub struct Registry {
     pub packages: BTreeMap<String, State>,
-    /// (kind, entity, service) -> (extension, handler).
-    handlers: HashMap<(Kind, String, String), (Arc<Loaded>, String)>,
+    /// (kind, entity, name space, service or subscription) -> (extension, handler).
+    handlers: HashMap<(Kind, String, Member, String), (Arc<Loaded>, String)>,
     /// Why the last reload of a package failed, while its previous version keeps serving.
     pub reload_failures: BTreeMap<String, String>,
 }
 
 impl Registry {
-    /// The extension handler of a service defined on `kind`/`entity`.
+    /// The extension handler of a service (defined or overridden) on `kind`/`entity`, or of a
+    /// subscription it holds.
     pub fn handler(
         &self,
         kind: Kind,
         entity: &str,
-        service: &str,
+        member: Member,
+        name: &str,
     ) -> Option<(Arc<Loaded>, String)> {
         self.handlers
-            .get(&(kind, entity.to_string(), service.to_string()))
+            .get(&(kind, entity.to_string(), member, name.to_string()))
             .cloned()
     }
 
-    /// Rebuilds the service handlers from the loaded packages: every generation links its
-    /// services anew, so a dependent's handlers are re-linked in the same swap as its dependency.
+    /// Links the handlers of one loaded extension.
+    fn link(&mut self, l: &Arc<Loaded>) {
+        for h in l.manifest.handlers() {
+            self.handlers.insert(
+                (
+                    h.kind,
+                    h.entity.to_string(),
+                    h.implements.member(),
+                    h.name.to_string(),
+                ),
+                (l.clone(), h.handler.to_string()),
+            );
+        }
+    }
+
+    /// Rebuilds the handlers from the loaded packages: every generation links its services,
+    /// overrides and subscriptions anew, so a dependent's handlers are re-linked in the same swap
+    /// as its dependency.
     pub(crate) fn relink(&mut self) {
         self.handlers.clear();
-        for st in self.packages.values() {
-            if let State::Loaded(l) = st {
-                for (kind, entity, s) in l.manifest.handlers() {
-                    self.handlers.insert(
-                        (kind, entity.to_string(), s.name.clone()),
-                        (l.clone(), s.handler.clone()),
-                    );
-                }
-            }
+        let loaded: Vec<Arc<Loaded>> = self
+            .packages
+            .values()
+            .filter_map(|st| match st {
+                State::Loaded(l) => Some(l.clone()),
+                State::Refused { .. } => None,
+            })
+            .collect();
+        for l in &loaded {
+            self.link(l);
         }
     }
 
@@ -99,7 +118,9 @@ impl Registry {
                     "runtime": format!("{:?}", l.manifest.extension.runtime).to_lowercase(),
                     "things": l.manifest.things.len(), "thingTemplates": l.manifest.thing_templates.len(),
                     "thingShapes": l.manifest.thing_shapes.len(), "dataShapes": l.manifest.data_shapes.len(),
-                    "services": l.manifest.handlers().len(),
+                    "services": l.manifest.services(),
+                    "overrides": l.manifest.handlers().iter().filter(|h| h.implements == Implements::Override).count(),
+                    "subscriptions": l.manifest.handlers().iter().filter(|h| h.implements == Implements::Subscription).count(),
                     "capabilities": {"functions": l.manifest.capabilities.functions, "read": l.manifest.capabilities.read,
                                      "write": l.manifest.capabilities.write, "invoke": l.manifest.capabilities.invoke},
                     "limits": {"deadlineMs": l.manifest.limits.deadline_ms, "memoryMib": l.manifest.limits.memory_mib,
@@ -132,8 +153,8 @@ pub struct Source {
 /// Reads, orders, compiles and contributes every package of `dir`. A package that fails anything
 /// is refused with its reason (and so is every package that needs it); the others load.
 pub fn load_dir(dir: &Path, options: &LoadOptions, db: &mut Db) -> Result<Registry, String> {
-    load_dir_with(dir, options, &mut |m: &Manifest| {
-        let change = contribution(m).map_err(|e| e.to_string())?;
+    load_dir_with(dir, options, &mut |m: &Manifest, code: &Code| {
+        let change = contribution(m, Some(code)).map_err(|e| e.to_string())?;
         db.change(change).map(|_| ()).map_err(|e| e.to_string())
     })
 }
@@ -143,7 +164,7 @@ pub fn load_dir(dir: &Path, options: &LoadOptions, db: &mut Db) -> Result<Regist
 pub fn load_dir_with(
     dir: &Path,
     options: &LoadOptions,
-    contribute: &mut dyn FnMut(&Manifest) -> Result<(), String>,
+    contribute: &mut dyn FnMut(&Manifest, &Code) -> Result<(), String>,
 ) -> Result<Registry, String> {
     load_copies(dir, dir, options, contribute)
 }
@@ -155,7 +176,7 @@ pub fn load_copies(
     dir: &Path,
     shown: &Path,
     options: &LoadOptions,
-    contribute: &mut dyn FnMut(&Manifest) -> Result<(), String>,
+    contribute: &mut dyn FnMut(&Manifest, &Code) -> Result<(), String>,
 ) -> Result<Registry, String> {
     let mut registry = Registry::default();
     let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
@@ -246,12 +267,7 @@ pub fn load_copies(
         match load_one(m, folder, &presented(folder), options, contribute) {
             Ok(loaded) => {
                 let loaded = Arc::new(loaded);
-                for (kind, entity, s) in loaded.manifest.handlers() {
-                    registry.handlers.insert(
-                        (kind, entity.to_string(), s.name.clone()),
-                        (loaded.clone(), s.handler.clone()),
-                    );
-                }
+                registry.link(&loaded);
                 registry
                     .packages
                     .insert(name.clone(), State::Loaded(loaded));
@@ -270,12 +286,12 @@ pub(crate) fn load_one(
     folder: &Path,
     shown: &Path,
     options: &LoadOptions,
-    contribute: &mut dyn FnMut(&Manifest) -> Result<(), String>,
+    contribute: &mut dyn FnMut(&Manifest, &Code) -> Result<(), String>,
 ) -> Result<Loaded, String> {
     // Hashed before it is read: a change made during the load shows as a change next time.
     let hash = thinghost_extensions::package::content_hash(folder)?;
     let runtime = Code::load_as(m, folder, shown, options)?;
-    contribute(m)?;
+    contribute(m, &runtime)?;
     Ok(Loaded {
         manifest: m.clone(),
         dir: shown.to_path_buf(),
