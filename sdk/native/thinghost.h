@@ -49,6 +49,7 @@ typedef void (*thinghost_write)(void *sink, const uint8_t *ptr, size_t len);
  *   audit(message)                         -> null
  *   caller()                               -> string
  *   me()                                   -> string
+ *   fire_event(event, data)                -> null (data is an object)
  *
  * Each is made as a request of the user who called the service (see sdk/README.md).
  */

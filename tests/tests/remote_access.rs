@@ -1042,3 +1042,170 @@ fn cse_grants_a_connectable_template_and_add_permissions_is_all_or_nothing() {
     );
     assert_eq!(v["rows"], json!([]), "nothing added");
 }
+
+// ---- ACE over RAE (B2, E3) --------------------------------------------------------------------
+
+const RELOAD: &str = "/Thingworx/Subsystems/PlatformSubsystem/Services/ReloadExtension";
+
+/// A service's entry in an entity's metadata.
+fn service_meta(s: &Server, key: &str, path: &str, service: &str) -> Json {
+    let meta: Json = s
+        .client
+        .get(s.at(path))
+        .header("appKey", key)
+        .header("Accept", "application/json")
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    meta["serviceDefinitions"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{path}: {meta}"))
+        .iter()
+        .find(|d| d["definition"]["name"] == service)
+        .cloned()
+        .unwrap_or_else(|| panic!("{path} has no {service}: {meta}"))
+}
+
+/// B2, E3: ACE's Axeda templates are RAE's `RemoteAccessible` devices and override only
+/// `StartSession` (routed through `GASRemoteAccessProvider`); the other three session services
+/// are RAE's. Both grant services accept both kinds of device (G2). A new ACE replaces the
+/// override without a restart; RAE cannot leave while ACE needs it, and keeps serving; an ACE
+/// whose override handler takes other parameters than the definition is refused, and the loaded
+/// one keeps serving.
+#[test]
+fn b2_ace_overrides_raes_start_session_reloads_and_rae_stays_while_ace_needs_it() {
+    let t = tempfile::tempdir().unwrap();
+    let p = plugins(
+        t.path(),
+        &["connection-services", "remote-access", "axeda-compat"],
+    );
+    let s = serve(t.path(), &p, &[]);
+    let admin = s.admin_key();
+    let ra = seed_users(&s, &admin);
+    thing(&s, &admin, "Axeda1", "AxedaManagedModel");
+    thing(&s, &admin, "Tunnel1", "RemoteThingWithTunnels");
+
+    // The nearest implementation runs: ACE's on the Axeda device, RAE's on the other.
+    let endpoint = json!({"remoteEndpoint": "10.0.0.5:22"});
+    let axeda = result(&s, &admin, "Axeda1", "StartSession", endpoint.clone());
+    assert_eq!(axeda["provider"], "GASRemoteAccessProvider", "{axeda}");
+    assert!(axeda["launchUri"].as_str().unwrap().contains("nonce="));
+    let tunnel = result(&s, &admin, "Tunnel1", "StartSession", endpoint.clone());
+    assert_eq!(
+        tunnel["provider"], "ThingworxInternalRemoteAccessProvider",
+        "{tunnel}"
+    );
+    // The rest is RAE's on both: the Axeda session is one of RAE's sessions.
+    let id = axeda["sessionId"].as_str().unwrap();
+    let got = result(&s, &admin, "Axeda1", "GetSession", json!({"sessionId": id}));
+    assert_eq!(got["sessionId"], id, "{got}");
+    let ended = result(&s, &admin, "Axeda1", "EndSession", json!({"sessionId": id}));
+    assert_eq!(ended["state"], "ended", "{ended}");
+    // Metadata: the definition is RAE's shape's; the override ACE's template's, by its handler.
+    let m = service_meta(&s, &admin, "/Thingworx/Things/Axeda1", "StartSession");
+    assert_eq!(m["source"], "ThingShapes/RemoteAccessible", "{m}");
+    assert_eq!(m["definition"]["allowOverride"], true, "{m}");
+    assert_eq!(
+        m["override"],
+        json!({"source": "ThingTemplates/AxedaManagedModel", "code": null, "extension": "axeda-compat"})
+    );
+    let m = service_meta(&s, &admin, "/Thingworx/Things/Axeda1", "GetSessions");
+    assert!(m["override"].is_null(), "{m}");
+
+    // G2: each grant service accepts both kinds of device; the grantee then starts a session,
+    // through the implementation of the device's template.
+    for (grants, for_thing, target) in [
+        (
+            ACE_GRANTS,
+            "GrantRemoteAccessPermissionsForThing",
+            "Tunnel1",
+        ),
+        (
+            RAE_GRANTS,
+            "GrantPermissionsThingWorxInternalForThing",
+            "Axeda1",
+        ),
+    ] {
+        ok(
+            &s,
+            &admin,
+            &format!("{grants}/{for_thing}"),
+            json!({"organization": "raOrg", "userGroup": "raUserGroup", "thingName": target}),
+        );
+    }
+    let mine = result(&s, &ra, "Axeda1", "StartSession", endpoint.clone());
+    assert_eq!(mine["provider"], "GASRemoteAccessProvider");
+    assert_eq!(mine["session"]["user"], "raUser");
+    assert_eq!(
+        result(&s, &ra, "Tunnel1", "StartSession", endpoint.clone())["provider"],
+        "ThingworxInternalRemoteAccessProvider"
+    );
+
+    // A new ACE: its override replaces the old one without a restart.
+    let script = p.join("axeda-compat/main.rhai");
+    let original = std::fs::read_to_string(&script).unwrap();
+    std::fs::write(
+        &script,
+        original.replace(
+            "started.provider = provider();",
+            "started.provider = provider();\n    started.via = \"GAS relay 2\";",
+        ),
+    )
+    .unwrap();
+    let (st, v) = post(&s, &admin, RELOAD, json!({"packageName": "axeda-compat"}));
+    assert_eq!(st.as_u16(), 200, "{v}");
+    let again = result(&s, &ra, "Axeda1", "StartSession", endpoint.clone());
+    assert_eq!(
+        (&again["provider"], &again["via"]),
+        (&json!("GASRemoteAccessProvider"), &json!("GAS relay 2"))
+    );
+
+    // An override handler that takes other parameters than StartSession(remoteEndpoint) is
+    // refused, naming both; the loaded ACE keeps serving.
+    std::fs::write(
+        &script,
+        original.replace(
+            "fn gas_start_session(endpoint) {",
+            "fn gas_start_session(endpoint, port) {",
+        ),
+    )
+    .unwrap();
+    let (st, v) = post(&s, &admin, RELOAD, json!({"packageName": "axeda-compat"}));
+    assert_eq!(st.as_u16(), 409, "{v}");
+    let why = v["error"].as_str().unwrap_or_default();
+    assert!(
+        why.contains("overrides service StartSession(remoteEndpoint) of ThingShapes/RemoteAccessible with the handler gas_start_session, which takes 2 parameters; it must take the definition's 1"),
+        "{v}"
+    );
+    assert_eq!(
+        result(&s, &ra, "Axeda1", "StartSession", endpoint.clone())["via"],
+        "GAS relay 2"
+    );
+
+    // RAE's folder goes: refused while ACE needs it; RAE and ACE keep serving.
+    std::fs::remove_dir_all(p.join("remote-access")).unwrap();
+    let (st, v) = post(&s, &admin, RELOAD, json!({"packageName": "remote-access"}));
+    assert_eq!(st.as_u16(), 409, "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("axeda-compat needs it"),
+        "{v}"
+    );
+    let list = packages(&s);
+    assert!(
+        list.iter()
+            .any(|(n, st, _)| n == "remote-access" && st == "loaded"),
+        "{list:?}"
+    );
+    assert_eq!(
+        result(&s, &ra, "Axeda1", "StartSession", endpoint.clone())["provider"],
+        "GASRemoteAccessProvider"
+    );
+    assert_eq!(
+        result(&s, &ra, "Tunnel1", "StartSession", endpoint)["provider"],
+        "ThingworxInternalRemoteAccessProvider"
+    );
+}

@@ -49,6 +49,8 @@ pub enum HostCall {
     Caller,
     /// The name of the entity whose service is running.
     Me,
+    /// Fires an event of the running service's Thing with its data.
+    FireEvent { event: String, data: Json },
 }
 
 impl HostCall {
@@ -68,6 +70,7 @@ impl HostCall {
             HostCall::Audit { .. } => "audit",
             HostCall::Caller => "caller",
             HostCall::Me => "me",
+            HostCall::FireEvent { .. } => "fire_event",
         }
     }
 }
@@ -179,6 +182,10 @@ impl HostCall {
             },
             "caller" => HostCall::Caller,
             "me" => HostCall::Me,
+            "fire_event" => HostCall::FireEvent {
+                event: text(next(Ty::Str)?),
+                data: next(Ty::Json)?,
+            },
             other => unreachable!("{other} is in HOST_FUNCTIONS but not here"),
         })
     }
@@ -294,6 +301,12 @@ pub const HOST_FUNCTIONS: &[HostFn] = &[
         params: &[],
         returns: Ty::Str,
         doc: "The name of the entity whose service is running (ThingWorx's `me`): the Thing, also when the service comes from its template or a shape.",
+    },
+    HostFn {
+        name: "fire_event",
+        params: &[("event", Ty::Str), ("data", Ty::Json)],
+        returns: Ty::Unit,
+        doc: "Fires an event of the running service's Thing (`me`) with its data (an object of the event's DataShape fields), as the caller, who needs EventInvoke on it. Its subscriptions run from the event queue, not inside the call.",
     },
 ];
 

@@ -298,6 +298,11 @@ impl bindings::thinghost::extension::host::Host for State {
         self.call(HostCall::Audit { message }).map(|_| ())
     }
 
+    fn fire_event(&mut self, event: String, data: String) -> Result<(), WitHostError> {
+        let data = parse("the event's data", &data)?;
+        self.call(HostCall::FireEvent { event, data }).map(|_| ())
+    }
+
     fn caller(&mut self) -> Result<String, WitHostError> {
         let v = self.call(HostCall::Caller)?;
         Ok(v.as_str().unwrap_or_default().to_string())

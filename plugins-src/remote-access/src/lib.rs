@@ -88,10 +88,16 @@ fn grant_for_template(
     grant("ThingTemplates", &template, &organization, &group)
 }
 
+/// The provider Thing sessions started here go through (ACE's Axeda templates override
+/// `StartSession` to go through theirs).
+const PROVIDER: &str = "ThingworxInternalRemoteAccessProvider";
+
 /// `StartSession(remoteEndpoint)`: a session of the caller on this Thing, with the launch URI
-/// that carries its single-use nonce key.
+/// that carries its single-use nonce key, and the provider it goes through.
 fn start_session(endpoint: String) -> Result<Json, Error> {
-    host::start_session(&endpoint)
+    let mut started = host::start_session(&endpoint)?;
+    started["provider"] = json!(PROVIDER);
+    Ok(started)
 }
 
 /// `EndSession(sessionId)`.

@@ -217,6 +217,13 @@ pub mod host {
     pub fn me() -> Result<String, Error> {
         imp::me()
     }
+
+    /// Fires an event of the running service's Thing (`me`) with its data (an object of the
+    /// event's DataShape fields), as the caller, who needs `EventInvoke` on it. Its
+    /// subscriptions run from the event queue, not inside the call.
+    pub fn fire_event(event: &str, data: &Json) -> Result<(), Error> {
+        imp::fire_event(event, &serde_json::to_string(data)?)
+    }
 }
 
 /// The host calls of a WebAssembly component: the contract's imports.
@@ -268,6 +275,9 @@ mod imp {
     }
     pub fn me() -> Result<String, Error> {
         Ok(wit::me()?)
+    }
+    pub fn fire_event(event: &str, data: &str) -> Result<(), Error> {
+        Ok(wit::fire_event(event, data)?)
     }
 }
 
@@ -335,6 +345,10 @@ mod imp {
     }
     pub fn me() -> Result<String, Error> {
         string("me")
+    }
+    pub fn fire_event(event: &str, data: &str) -> Result<(), Error> {
+        let data: Json = serde_json::from_str(data)?;
+        native::host_call("fire_event", serde_json::json!([event, data])).map(|_| ())
     }
 }
 

@@ -227,8 +227,12 @@ fn description(m: &Model, caller: &Caller, e: &Entity) -> Json {
                 if let Some(i) = thinghost_core::validate::find_implementation(m, e, &d.name)
                     && i.overridden()
                 {
-                    s["override"] =
-                        json!({"source": i.implementer.key().to_string(), "code": i.code});
+                    s["override"] = json!({
+                        "source": i.implementer.key().to_string(),
+                        "code": i.code,
+                        // An extension's override runs its handler.
+                        "extension": if i.code.is_none() { i.implementer.extension.as_deref() } else { None },
+                    });
                 }
                 s
             })

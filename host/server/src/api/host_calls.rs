@@ -210,7 +210,10 @@ impl HostCtx {
             | HostCall::Log { .. }
             | HostCall::Audit { .. }
             | HostCall::Caller
-            | HostCall::Me => {
+            | HostCall::Me
+            // Fires an event of the running service's own Thing only; the caller needs
+            // EventInvoke on it, checked as for a request.
+            | HostCall::FireEvent { .. } => {
                 return Ok(());
             }
         };
@@ -470,6 +473,12 @@ impl Host for HostCtx {
             }
             HostCall::Caller => Ok(json!(self.caller.name)),
             HostCall::Me => Ok(json!(self.me)),
+            HostCall::FireEvent { event, data } => {
+                self.request(|app, caller| {
+                    crate::api::events::fire(app, caller, Kind::Thing, &self.me, &event, &data)
+                })?;
+                Ok(Json::Null)
+            }
         }
     }
 }
