@@ -1247,3 +1247,221 @@ fn b3_code_on_the_platforms_own_templates_is_an_administrators() {
         json!({"name": "Hello", "resultType": "STRING", "code": "\"hello\""}),
     );
 }
+
+/// A Rhai extension with an event, subscriptions with handlers, and a service that fires the
+/// event with `fire_event`.
+const BOILERS_MANIFEST: &str = r#"
+[extension]
+name = "boilers"
+version = "1.0.0"
+host = ">=0.1"
+runtime = "rhai"
+entry = "main.rhai"
+
+[capabilities]
+functions = ["get_property", "set_property", "me", "fire_event"]
+
+[[data_shapes]]
+name = "Overheat"
+fields = [{ name = "pressure", type = "NUMBER" }]
+
+[[thing_templates]]
+name = "Boiler"
+
+[[thing_templates.properties]]
+name = "pressure"
+type = "NUMBER"
+default = 0
+
+[[thing_templates.properties]]
+name = "alarms"
+type = "NUMBER"
+default = 0
+
+[[thing_templates.properties]]
+name = "lastAlarm"
+type = "NUMBER"
+default = 0
+
+[[thing_templates.events]]
+name = "Overheated"
+data_shape = "Overheat"
+
+[[thing_templates.services]]
+name = "Check"
+handler = "check"
+params = [{ name = "limit", type = "NUMBER", required = true }]
+
+[[thing_templates.services]]
+name = "Garble"
+handler = "garble"
+
+[[thing_templates.subscriptions]]
+name = "CountAlarms"
+event = "Overheated"
+handler = "count_alarm"
+
+[[thing_templates.subscriptions]]
+name = "WatchPressure"
+event = "DataChange"
+property = "pressure"
+handler = "watch"
+"#;
+
+const BOILERS_CODE: &str = r#"
+fn check(limit) {
+    let p = get_property(me(), "pressure");
+    if p > limit { fire_event("Overheated", #{ pressure: p }); }
+}
+fn garble() { fire_event("Overheated", #{ temperature: 5 }); }
+fn count_alarm(data) {
+    set_property(me(), "alarms", get_property(me(), "alarms") + 1);
+    set_property(me(), "lastAlarm", data.pressure);
+}
+fn watch(data) {
+    if data.newValue > 100 { fire_event("Overheated", #{ pressure: data.newValue }); }
+}
+"#;
+
+/// E3, B5, B6, E4: an extension declares an event and subscriptions with handlers; its code fires
+/// the event with `fire_event`, as the caller, who needs `EventInvoke` (a denial is the
+/// caller's 403, audited; data that does not match the DataShape a 400 naming the field); the
+/// handlers run as the firer, once per firing; all of it survives a restart.
+#[test]
+fn e3_b5_b6_an_extensions_events_and_subscriptions_and_fire_event_as_the_caller() {
+    let t = tempfile::tempdir().unwrap();
+    let p = t.path().join("plugins/boilers");
+    std::fs::create_dir_all(&p).unwrap();
+    std::fs::write(p.join("plugin.toml"), BOILERS_MANIFEST).unwrap();
+    std::fs::write(p.join("main.rhai"), BOILERS_CODE).unwrap();
+    let plugins = t.path().join("plugins");
+    let dir = t.path().join("d");
+    let args = [
+        "--dev",
+        "--no-watch",
+        "--plugins",
+        plugins.to_str().unwrap(),
+    ];
+    let s = Server::start(&dir, &args);
+    let admin = s.admin_key();
+    ok(
+        &s,
+        &admin,
+        &format!("{ES}/CreateThing"),
+        json!({"name": "B1", "thingTemplateName": "Boiler"}),
+    );
+    // A write fires DataChange; the extension's handler sees its data and fires Overheated,
+    // which the other handler counts.
+    assert_eq!(put(&s, &admin, "B1", "pressure", json!(150)), 200);
+    drained(&s, &admin);
+    assert_eq!(value(&s, &admin, "B1", "alarms").as_f64(), Some(1.0));
+    assert_eq!(value(&s, &admin, "B1", "lastAlarm").as_f64(), Some(150.0));
+    // A service fires it with fire_event.
+    call(
+        &s,
+        &admin,
+        "/Thingworx/Things/B1/Services/Check",
+        json!({"limit": 10}),
+    );
+    let m = drained(&s, &admin);
+    assert_eq!(value(&s, &admin, "B1", "alarms").as_f64(), Some(2.0));
+    assert_eq!(m["subscriptionsFailed"], 0, "{m}");
+    // Data that does not match the event's DataShape: the caller's 400, naming the field.
+    let (st, v) = post(
+        &s,
+        &admin,
+        "/Thingworx/Things/B1/Services/Garble",
+        json!({}),
+    );
+    assert_eq!(st.as_u16(), 400, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("temperature"), "{v}");
+
+    // op may invoke Check and read, but not fire the event: Check is refused as op's own
+    // request would be, and the denial is audited.
+    ok(
+        &s,
+        &admin,
+        &format!("{ES}/CreateUser"),
+        json!({"name": "op", "password": "a long password 1"}),
+    );
+    for (ty, resource) in [("ServiceInvoke", "Check"), ("PropertyRead", "*")] {
+        ok(
+            &s,
+            &admin,
+            "/Thingworx/Things/B1/Services/AddRunTimePermission",
+            json!({"principal": "op", "principalType": "User", "type": ty, "resource": resource, "allow": true}),
+        );
+    }
+    ok(
+        &s,
+        &admin,
+        &format!("{ES}/CreateOrganization"),
+        json!({"name": "Plant"}),
+    );
+    ok(
+        &s,
+        &admin,
+        "/Thingworx/Organizations/Plant/Services/AddMember",
+        json!({"name": "Plant", "member": "op", "type": "User"}),
+    );
+    ok(
+        &s,
+        &admin,
+        "/Thingworx/Things/B1/Services/AddVisibilityPermission",
+        json!({"principal": "Plant", "principalType": "Organization"}),
+    );
+    let op = ok(
+        &s,
+        &admin,
+        &format!("{ES}/CreateApplicationKey"),
+        json!({"name": "op-key", "user": "op"}),
+    )["rows"][0]["keyId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (st, v) = post(
+        &s,
+        &op,
+        "/Thingworx/Things/B1/Services/Check",
+        json!({"limit": 10}),
+    );
+    assert_eq!(st.as_u16(), 403, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("EventInvoke"), "{v}");
+    // With EventInvoke on Overheated, op fires it; the subscription runs as op, who may not
+    // write `alarms`: its failure is audited, never op's error.
+    ok(
+        &s,
+        &admin,
+        "/Thingworx/Things/B1/Services/AddRunTimePermission",
+        json!({"principal": "op", "principalType": "User", "type": "EventInvoke", "resource": "Overheated", "allow": true}),
+    );
+    call(
+        &s,
+        &op,
+        "/Thingworx/Things/B1/Services/Check",
+        json!({"limit": 10}),
+    );
+    let m = drained(&s, &admin);
+    assert_eq!(m["subscriptionsFailed"], 1, "{m}");
+    assert_eq!(value(&s, &admin, "B1", "alarms").as_f64(), Some(2.0));
+    let text = ok(
+        &s,
+        &admin,
+        &format!("{AUDIT}/QueryAuditHistory"),
+        json!({"maxItems": 100}),
+    )
+    .to_string();
+    assert!(
+        text.contains("subscriptionFailed")
+            && text.contains("ThingTemplates/Boiler/Subscriptions/CountAlarms"),
+        "{text}"
+    );
+
+    // A restart: the extension's subscriptions still run on the Thing made from its template.
+    drop(s);
+    let s = Server::start(&dir, &args);
+    assert_eq!(put(&s, &admin, "B1", "pressure", json!(200)), 200);
+    drained(&s, &admin);
+    assert_eq!(value(&s, &admin, "B1", "alarms").as_f64(), Some(3.0));
+    assert_eq!(value(&s, &admin, "B1", "lastAlarm").as_f64(), Some(200.0));
+}

@@ -144,13 +144,55 @@ fn tanks_work(s: &Server) {
         json!({}),
     );
     assert_eq!(v["rows"][0]["result"], 95.0);
-    let r = s
-        .client
-        .get(s.at("/Thingworx/Things/Tank2/Properties/alarm"))
-        .header("appKey", &admin)
-        .send()
-        .unwrap();
-    assert_eq!(r.json::<Json>().unwrap()["rows"][0]["alarm"], true);
+    // The tank's subscription to changes of its level sets the alarm, and fires Overflow, which
+    // its other subscription counts: after the call, as the caller.
+    let property = |name: &str| -> Json {
+        let r = s
+            .client
+            .get(s.at(&format!("/Thingworx/Things/Tank2/Properties/{name}")))
+            .header("appKey", &admin)
+            .send()
+            .unwrap();
+        r.json::<Json>().unwrap()["rows"][0][name].clone()
+    };
+    let settled = |name: &str, want: Json| {
+        for _ in 0..200 {
+            if property(name) == want {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("{name} is {}, not {want}", property(name));
+    };
+    settled("alarm", json!(true));
+    settled("overflows", json!(1.0));
+    // Fuller still: the alarm stays on, and no second Overflow.
+    ok(
+        s,
+        &admin,
+        "/Thingworx/Things/Tank2/Services/Fill",
+        json!({"liters": 10}),
+    );
+    settled("level", json!(960.0));
+    let metrics = |s: &Server| {
+        ok(
+            s,
+            &admin,
+            "/Thingworx/Subsystems/EventProcessingSubsystem/Services/GetPerformanceMetrics",
+            json!({}),
+        )
+    };
+    for _ in 0..200 {
+        if metrics(s)["rows"][0]["result"]["queueDepth"] == 0 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(property("overflows"), json!(1.0));
+    let m = metrics(s)["rows"][0]["result"].clone();
+    assert_eq!(m["subscriptionsFailed"], 0, "{m}");
+    // WatchLevel twice, CountOverflows once.
+    assert_eq!(m["subscriptionsDelivered"], 3, "{m}");
     // A bad parameter is the handler's error, for the caller.
     let (st, v) = post(
         s,
@@ -170,7 +212,7 @@ fn tanks_work(s: &Server) {
         "/Thingworx/Things/Tank1/Services/FleetReport",
         json!({}),
     );
-    assert_eq!(v["rows"][0]["result"], "Tank1: 0%\nTank2: 95%");
+    assert_eq!(v["rows"][0]["result"], "Tank1: 0%\nTank2: 96%");
     // hello loads beside it.
     let v = ok(
         s,
@@ -223,7 +265,7 @@ fn the_rust_wasm_example_answers_over_rest() {
         "/Thingworx/Things/Tank2/Services/FillPercent",
         json!({}),
     );
-    assert_eq!(v["rows"][0]["result"], 95.0);
+    assert_eq!(v["rows"][0]["result"], 96.0);
     assert!(std::fs::metadata(&cache[0]).unwrap().len() > 1000);
 }
 
