@@ -76,12 +76,9 @@ fn world(data: &std::path::Path, subscriptions: usize, handler: Handler) -> Arc<
         Handler::Wasm(component) => {
             let plugins = data.join("plugins");
             wasm_plugins(&plugins, component, subscriptions);
-            let registry = thinghost::runtime::extensions::load_dir(
-                &plugins,
-                &Default::default(),
-                &mut db,
-            )
-            .expect("loads");
+            let registry =
+                thinghost::runtime::extensions::load_dir(&plugins, &Default::default(), &mut db)
+                    .expect("loads");
             for p in registry.summary() {
                 assert_eq!(p["state"], "loaded", "{p}");
             }

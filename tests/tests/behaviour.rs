@@ -963,6 +963,45 @@ fn b7_timers_and_schedulers_fire_as_their_run_as_user_and_not_at_all_for_a_disab
     );
     assert_eq!(put(&s, &bob, "Tock", "runAsUser", json!("bob")), 200);
     assert_eq!(value(&s, &admin, "Tock", "runAsUser"), "bob");
+    // A subscription to another Thing's Timer runs as that timer's runAsUser: only that user or
+    // an administrator may make one, whatever EventSubscribe says (B7, B4).
+    for (service, body) in [
+        (
+            "Tick/Services/AddVisibilityPermission",
+            json!({"principal": "Acme", "principalType": "Organization"}),
+        ),
+        (
+            "Tick/Services/AddRunTimePermission",
+            json!({"principal": "bob", "principalType": "User", "type": "EventSubscribe", "resource": "Timer"}),
+        ),
+        (
+            "Tock/Services/AddDesignTimePermission",
+            json!({"principal": "bob", "principalType": "User", "type": "Update"}),
+        ),
+    ] {
+        ok(&s, &admin, &format!("/Thingworx/Things/{service}"), body);
+    }
+    let (st, v) = post(
+        &s,
+        &bob,
+        "/Thingworx/Things/Tock/Services/AddSubscription",
+        json!({"name": "Borrow", "source": "Tick", "event": "Timer", "code": "1"}),
+    );
+    assert_eq!(st, 403, "{v}");
+    assert!(
+        v.to_string()
+            .contains("fires as its runAsUser (Administrator)"),
+        "{v}"
+    );
+    put(&s, &admin, "Tick", "runAsUser", json!("bob"));
+    let (st, v) = post(
+        &s,
+        &bob,
+        "/Thingworx/Things/Tock/Services/AddSubscription",
+        json!({"name": "Borrow", "source": "Tick", "event": "Timer", "code": "1"}),
+    );
+    assert_eq!(st, 200, "{v}");
+    put(&s, &admin, "Tick", "runAsUser", json!("Administrator"));
     // A disabled timer stops.
     put(&s, &admin, "Tick", "enabled", json!(false));
     // (A look that read `enabled` just before the write may still fire once: let it land.)

@@ -746,3 +746,103 @@ fn a_restart_keeps_the_accepted_versions_whatever_the_folders_hold_that_was_refu
         Json::Null
     );
 }
+
+// ---- an extension that another overrides (B2) -----------------------------------------------
+
+const BASE: &str = r#"[extension]
+name = "boilers"
+version = "1.0.0"
+host = ">=0.1"
+runtime = "rhai"
+entry = "main.rhai"
+
+[[thing_shapes]]
+name = "Ventable"
+
+[[thing_shapes.services]]
+name = "Vent"
+handler = "vent"
+result = "STRING"
+allow_override = true
+params = [PARAMS]
+"#;
+
+const OVERRIDING: &str = r#"[extension]
+name = "vents"
+version = "1.0.0"
+host = ">=0.1"
+runtime = "rhai"
+entry = "main.rhai"
+
+[requires]
+boilers = "^1"
+
+[[thing_templates]]
+name = "Boiler"
+shapes = ["Ventable"]
+
+[[thing_templates.service_overrides]]
+name = "Vent"
+handler = "gently"
+"#;
+
+/// B2, E3: a new version of an extension whose service another extension overrides must keep
+/// the override's handler valid: one that changes the parameters is refused, naming the
+/// overriding extension, and both keep serving.
+#[test]
+fn b2_a_new_version_of_an_overridden_extension_keeps_the_overrides_handlers_valid() {
+    let t = tempfile::tempdir().unwrap();
+    let p = t.path().join("plugins");
+    let one = r#"{ name = "amount", type = "STRING", required = true }"#;
+    let write_base = |params: &str, code: &str| {
+        std::fs::create_dir_all(p.join("boilers")).unwrap();
+        std::fs::write(
+            p.join("boilers/plugin.toml"),
+            BASE.replace("PARAMS", params),
+        )
+        .unwrap();
+        std::fs::write(p.join("boilers/main.rhai"), code).unwrap();
+    };
+    write_base(one, "fn vent(amount) { `base ${amount}` }");
+    std::fs::create_dir_all(p.join("vents")).unwrap();
+    std::fs::write(p.join("vents/plugin.toml"), OVERRIDING).unwrap();
+    std::fs::write(
+        p.join("vents/main.rhai"),
+        "fn gently(amount) { `gently ${amount}` }",
+    )
+    .unwrap();
+    let s = serve(t.path(), &p, &["--no-watch"]);
+    let admin = s.admin_key();
+    ok(
+        &s,
+        &admin,
+        &format!("{ES}/CreateThing"),
+        json!({"name": "B1", "thingTemplateName": "Boiler"}),
+    );
+    let vent = |s: &Server| {
+        let (st, v) = call(s, &admin, "B1", "Vent", json!({"amount": "2"}));
+        assert_eq!(st, 200, "{v}");
+        v["rows"][0]["result"].clone()
+    };
+    assert_eq!(vent(&s), "gently 2");
+    // Vent takes two parameters now: vents' handler takes one.
+    write_base(
+        &format!(r#"{one}, {{ name = "speed", type = "STRING" }}"#),
+        "fn vent(amount, speed) { `base ${amount}` }",
+    );
+    let (st, v) = reload(&s, &admin, "boilers");
+    assert_eq!(st, 409, "{v}");
+    let why = v["error"].as_str().unwrap_or_default();
+    assert!(
+        why.contains(
+            "the handler gently, which takes 1 parameters; it must take the definition's 2"
+        ) && why.contains("extension vents overrides it"),
+        "{v}"
+    );
+    assert_eq!(vent(&s), "gently 2");
+    // A version that keeps the parameters replaces the old one; the override still runs.
+    write_base(one, "fn vent(amount) { `base two ${amount}` }");
+    let (st, v) = reload(&s, &admin, "boilers");
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(vent(&s), "gently 2");
+}

@@ -1112,6 +1112,71 @@ fn b2_ace_overrides_raes_start_session_reloads_and_rae_stays_while_ace_needs_it(
     );
     let m = service_meta(&s, &admin, "/Thingworx/Things/Axeda1", "GetSessions");
     assert!(m["override"].is_null(), "{m}");
+    // A Thing of the template overrides again, in the model: the nearest runs; removed, ACE's
+    // runs again. The extension's own entities are its manifest's: changing them is refused.
+    ok(
+        &s,
+        &admin,
+        "/Thingworx/Things/Axeda1/Services/OverrideService",
+        json!({"name": "StartSession", "code": "#{ provider: \"mine\", endpoint: remoteEndpoint }"}),
+    );
+    assert_eq!(
+        result(&s, &admin, "Axeda1", "StartSession", endpoint.clone()),
+        json!({"provider": "mine", "endpoint": "10.0.0.5:22"})
+    );
+    ok(
+        &s,
+        &admin,
+        "/Thingworx/Things/Axeda1/Services/RemoveServiceOverride",
+        json!({"name": "StartSession"}),
+    );
+    assert_eq!(
+        result(&s, &admin, "Axeda1", "StartSession", endpoint.clone())["provider"],
+        "GASRemoteAccessProvider"
+    );
+    // Code in the model may not call the session functions (they make nonce keys for the
+    // caller): an override that tries fails, and starts nothing.
+    ok(
+        &s,
+        &admin,
+        "/Thingworx/Things/Axeda1/Services/OverrideService",
+        json!({"name": "StartSession", "code": "start_session(remoteEndpoint)"}),
+    );
+    let (st, v) = call(&s, &admin, "Axeda1", "StartSession", endpoint.clone());
+    assert_eq!(st, 500, "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("host function start_session is for the extensions that list it in their [capabilities]; code in the model may not call it"),
+        "{v}"
+    );
+    ok(
+        &s,
+        &admin,
+        "/Thingworx/Things/Axeda1/Services/RemoveServiceOverride",
+        json!({"name": "StartSession"}),
+    );
+    for (path, body) in [
+        (
+            "ThingTemplates/AxedaManagedModel/Services/RemoveServiceOverride",
+            json!({"name": "StartSession"}),
+        ),
+        (
+            "ThingTemplates/RemoteThingWithTunnels/Services/AddSubscription",
+            json!({"name": "S", "event": "DataChange", "code": "1"}),
+        ),
+    ] {
+        let (st, v) = post(&s, &admin, &format!("/Thingworx/{path}"), body);
+        assert_eq!(st.as_u16(), 400, "{path}: {v}");
+        assert!(
+            v["error"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("belongs to extension"),
+            "{path}: {v}"
+        );
+    }
 
     // G2: each grant service accepts both kinds of device; the grantee then starts a session,
     // through the implementation of the device's template.

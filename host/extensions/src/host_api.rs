@@ -54,6 +54,15 @@ pub enum HostCall {
 }
 
 impl HostCall {
+    /// The row of [`HOST_FUNCTIONS`] this call belongs to.
+    pub fn row(&self) -> &'static HostFn {
+        let name = self.function();
+        HOST_FUNCTIONS
+            .iter()
+            .find(|f| f.name == name)
+            .expect("every call has its row")
+    }
+
     /// The host function this call belongs to (as named in `[capabilities] functions`).
     pub fn function(&self) -> &'static str {
         match self {
@@ -199,6 +208,10 @@ pub struct HostFn {
     pub params: &'static [(&'static str, Ty)],
     pub returns: Ty,
     pub doc: &'static str,
+    /// Only extensions that list it may call it; code in the model never (the remote-access
+    /// session functions: they make credentials, nonce keys, for the caller, and code that
+    /// anyone with `Update` on a Thing wrote must not hold them).
+    pub extensions_only: bool,
 }
 
 impl HostFn {
@@ -216,6 +229,7 @@ pub const HOST_FUNCTIONS: &[HostFn] = &[
         params: &[("thing", Ty::Str), ("property", Ty::Str)],
         returns: Ty::Json,
         doc: "The property's value, as the caller may read it.",
+        extensions_only: false,
     },
     HostFn {
         name: "set_property",
@@ -226,6 +240,7 @@ pub const HOST_FUNCTIONS: &[HostFn] = &[
         ],
         returns: Ty::Unit,
         doc: "Writes the property, as the caller may write it.",
+        extensions_only: false,
     },
     HostFn {
         name: "invoke_service",
@@ -236,6 +251,7 @@ pub const HOST_FUNCTIONS: &[HostFn] = &[
         ],
         returns: Ty::Json,
         doc: "Runs a service with a map of parameters, as the caller may. A service with one result gives that value; others give their InfoTable.",
+        extensions_only: false,
     },
     HostFn {
         name: "invoke_entity_service",
@@ -247,66 +263,77 @@ pub const HOST_FUNCTIONS: &[HostFn] = &[
         ],
         returns: Ty::Json,
         doc: "Runs a service of any entity (collection `Things`, `ThingTemplates`, `Groups`, ...), as the caller may; the result as for invoke_service.",
+        extensions_only: false,
     },
     HostFn {
         name: "list_things",
         params: &[],
         returns: Ty::Names,
         doc: "The names of the Things the caller can see.",
+        extensions_only: false,
     },
     HostFn {
         name: "start_session",
         params: &[("remote_endpoint", Ty::Str)],
         returns: Ty::Json,
         doc: "Starts a remote-access session of the caller on the running service's Thing (the caller must hold ServiceInvoke on its StartSession). Gives sessionId, launchUri (with a single-use nonce key), nonceExpiresInSeconds and the session.",
+        extensions_only: true,
     },
     HostFn {
         name: "end_session",
         params: &[("session_id", Ty::Str)],
         returns: Ty::Json,
         doc: "Ends a session on the running service's Thing (the caller's own; an administrator's any). Gives the ended session.",
+        extensions_only: true,
     },
     HostFn {
         name: "get_session",
         params: &[("session_id", Ty::Str)],
         returns: Ty::Json,
         doc: "A session on the running service's Thing that the caller may see (its own; an administrator's any).",
+        extensions_only: true,
     },
     HostFn {
         name: "list_sessions",
         params: &[],
         returns: Ty::Json,
         doc: "The current sessions on the running service's Thing that the caller may see, as a list.",
+        extensions_only: true,
     },
     HostFn {
         name: "log",
         params: &[("message", Ty::Str)],
         returns: Ty::Unit,
         doc: "A line in the host's log, attributed to the extension and the caller.",
+        extensions_only: false,
     },
     HostFn {
         name: "audit",
         params: &[("message", Ty::Str)],
         returns: Ty::Unit,
         doc: "An entry in the audit history (category Extensions), attributed to the extension and the caller.",
+        extensions_only: false,
     },
     HostFn {
         name: "caller",
         params: &[],
         returns: Ty::Str,
         doc: "The name of the user the code runs for.",
+        extensions_only: false,
     },
     HostFn {
         name: "me",
         params: &[],
         returns: Ty::Str,
         doc: "The name of the entity whose service is running (ThingWorx's `me`): the Thing, also when the service comes from its template or a shape.",
+        extensions_only: false,
     },
     HostFn {
         name: "fire_event",
         params: &[("event", Ty::Str), ("data", Ty::Json)],
         returns: Ty::Unit,
         doc: "Fires an event of the running service's Thing (`me`) with its data (an object of the event's DataShape fields), as the caller, who needs EventInvoke on it. Its subscriptions run from the event queue, not inside the call.",
+        extensions_only: false,
     },
 ];
 

@@ -40,24 +40,10 @@ pub fn contribution(
         message,
     })?;
     let name = manifest.name().to_string();
-    // (where, service, handler, the parameter counts the code defines the handler with)
-    let overrides: Vec<(Kind, String, String, String, Vec<usize>)> = match code {
-        None => vec![],
-        Some(code) => manifest
-            .handlers()
-            .into_iter()
-            .filter(|h| h.implements == manifest::Implements::Override)
-            .map(|h| {
-                (
-                    h.kind,
-                    h.entity.to_string(),
-                    h.name.to_string(),
-                    h.handler.to_string(),
-                    code.arities(h.handler),
-                )
-            })
-            .collect(),
-    };
+    let overrides = code
+        .map(|code| override_handlers(manifest, code))
+        .unwrap_or_default();
+    let sourced = sourced_subscriptions(manifest);
     let declared: Vec<(Kind, String)> = entities
         .iter()
         .map(|e| (e.kind(), e.name.clone()))
@@ -107,39 +93,154 @@ pub fn contribution(
             e.extension = Some(name.clone());
             tx.put(e);
         }
-        for (kind, entity, service, handler, arities) in &overrides {
-            // An override of nothing inherited, or of a definition that does not allow it, is
-            // the model's to refuse (B2), with its reason, when the change is validated.
-            let Some(e) = tx.get(*kind, entity) else {
-                continue;
-            };
-            let Some((def, source)) = thinghost_core::validate::find_service(tx, e, service) else {
-                continue;
-            };
-            if !arities.contains(&def.parameters.len()) {
-                return Err(ModelError::Invalid {
-                    entity: format!("extension {name}"),
-                    message: format!(
-                        "{}/{entity} overrides service {service}({}) of {} with the handler {handler}, which takes {} parameters; it must take the definition's {}",
-                        kind.collection(),
-                        def.parameters
-                            .iter()
-                            .map(|p| p.name.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", "),
-                        source.key(),
-                        arities
-                            .iter()
-                            .map(|a| a.to_string())
-                            .collect::<Vec<_>>()
-                            .join(" or "),
-                        def.parameters.len()
-                    ),
-                });
-            }
-        }
+        check_override_handlers(tx, &name, &overrides)?;
+        check_sourced_subscriptions(tx, &name, &sourced)?;
         unpark(tx, &name)
     })
+}
+
+/// An extension's override of an inherited service: where, which service, its handler, and the
+/// parameter counts the extension's code defines that handler with.
+#[derive(Clone, Debug)]
+pub struct OverrideHandler {
+    pub kind: Kind,
+    pub entity: String,
+    pub service: String,
+    pub handler: String,
+    pub arities: Vec<usize>,
+}
+
+/// The overrides `manifest` declares, with what its loaded `code` defines.
+pub fn override_handlers(manifest: &Manifest, code: &code::Code) -> Vec<OverrideHandler> {
+    manifest
+        .handlers()
+        .into_iter()
+        .filter(|h| h.implements == manifest::Implements::Override)
+        .map(|h| OverrideHandler {
+            kind: h.kind,
+            entity: h.entity.to_string(),
+            service: h.name.to_string(),
+            handler: h.handler.to_string(),
+            arities: code.arities(h.handler),
+        })
+        .collect()
+}
+
+/// B2: each override handler of `extension` takes the parameters of the definition it
+/// overrides, as the model (`view`) has it now: when the overriding extension loads, and when an
+/// extension it overrides changes. An override of nothing inherited, or of a definition that
+/// does not allow it, is the model's to refuse (`validate`), with its reason.
+pub fn check_override_handlers(
+    view: &dyn View,
+    extension: &str,
+    overrides: &[OverrideHandler],
+) -> Result<(), ModelError> {
+    for o in overrides {
+        let Some(e) = view.get(o.kind, &o.entity) else {
+            continue;
+        };
+        let Some((def, source)) = thinghost_core::validate::find_service(view, e, &o.service)
+        else {
+            continue;
+        };
+        if !o.arities.contains(&def.parameters.len()) {
+            return Err(ModelError::Invalid {
+                entity: format!("extension {extension}"),
+                message: format!(
+                    "{}/{} overrides service {}({}) of {} with the handler {}, which takes {} parameters; it must take the definition's {}",
+                    o.kind.collection(),
+                    o.entity,
+                    o.service,
+                    def.parameters
+                        .iter()
+                        .map(|p| p.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    source.key(),
+                    o.handler,
+                    o.arities
+                        .iter()
+                        .map(|a| a.to_string())
+                        .collect::<Vec<_>>()
+                        .join(" or "),
+                    def.parameters.len()
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// (holder kind, holder, subscription, source, event, property) of each subscription of the
+/// manifest that names another Thing as its source.
+type Sourced = (Kind, String, String, String, String, Option<String>);
+
+fn sourced_subscriptions(manifest: &Manifest) -> Vec<Sourced> {
+    let mut out = Vec::new();
+    let mut add = |kind: Kind, holder: &str, m: &manifest::Members| {
+        for s in &m.subscriptions {
+            if !s.source.is_empty() && !(kind == Kind::Thing && s.source == holder) {
+                out.push((
+                    kind,
+                    holder.to_string(),
+                    s.name.clone(),
+                    s.source.clone(),
+                    s.event.clone(),
+                    s.property.clone(),
+                ));
+            }
+        }
+    };
+    for t in &manifest.things {
+        add(Kind::Thing, &t.name, &t.members);
+    }
+    for t in &manifest.thing_templates {
+        add(Kind::ThingTemplate, &t.name, &t.members);
+    }
+    for t in &manifest.thing_shapes {
+        add(Kind::ThingShape, &t.name, &t.members);
+    }
+    out
+}
+
+/// B6: a subscription of the manifest to another Thing's events names an event (and property)
+/// that Thing has when the extension loads, as `AddSubscription` checks it for a request.
+fn check_sourced_subscriptions(
+    view: &dyn View,
+    extension: &str,
+    sourced: &[Sourced],
+) -> Result<(), ModelError> {
+    for (kind, holder, name, source, event, property) in sourced {
+        let invalid = |message: String| ModelError::Invalid {
+            entity: format!("extension {extension}"),
+            message: format!(
+                "{}/{holder}: subscription {name} to {event} of Things/{source}: {message}",
+                kind.collection()
+            ),
+        };
+        let Some(src) = view.get(Kind::Thing, source) else {
+            return Err(invalid("there is no such Thing".into()));
+        };
+        let merged = thinghost_core::validate::merged_definitions(view, src)?;
+        let platform = thinghost_core::validate::platform_events_of(view, src);
+        if !platform.contains(&event.as_str()) && !merged.events.contains_key(event) {
+            return Err(invalid(format!(
+                "it has no such event (its events: {})",
+                platform
+                    .iter()
+                    .map(|e| e.to_string())
+                    .chain(merged.events.keys().cloned())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+        if let Some(p) = property
+            && !merged.properties.contains_key(p)
+        {
+            return Err(invalid(format!("it has no property {p}")));
+        }
+    }
+    Ok(())
 }
 
 /// The Things parked when `extension` was removed get back what they had from it, if the

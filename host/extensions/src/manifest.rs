@@ -26,6 +26,12 @@
 //! params = [{ name = "who", type = "STRING", required = true }]
 //! ```
 //!
+//! Templates and Things may also override services they inherit from an extension they require
+//! (`[[thing_templates.service_overrides]]` with `name` and `handler`, B2), and Things, templates
+//! and shapes declare events (`[[things.events]]`) and subscriptions
+//! (`[[things.subscriptions]]` with `name`, `event`, `source`, `property`, `handler`, `enabled`;
+//! the handler takes the event's data).
+//!
 //! Unknown keys are errors (a typo must not silently drop a permission or a capability).
 
 use semver::{Version, VersionReq};

@@ -357,7 +357,14 @@ pub fn reference() -> String {
                 .collect::<Vec<_>>()
                 .join(", "),
             f.returns.rhai(),
-            f.doc
+            if f.extensions_only {
+                format!(
+                    "{} (Extensions only: code in the model may not call it.)",
+                    f.doc
+                )
+            } else {
+                f.doc.to_string()
+            }
         ));
     }
     out

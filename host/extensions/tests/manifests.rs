@@ -653,3 +653,59 @@ fn e3_b2_an_override_handler_must_take_the_parameters_of_the_definition_it_overr
         .unwrap();
     assert!(model.contains(Kind::ThingTemplate, "Boiler"));
 }
+
+#[test]
+fn e3_b6_a_manifests_subscription_to_another_thing_names_an_event_it_has() {
+    let mut model = Model::with_predefined();
+    contribute(&mut model, &parse(BOILERS).unwrap()).unwrap();
+    contribute(&mut model, &parse(VENTS).unwrap()).unwrap();
+    model.create(Entity::thing("B1", "Boiler")).unwrap();
+    let watcher = |source: &str, event: &str, property: &str| {
+        parse(&format!(
+            r#"
+[extension]
+name = "watchers"
+version = "1.0.0"
+host = ">=0.1"
+runtime = "rhai"
+entry = "main.rhai"
+
+[requires]
+vents = "^1"
+
+[[things]]
+name = "Watcher"
+
+[[things.subscriptions]]
+name = "OnB1"
+source = "{source}"
+event = "{event}"
+{property}
+handler = "seen"
+"#
+        ))
+        .unwrap()
+    };
+    let before = model.export();
+    for (m, says) in [
+        (
+            watcher("B1", "Melted", ""),
+            "Things/Watcher: subscription OnB1 to Melted of Things/B1: it has no such event (its events: DataChange, Overheated)",
+        ),
+        (
+            watcher("B1", "DataChange", "property = \"colour\""),
+            "it has no property colour",
+        ),
+        (watcher("Nobody", "DataChange", ""), "Nobody"),
+    ] {
+        let err = contribute(&mut model, &m).unwrap_err().to_string();
+        assert!(err.contains(says), "{says}: {err}");
+        assert_eq!(model.export(), before);
+    }
+    contribute(&mut model, &watcher("B1", "Overheated", "")).unwrap();
+    contribute(
+        &mut model,
+        &watcher("B1", "DataChange", "property = \"pressure\""),
+    )
+    .unwrap();
+}

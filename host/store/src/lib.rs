@@ -160,8 +160,9 @@ pub struct Db {
     recent: std::collections::VecDeque<Recent>,
     /// Every change after this version is in `recent`.
     recent_floor: u64,
-    /// Counts the changes that wrote more than property values (definitions, permissions,
-    /// entities): what caches of the model's structure are keyed by. Shared (see
+    /// Names the model's structure: a new value ([`next_structure`]) at each change that writes
+    /// more than property values (definitions, permissions, entities); what caches of the
+    /// model's structure are keyed by. Shared (see
     /// [`Db::structure_handle`]) so that a cache can be checked without the model's lock.
     structure: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
@@ -253,6 +254,14 @@ impl Store for Detached {
     }
 }
 
+/// A structure version no database of this process had: a fork and its origin, each changing
+/// on its own, never reach the same version with different structures (caches keyed by it
+/// would mix them up).
+fn next_structure() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
 impl Db {
     /// Opens the database of an initialized data directory and loads the model.
     pub fn open(dir: &Path, policy: Policy) -> Result<Db, StoreError> {
@@ -273,7 +282,7 @@ impl Db {
             fork: None,
             recent: Default::default(),
             recent_floor: 0,
-            structure: Default::default(),
+            structure: std::sync::Arc::new(std::sync::atomic::AtomicU64::new(next_structure())),
         })
     }
 
@@ -298,7 +307,7 @@ impl Db {
             fork: None,
             recent: Default::default(),
             recent_floor: 0,
-            structure: Default::default(),
+            structure: std::sync::Arc::new(std::sync::atomic::AtomicU64::new(next_structure())),
         })
     }
 
@@ -347,7 +356,7 @@ impl Db {
     fn note(&mut self, writes: &[Write], values_only: bool) {
         if !values_only {
             self.structure
-                .fetch_add(1, std::sync::atomic::Ordering::Release);
+                .store(next_structure(), std::sync::atomic::Ordering::Release);
         }
         let (mut keys, mut collections) = (Vec::new(), Vec::new());
         for w in writes {
@@ -404,7 +413,7 @@ impl Db {
         self.structure.load(std::sync::atomic::Ordering::Acquire)
     }
 
-    /// The counter behind [`Db::structure_version`], to read without the model's lock: it moves
+    /// The value behind [`Db::structure_version`], to read without the model's lock: it moves
     /// in the change, before the lock is released, whenever the structure changes.
     pub fn structure_handle(&self) -> std::sync::Arc<std::sync::atomic::AtomicU64> {
         self.structure.clone()

@@ -20,10 +20,20 @@ pub(crate) fn change_own(
 ) -> Result<Reply, ApiError> {
     let (kind, entity) = (call.kind, call.entity.clone());
     call.commit("entityUpdated", (kind, entity.to_string()), move |tx| {
-        f(tx.get_mut(kind, &entity)?).map_err(|message| ModelError::Invalid {
+        let e = tx.get_mut(kind, &entity)?;
+        let invalid = |message: String| ModelError::Invalid {
             entity: format!("{}/{entity}", kind.collection()),
             message,
-        })
+        };
+        // An extension's entity is defined by its manifest, which every load of the extension
+        // applies again: a change made here would be lost without a word at the next reload or
+        // start. (Its permissions are kept across loads, and stay changeable.)
+        if let Some(extension) = &e.extension {
+            return Err(invalid(format!(
+                "belongs to extension {extension}, whose manifest defines its properties, services, events and subscriptions; make a template of your own based on it (or a Thing of it) and change that"
+            )));
+        }
+        f(e).map_err(invalid)
     })?;
     Ok(Reply::Empty)
 }
@@ -131,6 +141,22 @@ pub fn parse_parameters(value: Option<&Json>) -> Result<Vec<ParamDef>, ApiError>
                 .and_then(Json::as_str)
                 .filter(|n| !n.is_empty())
                 .ok_or_else(|| at("needs a name".into()))?;
+            // The variables code sees besides its parameters.
+            if let Some(why) = match name {
+                "me" => Some("the name of the Thing the code runs on"),
+                "result" => Some("the code's result"),
+                _ => None,
+            } {
+                return Err(at(format!(
+                    "{name} is a variable of every service's code ({why}); name the parameter otherwise"
+                )));
+            }
+            if items[..i]
+                .iter()
+                .any(|x| x.get("name").and_then(Json::as_str) == Some(name))
+            {
+                return Err(at(format!("{name} is named twice")));
+            }
             let t = o
                 .get("baseType")
                 .and_then(Json::as_str)
@@ -327,11 +353,34 @@ pub fn add_subscription(call: &mut Call<'_>) -> Result<Reply, ApiError> {
     if !own {
         let m = call.model();
         let (src, id) = crate::api::visible_entity(m, call.caller, Kind::Thing, &source)?;
+        // The right first: without it, the source's events and properties are none of the
+        // caller's business.
+        call.require(
+            Permission::EventSubscribe,
+            Target::Entity {
+                id,
+                resource: m.access().sym(&event),
+            },
+            &format!("subscribe to event {event} of Things/{source}"),
+        )?;
+        let platform = thinghost_core::validate::platform_events_of(m, src);
+        // A timer's or scheduler's events fire as its runAsUser, and so would this code run:
+        // only that user, or an administrator, may subscribe to them (as only they may name
+        // that user as runAsUser, B7).
+        if platform.contains(&event.as_str()) && event != thinghost_core::DATA_CHANGE {
+            let run_as = crate::state::audit::value_of(m, &source, "runAsUser").unwrap_or_default();
+            crate::api::entities::may_name_run_as(m, call.caller, &run_as).map_err(|mut e| {
+                e.message = format!(
+                    "{event} of Things/{source} fires as its runAsUser ({}), and a subscription to it would run as that user: only that user or an administrator may subscribe to it",
+                    run_as.as_str().unwrap_or_default()
+                );
+                e
+            })?;
+        }
         // Its event (and property) exists on the source now (the model does not hold it to that
         // later: see `validate::check_subscriptions`).
         let merged = thinghost_core::validate::merged_definitions(m, src)
             .map_err(|e| crate::api::change_error(thinghost_store::ChangeError::Model(e)))?;
-        let platform = thinghost_core::validate::platform_events_of(m, src);
         if !platform.contains(&event.as_str()) && !merged.events.contains_key(&event) {
             return Err(bad(format!(
                 "event {event}: Things/{source} has no such event (its events: {})",
@@ -350,14 +399,6 @@ pub fn add_subscription(call: &mut Call<'_>) -> Result<Reply, ApiError> {
                 "property {p}: Things/{source} has no such property"
             )));
         }
-        call.require(
-            Permission::EventSubscribe,
-            Target::Entity {
-                id,
-                resource: m.access().sym(&event),
-            },
-            &format!("subscribe to event {event} of Things/{source}"),
-        )?;
     }
     let sub = SubscriptionDef {
         name,

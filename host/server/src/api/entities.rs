@@ -173,14 +173,16 @@ pub fn write_property(
         &records,
     )
     .map_err(crate::api::change_error)?;
-    // Durable now; the firing is queued once the model's lock is released (a full queue makes
-    // this writer wait, never the model).
-    let firing = new.and_then(|new| {
-        crate::api::events::data_change(app, &db, caller, &name, &prop, old.as_ref(), &new)
-    });
+    // Durable now; the firing is queued under the model's lock, in the order of the changes, and
+    // a full queue makes this writer wait once the lock is released (never the model).
+    let backlog = new
+        .and_then(|new| {
+            crate::api::events::data_change(app, &db, caller, &name, &prop, old.as_ref(), &new)
+        })
+        .map(|f| crate::api::events::send(app, f));
     drop(db);
-    if let Some(f) = firing {
-        crate::api::events::send(app, f);
+    if let Some(b) = backlog {
+        b.settle(app);
     }
     Ok(Reply::Empty)
 }

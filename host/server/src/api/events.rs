@@ -10,7 +10,7 @@
 //!   with `me` = that Thing; on a template or shape, once for each Thing that has it.
 
 use crate::api::host_calls::{self, Implemented};
-use crate::api::{ApiError, Reply, bad, not_found, require, visible_entity};
+use crate::api::{ApiError, Reply, bad, require, visible_entity};
 use crate::state::app::App;
 use crate::state::auth::Caller;
 use crate::state::events::{Cause, Firing, MAX_CHAIN, MAX_FIRINGS, Planned};
@@ -37,7 +37,11 @@ pub fn fire(
         let m = db.model();
         let (e, id) = visible_entity(m, caller, kind, thing)?;
         if kind != Kind::Thing {
-            return Err(not_found(kind, thing));
+            return Err(bad(format!(
+                "events are fired by Things; {}/{thing} is a {}: fire it on a Thing of it",
+                kind.collection(),
+                kind.label()
+            )));
         }
         if let Some(refusal) = crate::api::entities::disabled(e) {
             return Err(refusal);
@@ -47,14 +51,8 @@ pub fn fire(
                 "{event} is fired by the platform ({DATA_CHANGE} when a property changes, Timer and ScheduledEvent by timers and schedulers), not by a request"
             )));
         }
-        let merged = merged_definitions(m, e)
-            .map_err(|e| crate::api::change_error(thinghost_store::ChangeError::Model(e)))?;
-        let Some((def, _)) = merged.events.get(event) else {
-            return Err(ApiError::new(
-                StatusCode::NOT_FOUND,
-                format!("Thing {thing} has no event {event:?}"),
-            ));
-        };
+        // The right first: without it, which events the Thing has is none of the caller's
+        // business.
         require(
             m,
             caller,
@@ -65,24 +63,46 @@ pub fn fire(
             },
             &format!("Things/{thing}/Events/{event}"),
         )?;
+        let merged = merged_definitions(m, e)
+            .map_err(|e| crate::api::change_error(thinghost_store::ChangeError::Model(e)))?;
+        let Some((def, _)) = merged.events.get(event) else {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("Thing {thing} has no event {event:?}"),
+            ));
+        };
         let data = event_data(m, def.data_shape.as_deref(), data)?;
-        prepared(app, &db, caller, thing, event, data)
+        prepared(app, &db, caller, thing, event, data).map(|f| send(app, f))
     };
-    if let Some(f) = firing {
-        send(app, f);
+    if let Some(backlog) = firing {
+        backlog.settle(app);
     }
     Ok(Reply::Empty)
 }
 
 /// Fires one of the platform's own events of a Thing (`Timer`, `ScheduledEvent`) as `caller`
-/// (a timer's or scheduler's `runAsUser`), with `data`.
-pub fn fire_platform(app: &App, caller: &Caller, thing: &str, event: &str, data: Json) {
-    let firing = {
-        let db = app.db.read().unwrap_or_else(|p| p.into_inner());
-        prepared(app, &db, caller, thing, event, data)
+/// (a timer's or scheduler's `runAsUser`), with `data`. It never waits: the clock of every timer
+/// must go on. While the source's shard is full, the firing is skipped (`Err`, in words: the
+/// caller audits it).
+pub fn fire_platform(
+    app: &App,
+    caller: &Caller,
+    thing: &str,
+    event: &str,
+    data: Json,
+) -> Result<(), String> {
+    let db = app.db.read().unwrap_or_else(|p| p.into_inner());
+    let Some(f) = prepared(app, &db, caller, thing, event, data) else {
+        return Ok(());
     };
-    if let Some(f) = firing {
-        send(app, f);
+    if app.events.push(f, app.events.capacity) {
+        Ok(())
+    } else {
+        app.events.metrics.failed.fetch_add(1, Ordering::Relaxed);
+        Err(format!(
+            "its event queue is full ({} firings wait): this {event} was skipped; its subscriptions take longer than it fires",
+            app.events.capacity
+        ))
     }
 }
 
@@ -239,23 +259,27 @@ fn cut(app: &App, caller: &Caller, thing: &str, chain: &[String], why: &str) {
     );
 }
 
-/// Queues a firing: in a script's copy it waits for the script's changes to land (and goes with
-/// them, or not at all); otherwise it is queued now (waiting while the queue is full).
-pub fn send(app: &App, firing: Firing) {
+/// Queues a firing now, in the order of the change that fired it: call it while still holding
+/// the model's lock that made the change. In a script's copy it waits for the script's changes to
+/// land (and goes with them, or not at all). Gives what the firer waits for afterwards, once it
+/// holds no lock ([`Backlog::settle`]): room in the firing's shard, unless a subscription's code
+/// fired it (its worker could wait on itself).
+pub fn send(app: &App, firing: Firing) -> Backlog {
     if let Some(scope) = &app.script {
         scope
             .fired
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push(firing);
-        return;
+        return Backlog(vec![]);
     }
+    let root = firing.cause.chain.len() <= 1;
     let (caller, source, chain) = (
         firing.caller.clone(),
         firing.source.clone(),
         firing.cause.chain.clone(),
     );
-    if !app.events.send(firing) {
+    if !app.events.push(firing, app.events.hard_limit()) {
         app.events.metrics.failed.fetch_add(1, Ordering::Relaxed);
         cut(
             app,
@@ -264,6 +288,32 @@ pub fn send(app: &App, firing: Firing) {
             &chain,
             "its queue holds more firings of subscriptions than it may",
         );
+        return Backlog(vec![]);
+    }
+    Backlog(if root { vec![source] } else { vec![] })
+}
+
+/// What a firer waits for once it holds no lock: room in the shards of the sources it fired
+/// (back-pressure, B8).
+#[must_use = "settle it once the model's lock is released"]
+#[derive(Default)]
+pub struct Backlog(Vec<String>);
+
+impl Backlog {
+    /// Adds another's.
+    pub fn and(mut self, other: Backlog) -> Backlog {
+        self.0.extend(other.0);
+        self
+    }
+
+    /// Waits for room in each shard (the firer holds no lock).
+    pub fn settle(self, app: &App) {
+        let mut sources = self.0;
+        sources.sort();
+        sources.dedup();
+        for s in sources {
+            app.events.wait_for_room(&s);
+        }
     }
 }
 
@@ -298,15 +348,21 @@ fn by_source(app: &App, db: &thinghost_store::Db) -> Arc<BySource> {
     index
 }
 
-/// Calls `f` for `e`, its shapes, and each template of its chain with its shapes.
+/// Calls `f` once for `e`, its shapes, and each template of its chain with its shapes (a shape
+/// implemented at two levels is one level: its subscriptions run once).
 pub(crate) fn each_level<'m>(m: &'m Model, e: &'m Entity, f: &mut dyn FnMut(&'m Entity)) {
-    let shapes = |x: &'m Entity, f: &mut dyn FnMut(&'m Entity)| {
+    let mut seen: Vec<&'m str> = Vec::new();
+    let mut shapes = |x: &'m Entity, f: &mut dyn FnMut(&'m Entity)| {
         let names = match &x.body {
             Body::Thing(t) => t.thing_shapes.as_slice(),
             Body::ThingTemplate(t) => t.thing_shapes.as_slice(),
             _ => &[],
         };
         for s in names {
+            if seen.contains(&s.as_str()) {
+                continue;
+            }
+            seen.push(s);
             if let Some(shape) = m.get(Kind::ThingShape, s) {
                 f(shape);
             }
@@ -540,7 +596,6 @@ pub fn start(app: &Arc<App>) {
         let spawned = std::thread::Builder::new()
             .name(format!("events-{i}"))
             .spawn(move || {
-                crate::state::events::mark_worker();
                 loop {
                     let Some(firing) = shard.next(std::time::Duration::from_millis(100)) else {
                         if server.strong_count() == 0 {

@@ -160,10 +160,18 @@ impl HostCtx {
     }
 
     /// The extension's declared capabilities (least privilege for the extension itself). Code
-    /// in the model declares none: the caller's rights bound it.
+    /// in the model declares none: the caller's rights bound it, and it may not call the
+    /// functions only extensions may (`HostFn::extensions_only`).
     fn authorize(&self, call: &HostCall) -> Result<(), HostError> {
-        let Origin::Extension(extension) = &self.origin else {
-            return Ok(());
+        let extension = match &self.origin {
+            Origin::Extension(extension) => extension,
+            Origin::Model(_) if call.row().extensions_only => {
+                return Err(HostError::Capability(format!(
+                    "host function {} is for the extensions that list it in their [capabilities]; code in the model may not call it",
+                    call.function()
+                )));
+            }
+            Origin::Model(_) => return Ok(()),
         };
         let caps = &extension.manifest.capabilities;
         let f = call.function();

@@ -314,6 +314,15 @@ pub(crate) fn change_error_for(m: &Model, caller: &Caller, e: ChangeError) -> Ap
                 hidden,
             }))
         }
+        // A change refused because of another entity (one that depends on the changed one: its
+        // override, its subscription, its duplicate): named only when the caller can see it.
+        ChangeError::Model(
+            ModelError::Invalid { ref entity, .. }
+            | ModelError::DuplicateDefinition { ref entity, .. },
+        ) if !visible(entity) => ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "the change would make an entity you cannot see invalid (one that builds on what you change: its overrides, subscriptions or definitions); ask an administrator",
+        ),
         other => change_error(other),
     }
 }

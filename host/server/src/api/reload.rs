@@ -506,10 +506,30 @@ fn change(
             })
             .collect()
     };
+    // The dependents' overrides of this extension's services: their handlers must still take
+    // the parameters of the definitions after the change (B2).
+    let overriding: Vec<(String, Vec<thinghost_extensions::OverrideHandler>)> = deps
+        .iter()
+        .map(|(other, l)| {
+            (
+                other.to_string(),
+                thinghost_extensions::override_handlers(&l.manifest, &l.runtime),
+            )
+        })
+        .filter(|(_, o)| !o.is_empty())
+        .collect();
     let ext = name.to_string();
     let version = to.clone();
     let change = move |tx: &mut Tx<'_>| -> Result<(), ModelError> {
         contribute(tx)?;
+        for (other, overrides) in &overriding {
+            thinghost_extensions::check_override_handlers(tx, other, overrides).map_err(|e| {
+                ModelError::Invalid {
+                    entity: format!("extension {ext} {version}"),
+                    message: format!("{e} (extension {other} overrides it)"),
+                }
+            })?;
+        }
         for (other, thing, service) in &used {
             let still = tx
                 .get(Kind::Thing, thing)

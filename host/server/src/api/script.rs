@@ -934,10 +934,8 @@ pub fn run_service(
         still_acts(db.model())?;
         match db.adopt(&mut fork, &records) {
             Ok(()) => {
-                drop(db);
-                drop(fork);
                 // The events its changes fired go now that they landed (B6: after the firing
-                // change is durable).
+                // change is durable), queued under the lock in the order of the changes.
                 let fired = script_app
                     .script
                     .as_ref()
@@ -945,9 +943,14 @@ pub fn run_service(
                         std::mem::take(&mut *s.fired.lock().unwrap_or_else(|p| p.into_inner()))
                     })
                     .unwrap_or_default();
-                for f in fired {
-                    crate::api::events::send(app, f);
-                }
+                let backlog = fired
+                    .into_iter()
+                    .fold(crate::api::events::Backlog::default(), |b, f| {
+                        b.and(crate::api::events::send(app, f))
+                    });
+                drop(db);
+                drop(fork);
+                backlog.settle(app);
                 return Ok(crate::api::services::result(
                     BaseType::Json,
                     json!({

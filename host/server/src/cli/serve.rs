@@ -98,6 +98,13 @@ pub struct Args {
     /// Scripts one user may run at once.
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=64))]
     max_scripts_per_user: u64,
+    /// Threads that deliver events to subscriptions (B6): each delivers the firings of its share
+    /// of the Things, in firing order per Thing.
+    #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=64))]
+    event_workers: u64,
+    /// Firings each event worker's queue holds before firers wait (back-pressure, B8).
+    #[arg(long, value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(16..=1_000_000))]
+    event_queue: u64,
     /// Remote-access sessions one user may hold at once.
     #[arg(long, value_name = "N", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=10_000))]
     max_sessions_per_user: u64,
@@ -330,7 +337,10 @@ pub fn run(args: Args) -> Result<i32, Failure> {
                 thinghost_core::lint::Transport::Tls
             },
         },
-        events: Default::default(),
+        events: std::sync::Arc::new(crate::state::events::EventQueue::new(
+            args.event_workers as usize,
+            args.event_queue as usize,
+        )),
         plans: Default::default(),
         code: Default::default(),
         script_limits: crate::state::scripts::Limits {

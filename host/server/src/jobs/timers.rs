@@ -133,36 +133,49 @@ fn tick(app: &App, st: &mut State) {
     }
 }
 
-/// Fires `event` of `thing` as `run_as`, if that user may act now; a refusal is audited once.
+/// Fires `event` of `thing` as `run_as`, if that user may act now and the queue has room (the
+/// clock never waits); a refusal, or a skipped firing, is audited once until it changes.
 fn fire_as(app: &App, st: &mut State, thing: &str, event: &str, run_as: &str, now_ms: i64) {
     let usable = {
         let db = app.db.read().unwrap_or_else(|p| p.into_inner());
         crate::state::auth::user_usable(db.model(), run_as)
     };
-    match usable {
-        Ok(subject) => {
-            st.refused.remove(thing);
-            let caller = Caller::new(subject, run_as);
-            crate::api::events::fire_platform(
-                app,
-                &caller,
-                thing,
-                event,
-                json!({"timestamp": thinghost_core::types::format_datetime(now_ms)}),
-            );
-        }
-        Err(r) => {
-            let reason = if run_as.is_empty() {
+    let outcome = match usable {
+        Ok(subject) => crate::api::events::fire_platform(
+            app,
+            &Caller::new(subject, run_as),
+            thing,
+            event,
+            json!({"timestamp": thinghost_core::types::format_datetime(now_ms)}),
+        )
+        .map_err(|reason| {
+            (
+                "scheduledEventSkipped",
+                crate::state::audit::category::EXTENSIONS,
+                reason,
+            )
+        }),
+        Err(r) => Err((
+            "scheduledEventRefused",
+            crate::state::audit::category::AUTHORIZATION,
+            if run_as.is_empty() {
                 "it has no runAsUser".to_string()
             } else {
                 r.detail
-            };
+            },
+        )),
+    };
+    match outcome {
+        Ok(()) => {
+            st.refused.remove(thing);
+        }
+        Err((key, category, reason)) => {
             if st.refused.get(thing) != Some(&reason) {
-                tracing::warn!(thing, event, run_as, reason = %reason, "a timer or scheduler did not fire: its runAsUser cannot act");
+                tracing::warn!(thing, event, run_as, reason = %reason, "a timer or scheduler did not fire");
                 app.audit(
                     run_as,
-                    crate::state::audit::category::AUTHORIZATION,
-                    "scheduledEventRefused",
+                    category,
+                    key,
                     json!({"thing": thing, "event": event, "runAsUser": run_as, "reason": reason}),
                     &format!("Things/{thing}"),
                     "Thing",

@@ -2,16 +2,18 @@
 //! order per source Thing, with its figures (`EventProcessingSubsystem.GetPerformanceMetrics`).
 //!
 //! One shard per worker, each one FIFO; a firing goes to the shard of its source (by a hash of
-//! the source's name), so one worker delivers a source's firings in the order they were fired. A
-//! full shard makes the firer wait (back-pressure), except a firer that is itself a worker (a
-//! subscription's code writing a property): waiting there could wait on itself, so its firing is
-//! queued past the bound. What that adds is bounded by each root firing's budget (a chain of
+//! the source's name), so one worker delivers a source's firings in the order they were fired.
+//! A firing is pushed at once, never waiting, while its firer still holds the model's lock that
+//! made the change ([`EventQueue::push`]): the order in a shard is the order of the changes.
+//! Back-pressure comes after: a firer that no subscription's code made waits, once it holds no
+//! lock, while its shard is full ([`EventQueue::wait_for_room`]); a firing made inside a
+//! subscription never waits (its worker could wait on itself). What a shard then holds past its
+//! bound is bounded by the firers waiting, by each root firing's budget (a chain of
 //! subscriptions, however it branches, makes at most [`MAX_FIRINGS`] firings) and by
-//! [`MAX_PAST_BOUND`]; past either the firing is cut and audited. Nothing is dropped silently.
+//! [`MAX_PAST_BOUND`]; past that the firing is cut and audited. Nothing is dropped silently.
 
 use crate::state::auth::Caller;
 use serde_json::{Value as Json, json};
-use std::cell::Cell;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -57,16 +59,6 @@ pub struct Firing {
     pub planned_at: u64,
 }
 
-thread_local! {
-    /// Set on the threads that deliver firings.
-    static WORKER: Cell<bool> = const { Cell::new(false) };
-}
-
-/// Marks this thread as a delivering worker (its firings never wait on a full shard).
-pub fn mark_worker() {
-    WORKER.with(|w| w.set(true));
-}
-
 /// One shard: its firings in order, and the conditions its firers and its worker wait on.
 pub struct Shard {
     queue: Mutex<VecDeque<Firing>>,
@@ -84,7 +76,8 @@ impl Shard {
             .unwrap_or_else(|p| p.into_inner());
         let f = q.pop_front();
         if f.is_some() {
-            self.not_full.notify_one();
+            // Every firer waiting for room looks again.
+            self.not_full.notify_all();
         }
         f
     }
@@ -231,21 +224,13 @@ impl EventQueue {
         &self.shards[(h.finish() % self.shards.len() as u64) as usize]
     }
 
-    /// Queues a firing, in order behind the others of its shard: waits while the shard is full
-    /// (unless on a worker). Refused (false) only past [`MAX_PAST_BOUND`].
-    pub fn send(&self, firing: Firing) -> bool {
+    /// Queues a firing now, in order behind the others of its shard, without waiting (the firer
+    /// may hold the model's lock): refused (false) when the shard already holds `limit` firings.
+    pub fn push(&self, firing: Firing, limit: usize) -> bool {
         let shard = self.shard_of(&firing.source);
-        let worker = WORKER.with(|w| w.get());
         let mut q = shard.queue.lock().unwrap_or_else(|p| p.into_inner());
-        if worker {
-            if q.len() >= self.capacity + MAX_PAST_BOUND {
-                return false;
-            }
-        } else {
-            q = shard
-                .not_full
-                .wait_while(q, |q| q.len() >= self.capacity)
-                .unwrap_or_else(|p| p.into_inner());
+        if q.len() >= limit {
+            return false;
         }
         // Counted before a worker can take it (and count it done).
         let n = self.metrics.queued.fetch_add(1, Ordering::Relaxed) + 1;
@@ -255,6 +240,25 @@ impl EventQueue {
         drop(q);
         shard.not_empty.notify_one();
         true
+    }
+
+    /// The most a shard may hold: its bound, and what firers that wait afterwards, and firings
+    /// made inside subscriptions, put past it.
+    pub fn hard_limit(&self) -> usize {
+        self.capacity + MAX_PAST_BOUND
+    }
+
+    /// Back-pressure: waits while the shard of `source` holds its bound or more. Only for a firer
+    /// that holds no lock and is no subscription's.
+    pub fn wait_for_room(&self, source: &str) {
+        let shard = self.shard_of(source);
+        let q = shard.queue.lock().unwrap_or_else(|p| p.into_inner());
+        drop(
+            shard
+                .not_full
+                .wait_while(q, |q| q.len() >= self.capacity)
+                .unwrap_or_else(|p| p.into_inner()),
+        );
     }
 
     /// The shards, for the workers (once; later calls get none).
@@ -328,28 +332,25 @@ mod tests {
     }
 
     #[test]
-    fn b8_a_worker_queues_past_a_full_shard_and_order_is_kept() {
+    fn b8_firings_go_in_at_once_in_order_and_a_firer_waits_for_room_after() {
         let q = EventQueue::new(1, 1);
         let shards = q.take_shards();
         assert!(q.take_shards().is_empty(), "the shards are taken once");
-        assert!(q.send(firing(1)));
-        // The shard is full: a worker's firing is queued past the bound, not waited for, not
-        // dropped, and after the one before it.
-        std::thread::scope(|s| {
-            s.spawn(|| {
-                mark_worker();
-                assert!(q.send(firing(2)));
-            });
-        });
+        assert!(q.push(firing(1), q.hard_limit()));
+        // The shard is full: a firing still goes in at once, past the bound, after the one
+        // before it; only past the hard limit is one refused.
+        assert!(q.push(firing(2), q.hard_limit()));
+        assert!(!q.push(firing(9), 2));
         assert_eq!(q.metrics.queued.load(Ordering::Relaxed), 2);
         let wait = std::time::Duration::from_millis(1);
-        assert_eq!(shards[0].next(wait).unwrap().data["n"], 1);
-        // An outside firer waits while the shard is full, and goes in once there is room.
+        // A firer waits for room (outside any lock) until the worker takes enough.
         std::thread::scope(|s| {
-            let sender = s.spawn(|| q.send(firing(3)));
+            let waiter = s.spawn(|| q.wait_for_room("P1"));
+            assert_eq!(shards[0].next(wait).unwrap().data["n"], 1);
             assert_eq!(shards[0].next(wait).unwrap().data["n"], 2);
-            assert!(sender.join().unwrap());
+            waiter.join().unwrap();
         });
+        assert!(q.push(firing(3), 1));
         assert_eq!(shards[0].next(wait).unwrap().data["n"], 3);
         assert!(shards[0].next(wait).is_none());
     }
