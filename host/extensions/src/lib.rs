@@ -179,7 +179,7 @@ fn sourced_subscriptions(manifest: &Manifest) -> Vec<Sourced> {
     let mut out = Vec::new();
     let mut add = |kind: Kind, holder: &str, m: &manifest::Members| {
         for s in &m.subscriptions {
-            if !s.source.is_empty() && !(kind == Kind::Thing && s.source == holder) {
+            if !(s.source.is_empty() || kind == Kind::Thing && s.source == holder) {
                 out.push((
                     kind,
                     holder.to_string(),

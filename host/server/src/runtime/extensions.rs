@@ -25,6 +25,9 @@ pub struct Loaded {
     pub hash: String,
 }
 
+/// Where a handler is linked: (kind, entity, name space, service or subscription).
+type HandlerKey = (Kind, String, Member, String);
+
 /// What became of one package.
 #[derive(Clone)]
 pub enum State {
@@ -46,7 +49,7 @@ pub enum State {
 pub struct Registry {
     pub packages: BTreeMap<String, State>,
     /// (kind, entity, name space, service or subscription) -> (extension, handler).
-    handlers: HashMap<(Kind, String, Member, String), (Arc<Loaded>, String)>,
+    handlers: HashMap<HandlerKey, (Arc<Loaded>, String)>,
     /// Why the last reload of a package failed, while its previous version keeps serving.
     pub reload_failures: BTreeMap<String, String>,
 }
