@@ -224,6 +224,7 @@ pub fn caller(app: &App, name: &str) -> Caller {
         name: name.to_string(),
         depth: 0,
         chain: None,
+        in_model_code: false,
     }
 }
 

@@ -1002,6 +1002,34 @@ fn b7_timers_and_schedulers_fire_as_their_run_as_user_and_not_at_all_for_a_disab
     );
     assert_eq!(st, 200, "{v}");
     put(&s, &admin, "Tick", "runAsUser", json!("Administrator"));
+    // Nor on the timer itself: Update on an administrator's timer does not make its Timer
+    // event's code bob's to write.
+    ok(
+        &s,
+        &admin,
+        "/Thingworx/Things/Tick/Services/AddDesignTimePermission",
+        json!({"principal": "bob", "principalType": "User", "type": "Update"}),
+    );
+    let (st, v) = post(
+        &s,
+        &bob,
+        "/Thingworx/Things/Tick/Services/AddSubscription",
+        json!({"name": "Mine", "event": "Timer", "code": "1"}),
+    );
+    assert_eq!(st, 403, "{v}");
+    assert!(
+        v.to_string()
+            .contains("only that user or an administrator may add it"),
+        "{v}"
+    );
+    // bob's own timer's Timer event is his to subscribe to.
+    let (st, v) = post(
+        &s,
+        &bob,
+        "/Thingworx/Things/Tock/Services/AddSubscription",
+        json!({"name": "Mine", "event": "Timer", "code": "1"}),
+    );
+    assert_eq!(st, 200, "{v}");
     // A disabled timer stops.
     put(&s, &admin, "Tick", "enabled", json!(false));
     // (A look that read `enabled` just before the write may still fire once: let it land.)

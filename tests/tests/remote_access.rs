@@ -1157,6 +1157,24 @@ fn b2_ace_overrides_raes_start_session_reloads_and_rae_stays_while_ace_needs_it(
         "/Thingworx/Things/Axeda1/Services/RemoveServiceOverride",
         json!({"name": "StartSession"}),
     );
+    // Nor through a service: code in the model that invokes StartSession gets no nonce key
+    // (the extension's handler it reaches may not start a session for it).
+    ok(
+        &s,
+        &admin,
+        "/Thingworx/Things/Axeda1/Services/AddServiceDefinition",
+        json!({"name": "Sneak", "resultType": "JSON",
+               "code": "invoke_service(me, \"StartSession\", #{ remoteEndpoint: \"10.0.0.5:22\" })"}),
+    );
+    let (st, v) = call(&s, &admin, "Axeda1", "Sneak", json!({}));
+    assert_eq!(st, 500, "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("code in the model may not call it, nor what it calls"),
+        "{v}"
+    );
     for (path, body) in [
         (
             "ThingTemplates/AxedaManagedModel/Services/RemoveServiceOverride",
@@ -1165,6 +1183,10 @@ fn b2_ace_overrides_raes_start_session_reloads_and_rae_stays_while_ace_needs_it(
         (
             "ThingTemplates/RemoteThingWithTunnels/Services/AddSubscription",
             json!({"name": "S", "event": "DataChange", "code": "1"}),
+        ),
+        (
+            "Things/GASRemoteAccessProvider/Services/AddShapeToThing",
+            json!({"thingShapeName": "RemoteAccessible"}),
         ),
     ] {
         let (st, v) = post(&s, &admin, &format!("/Thingworx/{path}"), body);

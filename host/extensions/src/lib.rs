@@ -51,6 +51,24 @@ pub fn contribution(
     Ok(move |tx: &mut Tx<'_>| {
         // What an earlier version contributed and this one no longer declares goes (E5): a
         // template or shape still in use refuses the upgrade, naming its users.
+        // A subscription of the manifest to another Thing is checked when it is new (or
+        // changed): the source may lose the event later (`validate::check_subscriptions`), and
+        // that must not refuse the extension at its next load.
+        let sourced: Vec<Sourced> = sourced
+            .into_iter()
+            .filter(|(kind, holder, name, source, event, property)| {
+                !tx.get(*kind, holder)
+                    .and_then(|e| e.definitions())
+                    .is_some_and(|d| {
+                        d.subscriptions.iter().any(|x| {
+                            &x.name == name
+                                && &x.source == source
+                                && &x.event == event
+                                && &x.property == property
+                        })
+                    })
+            })
+            .collect();
         let mut stale = owned_in(tx, &name);
         stale.retain(|key| !declared.contains(key));
         delete_all(tx, stale)?;

@@ -708,4 +708,54 @@ handler = "seen"
         &watcher("B1", "DataChange", "property = \"pressure\""),
     )
     .unwrap();
+
+    // A user's Thing with an event; the watcher subscribes to it. The Thing may lose the event
+    // later (its subscriber then waits for events that no longer come): the same watcher loads
+    // again (a restart must not refuse it), but a new subscription to the lost event is refused.
+    let mut src = Entity::thing("Src", "GenericThing");
+    src.definitions_mut().unwrap().events.push(EventDef {
+        name: "Ping".into(),
+        description: String::new(),
+        data_shape: None,
+    });
+    model.create(src.clone()).unwrap();
+    contribute(&mut model, &watcher("Src", "Ping", "")).unwrap();
+    src.definitions_mut().unwrap().events.clear();
+    model
+        .change(|tx| {
+            tx.put(src);
+            Ok(())
+        })
+        .unwrap();
+    contribute(&mut model, &watcher("Src", "Ping", "")).unwrap();
+    let renamed =
+        parse(&toml_text_of_watcher("Src", "Ping").replace("name = \"OnB1\"", "name = \"OnSrc\""))
+            .unwrap();
+    let err = contribute(&mut model, &renamed).unwrap_err().to_string();
+    assert!(
+        err.contains("subscription OnSrc to Ping of Things/Src: it has no such event"),
+        "{err}"
+    );
+}
+
+fn toml_text_of_watcher(source: &str, event: &str) -> String {
+    format!(
+        r#"
+[extension]
+name = "watchers"
+version = "1.0.0"
+host = ">=0.1"
+runtime = "rhai"
+entry = "main.rhai"
+
+[[things]]
+name = "Watcher"
+
+[[things.subscriptions]]
+name = "OnB1"
+source = "{source}"
+event = "{event}"
+handler = "seen"
+"#
+    )
 }

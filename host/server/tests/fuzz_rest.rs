@@ -70,6 +70,7 @@ fn caller(app: &App, name: &str) -> Option<Caller> {
         name: name.to_string(),
         depth: 0,
         chain: None,
+        in_model_code: false,
     })
 }
 

@@ -30,6 +30,7 @@ fn caller(app: &App, name: &str) -> Caller {
         name: name.into(),
         depth: 0,
         chain: None,
+        in_model_code: false,
     }
 }
 

@@ -364,19 +364,6 @@ pub fn add_subscription(call: &mut Call<'_>) -> Result<Reply, ApiError> {
             &format!("subscribe to event {event} of Things/{source}"),
         )?;
         let platform = thinghost_core::validate::platform_events_of(m, src);
-        // A timer's or scheduler's events fire as its runAsUser, and so would this code run:
-        // only that user, or an administrator, may subscribe to them (as only they may name
-        // that user as runAsUser, B7).
-        if platform.contains(&event.as_str()) && event != thinghost_core::DATA_CHANGE {
-            let run_as = crate::state::audit::value_of(m, &source, "runAsUser").unwrap_or_default();
-            crate::api::entities::may_name_run_as(m, call.caller, &run_as).map_err(|mut e| {
-                e.message = format!(
-                    "{event} of Things/{source} fires as its runAsUser ({}), and a subscription to it would run as that user: only that user or an administrator may subscribe to it",
-                    run_as.as_str().unwrap_or_default()
-                );
-                e
-            })?;
-        }
         // Its event (and property) exists on the source now (the model does not hold it to that
         // later: see `validate::check_subscriptions`).
         let merged = thinghost_core::validate::merged_definitions(m, src)
@@ -400,6 +387,7 @@ pub fn add_subscription(call: &mut Call<'_>) -> Result<Reply, ApiError> {
             )));
         }
     }
+    runs_as_run_as_user(call, (!own).then_some(source.as_str()), &event)?;
     let sub = SubscriptionDef {
         name,
         source: if own { String::new() } else { source },
@@ -413,6 +401,53 @@ pub fn add_subscription(call: &mut Call<'_>) -> Result<Reply, ApiError> {
         defs(e).subscriptions.push(sub);
         Ok(())
     })
+}
+
+/// B7: a timer's or scheduler's events fire as its `runAsUser`, and so runs the code subscribed
+/// to them: adding such code is for that user or an administrator (as only they may name that
+/// user as `runAsUser`), on every Thing it would run for: `source`; else the call's Thing; else
+/// every Thing of the call's template or shape.
+fn runs_as_run_as_user(call: &Call<'_>, source: Option<&str>, event: &str) -> Result<(), ApiError> {
+    use thinghost_core::predefined::{SCHEDULED_EVENT, TIMER_EVENT};
+    if event != TIMER_EVENT && event != SCHEDULED_EVENT {
+        return Ok(());
+    }
+    let m = call.model();
+    let reached: Vec<&str> = match (source, call.kind) {
+        (Some(s), _) => vec![s],
+        (None, Kind::Thing) => vec![call.entity.as_ref()],
+        (None, _) => {
+            let Some(holder) = m.get(call.kind, &call.entity) else {
+                return Ok(());
+            };
+            m.entities(Kind::Thing)
+                .filter(|t| {
+                    let mut reaches = false;
+                    crate::api::events::each_level(m, t, &mut |level| {
+                        reaches |= std::ptr::eq(level, holder)
+                    });
+                    reaches
+                })
+                .map(|t| t.name.as_str())
+                .collect()
+        }
+    };
+    for thing in reached {
+        let run_as = crate::state::audit::value_of(m, thing, "runAsUser").unwrap_or_default();
+        crate::api::entities::may_name_run_as(m, call.caller, &run_as).map_err(|mut e| {
+            e.message = match source {
+                Some(s) => format!(
+                    "{event} of Things/{s} fires as its runAsUser ({}), and code subscribed to it runs as that user: only that user or an administrator may subscribe to it",
+                    run_as.as_str().unwrap_or_default()
+                ),
+                None => format!(
+                    "a Thing this subscription reaches fires {event} as another user (its runAsUser), and code subscribed to it runs as that user: only that user or an administrator may add it"
+                ),
+            };
+            e
+        })?;
+    }
+    Ok(())
 }
 
 /// What a call does to a subscription the entity defines.

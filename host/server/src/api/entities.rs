@@ -86,6 +86,8 @@ pub fn write_property(
     prop: &str,
     raw: Option<&Json>,
 ) -> Result<Reply, ApiError> {
+    // Back-pressure before the lock: a full queue makes this writer wait, never the model.
+    crate::api::events::room(app, caller, [name]);
     let mut db = app.db.write().unwrap_or_else(|p| p.into_inner());
     let (def, _) = checked_property(
         db.model(),
@@ -173,16 +175,12 @@ pub fn write_property(
         &records,
     )
     .map_err(crate::api::change_error)?;
-    // Durable now; the firing is queued under the model's lock, in the order of the changes, and
-    // a full queue makes this writer wait once the lock is released (never the model).
-    let backlog = new
-        .and_then(|new| {
-            crate::api::events::data_change(app, &db, caller, &name, &prop, old.as_ref(), &new)
-        })
-        .map(|f| crate::api::events::send(app, f));
-    drop(db);
-    if let Some(b) = backlog {
-        b.settle(app);
+    // Durable now; the firing is queued under the model's lock, in the order of the changes (a
+    // full queue made this writer wait before it took the lock, never the model).
+    if let Some(f) = new.and_then(|new| {
+        crate::api::events::data_change(app, &db, caller, &name, &prop, old.as_ref(), &new)
+    }) {
+        crate::api::events::send(app, f);
     }
     Ok(Reply::Empty)
 }

@@ -32,7 +32,8 @@ pub fn fire(
     event: &str,
     data: &Json,
 ) -> Result<Reply, ApiError> {
-    let firing = {
+    room(app, caller, [thing]);
+    {
         let db = app.db.read().unwrap_or_else(|p| p.into_inner());
         let m = db.model();
         let (e, id) = visible_entity(m, caller, kind, thing)?;
@@ -72,18 +73,17 @@ pub fn fire(
             ));
         };
         let data = event_data(m, def.data_shape.as_deref(), data)?;
-        prepared(app, &db, caller, thing, event, data).map(|f| send(app, f))
-    };
-    if let Some(backlog) = firing {
-        backlog.settle(app);
+        if let Some(f) = prepared(app, &db, caller, thing, event, data) {
+            send(app, f);
+        }
     }
     Ok(Reply::Empty)
 }
 
 /// Fires one of the platform's own events of a Thing (`Timer`, `ScheduledEvent`) as `caller`
 /// (a timer's or scheduler's `runAsUser`), with `data`. It never waits: the clock of every timer
-/// must go on. While the source's shard is full, the firing is skipped (`Err`, in words: the
-/// caller audits it).
+/// must go on. While the source's shard holds twice its bound, the firing is skipped (`Err`, in
+/// words: the caller audits it).
 pub fn fire_platform(
     app: &App,
     caller: &Caller,
@@ -95,13 +95,14 @@ pub fn fire_platform(
     let Some(f) = prepared(app, &db, caller, thing, event, data) else {
         return Ok(());
     };
-    if app.events.push(f, app.events.capacity) {
+    // Room for twice the bound: skipped only when its subscriptions fall far behind.
+    if app.events.push(f, 2 * app.events.capacity) {
         Ok(())
     } else {
         app.events.metrics.failed.fetch_add(1, Ordering::Relaxed);
         Err(format!(
             "its event queue is full ({} firings wait): this {event} was skipped; its subscriptions take longer than it fires",
-            app.events.capacity
+            2 * app.events.capacity
         ))
     }
 }
@@ -232,6 +233,7 @@ fn prepared(
         caller: Caller {
             depth: 0,
             chain: None,
+            in_model_code: false,
             ..caller.clone()
         },
         cause: Arc::new(Cause {
@@ -260,20 +262,18 @@ fn cut(app: &App, caller: &Caller, thing: &str, chain: &[String], why: &str) {
 }
 
 /// Queues a firing now, in the order of the change that fired it: call it while still holding
-/// the model's lock that made the change. In a script's copy it waits for the script's changes to
-/// land (and goes with them, or not at all). Gives what the firer waits for afterwards, once it
-/// holds no lock ([`Backlog::settle`]): room in the firing's shard, unless a subscription's code
-/// fired it (its worker could wait on itself).
-pub fn send(app: &App, firing: Firing) -> Backlog {
+/// the model's lock that made the change (it never waits: back-pressure is [`room`], before the
+/// lock). In a script's copy it waits for the script's changes to land (and goes with them, or
+/// not at all).
+pub fn send(app: &App, firing: Firing) {
     if let Some(scope) = &app.script {
         scope
             .fired
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push(firing);
-        return Backlog(vec![]);
+        return;
     }
-    let root = firing.cause.chain.len() <= 1;
     let (caller, source, chain) = (
         firing.caller.clone(),
         firing.source.clone(),
@@ -286,34 +286,21 @@ pub fn send(app: &App, firing: Firing) -> Backlog {
             &caller,
             &source,
             &chain,
-            "its queue holds more firings of subscriptions than it may",
+            "its queue holds more firings than it may (subscriptions far slower than their events)",
         );
-        return Backlog(vec![]);
     }
-    Backlog(if root { vec![source] } else { vec![] })
 }
 
-/// What a firer waits for once it holds no lock: room in the shards of the sources it fired
-/// (back-pressure, B8).
-#[must_use = "settle it once the model's lock is released"]
-#[derive(Default)]
-pub struct Backlog(Vec<String>);
-
-impl Backlog {
-    /// Adds another's.
-    pub fn and(mut self, other: Backlog) -> Backlog {
-        self.0.extend(other.0);
-        self
+/// Back-pressure (B8), before a firer takes the model's lock: waits while the shard of each
+/// source it may fire holds its bound or more. Not for code of a subscription (its worker could
+/// wait on itself: its firings go past the bound, within its root's budget) nor in a script's
+/// copy (its firings go when it lands, after waiting here).
+pub fn room<'s>(app: &App, caller: &Caller, sources: impl IntoIterator<Item = &'s str>) {
+    if caller.chain.is_some() || app.script.is_some() {
+        return;
     }
-
-    /// Waits for room in each shard (the firer holds no lock).
-    pub fn settle(self, app: &App) {
-        let mut sources = self.0;
-        sources.sort();
-        sources.dedup();
-        for s in sources {
-            app.events.wait_for_room(&s);
-        }
+    for source in sources {
+        app.events.wait_for_room(source);
     }
 }
 

@@ -163,14 +163,17 @@ impl HostCtx {
     /// in the model declares none: the caller's rights bound it, and it may not call the
     /// functions only extensions may (`HostFn::extensions_only`).
     fn authorize(&self, call: &HostCall) -> Result<(), HostError> {
+        // Code in the model ran for this request (here, or up the calls that led here).
+        if call.row().extensions_only
+            && (matches!(self.origin, Origin::Model(_)) || self.caller.in_model_code)
+        {
+            return Err(HostError::Capability(format!(
+                "host function {} is for the extensions that list it in their [capabilities]; code in the model may not call it, nor what it calls",
+                call.function()
+            )));
+        }
         let extension = match &self.origin {
             Origin::Extension(extension) => extension,
-            Origin::Model(_) if call.row().extensions_only => {
-                return Err(HostError::Capability(format!(
-                    "host function {} is for the extensions that list it in their [capabilities]; code in the model may not call it",
-                    call.function()
-                )));
-            }
             Origin::Model(_) => return Ok(()),
         };
         let caps = &extension.manifest.capabilities;
@@ -547,7 +550,10 @@ pub fn run_service(app: &Arc<App>, caller: &Caller, inv: Invocation) -> Result<R
     let context = origin.context();
     let host = Arc::new(HostCtx {
         app: app.clone(),
-        caller: caller.clone(),
+        caller: Caller {
+            in_model_code: caller.in_model_code || matches!(origin, Origin::Model(_)),
+            ..caller.clone()
+        },
         origin,
         me: me.to_string(),
     });
@@ -616,7 +622,10 @@ pub fn run_subscription(
     };
     let host = Arc::new(HostCtx {
         app: app.clone(),
-        caller: caller.clone(),
+        caller: Caller {
+            in_model_code: caller.in_model_code || matches!(origin, Origin::Model(_)),
+            ..caller.clone()
+        },
         origin,
         me: me.to_string(),
     });

@@ -506,15 +506,19 @@ fn change(
             })
             .collect()
     };
-    // The dependents' overrides of this extension's services: their handlers must still take
-    // the parameters of the definitions after the change (B2).
-    let overriding: Vec<(String, Vec<thinghost_extensions::OverrideHandler>)> = deps
+    // The other extensions' overrides (of this one's services, directly or through templates
+    // between): their handlers must still take the parameters of the definitions after the
+    // change (B2).
+    let overriding: Vec<(String, Vec<thinghost_extensions::OverrideHandler>)> = current
+        .packages
         .iter()
-        .map(|(other, l)| {
-            (
+        .filter(|(other, _)| other.as_str() != name)
+        .filter_map(|(other, st)| match st {
+            State::Loaded(l) => Some((
                 other.to_string(),
                 thinghost_extensions::override_handlers(&l.manifest, &l.runtime),
-            )
+            )),
+            State::Refused { .. } => None,
         })
         .filter(|(_, o)| !o.is_empty())
         .collect();

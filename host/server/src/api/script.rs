@@ -930,6 +930,19 @@ pub fn run_service(
                 "Resource",
             ));
         }
+        // Back-pressure before the lock: room for the firings of its changes.
+        let sources: Vec<String> = script_app
+            .script
+            .as_ref()
+            .map(|s| {
+                let fired = s.fired.lock().unwrap_or_else(|p| p.into_inner());
+                let mut v: Vec<String> = fired.iter().map(|f| f.source.clone()).collect();
+                v.sort();
+                v.dedup();
+                v
+            })
+            .unwrap_or_default();
+        crate::api::events::room(app, caller, sources.iter().map(String::as_str));
         let mut db = app.db.write().unwrap_or_else(|p| p.into_inner());
         still_acts(db.model())?;
         match db.adopt(&mut fork, &records) {
@@ -943,14 +956,11 @@ pub fn run_service(
                         std::mem::take(&mut *s.fired.lock().unwrap_or_else(|p| p.into_inner()))
                     })
                     .unwrap_or_default();
-                let backlog = fired
-                    .into_iter()
-                    .fold(crate::api::events::Backlog::default(), |b, f| {
-                        b.and(crate::api::events::send(app, f))
-                    });
+                for f in fired {
+                    crate::api::events::send(app, f);
+                }
                 drop(db);
                 drop(fork);
-                backlog.settle(app);
                 return Ok(crate::api::services::result(
                     BaseType::Json,
                     json!({

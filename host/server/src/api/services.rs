@@ -1435,20 +1435,16 @@ pub fn property_definition(call: &mut Call<'_>, add: bool) -> Result<Reply, ApiE
 }
 
 pub fn add_shape(call: &mut Call<'_>) -> Result<Reply, ApiError> {
-    let (shape, entity) = (call.str("thingShapeName"), call.entity.clone());
-    call.commit(
-        "entityUpdated",
-        (Kind::Thing, entity.to_string()),
-        move |tx| {
-            if let Body::Thing(t) = &mut tx.get_mut(Kind::Thing, &entity)?.body
-                && !t.thing_shapes.contains(&shape)
-            {
-                t.thing_shapes.push(shape);
-            }
-            Ok(())
-        },
-    )?;
-    Ok(Reply::Empty)
+    let shape = call.str("thingShapeName");
+    // Through the definitions' guard: an extension's Thing is its manifest's.
+    crate::api::definitions::change_own(call, move |e| {
+        if let Body::Thing(t) = &mut e.body
+            && !t.thing_shapes.contains(&shape)
+        {
+            t.thing_shapes.push(shape);
+        }
+        Ok(())
+    })
 }
 
 /// A member (`member`, and its `type_param`): a user or group the caller can see.

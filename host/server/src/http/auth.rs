@@ -96,6 +96,7 @@ pub async fn authenticate(
             name: user,
             depth: 0,
             chain: None,
+            in_model_code: false,
         });
     }
     if let Some(user) = &peer.client_cert_user {
@@ -108,6 +109,7 @@ pub async fn authenticate(
             name: user.clone(),
             depth: 0,
             chain: None,
+            in_model_code: false,
         });
     }
     if let Some(auth) = headers
@@ -191,6 +193,7 @@ pub async fn authenticate(
             name: user.to_string(),
             depth: 0,
             chain: None,
+            in_model_code: false,
         });
     }
     Err(refused(

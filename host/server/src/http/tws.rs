@@ -121,6 +121,7 @@ pub async fn tws(
             name: user.clone(),
             depth: 0,
             chain: None,
+            in_model_code: false,
         },
         Err(r) => return refuse(&app, &peer, &user, r.key, &r.detail),
     };

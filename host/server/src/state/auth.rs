@@ -21,6 +21,10 @@ pub struct Caller {
     /// root's budget (B8 cuts a chain at `state::events::MAX_CHAIN`, a root's firings at
     /// `MAX_FIRINGS`).
     pub chain: Option<std::sync::Arc<crate::state::events::Cause>>,
+    /// Code in the model runs (or ran, up the calls) for this request: what it calls may not
+    /// use the functions only extensions may (`HostFn::extensions_only`), so that no result of
+    /// theirs (a nonce key) reaches code that anyone with `Update` on a Thing wrote.
+    pub in_model_code: bool,
 }
 
 impl Caller {
@@ -31,6 +35,7 @@ impl Caller {
             name: name.into(),
             depth: 0,
             chain: None,
+            in_model_code: false,
         }
     }
 }

@@ -5,11 +5,11 @@
 //! the source's name), so one worker delivers a source's firings in the order they were fired.
 //! A firing is pushed at once, never waiting, while its firer still holds the model's lock that
 //! made the change ([`EventQueue::push`]): the order in a shard is the order of the changes.
-//! Back-pressure comes after: a firer that no subscription's code made waits, once it holds no
-//! lock, while its shard is full ([`EventQueue::wait_for_room`]); a firing made inside a
+//! Back-pressure comes before: a firer that no subscription's code made waits, before it takes
+//! the lock, while its shard is full ([`EventQueue::wait_for_room`]); a firing made inside a
 //! subscription never waits (its worker could wait on itself). What a shard then holds past its
-//! bound is bounded by the firers waiting, by each root firing's budget (a chain of
-//! subscriptions, however it branches, makes at most [`MAX_FIRINGS`] firings) and by
+//! bound is bounded by the firers that found room at once, by each root firing's budget (a chain
+//! of subscriptions, however it branches, makes at most [`MAX_FIRINGS`] firings) and by
 //! [`MAX_PAST_BOUND`]; past that the firing is cut and audited. Nothing is dropped silently.
 
 use crate::state::auth::Caller;
@@ -242,14 +242,14 @@ impl EventQueue {
         true
     }
 
-    /// The most a shard may hold: its bound, and what firers that wait afterwards, and firings
-    /// made inside subscriptions, put past it.
+    /// The most a shard may hold: its bound, and what firers that found room, and firings made
+    /// inside subscriptions, put past it.
     pub fn hard_limit(&self) -> usize {
         self.capacity + MAX_PAST_BOUND
     }
 
     /// Back-pressure: waits while the shard of `source` holds its bound or more. Only for a firer
-    /// that holds no lock and is no subscription's.
+    /// that holds no lock yet and is no subscription's.
     pub fn wait_for_room(&self, source: &str) {
         let shard = self.shard_of(source);
         let q = shard.queue.lock().unwrap_or_else(|p| p.into_inner());
