@@ -661,30 +661,7 @@ fn e3_b6_a_manifests_subscription_to_another_thing_names_an_event_it_has() {
     contribute(&mut model, &parse(VENTS).unwrap()).unwrap();
     model.create(Entity::thing("B1", "Boiler")).unwrap();
     let watcher = |source: &str, event: &str, property: &str| {
-        parse(&format!(
-            r#"
-[extension]
-name = "watchers"
-version = "1.0.0"
-host = ">=0.1"
-runtime = "rhai"
-entry = "main.rhai"
-
-[requires]
-vents = "^1"
-
-[[things]]
-name = "Watcher"
-
-[[things.subscriptions]]
-name = "OnB1"
-source = "{source}"
-event = "{event}"
-{property}
-handler = "seen"
-"#
-        ))
-        .unwrap()
+        parse(&watcher_text(source, event, property)).unwrap()
     };
     let before = model.export();
     for (m, says) in [
@@ -729,7 +706,7 @@ handler = "seen"
         .unwrap();
     contribute(&mut model, &watcher("Src", "Ping", "")).unwrap();
     let renamed =
-        parse(&toml_text_of_watcher("Src", "Ping").replace("name = \"OnB1\"", "name = \"OnSrc\""))
+        parse(&watcher_text("Src", "Ping", "").replace("name = \"OnB1\"", "name = \"OnSrc\""))
             .unwrap();
     let err = contribute(&mut model, &renamed).unwrap_err().to_string();
     assert!(
@@ -738,7 +715,8 @@ handler = "seen"
     );
 }
 
-fn toml_text_of_watcher(source: &str, event: &str) -> String {
+/// An extension whose Thing `Watcher` subscribes (`OnB1`) to `event` of `source`.
+fn watcher_text(source: &str, event: &str, property: &str) -> String {
     format!(
         r#"
 [extension]
@@ -755,6 +733,7 @@ name = "Watcher"
 name = "OnB1"
 source = "{source}"
 event = "{event}"
+{property}
 handler = "seen"
 "#
     )
