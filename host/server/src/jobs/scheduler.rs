@@ -1,8 +1,8 @@
 //! The audit subsystem's schedulers (U6), on the tokio runtime.
 //!
 //! Each scheduler Thing carries `schedule` (cron with seconds: `sec min hour day month weekday`),
-//! `enabled` and `runAsUser`. Once a second the runner looks at each and runs the job of every
-//! one whose schedule fired since the last look:
+//! `enabled` and `runAsUser`. When its `ScheduledEvent` fires (on the one clock of every
+//! Scheduler Thing, `jobs::timers`), its job is queued for the jobs' own thread ([`Jobs`]):
 //!
 //! - `AuditArchiveScheduler` (and `AuditArchiveSchedulerDirectPersistence`): archives the
 //!   entries older than the retention window (`--audit-retention-days`), which the online log
@@ -15,14 +15,13 @@
 //!
 //! A job runs as its `runAsUser`, who must be an enabled administrator (the seed: only
 //! administrators should have access to these schedulers); otherwise it does not run, and the
-//! refusal is logged and audited. A schedule that does not parse is reported once per value.
+//! refusal is logged and audited. A schedule that does not parse is reported (`jobs::timers`)
+//! once per value.
 
 use crate::state::app::App;
 use crate::state::audit::category;
 use crate::state::audit::{DAY_MS, days_to_archive, value_of};
 use serde_json::{Value as Json, json};
-use std::collections::HashMap;
-use std::str::FromStr;
 use std::sync::Arc;
 use thinghost_core::predefined::{
     AUDIT_ARCHIVE_SCHEDULER, AUDIT_ARCHIVE_SCHEDULER_DP, AUDIT_CLEANUP_NOTIFICATION_SCHEDULER,
@@ -38,27 +37,68 @@ pub const SCHEDULERS: &[&str] = &[
     AUDIT_CLEANUP_NOTIFICATION_SCHEDULER,
 ];
 
-/// What one scheduler is set to.
-struct Setting {
-    schedule: String,
-    enabled: bool,
-    run_as: String,
-    days_to_archive: f64,
+/// The audit jobs, one after the other on a thread of their own (an archive may take long: it
+/// never delays a timer's tick), each when its scheduler's `ScheduledEvent` fires: the
+/// schedules are read, parsed and kept to by the one scheduler of every Scheduler Thing
+/// (`jobs::timers`, B7), on its clock. A job still waiting or running is not queued again.
+pub struct Jobs {
+    tx: std::sync::mpsc::Sender<&'static str>,
+    pending: Arc<std::sync::Mutex<std::collections::HashSet<&'static str>>>,
 }
 
-fn setting(app: &App, thing: &str) -> Option<Setting> {
-    let db = app.db.read().unwrap_or_else(|p| p.into_inner());
-    let m = db.model();
-    Some(Setting {
-        schedule: value_of(m, thing, "schedule")?.as_str()?.to_string(),
-        enabled: value_of(m, thing, "enabled")
-            .and_then(|v| v.as_bool())
-            .unwrap_or(false),
-        run_as: value_of(m, thing, "runAsUser")
-            .and_then(|v| v.as_str().map(str::to_string))
-            .unwrap_or_default(),
-        days_to_archive: days_to_archive(m),
-    })
+impl Jobs {
+    /// Starts the thread that runs the jobs (it ends with the server).
+    pub fn start(app: &Arc<App>) -> Jobs {
+        let (tx, rx) = std::sync::mpsc::channel::<&'static str>();
+        let pending: Arc<std::sync::Mutex<std::collections::HashSet<&'static str>>> =
+            Default::default();
+        let server = Arc::downgrade(app);
+        let done = pending.clone();
+        let spawned = std::thread::Builder::new()
+            .name("audit-jobs".into())
+            .spawn(move || {
+                for thing in rx {
+                    let Some(app) = server.upgrade() else {
+                        return;
+                    };
+                    let (run_as, days) = {
+                        let db = app.db.read().unwrap_or_else(|p| p.into_inner());
+                        let m = db.model();
+                        (
+                            value_of(m, thing, "runAsUser")
+                                .and_then(|v| v.as_str().map(str::to_string))
+                                .unwrap_or_default(),
+                            days_to_archive(m),
+                        )
+                    };
+                    run_job(&app, thing, &run_as, days);
+                    done.lock().unwrap_or_else(|p| p.into_inner()).remove(thing);
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start the audit jobs' thread; scheduled audit jobs do not run");
+        }
+        Jobs { tx, pending }
+    }
+
+    /// The schedulers among `fired` (Things whose `ScheduledEvent` fired now) whose job is an
+    /// audit job: queued, in the order of [`SCHEDULERS`] (an archive before the purge).
+    pub fn fired<'a>(&self, fired: impl IntoIterator<Item = &'a str>) {
+        let fired: Vec<&str> = fired.into_iter().collect();
+        for thing in SCHEDULERS {
+            if !fired.contains(thing) {
+                continue;
+            }
+            if self
+                .pending
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(thing)
+            {
+                let _ = self.tx.send(thing);
+            }
+        }
+    }
 }
 
 /// Runs `thing`'s job now, as `run_as`.
@@ -173,67 +213,19 @@ pub fn housekeeping(app: &App) {
 }
 
 pub fn spawn(app: Arc<App>) {
-    // Timers and schedulers fire their events on the same clock (B7).
+    // Timers and schedulers fire their events, and the audit schedulers start their jobs, on
+    // one clock (B7).
     crate::jobs::timers::spawn(app.clone());
     // The housekeeping has a tick of its own, on the blocking pool (it reads the model under its
     // lock): a long archive or export never delays the end of a session whose user no longer
     // acts.
-    let keeper = app.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
             tick.tick().await;
-            let app = keeper.clone();
+            let app = app.clone();
             let _ = tokio::task::spawn_blocking(move || housekeeping(&app)).await;
-        }
-    });
-    tokio::spawn(async move {
-        let mut last = chrono::Utc::now();
-        let mut bad: HashMap<&'static str, String> = HashMap::new();
-        // Each scheduler's schedule as last parsed, parsed again only when its text changes.
-        let mut parsed: HashMap<&'static str, (String, cron::Schedule)> = HashMap::new();
-        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-        loop {
-            tick.tick().await;
-            let now = chrono::Utc::now();
-            for thing in SCHEDULERS {
-                let Some(s) = setting(&app, thing) else {
-                    continue;
-                };
-                if !s.enabled {
-                    continue;
-                }
-                if parsed
-                    .get(thing)
-                    .is_none_or(|(text, _)| *text != s.schedule)
-                {
-                    match cron::Schedule::from_str(&s.schedule) {
-                        Ok(c) => {
-                            parsed.insert(thing, (s.schedule.clone(), c));
-                        }
-                        Err(e) => {
-                            if bad.get(thing) != Some(&s.schedule) {
-                                tracing::warn!(scheduler = thing, schedule = %s.schedule, error = %e, "a scheduler's schedule is not a cron expression (sec min hour day month weekday); it does not run");
-                                bad.insert(thing, s.schedule.clone());
-                            }
-                            continue;
-                        }
-                    }
-                }
-                let schedule = &parsed[thing].1;
-                let fired = schedule.after(&last).next().is_some_and(|t| t <= now);
-                if fired {
-                    let app = app.clone();
-                    let (run_as, days) = (s.run_as.clone(), s.days_to_archive);
-                    // The jobs touch the disk: off the async workers, one at a time per tick.
-                    let _ =
-                        tokio::task::spawn_blocking(move || run_job(&app, thing, &run_as, days))
-                            .await;
-                }
-            }
-            last = now;
         }
     });
 }

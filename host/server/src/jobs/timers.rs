@@ -1,4 +1,5 @@
-//! Timers and schedulers fire their events (B7), on the scheduler's clock.
+//! Timers and schedulers fire their events (B7), on one clock: the one scheduler of the server
+//! (the audit schedulers' jobs start here too, `jobs::scheduler::Jobs`).
 //!
 //! Every Thing whose template chain holds `Timer` fires `Timer` every `updateRate` milliseconds
 //! while `enabled`; every Thing whose chain holds `Scheduler` fires `ScheduledEvent` when its
@@ -69,6 +70,8 @@ struct State {
     /// The refusal last audited, per Thing.
     refused: HashMap<String, String>,
     last_tick: Option<chrono::DateTime<chrono::Utc>>,
+    /// The audit schedulers' jobs, started when their `ScheduledEvent` fires.
+    jobs: Option<crate::jobs::scheduler::Jobs>,
 }
 
 /// One look at every timer and scheduler: what is due fires.
@@ -128,8 +131,15 @@ fn tick(app: &App, st: &mut State) {
             }
         }
     }
-    for (thing, event, run_as) in due {
-        fire_as(app, st, &thing, event, &run_as, now_ms);
+    for (thing, event, run_as) in &due {
+        fire_as(app, st, thing, event, run_as, now_ms);
+    }
+    if let Some(jobs) = &st.jobs {
+        jobs.fired(
+            due.iter()
+                .filter(|(_, event, _)| *event == SCHEDULED_EVENT)
+                .map(|(thing, _, _)| thing.as_str()),
+        );
     }
 }
 
@@ -189,8 +199,12 @@ fn fire_as(app: &App, st: &mut State, thing: &str, event: &str, run_as: &str, no
 /// Starts the loop on the current tokio runtime (each look on the blocking pool: it reads the
 /// model under its lock).
 pub fn spawn(app: Arc<App>) {
+    let jobs = crate::jobs::scheduler::Jobs::start(&app);
     tokio::spawn(async move {
-        let state = Arc::new(std::sync::Mutex::new(State::default()));
+        let state = Arc::new(std::sync::Mutex::new(State {
+            jobs: Some(jobs),
+            ..State::default()
+        }));
         let mut ticker = tokio::time::interval(TICK);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
