@@ -77,13 +77,15 @@ fn engine() -> &'static Engine {
         // A bounded guest stack: deep recursion traps instead of reaching the host's stack.
         config.max_wasm_stack(1 << 20);
         // Cranelift at its default optimization level; compile time is paid once per version.
-        // The on-demand instance allocator (the default). A call's cost is mostly the kernel's:
-        // mapping the instance's memory, its page faults, unmapping it. The pooling allocator
-        // did not do better on this machine (benches/dispatch.rs, a call of `add` alone: 33 µs
-        // on demand; 33 µs pooled; 37 µs pooled with 8 MiB kept resident, because this kernel
-        // offers no PAGEMAP_SCAN and wasmtime then resets the whole resident prefix with
-        // memset), and it caps concurrent calls and reserves address space for the largest
-        // memory cap an extension may declare.
+        //
+        // The pooling instance allocator: every call gets a fresh instance (no state survives a
+        // call), in a slot of memory reserved once and reused. On this kernel (Linux 6.7 and
+        // later) the `PAGEMAP_SCAN` ioctl tells which pages a call wrote: only those are copied
+        // back from the component's memory image (or zeroed), and the pages stay mapped. So a
+        // call maps, unmaps and faults nothing in a steady state: no page-table work under the
+        // process's memory lock, no TLB shoot-downs of the other cores. (Without the ioctl, or
+        // past `KEEP_RESIDENT`, wasmtime falls back to `madvise`, which is still correct.)
+        config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool()));
         let engine = Engine::new(&config).expect("the wasmtime configuration is valid");
         let weak = engine.weak();
         std::thread::Builder::new()
@@ -98,6 +100,32 @@ fn engine() -> &'static Engine {
             .expect("the epoch ticker thread starts");
         engine
     })
+}
+
+/// How many component instances may be live at once (calls in progress, nested ones included).
+/// A call beyond it fails with an error that names the limit.
+pub const MAX_CONCURRENT_INSTANCES: u32 = 1000;
+
+/// How much of a memory slot stays mapped between calls, reset page by page (what a call of a
+/// Rust component touches: the top of its stack, its data, its first heap pages).
+const KEEP_RESIDENT: usize = 4 << 20;
+
+/// The pool's sizes.
+fn pool() -> wasmtime::PoolingAllocationConfig {
+    let mut pool = wasmtime::PoolingAllocationConfig::new();
+    pool.total_component_instances(MAX_CONCURRENT_INSTANCES)
+        // A component instance holds a few core instances (its modules and the shims between
+        // them), one or two memories and tables.
+        .total_core_instances(8 * MAX_CONCURRENT_INSTANCES)
+        .total_memories(2 * MAX_CONCURRENT_INSTANCES)
+        .total_tables(8 * MAX_CONCURRENT_INSTANCES)
+        // The largest `[limits] memory_mib` a manifest may declare (a 32-bit memory's all):
+        // address space only, reserved once; what a call may use is its own limit.
+        .max_memory_size((crate::manifest::LimitsDecl::MAX_MEMORY_MIB as usize) << 20)
+        .linear_memory_keep_resident(KEEP_RESIDENT)
+        .table_keep_resident(64 << 10)
+        .pagemap_scan(wasmtime::Enabled::Auto);
+    pool
 }
 
 /// The data of one call's store.
@@ -319,6 +347,9 @@ pub struct WasmExtension {
     pre: bindings::ExtensionPre<State>,
     handlers: Vec<(String, usize)>,
     limits: Limits,
+    /// Only for the isolation test, to show that it catches a broken reset: one instance kept
+    /// and called again and again, resetting nothing ([`WasmExtension::break_isolation_for_test`]).
+    broken: Option<std::sync::Mutex<Option<(Store<State>, bindings::Extension)>>>,
 }
 
 /// The cache of compiled components: a folder, and the secret key that authenticates what is
@@ -522,6 +553,7 @@ impl WasmExtension {
             )
         })?;
         let mut ext = WasmExtension {
+            broken: None,
             pre,
             handlers: Vec::new(),
             limits,
@@ -549,12 +581,38 @@ impl WasmExtension {
         &self.handlers
     }
 
+    /// Breaks isolation on purpose: from now on every call of this extension runs in one instance
+    /// kept from the first call, whose memory and globals nothing resets. Only the isolation
+    /// test calls it, to show that it would catch such a reset; no server path does.
+    #[doc(hidden)]
+    pub fn break_isolation_for_test(&mut self) {
+        self.broken = Some(std::sync::Mutex::new(None));
+    }
+
     /// Runs `f` on a fresh instance, within the limits.
     fn with_instance<R>(
         &self,
         host: Option<Arc<dyn Host>>,
         f: impl FnOnce(&mut Store<State>, &bindings::Extension) -> wasmtime::Result<R>,
     ) -> Result<R, CallError> {
+        if let Some(kept) = &self.broken {
+            let mut kept = kept.lock().unwrap_or_else(|p| p.into_inner());
+            if kept.is_none() {
+                let (state, _) = State::new(&self.limits, None);
+                let mut store = Store::new(engine(), state);
+                store.limiter(|s| &mut s.limits);
+                store.set_epoch_deadline(1_000_000);
+                let inst = self
+                    .pre
+                    .instantiate(&mut store)
+                    .map_err(|e| CallError::Trap(format!("{e:#}")))?;
+                *kept = Some((store, inst));
+            }
+            let (store, inst) = kept.as_mut().expect("kept above");
+            store.data_mut().host = host;
+            store.set_epoch_deadline(1_000_000);
+            return f(store, inst).map_err(|e| CallError::Trap(format!("{e:#}")));
+        }
         let (state, stderr) = State::new(&self.limits, host);
         let mut store = Store::new(engine(), state);
         store.limiter(|s| &mut s.limits);
