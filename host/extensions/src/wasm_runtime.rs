@@ -349,8 +349,11 @@ pub struct WasmExtension {
     limits: Limits,
     /// Only for the isolation test, to show that it catches a broken reset: one instance kept
     /// and called again and again, resetting nothing ([`WasmExtension::break_isolation_for_test`]).
-    broken: Option<std::sync::Mutex<Option<(Store<State>, bindings::Extension)>>>,
+    broken: Option<std::sync::Mutex<Option<KeptInstance>>>,
 }
+
+/// An instance kept between calls: only [`WasmExtension::break_isolation_for_test`]'s.
+type KeptInstance = (Store<State>, bindings::Extension);
 
 /// The cache of compiled components: a folder, and the secret key that authenticates what is
 /// in it. Loading a compiled artifact is `unsafe` (wasmtime runs its machine code as it is), so
