@@ -76,7 +76,9 @@ fn engine() -> &'static Engine {
         config.wasm_component_model(true);
         // A bounded guest stack: deep recursion traps instead of reaching the host's stack.
         config.max_wasm_stack(1 << 20);
-        // Cranelift at its default optimization level; compile time is paid once per version.
+        // Cranelift at its default optimization level; compile time is paid once per version,
+        // on every core (the `parallel-compilation` feature): a never-seen component is what a
+        // reload waits for.
         //
         // The pooling instance allocator: every call gets a fresh instance (no state survives a
         // call), in a slot of memory reserved once and reused. On this kernel (Linux 6.7 and
