@@ -25,8 +25,9 @@ pub struct Loaded {
     pub hash: String,
 }
 
-/// Where a handler is linked: (kind, entity, name space, service or subscription).
-type HandlerKey = (Kind, String, Member, String);
+/// A handler linked on an entity: (kind, name space, service or subscription, extension,
+/// handler).
+type Linked = (Kind, Member, String, Arc<Loaded>, String);
 
 /// What became of one package.
 #[derive(Clone)]
@@ -48,8 +49,10 @@ pub enum State {
 #[derive(Clone, Default)]
 pub struct Registry {
     pub packages: BTreeMap<String, State>,
-    /// (kind, entity, name space, service or subscription) -> (extension, handler).
-    handlers: HashMap<HandlerKey, (Arc<Loaded>, String)>,
+    /// entity -> (kind, name space, service or subscription, extension, handler): looked up by
+    /// the entity's name without building a key (a service call's hot path), then among the
+    /// entity's few handlers.
+    handlers: HashMap<String, Vec<Linked>>,
     /// Why the last reload of a package failed, while its previous version keeps serving.
     pub reload_failures: BTreeMap<String, String>,
 }
@@ -65,22 +68,26 @@ impl Registry {
         name: &str,
     ) -> Option<(Arc<Loaded>, String)> {
         self.handlers
-            .get(&(kind, entity.to_string(), member, name.to_string()))
-            .cloned()
+            .get(entity)?
+            .iter()
+            .find_map(|(k, m, n, l, h)| {
+                (*k == kind && *m == member && n == name).then(|| (l.clone(), h.clone()))
+            })
     }
 
     /// Links the handlers of one loaded extension.
     fn link(&mut self, l: &Arc<Loaded>) {
         for h in l.manifest.handlers() {
-            self.handlers.insert(
-                (
-                    h.kind,
-                    h.entity.to_string(),
-                    h.implements.member(),
-                    h.name.to_string(),
-                ),
-                (l.clone(), h.handler.to_string()),
-            );
+            let linked = self.handlers.entry(h.entity.to_string()).or_default();
+            let member = h.implements.member();
+            linked.retain(|(k, m, n, _, _)| !(*k == h.kind && *m == member && n == h.name));
+            linked.push((
+                h.kind,
+                member,
+                h.name.to_string(),
+                l.clone(),
+                h.handler.to_string(),
+            ));
         }
     }
 
