@@ -88,7 +88,14 @@ fn engine() -> &'static Engine {
         // process's memory lock, no TLB shoot-downs of the other cores. (Without the ioctl, or
         // past `KEEP_RESIDENT`, wasmtime falls back to `madvise`, which is still correct.)
         config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool()));
-        let engine = Engine::new(&config).expect("the wasmtime configuration is valid");
+        // The pool reserves its address space up front (terabytes of it, none of it memory); a
+        // process held to less (`ulimit -v`) gets the on-demand allocator instead: slower,
+        // isolated the same.
+        let engine = Engine::new(&config).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "the WebAssembly instance pool cannot reserve its address space; instances are allocated one by one");
+            config.allocation_strategy(wasmtime::InstanceAllocationStrategy::OnDemand);
+            Engine::new(&config).expect("the wasmtime configuration is valid")
+        });
         let weak = engine.weak();
         std::thread::Builder::new()
             .name("wasm-epoch".into())
