@@ -91,11 +91,17 @@ fn engine() -> &'static Engine {
         // The pool reserves its address space up front (terabytes of it, none of it memory); a
         // process held to less (`ulimit -v`) gets the on-demand allocator instead: slower,
         // isolated the same.
-        let engine = Engine::new(&config).unwrap_or_else(|e| {
-            tracing::warn!(error = %e, "the WebAssembly instance pool cannot reserve its address space; instances are allocated one by one");
-            config.allocation_strategy(wasmtime::InstanceAllocationStrategy::OnDemand);
-            Engine::new(&config).expect("the wasmtime configuration is valid")
-        });
+        let engine = match Engine::new(&config) {
+            Ok(engine) => {
+                POOLED.store(true, std::sync::atomic::Ordering::Relaxed);
+                engine
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "the WebAssembly instance pool cannot reserve its address space; instances are allocated one by one");
+                config.allocation_strategy(wasmtime::InstanceAllocationStrategy::OnDemand);
+                Engine::new(&config).expect("the wasmtime configuration is valid")
+            }
+        };
         let weak = engine.weak();
         std::thread::Builder::new()
             .name("wasm-epoch".into())
@@ -109,6 +115,16 @@ fn engine() -> &'static Engine {
             .expect("the epoch ticker thread starts");
         engine
     })
+}
+
+/// Whether the engine allocates instances from the pool (else one by one: see [`engine`]).
+static POOLED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Do calls run in pooled memory slots (reused, and reset between calls)? The isolation test
+/// asks, so that it knows it tests the reset.
+pub fn pooled() -> bool {
+    engine();
+    POOLED.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// How many component instances may be live at once (calls in progress, nested ones included).
