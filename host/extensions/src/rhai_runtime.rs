@@ -83,7 +83,19 @@ fn from_dynamic(d: &Dynamic) -> Result<Json, Box<EvalAltResult>> {
 
 fn run(ctx: &NativeCallContext, call: HostCall) -> Result<Dynamic, Box<EvalAltResult>> {
     let host = host_of(ctx)?;
-    match host.call(call) {
+    let out = host.call(call);
+    // A host call may take long (a nested service); the clock is read every 64 operations
+    // otherwise, so after each host call too: a loop of slow calls stops at its deadline.
+    if DEADLINE
+        .with(|d| d.get())
+        .is_some_and(|t| Instant::now() > t)
+    {
+        return Err(Box::new(EvalAltResult::ErrorTerminated(
+            Dynamic::from(STOP_DEADLINE),
+            rhai::Position::NONE,
+        )));
+    }
+    match out {
         Ok(v) => to_dynamic(&v),
         Err(e) => Err(e.to_string().into()),
     }

@@ -94,6 +94,9 @@ fn engine() -> &'static Engine {
         let engine = match Engine::new(&config) {
             Ok(engine) => {
                 POOLED.store(true, std::sync::atomic::Ordering::Relaxed);
+                if !pagemap_scan_works() {
+                    tracing::info!("this kernel has no PAGEMAP_SCAN (Linux before 6.7): a WebAssembly call's memory is given back after it and faulted in again by the next (correct, about three times slower per call)");
+                }
                 engine
             }
             Err(e) => {
@@ -147,10 +150,84 @@ fn pool() -> wasmtime::PoolingAllocationConfig {
         // The largest `[limits] memory_mib` a manifest may declare (a 32-bit memory's all):
         // address space only, reserved once; what a call may use is its own limit.
         .max_memory_size((crate::manifest::LimitsDecl::MAX_MEMORY_MIB as usize) << 20)
-        .linear_memory_keep_resident(KEEP_RESIDENT)
-        .table_keep_resident(64 << 10)
-        .pagemap_scan(wasmtime::Enabled::Auto);
+        // What a store allows a call (`State::new`'s `StoreLimits`), so that the pool refuses
+        // nothing the on-demand allocator took: memories and tables per module, table sizes.
+        .max_memories_per_module(16)
+        .max_tables_per_module(64)
+        .table_elements(1 << 20)
+        .max_core_instance_size(4 << 20)
+        .max_component_instance_size(4 << 20)
+        .table_keep_resident(64 << 10);
+    if pagemap_scan_works() {
+        pool.linear_memory_keep_resident(KEEP_RESIDENT)
+            .pagemap_scan(wasmtime::Enabled::Yes);
+    } else {
+        // Without the scan, what is kept resident is reset with `memset` whole: slower than
+        // giving the pages back (`madvise`) for memories of a MiB or more.
+        pool.linear_memory_keep_resident(0)
+            .pagemap_scan(wasmtime::Enabled::No);
+    }
     pool
+}
+
+/// Does this kernel answer the `PAGEMAP_SCAN` ioctl on `/proc/self/pagemap` (Linux 6.7 and
+/// later, with the page monitor configured)? Asked once, as wasmtime asks it: an empty range.
+fn pagemap_scan_works() -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        /// `struct pm_scan_arg` of `linux/fs.h`.
+        #[repr(C)]
+        struct PmScanArg {
+            size: u64,
+            flags: u64,
+            start: u64,
+            end: u64,
+            walk_end: u64,
+            vec: u64,
+            vec_len: u64,
+            max_pages: u64,
+            category_inverted: u64,
+            category_mask: u64,
+            category_anyof_mask: u64,
+            return_mask: u64,
+        }
+        /// `_IOWR('f', 16, struct pm_scan_arg)`.
+        const PAGEMAP_SCAN: u64 = 0xC060_6610;
+        let Ok(file) = std::fs::File::open("/proc/self/pagemap") else {
+            return false;
+        };
+        // Room for one `struct page_region` (start, end, categories).
+        let mut region = [0u64; 3];
+        let mut arg = PmScanArg {
+            size: std::mem::size_of::<PmScanArg>() as u64,
+            flags: 0,
+            start: 0,
+            end: 0,
+            walk_end: 0,
+            vec: region.as_mut_ptr() as u64,
+            vec_len: 1,
+            max_pages: 1,
+            category_inverted: 0,
+            category_mask: 0xff,
+            category_anyof_mask: 0,
+            return_mask: 0,
+        };
+        // SAFETY: the ioctl reads `arg` and writes at most one region into `region`, both alive
+        // and of the sizes it is told, on a file descriptor this function owns.
+        let rc = unsafe {
+            libc::ioctl(
+                file.as_raw_fd(),
+                PAGEMAP_SCAN as _,
+                &mut arg as *mut PmScanArg,
+            )
+        };
+        rc >= 0
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        false
+    }
 }
 
 /// The data of one call's store.
@@ -374,10 +451,12 @@ pub struct WasmExtension {
     limits: Limits,
     /// Only for the isolation test, to show that it catches a broken reset: one instance kept
     /// and called again and again, resetting nothing ([`WasmExtension::break_isolation_for_test`]).
+    #[cfg(feature = "test-hooks")]
     broken: Option<std::sync::Mutex<Option<KeptInstance>>>,
 }
 
 /// An instance kept between calls: only [`WasmExtension::break_isolation_for_test`]'s.
+#[cfg(feature = "test-hooks")]
 type KeptInstance = (Store<State>, bindings::Extension);
 
 /// The cache of compiled components: a folder, and the secret key that authenticates what is
@@ -581,6 +660,7 @@ impl WasmExtension {
             )
         })?;
         let mut ext = WasmExtension {
+            #[cfg(feature = "test-hooks")]
             broken: None,
             pre,
             handlers: Vec::new(),
@@ -612,7 +692,7 @@ impl WasmExtension {
     /// Breaks isolation on purpose: from now on every call of this extension runs in one instance
     /// kept from the first call, whose memory and globals nothing resets. Only the isolation
     /// test calls it, to show that it would catch such a reset; no server path does.
-    #[doc(hidden)]
+    #[cfg(feature = "test-hooks")]
     pub fn break_isolation_for_test(&mut self) {
         self.broken = Some(std::sync::Mutex::new(None));
     }
@@ -623,6 +703,7 @@ impl WasmExtension {
         host: Option<Arc<dyn Host>>,
         f: impl FnOnce(&mut Store<State>, &bindings::Extension) -> wasmtime::Result<R>,
     ) -> Result<R, CallError> {
+        #[cfg(feature = "test-hooks")]
         if let Some(kept) = &self.broken {
             let mut kept = kept.lock().unwrap_or_else(|p| p.into_inner());
             if kept.is_none() {
@@ -665,6 +746,13 @@ impl WasmExtension {
                 return CallError::Limit("the call stack overflowed".into());
             }
             _ => {}
+        }
+        if e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
+            .is_some()
+        {
+            return CallError::Limit(format!(
+                "the server runs the most WebAssembly instances it may at once ({MAX_CONCURRENT_INSTANCES}, calls in progress and the calls they made); try again shortly"
+            ));
         }
         if text.contains("forcing a memory growth failure")
             || text.contains("forcing trap when growing memory")
