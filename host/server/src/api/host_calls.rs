@@ -508,6 +508,16 @@ pub enum Implemented {
     },
 }
 
+impl Implemented {
+    /// Whose code it is, for the choke point and the audit.
+    fn origin(&self) -> Origin {
+        match self {
+            Implemented::Handler { loaded, .. } => Origin::Extension(loaded.clone()),
+            Implemented::Code { place, .. } => Origin::Model(place.clone()),
+        }
+    }
+}
+
 /// One call of a service that code implements.
 pub struct Invocation<'a> {
     pub implemented: Implemented,
@@ -538,16 +548,14 @@ pub fn run_service(app: &Arc<App>, caller: &Caller, inv: Invocation) -> Result<R
             format!("{what}: services call each other more than {MAX_DEPTH} deep"),
         ));
     }
-    let origin = match &implemented {
-        Implemented::Handler { loaded, .. } => Origin::Extension(loaded.clone()),
-        Implemented::Code { place, .. } => Origin::Model(place.clone()),
-    };
-    // Who implements it, in words: "extension hello", "its code on ThingTemplates/Pump".
-    let by = match &implemented {
+    let origin = implemented.origin();
+    // Who implements it, in words ("extension hello", "its code on ThingTemplates/Pump"), and
+    // what the audit says of it: made only when a call fails (a JSON object and a string per
+    // call were a tenth of a short call).
+    let by = |implemented: &Implemented| match implemented {
         Implemented::Handler { loaded, .. } => format!("extension {}", loaded.manifest.name()),
         Implemented::Code { place, .. } => format!("its code on {place}"),
     };
-    let context = origin.context();
     let host = Arc::new(HostCtx {
         app: app.clone(),
         caller: Caller {
@@ -575,7 +583,7 @@ pub fn run_service(app: &Arc<App>, caller: &Caller, inv: Invocation) -> Result<R
                 format!("{what}: {message}"),
             );
         }
-        let mut args = context.clone();
+        let mut args = implemented.origin().context();
         args["service"] = json!(what);
         args["error"] = json!(e.to_string());
         app.audit(
@@ -588,7 +596,7 @@ pub fn run_service(app: &Arc<App>, caller: &Caller, inv: Invocation) -> Result<R
         );
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
-            format!("{what} failed in {by}: {e}"),
+            format!("{what} failed in {}: {e}", by(&implemented)),
         )
     })?;
     if result == thinghost_core::BaseType::Nothing {
@@ -597,7 +605,7 @@ pub fn run_service(app: &Arc<App>, caller: &Caller, inv: Invocation) -> Result<R
     let value = result.normalize(&out).map_err(|e| {
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
-            format!("{what}: {by} returned a wrong result: {e}"),
+            format!("{what}: {} returned a wrong result: {e}", by(&implemented)),
         )
     })?;
     Ok(Reply::Json(
@@ -616,10 +624,7 @@ pub fn run_subscription(
     me: &str,
     vars: &[(&str, &Json)],
 ) -> Result<(), String> {
-    let origin = match &implemented {
-        Implemented::Handler { loaded, .. } => Origin::Extension(loaded.clone()),
-        Implemented::Code { place, .. } => Origin::Model(place.clone()),
-    };
+    let origin = implemented.origin();
     let host = Arc::new(HostCtx {
         app: app.clone(),
         caller: Caller {
