@@ -158,19 +158,28 @@ impl Workers {
 /// between looks: under load the core goes to the threads with work.
 const SPIN: Duration = Duration::from_micros(30);
 
-/// The next message of `rx`: looked for during [`SPIN`], then waited for. None once the sender
-/// is gone.
-fn spin_then_wait<T>(rx: &mpsc::Receiver<T>) -> Option<T> {
+/// The next message of `rx` if it comes during [`SPIN`] (`Some(Err(()))`: the sender is gone);
+/// `None` when the spin ended without one.
+fn spin<T>(rx: &mpsc::Receiver<T>) -> Option<Result<T, ()>> {
     let until = std::time::Instant::now() + SPIN;
     loop {
         match rx.try_recv() {
-            Ok(v) => return Some(v),
-            Err(mpsc::TryRecvError::Disconnected) => return None,
+            Ok(v) => return Some(Ok(v)),
+            Err(mpsc::TryRecvError::Disconnected) => return Some(Err(())),
             Err(mpsc::TryRecvError::Empty) if std::time::Instant::now() < until => {
                 std::thread::yield_now();
             }
-            Err(mpsc::TryRecvError::Empty) => return rx.recv().ok(),
+            Err(mpsc::TryRecvError::Empty) => return None,
         }
+    }
+}
+
+/// The next message of `rx`: looked for during [`SPIN`], then waited for. None once the sender
+/// is gone.
+fn spin_then_wait<T>(rx: &mpsc::Receiver<T>) -> Option<T> {
+    match spin(rx) {
+        Some(got) => got.ok(),
+        None => rx.recv().ok(),
     }
 }
 
@@ -284,22 +293,11 @@ impl NativeExtension {
             })
             .map_err(|e| CallError::Trap(format!("cannot start a thread for the call: {e}")))?;
         // The answer often comes within the spin: no sleep, no wake-up.
-        let started = std::time::Instant::now();
-        let mut answer = None;
-        while started.elapsed() < SPIN {
-            match rx.try_recv() {
-                Ok(a) => {
-                    answer = Some(Ok(a));
-                    break;
-                }
-                Err(mpsc::TryRecvError::Disconnected) => {
-                    answer = Some(Err(mpsc::RecvTimeoutError::Disconnected));
-                    break;
-                }
-                Err(mpsc::TryRecvError::Empty) => std::thread::yield_now(),
-            }
-        }
-        let answer = answer.unwrap_or_else(|| rx.recv_timeout(self.deadline));
+        let answer = match spin(&rx) {
+            Some(Ok(a)) => Ok(a),
+            Some(Err(())) => Err(mpsc::RecvTimeoutError::Disconnected),
+            None => rx.recv_timeout(self.deadline),
+        };
         match answer {
             Ok((status::OK, out)) => serde_json::from_slice(&out).map_err(|e| {
                 CallError::BadResult(format!("{e}: {:.200}", String::from_utf8_lossy(&out)))
