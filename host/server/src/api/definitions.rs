@@ -420,14 +420,7 @@ fn runs_as_run_as_user(call: &Call<'_>, source: Option<&str>, event: &str) -> Re
             let Some(holder) = m.get(call.kind, &call.entity) else {
                 return Ok(());
             };
-            m.entities(Kind::Thing)
-                .filter(|t| {
-                    let mut reaches = false;
-                    crate::api::events::each_level(m, t, &mut |level| {
-                        reaches |= std::ptr::eq(level, holder)
-                    });
-                    reaches
-                })
+            crate::api::events::things_reached(m, holder)
                 .map(|t| t.name.as_str())
                 .collect()
         }

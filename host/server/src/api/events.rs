@@ -335,6 +335,19 @@ fn by_source(app: &App, db: &thinghost_store::Db) -> Arc<BySource> {
     index
 }
 
+/// The Things that have what `holder` (a template or shape) defines: along their chain or
+/// their shapes.
+pub(crate) fn things_reached<'m>(
+    m: &'m Model,
+    holder: &'m Entity,
+) -> impl Iterator<Item = &'m Entity> + 'm {
+    m.entities(Kind::Thing).filter(move |t| {
+        let mut has = false;
+        each_level(m, t, &mut |level| has |= std::ptr::eq(level, holder));
+        has
+    })
+}
+
 /// Calls `f` once for `e`, its shapes, and each template of its chain with its shapes (a shape
 /// implemented at two levels is one level: its subscriptions run once).
 pub(crate) fn each_level<'m>(m: &'m Model, e: &'m Entity, f: &mut dyn FnMut(&'m Entity)) {
@@ -425,12 +438,8 @@ fn plan(app: &App, db: &thinghost_store::Db, source: &str, event: &str) -> Vec<P
                 add(holder, s, name);
             } else {
                 // Once for each Thing that has it.
-                for t in m.entities(Kind::Thing) {
-                    let mut has = false;
-                    each_level(m, t, &mut |level| has |= std::ptr::eq(level, holder));
-                    if has {
-                        add(holder, s, &t.name);
-                    }
+                for t in things_reached(m, holder) {
+                    add(holder, s, &t.name);
                 }
             }
         }
