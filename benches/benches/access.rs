@@ -105,6 +105,31 @@ fn casbin_rows(things: usize, budget: usize, print: bool) -> Stats {
     stats("casbin")
 }
 
+/// One dependent random read at a time over `bytes` of memory (one cache line per step, in one
+/// random cycle): what a cache miss costs on this machine, to compare with a check's time.
+fn pointer_chase(bytes: usize) -> Stats {
+    let n = (bytes / 64).max(2);
+    // A random cycle through all lines (Sattolo's shuffle, with a fixed xorshift seed).
+    let mut order: Vec<usize> = (0..n).collect();
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    for i in (1..n).rev() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let j = (x % i as u64) as usize;
+        order.swap(i, j);
+    }
+    let mut next = vec![[0usize; 8]; n];
+    for i in 0..n {
+        next[order[i]][0] = order[(i + 1) % n];
+    }
+    let mut at = 0usize;
+    measure(n.min(200_000), 5, |_| {
+        at = next[at][0];
+        at & 1 == 0
+    })
+}
+
 /// Medians of one model size: thinghost, the floor, Cedar, casbin.
 type Point = (usize, [f64; 4]);
 
@@ -330,6 +355,40 @@ fn access(c: &mut Criterion) {
         &format!("thinghost naive reference evaluator ({naive_n} questions)"),
         naive_stats,
         engine,
+    );
+    // What a miss costs here: the floor's table stays in the CPU's caches, the model does not.
+    let warm_n = 500.min(qs.len());
+    let warm_engine = measure(warm_n, 200, |i| ours.check(&m, i));
+    let floor: HashMap<u64, bool> = qs[..warm_n]
+        .iter()
+        .zip(&ours.allowed)
+        .map(|(q, a)| (key(q), *a))
+        .collect();
+    let warm_keys: Vec<u64> = qs[..warm_n].iter().map(key).collect();
+    let warm_floor = measure(warm_n, 200, |i| floor[&warm_keys[i]]);
+    let chase = pointer_chase(m.access().slots() * 128);
+    println!(
+        "\nIn the CPU's caches (the first {warm_n} questions, asked 200 times over), and what one cache miss costs here:\n"
+    );
+    println!("| contender | median ns | p99 ns | checks/s (one core) | median / thinghost |");
+    println!("|---|---|---|---|---|");
+    row(
+        &format!("thinghost (indexed engine), {warm_n} questions, cache-warm"),
+        warm_engine,
+        warm_engine,
+    );
+    row(
+        &format!("precomputed HashMap lookup (the floor), the same {warm_n}"),
+        warm_floor,
+        warm_engine,
+    );
+    row(
+        &format!(
+            "one random read over {} MiB (a pointer chase the size of the engine's entity slots)",
+            m.access().slots() * 128 >> 20
+        ),
+        chase,
+        warm_engine,
     );
     let casbin_main = casbin_rows(things, casbin_budget(), true);
     // The plot: the same contenders on smaller models, then this one.

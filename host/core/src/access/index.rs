@@ -15,13 +15,57 @@ const STAR: Sym = Sym(0);
 
 type Entries = SmallVec<[(u32, bool); 2]>;
 
+/// Up to this many (permission, resource) rules are kept in a list scanned in place; more go
+/// to a hash map. Most entities have a handful: the list keeps a check on them to the cache
+/// lines of their `CompiledAcl` (a map would add its control bytes and a bucket, each likely a
+/// cache miss on a large model: BENCHMARKS.md row 1, issue 19).
+const FEW_RULES: usize = 8;
+
+/// (permission, resource) -> entries sorted by principal, deny before allow.
+#[derive(Clone, Debug)]
+enum Rules {
+    Few(SmallVec<[(u64, Entries); 2]>),
+    Many(FxHashMap<u64, Entries>),
+}
+
+impl Default for Rules {
+    fn default() -> Self {
+        Rules::Few(SmallVec::new())
+    }
+}
+
+impl Rules {
+    #[inline]
+    fn get(&self, key: u64) -> Option<&Entries> {
+        match self {
+            Rules::Few(list) => list.iter().find(|(k, _)| *k == key).map(|(_, e)| e),
+            Rules::Many(map) => map.get(&key),
+        }
+    }
+
+    #[inline]
+    fn is_empty(&self) -> bool {
+        match self {
+            Rules::Few(list) => list.is_empty(),
+            Rules::Many(map) => map.is_empty(),
+        }
+    }
+
+    fn from_map(map: FxHashMap<u64, Entries>) -> Rules {
+        if map.len() <= FEW_RULES {
+            Rules::Few(map.into_iter().collect())
+        } else {
+            Rules::Many(map)
+        }
+    }
+}
+
 /// One entity's (or instance's, or collection's) entries, compiled.
 #[derive(Clone, Debug, Default)]
 struct CompiledAcl {
     /// Visibility keys.
     vis: SmallVec<[u64; 2]>,
-    /// (permission, resource) -> entries sorted by principal, deny before allow.
-    rules: FxHashMap<u64, Entries>,
+    rules: Rules,
 }
 
 fn rule_key(p: Permission, r: Sym) -> u64 {
@@ -33,8 +77,9 @@ fn rule_key(p: Permission, r: Sym) -> u64 {
 struct UserSec {
     /// The user and every group that contains it, directly or through nested groups (A3), sorted.
     principals: SmallVec<[u32; 8]>,
-    /// Visibility keys the user satisfies (V2), sorted.
-    vis: Vec<u64>,
+    /// Visibility keys the user satisfies (V2), sorted (in place for most users: one cache miss
+    /// fewer per check).
+    vis: SmallVec<[u64; 4]>,
     /// Member of Administrators (A2).
     admin: bool,
 }
@@ -57,24 +102,29 @@ impl UserSec {
     }
 }
 
+/// One entity's slot. `repr(C)` keeps the fields a check reads on every question in the first
+/// 64 bytes, which `align(64)` makes one cache line (BENCHMARKS.md row 1, issue 19): on a large
+/// model a check's time is its cache misses.
 #[derive(Clone, Debug)]
+#[repr(C, align(64))]
 struct Slot {
     kind: Kind,
     alive: bool,
-    name: Box<str>,
     owner: Option<EntityId>,
-    acl: Option<Box<CompiledAcl>>,
-    /// Template and shape instance entries.
-    instance: Option<Box<CompiledAcl>>,
     /// A Thing's template; a template's base.
     parent: Option<EntityId>,
+    acl: Option<Box<CompiledAcl>>,
+    user: Option<Box<UserSec>>,
     /// Own implemented shapes (Things and templates).
     shapes: SmallVec<[EntityId; 2]>,
+    // Second line: what templates, shapes and names need.
+    /// Template and shape instance entries.
+    instance: Option<Box<CompiledAcl>>,
     /// Templates: itself, then its bases up to the root.
     chain: Box<[EntityId]>,
     /// Templates: the shapes implemented anywhere along the chain.
     chain_shapes: Box<[EntityId]>,
-    user: Option<Box<UserSec>>,
+    name: Box<str>,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -258,6 +308,7 @@ impl AccessIndex {
             return None;
         }
         let mut c = CompiledAcl::default();
+        let mut rules: FxHashMap<u64, Entries> = FxHashMap::default();
         for v in &acl.visibility {
             let key = match v.split() {
                 (org, None) => ORG_BIT | self.ensure_id(Kind::Organization, org).0 as u64,
@@ -272,13 +323,14 @@ impl AccessIndex {
                 .ensure_id(e.principal.entity_kind(), &e.principal.principal)
                 .0;
             let r = self.intern(&e.resource);
-            let entries = c.rules.entry(rule_key(e.permission, r)).or_default();
+            let entries = rules.entry(rule_key(e.permission, r)).or_default();
             entries.push((p, e.allow));
         }
-        for entries in c.rules.values_mut() {
+        for entries in rules.values_mut() {
             entries.sort_unstable();
             entries.dedup();
         }
+        c.rules = Rules::from_map(rules);
         Some(Box::new(c))
     }
 
@@ -557,7 +609,7 @@ impl AccessIndex {
             i += 1;
         }
         principals.sort_unstable();
-        let mut vis: Vec<u64> = Vec::new();
+        let mut vis: SmallVec<[u64; 4]> = SmallVec::new();
         for p in &principals {
             let Some(units) = self.in_units.get(p) else {
                 continue;
@@ -788,7 +840,7 @@ impl AccessIndex {
                 ),
             ] {
                 if let Some(r) = r
-                    && let Some(entries) = acl.and_then(|a| a.rules.get(&rule_key(perm, r)))
+                    && let Some(entries) = acl.and_then(|a| a.rules.get(rule_key(perm, r)))
                     && let Some((allow, p)) = eval_entries(entries, user)
                 {
                     let basis = Basis::Entry {
@@ -885,7 +937,7 @@ impl AccessIndex {
                 let Some(acl) = self.slots[sid.0 as usize].instance.as_deref() else {
                     continue;
                 };
-                if let Some(entries) = acl.rules.get(&rule_key(perm, sym))
+                if let Some(entries) = acl.rules.get(rule_key(perm, sym))
                     && let Some((a, p)) = eval_entries(entries, user)
                 {
                     if !a {
@@ -1003,12 +1055,12 @@ fn eval_level(
     }
     if let Some(r) = resource
         && r != STAR
-        && let Some(entries) = acl.rules.get(&rule_key(perm, r))
+        && let Some(entries) = acl.rules.get(rule_key(perm, r))
         && let Some((allow, p)) = eval_entries(entries, user)
     {
         return Some((allow, Scope::Resource, p));
     }
-    let entries = acl.rules.get(&rule_key(perm, STAR))?;
+    let entries = acl.rules.get(rule_key(perm, STAR))?;
     eval_entries(entries, user).map(|(allow, p)| (allow, Scope::All, p))
 }
 
