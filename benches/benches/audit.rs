@@ -213,7 +213,7 @@ fn main() {
         )
         .expect("answered");
         times.push(started.elapsed());
-        if let thinghost::http::rest::Reply::Json(v) = reply {
+        if let Some(v) = reply.into_json() {
             rows += v["rows"].as_array().map(|r| r.len()).unwrap_or(0);
         }
     }

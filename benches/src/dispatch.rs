@@ -205,8 +205,7 @@ pub fn local_app(data: &Path, plugins: &Path) -> (Arc<App>, Caller, String) {
     let admin = caller(&app, thinghost_core::predefined::ADMINISTRATOR);
     let key = setup(
         |path, body| match call(&app, &admin, path, body.to_string().as_bytes()) {
-            Ok(Reply::Json(v)) => Ok(v),
-            Ok(Reply::Empty) => Ok(Json::Null),
+            Ok(reply) => Ok(reply.into_json().unwrap_or(Json::Null)),
             Err(e) => Err(format!("{path}: {}", e.message)),
         },
     )
@@ -229,7 +228,7 @@ pub fn caller(app: &App, name: &str) -> Caller {
 }
 
 /// One POST through the whole host path but the network: routing, the caller's checks,
-/// parameter validation, dispatch, result conversion.
+/// parameter validation, dispatch, result conversion. (The body text is [`Reply::body`].)
 pub fn call(
     app: &Arc<App>,
     caller: &Caller,

@@ -4,6 +4,11 @@
 //! with the development certificate of that directory. Prints the address it listens on.
 
 use axum::Router;
+
+/// The server's allocator (the memory meter over mimalloc): the ceiling runs the same stack on
+/// the same allocator as `thinghost serve`.
+#[global_allocator]
+static ALLOCATOR: thinghost_extensions::meter::Meter = thinghost_extensions::meter::Meter;
 use axum::routing::get;
 
 fn main() {

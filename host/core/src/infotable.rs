@@ -118,10 +118,85 @@ impl InfoTable {
     }
 }
 
+/// The JSON form written straight to text, without building the JSON value of
+/// [`InfoTable::into_json`] first (the same text: `serde_json::to_value(&t) == t.to_json()`).
+/// A reply's table is written this way: building the value was a tenth of a short service call.
+impl serde::Serialize for InfoTable {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        struct NoAspects;
+        impl serde::Serialize for NoAspects {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_map(Some(0))?.end()
+            }
+        }
+        struct Definition<'a>(usize, &'a Field);
+        impl serde::Serialize for Definition<'_> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                let mut m = s.serialize_map(Some(4))?;
+                m.serialize_entry("name", &self.1.name)?;
+                m.serialize_entry("baseType", self.1.base_type.name())?;
+                m.serialize_entry("ordinal", &self.0)?;
+                m.serialize_entry("aspects", &NoAspects)?;
+                m.end()
+            }
+        }
+        struct Definitions<'a>(&'a [Field]);
+        impl serde::Serialize for Definitions<'_> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                let mut m = s.serialize_map(Some(self.0.len()))?;
+                for (i, f) in self.0.iter().enumerate() {
+                    m.serialize_entry(&f.name, &Definition(i, f))?;
+                }
+                m.end()
+            }
+        }
+        struct Shape<'a>(&'a [Field]);
+        impl serde::Serialize for Shape<'_> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                let mut m = s.serialize_map(Some(1))?;
+                m.serialize_entry("fieldDefinitions", &Definitions(self.0))?;
+                m.end()
+            }
+        }
+        let mut m = s.serialize_map(Some(2))?;
+        m.serialize_entry("dataShape", &Shape(&self.fields))?;
+        m.serialize_entry("rows", &self.rows)?;
+        m.end()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn written_straight_to_text_it_is_its_json_form() {
+        let many = InfoTable::from_json(&json!({"dataShape":{"fieldDefinitions":{
+            "z":{"name":"z","baseType":"STRING","ordinal":0},
+            "a":{"name":"a","baseType":"NUMBER","ordinal":1},
+            "t":{"name":"t","baseType":"INFOTABLE","ordinal":2}}},
+            "rows":[{"z":"x","a":1.5,"t":{"dataShape":{"fieldDefinitions":{}},"rows":[]}},{"z":"y"}]}))
+        .unwrap();
+        let tables = [
+            InfoTable::default(),
+            InfoTable::single("result", BaseType::Number, json!(2.5)),
+            InfoTable::single("quoted \"name\"", BaseType::String, json!("é\n")),
+            many,
+        ];
+        for t in tables {
+            let text = serde_json::to_string(&t).unwrap();
+            assert_eq!(serde_json::from_str::<Json>(&text).unwrap(), t.to_json());
+            assert_eq!(serde_json::to_value(&t).unwrap(), t.to_json());
+        }
+        // In the vendor's order, whatever the order of serde_json's maps in this build.
+        let text = serde_json::to_string(&InfoTable::single("n", BaseType::Integer, json!(1)));
+        assert_eq!(
+            text.unwrap(),
+            r#"{"dataShape":{"fieldDefinitions":{"n":{"name":"n","baseType":"INTEGER","ordinal":0,"aspects":{}}}},"rows":[{"n":1}]}"#
+        );
+    }
 
     #[test]
     fn domain_example_round_trips() {

@@ -2,8 +2,11 @@
 //! (extensions' handlers and admin scripts). Rhai bounds each value (string, array and map
 //! sizes) but not how many values a script keeps alive; the meter counts what it allocates.
 //!
-//! [`Meter`] is a global allocator over the system's that adds each allocation's size to a
-//! counter of the allocating thread and takes each freed size off the freeing thread's. The
+//! [`Meter`] is a global allocator over mimalloc that adds each allocation's size to a counter
+//! of the allocating thread and takes each freed size off the freeing thread's. mimalloc rather
+//! than the system's (glibc's) allocator: a request allocates and frees a few dozen small
+//! values, and glibc's `malloc`/`free` were a quarter of a Rhai service call's time (issue 19,
+//! BENCHMARKS.md row 3); mimalloc's thread-local free lists take a fraction of that. The
 //! `thinghost` binary installs it (`#[global_allocator]`); a process without it has no meter,
 //! and [`Budget::exceeded`] is then never true ([`installed`] says which).
 //!
@@ -24,11 +27,12 @@
 //! drop((inner, small, call));
 //! ```
 
-use std::alloc::{GlobalAlloc, Layout, System};
+use mimalloc::MiMalloc as Inner;
+use std::alloc::{GlobalAlloc, Layout};
 use std::cell::Cell;
 use std::sync::OnceLock;
 
-/// The counting allocator: the system's allocator, plus a per-thread count of the bytes held.
+/// The counting allocator: mimalloc, plus a per-thread count of the bytes held.
 pub struct Meter;
 
 thread_local! {
@@ -41,12 +45,12 @@ fn count(bytes: i64) {
     let _ = HELD.try_with(|h| h.set(h.get().wrapping_add(bytes)));
 }
 
-// SAFETY: every method forwards to `System` with the caller's arguments unchanged and only
+// SAFETY: every method forwards to mimalloc with the caller's arguments unchanged and only
 // adds bookkeeping that neither allocates nor panics.
 unsafe impl GlobalAlloc for Meter {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: the caller's contract for `alloc` is `System.alloc`'s.
-        let p = unsafe { System.alloc(layout) };
+        // SAFETY: the caller's contract for `alloc` is `MiMalloc::alloc`'s.
+        let p = unsafe { Inner.alloc(layout) };
         if !p.is_null() {
             count(layout.size() as i64);
         }
@@ -55,7 +59,7 @@ unsafe impl GlobalAlloc for Meter {
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         // SAFETY: as for `alloc`.
-        let p = unsafe { System.alloc_zeroed(layout) };
+        let p = unsafe { Inner.alloc_zeroed(layout) };
         if !p.is_null() {
             count(layout.size() as i64);
         }
@@ -63,14 +67,14 @@ unsafe impl GlobalAlloc for Meter {
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: `ptr` came from this allocator, that is from `System`, with `layout`.
-        unsafe { System.dealloc(ptr, layout) };
+        // SAFETY: `ptr` came from this allocator, that is from mimalloc, with `layout`.
+        unsafe { Inner.dealloc(ptr, layout) };
         count(-(layout.size() as i64));
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         // SAFETY: as for `dealloc`; `new_size` is the caller's, unchanged.
-        let p = unsafe { System.realloc(ptr, layout, new_size) };
+        let p = unsafe { Inner.realloc(ptr, layout, new_size) };
         if !p.is_null() {
             count(new_size as i64 - layout.size() as i64);
         }

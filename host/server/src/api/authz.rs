@@ -130,7 +130,7 @@ pub(crate) fn require(
     caller: &Caller,
     permission: Permission,
     target: Target,
-    path: &str,
+    path: impl std::fmt::Display,
 ) -> Result<Decision, ApiError> {
     let d = m.check(caller.subject, permission, target);
     match d.outcome {

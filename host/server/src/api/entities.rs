@@ -36,7 +36,7 @@ pub fn list(app: &App, caller: &Caller, kind: Kind) -> Result<Reply, ApiError> {
             table.rows.push(row);
         }
     }
-    Ok(Reply::Json(table.into_json()))
+    Ok(Reply::Table(table))
 }
 
 /// An entity's metadata (needs Read).
@@ -71,9 +71,7 @@ pub fn read_property(
         prop,
         Permission::PropertyRead,
     )?;
-    Ok(Reply::Json(
-        InfoTable::single(prop, def.base_type, value).into_json(),
-    ))
+    Ok(Reply::Table(InfoTable::single(prop, def.base_type, value)))
 }
 
 /// Writes a property (needs PropertyWrite; checked against its base type). `raw`: the value, or

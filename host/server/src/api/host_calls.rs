@@ -260,17 +260,7 @@ impl HostCtx {
         let reply = self.request(|app, caller| {
             crate::api::invoke(app, caller, kind, entity, service, params)
         })?;
-        Ok(match reply {
-            Reply::Json(v)
-                if v["dataShape"]["fieldDefinitions"]
-                    .as_object()
-                    .is_some_and(|f| f.len() == 1 && f.contains_key("result")) =>
-            {
-                v["rows"][0]["result"].clone()
-            }
-            Reply::Json(v) => v,
-            Reply::Empty => Json::Null,
-        })
+        Ok(reply.into_value())
     }
 
     /// Makes one call of the API as the caller, one level deeper; a failure is audited (when a
@@ -321,10 +311,7 @@ impl Host for HostCtx {
             );
             return Err(e);
         }
-        let first_row = |reply: Reply, field: &str| match reply {
-            Reply::Json(v) => v["rows"][0].get(field).cloned().unwrap_or(Json::Null),
-            Reply::Empty => Json::Null,
-        };
+        let first_row = |reply: Reply, field: &str| reply.first_value(field);
         match call {
             HostCall::GetProperty { thing, property } => {
                 let reply = self.request(|app, caller| {
@@ -440,13 +427,13 @@ impl Host for HostCtx {
             HostCall::ListThings => match self
                 .request(|app, caller| crate::api::entities::list(app, caller, Kind::Thing))?
             {
-                Reply::Json(v) => Ok(Json::Array(
-                    v["rows"]
+                reply => Ok(Json::Array(match reply.into_json() {
+                    Some(v) => v["rows"]
                         .as_array()
                         .map(|rows| rows.iter().map(|r| r["name"].clone()).collect())
                         .unwrap_or_default(),
-                )),
-                Reply::Empty => Ok(json!([])),
+                    None => vec![],
+                })),
             },
             HostCall::Log { message } => {
                 // One record per line: control characters (a newline would forge a log line)
@@ -521,14 +508,15 @@ impl Implemented {
 /// One call of a service that code implements.
 pub struct Invocation<'a> {
     pub implemented: Implemented,
-    /// The parameters' names and their checked values, in declared order.
+    /// The parameters' names (for code in the model, whose variables they are; a handler's
+    /// may be empty) and their checked values, in declared order.
     pub names: &'a [&'a str],
     pub args: &'a [Json],
     pub result: thinghost_core::BaseType,
     /// The entity the service runs on.
     pub me: &'a str,
-    /// The service's path, for messages.
-    pub what: &'a str,
+    /// The service's path, for messages (written only when one is needed).
+    pub what: &'a dyn std::fmt::Display,
 }
 
 /// Runs a service implemented by an extension's handler or by code in the model, as the
@@ -584,7 +572,7 @@ pub fn run_service(app: &Arc<App>, caller: &Caller, inv: Invocation) -> Result<R
             );
         }
         let mut args = implemented.origin().context();
-        args["service"] = json!(what);
+        args["service"] = json!(what.to_string());
         args["error"] = json!(e.to_string());
         app.audit(
             &caller.name,
@@ -608,9 +596,9 @@ pub fn run_service(app: &Arc<App>, caller: &Caller, inv: Invocation) -> Result<R
             format!("{what}: {} returned a wrong result: {e}", by(&implemented)),
         )
     })?;
-    Ok(Reply::Json(
-        thinghost_core::infotable::InfoTable::single("result", result, value).into_json(),
-    ))
+    Ok(Reply::Table(thinghost_core::infotable::InfoTable::single(
+        "result", result, value,
+    )))
 }
 
 /// Runs a subscription's code (or its extension's handler, given the event's data as its one

@@ -77,10 +77,64 @@ impl ApiError {
     }
 }
 
-/// A successful answer: a JSON body, or an empty 200 (void).
+/// A successful answer: a JSON body, an InfoTable, or an empty 200 (void).
 pub enum Reply {
     Json(Json),
+    /// An InfoTable kept as one until it is written: the HTTP layer writes it straight to text,
+    /// and scripts and extensions read its values, without a JSON value built between.
+    Table(thinghost_core::infotable::InfoTable),
     Empty,
+}
+
+impl Reply {
+    /// The answer as a JSON value (`None` for a void answer).
+    pub fn into_json(self) -> Option<Json> {
+        match self {
+            Reply::Json(v) => Some(v),
+            Reply::Table(t) => Some(t.into_json()),
+            Reply::Empty => None,
+        }
+    }
+
+    /// The body an HTTP client receives (`None` for a void answer).
+    pub fn body(&self) -> Option<String> {
+        match self {
+            Reply::Json(v) => Some(v.to_string()),
+            Reply::Table(t) => {
+                Some(serde_json::to_string(t).expect("an InfoTable is always valid JSON"))
+            }
+            Reply::Empty => None,
+        }
+    }
+
+    /// The first row's value of `field`, for a table (`Null` when there is none).
+    pub fn first_value(self, field: &str) -> Json {
+        match self {
+            Reply::Table(mut t) if !t.rows.is_empty() => {
+                t.rows.swap_remove(0).remove(field).unwrap_or(Json::Null)
+            }
+            Reply::Json(v) => v["rows"][0].get(field).cloned().unwrap_or(Json::Null),
+            _ => Json::Null,
+        }
+    }
+
+    /// A one-value answer (an InfoTable of one field `result`) gives that value; any other
+    /// answer itself, as JSON (`Null` for a void answer).
+    pub fn into_value(self) -> Json {
+        match self {
+            Reply::Table(t) if t.fields.len() == 1 && t.fields[0].name == "result" => {
+                Reply::Table(t).first_value("result")
+            }
+            Reply::Json(v)
+                if v["dataShape"]["fieldDefinitions"]
+                    .as_object()
+                    .is_some_and(|f| f.len() == 1 && f.contains_key("result")) =>
+            {
+                v["rows"][0]["result"].clone()
+            }
+            other => other.into_json().unwrap_or(Json::Null),
+        }
+    }
 }
 
 /// A 400 with this message.
@@ -90,7 +144,9 @@ pub(crate) fn bad(msg: impl Into<String>) -> ApiError {
 
 /// A one-value answer: an InfoTable of one row with the field `result`.
 pub(crate) fn result(bt: BaseType, v: Json) -> Reply {
-    Reply::Json(thinghost_core::infotable::InfoTable::single("result", bt, v).into_json())
+    Reply::Table(thinghost_core::infotable::InfoTable::single(
+        "result", bt, v,
+    ))
 }
 
 /// Password hashes and checks made before the model's lock is taken: argon2 takes tens of
@@ -415,7 +471,7 @@ pub fn check_params(
         }
     }
     for (name, bt, required) in spec {
-        match params.get(*name) {
+        match params.get_mut(*name) {
             None | Some(Json::Null) if *required => {
                 let t = if *bt == table::ANY {
                     "any type".to_string()
@@ -439,7 +495,7 @@ pub fn check_params(
                         )));
                     }
                 }
-                params.insert(name.to_string(), norm);
+                *v = norm;
             }
         }
     }
@@ -649,6 +705,26 @@ pub fn delete(app: &Arc<App>, caller: &Caller, kind: Kind, name: &str) -> Result
 
 /// A service defined on the entity (its template chain and shapes): implemented by an
 /// extension, or by nobody yet.
+/// `Things/Pump/Services/Vent`, for messages: written only when one is needed (a call that
+/// succeeds writes none).
+struct ServicePath<'a> {
+    kind: Kind,
+    name: &'a str,
+    service: &'a str,
+}
+
+impl std::fmt::Display for ServicePath<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}/{}/Services/{}",
+            self.kind.collection(),
+            self.name,
+            self.service
+        )
+    }
+}
+
 fn extension_service(
     app: &Arc<App>,
     caller: &Caller,
@@ -674,7 +750,11 @@ fn extension_service(
         ));
     };
     let def = found.def;
-    let path = format!("{}/{name}/Services/{service}", kind.collection());
+    let path = ServicePath {
+        kind,
+        name,
+        service,
+    };
     require(
         m,
         caller,
@@ -734,12 +814,14 @@ fn extension_service(
         .map(|p| (p.name.as_str(), p.base_type, p.required))
         .collect();
     check_params(m, caller, service, &mut params, &spec)?;
-    let names: Vec<String> = def.parameters.iter().map(|p| p.name.clone()).collect();
-    let args: Vec<Json> = def
-        .parameters
-        .iter()
-        .map(|p| params.get(&p.name).cloned().unwrap_or(Json::Null))
-        .collect();
+    // The parameters' names, for code in the model (its variables); a handler takes the
+    // arguments in order.
+    let names: Vec<String> = match implemented {
+        host_calls::Implemented::Code { .. } => {
+            def.parameters.iter().map(|p| p.name.clone()).collect()
+        }
+        host_calls::Implemented::Handler { .. } => Vec::new(),
+    };
     let result = def.result;
     let audit = def.audit;
     // What an audited call records (built only for one): its parameters, passwords masked.
@@ -757,6 +839,12 @@ fn extension_service(
             })
             .collect()
     });
+    // The arguments in declared order, taken out of the checked parameters.
+    let args: Vec<Json> = def
+        .parameters
+        .iter()
+        .map(|p| params.remove(&p.name).unwrap_or(Json::Null))
+        .collect();
     // The handler runs without the model lock: each of its host calls is a request of its own.
     drop(db);
     let names: Vec<&str> = names.iter().map(String::as_str).collect();

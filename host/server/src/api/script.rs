@@ -401,9 +401,8 @@ fn not_a_path(ctx: &NativeCallContext, run: &Run, entity: &str) -> Box<EvalAltRe
 
 /// A reply as a script value.
 fn give(reply: Reply, returns: Returns) -> Result<Dynamic, Box<EvalAltResult>> {
-    let v = match reply {
-        Reply::Empty => return Ok(Dynamic::UNIT),
-        Reply::Json(v) => v,
+    let Some(v) = reply.into_json() else {
+        return Ok(Dynamic::UNIT);
     };
     let rows = v["rows"].clone();
     match returns {
@@ -417,9 +416,9 @@ fn give(reply: Reply, returns: Returns) -> Result<Dynamic, Box<EvalAltResult>> {
 /// A reply of a service whose shape the script cannot know: a one-result InfoTable gives its
 /// value, another its rows, anything else itself.
 fn give_any(reply: Reply) -> Result<Dynamic, Box<EvalAltResult>> {
-    match reply {
-        Reply::Empty => Ok(Dynamic::UNIT),
-        Reply::Json(v) => {
+    match reply.into_json() {
+        None => Ok(Dynamic::UNIT),
+        Some(v) => {
             let fields = v["dataShape"]["fieldDefinitions"].as_object();
             match fields {
                 Some(f) if f.len() == 1 && f.contains_key("result") => {
@@ -488,8 +487,8 @@ fn register(engine: &mut Engine, run: &Arc<Run>) {
                 crate::api::entities::read_property(app, caller, kind, &thing, name)
             })?;
             match reply {
-                Reply::Json(v) => to_dynamic(&v["rows"][0][name]),
                 Reply::Empty => Ok(Dynamic::UNIT),
+                reply => to_dynamic(&reply.first_value(name)),
             }
         },
     );
@@ -519,12 +518,12 @@ fn register(engine: &mut Engine, run: &Arc<Run>) {
         let reply = r.request(&ctx, |app, caller| {
             crate::api::entities::list(app, caller, kind)
         })?;
-        let names: Vec<Json> = match reply {
-            Reply::Json(v) => v["rows"]
+        let names: Vec<Json> = match reply.into_json() {
+            Some(v) => v["rows"]
                 .as_array()
                 .map(|rows| rows.iter().map(|r| r["name"].clone()).collect())
                 .unwrap_or_default(),
-            Reply::Empty => vec![],
+            None => vec![],
         };
         to_dynamic(&Json::Array(names))
     });

@@ -131,7 +131,12 @@ struct ReadBody {
 }
 
 fn json_response(status: StatusCode, body: &serde_json::Value) -> Response {
-    let mut res = (status, body.to_string()).into_response();
+    text_response(status, body.to_string())
+}
+
+/// A JSON body already written to text.
+fn text_response(status: StatusCode, body: String) -> Response {
+    let mut res = (status, body).into_response();
     res.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
@@ -200,8 +205,10 @@ async fn api(
         .await
     };
     let mut res = match result {
-        Ok(Ok(rest::Reply::Json(v))) => json_response(StatusCode::OK, &v),
-        Ok(Ok(rest::Reply::Empty)) => StatusCode::OK.into_response(),
+        Ok(Ok(reply)) => match reply.body() {
+            Some(text) => text_response(StatusCode::OK, text),
+            None => StatusCode::OK.into_response(),
+        },
         Ok(Err(e)) => {
             e.audit_denial(&app, &caller.name, serde_json::json!({}));
             json_response(e.status, &e.body())

@@ -12,7 +12,6 @@
 //! else. The server sends the session's state changes (`connected`, `ended`) and closes the
 //! connection when the session ends. The tunnel to the device comes with edge connectivity.
 
-use crate::api::Reply;
 use crate::state::app::{App, LoggedUser, Peer};
 use crate::state::auth::Caller;
 use crate::state::sessions::{NonceRefused, Phase};
@@ -177,8 +176,10 @@ fn request(app: &Arc<App>, caller: &Caller, thing: &str, session: &str, msg: &Js
         }
     };
     match answer {
-        Ok(Reply::Json(v)) => json!({"op": op, "status": 200, "result": v}),
-        Ok(Reply::Empty) => json!({"op": op, "status": 200}),
+        Ok(reply) => match reply.into_json() {
+            Some(v) => json!({"op": op, "status": 200, "result": v}),
+            None => json!({"op": op, "status": 200}),
+        },
         Err(e) => {
             e.audit_denial(app, &caller.name, json!({"endpoint": "/Thingworx/TWS"}));
             json!({"op": op, "status": e.status.as_u16(), "error": e.message})
