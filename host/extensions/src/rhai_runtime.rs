@@ -74,10 +74,36 @@ fn host_of(ctx: &NativeCallContext) -> Result<Arc<dyn Host>, Box<EvalAltResult>>
 }
 
 fn to_dynamic(v: &Json) -> Result<Dynamic, Box<EvalAltResult>> {
-    rhai::serde::to_dynamic(v)
+    // Scalars directly, as rhai's serializer makes them (a test holds the two together);
+    // arrays and objects through it.
+    match v {
+        Json::Null => Ok(Dynamic::UNIT),
+        Json::Bool(b) => Ok(Dynamic::from_bool(*b)),
+        Json::Number(n) if n.is_i64() => Ok(Dynamic::from_int(n.as_i64().unwrap_or_default())),
+        Json::Number(n) if n.is_f64() => Ok(Dynamic::from_float(n.as_f64().unwrap_or_default())),
+        Json::String(s) => Ok(Dynamic::from(rhai::ImmutableString::from(s.as_str()))),
+        _ => rhai::serde::to_dynamic(v),
+    }
 }
 
 fn from_dynamic(d: &Dynamic) -> Result<Json, Box<EvalAltResult>> {
+    // Scalars directly, as rhai's deserializer gives them (the test above `to_dynamic`'s holds
+    // the two together); anything else through it.
+    if let Ok(f) = d.as_float() {
+        return Ok(Json::from(f));
+    }
+    if let Ok(i) = d.as_int() {
+        return Ok(Json::from(i));
+    }
+    if let Ok(b) = d.as_bool() {
+        return Ok(Json::Bool(b));
+    }
+    if d.is_unit() {
+        return Ok(Json::Null);
+    }
+    if let Some(s) = d.read_lock::<rhai::ImmutableString>() {
+        return Ok(Json::String(s.to_string()));
+    }
     rhai::serde::from_dynamic::<Json>(d)
 }
 
@@ -385,4 +411,55 @@ pub fn reference() -> String {
         ));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scalars_convert_as_rhais_serializer_converts_them() {
+        let values = serde_json::json!([
+            null,
+            true,
+            false,
+            0,
+            -7,
+            9_007_199_254_740_993_i64,
+            i64::MIN,
+            u64::MAX,
+            0.5,
+            -1e300,
+            "",
+            "é\n\"x\"",
+            [1, "a"],
+            {"k": [1.5]}
+        ]);
+        for v in values.as_array().unwrap() {
+            let fast = to_dynamic(v).unwrap();
+            let slow = rhai::serde::to_dynamic(v).unwrap();
+            assert_eq!(fast.type_name(), slow.type_name(), "{v}");
+            assert_eq!(fast.to_string(), slow.to_string(), "{v}");
+            assert_eq!(
+                from_dynamic(&fast).unwrap(),
+                from_dynamic(&slow).unwrap(),
+                "{v}"
+            );
+            let back: Json = rhai::serde::from_dynamic(&fast).unwrap();
+            assert_eq!(from_dynamic(&fast).unwrap(), back, "{v}");
+        }
+        // What scripts make that JSON has no literal for.
+        for d in [
+            Dynamic::from_float(f64::NAN),
+            Dynamic::from_float(f64::INFINITY),
+            Dynamic::from_float(-0.0),
+            Dynamic::from_int(i64::MAX),
+            Dynamic::from('c'),
+            Dynamic::UNIT,
+            Dynamic::from(rhai::ImmutableString::from("s")),
+        ] {
+            let slow: Json = rhai::serde::from_dynamic(&d).unwrap();
+            assert_eq!(from_dynamic(&d).unwrap(), slow, "{d:?}");
+        }
+    }
 }

@@ -101,7 +101,10 @@ impl Reply {
         match self {
             Reply::Json(v) => Some(v.to_string()),
             Reply::Table(t) => {
-                Some(serde_json::to_string(t).expect("an InfoTable is always valid JSON"))
+                // Room for a one-value table's text, written once.
+                let mut text = Vec::with_capacity(160);
+                serde_json::to_writer(&mut text, t).expect("an InfoTable is always valid JSON");
+                Some(String::from_utf8(text).expect("serde_json writes UTF-8"))
             }
             Reply::Empty => None,
         }
@@ -808,12 +811,14 @@ fn extension_service(
             host_calls::Implemented::Handler { loaded, handler }
         }
     };
-    let spec: Vec<(&str, BaseType, bool)> = def
-        .parameters
-        .iter()
-        .map(|p| (p.name.as_str(), p.base_type, p.required))
-        .collect();
-    check_params(m, caller, service, &mut params, &spec)?;
+    {
+        let spec: smallvec::SmallVec<[(&str, BaseType, bool); 8]> = def
+            .parameters
+            .iter()
+            .map(|p| (p.name.as_str(), p.base_type, p.required))
+            .collect();
+        check_params(m, caller, service, &mut params, &spec)?;
+    }
     // The parameters' names, for code in the model (its variables); a handler takes the
     // arguments in order.
     let names: Vec<String> = match implemented {

@@ -154,7 +154,7 @@ pub fn handle(
 ) -> Result<Reply, ApiError> {
     // Segments arrive percent-encoded (`Device%207`); entity and member names are matched
     // decoded (borrowed from the path where nothing is encoded).
-    let decoded: Vec<std::borrow::Cow<str>> = path
+    let decoded: smallvec::SmallVec<[std::borrow::Cow<str>; 8]> = path
         .trim_matches('/')
         .split('/')
         .map(|seg| {
@@ -177,7 +177,7 @@ pub fn handle(
             format!("no route for {path}"),
         ));
     }
-    let parts: Vec<&str> = decoded.iter().map(|c| c.as_ref()).collect();
+    let parts: smallvec::SmallVec<[&str; 8]> = decoded.iter().map(|c| c.as_ref()).collect();
     let parts = match parts.as_slice() {
         ["Thingworx", rest @ ..] => rest,
         _ => {
