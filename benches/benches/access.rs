@@ -385,7 +385,7 @@ fn access(c: &mut Criterion) {
     row(
         &format!(
             "one random read over {} MiB (a pointer chase the size of the engine's entity slots)",
-            m.access().slots() * 128 >> 20
+            (m.access().slots() * 128) >> 20
         ),
         chase,
         warm_engine,

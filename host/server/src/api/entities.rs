@@ -49,7 +49,7 @@ pub fn describe(app: &App, caller: &Caller, kind: Kind, name: &str) -> Result<Re
         caller,
         Permission::Read,
         Target::Entity { id, resource: None },
-        &format!("{}/{name}", kind.collection()),
+        format!("{}/{name}", kind.collection()),
     )?;
     Ok(Reply::Json(description(m, caller, e)))
 }

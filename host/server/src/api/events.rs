@@ -62,7 +62,7 @@ pub fn fire(
                 id,
                 resource: m.access().sym(event),
             },
-            &format!("Things/{thing}/Events/{event}"),
+            format!("Things/{thing}/Events/{event}"),
         )?;
         let merged = merged_definitions(m, e)
             .map_err(|e| crate::api::change_error(thinghost_store::ChangeError::Model(e)))?;

@@ -424,17 +424,17 @@ impl Host for HostCtx {
                     admin,
                 )))
             }
-            HostCall::ListThings => match self
-                .request(|app, caller| crate::api::entities::list(app, caller, Kind::Thing))?
-            {
-                reply => Ok(Json::Array(match reply.into_json() {
+            HostCall::ListThings => {
+                let reply = self
+                    .request(|app, caller| crate::api::entities::list(app, caller, Kind::Thing))?;
+                Ok(Json::Array(match reply.into_json() {
                     Some(v) => v["rows"]
                         .as_array()
                         .map(|rows| rows.iter().map(|r| r["name"].clone()).collect())
                         .unwrap_or_default(),
                     None => vec![],
-                })),
-            },
+                }))
+            }
             HostCall::Log { message } => {
                 // One record per line: control characters (a newline would forge a log line)
                 // escaped, the message a field of its own and bounded.

@@ -114,10 +114,12 @@ pub fn parse_body(headers: &HeaderMap, body: &[u8]) -> Result<Json, ApiError> {
     // KiB as values (`[{},{},..]`, 672 bytes per 3), and the pass was a twentieth of a short
     // service call.
     let budget = MEMORY_PER_BODY_BYTE * body.len() + 4096;
-    match (body.len() > UNPRICED_BODY)
-        .then(|| json_cost(body))
-        .unwrap_or(Ok(0))
-    {
+    let cost = if body.len() > UNPRICED_BODY {
+        json_cost(body)
+    } else {
+        Ok(0)
+    };
+    match cost {
         Ok(cost) if cost > budget => {
             return Err(ApiError::new(
                 StatusCode::BAD_REQUEST,
