@@ -18,8 +18,13 @@ fn is_json(headers: &HeaderMap) -> bool {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(';').next())
         .is_some_and(|t| {
-            let t = t.trim().to_ascii_lowercase();
-            t == "application/json" || (t.starts_with("application/") && t.ends_with("+json"))
+            // Compared without case and without a lowercased copy.
+            let t = t.trim().as_bytes();
+            let (start, end) = ("application/".as_bytes(), "+json".as_bytes());
+            t.eq_ignore_ascii_case(b"application/json")
+                || (t.len() >= start.len() + end.len()
+                    && t[..start.len()].eq_ignore_ascii_case(start)
+                    && t[t.len() - end.len()..].eq_ignore_ascii_case(end))
         })
 }
 
@@ -243,6 +248,39 @@ pub fn handle(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_json_body_is_named_so_in_any_case() {
+        let with = |t: &str| {
+            let mut h = super::HeaderMap::new();
+            h.insert(
+                axum::http::header::CONTENT_TYPE,
+                axum::http::HeaderValue::from_str(t).unwrap(),
+            );
+            super::is_json(&h)
+        };
+        for yes in [
+            "application/json",
+            "Application/JSON; charset=utf-8",
+            " application/json ",
+            "application/vnd.thing+json",
+            "APPLICATION/LD+JSON",
+            "application/+json",
+        ] {
+            assert!(with(yes), "{yes}");
+        }
+        for no in [
+            "text/json",
+            "application/jsonx",
+            "application/xml",
+            "json",
+            "+json",
+            "",
+        ] {
+            assert!(!with(no), "{no}");
+        }
+        assert!(!super::is_json(&super::HeaderMap::new()));
+    }
+
     #[test]
     fn k5_the_memory_a_body_would_take_is_known_before_it_is_built() {
         assert_eq!(super::json_cost(b"[0,0,0]").unwrap(), 32 + 3 * 32);
