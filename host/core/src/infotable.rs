@@ -13,7 +13,10 @@ pub struct Field {
     pub base_type: BaseType,
 }
 
-/// A table of rows that follow one list of fields.
+/// A table of rows that follow one list of fields. Field names are unique (a data shape's
+/// field definitions are a map by name); [`InfoTable::from_json`] and [`InfoTable::single`] keep
+/// it so, and whoever builds `fields` by hand must too (written as text, two fields of one name
+/// would give one JSON object two keys).
 #[derive(Clone, Debug, PartialEq, Default)]
 pub struct InfoTable {
     pub fields: Vec<Field>,
@@ -159,6 +162,13 @@ impl serde::Serialize for InfoTable {
                 m.end()
             }
         }
+        debug_assert!(
+            self.fields
+                .iter()
+                .enumerate()
+                .all(|(i, f)| self.fields[..i].iter().all(|g| g.name != f.name)),
+            "an InfoTable's field names are unique"
+        );
         let mut m = s.serialize_map(Some(2))?;
         m.serialize_entry("dataShape", &Shape(&self.fields))?;
         m.serialize_entry("rows", &self.rows)?;
