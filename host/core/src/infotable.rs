@@ -92,6 +92,47 @@ impl InfoTable {
         Ok(InfoTable { fields, rows })
     }
 
+    /// Appends the JSON form's text to `out`: the same text as serializing the table (see its
+    /// `Serialize`), with the fixed parts written as they are instead of escaped one by one
+    /// (every reply of a service or a property read is written here).
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        self.debug_assert_unique_names();
+        // Writing into a Vec cannot fail, and every value here is representable as JSON.
+        fn value<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, v: &T) {
+            serde_json::to_writer(out, v).expect("a Vec takes any JSON text");
+        }
+        out.extend_from_slice(br#"{"dataShape":{"fieldDefinitions":{"#);
+        for (i, f) in self.fields.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            value(out, &f.name);
+            out.extend_from_slice(br#":{"name":"#);
+            value(out, &f.name);
+            out.extend_from_slice(br#","baseType":""#);
+            // Base type names are upper-case ASCII letters and digits: nothing to escape.
+            out.extend_from_slice(f.base_type.name().as_bytes());
+            out.extend_from_slice(br#"","ordinal":"#);
+            value(out, &i);
+            out.extend_from_slice(br#","aspects":{}}"#);
+        }
+        out.extend_from_slice(br#"}},"rows":"#);
+        value(out, &self.rows);
+        out.push(b'}');
+    }
+
+    /// Field names are unique (see the type's documentation): checked in debug builds where a
+    /// table is written as text.
+    fn debug_assert_unique_names(&self) {
+        debug_assert!(
+            self.fields
+                .iter()
+                .enumerate()
+                .all(|(i, f)| self.fields[..i].iter().all(|g| g.name != f.name)),
+            "an InfoTable's field names are unique"
+        );
+    }
+
     /// The JSON form.
     pub fn to_json(&self) -> Json {
         self.clone().into_json()
@@ -162,13 +203,7 @@ impl serde::Serialize for InfoTable {
                 m.end()
             }
         }
-        debug_assert!(
-            self.fields
-                .iter()
-                .enumerate()
-                .all(|(i, f)| self.fields[..i].iter().all(|g| g.name != f.name)),
-            "an InfoTable's field names are unique"
-        );
+        self.debug_assert_unique_names();
         let mut m = s.serialize_map(Some(2))?;
         m.serialize_entry("dataShape", &Shape(&self.fields))?;
         m.serialize_entry("rows", &self.rows)?;
@@ -198,6 +233,9 @@ mod tests {
         for t in tables {
             let text = serde_json::to_string(&t).unwrap();
             assert_eq!(serde_json::from_str::<Json>(&text).unwrap(), t.to_json());
+            let mut written = Vec::new();
+            t.write_json(&mut written);
+            assert_eq!(String::from_utf8(written).unwrap(), text);
             assert_eq!(serde_json::to_value(&t).unwrap(), t.to_json());
         }
         // In the vendor's order, whatever the order of serde_json's maps in this build.

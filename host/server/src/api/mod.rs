@@ -103,8 +103,8 @@ impl Reply {
             Reply::Table(t) => {
                 // Room for a one-value table's text, written once.
                 let mut text = Vec::with_capacity(160);
-                serde_json::to_writer(&mut text, t).expect("an InfoTable is always valid JSON");
-                Some(String::from_utf8(text).expect("serde_json writes UTF-8"))
+                t.write_json(&mut text);
+                Some(String::from_utf8(text).expect("JSON text is UTF-8"))
             }
             Reply::Empty => None,
         }
