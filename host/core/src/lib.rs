@@ -49,3 +49,18 @@ pub use error::ModelError;
 pub use model::{Batch, Model, ModelData, ModelFile, Tx, View, Write};
 pub use names::{Category, Kind, Permission};
 pub use types::BaseType;
+
+/// The lower-case hexadecimal digits of `bytes` (hashes, random ids), in one allocation.
+///
+/// ```
+/// assert_eq!(thinghost_core::hex(&[0x00, 0x9f, 0xff]), "009fff");
+/// ```
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(DIGITS[usize::from(b >> 4)] as char);
+        s.push(DIGITS[usize::from(b & 15)] as char);
+    }
+    s
+}

@@ -23,7 +23,7 @@ pub fn content_hash(folder: &Path) -> Result<String, String> {
         h.update((bytes.len() as u64).to_le_bytes());
         h.update(&bytes);
     }
-    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+    Ok(thinghost_core::hex(&h.finalize()))
 }
 
 /// The files the hash covers (relative to `folder`, in path order): what a package is.

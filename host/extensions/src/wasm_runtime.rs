@@ -542,7 +542,7 @@ impl WasmCache {
         let digest = Sha256::digest(bytes);
         let mut h = std::collections::hash_map::DefaultHasher::new();
         engine().precompile_compatibility_hash().hash(&mut h);
-        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        let hex = thinghost_core::hex(&digest);
         self.dir.join(format!("{hex}-{:016x}.cwasm", h.finish()))
     }
 

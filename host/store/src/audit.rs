@@ -502,7 +502,7 @@ mod tests {
         let mut h = Sha256::new();
         h.update(b"prev\n");
         h.update(canonical.as_bytes());
-        let expected: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+        let expected = thinghost_core::hex(&h.finalize());
         assert_eq!(entry_hash("prev", &r), expected);
     }
 

@@ -1011,7 +1011,7 @@ pub fn run_service(
 }
 
 fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    thinghost_core::hex(bytes)
 }
 
 #[cfg(test)]

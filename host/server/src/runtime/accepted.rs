@@ -121,7 +121,7 @@ impl Accepted {
             .map_err(|e| format!("cannot create {}: {e}", staging.display()))?;
         let mut random = [0u8; 8];
         getrandom::fill(&mut random).map_err(|e| format!("no randomness: {e}"))?;
-        let id: String = random.iter().map(|b| format!("{b:02x}")).collect();
+        let id = thinghost_core::hex(&random);
         let staged = Staged {
             path: staging.join(id),
         };

@@ -6,7 +6,7 @@ use crate::state::app::App;
 use serde_json::Value as Json;
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
+use std::sync::{Mutex, RwLock};
 use std::time::{Duration, Instant};
 use thinghost_core::{Body, Kind, Subject, View};
 
@@ -100,8 +100,10 @@ struct Count {
 pub struct Limiter {
     pub config: LimiterConfig,
     failures: Mutex<HashMap<String, Count>>,
-    /// When each (method, user, credential, address) last had its sign-in audited.
-    audited: Mutex<HashMap<String, Instant>>,
+    /// When each (method, user, credential, address) last had its sign-in audited. Every
+    /// authenticated request looks here and almost all find a fresh entry: a shared lock for
+    /// that, the exclusive one only to note a new sign-in.
+    audited: RwLock<HashMap<String, Instant>>,
     /// Failed sign-ins recorded one by one, and those only counted, per address and reason.
     refusals: Mutex<HashMap<(IpAddr, &'static str), Window>>,
     /// Signed-in users with password work (a hash for a new password) on the hashing pool now:
@@ -267,7 +269,16 @@ impl Limiter {
     /// Whether this sign-in is the first of its kind in [`SIGN_IN_AUDIT_WINDOW`] (and so is
     /// audited); notes it.
     pub(crate) fn first_sign_in(&self, what: &str) -> bool {
-        let mut map = self.audited.lock().unwrap_or_else(|p| p.into_inner());
+        {
+            let map = self.audited.read().unwrap_or_else(|p| p.into_inner());
+            if map
+                .get(what)
+                .is_some_and(|at| at.elapsed() < SIGN_IN_AUDIT_WINDOW)
+            {
+                return false;
+            }
+        }
+        let mut map = self.audited.write().unwrap_or_else(|p| p.into_inner());
         if map.len() >= MAX_TRACKED {
             map.retain(|_, at| at.elapsed() < SIGN_IN_AUDIT_WINDOW);
             if map.len() >= MAX_TRACKED {

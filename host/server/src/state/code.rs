@@ -17,10 +17,7 @@ const MAX_CACHED_BYTES: usize = 64 << 20;
 
 /// The SHA-256 of a text, in hex: what the audit records of a code (B3), never the text.
 pub fn sha256_hex(text: &str) -> String {
-    sha2::Sha256::digest(text.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    thinghost_core::hex(&sha2::Sha256::digest(text.as_bytes()))
 }
 
 /// Compiled codes by the SHA-256 of their text.

@@ -21,7 +21,7 @@ pub struct NewKey {
 pub fn generate() -> Result<NewKey, getrandom::Error> {
     let mut bytes = [0u8; 16];
     getrandom::fill(&mut bytes)?;
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let hex = thinghost_core::hex(&bytes);
     let secret = format!(
         "{}-{}-{}-{}-{}",
         &hex[0..8],
@@ -42,8 +42,11 @@ pub fn generate() -> Result<NewKey, getrandom::Error> {
 /// The stored form of a key.
 pub fn hash(secret: &str) -> String {
     let digest = Sha256::digest(secret.as_bytes());
-    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-    format!("sha256:{hex}")
+    // Every request with a key hashes it: one allocation, no formatting.
+    let mut stored = String::with_capacity(7 + 64);
+    stored.push_str("sha256:");
+    stored.push_str(&thinghost_core::hex(&digest));
+    stored
 }
 
 /// The fingerprint of a stored hash: its first 16 hex digits.
@@ -164,7 +167,7 @@ pub fn unmatchable_hash() -> &'static str {
     static HASH: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
         let mut random = [0u8; 32];
         let _ = getrandom::fill(&mut random);
-        let secret: String = random.iter().map(|b| format!("{b:02x}")).collect();
+        let secret = thinghost_core::hex(&random);
         hash_password(&secret).unwrap_or_default()
     });
     &HASH

@@ -45,10 +45,7 @@ pub fn folder_of(name: &str) -> String {
     h.update(TEMPLATE.as_bytes());
     h.update([0]);
     h.update(name.as_bytes());
-    let hex: String = h.finalize()[..16]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let hex = thinghost_core::hex(&h.finalize()[..16]);
     format!("r-{hex}")
 }
 

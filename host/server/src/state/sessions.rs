@@ -166,7 +166,7 @@ impl Inner {
 fn random_id() -> Result<String, String> {
     let mut bytes = [0u8; 16];
     getrandom::fill(&mut bytes).map_err(|e| format!("no randomness: {e}"))?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+    Ok(thinghost_core::hex(&bytes))
 }
 
 impl Sessions {
