@@ -3,6 +3,7 @@
 //! imports this folder: it is an adapter over `crate::api`.
 
 pub mod auth;
+pub mod lane;
 pub mod rest;
 pub mod tls;
 pub mod tws;
@@ -144,6 +145,15 @@ fn text_response(status: StatusCode, body: String) -> Response {
     res
 }
 
+/// The process's call lane ([`lane`]): two threads per core.
+fn call_lane() -> &'static lane::Lane {
+    static LANE: std::sync::OnceLock<lane::Lane> = std::sync::OnceLock::new();
+    LANE.get_or_init(|| {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        lane::Lane::new(2 * cores)
+    })
+}
+
 async fn api(
     State(app): State<Arc<App>>,
     method: Method,
@@ -188,7 +198,7 @@ async fn api(
     let app2 = app.clone();
     let caller2 = caller.clone();
     // Reads take a shared lock for well under a microsecond and run here; writes and service
-    // calls may wait for the disk or run extension code, so they go to the blocking pool.
+    // calls may wait for the disk or run extension code, so they go to the call lane.
     let result = if method == Method::GET {
         Ok(rest::handle(
             &app2,
@@ -199,10 +209,9 @@ async fn api(
             &body.bytes,
         ))
     } else {
-        tokio::task::spawn_blocking(move || {
-            rest::handle(&app2, &caller2, &method, &path, &headers, &body.bytes)
-        })
-        .await
+        call_lane()
+            .run(move || rest::handle(&app2, &caller2, &method, &path, &headers, &body.bytes))
+            .await
     };
     let mut res = match result {
         Ok(Ok(reply)) => match reply.body() {
@@ -213,8 +222,8 @@ async fn api(
             e.audit_denial(&app, &caller.name, serde_json::json!({}));
             json_response(e.status, &e.body())
         }
-        Err(join) => {
-            tracing::error!(error = %join, "a request handler panicked");
+        Err(panicked) => {
+            tracing::error!(error = %panicked, "a request handler panicked");
             json_response(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 &serde_json::json!({"error": "internal error"}),
