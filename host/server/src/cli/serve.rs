@@ -408,6 +408,8 @@ pub fn run(args: Args) -> Result<i32, Failure> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    crate::http::start_call_lane()
+        .map_err(|e| Failure(format!("cannot start the call lane's threads: {e}")))?;
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
@@ -427,6 +429,8 @@ pub fn run(args: Args) -> Result<i32, Failure> {
         crate::api::events::start(&app);
         let state = app.clone();
         crate::http::serve(listener, crate::http::router(app), tls, http_limits, shutdown_signal()).await;
+        // Calls in progress end before the process does (their writes and audit entries land).
+        tokio::task::block_in_place(crate::http::finish_calls);
         // Failed sign-ins counted but not yet summarized are recorded, and queued audit entries
         // (denials, service calls) reach the disk, before the process ends.
         crate::state::auth::write_summaries(&state, true);

@@ -9,10 +9,10 @@
 //! order, so that under load a thread that finishes one finds the next without sleeping.
 //!
 //! A small pool alone would let slow calls stall fast ones queued behind them. So a call that
-//! has waited [`STALE`] for a lane thread (they are all busy with slow calls) leaves the queue
-//! for tokio's blocking pool, where it runs at once: a watchman thread looks every [`WATCH`]
-//! while calls wait (every [`IDLE_WATCH`] while none do). No call waits behind another for
-//! longer than about `STALE + IDLE_WATCH`.
+//! has waited [`STALE`] for a lane thread (they are all busy, with slow calls or a long queue)
+//! leaves the queue for tokio's blocking pool, where it runs at once: a watchman thread looks
+//! every [`WATCH`] while calls wait (every [`IDLE_WATCH`] while none do). No call waits behind
+//! another for longer than about `STALE + IDLE_WATCH`.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -44,6 +44,10 @@ struct Shared {
     ready: Condvar,
     /// The lane was dropped: its threads end once the queue is empty.
     closed: AtomicBool,
+    /// How long a call may wait for a lane thread ([`STALE`]).
+    stale: Duration,
+    /// Calls on lane threads now (for [`Lane::wait_idle`]).
+    running: std::sync::atomic::AtomicUsize,
 }
 
 /// A pool of a few threads for calls, with an escape to tokio's blocking pool.
@@ -51,20 +55,33 @@ pub struct Lane {
     shared: Arc<Shared>,
 }
 
-/// The call panicked (its thread goes on).
+/// Why a call gave no result.
 #[derive(Debug)]
-pub struct Panicked;
+pub enum Failed {
+    /// It panicked, with this message (its thread goes on).
+    Panicked(String),
+    /// It was dropped before it ran (the runtime it would have moved to is shutting down, or
+    /// cannot start a thread).
+    Dropped,
+}
 
-impl std::fmt::Display for Panicked {
+impl std::fmt::Display for Failed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("the call panicked")
+        match self {
+            Failed::Panicked(m) => write!(f, "the call panicked: {m}"),
+            Failed::Dropped => f.write_str("the call was dropped before it ran"),
+        }
     }
 }
 
 impl Lane {
     /// A lane of `threads` threads; a call that waits too long goes to the blocking pool of the
-    /// runtime it came from.
-    pub fn new(threads: usize) -> Lane {
+    /// runtime it came from. Fails if a thread cannot start (those started end).
+    pub fn new(threads: usize) -> std::io::Result<Lane> {
+        Lane::with_stale(threads, STALE)
+    }
+
+    fn with_stale(threads: usize, stale: Duration) -> std::io::Result<Lane> {
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue {
                 jobs: VecDeque::new(),
@@ -72,15 +89,18 @@ impl Lane {
             }),
             ready: Condvar::new(),
             closed: AtomicBool::new(false),
+            stale,
+            running: std::sync::atomic::AtomicUsize::new(0),
         });
+        // From here, dropping the lane (on an error too) ends the threads started.
+        let lane = Lane { shared };
         for i in 0..threads.max(1) {
-            let shared = shared.clone();
+            let shared = lane.shared.clone();
             std::thread::Builder::new()
                 .name(format!("call-lane-{i}"))
-                .spawn(move || work(&shared))
-                .expect("a lane thread starts");
+                .spawn(move || work(&shared))?;
         }
-        let watched = shared.clone();
+        let watched = lane.shared.clone();
         std::thread::Builder::new()
             .name("call-lane-watch".into())
             .spawn(move || {
@@ -90,9 +110,23 @@ impl Lane {
                 }
                 // What still waits when the lane closes runs on the blocking pool.
                 watch(&watched, true);
-            })
-            .expect("the lane's watchman starts");
-        Lane { shared }
+            })?;
+        Ok(lane)
+    }
+
+    /// Waits until no call waits in the lane or runs on its threads (as a runtime's shutdown
+    /// waits for its blocking pool): the server stops only once the calls in progress end.
+    pub fn wait_idle(&self) {
+        loop {
+            let waiting = {
+                let q = self.shared.queue.lock().unwrap_or_else(|p| p.into_inner());
+                !q.jobs.is_empty()
+            };
+            if !waiting && self.shared.running.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            std::thread::sleep(WATCH);
+        }
     }
 
     /// Runs `f` on a lane thread (or, if it waits too long for one, on tokio's blocking pool)
@@ -100,10 +134,17 @@ impl Lane {
     pub async fn run<R: Send + 'static>(
         &self,
         f: impl FnOnce() -> R + Send + 'static,
-    ) -> Result<R, Panicked> {
+    ) -> Result<R, Failed> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let job: Job = Box::new(move || {
-            let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+            let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|p| {
+                Failed::Panicked(
+                    p.downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| p.downcast_ref::<String>().cloned())
+                        .unwrap_or_default(),
+                )
+            });
             // The requester may be gone (its connection closed): nothing to tell then.
             let _ = tx.send(out);
         });
@@ -115,10 +156,7 @@ impl Lane {
                 self.shared.ready.notify_one();
             }
         }
-        match rx.await {
-            Ok(Ok(r)) => Ok(r),
-            _ => Err(Panicked),
-        }
+        rx.await.unwrap_or(Err(Failed::Dropped))
     }
 }
 
@@ -147,7 +185,9 @@ fn work(shared: &Shared) {
                 q.waiting -= 1;
             }
         };
+        shared.running.fetch_add(1, Ordering::AcqRel);
         job();
+        shared.running.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -160,14 +200,23 @@ fn watch(shared: &Shared, all: bool) -> Duration {
         while q
             .jobs
             .front()
-            .is_some_and(|(since, _, _)| all || since.elapsed() >= STALE)
+            .is_some_and(|(since, _, _)| all || since.elapsed() >= shared.stale)
         {
             stale.extend(q.jobs.pop_front());
         }
         !q.jobs.is_empty()
     };
     for (_, runtime, job) in stale {
-        drop(runtime.spawn_blocking(job));
+        // tokio panics when it can start no thread at all; the call is then dropped (its
+        // requester told so), and the watchman goes on.
+        let moved = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            drop(runtime.spawn_blocking(job));
+        }));
+        if moved.is_err() {
+            tracing::error!(
+                "a call waiting for the call lane could not move to the blocking pool (no thread could start); it was dropped"
+            );
+        }
     }
     if waiting { WATCH } else { IDLE_WATCH }
 }
@@ -184,36 +233,63 @@ mod tests {
             .unwrap()
     }
 
+    /// A lane whose calls never move to the blocking pool: what it answers, its threads did.
+    fn lane_alone(threads: usize) -> Lane {
+        Lane::with_stale(threads, Duration::from_secs(3600)).unwrap()
+    }
+
+    /// `f` within a minute, or the test fails (instead of hanging on a lost call).
+    async fn soon<T>(f: impl std::future::Future<Output = T>) -> T {
+        tokio::time::timeout(Duration::from_secs(60), f)
+            .await
+            .expect("answered")
+    }
+
+    fn thread_name() -> Option<String> {
+        std::thread::current().name().map(String::from)
+    }
+
     #[test]
     fn calls_give_their_results_in_any_number() {
-        let lane = Arc::new(Lane::new(2));
+        let lane = Arc::new(lane_alone(2));
         runtime().block_on(async {
             let tasks: Vec<_> = (0..1000u64)
                 .map(|i| {
                     let lane = lane.clone();
-                    tokio::spawn(async move { lane.run(move || i * 2).await.unwrap() })
+                    tokio::spawn(async move {
+                        let (n, on) = lane.run(move || (i * 2, thread_name())).await.unwrap();
+                        assert!(
+                            on.is_some_and(|t| t.starts_with("call-lane-")),
+                            "on the lane"
+                        );
+                        n
+                    })
                 })
                 .collect();
             for (i, t) in tasks.into_iter().enumerate() {
-                assert_eq!(t.await.unwrap(), i as u64 * 2);
+                assert_eq!(soon(t).await.unwrap(), i as u64 * 2);
             }
         });
     }
 
     #[test]
     fn a_call_that_panics_fails_alone() {
-        let lane = Lane::new(1);
+        let lane = lane_alone(1);
         runtime().block_on(async {
-            let r: Result<(), _> = lane.run(|| panic!("a handler's bug")).await;
-            assert!(r.is_err());
+            let r: Result<(), _> = soon(lane.run(|| panic!("a handler's bug"))).await;
+            assert!(
+                matches!(&r, Err(Failed::Panicked(m)) if m == "a handler's bug"),
+                "{r:?}"
+            );
             // The lane's one thread lived through it.
-            assert_eq!(lane.run(|| 7).await.unwrap(), 7);
+            let on = soon(lane.run(thread_name)).await.unwrap();
+            assert_eq!(on.as_deref(), Some("call-lane-0"));
         });
     }
 
     #[test]
     fn slow_calls_do_not_hold_back_the_calls_behind_them() {
-        let lane = Arc::new(Lane::new(1));
+        let lane = Arc::new(Lane::new(1).unwrap());
         runtime().block_on(async {
             // The lane's only thread is held until this test lets it go.
             let (release, held) = std::sync::mpsc::channel::<()>();
@@ -230,11 +306,8 @@ mod tests {
             };
             running.await.unwrap();
             // A call behind it leaves the queue for the blocking pool after STALE and answers
-            // while the slow one still holds the thread (a timeout only so that a broken escape
-            // fails instead of hanging).
-            let fast = lane.run(|| std::thread::current().name().map(String::from));
-            let fast = tokio::time::timeout(Duration::from_secs(30), fast).await;
-            let ran_on = fast.expect("the waiting call escaped").unwrap();
+            // while the slow one still holds the thread.
+            let ran_on = soon(lane.run(thread_name)).await.unwrap();
             assert_ne!(
                 ran_on.as_deref(),
                 Some("call-lane-0"),
@@ -242,16 +315,34 @@ mod tests {
             );
             assert!(!slow.is_finished());
             release.send(()).unwrap();
-            assert!(slow.await.unwrap().unwrap());
+            assert!(soon(slow).await.unwrap().unwrap());
         });
     }
 
     #[test]
-    fn a_free_lane_runs_the_call_on_its_own_threads() {
-        let lane = Lane::new(1);
+    fn waiting_for_idle_waits_for_the_calls_in_progress() {
+        let lane = Arc::new(lane_alone(1));
+        let done = Arc::new(AtomicBool::new(false));
         runtime().block_on(async {
-            let name = lane.run(|| std::thread::current().name().map(String::from));
-            assert_eq!(name.await.unwrap().as_deref(), Some("call-lane-0"));
+            let (started, running) = tokio::sync::oneshot::channel::<()>();
+            let call = {
+                let (lane, done) = (lane.clone(), done.clone());
+                tokio::spawn(async move {
+                    lane.run(move || {
+                        let _ = started.send(());
+                        std::thread::sleep(Duration::from_millis(50));
+                        done.store(true, Ordering::Release);
+                    })
+                    .await
+                })
+            };
+            running.await.unwrap();
+            let waiter = lane.clone();
+            tokio::task::spawn_blocking(move || waiter.wait_idle())
+                .await
+                .unwrap();
+            assert!(done.load(Ordering::Acquire), "it waited for the call");
+            soon(call).await.unwrap().unwrap();
         });
     }
 }

@@ -146,12 +146,31 @@ fn text_response(status: StatusCode, body: String) -> Response {
 }
 
 /// The process's call lane ([`lane`]): two threads per core.
+static CALL_LANE: std::sync::OnceLock<lane::Lane> = std::sync::OnceLock::new();
+
+fn new_call_lane() -> std::io::Result<lane::Lane> {
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    lane::Lane::new(2 * cores)
+}
+
+/// Starts the call lane: `serve` does before it listens, so that a failure is an error at start.
+pub fn start_call_lane() -> std::io::Result<()> {
+    if CALL_LANE.get().is_none() {
+        let _ = CALL_LANE.set(new_call_lane()?);
+    }
+    Ok(())
+}
+
+/// Waits until the calls in the lane end: `serve` does before it stops, as a runtime's
+/// shutdown waits for its blocking pool.
+pub fn finish_calls() {
+    if let Some(lane) = CALL_LANE.get() {
+        lane.wait_idle();
+    }
+}
+
 fn call_lane() -> &'static lane::Lane {
-    static LANE: std::sync::OnceLock<lane::Lane> = std::sync::OnceLock::new();
-    LANE.get_or_init(|| {
-        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-        lane::Lane::new(2 * cores)
-    })
+    CALL_LANE.get_or_init(|| new_call_lane().expect("the call lane's threads start"))
 }
 
 async fn api(
