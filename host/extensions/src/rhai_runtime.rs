@@ -88,7 +88,10 @@ fn to_dynamic(v: &Json) -> Result<Dynamic, Box<EvalAltResult>> {
 
 fn from_dynamic(d: &Dynamic) -> Result<Json, Box<EvalAltResult>> {
     // Scalars directly, as rhai's deserializer gives them (the test above `to_dynamic`'s holds
-    // the two together); anything else through it.
+    // the two together); anything else through it (a shared value too, which it refuses).
+    if d.is_shared() {
+        return rhai::serde::from_dynamic::<Json>(d);
+    }
     if let Ok(f) = d.as_float() {
         return Ok(Json::from(f));
     }

@@ -706,8 +706,6 @@ pub fn delete(app: &Arc<App>, caller: &Caller, kind: Kind, name: &str) -> Result
     crate::api::services::delete(&mut call, kind, name)
 }
 
-/// A service defined on the entity (its template chain and shapes): implemented by an
-/// extension, or by nobody yet.
 /// `Things/Pump/Services/Vent`, for messages: written only when one is needed (a call that
 /// succeeds writes none).
 struct ServicePath<'a> {
@@ -728,6 +726,8 @@ impl std::fmt::Display for ServicePath<'_> {
     }
 }
 
+/// A service defined on the entity (its template chain and shapes): implemented by an
+/// extension, or by nobody yet.
 fn extension_service(
     app: &Arc<App>,
     caller: &Caller,

@@ -763,7 +763,7 @@ pub fn run_service(
             ),
         )
     })?;
-    let digest = hex(&sha2::Sha256::digest(script.as_bytes()));
+    let digest = thinghost_core::hex(&sha2::Sha256::digest(script.as_bytes()));
     let summary = |extra: Json| {
         let mut args = json!({"sha256": digest, "bytes": script.len(), "dryRun": dry_run});
         if let (Some(a), Json::Object(e)) = (args.as_object_mut(), extra) {
@@ -1008,10 +1008,6 @@ pub fn run_service(
         StatusCode::CONFLICT,
         "the model kept changing while the script ran; nothing was changed; run it again",
     ))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    thinghost_core::hex(bytes)
 }
 
 #[cfg(test)]

@@ -430,7 +430,7 @@ pub fn run(args: Args) -> Result<i32, Failure> {
         let state = app.clone();
         crate::http::serve(listener, crate::http::router(app), tls, http_limits, shutdown_signal()).await;
         // Calls in progress end before the process does (their writes and audit entries land).
-        tokio::task::block_in_place(crate::http::finish_calls);
+        let _ = tokio::task::spawn_blocking(crate::http::finish_calls).await;
         // Failed sign-ins counted but not yet summarized are recorded, and queued audit entries
         // (denials, service calls) reach the disk, before the process ends.
         crate::state::auth::write_summaries(&state, true);

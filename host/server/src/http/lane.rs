@@ -175,6 +175,9 @@ fn work(shared: &Shared) {
             let mut q = shared.queue.lock().unwrap_or_else(|p| p.into_inner());
             loop {
                 if let Some((_, _, job)) = q.jobs.pop_front() {
+                    // Counted as running before the queue is let go: `wait_idle` never sees
+                    // the call in neither place.
+                    shared.running.fetch_add(1, Ordering::AcqRel);
                     break job;
                 }
                 if shared.closed.load(Ordering::Acquire) {
@@ -185,7 +188,6 @@ fn work(shared: &Shared) {
                 q.waiting -= 1;
             }
         };
-        shared.running.fetch_add(1, Ordering::AcqRel);
         job();
         shared.running.fetch_sub(1, Ordering::AcqRel);
     }

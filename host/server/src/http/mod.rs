@@ -241,8 +241,8 @@ async fn api(
             e.audit_denial(&app, &caller.name, serde_json::json!({}));
             json_response(e.status, &e.body())
         }
-        Err(panicked) => {
-            tracing::error!(error = %panicked, "a request handler panicked");
+        Err(failed) => {
+            tracing::error!(error = %failed, "a request gave no answer");
             json_response(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 &serde_json::json!({"error": "internal error"}),
