@@ -33,9 +33,6 @@ fn is_json(headers: &HeaderMap) -> bool {
 /// take 5 to 25 times their size: a small object is a map node of about 640 bytes).
 pub const MEMORY_PER_BODY_BYTE: usize = 32;
 
-/// Bodies up to this size are parsed without pricing them first (see [`parse_body`]).
-const UNPRICED_BODY: usize = 1024;
-
 /// About how many bytes `serde_json::Value`s of `body` would take (each value and element; each
 /// object's map nodes, one per 11 members; each key's and string's bytes), by one pass that
 /// builds nothing. Nesting is bounded by the parser's depth limit (128).
@@ -114,17 +111,9 @@ pub fn parse_body(headers: &HeaderMap, body: &[u8]) -> Result<Json, ApiError> {
         return Ok(json!({}));
     }
     // Before a value is built: what it would take in memory, from one streaming pass that keeps
-    // nothing (a body of a million tiny values would take 30 times its size as values). A body
-    // of at most UNPRICED_BODY bytes is not priced: whatever it holds takes at most about 230
-    // KiB as values (`[{},{},..]`, 672 bytes per 3), and the pass was a twentieth of a short
-    // service call.
+    // nothing (a body of a million tiny values would take 30 times its size as values).
     let budget = MEMORY_PER_BODY_BYTE * body.len() + 4096;
-    let cost = if body.len() > UNPRICED_BODY {
-        json_cost(body)
-    } else {
-        Ok(0)
-    };
-    match cost {
+    match json_cost(body) {
         Ok(cost) if cost > budget => {
             return Err(ApiError::new(
                 StatusCode::BAD_REQUEST,
