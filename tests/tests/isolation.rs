@@ -1,5 +1,6 @@
-//! Isolation of WebAssembly calls (issue 19): instances come from a pool of memory slots that
-//! are reused, so the test proves the reset. A call of one user plants a secret everywhere a
+//! Isolation of WebAssembly calls (issue 19): a call runs in an instance kept from earlier
+//! calls and put back after each (or, after a trap, in a new instance in a reused memory slot),
+//! so the test proves both resets. A call of one user plants a secret everywhere a
 //! call can leave one (a static, a counter, the heap, 6 MiB of grown heap with the secret every
 //! 64 KiB, the stack, and a call that traps halfway with its stack pointer moved); the next
 //! calls, of another user, in the same slots, grow their memory as far and further, find none
@@ -52,9 +53,12 @@ fn leaked(found: &Json, stack: &Json) -> bool {
 
 #[test]
 fn a_call_finds_nothing_of_the_calls_before_it_in_memory_globals_or_stack() {
-    // The calls run in pooled slots, reused: this tests the pool's reset.
+    // The calls run in instances reused from call to call, put back after each, in pooled
+    // slots: this tests that reset (and, for the calls that trap, the pool's reset of a slot
+    // for a new instance).
     assert!(thinghost_extensions::wasm_runtime::pooled());
     let ext = hostile();
+    assert!(ext.reuses_instances());
     // A clean call: where the stack starts, and nothing planted.
     let clean = bob_finds(&ext);
     assert!(!leaked(&clean, &clean["stack"]), "{clean}");
@@ -62,7 +66,15 @@ fn a_call_finds_nothing_of_the_calls_before_it_in_memory_globals_or_stack() {
     // ann plants, and plants again with a trap halfway; bob then looks, in the slot they used
     // (that the check sees what it looks for is the next test's).
     for round in 0..20 {
+        let put_back = ext.instances_put_back();
         call(&ext, "ann", "plant").unwrap();
+        // ann's instance was put back, and is the one bob's call takes (the last one in).
+        assert_eq!(ext.instances_put_back(), put_back + 1);
+        let found = bob_finds(&ext);
+        assert!(
+            !leaked(&found, &clean["stack"]),
+            "round {round}: bob found ann's secret or her stack in her instance: {found}"
+        );
         let err = call(&ext, "ann", "plant_and_trap").unwrap_err();
         assert!(err.contains("trapped after planting"), "{err}");
         let found = bob_finds(&ext);

@@ -2,8 +2,12 @@
 //!
 //! A narrow wrapper over wasmtime, in the manner of spin-core: it exposes only what thinghost
 //! uses, and each knob it sets says why. One engine per process; one compiled component per
-//! extension version (cached in the data directory); a fresh instance per call from a
-//! pre-instantiated template, so that no state leaks from one caller to the next.
+//! extension version (cached in the data directory). No state leaks from one caller to the
+//! next: a call runs in an instance kept from earlier calls and put back, after each call, to
+//! the snapshot taken when it was made (memories, globals, tables, element and data segments,
+//! the component's flags and handles: `wasmtime::component::Instance::restore`, a patch of
+//! `third_party/`), or, for a component that runs code while it is instantiated or an instance
+//! that could not be put back, in a new instance.
 //!
 //! What a component gets: the `host` interface (every call through [`Host::call`], the choke
 //! point) and a WASI environment with nothing in it: no files, no network, no environment
@@ -449,6 +453,14 @@ pub struct WasmExtension {
     pre: bindings::ExtensionPre<State>,
     handlers: Vec<(String, usize)>,
     limits: Limits,
+    /// Instances between calls, each put back to its snapshot; `None` for a component whose
+    /// instances are not reused (it runs code while it is instantiated: [`starts_code`]).
+    idle: Option<std::sync::Mutex<Vec<Kept>>>,
+    /// Cleared when an instance of the component could not be snapshot: calls then get a new
+    /// instance each, without trying again.
+    reuse: std::sync::atomic::AtomicBool,
+    /// How many times an instance was put back after a call (for the isolation test).
+    put_back: std::sync::atomic::AtomicU64,
     /// Only for the isolation test, to show that it catches a broken reset: one instance kept
     /// and called again and again, resetting nothing ([`WasmExtension::break_isolation_for_test`]).
     #[cfg(feature = "test-hooks")]
@@ -458,6 +470,41 @@ pub struct WasmExtension {
 /// An instance kept between calls: only [`WasmExtension::break_isolation_for_test`]'s.
 #[cfg(feature = "test-hooks")]
 type KeptInstance = (Store<State>, bindings::Extension);
+
+/// An instance reused from call to call: after each call it is put back to `snapshot`, taken
+/// when it was made, before any call; an instance that cannot be put back (its call trapped,
+/// or left a resource handle) is dropped instead.
+struct Kept {
+    store: Store<State>,
+    instance: wasmtime::component::Instance,
+    bindings: bindings::Extension,
+    snapshot: wasmtime::component::InstanceSnapshot,
+}
+
+/// How many instances of one extension wait between calls: one for each thread that runs calls
+/// (two per core, the call lane's), so that a steady load finds one ready.
+fn max_idle() -> usize {
+    static MAX: OnceLock<usize> = OnceLock::new();
+    *MAX.get_or_init(|| {
+        2 * std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    })
+}
+
+/// Does the component run code while it is instantiated: a core module's `start` section or a
+/// component's `start`? A reset puts memories back to their image, not to what such code wrote,
+/// so these components get a new instance per call. A component that does not parse counts as
+/// one (wasmtime will have refused it already).
+fn starts_code(bytes: &[u8]) -> bool {
+    use wasmparser::Payload;
+    wasmparser::Parser::new(0).parse_all(bytes).any(|p| {
+        matches!(
+            p,
+            Err(_) | Ok(Payload::StartSection { .. } | Payload::ComponentStartSection { .. })
+        )
+    })
+}
 
 /// The cache of compiled components: a folder, and the secret key that authenticates what is
 /// in it. Loading a compiled artifact is `unsafe` (wasmtime runs its machine code as it is), so
@@ -659,12 +706,16 @@ impl WasmExtension {
                 crate::host_api::WIT_PACKAGE
             )
         })?;
+        let idle = (!starts_code(bytes)).then(|| std::sync::Mutex::new(Vec::new()));
         let mut ext = WasmExtension {
             #[cfg(feature = "test-hooks")]
             broken: None,
             pre,
             handlers: Vec::new(),
             limits,
+            idle,
+            reuse: std::sync::atomic::AtomicBool::new(true),
+            put_back: std::sync::atomic::AtomicU64::new(0),
         };
         let handlers = ext
             .with_instance(None, |store, inst| {
@@ -682,6 +733,19 @@ impl WasmExtension {
     /// Does the component define `name` with `arity` parameters?
     pub fn defines(&self, name: &str, arity: usize) -> bool {
         self.handlers.iter().any(|(n, a)| n == name && *a == arity)
+    }
+
+    /// Do calls run in instances reused from call to call (put back after each)? Not for a
+    /// component that runs code while it is instantiated, or whose instance could not be
+    /// snapshot; the isolation test asks, so that it knows which reset it tests.
+    pub fn reuses_instances(&self) -> bool {
+        self.idle.is_some() && self.reuse.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// How many times an instance of this component was put back after a call, to serve the
+    /// next (the isolation test asks, so that it knows the next caller ran in the same one).
+    pub fn instances_put_back(&self) -> u64 {
+        self.put_back.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The handlers the component defines.
@@ -722,17 +786,84 @@ impl WasmExtension {
             store.set_epoch_deadline(1_000_000);
             return f(store, inst).map_err(|e| CallError::Trap(format!("{e:#}")));
         }
+        if let Some(idle) = &self.idle
+            && self.reuse.load(std::sync::atomic::Ordering::Relaxed)
+        {
+            let kept = idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+            let kept = match kept {
+                Some(kept) => Some(kept),
+                None => match self.keep() {
+                    Ok(kept) => kept,
+                    Err(e) => return Err(self.explain(e, &MemoryOutputPipe::new(0))),
+                },
+            };
+            if let Some(mut kept) = kept {
+                // A new WASI context, resource table and stderr for each call, with its host.
+                let (state, stderr) = State::new(&self.limits, host);
+                *kept.store.data_mut() = state;
+                kept.store.set_epoch_deadline(self.ticks());
+                let result = f(&mut kept.store, &kept.bindings);
+                kept.store.data_mut().host = None;
+                return match result {
+                    Ok(out) => {
+                        // Put back as it was made, or dropped: never called unreset.
+                        if kept.instance.restore(&mut kept.store, &kept.snapshot).is_ok() {
+                            self.put_back
+                                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            let mut idle = idle.lock().unwrap_or_else(|p| p.into_inner());
+                            if idle.len() < max_idle() {
+                                idle.push(kept);
+                            }
+                        }
+                        Ok(out)
+                    }
+                    Err(e) => Err(self.explain(e, &stderr)),
+                };
+            }
+        }
         let (state, stderr) = State::new(&self.limits, host);
         let mut store = Store::new(engine(), state);
         store.limiter(|s| &mut s.limits);
-        let ticks = self.limits.deadline.as_millis().div_ceil(TICK.as_millis()) as u64;
-        store.set_epoch_deadline(ticks.max(1) + 1);
+        store.set_epoch_deadline(self.ticks());
         store.epoch_deadline_trap();
         let result = self
             .pre
             .instantiate(&mut store)
             .and_then(|inst| f(&mut store, &inst));
         result.map_err(|e| self.explain(e, &stderr))
+    }
+
+    /// The epoch deadline of a call: its deadline in ticks, and one more for the tick in
+    /// progress.
+    fn ticks(&self) -> u64 {
+        let ticks = self.limits.deadline.as_millis().div_ceil(TICK.as_millis()) as u64;
+        ticks.max(1) + 1
+    }
+
+    /// A new instance to reuse, with its snapshot; `None` when its state cannot be snapshot
+    /// (the calls then get a new instance each, as a component that starts code does).
+    fn keep(&self) -> wasmtime::Result<Option<Kept>> {
+        let (state, _) = State::new(&self.limits, None);
+        let mut store = Store::new(engine(), state);
+        store.limiter(|s| &mut s.limits);
+        store.set_epoch_deadline(self.ticks());
+        store.epoch_deadline_trap();
+        let instance = self.pre.instance_pre().instantiate(&mut store)?;
+        let bindings = bindings::Extension::new(&mut store, &instance)?;
+        match instance.snapshot(&mut store) {
+            Ok(snapshot) => Ok(Some(Kept {
+                store,
+                instance,
+                bindings,
+                snapshot,
+            })),
+            Err(e) => {
+                tracing::info!(error = %e, "a WebAssembly component whose instances cannot be put back after a call: each call gets a new instance");
+                self.reuse
+                    .store(false, std::sync::atomic::Ordering::Relaxed);
+                Ok(None)
+            }
+        }
     }
 
     fn explain(&self, e: wasmtime::Error, stderr: &MemoryOutputPipe) -> CallError {
@@ -798,6 +929,109 @@ impl WasmExtension {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A component whose `plant` changes every kind of state a core instance has (memory,
+    /// memory size, a mutable global that is not exported, a table's element and size, a
+    /// passive data and element segment dropped), whose `find` tells which it finds changed,
+    /// and whose `segments` traps if a segment was dropped.
+    const PLANTER: &str = r#"
+      (component
+        (core module $m
+          (memory 1)
+          (global $g (mut i32) (i32.const 0))
+          (table $t 2 funcref)
+          (func $f (result i32) i32.const 42)
+          (data $d "secret")
+          (elem $e funcref (ref.func $f))
+          (func (export "plant") (param i32)
+            (i32.store (i32.const 100) (local.get 0))
+            (drop (memory.grow (i32.const 1)))
+            (i32.store (i32.const 65536) (local.get 0))
+            (global.set $g (local.get 0))
+            (table.set $t (i32.const 0) (ref.func $f))
+            (drop (table.grow $t (ref.func $f) (i32.const 3)))
+            (data.drop $d)
+            (elem.drop $e))
+          (func (export "find") (result i32)
+            (i32.or
+              (i32.or
+                (i32.or (i32.ne (i32.load (i32.const 100)) (i32.const 0))
+                        (i32.shl (i32.ne (memory.size) (i32.const 1)) (i32.const 1)))
+                (i32.shl (i32.ne (global.get $g) (i32.const 0)) (i32.const 2)))
+              (i32.or
+                (i32.shl (i32.eqz (ref.is_null (table.get $t (i32.const 0)))) (i32.const 3))
+                (i32.shl (i32.ne (table.size $t) (i32.const 2)) (i32.const 4)))))
+          (func (export "segments")
+            (memory.init $d (i32.const 200) (i32.const 0) (i32.const 6))
+            (table.init $t $e (i32.const 1) (i32.const 0) (i32.const 1))
+            (i32.store (i32.const 200) (i32.const 0))
+            (table.set $t (i32.const 1) (ref.null func)))
+          (func (export "trap") unreachable))
+        (core instance $i (instantiate $m))
+        (func (export "plant") (param "v" u32) (canon lift (core func $i "plant")))
+        (func (export "find") (result u32) (canon lift (core func $i "find")))
+        (func (export "segments") (canon lift (core func $i "segments")))
+        (func (export "trap") (canon lift (core func $i "trap"))))
+    "#;
+
+    #[test]
+    fn a_restored_instance_has_none_of_a_calls_state() {
+        assert!(pooled(), "the reset under test is the pool's");
+        let bytes = wat::parse_str(PLANTER).unwrap();
+        assert!(!starts_code(&bytes));
+        let component = Component::new(engine(), &bytes).unwrap();
+        let linker = Linker::<()>::new(engine());
+        type F<P, R> = wasmtime::component::TypedFunc<P, R>;
+        // A new store and instance, its snapshot, and its functions.
+        let new = || {
+            let mut store = Store::new(engine(), ());
+            store.set_epoch_deadline(1_000_000);
+            let instance = linker.instantiate(&mut store, &component).unwrap();
+            let snapshot = instance.snapshot(&mut store).unwrap();
+            let plant: F<(u32,), ()> = instance.get_typed_func(&mut store, "plant").unwrap();
+            let find: F<(), (u32,)> = instance.get_typed_func(&mut store, "find").unwrap();
+            let segments: F<(), ()> = instance.get_typed_func(&mut store, "segments").unwrap();
+            (store, instance, snapshot, plant, find, segments)
+        };
+        for round in 0..3u32 {
+            let (mut store, instance, snapshot, plant, find, segments) = new();
+            assert_eq!(find.call(&mut store, ()).unwrap(), (0,));
+            segments.call(&mut store, ()).unwrap();
+            instance.restore(&mut store, &snapshot).unwrap();
+            plant.call(&mut store, (0xdead,)).unwrap();
+            // Unreset, the check sees every change (so it would catch a reset that missed one).
+            assert_eq!(find.call(&mut store, ()).unwrap(), (0b11111,), "round {round}");
+            assert!(segments.call(&mut store, ()).is_err(), "the segments were dropped");
+            // The trap leaves the store unfit to put back: refused (the runtime drops it).
+            assert!(instance.restore(&mut store, &snapshot).is_err());
+
+            let (mut store, instance, snapshot, plant, find, segments) = new();
+            plant.call(&mut store, (0xbeef,)).unwrap();
+            instance.restore(&mut store, &snapshot).unwrap();
+            assert_eq!(find.call(&mut store, ()).unwrap(), (0,), "round {round}");
+            // The dropped segments are back.
+            segments.call(&mut store, ()).unwrap();
+            instance.restore(&mut store, &snapshot).unwrap();
+            // And again, many times in one instance.
+            for _ in 0..50 {
+                plant.call(&mut store, (round + 1,)).unwrap();
+                instance.restore(&mut store, &snapshot).unwrap();
+                assert_eq!(find.call(&mut store, ()).unwrap(), (0,));
+                instance.restore(&mut store, &snapshot).unwrap();
+            }
+        }
+    }
+
+    #[test]
+    fn a_component_that_starts_code_is_not_reused() {
+        let starts = wat::parse_str(
+            r#"(component (core module $m (func $s) (start $s)) (core instance (instantiate $m)))"#,
+        )
+        .unwrap();
+        assert!(starts_code(&starts));
+        assert!(starts_code(b"not wasm"));
+        assert!(!starts_code(&wat::parse_str(PLANTER).unwrap()));
+    }
 
     #[test]
     fn e3_the_compiled_cache_loads_only_what_this_server_wrote() {

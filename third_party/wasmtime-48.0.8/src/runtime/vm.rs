@@ -108,6 +108,8 @@ pub use crate::runtime::vm::instance::{
 pub use crate::runtime::vm::instance::{
     PoolConcurrencyLimitError, PoolingAllocatorMetrics, PoolingInstanceAllocator,
 };
+#[cfg(feature = "pooling-allocator")]
+pub(crate) use crate::runtime::vm::instance::InstanceSnapshot;
 pub use crate::runtime::vm::interpreter::*;
 pub use crate::runtime::vm::memory::{
     Memory, MemoryBase, RuntimeLinearMemory, RuntimeMemoryCreator, SharedMemory,

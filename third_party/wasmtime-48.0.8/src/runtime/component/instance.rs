@@ -50,6 +50,89 @@ const _: () = {
     assert!(core::mem::offset_of!(Instance, id) == 0);
 };
 
+/// thinghost patch: what calls can change in a component instance, as it was when
+/// [`Instance::snapshot`] took it, to be put back with [`Instance::restore`].
+///
+/// The patch exists so that an embedder can run many calls, of callers who must not see each
+/// other's data, in one instance instead of a new instance per call: each call's linear
+/// memories, globals, tables, element segments, data segment drops, the component's flags and
+/// its handle tables are put back as they were. See `third_party/README.md` of thinghost.
+#[cfg(feature = "pooling-allocator")]
+pub struct InstanceSnapshot {
+    instance: StoreComponentInstanceId,
+    vmctx: Vec<u8>,
+    cores: Vec<(crate::store::InstanceId, vm::InstanceSnapshot)>,
+}
+
+#[cfg(feature = "pooling-allocator")]
+impl Instance {
+    /// thinghost patch: takes a snapshot of this instance, to be put back after calls with
+    /// [`Instance::restore`]. Take it right after instantiation, before any call.
+    ///
+    /// Memories are put back to their module's initial image, not to what a start function
+    /// wrote: the caller makes sure that no core module of the component has a start function
+    /// (a wasm `start` section) and that the component has no `start`. Everything else that
+    /// would keep a restore from being complete fails here: an engine without the pooling
+    /// allocator, a memory that is not a pooled one initialized from an image, a table that is
+    /// not a static table of functions, element segments of GC references, a store with a
+    /// trap, a call in progress or a resource handle.
+    pub fn snapshot(&self, mut store: impl AsContextMut) -> Result<InstanceSnapshot> {
+        let store = store.as_context_mut().0;
+        if store.engine().allocator().as_pooling().is_none() {
+            bail!("only instances of the pooling allocator are restored");
+        }
+        if !store.component_data_mut().settled() {
+            bail!("the store has a trap, a call in progress or a resource handle");
+        }
+        let instance = self.id.get(store);
+        let vmctx = instance.vmctx_bytes().to_vec();
+        let ids: Vec<_> = instance.core_instance_ids().collect();
+        let mut cores = Vec::with_capacity(ids.len());
+        for id in ids {
+            cores.push((id, store.instance(id).snapshot()?));
+        }
+        Ok(InstanceSnapshot {
+            instance: self.id,
+            vmctx,
+            cores,
+        })
+    }
+
+    /// thinghost patch: puts back what [`Instance::snapshot`] took. Fails when the store is
+    /// not settled (a call trapped or is in progress, or a resource handle is held: by the
+    /// host or by the guest), or when a memory could not be reset; after a failure the
+    /// instance must not be called again: drop its store.
+    pub fn restore(&self, mut store: impl AsContextMut, snapshot: &InstanceSnapshot) -> Result<()> {
+        let store = store.as_context_mut().0;
+        if snapshot.instance != self.id {
+            bail!("a snapshot of another instance");
+        }
+        self.id.assert_belongs_to(store.id());
+        if !store.component_data_mut().settled() {
+            bail!("the store has a trap, a call in progress or a resource handle");
+        }
+        let engine = store.engine().clone();
+        let Some(pool) = engine.allocator().as_pooling() else {
+            bail!("only instances of the pooling allocator are restored");
+        };
+        for (id, core) in &snapshot.cores {
+            // SAFETY: the snapshot is this instance's (checked above), no wasm runs while the
+            // caller holds the store, and the memories came from the engine's pool.
+            unsafe {
+                store
+                    .instance_mut(*id)
+                    .restore(core, pool, engine.tunables())?;
+            }
+        }
+        // SAFETY: as above.
+        unsafe {
+            self.id.get_mut(store).restore_vmctx(&snapshot.vmctx)?;
+        }
+        store.component_data_mut().forget_free_handles();
+        Ok(())
+    }
+}
+
 impl Instance {
     /// Creates a raw `Instance` from the internal identifiers within the store.
     pub(crate) fn from_wasmtime(store: &StoreOpaque, id: ComponentInstanceId) -> Instance {

@@ -130,6 +130,8 @@ pub use self::func::{
 };
 pub use self::has_data::*;
 pub use self::instance::{Instance, InstancePre};
+#[cfg(feature = "pooling-allocator")]
+pub use self::instance::InstanceSnapshot;
 pub use self::linker::{Linker, LinkerInstance};
 pub use self::resource_table::{ResourceTable, ResourceTableError};
 pub use self::resources::{Resource, ResourceAny, ResourceDynamic};

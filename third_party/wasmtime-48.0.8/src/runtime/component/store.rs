@@ -173,6 +173,51 @@ impl ComponentStoreData {
         }
     }
 
+    /// thinghost patch: is nothing of a call left in this store: no trap, no call in
+    /// progress, no resource handle held by the host or by any component instance?
+    #[cfg(feature = "pooling-allocator")]
+    pub(crate) fn settled(&mut self) -> bool {
+        if self.trapped || !self.component_host_table.is_empty() {
+            return false;
+        }
+        match &self.task_state {
+            ComponentTaskState::NotConcurrent(tasks) => {
+                if !tasks.scopes.is_empty() {
+                    return false;
+                }
+            }
+            #[cfg(feature = "component-model-async")]
+            ComponentTaskState::Concurrent(_) => return false,
+        }
+        self.instances.iter_mut().all(|(_, instance)| {
+            let Some(instance) = instance.as_mut() else {
+                return true;
+            };
+            instance
+                .get_mut()
+                .instance_states()
+                .0
+                .iter_mut()
+                .all(|(_, state)| state.handle_table().is_empty())
+        })
+    }
+
+    /// thinghost patch: after `settled`, forgets the free slots of the instances' handle
+    /// tables (the next handle a guest gets is numbered as in a new instance) and the count of
+    /// live handles.
+    #[cfg(feature = "pooling-allocator")]
+    pub(crate) fn forget_free_handles(&mut self) {
+        for (_, instance) in self.instances.iter_mut() {
+            let Some(instance) = instance.as_mut() else {
+                continue;
+            };
+            for (_, state) in instance.get_mut().instance_states().0.iter_mut() {
+                *state.handle_table() = HandleTable::default();
+            }
+        }
+        self.handle_counter = HandleCounter::new(self.handle_counter.limit());
+    }
+
     pub fn decrement_allocator_resources(&mut self, allocator: &dyn vm::InstanceAllocator) {
         for _ in 0..self.num_component_instances {
             allocator.decrement_component_instance_count();

@@ -907,6 +907,44 @@ impl ComponentInstance {
         self.id
     }
 
+    /// thinghost patch: the component's `VMComponentContext` (its instances' flags among the
+    /// rest), for a snapshot.
+    #[cfg(feature = "pooling-allocator")]
+    pub(crate) fn vmctx_bytes(&self) -> &[u8] {
+        let size = usize::try_from(self.offsets.size_of_vmctx()).unwrap();
+        // SAFETY: the `VMComponentContext` is `size` initialized bytes.
+        unsafe { core::slice::from_raw_parts(self.vmctx().as_ptr().cast::<u8>(), size) }
+    }
+
+    /// thinghost patch: writes back what `vmctx_bytes` read.
+    ///
+    /// # Safety
+    ///
+    /// `bytes` must come from `vmctx_bytes` of this instance, and no wasm of its store may be
+    /// running.
+    #[cfg(feature = "pooling-allocator")]
+    pub(crate) unsafe fn restore_vmctx(self: Pin<&mut Self>, bytes: &[u8]) -> Result<()> {
+        let size = usize::try_from(self.offsets.size_of_vmctx()).unwrap();
+        if bytes.len() != size {
+            crate::bail!("a snapshot of another component instance");
+        }
+        // SAFETY: the `VMComponentContext` is `size` bytes and nothing reads it meanwhile.
+        unsafe {
+            core::ptr::copy_nonoverlapping(
+                bytes.as_ptr(),
+                self.vmctx().as_ptr().cast::<u8>(),
+                size,
+            );
+        }
+        Ok(())
+    }
+
+    /// thinghost patch: the core instances of this component instance.
+    #[cfg(feature = "pooling-allocator")]
+    pub(crate) fn core_instance_ids(&self) -> impl Iterator<Item = InstanceId> + '_ {
+        self.instances.values().copied()
+    }
+
     /// Pushes a new runtime instance that's been created into
     /// `self.instances`.
     pub fn push_instance_id(

@@ -150,6 +150,129 @@ pub struct Instance {
     vmctx: OwnedVMContext<VMContext>,
 }
 
+/// thinghost patch: what a call can change in a core instance, as it was right after the
+/// instance was created (see `component::Instance::snapshot`).
+#[cfg(feature = "pooling-allocator")]
+pub(crate) struct InstanceSnapshot {
+    /// The whole `VMContext`: globals, the sizes of defined memories and tables (their
+    /// `VMMemoryDefinition`s and `VMTableDefinition`s), the lazily made function references,
+    /// the lengths of data segments (`data.drop` zeroes one).
+    vmctx: Vec<u8>,
+    /// The byte size of each defined memory (its contents are the module's image again).
+    memories: Vec<usize>,
+    /// The elements of each defined table.
+    tables: Vec<Vec<crate::runtime::vm::table::FuncTableElem>>,
+    /// The elements of each passive element segment.
+    passive: Vec<Vec<ValRaw>>,
+}
+
+#[cfg(feature = "pooling-allocator")]
+impl Instance {
+    /// thinghost patch: takes the snapshot `restore` puts back. Fails for an instance whose
+    /// state it could not put back entirely: a memory that is not a pooled one reset from its
+    /// image (or whose contents the startup wrote), a table that is not a static one of
+    /// functions, element segments of GC references.
+    pub(crate) fn snapshot(&self) -> Result<InstanceSnapshot> {
+        let module = self.env_module();
+        let mut memories = Vec::new();
+        for (index, (_, memory)) in self.memories.iter() {
+            // Its contents right after instantiation must be what a reset gives: the image,
+            // or zeros where the module has no data for it; not data the startup wrote.
+            let from_image = match &module.memory_initialization {
+                MemoryInitialization::Static { map } => {
+                    let has_data = map
+                        .get(module.memory_index(index))
+                        .is_some_and(|init| init.is_some());
+                    !has_data || !memory.needs_init()
+                }
+                MemoryInitialization::Segmented => false,
+            };
+            match memory {
+                Memory::Local(m) if m.resets_in_place() && from_image => {
+                    memories.push(m.byte_size())
+                }
+                _ => bail!("a memory that cannot be reset in place"),
+            }
+        }
+        let mut tables = Vec::new();
+        for (_, (_, table)) in self.tables.iter() {
+            tables.push(
+                table
+                    .snapshot_funcs()
+                    .ok_or_else(|| format_err!("a table that cannot be restored"))?,
+            );
+        }
+        let mut passive = Vec::new();
+        for segment in self.passive_elements.iter() {
+            passive.push(
+                segment
+                    .snapshot()
+                    .ok_or_else(|| format_err!("an element segment of GC references"))?,
+            );
+        }
+        let size = usize::try_from(self.runtime_info.offsets().size_of_vmctx()).unwrap();
+        // SAFETY: the `VMContext` is `size` bytes, initialized, and not written while it is
+        // read (the caller has the store, so no wasm runs).
+        let vmctx =
+            unsafe { core::slice::from_raw_parts(self.vmctx().as_ptr().cast::<u8>(), size) }
+                .to_vec();
+        Ok(InstanceSnapshot {
+            vmctx,
+            memories,
+            tables,
+            passive,
+        })
+    }
+
+    /// thinghost patch: puts back what `snapshot` took: each memory reset in place to the
+    /// module's image and its size then, each table's elements and size, the passive element
+    /// segments, and the whole `VMContext`. On an error the instance is in no known state and
+    /// must not run again (drop its store).
+    ///
+    /// # Safety
+    ///
+    /// `snapshot` must come from this instance, no wasm of its store may be running, and
+    /// `pool` must be the allocator its memories came from.
+    pub(crate) unsafe fn restore(
+        self: Pin<&mut Self>,
+        snapshot: &InstanceSnapshot,
+        pool: &crate::runtime::vm::PoolingInstanceAllocator,
+        tunables: &wasmtime_environ::Tunables,
+    ) -> Result<()> {
+        // SAFETY: nothing is moved out of the instance.
+        let me = unsafe { self.get_unchecked_mut() };
+        if me.memories.len() != snapshot.memories.len()
+            || me.tables.len() != snapshot.tables.len()
+            || me.passive_elements.len() != snapshot.passive.len()
+        {
+            bail!("a snapshot of another instance");
+        }
+        for ((index, (_, memory)), size) in me.memories.iter_mut().zip(&snapshot.memories) {
+            let image = me.runtime_info.memory_image(index)?;
+            pool.reset_memory_in_place(memory, image, *size, tunables)?;
+        }
+        for ((_, (_, table)), saved) in me.tables.iter_mut().zip(&snapshot.tables) {
+            table.restore_funcs(saved)?;
+        }
+        for (segment, saved) in me.passive_elements.iter_mut().zip(&snapshot.passive) {
+            segment.restore(saved)?;
+        }
+        let size = usize::try_from(me.runtime_info.offsets().size_of_vmctx()).unwrap();
+        if size != snapshot.vmctx.len() {
+            bail!("a snapshot of another instance");
+        }
+        // SAFETY: the `VMContext` is `size` bytes and nothing reads it while it is written.
+        unsafe {
+            ptr::copy_nonoverlapping(
+                snapshot.vmctx.as_ptr(),
+                me.vmctx().as_ptr().cast::<u8>(),
+                size,
+            );
+        }
+        Ok(())
+    }
+}
+
 impl Instance {
     /// Creates a new owned instance handle from `req`.
     ///
@@ -1896,6 +2019,26 @@ impl PassiveElementSegment {
                 }
             }
         }
+    }
+
+    /// thinghost patch: the segment's elements, or `None` for one of GC references (which a
+    /// snapshot does not hold).
+    #[cfg(feature = "pooling-allocator")]
+    fn snapshot(&self) -> Option<Vec<ValRaw>> {
+        (!self.needs_gc_rooting).then(|| self.elements.iter().copied().collect())
+    }
+
+    /// thinghost patch: the elements [`PassiveElementSegment::snapshot`] took (a segment
+    /// `elem.drop`ped since has them again).
+    #[cfg(feature = "pooling-allocator")]
+    fn restore(&mut self, saved: &[ValRaw]) -> Result<(), OutOfMemory> {
+        debug_assert!(!self.needs_gc_rooting);
+        self.elements.clear();
+        self.elements.reserve(saved.len())?;
+        for v in saved {
+            self.elements.push(*v)?;
+        }
+        Ok(())
     }
 
     /// The elements of this segment.

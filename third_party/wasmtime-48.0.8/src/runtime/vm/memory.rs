@@ -762,6 +762,52 @@ impl LocalMemory {
     pub fn unwrap_static_image(self) -> MemoryImageSlot {
         self.memory_image.unwrap()
     }
+
+    /// thinghost patch: puts a pooled memory back as its instance found it, in place: its
+    /// contents reset to `image` (the pages written since are copied back or zeroed, the ones
+    /// past `keep_resident` given back to the kernel now), and its size `byte_size` again. The
+    /// caller updates the memory's `VMMemoryDefinition` in the instance's `VMContext`. Fails,
+    /// and the caller must then not use the memory again, for a memory that is not a pooled
+    /// static one or when a page could not be given back.
+    #[cfg(feature = "pooling-allocator")]
+    pub(crate) fn reset_in_place(
+        &mut self,
+        pagemap: Option<&crate::runtime::vm::sys::vm::PageMap>,
+        keep_resident: HostAlignedByteCount,
+        image: Option<&Arc<MemoryImage>>,
+        byte_size: usize,
+        memory_tunables: &MemoryTunables<'_>,
+    ) -> Result<()> {
+        if self.memory_may_move {
+            bail!("only a pooled memory is reset in place");
+        }
+        let slot = self
+            .memory_image
+            .as_mut()
+            .ok_or_else(|| format_err!("only a pooled memory is reset in place"))?;
+        let mut given_back = Ok(());
+        slot.clear_and_remain_ready(pagemap, keep_resident, |ptr, len| {
+            let iov = [crate::runtime::vm::sys::vm::iovec {
+                iov_base: ptr.cast(),
+                iov_len: len,
+            }];
+            // SAFETY: the pages are this memory's, past what stays resident, and nothing
+            // runs in its instance while it is reset.
+            if let Err(e) = unsafe { crate::runtime::vm::sys::vm::decommit_pages(&iov) } {
+                given_back = Err(e);
+            }
+        })?;
+        given_back.map_err(|e| format_err!("giving a memory's pages back failed: {e}"))?;
+        slot.instantiate(byte_size, image, &self.ty, memory_tunables)?;
+        self.alloc.set_byte_size(byte_size);
+        Ok(())
+    }
+
+    /// thinghost patch: is this a memory [`LocalMemory::reset_in_place`] can reset?
+    #[cfg(feature = "pooling-allocator")]
+    pub(crate) fn resets_in_place(&self) -> bool {
+        !self.memory_may_move && self.memory_image.is_some()
+    }
 }
 
 /// In the configurations where bounds checks were elided in JIT code (because

@@ -507,6 +507,46 @@ impl Table {
         matches!(self, Table::Static(_))
     }
 
+    /// thinghost patch: the elements of a static table of functions (from the pooling
+    /// allocator), to be put back with [`Table::restore_funcs`]; `None` for any other table.
+    #[cfg(feature = "pooling-allocator")]
+    pub(crate) fn snapshot_funcs(&self) -> Option<Vec<FuncTableElem>> {
+        match self {
+            Table::Static(StaticTable::Func(StaticFuncTable { data, size, .. })) => {
+                // SAFETY: `data` is the table's storage, of at least `size` elements.
+                let elems: &[FuncTableElem] =
+                    unsafe { slice::from_raw_parts(data.as_ptr().cast(), *size) };
+                Some(elems.to_vec())
+            }
+            _ => None,
+        }
+    }
+
+    /// thinghost patch: puts back the size and elements [`Table::snapshot_funcs`] took, and
+    /// clears any element past them (a table grown since). The caller updates the table's
+    /// `VMTableDefinition` in the instance's `VMContext`.
+    #[cfg(feature = "pooling-allocator")]
+    pub(crate) fn restore_funcs(&mut self, saved: &[FuncTableElem]) -> Result<()> {
+        match self {
+            Table::Static(StaticTable::Func(StaticFuncTable { data, size, .. })) => {
+                let capacity = data.as_ptr().len();
+                if saved.len() > capacity || *size > capacity {
+                    bail!("a snapshot larger than its table");
+                }
+                // SAFETY: `data` is the table's storage, of `capacity` elements, and nothing
+                // else uses the table while its instance is restored.
+                let elems: &mut [FuncTableElem] =
+                    unsafe { slice::from_raw_parts_mut(data.as_ptr().cast(), capacity) };
+                let used = cmp::max(*size, saved.len());
+                elems[saved.len()..used].fill(None);
+                elems[..saved.len()].copy_from_slice(saved);
+                *size = saved.len();
+                Ok(())
+            }
+            _ => bail!("only static tables of functions are restored"),
+        }
+    }
+
     /// Returns the number of allocated elements.
     pub fn size(&self) -> usize {
         match self {

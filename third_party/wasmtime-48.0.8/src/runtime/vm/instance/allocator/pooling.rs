@@ -268,6 +268,31 @@ impl Drop for PoolingInstanceAllocator {
 }
 
 impl PoolingInstanceAllocator {
+    /// thinghost patch: resets a live memory of this pool in place, as `deallocate_memory`
+    /// resets a slot for its next instance (the same scan of written pages, the same pages
+    /// kept resident), but for the same instance, to size `byte_size` and contents `image`.
+    pub(crate) fn reset_memory_in_place(
+        &self,
+        memory: &mut Memory,
+        image: Option<&alloc::sync::Arc<crate::runtime::vm::MemoryImage>>,
+        byte_size: usize,
+        tunables: &Tunables,
+    ) -> Result<()> {
+        let Memory::Local(memory) = memory else {
+            bail!("a shared memory is not reset in place");
+        };
+        let memory_tunables = wasmtime_environ::MemoryTunables::new(tunables, MemoryKind::LinearMemory);
+        memory.reset_in_place(
+            self.pagemap.as_ref(),
+            self.memories.keep_resident,
+            image,
+            byte_size,
+            &memory_tunables,
+        )
+    }
+}
+
+impl PoolingInstanceAllocator {
     /// Creates a new pooling instance allocator with the given strategy and limits.
     pub fn new(config: &PoolingAllocationConfig, tunables: &Tunables) -> Result<Self> {
         Ok(Self {
