@@ -807,7 +807,11 @@ impl WasmExtension {
                 return match result {
                     Ok(out) => {
                         // Put back as it was made, or dropped: never called unreset.
-                        if kept.instance.restore(&mut kept.store, &kept.snapshot).is_ok() {
+                        if kept
+                            .instance
+                            .restore(&mut kept.store, &kept.snapshot)
+                            .is_ok()
+                        {
                             self.put_back
                                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                             let mut idle = idle.lock().unwrap_or_else(|p| p.into_inner());
@@ -1000,8 +1004,15 @@ mod tests {
             instance.restore(&mut store, &snapshot).unwrap();
             plant.call(&mut store, (0xdead,)).unwrap();
             // Unreset, the check sees every change (so it would catch a reset that missed one).
-            assert_eq!(find.call(&mut store, ()).unwrap(), (0b11111,), "round {round}");
-            assert!(segments.call(&mut store, ()).is_err(), "the segments were dropped");
+            assert_eq!(
+                find.call(&mut store, ()).unwrap(),
+                (0b11111,),
+                "round {round}"
+            );
+            assert!(
+                segments.call(&mut store, ()).is_err(),
+                "the segments were dropped"
+            );
             // The trap leaves the store unfit to put back: refused (the runtime drops it).
             assert!(instance.restore(&mut store, &snapshot).is_err());
 
