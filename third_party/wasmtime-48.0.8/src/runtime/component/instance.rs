@@ -65,6 +65,21 @@ pub struct InstanceSnapshot {
 }
 
 #[cfg(feature = "pooling-allocator")]
+impl InstanceSnapshot {
+    /// How many bytes the snapshot holds, and [`Instance::restore`] copies back each time (the
+    /// `VMContext`s, table elements and element segments; memories are reset from their image,
+    /// not copied from here). An embedder may refuse to reuse instances whose snapshot is large.
+    pub fn size_bytes(&self) -> usize {
+        self.vmctx.len()
+            + self
+                .cores
+                .iter()
+                .map(|(_, core)| vm::Instance::snapshot_bytes(core))
+                .sum::<usize>()
+    }
+}
+
+#[cfg(feature = "pooling-allocator")]
 impl Instance {
     /// thinghost patch: takes a snapshot of this instance, to be put back after calls with
     /// [`Instance::restore`]. Take it right after instantiation, before any call.
@@ -73,9 +88,10 @@ impl Instance {
     /// wrote: the caller makes sure that no core module of the component has a start function
     /// (a wasm `start` section) and that the component has no `start`. Everything else that
     /// would keep a restore from being complete fails here: an engine without the pooling
-    /// allocator, a memory that is not a pooled one initialized from an image, a table that is
-    /// not a static table of functions, element segments of GC references, a store with a
-    /// trap, a call in progress or a resource handle.
+    /// allocator (or with GC or stack switching compiled in), a memory that is not a pooled one
+    /// initialized from an image, a module with data for a memory it imports or whose data
+    /// segments are applied by code, a table that is not a static table of functions, a store
+    /// with a trap, a call in progress or a resource handle.
     pub fn snapshot(&self, mut store: impl AsContextMut) -> Result<InstanceSnapshot> {
         let store = store.as_context_mut().0;
         if store.engine().allocator().as_pooling().is_none() {

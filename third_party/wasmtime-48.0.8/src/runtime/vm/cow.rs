@@ -743,6 +743,14 @@ impl MemoryImageSlot {
     }
 
     #[allow(dead_code, reason = "only used in some cfgs")]
+    /// thinghost patch: marks the slot as in use again after a reset in place that failed
+    /// halfway (`LocalMemory::reset_in_place`), so that its deallocation resets it (or gives
+    /// the slot up) as for any used slot, instead of asserting.
+    #[cfg(feature = "pooling-allocator")]
+    pub(crate) fn mark_dirty(&mut self) {
+        self.dirty = true;
+    }
+
     pub(crate) fn is_dirty(&self) -> bool {
         self.dirty
     }

@@ -173,7 +173,31 @@ impl Instance {
     /// image (or whose contents the startup wrote), a table that is not a static one of
     /// functions, element segments of GC references.
     pub(crate) fn snapshot(&self) -> Result<InstanceSnapshot> {
+        // GC references in globals, tables or segments would need rooting and a GC heap put
+        // back too; continuations, their stacks. Neither is in thinghost's build: refuse
+        // rather than copy them as bytes.
+        if cfg!(any(feature = "gc", feature = "stack-switching")) {
+            bail!("instances are not restored with GC or stack switching compiled in");
+        }
         let module = self.env_module();
+        // Data written at instantiation into a memory this module imports (another module's,
+        // which a reset puts back to that module's image) would be lost: refuse a module with
+        // active data for an imported memory, or whose data segments are applied by code.
+        match &module.memory_initialization {
+            MemoryInitialization::Static { map } => {
+                if map
+                    .iter()
+                    .any(|(index, init)| init.is_some() && module.defined_memory_index(index).is_none())
+                {
+                    bail!("a module with data for an imported memory");
+                }
+            }
+            MemoryInitialization::Segmented => {
+                if !module.memories.is_empty() {
+                    bail!("a module whose data segments are applied by code");
+                }
+            }
+        }
         let mut memories = Vec::new();
         for (index, (_, memory)) in self.memories.iter() {
             // Its contents right after instantiation must be what a reset gives: the image,
@@ -233,6 +257,21 @@ impl Instance {
     ///
     /// `snapshot` must come from this instance, no wasm of its store may be running, and
     /// `pool` must be the allocator its memories came from.
+    /// thinghost patch: not `restore` but what it copies: the bytes of the snapshot.
+    pub(crate) fn snapshot_bytes(snapshot: &InstanceSnapshot) -> usize {
+        snapshot.vmctx.len()
+            + snapshot
+                .tables
+                .iter()
+                .map(|t| t.len() * mem::size_of::<crate::runtime::vm::table::FuncTableElem>())
+                .sum::<usize>()
+            + snapshot
+                .passive
+                .iter()
+                .map(|p| p.len() * mem::size_of::<ValRaw>())
+                .sum::<usize>()
+    }
+
     pub(crate) unsafe fn restore(
         self: Pin<&mut Self>,
         snapshot: &InstanceSnapshot,

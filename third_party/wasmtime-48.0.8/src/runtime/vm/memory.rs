@@ -786,19 +786,27 @@ impl LocalMemory {
             .as_mut()
             .ok_or_else(|| format_err!("only a pooled memory is reset in place"))?;
         let mut given_back = Ok(());
-        slot.clear_and_remain_ready(pagemap, keep_resident, |ptr, len| {
-            let iov = [crate::runtime::vm::sys::vm::iovec {
-                iov_base: ptr.cast(),
-                iov_len: len,
-            }];
-            // SAFETY: the pages are this memory's, past what stays resident, and nothing
-            // runs in its instance while it is reset.
-            if let Err(e) = unsafe { crate::runtime::vm::sys::vm::decommit_pages(&iov) } {
-                given_back = Err(e);
-            }
-        })?;
-        given_back.map_err(|e| format_err!("giving a memory's pages back failed: {e}"))?;
-        slot.instantiate(byte_size, image, &self.ty, memory_tunables)?;
+        let result = slot
+            .clear_and_remain_ready(pagemap, keep_resident, |ptr, len| {
+                let iov = [crate::runtime::vm::sys::vm::iovec {
+                    iov_base: ptr.cast(),
+                    iov_len: len,
+                }];
+                // SAFETY: the pages are this memory's, past what stays resident, and nothing
+                // runs in its instance while it is reset.
+                if let Err(e) = unsafe { crate::runtime::vm::sys::vm::decommit_pages(&iov) } {
+                    given_back = Err(e);
+                }
+            })
+            .and_then(|_| {
+                given_back.map_err(|e| format_err!("giving a memory's pages back failed: {e}"))
+            })
+            .and_then(|()| slot.instantiate(byte_size, image, &self.ty, memory_tunables));
+        if result.is_err() && !slot.is_dirty() {
+            // Cleared but not made ready: the store that is dropped next resets it again.
+            slot.mark_dirty();
+        }
+        result?;
         self.alloc.set_byte_size(byte_size);
         Ok(())
     }
