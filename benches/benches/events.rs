@@ -3,7 +3,7 @@
 //! 1,000 Things of one template; 0, 1 or 10 subscriptions on the template to `DataChange` of the
 //! written property (each reads the new value: the cost is the delivery, not the code), written
 //! in Rhai in the model (`AddSubscription`) or declared by a WebAssembly extension with a handler
-//! (`benches/dispatch/add-rust`'s `on_change`, one fresh instance per delivery);
+//! (`benches/dispatch/add-rust`'s `on_change`, in an instance put back after each delivery);
 //! `THINGHOST_BENCH_WRITERS`-style 1, 8 and 64 writer threads each write the property of Things in
 //! turn (every write changes the value, so each fires) through the whole host path but the
 //! network (`api::entities::write_property`: checks, validation, the durable write, the firing)

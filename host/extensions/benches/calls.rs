@@ -49,7 +49,7 @@ fn calls(c: &mut Criterion) {
     )
     .expect("loads");
     assert_eq!(wasm.call(host.clone(), "who", &[]).unwrap(), json!("bench"));
-    c.bench_function("wasm call (fresh instance, one host call)", |b| {
+    c.bench_function("wasm call (an instance put back after each call, one host call)", |b| {
         b.iter(|| wasm.call(host.clone(), "who", &[]).unwrap())
     });
     let rhai = RhaiExtension::compile(
