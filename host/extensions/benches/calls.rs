@@ -49,9 +49,10 @@ fn calls(c: &mut Criterion) {
     )
     .expect("loads");
     assert_eq!(wasm.call(host.clone(), "who", &[]).unwrap(), json!("bench"));
-    c.bench_function("wasm call (an instance put back after each call, one host call)", |b| {
-        b.iter(|| wasm.call(host.clone(), "who", &[]).unwrap())
-    });
+    c.bench_function(
+        "wasm call (an instance put back after each call, one host call)",
+        |b| b.iter(|| wasm.call(host.clone(), "who", &[]).unwrap()),
+    );
     let rhai = RhaiExtension::compile(
         "fn who() { caller() }",
         "bench.rhai",
