@@ -828,7 +828,7 @@ impl WasmExtension {
             }
             let kept = match kept {
                 Some(kept) => Some(kept),
-                None => match self.keep() {
+                None => match self.keep(idle) {
                     Ok(kept) => kept,
                     Err(e) => return Err(self.explain(e, &MemoryOutputPipe::new(0))),
                 },
@@ -851,8 +851,7 @@ impl WasmExtension {
                             }
                             Err(e) => {
                                 if self.refused.fetch_add(1, Relaxed) + 1 >= MAX_REFUSALS {
-                                    tracing::info!(error = %e, "a WebAssembly component whose calls leave its instance unfit to put back: each call gets a new instance");
-                                    self.reuse.store(false, Relaxed);
+                                    self.stop_reuse(idle, &e);
                                 }
                             }
                         }
@@ -862,16 +861,31 @@ impl WasmExtension {
                 };
             }
         }
-        let (state, stderr) = State::new(&self.limits, host);
-        let mut store = Store::new(engine(), state);
-        store.limiter(|s| &mut s.limits);
-        store.set_epoch_deadline(self.ticks());
-        store.epoch_deadline_trap();
+        let (mut store, stderr) = self.new_store(host);
         let result = self
             .pre
             .instantiate(&mut store)
             .and_then(|inst| f(&mut store, &inst));
         result.map_err(|e| self.explain(e, &stderr))
+    }
+
+    /// A store for one instance: its state, its limits and its deadline (which trap).
+    fn new_store(&self, host: Option<Arc<dyn Host>>) -> (Store<State>, MemoryOutputPipe) {
+        let (state, stderr) = State::new(&self.limits, host);
+        let mut store = Store::new(engine(), state);
+        store.limiter(|s| &mut s.limits);
+        store.set_epoch_deadline(self.ticks());
+        store.epoch_deadline_trap();
+        (store, stderr)
+    }
+
+    /// From now on each call of this component gets a new instance; the ones waiting go, and
+    /// no longer count against [`MAX_IDLE_TOTAL`].
+    fn stop_reuse(&self, idle: &std::sync::Mutex<Vec<Kept>>, why: &wasmtime::Error) {
+        tracing::info!(error = %why, "a WebAssembly component whose instances cannot be put back after a call: each call gets a new instance");
+        self.reuse.store(false, Relaxed);
+        let waiting = std::mem::take(&mut *idle.lock().unwrap_or_else(|p| p.into_inner()));
+        IDLE_TOTAL.fetch_sub(waiting.len(), Relaxed);
     }
 
     /// The epoch deadline of a call: its deadline in ticks, and one more for the tick in
@@ -896,12 +910,8 @@ impl WasmExtension {
 
     /// A new instance to reuse, with its snapshot; `None` when its state cannot be snapshot
     /// (the calls then get a new instance each, as a component that starts code does).
-    fn keep(&self) -> wasmtime::Result<Option<Kept>> {
-        let (state, _) = State::new(&self.limits, None);
-        let mut store = Store::new(engine(), state);
-        store.limiter(|s| &mut s.limits);
-        store.set_epoch_deadline(self.ticks());
-        store.epoch_deadline_trap();
+    fn keep(&self, idle: &std::sync::Mutex<Vec<Kept>>) -> wasmtime::Result<Option<Kept>> {
+        let (mut store, _) = self.new_store(None);
         let instance = self.pre.instance_pre().instantiate(&mut store)?;
         let bindings = bindings::Extension::new(&mut store, &instance)?;
         let snapshot = instance.snapshot(&mut store).and_then(|s| {
@@ -921,8 +931,7 @@ impl WasmExtension {
                 snapshot,
             })),
             Err(e) => {
-                tracing::info!(error = %e, "a WebAssembly component whose instances cannot be put back after a call: each call gets a new instance");
-                self.reuse.store(false, Relaxed);
+                self.stop_reuse(idle, &e);
                 Ok(None)
             }
         }
