@@ -36,7 +36,7 @@ fn invoke(app: &Arc<App>, kind: Kind, entity: &str, service: &str, params: Json)
     let Json::Object(params) = params else {
         panic!("parameters are an object")
     };
-    thinghost::api::invoke(app, &admin, kind, entity, service, params)
+    thinghost::api::invoke(app, &admin, kind, entity, service, params.into())
         .unwrap_or_else(|e| panic!("{service}: {}", e.message));
 }
 

@@ -162,6 +162,56 @@ impl InfoTable {
     }
 }
 
+/// A one-row table of one field, kept as its three parts: how a service's result or a property
+/// read answers. Its JSON form and text are those of [`InfoTable::single`]'s table; keeping the
+/// parts saves that table's five allocations and a hashed map on every such answer (issue 19).
+#[derive(Clone, Debug, PartialEq)]
+pub struct OneValue {
+    pub name: std::borrow::Cow<'static, str>,
+    pub base_type: BaseType,
+    pub value: Json,
+}
+
+impl OneValue {
+    /// The table it stands for.
+    pub fn into_table(self) -> InfoTable {
+        InfoTable::single(&self.name, self.base_type, self.value)
+    }
+
+    /// Appends the JSON form's text to `out` (the text [`InfoTable::write_json`] writes for
+    /// [`OneValue::into_table`]).
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        fn value<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, v: &T) {
+            serde_json::to_writer(out, v).expect("a Vec takes any JSON text");
+        }
+        // The name is written three times: as it is when nothing in it needs an escape (a
+        // member name never does), else escaped once.
+        let plain = self
+            .name
+            .bytes()
+            .all(|b| b >= 0x20 && b != b'"' && b != b'\\' && b < 0x7f);
+        let name: std::borrow::Cow<[u8]> = if plain {
+            std::borrow::Cow::Borrowed(self.name.as_bytes())
+        } else {
+            let mut text = Vec::new();
+            value(&mut text, self.name.as_ref());
+            // Without its quotes.
+            std::borrow::Cow::Owned(text[1..text.len() - 1].to_vec())
+        };
+        out.extend_from_slice(br#"{"dataShape":{"fieldDefinitions":{""#);
+        out.extend_from_slice(&name);
+        out.extend_from_slice(br#"":{"name":""#);
+        out.extend_from_slice(&name);
+        out.extend_from_slice(br#"","baseType":""#);
+        out.extend_from_slice(self.base_type.name().as_bytes());
+        out.extend_from_slice(br#"","ordinal":0,"aspects":{}}}},"rows":[{""#);
+        out.extend_from_slice(&name);
+        out.extend_from_slice(b"\":");
+        value(out, &self.value);
+        out.extend_from_slice(b"}]}");
+    }
+}
+
 /// The JSON form written straight to text, without building the JSON value of
 /// [`InfoTable::into_json`] first (the same text: `serde_json::to_value(&t) == t.to_json()`).
 /// A reply's table is written this way: building the value was a tenth of a short service call.
@@ -260,6 +310,34 @@ mod tests {
         let v = json!({"dataShape":{"fieldDefinitions":{}},"rows":[{"z":1}]});
         assert!(InfoTable::from_json(&v).is_err());
         assert!(InfoTable::from_json(&json!([])).is_err());
+    }
+
+    #[test]
+    fn one_value_is_written_as_its_table() {
+        for (name, bt, v) in [
+            ("result", BaseType::Number, json!(2.5)),
+            ("quoted \"name\" é", BaseType::String, json!("é\n\"")),
+            ("t", BaseType::Json, json!({"a": [1, null, {"b": "c"}]})),
+            ("n", BaseType::Integer, Json::Null),
+        ] {
+            let one = OneValue {
+                name: name.to_string().into(),
+                base_type: bt,
+                value: v.clone(),
+            };
+            let mut written = Vec::new();
+            one.write_json(&mut written);
+            let mut expected = Vec::new();
+            InfoTable::single(name, bt, v).write_json(&mut expected);
+            assert_eq!(
+                String::from_utf8(written).unwrap(),
+                String::from_utf8(expected).unwrap()
+            );
+            assert_eq!(
+                one.clone().into_table(),
+                InfoTable::single(name, bt, one.value)
+            );
+        }
     }
 
     #[test]

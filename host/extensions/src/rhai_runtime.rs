@@ -154,8 +154,8 @@ fn engine(limits: &Limits) -> Engine {
             return Some(Dynamic::from(STOP_MEMORY));
         }
         // The clock every 64 operations (a few microseconds apart): reading it at each one was
-        // a thirtieth of a short call.
-        if operations % 64 != 1 {
+        // a thirtieth of a short call. Not at the first: the deadline was set just before it.
+        if operations % 64 != 0 {
             return None;
         }
         DEADLINE.with(|d| match d.get() {
@@ -236,7 +236,8 @@ impl RhaiExtension {
         handler: &str,
         args: &[Json],
     ) -> Result<Json, CallError> {
-        let args: Vec<Dynamic> = args
+        // On the stack for up to 4 arguments (rhai takes a `SmallVec` as it is).
+        let args: smallvec::SmallVec<[Dynamic; 4]> = args
             .iter()
             .map(|a| to_dynamic(a).map_err(|e| CallError::Script(e.to_string())))
             .collect::<Result<_, _>>()?;

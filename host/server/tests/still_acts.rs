@@ -45,7 +45,7 @@ fn call(
     let serde_json::Value::Object(params) = params else {
         panic!("parameters are an object")
     };
-    thinghost::api::invoke(app, who, kind, entity, service, params)
+    thinghost::api::invoke(app, who, kind, entity, service, params.into())
 }
 
 /// bob, an administrator (who may create groups), and the Administrator.

@@ -71,7 +71,11 @@ pub fn read_property(
         prop,
         Permission::PropertyRead,
     )?;
-    Ok(Reply::Table(InfoTable::single(prop, def.base_type, value)))
+    Ok(Reply::One(thinghost_core::infotable::OneValue {
+        name: prop.to_string().into(),
+        base_type: def.base_type,
+        value,
+    }))
 }
 
 /// Writes a property (needs PropertyWrite; checked against its base type). `raw`: the value, or

@@ -249,8 +249,8 @@ impl HostCtx {
         params: Json,
     ) -> Result<Json, HostError> {
         let params = match params {
-            Json::Object(o) => o,
-            Json::Null => serde_json::Map::new(),
+            Json::Object(o) => crate::api::Params::from(o),
+            Json::Null => crate::api::Params::new(),
             other => {
                 return Err(HostError::Invalid(format!(
                     "the parameters of {service} are a JSON object, not {other}"
@@ -486,7 +486,7 @@ pub enum Implemented {
     /// An extension's handler.
     Handler {
         loaded: Arc<Loaded>,
-        handler: String,
+        handler: Arc<str>,
     },
     /// Code in the model, compiled, and where it is (`ThingTemplates/Pump/Services/Vent`).
     Code {
@@ -596,9 +596,7 @@ pub fn run_service(app: &Arc<App>, caller: &Caller, inv: Invocation) -> Result<R
             format!("{what}: {} returned a wrong result: {e}", by(&implemented)),
         )
     })?;
-    Ok(Reply::Table(thinghost_core::infotable::InfoTable::single(
-        "result", result, value,
-    )))
+    Ok(crate::api::result(result, value))
 }
 
 /// Runs a subscription's code (or its extension's handler, given the event's data as its one

@@ -11,6 +11,7 @@ pub mod docs;
 pub mod entities;
 pub mod events;
 pub mod host_calls;
+pub mod params;
 pub mod reload;
 pub mod repository;
 pub mod script;
@@ -22,6 +23,8 @@ use crate::state::app::App;
 use crate::state::auth::Caller;
 pub(crate) use authz::{forbidden, not_found, require, visible_entity};
 use axum::http::StatusCode;
+use params::ParamValues;
+pub use params::Params;
 use serde_json::{Map, Value as Json, json};
 use std::sync::Arc;
 use table::{Audit, On, Run, Script, Service};
@@ -83,6 +86,8 @@ pub enum Reply {
     /// An InfoTable kept as one until it is written: the HTTP layer writes it straight to text,
     /// and scripts and extensions read its values, without a JSON value built between.
     Table(thinghost_core::infotable::InfoTable),
+    /// A one-value InfoTable (a service's result, a property read), kept as its parts.
+    One(thinghost_core::infotable::OneValue),
     Empty,
 }
 
@@ -92,6 +97,7 @@ impl Reply {
         match self {
             Reply::Json(v) => Some(v),
             Reply::Table(t) => Some(t.into_json()),
+            Reply::One(v) => Some(v.into_table().into_json()),
             Reply::Empty => None,
         }
     }
@@ -106,6 +112,11 @@ impl Reply {
                 t.write_json(&mut text);
                 Some(String::from_utf8(text).expect("JSON text is UTF-8"))
             }
+            Reply::One(v) => {
+                let mut text = Vec::with_capacity(160);
+                v.write_json(&mut text);
+                Some(String::from_utf8(text).expect("JSON text is UTF-8"))
+            }
             Reply::Empty => None,
         }
     }
@@ -116,6 +127,7 @@ impl Reply {
             Reply::Table(mut t) if !t.rows.is_empty() => {
                 t.rows.swap_remove(0).remove(field).unwrap_or(Json::Null)
             }
+            Reply::One(v) if v.name == field => v.value,
             Reply::Json(v) => v["rows"][0].get(field).cloned().unwrap_or(Json::Null),
             _ => Json::Null,
         }
@@ -128,6 +140,7 @@ impl Reply {
             Reply::Table(t) if t.fields.len() == 1 && t.fields[0].name == "result" => {
                 Reply::Table(t).first_value("result")
             }
+            Reply::One(v) if v.name == "result" => v.value,
             Reply::Json(v)
                 if v["dataShape"]["fieldDefinitions"]
                     .as_object()
@@ -147,9 +160,11 @@ pub(crate) fn bad(msg: impl Into<String>) -> ApiError {
 
 /// A one-value answer: an InfoTable of one row with the field `result`.
 pub(crate) fn result(bt: BaseType, v: Json) -> Reply {
-    Reply::Table(thinghost_core::infotable::InfoTable::single(
-        "result", bt, v,
-    ))
+    Reply::One(thinghost_core::infotable::OneValue {
+        name: "result".into(),
+        base_type: bt,
+        value: v,
+    })
 }
 
 /// Password hashes and checks made before the model's lock is taken: argon2 takes tens of
@@ -457,11 +472,11 @@ pub fn check_params(
     model: &Model,
     caller: &Caller,
     service: &str,
-    params: &mut Map<String, Json>,
+    params: &mut impl ParamValues,
     spec: &[(&str, BaseType, bool)],
 ) -> Result<(), ApiError> {
-    for k in params.keys() {
-        if !spec.iter().any(|(n, _, _)| n == k) {
+    for k in params.given() {
+        if !spec.iter().any(|(n, _, _)| *n == k) {
             let known: Vec<&str> = spec.iter().map(|p| p.0).collect();
             return Err(bad(format!(
                 "{service} has no parameter {k:?}; its parameters are: {}",
@@ -474,7 +489,7 @@ pub fn check_params(
         }
     }
     for (name, bt, required) in spec {
-        match params.get_mut(*name) {
+        match params.value_mut(name) {
             None | Some(Json::Null) if *required => {
                 let t = if *bt == table::ANY {
                     "any type".to_string()
@@ -513,12 +528,12 @@ pub fn invoke(
     kind: Kind,
     entity: &str,
     service: &str,
-    params: Map<String, Json>,
+    params: Params<'_>,
 ) -> Result<Reply, ApiError> {
     if let Some(row) = table::find(kind, entity, service)
         && serves(app, row, entity)
     {
-        return host(app, caller, kind, entity, row, params);
+        return host(app, caller, kind, entity, row, params.into_map());
     }
     extension_service(app, caller, kind, entity, service, params)
 }
@@ -734,7 +749,7 @@ fn extension_service(
     kind: Kind,
     name: &str,
     service: &str,
-    mut params: Map<String, Json>,
+    mut params: Params<'_>,
 ) -> Result<Reply, ApiError> {
     let db = app.db.read().unwrap_or_else(|p| p.into_inner());
     let m = db.model();
@@ -845,10 +860,15 @@ fn extension_service(
             .collect()
     });
     // The arguments in declared order, taken out of the checked parameters.
-    let args: Vec<Json> = def
+    let args: smallvec::SmallVec<[Json; 4]> = def
         .parameters
         .iter()
-        .map(|p| params.remove(&p.name).unwrap_or(Json::Null))
+        .map(|p| {
+            params
+                .get_mut(&p.name)
+                .map(Json::take)
+                .unwrap_or(Json::Null)
+        })
         .collect();
     // The handler runs without the model lock: each of its host calls is a request of its own.
     drop(db);

@@ -26,7 +26,7 @@ use crate::state::auth::Caller;
 use crate::state::scripts::Limits;
 use axum::http::StatusCode;
 use rhai::{AST, Dynamic, Engine, EvalAltResult, NativeCallContext, Position, Scope};
-use serde_json::{Map, Value as Json, json};
+use serde_json::{Value as Json, json};
 use sha2::Digest;
 use std::any::TypeId;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -448,7 +448,7 @@ fn register(engine: &mut Engine, run: &Arc<Run>) {
                         On::Named(k) => (*k, args[0].to_string()),
                         On::Path => entity_path(&ctx, &run, &args[0].to_string())?,
                     };
-                    let mut params = Map::new();
+                    let mut params = crate::api::Params::new();
                     for (i, p) in s.params.iter().take(n).enumerate() {
                         let a = &args[lead + i];
                         if !a.is_unit() {
@@ -469,8 +469,8 @@ fn register(engine: &mut Engine, run: &Arc<Run>) {
         move |ctx: NativeCallContext, entity: &str, service: &str, params: rhai::Map| {
             let (kind, name) = entity_path(&ctx, &r, entity)?;
             let params = match from_dynamic(&Dynamic::from_map(params))? {
-                Json::Object(o) => o,
-                _ => Map::new(),
+                Json::Object(o) => crate::api::Params::from(o),
+                _ => crate::api::Params::new(),
             };
             let reply = r.request(&ctx, |app, caller| {
                 crate::api::invoke(app, caller, kind, &name, service, params)

@@ -931,9 +931,10 @@ pub fn takes_large_body(path: &str) -> bool {
 /// The host service `service` of `entity` of `kind`, if there is one (a [`On::ThingsOf`] row
 /// is found for any Thing: the router checks the template).
 pub fn find(kind: Kind, entity: &str, service: &str) -> Option<&'static Service> {
-    static INDEX: LazyLock<std::collections::HashMap<&'static str, Vec<&'static Service>>> =
+    // Fx: a lookup-only map of the table's names (a caller's name is hashed, never inserted).
+    static INDEX: LazyLock<rustc_hash::FxHashMap<&'static str, Vec<&'static Service>>> =
         LazyLock::new(|| {
-            let mut index: std::collections::HashMap<&'static str, Vec<&'static Service>> =
+            let mut index: rustc_hash::FxHashMap<&'static str, Vec<&'static Service>> =
                 Default::default();
             for s in SERVICES.iter() {
                 index.entry(s.name).or_default().push(s);

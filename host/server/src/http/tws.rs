@@ -148,12 +148,10 @@ pub async fn tws(
 fn request(app: &Arc<App>, caller: &Caller, thing: &str, session: &str, msg: &Json) -> Json {
     let op = msg["op"].as_str().unwrap_or_default();
     let session_id = || {
-        let mut params = serde_json::Map::new();
-        params.insert(
-            "sessionId".into(),
+        crate::api::Params::from([(
+            "sessionId",
             json!(msg["sessionId"].as_str().unwrap_or(session)),
-        );
-        params
+        )])
     };
     let answer = match op {
         "GetProperty" => {
@@ -165,9 +163,14 @@ fn request(app: &Arc<App>, caller: &Caller, thing: &str, session: &str, msg: &Js
         "GetSession" | "EndSession" => {
             crate::api::invoke(app, caller, Kind::Thing, thing, op, session_id())
         }
-        "GetSessions" => {
-            crate::api::invoke(app, caller, Kind::Thing, thing, op, serde_json::Map::new())
-        }
+        "GetSessions" => crate::api::invoke(
+            app,
+            caller,
+            Kind::Thing,
+            thing,
+            op,
+            crate::api::Params::new(),
+        ),
         other => {
             return json!({
                 "op": other, "status": 403,

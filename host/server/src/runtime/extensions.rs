@@ -3,7 +3,7 @@
 //! `crate::api::host_calls`.
 
 use serde_json::{Value as Json, json};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use thinghost_core::Kind;
@@ -27,7 +27,7 @@ pub struct Loaded {
 
 /// A handler linked on an entity: (kind, name space, service or subscription, extension,
 /// handler).
-type Linked = (Kind, Member, String, Arc<Loaded>, String);
+type Linked = (Kind, Member, String, Arc<Loaded>, Arc<str>);
 
 /// What became of one package.
 #[derive(Clone)]
@@ -51,8 +51,9 @@ pub struct Registry {
     pub packages: BTreeMap<String, State>,
     /// entity -> (kind, name space, service or subscription, extension, handler): looked up by
     /// the entity's name without building a key (a service call's hot path), then among the
-    /// entity's few handlers.
-    handlers: HashMap<String, Vec<Linked>>,
+    /// entity's few handlers. Fx hashing, as the access index's maps: the names inserted are
+    /// those of installed manifests, never a caller's.
+    handlers: rustc_hash::FxHashMap<String, Vec<Linked>>,
     /// Why the last reload of a package failed, while its previous version keeps serving.
     pub reload_failures: BTreeMap<String, String>,
 }
@@ -66,7 +67,7 @@ impl Registry {
         entity: &str,
         member: Member,
         name: &str,
-    ) -> Option<(Arc<Loaded>, String)> {
+    ) -> Option<(Arc<Loaded>, Arc<str>)> {
         self.handlers
             .get(entity)?
             .iter()
@@ -86,7 +87,7 @@ impl Registry {
                 member,
                 h.name.to_string(),
                 l.clone(),
-                h.handler.to_string(),
+                Arc::from(h.handler),
             ));
         }
     }
