@@ -220,7 +220,7 @@ pub fn caller(app: &App, name: &str) -> Caller {
     let subject = thinghost::state::auth::user_usable(db.model(), name).expect("a usable user");
     Caller {
         subject,
-        name: name.to_string(),
+        name: name.into(),
         depth: 0,
         chain: None,
         in_model_code: false,

@@ -54,22 +54,33 @@ thread_local! {
 const STOP_DEADLINE: &str = "deadline";
 const STOP_MEMORY: &str = "memory";
 
-/// The host of the current call, carried as the call's tag.
-#[derive(Clone)]
-struct HostHandle(Arc<dyn Host>);
-
 thread_local! {
-    /// The host of the model code running on this thread ([`ModelCode::run`]: an evaluated
-    /// script carries no tag, and the call is synchronous).
-    static MODEL_HOST: std::cell::RefCell<Option<Arc<dyn Host>>> = const { std::cell::RefCell::new(None) };
+    /// The host of the Rhai code running on this thread: an extension's call
+    /// ([`RhaiExtension::call`]) or code in the model ([`ModelCode::run`]). Calls are synchronous
+    /// and nest (code may call a service whose code is Rhai too): each sets its host for its run
+    /// and puts the one before it back ([`HostFor`]). (Before issue 19, step 8, an extension's
+    /// host rode in the call's tag: a boxed value made and dropped on every call.)
+    static HOST: std::cell::RefCell<Option<Arc<dyn Host>>> = const { std::cell::RefCell::new(None) };
 }
 
-fn host_of(ctx: &NativeCallContext) -> Result<Arc<dyn Host>, Box<EvalAltResult>> {
-    if let Some(h) = ctx.tag().and_then(|t| t.clone().try_cast::<HostHandle>()) {
-        return Ok(h.0);
+/// The host of one run on this thread, from [`HostFor::enter`] until dropped (a panic too).
+struct HostFor(Option<Arc<dyn Host>>);
+
+impl HostFor {
+    fn enter(host: Arc<dyn Host>) -> HostFor {
+        HostFor(HOST.with(|h| h.replace(Some(host))))
     }
-    MODEL_HOST
-        .with(|h| h.borrow().clone())
+}
+
+impl Drop for HostFor {
+    fn drop(&mut self) {
+        let previous = self.0.take();
+        let _ = HOST.try_with(|h| *h.borrow_mut() = previous);
+    }
+}
+
+fn host_of(_ctx: &NativeCallContext) -> Result<Arc<dyn Host>, Box<EvalAltResult>> {
+    HOST.with(|h| h.borrow().clone())
         .ok_or_else(|| "the host API is only available inside a service call".into())
 }
 
@@ -241,10 +252,9 @@ impl RhaiExtension {
             .iter()
             .map(|a| to_dynamic(a).map_err(|e| CallError::Script(e.to_string())))
             .collect::<Result<_, _>>()?;
+        let _host = HostFor::enter(host);
         limited(&self.limits, || {
-            let options = CallFnOptions::new()
-                .with_tag(HostHandle(host))
-                .eval_ast(false);
+            let options = CallFnOptions::new().eval_ast(false);
             self.engine.call_fn_with_options::<Dynamic>(
                 options,
                 &mut Scope::new(),
@@ -311,8 +321,8 @@ impl ModelCode {
             scope.push_dynamic(name.to_string(), v);
         }
         scope.push_dynamic("result", Dynamic::UNIT);
-        let previous = MODEL_HOST.with(|h| h.replace(Some(host)));
-        let out = limited(&MODEL_ENGINE.1, || {
+        let _host = HostFor::enter(host);
+        limited(&MODEL_ENGINE.1, || {
             let value = MODEL_ENGINE
                 .0
                 .eval_ast_with_scope::<Dynamic>(&mut scope, &self.ast)?;
@@ -323,9 +333,7 @@ impl ModelCode {
             } else {
                 Ok(value)
             }
-        });
-        MODEL_HOST.with(|h| *h.borrow_mut() = previous);
-        out
+        })
     }
 }
 

@@ -67,7 +67,7 @@ fn caller(app: &App, name: &str) -> Option<Caller> {
     let subject = thinghost::state::auth::user_usable(db.model(), name).ok()?;
     Some(Caller {
         subject,
-        name: name.to_string(),
+        name: name.into(),
         depth: 0,
         chain: None,
         in_model_code: false,

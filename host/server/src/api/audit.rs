@@ -360,7 +360,7 @@ fn thing_query(call: &mut Call<'_>) -> Result<Read, ApiError> {
     let everything = crate::api::authz::reads_all_audit(call.model(), call.caller);
     let q = AuditQuery {
         source: Some(format!("Things/{}", call.entity)),
-        user: (!everything).then(|| call.caller.name.clone()),
+        user: (!everything).then(|| call.caller.name.to_string()),
         limit: max_items(call)?,
         ..base_query(call)?
     };

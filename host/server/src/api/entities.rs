@@ -280,7 +280,8 @@ pub(crate) const RUN_AS_USER: &str = "runAsUser";
 /// Only as itself, unless an administrator; an empty name (nobody: it does not fire) is anyone's.
 pub(crate) fn may_name_run_as(m: &Model, caller: &Caller, value: &Json) -> Result<(), ApiError> {
     let named = value.as_str().unwrap_or_default();
-    if named.is_empty() || named == caller.name || crate::api::authz::is_admin(m, caller.subject) {
+    if named.is_empty() || *named == *caller.name || crate::api::authz::is_admin(m, caller.subject)
+    {
         return Ok(());
     }
     let mut e = crate::api::forbidden(

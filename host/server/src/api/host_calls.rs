@@ -469,7 +469,7 @@ impl Host for HostCtx {
                 );
                 Ok(Json::Null)
             }
-            HostCall::Caller => Ok(json!(self.caller.name)),
+            HostCall::Caller => Ok(json!(&*self.caller.name)),
             HostCall::Me => Ok(json!(self.me)),
             HostCall::FireEvent { event, data } => {
                 self.request(|app, caller| {

@@ -102,20 +102,20 @@ impl Reply {
         }
     }
 
-    /// The body an HTTP client receives (`None` for a void answer).
-    pub fn body(&self) -> Option<String> {
+    /// The body an HTTP client receives, JSON text (`None` for a void answer).
+    pub fn body(&self) -> Option<Vec<u8>> {
         match self {
-            Reply::Json(v) => Some(v.to_string()),
+            Reply::Json(v) => Some(serde_json::to_vec(v).expect("a JSON value is JSON text")),
             Reply::Table(t) => {
                 // Room for a one-value table's text, written once.
                 let mut text = Vec::with_capacity(160);
                 t.write_json(&mut text);
-                Some(String::from_utf8(text).expect("JSON text is UTF-8"))
+                Some(text)
             }
             Reply::One(v) => {
                 let mut text = Vec::with_capacity(160);
                 v.write_json(&mut text);
-                Some(String::from_utf8(text).expect("JSON text is UTF-8"))
+                Some(text)
             }
             Reply::Empty => None,
         }
@@ -311,7 +311,7 @@ impl Call<'_> {
         // The entry is written in the change's own transaction (U2): neither lands alone.
         let record = thinghost_store::AuditRecord {
             timestamp: crate::now_ms(),
-            user: self.caller.name.clone(),
+            user: self.caller.name.to_string(),
             category: category.to_string(),
             message_key: audit_key.to_string(),
             args: json!({"service": self.row.name, "parameters": redact(self.row, &self.params)}),

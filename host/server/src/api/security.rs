@@ -33,7 +33,7 @@ fn table(fields: &[(&str, BaseType)], rows: Vec<Map<String, Json>>) -> Reply {
 pub fn effective(call: &mut Call<'_>) -> Result<Reply, ApiError> {
     let (m, caller, user) = (call.model(), call.caller, call.str("user"));
     let user = user.as_str();
-    if user != caller.name && !may_inspect(m, caller) {
+    if *user != *caller.name && !may_inspect(m, caller) {
         return Err(forbidden(
             caller,
             "read another user's effective permissions (Administrators and SecurityAdministrators may)",

@@ -102,7 +102,7 @@ pub fn prepare_passwords(
             let Some(stored) = stored else {
                 return Ok(prepared);
             };
-            let own = user == caller.name;
+            let own = *user == *caller.name;
             if !own && !admin {
                 return Ok(prepared);
             }
@@ -926,7 +926,7 @@ fn finish_create(
 ) -> Result<Reply, ApiError> {
     e.description = call.opt_str("description").unwrap_or_default();
     e.tags = tags(call)?;
-    e.owner = Some(call.caller.name.clone());
+    e.owner = Some(call.caller.name.to_string());
     let (kind, name) = (e.kind(), e.name.clone());
     call.commit("entityCreated", (kind, name.to_string()), move |tx| {
         tx.create(e)
@@ -1013,9 +1013,9 @@ fn data_shape_fields(v: Option<&Json>) -> Result<Vec<FieldDef>, ApiError> {
 fn create_key(call: &mut Call<'_>, name: &str) -> Result<Reply, ApiError> {
     let user = call
         .opt_str("user")
-        .unwrap_or_else(|| call.caller.name.clone());
+        .unwrap_or_else(|| call.caller.name.to_string());
     // A key carries its user's rights: only administrators make keys for someone else.
-    if user != call.caller.name && !call.is_admin() {
+    if *user != *call.caller.name && !call.is_admin() {
         return Err(forbidden(
             call.caller,
             &format!("create a key for {user}; ask an administrator"),
@@ -1205,7 +1205,7 @@ pub fn explain_access(call: &mut Call<'_>) -> Result<Reply, ApiError> {
 
 /// `GetCurrentUser()` of `Resources/CurrentSessionInfo`.
 pub fn current_user(call: &mut Call<'_>) -> Result<Reply, ApiError> {
-    Ok(result(BaseType::Username, json!(call.caller.name)))
+    Ok(result(BaseType::Username, json!(&*call.caller.name)))
 }
 
 /// The caller's principals: itself and its groups, by name.
@@ -1586,7 +1586,7 @@ pub fn key_id(call: &mut Call<'_>) -> Result<Reply, ApiError> {
         unreachable!()
     };
     // D2: a user may look at its own keys; others need Read.
-    if k.user != call.caller.name {
+    if *k.user != *call.caller.name {
         call.require_on_entity(Permission::Read, "read this key")?;
     }
     let fp = if k.fingerprint.is_empty() {
@@ -1605,7 +1605,7 @@ pub fn key_id(call: &mut Call<'_>) -> Result<Reply, ApiError> {
 /// `ChangePassword(oldPassword, newPassword)`: a user's own (with its old password), or any
 /// user's by an administrator.
 pub fn change_password(call: &mut Call<'_>) -> Result<Reply, ApiError> {
-    let own = call.entity == call.caller.name;
+    let own = *call.entity == *call.caller.name;
     if !own {
         call.require_admin("change another user's password")?;
     }

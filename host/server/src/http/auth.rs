@@ -93,7 +93,7 @@ pub async fn authenticate(
         signed_in(app, &user, "appKey", &key_name, peer);
         return Ok(Caller {
             subject,
-            name: user,
+            name: user.into(),
             depth: 0,
             chain: None,
             in_model_code: false,
@@ -106,7 +106,7 @@ pub async fn authenticate(
         signed_in(app, user, "clientCertificate", "", peer);
         return Ok(Caller {
             subject,
-            name: user.clone(),
+            name: user.as_str().into(),
             depth: 0,
             chain: None,
             in_model_code: false,
@@ -190,7 +190,7 @@ pub async fn authenticate(
         signed_in(app, user, "password", "", peer);
         return Ok(Caller {
             subject,
-            name: user.to_string(),
+            name: user.into(),
             depth: 0,
             chain: None,
             in_model_code: false,

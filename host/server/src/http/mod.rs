@@ -132,11 +132,11 @@ struct ReadBody {
 }
 
 fn json_response(status: StatusCode, body: &serde_json::Value) -> Response {
-    text_response(status, body.to_string())
+    text_response(status, body.to_string().into_bytes())
 }
 
 /// A JSON body already written to text.
-fn text_response(status: StatusCode, body: String) -> Response {
+fn text_response(status: StatusCode, body: Vec<u8>) -> Response {
     let mut res = (status, body).into_response();
     res.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -249,7 +249,8 @@ async fn api(
             )
         }
     };
-    res.extensions_mut().insert(LoggedUser(caller.name));
+    res.extensions_mut()
+        .insert(LoggedUser(caller.name.to_string()));
     res
 }
 

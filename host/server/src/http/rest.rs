@@ -193,7 +193,10 @@ impl<'de> serde::de::Visitor<'de> for Members<'_> {
                 self.0.take(Budget::NODE)?;
             }
             count += 1;
-            self.0.take(key.len())?;
+            // The list's own room too, twice a member's (a `Vec` doubles as it grows): the
+            // list, and a host service's map of it, stay within the budget.
+            self.0
+                .take(key.len() + 2 * std::mem::size_of::<(std::borrow::Cow<str>, Json)>())?;
             let value = map.next_value_seed(Value(self.0))?;
             out.push((key, value));
         }
@@ -442,6 +445,12 @@ mod tests {
         // As parameters of a service call too.
         let wide = format!(r#"{{"p": [{}{{}}]}}"#, r#"{"a":0},"#.repeat(100_000));
         match super::parse_params(&json_headers(), wide.as_bytes()) {
+            Err(e) => assert!(e.message.contains("too many small values"), "{}", e.message),
+            Ok(p) => panic!("{} parameters taken", p.len()),
+        }
+        // A flood of one name: its list counts too.
+        let same = format!("{{{}\"a\":0}}", r#""a":0,"#.repeat(100_000));
+        match super::parse_params(&json_headers(), same.as_bytes()) {
             Err(e) => assert!(e.message.contains("too many small values"), "{}", e.message),
             Ok(p) => panic!("{} parameters taken", p.len()),
         }

@@ -117,7 +117,7 @@ pub async fn tws(
     let caller = match subject {
         Ok(subject) => Caller {
             subject,
-            name: user.clone(),
+            name: user.as_str().into(),
             depth: 0,
             chain: None,
             in_model_code: false,

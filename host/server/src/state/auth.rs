@@ -14,7 +14,9 @@ use thinghost_core::{Body, Kind, Subject, View};
 #[derive(Clone, Debug)]
 pub struct Caller {
     pub subject: Subject,
-    pub name: String,
+    /// Shared: a caller is cloned into every call it makes (a service's host, a script's
+    /// context), and its name with it.
+    pub name: std::sync::Arc<str>,
     /// How deep in extension service calls this request is (0 for a request from outside).
     pub depth: u8,
     /// For the code of a subscription, and what it calls: the firings that led to it and their
@@ -29,7 +31,7 @@ pub struct Caller {
 
 impl Caller {
     /// A request's caller, from outside (no depth, no chain of firings).
-    pub fn new(subject: Subject, name: impl Into<String>) -> Caller {
+    pub fn new(subject: Subject, name: impl Into<std::sync::Arc<str>>) -> Caller {
         Caller {
             subject,
             name: name.into(),
