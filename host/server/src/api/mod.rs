@@ -8,6 +8,7 @@ pub mod audit;
 pub mod authz;
 pub mod definitions;
 pub mod docs;
+pub mod edge;
 pub mod entities;
 pub mod events;
 pub mod host_calls;

@@ -73,6 +73,15 @@ pub struct Args {
     /// of StartSession's launch URI). Default: the address the server listens on.
     #[arg(long, value_name = "URL")]
     public_url: Option<String>,
+    /// How long a device connecting to /Thingworx/WS has to send its AUTH (C1).
+    #[arg(long, value_name = "SECONDS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=600))]
+    edge_auth_timeout_seconds: u64,
+    /// The largest AlwaysOn frame, and the chunk size of what the server sends (C6).
+    #[arg(long, value_name = "BYTES", default_value_t = 8192, value_parser = clap::value_parser!(u64).range(256..=65535))]
+    edge_chunk_size: u64,
+    /// The largest AlwaysOn message, reassembled from chunks (C6).
+    #[arg(long, value_name = "KIB", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=65536))]
+    edge_max_message_kib: u64,
     /// How long a remote-access nonce key is good for (it is good for one use).
     #[arg(long, value_name = "SECONDS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=3600))]
     nonce_lifetime_seconds: u64,
@@ -303,6 +312,14 @@ pub fn run(args: Args) -> Result<i32, Failure> {
         extensions: arc_swap::ArcSwap::from_pointee(extensions),
         plugins: source,
         reload_lock: Mutex::new(()),
+        edge: Arc::new(crate::state::edge::Edge::new(
+            crate::state::edge::EdgeLimits {
+                auth_timeout: std::time::Duration::from_secs(args.edge_auth_timeout_seconds),
+                chunk_size: args.edge_chunk_size as usize,
+                max_message: args.edge_max_message_kib as usize * 1024,
+                ..Default::default()
+            },
+        )),
         sessions: crate::state::sessions::Sessions::with_limits(
             std::time::Duration::from_secs(args.nonce_lifetime_seconds),
             crate::state::sessions::SessionLimits {

@@ -49,55 +49,7 @@ pub async fn authenticate(
         ));
     }
     if let Some(key) = headers.get("appKey") {
-        let secret = key.to_str().unwrap_or("");
-        let hash = crate::state::keys::hash(secret.trim());
-        let db = app.db.read().unwrap_or_else(|p| p.into_inner());
-        let model = db.model();
-        let Some(entity) = model.application_key(&hash) else {
-            return Err(refused(
-                "",
-                "unknownKey",
-                format!(
-                    "no key with fingerprint {}",
-                    crate::state::keys::fingerprint(&hash)
-                ),
-            ));
-        };
-        let Body::ApplicationKey(k) = &entity.body else {
-            unreachable!("indexed as a key")
-        };
-        // The lookup found the entry by hash; compare in constant time all the same.
-        if !bool::from(k.key_hash.as_bytes().ct_eq(hash.as_bytes())) {
-            return Err(refused(&k.user, "unknownKey", "hash mismatch"));
-        }
-        if k.expiration_date <= crate::now_ms() {
-            return Err(refused(
-                &k.user,
-                "keyExpired",
-                format!("key {} expired", entity.name),
-            ));
-        }
-        if !allowed_address(peer.addr, &k.whitelist) {
-            return Err(refused(
-                &k.user,
-                "addressNotAllowed",
-                format!(
-                    "key {} used from {}, outside its allow-list",
-                    entity.name, peer.addr
-                ),
-            ));
-        }
-        let subject = user_usable(model, &k.user)?;
-        let (user, key_name) = (k.user.clone(), entity.name.clone());
-        drop(db);
-        signed_in(app, &user, "appKey", &key_name, peer);
-        return Ok(Caller {
-            subject,
-            name: user.into(),
-            depth: 0,
-            chain: None,
-            in_model_code: false,
-        });
+        return authenticate_key(app, key.to_str().unwrap_or(""), peer);
     }
     if let Some(user) = &peer.client_cert_user {
         let db = app.db.read().unwrap_or_else(|p| p.into_inner());
@@ -201,4 +153,57 @@ pub async fn authenticate(
         "noCredentials",
         "no appKey header, client certificate or Basic credentials",
     ))
+}
+
+/// Authenticates an application key's secret (the `appKey` header, or an AlwaysOn AUTH's claim):
+/// known, not expired, used from an allowed address, its user usable (K1-K3).
+pub fn authenticate_key(app: &App, secret: &str, peer: &Peer) -> Result<Caller, Refused> {
+    let hash = crate::state::keys::hash(secret.trim());
+    let db = app.db.read().unwrap_or_else(|p| p.into_inner());
+    let model = db.model();
+    let Some(entity) = model.application_key(&hash) else {
+        return Err(refused(
+            "",
+            "unknownKey",
+            format!(
+                "no key with fingerprint {}",
+                crate::state::keys::fingerprint(&hash)
+            ),
+        ));
+    };
+    let Body::ApplicationKey(k) = &entity.body else {
+        unreachable!("indexed as a key")
+    };
+    // The lookup found the entry by hash; compare in constant time all the same.
+    if !bool::from(k.key_hash.as_bytes().ct_eq(hash.as_bytes())) {
+        return Err(refused(&k.user, "unknownKey", "hash mismatch"));
+    }
+    if k.expiration_date <= crate::now_ms() {
+        return Err(refused(
+            &k.user,
+            "keyExpired",
+            format!("key {} expired", entity.name),
+        ));
+    }
+    if !allowed_address(peer.addr, &k.whitelist) {
+        return Err(refused(
+            &k.user,
+            "addressNotAllowed",
+            format!(
+                "key {} used from {}, outside its allow-list",
+                entity.name, peer.addr
+            ),
+        ));
+    }
+    let subject = user_usable(model, &k.user)?;
+    let (user, key_name) = (k.user.clone(), entity.name.clone());
+    drop(db);
+    signed_in(app, &user, "appKey", &key_name, peer);
+    Ok(Caller {
+        subject,
+        name: user.into(),
+        depth: 0,
+        chain: None,
+        in_model_code: false,
+    })
 }

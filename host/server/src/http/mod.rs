@@ -3,6 +3,7 @@
 //! imports this folder: it is an adapter over `crate::api`.
 
 pub mod auth;
+pub mod edge;
 pub mod lane;
 pub mod rest;
 pub mod tls;
@@ -28,6 +29,7 @@ pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/health", get(|| async { "ok" }))
         .route("/Thingworx/TWS", any(crate::http::tws::tws))
+        .route("/Thingworx/WS", any(crate::http::edge::ws))
         .route("/Thingworx", any(api))
         .route("/Thingworx/{*rest}", any(api))
         .layer(middleware::from_fn(log_request))

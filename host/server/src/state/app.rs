@@ -35,6 +35,9 @@ pub struct App {
     pub reload_lock: Mutex<()>,
     /// Remote-access sessions and their nonce keys.
     pub sessions: crate::state::sessions::Sessions,
+    /// Devices connected over AlwaysOn and the Things they have bound (shared with the copies
+    /// scripts run on: a device's connection is the server's).
+    pub edge: std::sync::Arc<crate::state::edge::Edge>,
     /// The data directory (file repositories live under it).
     pub data_dir: std::path::PathBuf,
     /// How long audit entries stay online before `PurgeAuditData` removes them (U6).
@@ -94,6 +97,7 @@ impl App {
             plugins: None,
             reload_lock: Mutex::new(()),
             sessions: crate::state::sessions::Sessions::new(std::time::Duration::from_secs(15)),
+            edge: Default::default(),
             data_dir: data_dir.to_path_buf(),
             audit_retention_days: 60,
             deployment: Default::default(),
@@ -132,6 +136,7 @@ impl App {
             plugins: None,
             reload_lock: Mutex::new(()),
             sessions,
+            edge: self.edge.clone(),
             data_dir: self.data_dir.clone(),
             audit_retention_days: self.audit_retention_days,
             deployment: self.deployment,

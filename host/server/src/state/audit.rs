@@ -25,6 +25,8 @@ pub mod category {
     pub const SECURITY: &str = "SECURITY";
     pub const SERVICE: &str = "SERVICE";
     pub const REMOTE_ACCESS: &str = "REMOTE_ACCESS";
+    /// Devices' AlwaysOn connections: connects, binds, refusals, disconnects (C1-C3).
+    pub const CONNECTIONS: &str = "CONNECTIONS";
     pub const EXTENSIONS: &str = "EXTENSIONS";
     pub const SCRIPTS: &str = "SCRIPTS";
     pub const AUDIT: &str = "AUDIT";
@@ -35,6 +37,7 @@ pub mod category {
         SECURITY,
         SERVICE,
         REMOTE_ACCESS,
+        CONNECTIONS,
         EXTENSIONS,
         SCRIPTS,
         AUDIT,

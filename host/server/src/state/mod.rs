@@ -8,6 +8,7 @@ pub mod app;
 pub mod audit;
 pub mod auth;
 pub mod code;
+pub mod edge;
 pub mod events;
 pub mod keys;
 pub mod repository;

@@ -1,0 +1,485 @@
+//! Devices over AlwaysOn (`/Thingworx/WS`, DOMAIN section 10) against the real server over TLS,
+//! with frames built by the project's codec: AUTH first (C1), binding Remote Things (C2), the
+//! protocol's limits and garbage (C6).
+
+use serde_json::{Value as Json, json};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use thinghost_alwayson::{Body, Code, Frame, Header, Message, codes, decode};
+use thinghost_tests::{Server, copy_dir, ok, workspace};
+
+const ES: &str = "/Thingworx/Resources/EntityServices/Services";
+const HUB: &str = "/Thingworx/Things/ConnectionServicesHub/Services/GrantThingTemplatePermissions";
+
+type Socket = tungstenite::WebSocket<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>;
+type Ws<S> = tungstenite::WebSocket<S>;
+
+fn serve(t: &Path, extra: &[&str]) -> Server {
+    let p: PathBuf = t.join("plugins");
+    std::fs::create_dir_all(&p).unwrap();
+    copy_dir(
+        &workspace().join("plugins/connection-services"),
+        &p.join("connection-services"),
+    );
+    let mut args = vec!["--plugins", p.to_str().unwrap(), "--no-watch"];
+    if !extra.contains(&"--insecure-http") {
+        args.push("--dev");
+    }
+    args.extend_from_slice(extra);
+    Server::start(&t.join("d"), &args)
+}
+
+/// Opens `/Thingworx/WS` over TLS.
+fn connect(s: &Server) -> Socket {
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pki_types::CertificateDer::pem_file_iter(s.dir.join("dev-cert.pem")).unwrap()
+    {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let port = s.url.rsplit(':').next().unwrap().trim_end_matches('/');
+    let tcp = TcpStream::connect(format!("127.0.0.1:{port}")).unwrap();
+    tcp.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    let conn = rustls::ClientConnection::new(
+        Arc::new(config),
+        rustls_pki_types::ServerName::try_from("localhost").unwrap(),
+    )
+    .unwrap();
+    let stream = rustls::StreamOwned::new(conn, tcp);
+    let (socket, _) =
+        tungstenite::client::client(format!("wss://localhost:{port}/Thingworx/WS"), stream)
+            .expect("the WebSocket handshake");
+    socket
+}
+
+/// Opens `/Thingworx/WS` without TLS (a server started with `--insecure-http`).
+fn connect_plain(s: &Server) -> Ws<TcpStream> {
+    let port = s.url.rsplit(':').next().unwrap().trim_end_matches('/');
+    let tcp = TcpStream::connect(format!("127.0.0.1:{port}")).unwrap();
+    tcp.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    let (socket, _) =
+        tungstenite::client::client(format!("ws://localhost:{port}/Thingworx/WS"), tcp)
+            .expect("the WebSocket handshake");
+    socket
+}
+
+fn send<S: std::io::Read + std::io::Write>(socket: &mut Ws<S>, m: &Message) {
+    socket
+        .send(tungstenite::Message::Binary(m.to_frame().into()))
+        .unwrap();
+}
+
+/// The next message, or `None` once the server closed the connection.
+fn receive<S: std::io::Read + std::io::Write>(socket: &mut Ws<S>) -> Option<Message> {
+    loop {
+        match socket.read() {
+            Ok(tungstenite::Message::Binary(b)) => match decode(&b).unwrap() {
+                Frame::Whole(m) => return Some(m),
+                Frame::Chunk(_) => panic!("a chunk"),
+            },
+            Ok(tungstenite::Message::Close(_)) | Err(_) => return None,
+            Ok(_) => continue,
+        }
+    }
+}
+
+fn reason(m: &Message) -> String {
+    match &m.body {
+        Body::Response(r) => r.reason.clone().unwrap_or_default(),
+        other => panic!("not a response: {other:?}"),
+    }
+}
+
+/// Authenticates with `key`; the session id the server gave.
+fn auth<S: std::io::Read + std::io::Write>(socket: &mut Ws<S>, key: &str) -> u32 {
+    send(socket, &Message::auth(1, key));
+    let m = receive(socket).expect("an answer to AUTH");
+    assert_eq!(m.header.code, Code::SUCCESS, "{}", reason(&m));
+    assert_eq!(m.header.request_id, 1);
+    m.header.session_id
+}
+
+fn bind_message(session: u32, request: u32, unbind: bool, names: &[&str]) -> Message {
+    Message {
+        header: Header {
+            code: if unbind { Code::UNBIND } else { Code::BIND },
+            request_id: request,
+            endpoint_id: 0,
+            session_id: session,
+        },
+        body: Body::Bind {
+            gateway: None,
+            names: names.iter().map(|n| n.to_string()).collect(),
+        },
+    }
+}
+
+fn bind<S: std::io::Read + std::io::Write>(
+    socket: &mut Ws<S>,
+    session: u32,
+    names: &[&str],
+) -> Message {
+    send(socket, &bind_message(session, 2, false, names));
+    let m = receive(socket).expect("an answer to BIND");
+    assert_eq!(m.header.request_id, 2);
+    m
+}
+
+/// The audit records with `key`, newest last.
+fn audited(s: &Server, key: &str) -> Vec<Json> {
+    use thinghost_store::Store;
+    let mut store =
+        thinghost_store::SqliteStore::open(&s.dir.join(thinghost_store::DB_FILE)).unwrap();
+    store
+        .audit_records(10_000)
+        .unwrap()
+        .into_iter()
+        .rev()
+        .filter(|r| r.message_key == key)
+        .map(
+            |r| json!({"user": r.user, "category": r.category, "args": r.args, "source": r.source}),
+        )
+        .collect()
+}
+
+/// A device user (`dev`, in `devices`, in `devOrg`) with a key; the template `Pump` (a Remote
+/// Thing) granted to them as CSE grants; `Pump1` of it; `Hidden1` (a Remote Thing they cannot
+/// see); `Lamp1` (visible, not remote); and `idle`, in `devOrg` but with no run-time rights.
+/// The keys of dev and idle.
+fn devices(s: &Server) -> (String, String) {
+    let admin = s.admin_key();
+    let mut keys = Vec::new();
+    ok(
+        s,
+        &admin,
+        &format!("{ES}/CreateOrganization"),
+        json!({"name": "devOrg"}),
+    );
+    for (user, group) in [("dev", "devices"), ("idle", "idlers")] {
+        ok(
+            s,
+            &admin,
+            &format!("{ES}/CreateUser"),
+            json!({"name": user, "password": "a long password 1"}),
+        );
+        ok(
+            s,
+            &admin,
+            &format!("{ES}/CreateGroup"),
+            json!({"name": group}),
+        );
+        ok(
+            s,
+            &admin,
+            &format!("/Thingworx/Groups/{group}/Services/AddMember"),
+            json!({"member": user, "type": "User"}),
+        );
+        ok(
+            s,
+            &admin,
+            "/Thingworx/Organizations/devOrg/Services/AddMember",
+            json!({"name": "devOrg", "member": group, "type": "Group"}),
+        );
+        let v = ok(
+            s,
+            &admin,
+            &format!("{ES}/CreateApplicationKey"),
+            json!({"name": format!("{user}-key"), "user": user}),
+        );
+        keys.push(v["rows"][0]["keyId"].as_str().unwrap().to_string());
+    }
+    ok(
+        s,
+        &admin,
+        &format!("{ES}/CreateThingTemplate"),
+        json!({"name": "Pump", "thingTemplateName": "RemoteThing"}),
+    );
+    ok(
+        s,
+        &admin,
+        HUB,
+        json!({"thingTemplateName": "Pump", "organizationName": "devOrg", "userGroupName": "devices"}),
+    );
+    ok(
+        s,
+        &admin,
+        &format!("{ES}/CreateThingTemplate"),
+        json!({"name": "Lamp", "thingTemplateName": "GenericThing"}),
+    );
+    ok(
+        s,
+        &admin,
+        "/Thingworx/ThingTemplates/Lamp/Services/AddInstancePermissions",
+        json!({"permissions": [{"family": "visibility", "principal": "devOrg", "principalType": "Organization"}]}),
+    );
+    for (name, template) in [
+        ("Pump1", "Pump"),
+        ("Pump2", "Pump"),
+        ("Hidden1", "RemoteThing"),
+        ("Lamp1", "Lamp"),
+    ] {
+        ok(
+            s,
+            &admin,
+            &format!("{ES}/CreateThing"),
+            json!({"name": name, "thingTemplateName": template}),
+        );
+    }
+    (keys.remove(0), keys.remove(0))
+}
+
+/// C1: AUTH must come first: anything else first closes the connection, audited; a wrong key
+/// is answered UNAUTHORIZED and closed, audited as any refused key; a right one is answered
+/// with the connection's session, which later messages must carry.
+#[test]
+fn c1_auth_first_with_a_good_key_or_the_connection_is_closed() {
+    let t = tempfile::tempdir().unwrap();
+    let s = serve(t.path(), &[]);
+    let (dev, _) = devices(&s);
+
+    let mut first_bind = connect(&s);
+    send(&mut first_bind, &bind_message(0, 1, false, &["Pump1"]));
+    assert!(receive(&mut first_bind).is_none(), "BIND first: closed");
+    let refused = audited(&s, "edgeNotAuthenticated");
+    assert!(
+        refused[0]["args"]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("BIND"),
+        "{refused:?}"
+    );
+    assert_eq!(refused[0]["args"]["endpoint"], "/Thingworx/WS");
+
+    let mut wrong = connect(&s);
+    send(&mut wrong, &Message::auth(1, "not-a-key"));
+    let m = receive(&mut wrong).expect("an answer");
+    assert_eq!(m.header.code, Code::UNAUTHORIZED);
+    assert!(receive(&mut wrong).is_none(), "closed after a wrong key");
+    let unknown = audited(&s, "unknownKey");
+    assert_eq!(unknown.last().unwrap()["args"]["endpoint"], "/Thingworx/WS");
+
+    let mut device = connect(&s);
+    let session = auth(&mut device, &dev);
+    assert_ne!(session, thinghost_alwayson::message::NO_SESSION);
+    let connected = audited(&s, "deviceConnected");
+    assert_eq!(connected.last().unwrap()["user"], "dev");
+    // KEEP_ALIVE is answered; a message with another session is refused, the connection kept.
+    let keep = Message {
+        header: Header {
+            code: Code::KEEP_ALIVE,
+            request_id: 5,
+            endpoint_id: 0,
+            session_id: session,
+        },
+        body: Body::KeepAlive,
+    };
+    send(&mut device, &keep);
+    assert_eq!(receive(&mut device).unwrap().header.code, Code::SUCCESS);
+    let m = bind(&mut device, session.wrapping_add(1), &["Pump1"]);
+    assert_eq!(m.header.code, Code::UNAUTHORIZED, "{}", reason(&m));
+    let m = bind(&mut device, session, &["Pump1"]);
+    assert_eq!(m.header.code, Code::SUCCESS, "{}", reason(&m));
+}
+
+/// C1: a connection that sends no AUTH within the limit is closed, and the refusal audited.
+#[test]
+fn c1_no_auth_within_the_limit_closes_the_connection() {
+    let t = tempfile::tempdir().unwrap();
+    let s = serve(t.path(), &["--edge-auth-timeout-seconds", "1"]);
+    let mut silent = connect(&s);
+    let started = std::time::Instant::now();
+    assert!(receive(&mut silent).is_none());
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    assert_eq!(audited(&s, "edgeAuthTimeout").len(), 1);
+}
+
+/// C2: a visible Remote Thing with ServiceInvoke on UpdateSubscribedPropertyValues binds; an
+/// invisible one answers exactly as a missing one; a Thing that is not remote, or a user
+/// without the right, is refused with the reason (the denial audited); a Thing is bound to one
+/// connection at a time, and free again once unbound or its connection closes.
+#[test]
+fn c2_binding_needs_a_visible_remote_thing_the_right_and_no_other_connection() {
+    let t = tempfile::tempdir().unwrap();
+    let s = serve(t.path(), &[]);
+    let (dev, idle) = devices(&s);
+    let mut device = connect(&s);
+    let session = auth(&mut device, &dev);
+
+    let missing = bind(&mut device, session, &["Nothing1"]);
+    let hidden = bind(&mut device, session, &["Hidden1"]);
+    assert_eq!(missing.header.code, Code::NOT_FOUND);
+    assert_eq!(hidden.header.code, Code::NOT_FOUND);
+    assert_eq!(
+        reason(&missing).replace("Nothing1", "X"),
+        reason(&hidden).replace("Hidden1", "X")
+    );
+
+    let lamp = bind(&mut device, session, &["Lamp1"]);
+    assert_eq!(lamp.header.code, Code::BAD_REQUEST);
+    assert!(reason(&lamp).contains("RemoteThing"), "{}", reason(&lamp));
+
+    let both = bind(&mut device, session, &["Pump1", "Pump2"]);
+    assert_eq!(both.header.code, Code::SUCCESS, "{}", reason(&both));
+    assert_eq!(audited(&s, "thingBound").len(), 2);
+
+    let mut other = connect(&s);
+    let other_session = auth(&mut other, &dev);
+    let taken = bind(&mut other, other_session, &["Pump1"]);
+    assert_eq!(taken.header.code, Code::PRECONDITION_FAILED);
+    assert!(
+        reason(&taken).contains("another connection"),
+        "{}",
+        reason(&taken)
+    );
+
+    send(&mut device, &bind_message(session, 3, true, &["Pump1"]));
+    assert_eq!(receive(&mut device).unwrap().header.code, Code::SUCCESS);
+    assert_eq!(
+        bind(&mut other, other_session, &["Pump1"]).header.code,
+        Code::SUCCESS
+    );
+    // Pump2 is free once its connection closes.
+    device.close(None).unwrap();
+    while receive(&mut device).is_some() {}
+    thinghost_tests::within_20s("Pump2 freed", || {
+        (bind(&mut other, other_session, &["Pump2"]).header.code == Code::SUCCESS).then_some(())
+    });
+
+    let mut idler = connect(&s);
+    let idle_session = auth(&mut idler, &idle);
+    let denied = bind(&mut idler, idle_session, &["Pump1"]);
+    assert_eq!(denied.header.code, Code::FORBIDDEN, "{}", reason(&denied));
+    assert!(
+        reason(&denied).contains("UpdateSubscribedPropertyValues"),
+        "{}",
+        reason(&denied)
+    );
+    thinghost_tests::within_20s("the denial audited", || {
+        audited(&s, "permissionDenied")
+            .iter()
+            .any(|r| r["user"] == "idle")
+            .then_some(())
+    });
+}
+
+/// C6: frames of random bytes and truncated headers close their connection and leave the
+/// server serving; a message over the size limit is answered BAD_REQUEST and the connection
+/// kept. (Without TLS: a thousand handshakes of a debug-built client would be most of the
+/// test; the other tests run over TLS.)
+#[test]
+fn c6_garbage_closes_its_connection_and_the_server_keeps_serving() {
+    let t = tempfile::tempdir().unwrap();
+    let s = serve(
+        t.path(),
+        &["--insecure-http", "--edge-max-message-kib", "16"],
+    );
+    let (dev, _) = devices(&s);
+    // A small deterministic generator: the same frames on every run.
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let mut sent = 0;
+    while sent < 1000 {
+        let mut socket = connect_plain(&s);
+        let session = auth(&mut socket, &dev);
+        // A valid frame answered first, then garbage until the server closes.
+        let keep = Message {
+            header: Header {
+                code: Code::KEEP_ALIVE,
+                request_id: 2,
+                endpoint_id: 0,
+                session_id: session,
+            },
+            body: Body::KeepAlive,
+        };
+        send(&mut socket, &keep);
+        assert_eq!(receive(&mut socket).unwrap().header.code, Code::SUCCESS);
+        loop {
+            let len = (next() % 64) as usize;
+            let mut frame: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+            if next() % 2 == 0 && frame.len() > 2 {
+                // A truncated valid header, or a valid header with garbage after it.
+                frame[0] = 1;
+                frame[1] = Code::POST.0;
+            }
+            sent += 1;
+            if socket
+                .send(tungstenite::Message::Binary(frame.into()))
+                .is_err()
+            {
+                break;
+            }
+            match socket.read() {
+                Ok(tungstenite::Message::Binary(b)) => {
+                    // Bytes that happened to be a message get an answer; go on.
+                    assert!(decode(&b).is_ok());
+                }
+                _ => break,
+            }
+        }
+    }
+    assert_eq!(s.client.get(s.at("/health")).send().unwrap().status(), 200);
+    assert!(!audited(&s, "connectionClosedMalformed").is_empty());
+
+    // Over the message limit (16 KiB here): BAD_REQUEST, and the connection goes on.
+    let mut socket = connect_plain(&s);
+    let session = auth(&mut socket, &dev);
+    let big = Message {
+        header: Header {
+            code: Code::POST,
+            request_id: 9,
+            endpoint_id: 0,
+            session_id: session,
+        },
+        body: Body::Request(thinghost_alwayson::Request {
+            entity_type: codes::THING,
+            entity_name: "Pump1".into(),
+            characteristic: codes::SERVICES,
+            name: "Store".into(),
+            headers: vec![],
+            params: Some(thinghost_alwayson::Table::single(
+                "text",
+                thinghost_alwayson::Value::string("x".repeat(40_000)),
+            )),
+        }),
+    };
+    let frames = thinghost_alwayson::frames(&big, 8192, 1 << 20).unwrap();
+    for f in &frames {
+        socket
+            .send(tungstenite::Message::Binary(f.clone().into()))
+            .unwrap();
+    }
+    let m = receive(&mut socket).expect("an answer");
+    assert_eq!(m.header.code, Code::BAD_REQUEST, "{}", reason(&m));
+    assert_eq!(m.header.request_id, 9);
+    // The connection goes on: the chunks after the refused first are refused the same way or
+    // dropped; a KEEP_ALIVE is still answered.
+    let keep = Message {
+        header: Header {
+            code: Code::KEEP_ALIVE,
+            request_id: 10,
+            endpoint_id: 0,
+            session_id: session,
+        },
+        body: Body::KeepAlive,
+    };
+    send(&mut socket, &keep);
+    let answered = std::iter::from_fn(|| receive(&mut socket))
+        .find(|m| m.header.request_id == 10)
+        .expect("KEEP_ALIVE answered after a refused message");
+    assert_eq!(answered.header.code, Code::SUCCESS);
+}
