@@ -135,6 +135,18 @@ fn bind<S: std::io::Read + std::io::Write>(
     m
 }
 
+/// A Thing's property, read over REST by the Administrator.
+fn property(s: &Server, thing: &str, prop: &str) -> Json {
+    let r = s
+        .client
+        .get(s.at(&format!("/Thingworx/Things/{thing}/Properties/{prop}")))
+        .header("appKey", s.admin_key())
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r.json::<Json>().unwrap()["rows"][0][prop].clone()
+}
+
 /// The audit records with `key`, newest last.
 fn audited(s: &Server, key: &str) -> Vec<Json> {
     use thinghost_store::Store;
@@ -328,9 +340,15 @@ fn c2_binding_needs_a_visible_remote_thing_the_right_and_no_other_connection() {
     assert_eq!(lamp.header.code, Code::BAD_REQUEST);
     assert!(reason(&lamp).contains("RemoteThing"), "{}", reason(&lamp));
 
-    let both = bind(&mut device, session, &["Pump1", "Pump2"]);
+    assert_eq!(property(&s, "Pump1", "isConnected"), json!(false));
+    let before = thinghost::now_ms();
+    // A name twice is bound once.
+    let both = bind(&mut device, session, &["Pump1", "Pump2", "Pump1"]);
     assert_eq!(both.header.code, Code::SUCCESS, "{}", reason(&both));
     assert_eq!(audited(&s, "thingBound").len(), 2);
+    // C3: bound, connected, and when.
+    assert_eq!(property(&s, "Pump1", "isConnected"), json!(true));
+    assert!(property(&s, "Pump2", "lastConnection").as_i64().unwrap() >= before);
 
     let mut other = connect(&s);
     let other_session = auth(&mut other, &dev);
@@ -344,16 +362,18 @@ fn c2_binding_needs_a_visible_remote_thing_the_right_and_no_other_connection() {
 
     send(&mut device, &bind_message(session, 3, true, &["Pump1"]));
     assert_eq!(receive(&mut device).unwrap().header.code, Code::SUCCESS);
-    assert_eq!(
-        bind(&mut other, other_session, &["Pump1"]).header.code,
-        Code::SUCCESS
-    );
-    // Pump2 is free once its connection closes.
+    assert_eq!(property(&s, "Pump1", "isConnected"), json!(false));
+    let rebound = bind(&mut other, other_session, &["Pump1"]);
+    assert_eq!(rebound.header.code, Code::SUCCESS);
+    assert_eq!(property(&s, "Pump1", "isConnected"), json!(true));
+    // Pump2 is free, and disconnected, once its connection closes.
     device.close(None).unwrap();
     while receive(&mut device).is_some() {}
-    thinghost_tests::within_20s("Pump2 freed", || {
-        (bind(&mut other, other_session, &["Pump2"]).header.code == Code::SUCCESS).then_some(())
+    thinghost_tests::within_20s("Pump2 disconnected", || {
+        (property(&s, "Pump2", "isConnected") == json!(false)).then_some(())
     });
+    let pump2 = bind(&mut other, other_session, &["Pump2"]);
+    assert_eq!(pump2.header.code, Code::SUCCESS);
 
     let mut idler = connect(&s);
     let idle_session = auth(&mut idler, &idle);
@@ -392,8 +412,9 @@ fn c6_garbage_closes_its_connection_and_the_server_keeps_serving() {
         seed ^= seed << 17;
         seed
     };
-    let mut sent = 0;
+    let (mut sent, mut connections) = (0, 0);
     while sent < 1000 {
+        connections += 1;
         let mut socket = connect_plain(&s);
         let session = auth(&mut socket, &dev);
         // A valid frame answered first, then garbage until the server closes.
@@ -433,7 +454,11 @@ fn c6_garbage_closes_its_connection_and_the_server_keeps_serving() {
         }
     }
     assert_eq!(s.client.get(s.at("/health")).send().unwrap().status(), 200);
-    assert!(!audited(&s, "connectionClosedMalformed").is_empty());
+    // Every one of those connections was closed for its garbage, on purpose: none ended any
+    // other way (a panic in its task would end it without this entry).
+    thinghost_tests::within_20s("every garbage connection closed as malformed", || {
+        (audited(&s, "connectionClosedMalformed").len() == connections).then_some(())
+    });
 
     // Over the message limit (16 KiB here): BAD_REQUEST, and the connection goes on.
     let mut socket = connect_plain(&s);
@@ -482,4 +507,103 @@ fn c6_garbage_closes_its_connection_and_the_server_keeps_serving() {
         .find(|m| m.header.request_id == 10)
         .expect("KEEP_ALIVE answered after a refused message");
     assert_eq!(answered.header.code, Code::SUCCESS);
+}
+
+/// C1 with K1-K3: the connection acts for its key's user only while that user may sign in: a
+/// user disabled after AUTH has the connection closed within seconds, its Things disconnected,
+/// audited. A key in the URL is refused before any upgrade.
+#[test]
+fn c1_a_connection_ends_when_its_user_may_no_longer_sign_in() {
+    let t = tempfile::tempdir().unwrap();
+    let s = serve(t.path(), &[]);
+    let (dev, _) = devices(&s);
+    let mut device = connect(&s);
+    let session = auth(&mut device, &dev);
+    assert_eq!(
+        bind(&mut device, session, &["Pump1"]).header.code,
+        Code::SUCCESS
+    );
+    ok(
+        &s,
+        &s.admin_key(),
+        "/Thingworx/Users/dev/Services/DisableUser",
+        json!({}),
+    );
+    let started = std::time::Instant::now();
+    let last = std::iter::from_fn(|| receive(&mut device)).last();
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    let last = last.expect("the reason before the close");
+    assert_eq!(last.header.code, Code::UNAUTHORIZED);
+    assert!(reason(&last).contains("no longer"), "{}", reason(&last));
+    thinghost_tests::within_20s("Pump1 disconnected", || {
+        (property(&s, "Pump1", "isConnected") == json!(false)).then_some(())
+    });
+    thinghost_tests::within_20s("the disconnect audited", || {
+        audited(&s, "deviceDisconnected")
+            .last()
+            .filter(|r| {
+                r["args"]["reason"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains("no longer")
+            })
+            .map(|_| ())
+    });
+
+    let port = s
+        .url
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .trim_end_matches('/')
+        .to_string();
+    let r = s
+        .client
+        .get(format!(
+            "https://localhost:{port}/Thingworx/WS?appKey={dev}"
+        ))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(!audited(&s, "keyInUrl").is_empty());
+}
+
+/// C3: a connection that sends nothing (no message, no ping) for the idle limit is closed and
+/// its Things marked disconnected; one that keeps sending stays.
+#[test]
+fn c3_missed_keep_alives_disconnect_the_things() {
+    let t = tempfile::tempdir().unwrap();
+    let s = serve(t.path(), &["--edge-idle-seconds", "2"]);
+    let (dev, _) = devices(&s);
+    let mut quiet = connect(&s);
+    let session = auth(&mut quiet, &dev);
+    assert_eq!(
+        bind(&mut quiet, session, &["Pump1"]).header.code,
+        Code::SUCCESS
+    );
+    let mut chatty = connect(&s);
+    let chatty_session = auth(&mut chatty, &dev);
+    assert_eq!(
+        bind(&mut chatty, chatty_session, &["Pump2"]).header.code,
+        Code::SUCCESS
+    );
+    for i in 0..5 {
+        std::thread::sleep(std::time::Duration::from_millis(700));
+        let keep = Message {
+            header: Header {
+                code: Code::KEEP_ALIVE,
+                request_id: 10 + i,
+                endpoint_id: 0,
+                session_id: chatty_session,
+            },
+            body: Body::KeepAlive,
+        };
+        send(&mut chatty, &keep);
+        assert_eq!(receive(&mut chatty).unwrap().header.code, Code::SUCCESS);
+    }
+    assert!(receive(&mut quiet).is_none(), "the quiet one is closed");
+    thinghost_tests::within_20s("Pump1 disconnected", || {
+        (property(&s, "Pump1", "isConnected") == json!(false)).then_some(())
+    });
+    assert_eq!(property(&s, "Pump2", "isConnected"), json!(true));
 }

@@ -115,6 +115,12 @@ pub fn frames(
         .collect())
 }
 
+/// The smallest chunk size a sender may declare (the SDKs use 8,192): tiny chunks would make a
+/// message of many thousands of parts.
+pub const MIN_CHUNK: usize = 256;
+/// What the reassembler counts for each chunk it holds, beside its data (its map entry).
+pub const CHUNK_OVERHEAD: usize = 64;
+
 /// Chunks being put back together into messages, bounded: a message's declared size
 /// (`chunkCount x chunkSize`) and its bytes at most `max_message`, at most `max_pending`
 /// messages at once, each dropped `timeout_ms` after its first chunk ([`Reassembler::expire`]).
@@ -159,6 +165,14 @@ impl Reassembler {
     pub fn add(&mut self, chunk: Chunk, now_ms: u64) -> Result<Option<Message>, Error> {
         let declared = chunk.count as usize * chunk.size as usize;
         let id = chunk.header.request_id;
+        if (chunk.size as usize) < MIN_CHUNK || chunk.data.len() > chunk.size as usize {
+            self.pending.remove(&id);
+            return Err(Error::BadChunk(format!(
+                "a chunk of {} bytes declared with a chunk size of {} (at least {MIN_CHUNK})",
+                chunk.data.len(),
+                chunk.size
+            )));
+        }
         if declared > self.max_message {
             self.pending.remove(&id);
             return Err(Error::TooLarge {
@@ -197,7 +211,7 @@ impl Reassembler {
             self.pending.remove(&id);
             return Err(Error::BadChunk(format!("message {id}: {why}")));
         }
-        p.bytes += chunk.data.len();
+        p.bytes += chunk.data.len() + CHUNK_OVERHEAD;
         if p.bytes > self.max_message {
             let size = p.bytes;
             self.pending.remove(&id);
@@ -385,6 +399,13 @@ mod tests {
         let mut f = sent[0].clone();
         f[15..17].copy_from_slice(&0u16.to_be_bytes());
         assert!(matches!(decode(&f), Err(Error::BadChunk(_))));
+        // A declared chunk size under the minimum, or data larger than it, is not a chunk.
+        let mut tiny = chunk(0);
+        tiny.size = 16;
+        assert!(matches!(r.add(tiny, 0), Err(Error::BadChunk(_))));
+        let mut fat = chunk(0);
+        fat.size = 300;
+        assert!(matches!(r.add(fat, 0), Err(Error::BadChunk(_))));
         // AUTH and BIND are never chunked.
         let mut f = sent[0].clone();
         f[1] = Code::AUTH.0;

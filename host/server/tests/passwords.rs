@@ -88,6 +88,7 @@ fn k5_an_unknown_user_costs_the_same_password_check_as_a_known_one() {
     let peer = Peer {
         addr: "127.0.0.1".parse().unwrap(),
         client_cert_user: None,
+        slot: None,
     };
     let uri: Uri = "/Thingworx/Things".parse().unwrap();
     for (user, password, ok) in [

@@ -9,7 +9,7 @@ use crate::state::edge::BindRefused;
 use axum::http::StatusCode;
 use serde_json::json;
 use thinghost_core::access::Target;
-use thinghost_core::{Body, Kind, Permission};
+use thinghost_core::{Body, Kind, Permission, View};
 
 /// The template every Remote Thing's chain holds (shipped by the connection-services extension).
 pub const REMOTE_THING: &str = "RemoteThing";
@@ -18,14 +18,15 @@ pub const UPDATE_VALUES: &str = "UpdateSubscribedPropertyValues";
 
 /// Binds `thing` to connection `conn` for `caller` (C2): a Thing the caller cannot see answers
 /// as a missing one; it must be a Remote Thing; the caller needs ServiceInvoke on its
-/// `UpdateSubscribedPropertyValues` (a denial is audited); one connection at a time.
+/// `UpdateSubscribedPropertyValues` (a denial is audited); one connection at a time. Whether
+/// the bind is new.
 pub fn bind(
     app: &App,
     caller: &Caller,
     conn: u64,
     thing: &str,
     gateway: Option<&str>,
-) -> Result<(), ApiError> {
+) -> Result<bool, ApiError> {
     {
         let db = app.db.read().unwrap_or_else(|p| p.into_inner());
         let m = db.model();
@@ -58,16 +59,90 @@ pub fn bind(
         }
     }
     match app.edge.bind(conn, thing, gateway) {
-        Ok(()) => Ok(()),
-        Err(BindRefused::Elsewhere { user, since }) => Err(ApiError::new(
+        Ok(new) => Ok(new),
+        // Whose connection is not said: that user may be one the caller cannot see (V1). The
+        // audit of the refusal names this connection; the other's is in its own entries.
+        Err(BindRefused::Elsewhere { .. }) => Err(ApiError::new(
             StatusCode::PRECONDITION_FAILED,
             format!(
-                "Thing {thing} is bound to another connection (of {user}, since {}): a Thing is bound to one connection at a time; unbind it there first",
-                thinghost_core::types::format_datetime(since)
+                "Thing {thing} is bound to another connection: a Thing is bound to one connection at a time; unbind it there first"
             ),
         )),
         Err(BindRefused::Closed) => {
             Err(ApiError::new(StatusCode::GONE, "the connection is closed"))
+        }
+    }
+}
+
+/// The connection properties of the `ConnectableThing` shape (connection-services).
+pub const IS_CONNECTED: &str = "isConnected";
+pub const LAST_CONNECTION: &str = "lastConnection";
+
+/// C3: the platform's record of a Thing's connection. `isConnected` becomes `connected`, and
+/// when it connects `lastConnection` becomes now, in one change, for a Thing that has the
+/// properties (its template implements `ConnectableThing`); their changes fire `DataChange` as
+/// `caller` (the connection's user, whose subscriptions' rights they run with). Written without
+/// a `PropertyWrite` check: this is the platform's state of its own connection, not the
+/// device's data. A Thing deleted meanwhile is left alone.
+pub fn set_connected(app: &App, caller: &Caller, thing: &str, connected: bool) {
+    crate::api::events::room(app, caller, [thing]);
+    let mut db = app.db.write().unwrap_or_else(|p| p.into_inner());
+    let now = crate::now_ms();
+    let mut writes: Vec<(String, Option<serde_json::Value>, serde_json::Value, bool)> = Vec::new();
+    {
+        let m = db.model();
+        let Some(e) = m.get(Kind::Thing, thing) else {
+            return;
+        };
+        let Body::Thing(t) = &e.body else {
+            return;
+        };
+        let mut wanted = vec![(IS_CONNECTED, json!(connected))];
+        if connected {
+            wanted.push((LAST_CONNECTION, json!(now)));
+        }
+        for (prop, value) in wanted {
+            let Some((def, _)) = thinghost_core::validate::find_property(m, e, prop) else {
+                continue;
+            };
+            let Ok(value) = def.base_type.normalize(&value) else {
+                continue;
+            };
+            let old = t
+                .values
+                .get(prop)
+                .cloned()
+                .or_else(|| def.default_value.clone());
+            let fires = def.data_change_type.fires(old.as_ref(), &value);
+            writes.push((prop.to_string(), old, value, fires));
+        }
+    }
+    if writes.is_empty() {
+        return;
+    }
+    let stored = db.change_values(
+        |tx| {
+            if let Body::Thing(t) = &mut tx.get_mut(Kind::Thing, thing)?.body {
+                for (prop, _, value, _) in &writes {
+                    t.values.insert(prop.clone(), value.clone());
+                }
+            }
+            Ok(())
+        },
+        &[],
+    );
+    if let Err(e) = stored {
+        tracing::warn!(thing, error = ?e, "the connection state of a Thing was not stored");
+        return;
+    }
+    for (prop, old, new, fires) in writes {
+        if !fires {
+            continue;
+        }
+        if let Some(f) =
+            crate::api::events::data_change(app, &db, caller, thing, &prop, old.as_ref(), &new)
+        {
+            crate::api::events::send(app, f);
         }
     }
 }

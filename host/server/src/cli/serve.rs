@@ -79,6 +79,10 @@ pub struct Args {
     /// The largest AlwaysOn frame, and the chunk size of what the server sends (C6).
     #[arg(long, value_name = "BYTES", default_value_t = 8192, value_parser = clap::value_parser!(u64).range(256..=65535))]
     edge_chunk_size: u64,
+    /// How long an AlwaysOn connection may send nothing, not even a ping, before it is closed
+    /// and its Things marked disconnected (C3).
+    #[arg(long, value_name = "SECONDS", default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..=86400))]
+    edge_idle_seconds: u64,
     /// The largest AlwaysOn message, reassembled from chunks (C6).
     #[arg(long, value_name = "KIB", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=65536))]
     edge_max_message_kib: u64,
@@ -317,6 +321,7 @@ pub fn run(args: Args) -> Result<i32, Failure> {
                 auth_timeout: std::time::Duration::from_secs(args.edge_auth_timeout_seconds),
                 chunk_size: args.edge_chunk_size as usize,
                 max_message: args.edge_max_message_kib as usize * 1024,
+                idle: std::time::Duration::from_secs(args.edge_idle_seconds),
                 ..Default::default()
             },
         )),

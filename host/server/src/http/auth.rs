@@ -158,6 +158,15 @@ pub async fn authenticate(
 /// Authenticates an application key's secret (the `appKey` header, or an AlwaysOn AUTH's claim):
 /// known, not expired, used from an allowed address, its user usable (K1-K3).
 pub fn authenticate_key(app: &App, secret: &str, peer: &Peer) -> Result<Caller, Refused> {
+    let (caller, key_name) = check_key(app, secret, peer)?;
+    signed_in(app, &caller.name, "appKey", &key_name, peer);
+    Ok(caller)
+}
+
+/// The checks of [`authenticate_key`] without the sign-in's audit: for a connection that
+/// re-checks the key it signed in with (a key deleted, expired or a user disabled since ends
+/// it). The caller and the key's name.
+pub fn check_key(app: &App, secret: &str, peer: &Peer) -> Result<(Caller, String), Refused> {
     let hash = crate::state::keys::hash(secret.trim());
     let db = app.db.read().unwrap_or_else(|p| p.into_inner());
     let model = db.model();
@@ -198,12 +207,14 @@ pub fn authenticate_key(app: &App, secret: &str, peer: &Peer) -> Result<Caller, 
     let subject = user_usable(model, &k.user)?;
     let (user, key_name) = (k.user.clone(), entity.name.clone());
     drop(db);
-    signed_in(app, &user, "appKey", &key_name, peer);
-    Ok(Caller {
-        subject,
-        name: user.into(),
-        depth: 0,
-        chain: None,
-        in_model_code: false,
-    })
+    Ok((
+        Caller {
+            subject,
+            name: user.into(),
+            depth: 0,
+            chain: None,
+            in_model_code: false,
+        },
+        key_name,
+    ))
 }

@@ -1,29 +1,54 @@
 //! `/Thingworx/WS`: devices connect here with the vendor's AlwaysOn protocol (DOMAIN section
 //! 10; the bytes are `thinghost_alwayson`'s). Binary frames only; the first message is AUTH
 //! with an application key, within the limit (15 s by default), else the connection is closed
-//! and the refusal audited (C1). The connection then acts as the key's user: BIND and UNBIND of
-//! Remote Things are decided by `api::edge` (C2); KEEP_ALIVE is answered. A frame that is not
-//! the protocol closes the connection with its reason logged and audited; a message over the
-//! size limit is answered BAD_REQUEST and the connection kept (C6).
+//! and the refusal audited (C1). The connection then acts as the key's user, re-checked every
+//! second and before every BIND (a key deleted or expired, or its user disabled, locked or
+//! deleted, ends it: K1-K3). BIND and UNBIND of Remote Things are decided by `api::edge` (C2),
+//! and their connection state kept (C3); KEEP_ALIVE is answered. A frame that is not the
+//! protocol closes the connection with its reason logged and audited; a message over the size
+//! limit is answered BAD_REQUEST and the connection kept (C6). A connection counts against the
+//! server's connection limits for as long as it is open.
 
 use crate::state::app::{App, Peer};
 use crate::state::audit::category::CONNECTIONS;
-use crate::state::auth::Caller;
+use crate::state::auth::{AUDITED_NAME, Caller, bounded};
 use axum::extract::ws::{Message as WsMessage, WebSocket, WebSocketUpgrade};
 use axum::extract::{Extension, State};
+use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use thinghost_alwayson::{Body, Code, Frame, Header, Message, Reassembler};
 
 const ENDPOINT: &str = "/Thingworx/WS";
+/// How long one send may take before the device is taken for gone.
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+/// The most Things one BIND or UNBIND may name.
+pub const MAX_NAMES_PER_BIND: usize = 256;
 
 /// The upgrade: any WebSocket request may open a connection; it must authenticate inside it.
+/// A key in the URL is refused, as everywhere (K1).
 pub async fn ws(
     State(app): State<Arc<App>>,
     Extension(peer): Extension<Peer>,
+    uri: Uri,
     upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Response {
+    if uri
+        .query()
+        .is_some_and(|q| q.to_ascii_lowercase().contains("appkey"))
+    {
+        refuse_auth(
+            &app,
+            &peer,
+            "",
+            "keyInUrl",
+            "an application key was sent in the URL; send it in the AUTH message",
+        )
+        .await;
+        return (StatusCode::UNAUTHORIZED, "authentication failed").into_response();
+    }
     let upgrade = match upgrade {
         Ok(u) => u,
         Err(rejection) => return rejection.into_response(),
@@ -40,30 +65,68 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
     tokio::task::spawn_blocking(f).await.ok()
 }
 
-/// The next binary frame; `None` when the connection ends. A text frame is not the protocol.
-async fn next_frame(socket: &mut WebSocket) -> Option<Result<Vec<u8>, &'static str>> {
+/// When the device was last heard from (shared by the reading and the ticking halves).
+struct Seen(std::sync::Mutex<Instant>);
+
+impl Seen {
+    fn new() -> Seen {
+        Seen(std::sync::Mutex::new(Instant::now()))
+    }
+    fn set(&self, at: Instant) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = at;
+    }
+    fn get(&self) -> Instant {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// What came in.
+enum Incoming {
+    Frame(Vec<u8>),
+    /// The connection ended (a close frame, or the socket closed).
+    Ended,
+    /// Not the protocol at the WebSocket's level (a text frame, a frame over the size, broken
+    /// framing): why.
+    Broken(String),
+}
+
+/// The next binary frame. Every frame, pings included, is the device's sign of life (`seen`).
+async fn next_frame(socket: &mut WebSocket, seen: &Seen) -> Incoming {
     loop {
-        match socket.recv().await? {
-            Ok(WsMessage::Binary(b)) => return Some(Ok(b.to_vec())),
-            Ok(WsMessage::Text(_)) => return Some(Err("a text frame (AlwaysOn is binary)")),
-            Ok(WsMessage::Close(_)) | Err(_) => return None,
+        let Some(frame) = socket.recv().await else {
+            return Incoming::Ended;
+        };
+        seen.set(Instant::now());
+        match frame {
+            Ok(WsMessage::Binary(b)) => return Incoming::Frame(b.to_vec()),
+            Ok(WsMessage::Text(_)) => {
+                return Incoming::Broken("a text frame (AlwaysOn is binary)".into());
+            }
+            Ok(WsMessage::Close(_)) => return Incoming::Ended,
             // Pings are answered by the WebSocket layer.
             Ok(_) => continue,
+            Err(e) => return Incoming::Broken(format!("the WebSocket: {e}")),
         }
     }
 }
 
+/// Sends a message (in chunks when it is large); false when the device is gone or stuck.
 async fn send(socket: &mut WebSocket, app: &App, m: &Message) -> bool {
     let limits = app.edge.limits;
     let Ok(frames) = thinghost_alwayson::frames(m, limits.chunk_size, limits.max_message) else {
         return false;
     };
     for f in frames {
-        if socket.send(WsMessage::Binary(f.into())).await.is_err() {
-            return false;
+        match tokio::time::timeout(SEND_TIMEOUT, socket.send(WsMessage::Binary(f.into()))).await {
+            Ok(Ok(())) => {}
+            _ => return false,
         }
     }
     true
+}
+
+async fn close(socket: &mut WebSocket) {
+    let _ = tokio::time::timeout(SEND_TIMEOUT, socket.send(WsMessage::Close(None))).await;
 }
 
 fn answer(request: &Header, code: Code, reason: Option<String>) -> Message {
@@ -71,9 +134,14 @@ fn answer(request: &Header, code: Code, reason: Option<String>) -> Message {
 }
 
 /// Closes a connection that is not speaking the protocol, its reason logged and audited.
-async fn malformed(app: &Arc<App>, peer: &Peer, user: &str, socket: &mut WebSocket, why: String) {
+async fn malformed(app: &Arc<App>, peer: &Peer, user: &str, socket: &mut WebSocket, why: &str) {
     tracing::warn!(address = %peer.addr, user, reason = %why, "AlwaysOn connection closed: not the protocol");
-    let (app, user, address) = (app.clone(), user.to_string(), peer.addr.to_string());
+    let (app, user, address, why) = (
+        app.clone(),
+        user.to_string(),
+        peer.addr.to_string(),
+        bounded(why, 4 * AUDITED_NAME),
+    );
     blocking(move || {
         app.audit(
             &user,
@@ -85,72 +153,101 @@ async fn malformed(app: &Arc<App>, peer: &Peer, user: &str, socket: &mut WebSock
         )
     })
     .await;
-    let _ = socket.send(WsMessage::Close(None)).await;
+    close(socket).await;
+}
+
+async fn refuse_auth(app: &Arc<App>, peer: &Peer, user: &str, key: &'static str, detail: &str) {
+    let refused = crate::state::auth::Refused {
+        user: user.to_string(),
+        key,
+        detail: detail.to_string(),
+        busy: false,
+    };
+    let (app, addr) = (app.clone(), peer.addr);
+    blocking(move || crate::state::auth::audit_refusal(&app, &refused, addr, Some(ENDPOINT))).await;
+}
+
+/// Gives a connection's Things back when its task ends, however it ends (an error, a panic):
+/// they are unbound and marked disconnected (C3), and the disconnect audited.
+struct Open {
+    app: Arc<App>,
+    caller: Caller,
+    address: String,
+    conn: u64,
+    why: String,
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        let unbound = self.app.edge.close(self.conn);
+        let (app, caller, conn, address, why) = (
+            self.app.clone(),
+            self.caller.clone(),
+            self.conn,
+            std::mem::take(&mut self.address),
+            std::mem::take(&mut self.why),
+        );
+        let done = move || {
+            for thing in &unbound {
+                crate::api::edge::set_connected(&app, &caller, thing, false);
+            }
+            app.audit(
+                &caller.name,
+                CONNECTIONS,
+                "deviceDisconnected",
+                json!({"address": address, "connection": conn, "unbound": unbound, "reason": why}),
+                "",
+                "",
+            );
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                rt.spawn_blocking(done);
+            }
+            Err(_) => done(),
+        }
+    }
 }
 
 async fn connection(app: Arc<App>, peer: Peer, mut socket: WebSocket) {
     let limits = app.edge.limits;
-    // C1: AUTH first, within the limit.
-    let first = match tokio::time::timeout(limits.auth_timeout, next_frame(&mut socket)).await {
-        Err(_) => {
-            refuse_auth(
-                &app,
-                &peer,
-                "",
-                "edgeAuthTimeout",
-                &format!("no AUTH within {} s", limits.auth_timeout.as_secs()),
-            )
-            .await;
-            let _ = socket.send(WsMessage::Close(None)).await;
-            return;
-        }
-        Ok(None) => return,
-        Ok(Some(Err(why))) => {
-            refuse_auth(&app, &peer, "", "edgeNotAuthenticated", why).await;
-            let _ = socket.send(WsMessage::Close(None)).await;
-            return;
-        }
-        Ok(Some(Ok(bytes))) => bytes,
-    };
+    // C1: AUTH first, within the limit (pings do not extend it).
+    let seen = Seen::new();
+    let first =
+        match tokio::time::timeout(limits.auth_timeout, next_frame(&mut socket, &seen)).await {
+            Err(_) => {
+                let why = format!("no AUTH within {} s", limits.auth_timeout.as_secs());
+                refuse_auth(&app, &peer, "", "edgeAuthTimeout", &why).await;
+                close(&mut socket).await;
+                return;
+            }
+            Ok(Incoming::Ended) => return,
+            Ok(Incoming::Broken(why)) => {
+                refuse_auth(&app, &peer, "", "edgeNotAuthenticated", &why).await;
+                close(&mut socket).await;
+                return;
+            }
+            Ok(Incoming::Frame(bytes)) => bytes,
+        };
     let (auth, key) = match thinghost_alwayson::decode(&first) {
         Ok(Frame::Whole(Message {
             header,
             body: Body::Auth { claims },
-        })) if header.code == Code::AUTH => {
+        })) => {
             let key = claims
                 .into_iter()
                 .find(|(name, _)| name == "appKey")
                 .map(|(_, value)| value);
             (header, key)
         }
-        Ok(Frame::Whole(m)) => {
-            let why = format!("the first message was {}, not AUTH", m.header.code);
+        other => {
+            let why = match other {
+                Ok(Frame::Whole(m)) => format!("the first message was {}, not AUTH", m.header.code),
+                Ok(Frame::Chunk(_)) => "the first message was a chunk, not AUTH".to_string(),
+                Err(e) => format!("the first frame is not the protocol: {e}"),
+            };
             refuse_auth(&app, &peer, "", "edgeNotAuthenticated", &why).await;
-            let _ = socket.send(WsMessage::Close(None)).await;
-            return;
-        }
-        Ok(Frame::Chunk(_)) => {
-            refuse_auth(
-                &app,
-                &peer,
-                "",
-                "edgeNotAuthenticated",
-                "the first message was a chunk, not AUTH",
-            )
-            .await;
-            let _ = socket.send(WsMessage::Close(None)).await;
-            return;
-        }
-        Err(e) => {
-            refuse_auth(
-                &app,
-                &peer,
-                "",
-                "edgeNotAuthenticated",
-                &format!("the first frame is not the protocol: {e}"),
-            )
-            .await;
-            let _ = socket.send(WsMessage::Close(None)).await;
+            close(&mut socket).await;
             return;
         }
     };
@@ -163,21 +260,17 @@ async fn connection(app: Arc<App>, peer: Peer, mut socket: WebSocket) {
             "AUTH without an appKey claim",
         )
         .await;
-        let _ = send(
-            &mut socket,
-            &app,
-            &answer(
-                &auth,
-                Code::UNAUTHORIZED,
-                Some("AUTH needs the claim appKey".into()),
-            ),
-        )
-        .await;
-        let _ = socket.send(WsMessage::Close(None)).await;
+        let refusal = answer(
+            &auth,
+            Code::UNAUTHORIZED,
+            Some("AUTH needs the claim appKey".into()),
+        );
+        let _ = send(&mut socket, &app, &refusal).await;
+        close(&mut socket).await;
         return;
     };
     let checked = {
-        let (app, peer) = (app.clone(), peer.clone());
+        let (app, peer, key) = (app.clone(), peer.clone(), key.clone());
         blocking(move || {
             let r = crate::http::auth::authenticate_key(&app, &key, &peer);
             if let Err(refused) = &r {
@@ -190,32 +283,30 @@ async fn connection(app: Arc<App>, peer: Peer, mut socket: WebSocket) {
     let caller = match checked {
         Some(Ok(c)) => c,
         _ => {
-            let _ = send(
-                &mut socket,
-                &app,
-                &answer(
-                    &auth,
-                    Code::UNAUTHORIZED,
-                    Some("authentication failed".into()),
-                ),
-            )
-            .await;
-            let _ = socket.send(WsMessage::Close(None)).await;
+            // One answer for every bad key: unknown, expired, outside its allow-list, its user
+            // unusable (the audit says which).
+            let refusal = answer(
+                &auth,
+                Code::UNAUTHORIZED,
+                Some("authentication failed".into()),
+            );
+            let _ = send(&mut socket, &app, &refusal).await;
+            close(&mut socket).await;
             return;
         }
     };
-    let session = loop {
-        let mut b = [0u8; 4];
-        if getrandom::fill(&mut b).is_err() {
-            let _ = socket.send(WsMessage::Close(None)).await;
-            return;
-        }
-        let s = u32::from_be_bytes(b);
-        if s != 0 && s != thinghost_alwayson::message::NO_SESSION {
-            break s;
-        }
+    let Some(session) = session_id() else {
+        close(&mut socket).await;
+        return;
     };
     let conn = app.edge.open(&caller.name, peer.addr);
+    let mut open = Open {
+        app: app.clone(),
+        caller: caller.clone(),
+        address: peer.addr.to_string(),
+        conn,
+        why: "the connection's task ended".into(),
+    };
     {
         let (app, user, address) = (app.clone(), caller.name.to_string(), peer.addr.to_string());
         blocking(move || {
@@ -239,208 +330,298 @@ async fn connection(app: Arc<App>, peer: Peer, mut socket: WebSocket) {
         None,
         None,
     );
-    let why_closed = if send(&mut socket, &app, &welcome).await {
-        serve(&app, &peer, &caller, conn, session, &mut socket).await
+    let link = Link {
+        app: &app,
+        peer: &peer,
+        caller: &caller,
+        key: &key,
+        conn,
+        session,
+        seen: &seen,
+    };
+    open.why = if send(&mut socket, &app, &welcome).await {
+        link.serve(&mut socket).await
     } else {
         "the connection failed".to_string()
     };
-    let unbound = app.edge.close(conn);
-    let user = caller.name.to_string();
-    let address = peer.addr.to_string();
-    blocking(move || {
-        app.audit(
-            &user,
-            CONNECTIONS,
-            "deviceDisconnected",
-            json!({"address": address, "connection": conn, "unbound": unbound, "reason": why_closed}),
-            "",
-            "",
-        )
-    })
-    .await;
 }
 
-async fn refuse_auth(app: &Arc<App>, peer: &Peer, user: &str, key: &'static str, detail: &str) {
-    let refused = crate::state::auth::Refused {
-        user: user.to_string(),
-        key,
-        detail: detail.to_string(),
-        busy: false,
-    };
-    let (app, addr) = (app.clone(), peer.addr);
-    blocking(move || crate::state::auth::audit_refusal(&app, &refused, addr, Some(ENDPOINT))).await;
+/// A session id: random, neither 0 nor AUTH's.
+fn session_id() -> Option<u32> {
+    loop {
+        let mut b = [0u8; 4];
+        getrandom::fill(&mut b).ok()?;
+        let s = u32::from_be_bytes(b);
+        if s != 0 && s != thinghost_alwayson::message::NO_SESSION {
+            return Some(s);
+        }
+    }
 }
 
-/// The authenticated connection until it ends; why it ended.
-async fn serve(
-    app: &Arc<App>,
-    peer: &Peer,
-    caller: &Caller,
+/// An authenticated connection.
+struct Link<'a> {
+    app: &'a Arc<App>,
+    peer: &'a Peer,
+    caller: &'a Caller,
+    /// The key it signed in with, checked again every second and before every BIND.
+    key: &'a str,
     conn: u64,
     session: u32,
-    socket: &mut WebSocket,
-) -> String {
-    let limits = app.edge.limits;
-    let mut joiner = Reassembler::new(
-        limits.max_message,
-        limits.max_pending,
-        limits.reassembly_timeout.as_millis() as u64,
-    );
-    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
-    loop {
-        let bytes = tokio::select! {
-            frame = next_frame(socket) => match frame {
-                None => return "closed by the device".into(),
-                Some(Err(why)) => {
-                    malformed(app, peer, &caller.name, socket, why.to_string()).await;
-                    return why.to_string();
-                }
-                Some(Ok(bytes)) => bytes,
-            },
-            _ = tick.tick() => {
-                for dropped in joiner.expire(crate::now_ms() as u64) {
-                    tracing::warn!(user = %caller.name, request = dropped, "an AlwaysOn message stayed incomplete: dropped");
-                }
-                continue;
-            }
-        };
-        let message = match thinghost_alwayson::decode(&bytes) {
-            Ok(Frame::Whole(m)) => m,
-            Ok(Frame::Chunk(c)) => {
-                let header = c.header;
-                match joiner.add(c, crate::now_ms() as u64) {
-                    Ok(Some(m)) => m,
-                    Ok(None) => continue,
-                    Err(e) if e.is_limit() => {
-                        if !send(
-                            socket,
-                            app,
-                            &answer(&header, Code::BAD_REQUEST, Some(e.to_string())),
-                        )
-                        .await
-                        {
-                            return "the connection failed".into();
-                        }
-                        continue;
-                    }
-                    Err(e) => {
-                        let why = e.to_string();
-                        malformed(app, peer, &caller.name, socket, why.clone()).await;
+    seen: &'a Seen,
+}
+
+impl Link<'_> {
+    /// Serves the connection until it ends; why it ended.
+    async fn serve(&self, socket: &mut WebSocket) -> String {
+        let (app, limits) = (self.app, self.app.edge.limits);
+        let mut joiner = Reassembler::new(
+            limits.max_message,
+            limits.max_pending,
+            limits.reassembly_timeout.as_millis() as u64,
+        );
+        let started = Instant::now();
+        let now_ms = || started.elapsed().as_millis() as u64;
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            let bytes = tokio::select! {
+                incoming = next_frame(socket, self.seen) => match incoming {
+                    Incoming::Ended => return "closed by the device".into(),
+                    Incoming::Broken(why) => {
+                        malformed(app, self.peer, &self.caller.name, socket, &why).await;
                         return why;
                     }
+                    Incoming::Frame(bytes) => bytes,
+                },
+                _ = tick.tick() => {
+                    if self.seen.get().elapsed() > limits.idle {
+                        close(socket).await;
+                        return format!("nothing received for {} s (missed keep-alives)", limits.idle.as_secs());
+                    }
+                    if let Some(why) = self.refused().await {
+                        let _ = send(socket, app, &answer(&Header { code: Code::UNAUTHORIZED, request_id: 0, endpoint_id: 0, session_id: self.session }, Code::UNAUTHORIZED, Some(why.clone()))).await;
+                        close(socket).await;
+                        return why;
+                    }
+                    for dropped in joiner.expire(now_ms()) {
+                        tracing::warn!(user = %self.caller.name, request = dropped, "an AlwaysOn message stayed incomplete: dropped");
+                    }
+                    continue;
+                }
+            };
+            let message = match thinghost_alwayson::decode(&bytes) {
+                Ok(Frame::Whole(m)) => m,
+                Ok(Frame::Chunk(c)) => {
+                    let header = c.header;
+                    match joiner.add(c, now_ms()) {
+                        Ok(Some(m)) => m,
+                        Ok(None) => continue,
+                        Err(e) if e.is_limit() => {
+                            let refusal = answer(&header, Code::BAD_REQUEST, Some(e.to_string()));
+                            if !send(socket, app, &refusal).await {
+                                return "the connection failed".into();
+                            }
+                            continue;
+                        }
+                        Err(e) => {
+                            let why = e.to_string();
+                            malformed(app, self.peer, &self.caller.name, socket, &why).await;
+                            return why;
+                        }
+                    }
+                }
+                Err(e) => {
+                    let why = e.to_string();
+                    malformed(app, self.peer, &self.caller.name, socket, &why).await;
+                    return why;
+                }
+            };
+            let reply = match self.handle(message).await {
+                Handled::Answer(m) => m,
+                Handled::Nothing => continue,
+                Handled::Refused(why, m) => {
+                    let _ = send(socket, app, &m).await;
+                    close(socket).await;
+                    return why;
+                }
+            };
+            if !send(socket, app, &reply).await {
+                return "the connection failed".into();
+            }
+        }
+    }
+
+    /// Why the connection may no longer act (its key or user, K1-K3), audited; `None` while it
+    /// may.
+    async fn refused(&self) -> Option<String> {
+        let (app, peer, key) = (self.app.clone(), self.peer.clone(), self.key.to_string());
+        let user = self.caller.name.clone();
+        blocking(move || check_still(&app, &peer, &key, &user))
+            .await
+            .unwrap_or(Some("the check failed".into()))
+    }
+
+    /// One message of the authenticated connection.
+    async fn handle(&self, m: Message) -> Handled {
+        let header = m.header;
+        // A device's answers to the server's requests: none are asked yet.
+        if header.code.is_response() {
+            return Handled::Nothing;
+        }
+        if header.session_id != self.session {
+            return Handled::Answer(answer(
+                &header,
+                Code::UNAUTHORIZED,
+                Some(format!(
+                    "session {} is not this connection's (its AUTH answer gave {})",
+                    header.session_id, self.session
+                )),
+            ));
+        }
+        match m.body {
+            Body::KeepAlive => Handled::Answer(answer(&header, Code::SUCCESS, None)),
+            Body::Auth { .. } => Handled::Answer(answer(
+                &header,
+                Code::BAD_REQUEST,
+                Some("this connection is authenticated already".into()),
+            )),
+            Body::Bind { gateway, names } => {
+                let (app, peer, key, caller) = (
+                    self.app.clone(),
+                    self.peer.clone(),
+                    self.key.to_string(),
+                    self.caller.clone(),
+                );
+                let (conn, unbind) = (self.conn, header.code == Code::UNBIND);
+                let outcome = blocking(move || {
+                    if let Some(why) = check_still(&app, &peer, &key, &caller.name) {
+                        return Err(why);
+                    }
+                    Ok(bind_all(
+                        &app,
+                        &caller,
+                        conn,
+                        unbind,
+                        gateway.map(|g| g.name),
+                        names,
+                    ))
+                })
+                .await;
+                match outcome {
+                    Some(Ok((code, reason))) => Handled::Answer(answer(&header, code, reason)),
+                    Some(Err(why)) => Handled::Refused(
+                        why.clone(),
+                        answer(&header, Code::UNAUTHORIZED, Some(why)),
+                    ),
+                    None => Handled::Answer(answer(&header, Code::INTERNAL_SERVER_ERROR, None)),
                 }
             }
-            Err(e) => {
-                let why = e.to_string();
-                malformed(app, peer, &caller.name, socket, why.clone()).await;
-                return why;
-            }
-        };
-        let Some(reply) = handle(app, caller, conn, session, message).await else {
-            continue;
-        };
-        if !send(socket, app, &reply).await {
-            return "the connection failed".into();
+            Body::Request(r) => Handled::Answer(answer(
+                &header,
+                Code::NOT_IMPLEMENTED,
+                Some(format!(
+                    "{} {}/{} is not served over AlwaysOn yet",
+                    header.code,
+                    bounded(&r.entity_name, AUDITED_NAME),
+                    bounded(&r.name, AUDITED_NAME)
+                )),
+            )),
+            Body::Response(_) => Handled::Nothing,
         }
     }
 }
 
-/// One message of an authenticated connection; its answer, if it gets one.
-async fn handle(
-    app: &Arc<App>,
-    caller: &Caller,
-    conn: u64,
-    session: u32,
-    m: Message,
-) -> Option<Message> {
-    let header = m.header;
-    // A device's answers to the server's requests: none are asked yet.
-    if header.code.is_response() {
-        return None;
-    }
-    if header.session_id != session {
-        return Some(answer(
-            &header,
-            Code::UNAUTHORIZED,
+enum Handled {
+    Answer(Message),
+    Nothing,
+    /// The connection may no longer act: the answer, then the connection closes.
+    Refused(String, Message),
+}
+
+/// Whether the key still signs this user in (K1-K3): `None` when it does, else why not (the
+/// refusal audited).
+fn check_still(app: &App, peer: &Peer, key: &str, user: &str) -> Option<String> {
+    match crate::http::auth::check_key(app, key, peer) {
+        Ok((caller, _)) if *caller.name == *user => None,
+        Ok(_) => Some("the key now belongs to another user".into()),
+        Err(refused) => {
+            crate::state::auth::audit_refusal(app, &refused, peer.addr, Some(ENDPOINT));
             Some(format!(
-                "session {} is not this connection's (its AUTH answer gave {session})",
-                header.session_id
-            )),
-        ));
-    }
-    match m.body {
-        Body::KeepAlive => Some(answer(&header, Code::SUCCESS, None)),
-        Body::Auth { .. } => Some(answer(
-            &header,
-            Code::BAD_REQUEST,
-            Some("this connection is authenticated already".into()),
-        )),
-        Body::Bind { gateway, names } => {
-            let (app, caller) = (app.clone(), caller.clone());
-            let unbind = header.code == Code::UNBIND;
-            blocking(move || bind_all(&app, &caller, conn, unbind, gateway.map(|g| g.name), names))
-                .await
-                .map(|(code, reason)| answer(&header, code, reason))
+                "the connection's key or user no longer signs in: {}",
+                refused.detail
+            ))
         }
-        Body::Request(r) => Some(answer(
-            &header,
-            Code::NOT_IMPLEMENTED,
-            Some(format!(
-                "{} {}/{} is not served over AlwaysOn yet",
-                header.code, r.entity_name, r.name
-            )),
-        )),
-        Body::Response(_) => None,
     }
 }
 
-/// BIND or UNBIND of `names` (C2): every name is tried; the answer is SUCCESS when all were,
-/// else the first refusal's code with every refusal's reason. Each bind, unbind and refusal is
-/// audited.
+/// BIND or UNBIND of `names` (C2), each name once and at most [`MAX_NAMES_PER_BIND`]: every
+/// name is tried; the answer is SUCCESS when all were, else the first refusal's code with the
+/// refusals' reasons. A new bind marks the Thing connected and an unbind disconnected (C3);
+/// each bind, unbind and refusal is audited (names and reasons bounded).
 fn bind_all(
     app: &App,
     caller: &Caller,
     conn: u64,
     unbind: bool,
     gateway: Option<String>,
-    names: Vec<String>,
+    mut names: Vec<String>,
 ) -> (Code, Option<String>) {
+    if names.len() > MAX_NAMES_PER_BIND {
+        return (
+            Code::BAD_REQUEST,
+            Some(format!(
+                "a BIND names at most {MAX_NAMES_PER_BIND} Things, not {}",
+                names.len()
+            )),
+        );
+    }
+    let mut seen = std::collections::HashSet::new();
+    names.retain(|n| seen.insert(n.clone()));
+    let gateway = gateway.map(|g| bounded(&g, AUDITED_NAME));
     let mut first: Option<Code> = None;
     let mut reasons = Vec::new();
     for name in &names {
+        let source = format!("Things/{}", bounded(name, AUDITED_NAME));
         if unbind {
             if app.edge.unbind(conn, name) {
+                crate::api::edge::set_connected(app, caller, name, false);
                 app.audit(
                     &caller.name,
                     CONNECTIONS,
                     "thingUnbound",
                     json!({"connection": conn}),
-                    &format!("Things/{name}"),
+                    &source,
                     "Thing",
                 );
             }
             continue;
         }
         match crate::api::edge::bind(app, caller, conn, name, gateway.as_deref()) {
-            Ok(()) => app.audit(
-                &caller.name,
-                CONNECTIONS,
-                "thingBound",
-                json!({"connection": conn, "gateway": gateway}),
-                &format!("Things/{name}"),
-                "Thing",
-            ),
+            Ok(new) => {
+                if new {
+                    crate::api::edge::set_connected(app, caller, name, true);
+                    app.audit(
+                        &caller.name,
+                        CONNECTIONS,
+                        "thingBound",
+                        json!({"connection": conn, "gateway": gateway}),
+                        &source,
+                        "Thing",
+                    );
+                }
+            }
             Err(e) => {
                 first.get_or_insert(Code::for_http_status(e.status.as_u16()));
-                app.audit(
-                    &caller.name,
-                    CONNECTIONS,
-                    "bindRefused",
-                    json!({"connection": conn, "thing": name, "status": e.status.as_u16(), "reason": e.message}),
-                    "",
-                    "",
-                );
-                reasons.push(e.message);
+                if reasons.len() < 8 {
+                    app.audit(
+                        &caller.name,
+                        CONNECTIONS,
+                        "bindRefused",
+                        json!({"connection": conn, "thing": bounded(name, AUDITED_NAME), "status": e.status.as_u16(), "reason": bounded(&e.message, 4 * AUDITED_NAME)}),
+                        "",
+                        "",
+                    );
+                    reasons.push(e.message);
+                }
             }
         }
     }

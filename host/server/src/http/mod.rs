@@ -311,7 +311,7 @@ pub async fn serve(
         let router = router.clone();
         let tls = tls.clone();
         tokio::spawn(async move {
-            let _slot = (slot, per_address);
+            let slot = Arc::new(crate::state::app::Slot(Box::new((slot, per_address))));
             let activity = Activity::new();
             let tcp = Tracked {
                 inner: tcp,
@@ -320,6 +320,7 @@ pub async fn serve(
             let peer = |client_cert_user| Peer {
                 addr: addr.ip(),
                 client_cert_user,
+                slot: Some(slot.clone()),
             };
             match tls {
                 None => {

@@ -138,7 +138,11 @@ pub async fn tws(
     let mut res = upgrade
         .max_message_size(1 << 20)
         .max_frame_size(1 << 20)
-        .on_upgrade(move |socket| connection(app, caller, thing, session, phase, socket));
+        .on_upgrade(move |socket| async move {
+            // The connection's place under the server's limits, held while it is open.
+            let _slot = peer.slot;
+            connection(app, caller, thing, session, phase, socket).await
+        });
     res.extensions_mut().insert(LoggedUser(user));
     res
 }

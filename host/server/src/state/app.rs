@@ -222,6 +222,19 @@ pub struct Peer {
     pub addr: IpAddr,
     /// The user named by a verified client certificate (mutual TLS).
     pub client_cert_user: Option<String>,
+    /// The connection's places under `--max-connections` and `--max-connections-per-address`:
+    /// held while any holder lives. A WebSocket keeps a clone for as long as it is open, so an
+    /// upgraded connection counts against the limits as any other does.
+    pub slot: Option<std::sync::Arc<Slot>>,
+}
+
+/// A connection's places under the server's connection limits, given back when dropped.
+pub struct Slot(pub Box<dyn std::any::Any + Send + Sync>);
+
+impl std::fmt::Debug for Slot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Slot")
+    }
 }
 
 /// The user a request ran as, for the request log.

@@ -20,6 +20,9 @@ pub struct EdgeLimits {
     pub max_pending: usize,
     /// How long a message's chunks may take to arrive.
     pub reassembly_timeout: Duration,
+    /// How long a connection may send nothing (no frame, no ping) before it is taken for
+    /// gone: missed keep-alives (C3). The SDKs ping every 55 s.
+    pub idle: Duration,
 }
 
 impl Default for EdgeLimits {
@@ -30,6 +33,7 @@ impl Default for EdgeLimits {
             max_message: 1 << 20,
             max_pending: 8,
             reassembly_timeout: Duration::from_secs(10),
+            idle: Duration::from_secs(120),
         }
     }
 }
@@ -97,8 +101,8 @@ impl Edge {
         id
     }
 
-    /// Binds `thing` to connection `id` (again: nothing changes).
-    pub fn bind(&self, id: u64, thing: &str, gateway: Option<&str>) -> Result<(), BindRefused> {
+    /// Binds `thing` to connection `id`; whether it is new (bound again: nothing changes).
+    pub fn bind(&self, id: u64, thing: &str, gateway: Option<&str>) -> Result<bool, BindRefused> {
         let mut inner = self.lock();
         match inner.bound.get(thing) {
             Some(other) if *other != id => {
@@ -113,12 +117,12 @@ impl Edge {
         let Some(c) = inner.connections.get_mut(&id) else {
             return Err(BindRefused::Closed);
         };
-        c.things.insert(thing.to_string());
+        let new = c.things.insert(thing.to_string());
         if let Some(g) = gateway {
             c.gateway = Some(g.to_string());
         }
         inner.bound.insert(thing.to_string(), id);
-        Ok(())
+        Ok(new)
     }
 
     /// Unbinds `thing` from connection `id`; whether it was bound there.
@@ -173,15 +177,15 @@ mod tests {
         let edge = Edge::default();
         let addr: IpAddr = "127.0.0.1".parse().unwrap();
         let (a, b) = (edge.open("ann", addr), edge.open("bob", addr));
-        assert_eq!(edge.bind(a, "Pump", None), Ok(()));
-        assert_eq!(edge.bind(a, "Pump", None), Ok(()));
+        assert_eq!(edge.bind(a, "Pump", None), Ok(true));
+        assert_eq!(edge.bind(a, "Pump", None), Ok(false));
         assert!(matches!(
             edge.bind(b, "Pump", None),
             Err(BindRefused::Elsewhere { ref user, .. }) if user == "ann"
         ));
         assert!(!edge.unbind(b, "Pump"));
         assert!(edge.unbind(a, "Pump"));
-        assert_eq!(edge.bind(b, "Pump", Some("gw")), Ok(()));
+        assert_eq!(edge.bind(b, "Pump", Some("gw")), Ok(true));
         assert_eq!(edge.bound_to("Pump"), Some(b));
         assert_eq!(edge.close(b), vec!["Pump".to_string()]);
         assert_eq!(edge.bound_to("Pump"), None);
