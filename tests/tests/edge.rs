@@ -607,3 +607,177 @@ fn c3_missed_keep_alives_disconnect_the_things() {
     });
     assert_eq!(property(&s, "Pump2", "isConnected"), json!(true));
 }
+
+/// An `UpdateSubscribedPropertyValues` of `thing` as the Edge SDKs send it: the parameter
+/// `values`, an InfoTable of the NamedVTQ shape.
+fn push_message(
+    session: u32,
+    request: u32,
+    thing: &str,
+    rows: &[(&str, thinghost_alwayson::Value, Option<i64>)],
+) -> Message {
+    use thinghost_alwayson::{Field, Table, Value};
+    let vtq = Table {
+        fields: vec![
+            Field::new("name", codes::STRING),
+            Field::new("value", codes::VARIANT),
+            Field::new("time", codes::DATETIME),
+            Field::new("quality", codes::STRING),
+        ],
+        rows: rows
+            .iter()
+            .map(|(name, value, time)| {
+                vec![
+                    Value::string(*name),
+                    value.clone(),
+                    time.map_or(Value::Nothing, Value::Datetime),
+                    Value::string("GOOD"),
+                ]
+            })
+            .collect(),
+    };
+    Message {
+        header: Header {
+            code: Code::POST,
+            request_id: request,
+            endpoint_id: 0,
+            session_id: session,
+        },
+        body: Body::Request(thinghost_alwayson::Request {
+            entity_type: codes::THING,
+            entity_name: thing.to_string(),
+            characteristic: codes::SERVICES,
+            name: "UpdateSubscribedPropertyValues".into(),
+            headers: vec![],
+            params: Some(Table {
+                fields: vec![Field::new("values", codes::INFOTABLE)],
+                rows: vec![vec![Value::InfoTable(Box::new(vtq))]],
+            }),
+        }),
+    }
+}
+
+/// C4: a device's pushed values are property writes of its key's user, one change per push:
+/// visible over REST; an older value does not replace a newer one; one value the user may not
+/// write refuses the whole push (nothing half-applied, the denial audited); a wrong base type
+/// is a BAD_REQUEST; only a Thing bound to the connection takes pushes, and an invisible one
+/// answers as a missing one.
+#[test]
+fn c4_pushed_values_are_writes_of_the_keys_user_all_or_nothing() {
+    use thinghost_alwayson::Value;
+    let t = tempfile::tempdir().unwrap();
+    let s = serve(t.path(), &[]);
+    let (dev, _) = devices(&s);
+    let admin = s.admin_key();
+    for (name, kind) in [
+        ("pressure", "NUMBER"),
+        ("running", "BOOLEAN"),
+        ("secret", "NUMBER"),
+        ("alarm", "BOOLEAN"),
+    ] {
+        ok(
+            &s,
+            &admin,
+            "/Thingworx/ThingTemplates/Pump/Services/AddPropertyDefinition",
+            json!({"name": name, "type": kind}),
+        );
+    }
+    // A DataChange subscription: it runs as the device's user, who may write alarm.
+    ok(
+        &s,
+        &admin,
+        "/Thingworx/ThingTemplates/Pump/Services/AddSubscription",
+        json!({"name": "Watch", "event": "DataChange", "property": "pressure",
+               "code": "if eventData.newValue > 9.0 { set_property(me, \"alarm\", true); }"}),
+    );
+    ok(
+        &s,
+        &admin,
+        "/Thingworx/Things/Pump1/Services/AddRunTimePermission",
+        json!({"principal": "devices", "principalType": "Group", "type": "PropertyWrite", "resource": "secret", "allow": false}),
+    );
+    let mut device = connect(&s);
+    let session = auth(&mut device, &dev);
+    assert_eq!(
+        bind(&mut device, session, &["Pump1"]).header.code,
+        Code::SUCCESS
+    );
+    let mut ask = |request: u32, thing: &str, rows: &[(&str, Value, Option<i64>)]| {
+        send(&mut device, &push_message(session, request, thing, rows));
+        let m = receive(&mut device).expect("an answer");
+        assert_eq!(m.header.request_id, request);
+        m
+    };
+
+    let m = ask(
+        10,
+        "Pump1",
+        &[
+            ("pressure", Value::Number(3.5), Some(1_000)),
+            ("running", Value::Boolean(true), Some(1_000)),
+        ],
+    );
+    assert_eq!(m.header.code, Code::SUCCESS, "{}", reason(&m));
+    assert_eq!(property(&s, "Pump1", "pressure"), json!(3.5));
+    assert_eq!(property(&s, "Pump1", "running"), json!(true));
+
+    // Older than the stored value: left out; newer: written.
+    let m = ask(11, "Pump1", &[("pressure", Value::Number(2.0), Some(500))]);
+    assert_eq!(m.header.code, Code::SUCCESS, "{}", reason(&m));
+    assert_eq!(property(&s, "Pump1", "pressure"), json!(3.5));
+    ask(12, "Pump1", &[("pressure", Value::Integer(4), Some(2_000))]);
+    assert_eq!(property(&s, "Pump1", "pressure"), json!(4));
+
+    // One value refused: nothing written.
+    let m = ask(
+        13,
+        "Pump1",
+        &[
+            ("pressure", Value::Number(9.0), Some(3_000)),
+            ("secret", Value::Number(1.0), Some(3_000)),
+        ],
+    );
+    assert_eq!(m.header.code, Code::FORBIDDEN, "{}", reason(&m));
+    assert!(reason(&m).contains("nothing was written"), "{}", reason(&m));
+    assert_eq!(property(&s, "Pump1", "pressure"), json!(4));
+    thinghost_tests::within_20s("the denial audited", || {
+        audited(&s, "permissionDenied")
+            .iter()
+            .any(|r| {
+                r["user"] == "dev"
+                    && r["args"]["target"]
+                        .as_str()
+                        .unwrap_or("")
+                        .contains("secret")
+            })
+            .then_some(())
+    });
+
+    // A pushed value fires the subscription.
+    assert_eq!(property(&s, "Pump1", "alarm"), json!(null));
+    let m = ask(
+        19,
+        "Pump1",
+        &[("pressure", Value::Number(12.0), Some(4_000))],
+    );
+    assert_eq!(m.header.code, Code::SUCCESS, "{}", reason(&m));
+    thinghost_tests::within_20s("the DataChange subscription ran", || {
+        (property(&s, "Pump1", "alarm") == json!(true)).then_some(())
+    });
+
+    let m = ask(14, "Pump1", &[("pressure", Value::string("high"), None)]);
+    assert_eq!(m.header.code, Code::BAD_REQUEST, "{}", reason(&m));
+    let m = ask(15, "Pump1", &[("nosuch", Value::Number(1.0), None)]);
+    assert_eq!(m.header.code, Code::NOT_FOUND, "{}", reason(&m));
+
+    // Not bound here, invisible, missing.
+    let m = ask(16, "Pump2", &[("pressure", Value::Number(1.0), None)]);
+    assert_eq!(m.header.code, Code::PRECONDITION_FAILED, "{}", reason(&m));
+    let hidden = ask(17, "Hidden1", &[("pressure", Value::Number(1.0), None)]);
+    let missing = ask(18, "Nothing1", &[("pressure", Value::Number(1.0), None)]);
+    assert_eq!(hidden.header.code, Code::NOT_FOUND);
+    assert_eq!(
+        reason(&hidden).replace("Hidden1", "X"),
+        reason(&missing).replace("Nothing1", "X")
+    );
+}

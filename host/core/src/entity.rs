@@ -364,6 +364,10 @@ pub struct ThingBody {
     pub definitions: Definitions,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub values: BTreeMap<String, Json>,
+    /// When each value was measured, for values that came with a time (a device's pushes, C4):
+    /// a pushed value older than this does not replace the value. Milliseconds since the epoch.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub value_times: BTreeMap<String, i64>,
     /// Set while the Thing is disabled because the extension its template came from was removed:
     /// what it had from that extension, kept until the extension comes back.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -613,6 +617,7 @@ impl Entity {
                 thing_shapes: vec![],
                 definitions: Definitions::default(),
                 values: BTreeMap::new(),
+                value_times: BTreeMap::new(),
                 parked: None,
             }),
         )

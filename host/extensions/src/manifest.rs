@@ -673,6 +673,7 @@ impl Manifest {
                 thing_shapes: t.shapes.clone(),
                 definitions: definitions(&t.members, &t.name)?,
                 values: BTreeMap::new(),
+                value_times: BTreeMap::new(),
                 parked: None,
             });
             out.push(described(Entity::new(&t.name, body), &t.description));

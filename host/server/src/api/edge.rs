@@ -146,3 +146,172 @@ pub fn set_connected(app: &App, caller: &Caller, thing: &str, connected: bool) {
         }
     }
 }
+
+/// One value a device pushes: a property's name, its value, when it was measured and its
+/// quality (the vendor's NamedVTQ).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Vtq {
+    pub name: String,
+    pub value: serde_json::Value,
+    /// Milliseconds since the epoch; `None`: now.
+    pub time: Option<i64>,
+    pub quality: String,
+}
+
+/// What a push did.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Pushed {
+    /// Values written.
+    pub written: usize,
+    /// Values older than the stored ones, left out.
+    pub stale: usize,
+}
+
+/// C4: a device's `UpdateSubscribedPropertyValues` on `thing`, bound to connection `conn`, for
+/// `caller`: every value is a property write of the caller (`PropertyWrite` on that property,
+/// its base type checked), and the push is one change: one refused value refuses the whole push
+/// and nothing is written. A value older than the stored one does not replace it. The push
+/// needs `ServiceInvoke` on the service itself; every denial is audited. Writes fire
+/// `DataChange` as the caller.
+pub fn push(
+    app: &App,
+    caller: &Caller,
+    conn: u64,
+    thing: &str,
+    values: Vec<Vtq>,
+) -> Result<Pushed, ApiError> {
+    crate::api::events::room(app, caller, [thing]);
+    let mut db = app.db.write().unwrap_or_else(|p| p.into_inner());
+    let now = crate::now_ms();
+    // (property, old value, new value, time, fires)
+    let mut writes: Vec<(
+        String,
+        Option<serde_json::Value>,
+        serde_json::Value,
+        i64,
+        bool,
+    )> = Vec::new();
+    let mut pushed = Pushed::default();
+    {
+        let m = db.model();
+        let (e, id) = visible_entity(m, caller, Kind::Thing, thing)?;
+        if let Some(refusal) = crate::api::entities::disabled(e) {
+            return Err(refusal);
+        }
+        let denied = |e: ApiError| {
+            e.audit_denial(app, &caller.name, json!({"via": "AlwaysOn"}));
+            e
+        };
+        require(
+            m,
+            caller,
+            Permission::ServiceInvoke,
+            Target::Entity {
+                id,
+                resource: m.access().sym(UPDATE_VALUES),
+            },
+            format_args!("Things/{thing}/Services/{UPDATE_VALUES}"),
+        )
+        .map_err(denied)?;
+        if app.edge.bound_to(thing) != Some(conn) {
+            return Err(ApiError::new(
+                StatusCode::PRECONDITION_FAILED,
+                format!("Thing {thing} is not bound to this connection: BIND it first"),
+            ));
+        }
+        let Body::Thing(t) = &e.body else {
+            unreachable!("a Thing")
+        };
+        for v in values {
+            let Some((def, _)) = thinghost_core::validate::find_property(m, e, &v.name) else {
+                return Err(ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    format!(
+                        "Thing {thing} has no property {:?}; nothing was written",
+                        v.name
+                    ),
+                ));
+            };
+            require(
+                m,
+                caller,
+                Permission::PropertyWrite,
+                Target::Entity {
+                    id,
+                    resource: m.access().sym(&v.name),
+                },
+                format_args!("Things/{thing}/Properties/{}", v.name),
+            )
+            .map_err(|e| {
+                let mut e = denied(e);
+                e.message.push_str("; nothing was written");
+                e
+            })?;
+            if def.read_only {
+                return Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    format!("property {} is read-only; nothing was written", v.name),
+                ));
+            }
+            let value = def.base_type.normalize(&v.value).map_err(|err| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    format!("property {}: {err}; nothing was written", v.name),
+                )
+            })?;
+            let time = v.time.unwrap_or(now);
+            // The latest time so far: stored, or earlier in this push.
+            let latest = writes
+                .iter()
+                .rev()
+                .find(|w| w.0 == v.name)
+                .map(|w| w.3)
+                .or_else(|| t.value_times.get(&v.name).copied());
+            if latest.is_some_and(|l| time < l) {
+                pushed.stale += 1;
+                continue;
+            }
+            let old = writes
+                .iter()
+                .rev()
+                .find(|w| w.0 == v.name)
+                .map(|w| Some(w.2.clone()))
+                .unwrap_or_else(|| {
+                    t.values
+                        .get(&v.name)
+                        .cloned()
+                        .or_else(|| def.default_value.clone())
+                });
+            let fires = def.data_change_type.fires(old.as_ref(), &value);
+            writes.push((v.name, old, value, time, fires));
+        }
+    }
+    if writes.is_empty() {
+        return Ok(pushed);
+    }
+    db.change_values(
+        |tx| {
+            if let Body::Thing(t) = &mut tx.get_mut(Kind::Thing, thing)?.body {
+                for (prop, _, value, time, _) in &writes {
+                    t.values.insert(prop.clone(), value.clone());
+                    t.value_times.insert(prop.clone(), *time);
+                }
+            }
+            Ok(())
+        },
+        &[],
+    )
+    .map_err(crate::api::change_error)?;
+    pushed.written = writes.len();
+    for (prop, old, new, _, fires) in writes {
+        if !fires {
+            continue;
+        }
+        if let Some(f) =
+            crate::api::events::data_change(app, &db, caller, thing, &prop, old.as_ref(), &new)
+        {
+            crate::api::events::send(app, f);
+        }
+    }
+    Ok(pushed)
+}

@@ -19,7 +19,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use thinghost_alwayson::{Body, Code, Frame, Header, Message, Reassembler};
+use thinghost_alwayson::{Body, Code, Frame, Header, Message, Reassembler, Table, Value, codes};
 
 const ENDPOINT: &str = "/Thingworx/WS";
 /// How long one send may take before the device is taken for gone.
@@ -515,6 +515,46 @@ impl Link<'_> {
                     None => Handled::Answer(answer(&header, Code::INTERNAL_SERVER_ERROR, None)),
                 }
             }
+            Body::Request(r)
+                if header.code == Code::POST
+                    && r.entity_type == codes::THING
+                    && r.characteristic == codes::SERVICES
+                    && r.name == crate::api::edge::UPDATE_VALUES =>
+            {
+                let values = match vtqs(r.params.as_ref()) {
+                    Ok(v) => v,
+                    Err(why) => {
+                        return Handled::Answer(answer(&header, Code::BAD_REQUEST, Some(why)));
+                    }
+                };
+                let (app, peer, key, caller) = (
+                    self.app.clone(),
+                    self.peer.clone(),
+                    self.key.to_string(),
+                    self.caller.clone(),
+                );
+                let (conn, thing) = (self.conn, r.entity_name);
+                let outcome = blocking(move || {
+                    if let Some(why) = check_still(&app, &peer, &key, &caller.name) {
+                        return Err(why);
+                    }
+                    Ok(crate::api::edge::push(&app, &caller, conn, &thing, values))
+                })
+                .await;
+                match outcome {
+                    Some(Ok(Ok(_))) => Handled::Answer(answer(&header, Code::SUCCESS, None)),
+                    Some(Ok(Err(e))) => Handled::Answer(answer(
+                        &header,
+                        Code::for_http_status(e.status.as_u16()),
+                        Some(e.message),
+                    )),
+                    Some(Err(why)) => Handled::Refused(
+                        why.clone(),
+                        answer(&header, Code::UNAUTHORIZED, Some(why)),
+                    ),
+                    None => Handled::Answer(answer(&header, Code::INTERNAL_SERVER_ERROR, None)),
+                }
+            }
             Body::Request(r) => Handled::Answer(answer(
                 &header,
                 Code::NOT_IMPLEMENTED,
@@ -629,4 +669,100 @@ fn bind_all(
         None => (Code::SUCCESS, None),
         Some(code) => (code, Some(reasons.join("; "))),
     }
+}
+
+/// A protocol value as the model's JSON: numbers, strings, booleans, DATETIME as epoch
+/// milliseconds, LOCATION as `{longitude, latitude, elevation}`, BLOB and IMAGE as base64, an
+/// InfoTable in its JSON form, a VARIANT as what it holds.
+pub fn to_json(v: &Value) -> serde_json::Value {
+    use base64::Engine as _;
+    match v.unwrapped() {
+        Value::Nothing | Value::Variant(_) => serde_json::Value::Null,
+        Value::Text(_, s) => json!(s),
+        Value::Number(n) => serde_json::Number::from_f64(*n)
+            .map_or(serde_json::Value::Null, serde_json::Value::Number),
+        Value::Integer(i) => json!(i),
+        Value::Long(l) => json!(l),
+        Value::Boolean(b) => json!(b),
+        Value::Datetime(ms) => json!(ms),
+        Value::Location {
+            longitude,
+            latitude,
+            elevation,
+        } => json!({"longitude": longitude, "latitude": latitude, "elevation": elevation}),
+        Value::Bytes(_, b) => json!(base64::engine::general_purpose::STANDARD.encode(b)),
+        Value::InfoTable(t) => {
+            let defs: serde_json::Map<String, serde_json::Value> = t
+                .fields
+                .iter()
+                .enumerate()
+                .map(|(i, f)| {
+                    (
+                        f.name.clone(),
+                        json!({"name": f.name, "baseType": codes::base_type_name(f.base_type).unwrap_or("VARIANT"), "ordinal": i, "aspects": {}}),
+                    )
+                })
+                .collect();
+            let rows: Vec<serde_json::Value> = t
+                .rows
+                .iter()
+                .map(|r| {
+                    serde_json::Value::Object(
+                        t.fields
+                            .iter()
+                            .zip(r)
+                            .map(|(f, v)| (f.name.clone(), to_json(v)))
+                            .collect(),
+                    )
+                })
+                .collect();
+            json!({"dataShape": {"fieldDefinitions": defs}, "rows": rows})
+        }
+    }
+}
+
+/// The values of an `UpdateSubscribedPropertyValues`: its parameter `values`, an InfoTable of
+/// the NamedVTQ shape (`name`, `value`, `time`, `quality`).
+fn vtqs(params: Option<&Table>) -> Result<Vec<crate::api::edge::Vtq>, String> {
+    let shape = "UpdateSubscribedPropertyValues takes values, an InfoTable of name, value, time and quality";
+    let p = params.ok_or(shape)?;
+    let column = p.field("values").ok_or(shape)?;
+    let Some(Value::InfoTable(t)) = p
+        .rows
+        .first()
+        .and_then(|r| r.get(column))
+        .map(Value::unwrapped)
+    else {
+        return Err(shape.into());
+    };
+    let name = t.field("name").ok_or(shape)?;
+    let value = t.field("value").ok_or(shape)?;
+    let (time, quality) = (t.field("time"), t.field("quality"));
+    let mut out = Vec::with_capacity(t.rows.len());
+    for (i, row) in t.rows.iter().enumerate() {
+        let at = |c: Option<usize>| c.and_then(|c| row.get(c)).map(Value::unwrapped);
+        let Some(Value::Text(_, name)) = at(Some(name)) else {
+            return Err(format!("values, row {i}: name is not a string"));
+        };
+        let time = match at(time) {
+            None | Some(Value::Nothing) => None,
+            Some(Value::Datetime(ms) | Value::Long(ms)) => Some(*ms),
+            Some(Value::Integer(ms)) => Some(i64::from(*ms)),
+            Some(Value::Number(ms)) if ms.is_finite() => Some(*ms as i64),
+            Some(_) => return Err(format!("values, row {i}: time is not a DATETIME")),
+        };
+        let quality = match at(quality) {
+            Some(Value::Text(_, q)) => q.clone(),
+            _ => "GOOD".to_string(),
+        };
+        out.push(crate::api::edge::Vtq {
+            name: name.clone(),
+            value: at(Some(value))
+                .map(to_json)
+                .unwrap_or(serde_json::Value::Null),
+            time,
+            quality,
+        });
+    }
+    Ok(out)
 }
