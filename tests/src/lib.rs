@@ -318,6 +318,15 @@ impl Server {
         panic!("the server did not become healthy");
     }
 
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.url
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.trim_end_matches('/').parse().ok())
+            .expect("the server's URL ends with its port")
+    }
+
     pub fn at(&self, path: &str) -> String {
         format!("{}{path}", self.url.replace("127.0.0.1", "localhost"))
     }
@@ -365,4 +374,49 @@ pub fn ok(s: &Server, key: &str, path: &str, body: serde_json::Value) -> serde_j
     let (st, v) = post(s, key, path, body.clone());
     assert_eq!(st, 200, "{path} {body}: {v}");
     v
+}
+
+/// A TLS connection to the server's port that trusts its `--dev` certificate, for WebSocket
+/// clients.
+pub fn tls_stream(
+    s: &Server,
+) -> rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream> {
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pki_types::CertificateDer::pem_file_iter(s.dir.join("dev-cert.pem")).unwrap()
+    {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let tcp = std::net::TcpStream::connect(format!("127.0.0.1:{}", s.port())).unwrap();
+    let conn = rustls::ClientConnection::new(
+        std::sync::Arc::new(config),
+        rustls_pki_types::ServerName::try_from("localhost").unwrap(),
+    )
+    .unwrap();
+    rustls::StreamOwned::new(conn, tcp)
+}
+
+/// The audit records with `key` (the server's store read directly), oldest first: each as
+/// `{user, category, args, source}`.
+pub fn audited(s: &Server, key: &str) -> Vec<serde_json::Value> {
+    use thinghost_store::Store;
+    let mut store =
+        thinghost_store::SqliteStore::open(&s.dir.join(thinghost_store::DB_FILE)).unwrap();
+    store
+        .audit_records(10_000)
+        .unwrap()
+        .into_iter()
+        .rev()
+        .filter(|r| r.message_key == key)
+        .map(|r| {
+            serde_json::json!({"user": r.user, "category": r.category, "args": r.args, "source": r.source})
+        })
+        .collect()
 }

@@ -5,9 +5,8 @@
 use serde_json::{Value as Json, json};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use thinghost_alwayson::{Body, Code, Frame, Header, Message, codes, decode};
-use thinghost_tests::{Server, copy_dir, ok, workspace};
+use thinghost_tests::{Server, audited, copy_dir, ok, workspace};
 
 const ES: &str = "/Thingworx/Resources/EntityServices/Services";
 const HUB: &str = "/Thingworx/Things/ConnectionServicesHub/Services/GrantThingTemplatePermissions";
@@ -30,33 +29,15 @@ fn serve(t: &Path, extra: &[&str]) -> Server {
     Server::start(&t.join("d"), &args)
 }
 
-/// Opens `/Thingworx/WS` over TLS.
+/// Opens `/Thingworx/WS` over TLS (reads time out after 20 s instead of hanging the test).
 fn connect(s: &Server) -> Socket {
-    use rustls_pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pki_types::CertificateDer::pem_file_iter(s.dir.join("dev-cert.pem")).unwrap()
-    {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    let port = s.url.rsplit(':').next().unwrap().trim_end_matches('/');
-    let tcp = TcpStream::connect(format!("127.0.0.1:{port}")).unwrap();
-    tcp.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+    let stream = thinghost_tests::tls_stream(s);
+    stream
+        .sock
+        .set_read_timeout(Some(std::time::Duration::from_secs(20)))
         .unwrap();
-    let conn = rustls::ClientConnection::new(
-        Arc::new(config),
-        rustls_pki_types::ServerName::try_from("localhost").unwrap(),
-    )
-    .unwrap();
-    let stream = rustls::StreamOwned::new(conn, tcp);
     let (socket, _) =
-        tungstenite::client::client(format!("wss://localhost:{port}/Thingworx/WS"), stream)
+        tungstenite::client::client(format!("wss://localhost:{}/Thingworx/WS", s.port()), stream)
             .expect("the WebSocket handshake");
     socket
 }
@@ -109,6 +90,18 @@ fn auth<S: std::io::Read + std::io::Write>(socket: &mut Ws<S>, key: &str) -> u32
     m.header.session_id
 }
 
+fn keep_alive(session: u32, request: u32) -> Message {
+    Message {
+        header: Header {
+            code: Code::KEEP_ALIVE,
+            request_id: request,
+            endpoint_id: 0,
+            session_id: session,
+        },
+        body: Body::KeepAlive,
+    }
+}
+
 fn bind_message(session: u32, request: u32, unbind: bool, names: &[&str]) -> Message {
     Message {
         header: Header {
@@ -145,23 +138,6 @@ fn property(s: &Server, thing: &str, prop: &str) -> Json {
         .unwrap();
     assert_eq!(r.status(), 200);
     r.json::<Json>().unwrap()["rows"][0][prop].clone()
-}
-
-/// The audit records with `key`, newest last.
-fn audited(s: &Server, key: &str) -> Vec<Json> {
-    use thinghost_store::Store;
-    let mut store =
-        thinghost_store::SqliteStore::open(&s.dir.join(thinghost_store::DB_FILE)).unwrap();
-    store
-        .audit_records(10_000)
-        .unwrap()
-        .into_iter()
-        .rev()
-        .filter(|r| r.message_key == key)
-        .map(
-            |r| json!({"user": r.user, "category": r.category, "args": r.args, "source": r.source}),
-        )
-        .collect()
 }
 
 /// A device user (`dev`, in `devices`, in `devOrg`) with a key; the template `Pump` (a Remote
@@ -286,15 +262,7 @@ fn c1_auth_first_with_a_good_key_or_the_connection_is_closed() {
     let connected = audited(&s, "deviceConnected");
     assert_eq!(connected.last().unwrap()["user"], "dev");
     // KEEP_ALIVE is answered; a message with another session is refused, the connection kept.
-    let keep = Message {
-        header: Header {
-            code: Code::KEEP_ALIVE,
-            request_id: 5,
-            endpoint_id: 0,
-            session_id: session,
-        },
-        body: Body::KeepAlive,
-    };
+    let keep = keep_alive(session, 5);
     send(&mut device, &keep);
     assert_eq!(receive(&mut device).unwrap().header.code, Code::SUCCESS);
     let m = bind(&mut device, session.wrapping_add(1), &["Pump1"]);
@@ -418,15 +386,7 @@ fn c6_garbage_closes_its_connection_and_the_server_keeps_serving() {
         let mut socket = connect_plain(&s);
         let session = auth(&mut socket, &dev);
         // A valid frame answered first, then garbage until the server closes.
-        let keep = Message {
-            header: Header {
-                code: Code::KEEP_ALIVE,
-                request_id: 2,
-                endpoint_id: 0,
-                session_id: session,
-            },
-            body: Body::KeepAlive,
-        };
+        let keep = keep_alive(session, 2);
         send(&mut socket, &keep);
         assert_eq!(receive(&mut socket).unwrap().header.code, Code::SUCCESS);
         loop {
@@ -493,15 +453,7 @@ fn c6_garbage_closes_its_connection_and_the_server_keeps_serving() {
     assert_eq!(m.header.request_id, 9);
     // The connection goes on: the chunks after the refused first are refused the same way or
     // dropped; a KEEP_ALIVE is still answered.
-    let keep = Message {
-        header: Header {
-            code: Code::KEEP_ALIVE,
-            request_id: 10,
-            endpoint_id: 0,
-            session_id: session,
-        },
-        body: Body::KeepAlive,
-    };
+    let keep = keep_alive(session, 10);
     send(&mut socket, &keep);
     let answered = std::iter::from_fn(|| receive(&mut socket))
         .find(|m| m.header.request_id == 10)
@@ -589,15 +541,7 @@ fn c3_missed_keep_alives_disconnect_the_things() {
     );
     for i in 0..5 {
         std::thread::sleep(std::time::Duration::from_millis(700));
-        let keep = Message {
-            header: Header {
-                code: Code::KEEP_ALIVE,
-                request_id: 10 + i,
-                endpoint_id: 0,
-                session_id: chatty_session,
-            },
-            body: Body::KeepAlive,
-        };
+        let keep = keep_alive(chatty_session, 10 + i);
         send(&mut chatty, &keep);
         assert_eq!(receive(&mut chatty).unwrap().header.code, Code::SUCCESS);
     }

@@ -5,8 +5,7 @@
 use serde_json::{Value as Json, json};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use thinghost_tests::{Server, copy_dir, ok, post, workspace};
+use thinghost_tests::{Server, audited, copy_dir, ok, post, workspace};
 
 const ES: &str = "/Thingworx/Resources/EntityServices/Services";
 const RAE_GRANTS: &str = "/Thingworx/Things/RemoteAccessPermissionsServices/Services";
@@ -103,23 +102,6 @@ fn thing(s: &Server, admin: &str, name: &str, template: &str) {
         &format!("{ES}/CreateThing"),
         json!({"name": name, "thingTemplateName": template}),
     );
-}
-
-/// The audit records with `key`, newest last.
-fn audited(s: &Server, key: &str) -> Vec<Json> {
-    use thinghost_store::Store;
-    let mut store =
-        thinghost_store::SqliteStore::open(&s.dir.join(thinghost_store::DB_FILE)).unwrap();
-    store
-        .audit_records(10_000)
-        .unwrap()
-        .into_iter()
-        .rev()
-        .filter(|r| r.message_key == key)
-        .map(
-            |r| json!({"user": r.user, "category": r.category, "args": r.args, "source": r.source}),
-        )
-        .collect()
 }
 
 /// A grant Thing and what goes with it: RAE's or ACE's.
@@ -479,27 +461,8 @@ type Socket = tungstenite::WebSocket<rustls::StreamOwned<rustls::ClientConnectio
 
 /// Opens `/Thingworx/TWS` over TLS with `headers`: the socket, or the refusal's status.
 fn tws(s: &Server, headers: &[(&str, &str)]) -> Result<Socket, u16> {
-    use rustls_pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pki_types::CertificateDer::pem_file_iter(s.dir.join("dev-cert.pem")).unwrap()
-    {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    let port = s.url.rsplit(':').next().unwrap().trim_end_matches('/');
-    let tcp = TcpStream::connect(format!("127.0.0.1:{port}")).unwrap();
-    let conn = rustls::ClientConnection::new(
-        Arc::new(config),
-        rustls_pki_types::ServerName::try_from("localhost").unwrap(),
-    )
-    .unwrap();
-    let stream = rustls::StreamOwned::new(conn, tcp);
+    let port = s.port();
+    let stream = thinghost_tests::tls_stream(s);
     use tungstenite::client::IntoClientRequest;
     let mut request = format!("wss://localhost:{port}/Thingworx/TWS")
         .into_client_request()

@@ -44,19 +44,7 @@ pub fn bind(
                 ),
             ));
         }
-        if let Err(e) = require(
-            m,
-            caller,
-            Permission::ServiceInvoke,
-            Target::Entity {
-                id,
-                resource: m.access().sym(UPDATE_VALUES),
-            },
-            format_args!("Things/{thing}/Services/{UPDATE_VALUES}"),
-        ) {
-            e.audit_denial(app, &caller.name, json!({"via": "AlwaysOn BIND"}));
-            return Err(e);
-        }
+        may_update(app, m, caller, id, thing)?;
     }
     match app.edge.bind(conn, thing, gateway) {
         Ok(new) => Ok(new),
@@ -72,6 +60,29 @@ pub fn bind(
             Err(ApiError::new(StatusCode::GONE, "the connection is closed"))
         }
     }
+}
+
+/// Does `caller` hold `ServiceInvoke` on the Thing's `UpdateSubscribedPropertyValues`, what
+/// binding it and pushing to it need? A denial is audited.
+fn may_update(
+    app: &App,
+    m: &thinghost_core::Model,
+    caller: &Caller,
+    id: thinghost_core::access::EntityId,
+    thing: &str,
+) -> Result<(), ApiError> {
+    require(
+        m,
+        caller,
+        Permission::ServiceInvoke,
+        Target::Entity {
+            id,
+            resource: m.access().sym(UPDATE_VALUES),
+        },
+        format_args!("Things/{thing}/Services/{UPDATE_VALUES}"),
+    )
+    .map(|_| ())
+    .inspect_err(|e| e.audit_denial(app, &caller.name, json!({"via": "AlwaysOn"})))
 }
 
 /// The connection properties of the `ConnectableThing` shape (connection-services).
@@ -202,17 +213,7 @@ pub fn push(
             e.audit_denial(app, &caller.name, json!({"via": "AlwaysOn"}));
             e
         };
-        require(
-            m,
-            caller,
-            Permission::ServiceInvoke,
-            Target::Entity {
-                id,
-                resource: m.access().sym(UPDATE_VALUES),
-            },
-            format_args!("Things/{thing}/Services/{UPDATE_VALUES}"),
-        )
-        .map_err(denied)?;
+        may_update(app, m, caller, id, thing)?;
         if app.edge.bound_to(thing) != Some(conn) {
             return Err(ApiError::new(
                 StatusCode::PRECONDITION_FAILED,
