@@ -57,6 +57,8 @@ pub enum Error {
     Trailing { left: usize, at: usize },
     #[error("multipart: {0}")]
     BadChunk(String),
+    #[error("a message cannot say this many: {0}")]
+    Counts(String),
     #[error("a {code} message is never sent in chunks")]
     NotChunked { code: Code },
     /// Over a limit the receiver set: answered with BAD_REQUEST, the connection kept (C6).

@@ -319,6 +319,29 @@ impl Message {
         }
     }
 
+    /// Whether every count the protocol writes fits its field: at most 255 claims and headers,
+    /// 65,535 names, fields, aspects and rows, values within the nesting limit. The writer
+    /// would otherwise cut a count short and send a frame that is not what it means.
+    pub fn check_counts(&self) -> Result<(), Error> {
+        let over = |what: &str, n: usize, max: usize| {
+            if n > max {
+                Err(Error::Counts(format!("{n} {what} (at most {max})")))
+            } else {
+                Ok(())
+            }
+        };
+        match &self.body {
+            Body::Auth { claims } => over("claims", claims.len(), u8::MAX as usize),
+            Body::Bind { names, .. } => over("names", names.len(), u16::MAX as usize),
+            Body::Request(r) => {
+                over("headers", r.headers.len(), u8::MAX as usize)?;
+                r.params.as_ref().map_or(Ok(()), |t| t.check_counts(0))
+            }
+            Body::Response(r) => r.content.as_ref().map_or(Ok(()), |t| t.check_counts(0)),
+            Body::KeepAlive => Ok(()),
+        }
+    }
+
     /// The body's bytes (without the header).
     pub fn body_bytes(&self) -> Vec<u8> {
         let mut w = Writer::new();

@@ -56,6 +56,7 @@ pub fn frames(
     chunk_size: usize,
     max_message: usize,
 ) -> Result<Vec<Vec<u8>>, Error> {
+    message.check_counts()?;
     let body = message.body_bytes();
     let size = body.len() + HEADER;
     if size > max_message {

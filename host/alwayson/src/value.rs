@@ -112,6 +112,18 @@ impl Value {
         })
     }
 
+    /// See [`Table::check_counts`].
+    pub fn check_counts(&self, depth: usize) -> Result<(), Error> {
+        if depth > MAX_DEPTH {
+            return Err(Error::TooDeep { at: 0 });
+        }
+        match self {
+            Value::Variant(v) => v.check_counts(depth + 1),
+            Value::InfoTable(t) => t.check_counts(depth + 1),
+            _ => Ok(()),
+        }
+    }
+
     /// Writes a typed value: its type byte, then the value.
     pub fn write(&self, w: &mut Writer) {
         w.u8(self.base_type());
@@ -276,6 +288,37 @@ impl Table {
         w.u8(0);
     }
 
+    /// Whether its counts fit the protocol's fields (65,535 fields, aspects, rows and values
+    /// per row) and its values nest at most [`MAX_DEPTH`] deep, `depth` levels down already.
+    pub fn check_counts(&self, depth: usize) -> Result<(), Error> {
+        let max = u16::MAX as usize;
+        let over = |what: &str, n: usize| {
+            if n > max {
+                Err(Error::Counts(format!("{n} {what} (at most {max})")))
+            } else {
+                Ok(())
+            }
+        };
+        if depth > MAX_DEPTH {
+            return Err(Error::TooDeep { at: 0 });
+        }
+        over("fields", self.fields.len())?;
+        over("rows", self.rows.len())?;
+        for f in &self.fields {
+            over("aspects", f.aspects.len())?;
+            for (_, v) in &f.aspects {
+                v.check_counts(depth + 1)?;
+            }
+        }
+        for row in &self.rows {
+            over("values in a row", row.len())?;
+            for v in row {
+                v.check_counts(depth + 1)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Its bytes.
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut w = Writer::new();
@@ -349,6 +392,32 @@ mod tests {
         let mut r = Reader::new(&bytes);
         assert_eq!(Table::read(&mut r, 0).unwrap(), t);
         assert_eq!(r.remaining(), 0);
+    }
+
+    #[test]
+    fn a_table_whose_counts_do_not_fit_is_refused_before_it_is_written() {
+        let wide = Table {
+            fields: vec![Field::new("n", codes::NUMBER)],
+            rows: vec![vec![Value::Number(1.0)]; 65_536],
+        };
+        assert!(wide.check_counts(0).is_err());
+        let fits = Table {
+            rows: vec![vec![Value::Number(1.0)]; 65_535],
+            ..wide.clone()
+        };
+        assert!(fits.check_counts(0).is_ok());
+        let message = crate::Message::answer(
+            &crate::Header {
+                code: crate::Code::SUCCESS,
+                request_id: 1,
+                endpoint_id: 0,
+                session_id: 1,
+            },
+            crate::Code::SUCCESS,
+            None,
+            Some(wide),
+        );
+        assert!(crate::frames(&message, 8192, usize::MAX).is_err());
     }
 
     #[test]
