@@ -89,43 +89,56 @@ fn may_update(
 pub const IS_CONNECTED: &str = "isConnected";
 pub const LAST_CONNECTION: &str = "lastConnection";
 
-/// C3: the platform's record of a Thing's connection. `isConnected` becomes `connected`, and
-/// when it connects `lastConnection` becomes now, in one change, for a Thing that has the
-/// properties (its template implements `ConnectableThing`); their changes fire `DataChange` as
-/// `caller` (the connection's user, whose subscriptions' rights they run with). Written without
-/// a `PropertyWrite` check: this is the platform's state of its own connection, not the
-/// device's data. A Thing deleted meanwhile is left alone.
-pub fn set_connected(app: &App, caller: &Caller, thing: &str, connected: bool) {
-    crate::api::events::room(app, caller, [thing]);
+/// C3: the platform's record of Things' connection. `isConnected` becomes `connected`, and
+/// when they connect `lastConnection` becomes now, all in one change, for the Things that have
+/// the properties (their template implements `ConnectableThing`); their changes fire
+/// `DataChange` as `caller` (the connection's user, whose subscriptions' rights they run with).
+/// Written without a `PropertyWrite` check: this is the platform's state of its own
+/// connection, not the device's data. A Thing deleted meanwhile is left alone.
+pub fn set_connected(app: &App, caller: &Caller, things: &[&str], connected: bool) {
+    if things.is_empty() {
+        return;
+    }
+    crate::api::events::room(app, caller, things.iter().copied());
     let mut db = app.db.write().unwrap_or_else(|p| p.into_inner());
     let now = crate::now_ms();
-    let mut writes: Vec<(String, Option<serde_json::Value>, serde_json::Value, bool)> = Vec::new();
+    // (Thing, property, old value, new value, fires)
+    type Write = (
+        String,
+        String,
+        Option<serde_json::Value>,
+        serde_json::Value,
+        bool,
+    );
+    let mut writes: Vec<Write> = Vec::new();
     {
         let m = db.model();
-        let Some(e) = m.get(Kind::Thing, thing) else {
-            return;
-        };
-        let Body::Thing(t) = &e.body else {
-            return;
-        };
-        let mut wanted = vec![(IS_CONNECTED, json!(connected))];
-        if connected {
-            wanted.push((LAST_CONNECTION, json!(now)));
-        }
-        for (prop, value) in wanted {
-            let Some((def, _)) = thinghost_core::validate::find_property(m, e, prop) else {
+        for thing in things {
+            let Some(e) = m.get(Kind::Thing, thing) else {
                 continue;
             };
-            let Ok(value) = def.base_type.normalize(&value) else {
+            let Body::Thing(t) = &e.body else {
                 continue;
             };
-            let old = t
-                .values
-                .get(prop)
-                .cloned()
-                .or_else(|| def.default_value.clone());
-            let fires = def.data_change_type.fires(old.as_ref(), &value);
-            writes.push((prop.to_string(), old, value, fires));
+            let mut wanted = vec![(IS_CONNECTED, json!(connected))];
+            if connected {
+                wanted.push((LAST_CONNECTION, json!(now)));
+            }
+            for (prop, value) in wanted {
+                let Some((def, _)) = thinghost_core::validate::find_property(m, e, prop) else {
+                    continue;
+                };
+                let Ok(value) = def.base_type.normalize(&value) else {
+                    continue;
+                };
+                let old = t
+                    .values
+                    .get(prop)
+                    .cloned()
+                    .or_else(|| def.default_value.clone());
+                let fires = def.data_change_type.fires(old.as_ref(), &value);
+                writes.push((thing.to_string(), prop.to_string(), old, value, fires));
+            }
         }
     }
     if writes.is_empty() {
@@ -133,8 +146,8 @@ pub fn set_connected(app: &App, caller: &Caller, thing: &str, connected: bool) {
     }
     let stored = db.change_values(
         |tx| {
-            if let Body::Thing(t) = &mut tx.get_mut(Kind::Thing, thing)?.body {
-                for (prop, _, value, _) in &writes {
+            for (thing, prop, _, value, _) in &writes {
+                if let Body::Thing(t) = &mut tx.get_mut(Kind::Thing, thing)?.body {
                     t.values.insert(prop.clone(), value.clone());
                 }
             }
@@ -143,15 +156,15 @@ pub fn set_connected(app: &App, caller: &Caller, thing: &str, connected: bool) {
         &[],
     );
     if let Err(e) = stored {
-        tracing::warn!(thing, error = ?e, "the connection state of a Thing was not stored");
+        tracing::warn!(things = ?things, error = ?e, "the connection state of Things was not stored");
         return;
     }
-    for (prop, old, new, fires) in writes {
+    for (thing, prop, old, new, fires) in writes {
         if !fires {
             continue;
         }
         if let Some(f) =
-            crate::api::events::data_change(app, &db, caller, thing, &prop, old.as_ref(), &new)
+            crate::api::events::data_change(app, &db, caller, &thing, &prop, old.as_ref(), &new)
         {
             crate::api::events::send(app, f);
         }

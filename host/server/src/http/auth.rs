@@ -32,16 +32,7 @@ pub async fn authenticate(
     uri: &Uri,
     peer: &Peer,
 ) -> Result<Caller, Refused> {
-    if let Some(q) = uri.query()
-        && q.split('&').any(|kv| {
-            // Names are compared decoded: `app%4Bey` and `APPKEY` are the same parameter.
-            let name = kv.split('=').next().unwrap_or("").replace('+', " ");
-            percent_encoding::percent_decode_str(&name)
-                .decode_utf8_lossy()
-                .trim()
-                .eq_ignore_ascii_case("appKey")
-        })
-    {
+    if key_in_query(uri) {
         return Err(refused(
             "",
             "keyInUrl",
@@ -217,4 +208,18 @@ pub fn check_key(app: &App, secret: &str, peer: &Peer) -> Result<(Caller, String
         },
         key_name,
     ))
+}
+
+/// Does the URL's query carry a parameter `appKey`? Names are compared decoded: `app%4Bey` and
+/// `APPKEY` are the same parameter. A key in a URL ends up in logs and histories (K1).
+pub fn key_in_query(uri: &Uri) -> bool {
+    uri.query().is_some_and(|q| {
+        q.split('&').any(|kv| {
+            let name = kv.split('=').next().unwrap_or("").replace('+', " ");
+            percent_encoding::percent_decode_str(&name)
+                .decode_utf8_lossy()
+                .trim()
+                .eq_ignore_ascii_case("appKey")
+        })
+    })
 }

@@ -35,9 +35,11 @@ pub async fn ws(
     uri: Uri,
     upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Response {
-    if uri
-        .query()
-        .is_some_and(|q| q.to_ascii_lowercase().contains("appkey"))
+    // The REST API's check (names decoded), and any mention of the key's name at all.
+    if crate::http::auth::key_in_query(&uri)
+        || uri
+            .query()
+            .is_some_and(|q| q.to_ascii_lowercase().contains("appkey"))
     {
         refuse_auth(
             &app,
@@ -188,9 +190,8 @@ impl Drop for Open {
             std::mem::take(&mut self.why),
         );
         let done = move || {
-            for thing in &unbound {
-                crate::api::edge::set_connected(&app, &caller, thing, false);
-            }
+            let things: Vec<&str> = unbound.iter().map(String::as_str).collect();
+            crate::api::edge::set_connected(&app, &caller, &things, false);
             app.audit(
                 &caller.name,
                 CONNECTIONS,
@@ -619,11 +620,13 @@ fn bind_all(
     let gateway = gateway.map(|g| bounded(&g, AUDITED_NAME));
     let mut first: Option<Code> = None;
     let mut reasons = Vec::new();
+    // The Things whose connection state changes: written in one change at the end (C3).
+    let mut changed: Vec<&str> = Vec::new();
     for name in &names {
         let source = format!("Things/{}", bounded(name, AUDITED_NAME));
         if unbind {
             if app.edge.unbind(conn, name) {
-                crate::api::edge::set_connected(app, caller, name, false);
+                changed.push(name);
                 app.audit(
                     &caller.name,
                     CONNECTIONS,
@@ -638,7 +641,7 @@ fn bind_all(
         match crate::api::edge::bind(app, caller, conn, name, gateway.as_deref()) {
             Ok(new) => {
                 if new {
-                    crate::api::edge::set_connected(app, caller, name, true);
+                    changed.push(name);
                     app.audit(
                         &caller.name,
                         CONNECTIONS,
@@ -665,6 +668,7 @@ fn bind_all(
             }
         }
     }
+    crate::api::edge::set_connected(app, caller, &changed, !unbind);
     match first {
         None => (Code::SUCCESS, None),
         Some(code) => (code, Some(reasons.join("; "))),
