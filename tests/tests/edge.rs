@@ -26,7 +26,14 @@ fn serve(t: &Path, extra: &[&str]) -> Server {
         args.push("--dev");
     }
     args.extend_from_slice(extra);
-    Server::start(&t.join("d"), &args)
+    Server::start_with(
+        &t.join("d"),
+        &args,
+        &thinghost_tests::Setup {
+            log: Some(t.join("server.log")),
+            ..Default::default()
+        },
+    )
 }
 
 /// Opens `/Thingworx/WS` over TLS (reads time out after 20 s instead of hanging the test).
@@ -731,4 +738,737 @@ fn c4_pushed_values_are_writes_of_the_keys_user_all_or_nothing() {
         reason(&hidden).replace("Hidden1", "X"),
         reason(&missing).replace("Nothing1", "X")
     );
+}
+
+/// `thinghost edge simulate`, the project's device, as a process: its lines as they come.
+struct Simulator {
+    child: std::process::Child,
+    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Simulator {
+    fn start(s: &Server, key_file: &Path, extra: &[&str]) -> Simulator {
+        use std::io::{BufRead, BufReader};
+        let ca = s.dir.join("dev-cert.pem");
+        let mut child = std::process::Command::new(thinghost_tests::thinghost_bin())
+            .args(["edge", "simulate", "--url", &s.url, "--ca-cert"])
+            .arg(&ca)
+            .arg("--app-key-file")
+            .arg(key_file)
+            .args(extra)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("thinghost edge simulate starts");
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        for out in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let lines = lines.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(out).lines().map_while(Result::ok) {
+                    lines.lock().unwrap().push(line);
+                }
+            });
+        }
+        Simulator { child, lines }
+    }
+
+    /// Waits for a line containing `text`.
+    fn wait_for(&self, text: &str) -> String {
+        thinghost_tests::within_20s(&format!("the simulator says {text:?}"), || {
+            self.lines
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|l| l.contains(text))
+                .cloned()
+        })
+    }
+
+    fn said(&self) -> String {
+        self.lines.lock().unwrap().join("\n")
+    }
+}
+
+impl Drop for Simulator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn key_file(t: &Path, name: &str, key: &str) -> PathBuf {
+    let f = t.join(name);
+    std::fs::write(&f, key).unwrap();
+    f
+}
+
+/// A REST call's status and JSON body.
+fn rest(
+    s: &Server,
+    key: &str,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Json>,
+) -> (u16, Json) {
+    let mut r = s.client.request(method, s.at(path)).header("appKey", key);
+    if let Some(b) = body {
+        r = r.json(&b);
+    }
+    let r = r.send().unwrap();
+    let status = r.status().as_u16();
+    (status, r.json::<Json>().unwrap_or(Json::Null))
+}
+
+/// The Pump template with a device-side property and service, bound on Pump1 under other names.
+fn remote_pump(s: &Server) {
+    let admin = s.admin_key();
+    for (name, kind) in [("temperature", "NUMBER"), ("mode", "STRING")] {
+        ok(
+            s,
+            &admin,
+            "/Thingworx/ThingTemplates/Pump/Services/AddPropertyDefinition",
+            json!({"name": name, "type": kind}),
+        );
+    }
+    ok(
+        s,
+        &admin,
+        "/Thingworx/ThingTemplates/Pump/Services/AddServiceDefinition",
+        json!({"name": "Reboot", "parameters": [{"name": "delay", "baseType": "NUMBER", "required": true}],
+               "resultType": "JSON"}),
+    );
+    ok(
+        s,
+        &admin,
+        "/Thingworx/Things/Pump1/Services/SetRemotePropertyBinding",
+        json!({"propertyName": "temperature", "sourceName": "Temp", "pushType": "VALUE"}),
+    );
+    ok(
+        s,
+        &admin,
+        "/Thingworx/Things/Pump1/Services/SetRemotePropertyBinding",
+        json!({"propertyName": "mode"}),
+    );
+    ok(
+        s,
+        &admin,
+        "/Thingworx/Things/Pump1/Services/SetRemoteServiceBinding",
+        json!({"serviceName": "Reboot", "sourceServiceName": "RebootNow"}),
+    );
+}
+
+/// C5: reads, writes and service calls of bound members of a bound Thing go to the device
+/// under its names, after the caller's own check, and its answers are the REST answers; not
+/// bound: 503 naming the Thing. The device learns what to push (GetPropertySubscriptions), its
+/// pushes under its own names land on the bound properties, and administrators see the
+/// connection (WSCommunicationsSubsystem).
+#[test]
+fn c5_the_platform_reads_writes_and_calls_the_device() {
+    let t = tempfile::tempdir().unwrap();
+    let s = serve(t.path(), &[]);
+    let (dev, idle) = devices(&s);
+    let admin = s.admin_key();
+    remote_pump(&s);
+    let get = reqwest::Method::GET;
+    let put = reqwest::Method::PUT;
+    let post = reqwest::Method::POST;
+
+    // Bad bindings are refused with the reason.
+    let (st, v) = rest(
+        &s,
+        &admin,
+        post.clone(),
+        "/Thingworx/Things/Pump1/Services/SetRemotePropertyBinding",
+        Some(json!({"propertyName": "nosuch"})),
+    );
+    assert_eq!(st, 404, "{v}");
+    let (st, v) = rest(
+        &s,
+        &admin,
+        post.clone(),
+        "/Thingworx/Things/Pump1/Services/SetRemotePropertyBinding",
+        Some(json!({"propertyName": "mode", "pushType": "SOMETIMES"})),
+    );
+    assert_eq!(st, 400, "{v}");
+    // Lamp1 is no Remote Thing: it has no binding services.
+    let (st, _) = rest(
+        &s,
+        &admin,
+        post.clone(),
+        "/Thingworx/Things/Lamp1/Services/SetRemotePropertyBinding",
+        Some(json!({"propertyName": "x"})),
+    );
+    assert_eq!(st, 404);
+
+    // No device yet: 503, naming the Thing.
+    let (st, v) = rest(
+        &s,
+        &admin,
+        get.clone(),
+        "/Thingworx/Things/Pump1/Properties/temperature",
+        None,
+    );
+    assert_eq!(st, 503, "{v}");
+    assert!(v.to_string().contains("Pump1"), "{v}");
+    let (st, _) = rest(
+        &s,
+        &admin,
+        post.clone(),
+        "/Thingworx/Things/Pump1/Services/Reboot",
+        Some(json!({"delay": 5})),
+    );
+    assert_eq!(st, 503);
+
+    let key = key_file(t.path(), "dev.key", &dev);
+    let device = Simulator::start(
+        &s,
+        &key,
+        &[
+            "--thing",
+            "Pump1",
+            "--property",
+            "Temp=21.5",
+            "--property",
+            "mode=auto",
+        ],
+    );
+    device.wait_for("bound Pump1");
+    let subscribed = device.wait_for("the platform binds");
+    assert!(
+        subscribed.contains("Temp") && subscribed.contains("mode"),
+        "{subscribed}"
+    );
+    // Its first push, under its own names, lands on the bound properties.
+    device.wait_for("pushed 2 values: accepted");
+    assert_eq!(property(&s, "Pump1", "isConnected"), json!(true));
+
+    // A read goes to the device.
+    let (st, v) = rest(
+        &s,
+        &admin,
+        get.clone(),
+        "/Thingworx/Things/Pump1/Properties/temperature",
+        None,
+    );
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["rows"][0]["temperature"], json!(21.5));
+    device.wait_for("answered GET Pump1/Temp: SUCCESS");
+
+    // A write goes to the device, which pushes the new value back.
+    let (st, v) = rest(
+        &s,
+        &admin,
+        put.clone(),
+        "/Thingworx/Things/Pump1/Properties/temperature",
+        Some(json!({"temperature": 30})),
+    );
+    assert_eq!(st, 200, "{v}");
+    let (_, v) = rest(
+        &s,
+        &admin,
+        get.clone(),
+        "/Thingworx/Things/Pump1/Properties/temperature",
+        None,
+    );
+    assert_eq!(v["rows"][0]["temperature"], json!(30.0));
+    // A wrong type is refused before the device hears of it.
+    let (st, _) = rest(
+        &s,
+        &admin,
+        put.clone(),
+        "/Thingworx/Things/Pump1/Properties/temperature",
+        Some(json!({"temperature": "hot"})),
+    );
+    assert_eq!(st, 400);
+
+    // A service call runs on the device, under its name, with the parameters.
+    let (st, v) = rest(
+        &s,
+        &admin,
+        post.clone(),
+        "/Thingworx/Things/Pump1/Services/Reboot",
+        Some(json!({"delay": 5})),
+    );
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(
+        v["rows"][0]["result"],
+        json!({"service": "RebootNow", "parameters": {"delay": 5.0}})
+    );
+
+    // The caller's own check comes first: idle may not read it (403, audited), and the device
+    // is not asked.
+    let answered = device.said().matches("answered").count();
+    let (st, _) = rest(
+        &s,
+        &idle,
+        get.clone(),
+        "/Thingworx/Things/Pump1/Properties/temperature",
+        None,
+    );
+    assert_eq!(st, 403);
+    assert_eq!(device.said().matches("answered").count(), answered);
+
+    // The device's errors are the REST answer's.
+    ok(
+        &s,
+        &admin,
+        "/Thingworx/ThingTemplates/Pump/Services/AddPropertyDefinition",
+        json!({"name": "gone", "type": "NUMBER"}),
+    );
+    ok(
+        &s,
+        &admin,
+        "/Thingworx/Things/Pump1/Services/SetRemotePropertyBinding",
+        json!({"propertyName": "gone"}),
+    );
+    device.wait_for("answered POST Pump1/NotifyPropertyUpdate");
+    let (st, v) = rest(
+        &s,
+        &admin,
+        get.clone(),
+        "/Thingworx/Things/Pump1/Properties/gone",
+        None,
+    );
+    assert_eq!(st, 404, "{v}");
+    assert!(v.to_string().contains("NOT_FOUND"), "{v}");
+
+    // Unbound again: the platform's own value.
+    ok(
+        &s,
+        &admin,
+        "/Thingworx/Things/Pump1/Services/RemoveRemotePropertyBinding",
+        json!({"propertyName": "gone"}),
+    );
+    let (st, _) = rest(
+        &s,
+        &admin,
+        get.clone(),
+        "/Thingworx/Things/Pump1/Properties/gone",
+        None,
+    );
+    assert_eq!(st, 200);
+
+    // Administrators see the connection; others may not ask.
+    let (st, v) = rest(
+        &s,
+        &admin,
+        post.clone(),
+        "/Thingworx/Subsystems/WSCommunicationsSubsystem/Services/GetConnections",
+        Some(json!({})),
+    );
+    assert_eq!(st, 200, "{v}");
+    let row = &v["rows"][0];
+    assert_eq!(row["user"], "dev");
+    assert_eq!(row["things"], json!(["Pump1"]));
+    assert!(row["framesIn"].as_i64().unwrap() >= 4, "{row}");
+    assert!(row["framesOut"].as_i64().unwrap() >= 4, "{row}");
+    let (st, _) = rest(
+        &s,
+        &dev,
+        post.clone(),
+        "/Thingworx/Subsystems/WSCommunicationsSubsystem/Services/GetConnections",
+        Some(json!({})),
+    );
+    // (A subsystem is no device user's to see: as if there were none.)
+    assert_eq!(st, 404);
+
+    // The device gone: 503 again.
+    drop(device);
+    thinghost_tests::within_20s("Pump1 disconnected", || {
+        (property(&s, "Pump1", "isConnected") == json!(false)).then_some(())
+    });
+    let (st, _) = rest(
+        &s,
+        &admin,
+        get,
+        "/Thingworx/Things/Pump1/Properties/temperature",
+        None,
+    );
+    assert_eq!(st, 503);
+}
+
+/// C5: a device that does not answer within the binding's timeout is a 504; its late answer is
+/// dropped and the connection goes on.
+#[test]
+fn c5_no_answer_in_time_is_504() {
+    let t = tempfile::tempdir().unwrap();
+    let s = serve(t.path(), &[]);
+    let (dev, _) = devices(&s);
+    let admin = s.admin_key();
+    remote_pump(&s);
+    ok(
+        &s,
+        &admin,
+        "/Thingworx/Things/Pump1/Services/SetRemotePropertyBinding",
+        json!({"propertyName": "temperature", "sourceName": "Temp", "timeout": 300}),
+    );
+    let key = key_file(t.path(), "dev.key", &dev);
+    let device = Simulator::start(
+        &s,
+        &key,
+        &[
+            "--thing",
+            "Pump1",
+            "--property",
+            "Temp=1",
+            "--answer-delay-ms",
+            "1500",
+        ],
+    );
+    device.wait_for("pushed 1 values: accepted");
+    let started = std::time::Instant::now();
+    let (st, v) = rest(
+        &s,
+        &admin,
+        reqwest::Method::GET,
+        "/Thingworx/Things/Pump1/Properties/temperature",
+        None,
+    );
+    assert_eq!(st, 504, "{v}");
+    assert!(v.to_string().contains("300 ms"), "{v}");
+    assert!(started.elapsed() < std::time::Duration::from_millis(1400));
+    // The late answer comes and is dropped; the device is still connected and served.
+
+    device.wait_for("answered GET Pump1/Temp");
+    ok(
+        &s,
+        &admin,
+        "/Thingworx/Things/Pump1/Services/SetRemotePropertyBinding",
+        json!({"propertyName": "temperature", "sourceName": "Temp", "timeout": 10000}),
+    );
+    let (st, v) = rest(
+        &s,
+        &admin,
+        reqwest::Method::GET,
+        "/Thingworx/Things/Pump1/Properties/temperature",
+        None,
+    );
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["rows"][0]["temperature"], json!(1.0));
+}
+
+/// A request of a device (C1: as its key's user): GET and PUT of a property, POST of a service
+/// or an event, each with the user's own checks.
+fn device_request(
+    session: u32,
+    request: u32,
+    code: Code,
+    characteristic: u8,
+    thing: &str,
+    name: &str,
+    params: Option<thinghost_alwayson::Table>,
+) -> Message {
+    Message {
+        header: Header {
+            code,
+            request_id: request,
+            endpoint_id: 0,
+            session_id: session,
+        },
+        body: Body::Request(thinghost_alwayson::Request {
+            entity_type: codes::THING,
+            entity_name: thing.to_string(),
+            characteristic,
+            name: name.to_string(),
+            headers: vec![],
+            params,
+        }),
+    }
+}
+
+/// C4: a device's own requests are its user's: it reads and writes properties, calls services
+/// (GetPropertySubscriptions), and fires events (a POST to the event, or ProcessRemoteEvents)
+/// that reach subscriptions; what its user may not do is refused (audited).
+#[test]
+fn c4_device_requests_and_events_are_its_users() {
+    use thinghost_alwayson::{Field, Table, Value};
+    let t = tempfile::tempdir().unwrap();
+    let s = serve(t.path(), &[]);
+    let (dev, _) = devices(&s);
+    let admin = s.admin_key();
+    for (path, body) in [
+        (
+            "/Thingworx/ThingTemplates/Pump/Services/AddPropertyDefinition",
+            json!({"name": "trips", "type": "NUMBER", "defaultValue": 0}),
+        ),
+        (
+            "/Thingworx/ThingTemplates/Pump/Services/AddEventDefinition",
+            json!({"name": "Tripped"}),
+        ),
+        (
+            "/Thingworx/ThingTemplates/Pump/Services/AddSubscription",
+            json!({"name": "Count", "event": "Tripped",
+                   "code": "set_property(me, \"trips\", get_property(me, \"trips\") + 1.0);"}),
+        ),
+        (
+            "/Thingworx/Things/Pump1/Services/AddRunTimePermission",
+            json!({"principal": "devices", "principalType": "Group", "type": "EventInvoke", "resource": "Forbidden", "allow": false}),
+        ),
+        (
+            "/Thingworx/ThingTemplates/Pump/Services/AddEventDefinition",
+            json!({"name": "Forbidden"}),
+        ),
+    ] {
+        ok(&s, &admin, path, body);
+    }
+    let mut device = connect(&s);
+    let session = auth(&mut device, &dev);
+    assert_eq!(
+        bind(&mut device, session, &["Pump1"]).header.code,
+        Code::SUCCESS
+    );
+    let mut ask = |m: Message| {
+        let id = m.header.request_id;
+        send(&mut device, &m);
+        let a = receive(&mut device).expect("an answer");
+        assert_eq!(a.header.request_id, id);
+        a
+    };
+
+    let a = ask(device_request(
+        session,
+        10,
+        Code::GET,
+        codes::PROPERTIES,
+        "Pump1",
+        "isConnected",
+        None,
+    ));
+    assert_eq!(a.header.code, Code::SUCCESS, "{}", reason(&a));
+    let Body::Response(r) = &a.body else { panic!() };
+    assert_eq!(r.content.as_ref().unwrap().rows[0][0], Value::Boolean(true));
+
+    let a = ask(device_request(
+        session,
+        11,
+        Code::PUT,
+        codes::PROPERTIES,
+        "Pump1",
+        "trips",
+        Some(Table::single("trips", Value::Number(10.0))),
+    ));
+    assert_eq!(a.header.code, Code::SUCCESS, "{}", reason(&a));
+    assert_eq!(property(&s, "Pump1", "trips"), json!(10.0));
+
+    let a = ask(device_request(
+        session,
+        12,
+        Code::POST,
+        codes::SERVICES,
+        "Pump1",
+        "GetPropertySubscriptions",
+        None,
+    ));
+    assert_eq!(a.header.code, Code::SUCCESS, "{}", reason(&a));
+
+    // A POST to the event fires it; the subscription counts it.
+    let a = ask(device_request(
+        session,
+        13,
+        Code::POST,
+        codes::EVENTS,
+        "Pump1",
+        "Tripped",
+        None,
+    ));
+    assert_eq!(a.header.code, Code::SUCCESS, "{}", reason(&a));
+    thinghost_tests::within_20s("the subscription ran", || {
+        (property(&s, "Pump1", "trips") == json!(11.0)).then_some(())
+    });
+    // ProcessRemoteEvents: two at once.
+    let events = Table {
+        fields: vec![
+            Field::new("eventName", codes::STRING),
+            Field::new("eventData", codes::INFOTABLE),
+        ],
+        rows: (0..2)
+            .map(|_| {
+                vec![
+                    Value::string("Tripped"),
+                    Value::InfoTable(Box::new(Table {
+                        fields: vec![],
+                        rows: vec![vec![]],
+                    })),
+                ]
+            })
+            .collect(),
+    };
+    let mut params = Table::single("events", Value::InfoTable(Box::new(events)));
+    params.fields[0].base_type = codes::INFOTABLE;
+    let a = ask(device_request(
+        session,
+        14,
+        Code::POST,
+        codes::SERVICES,
+        "Pump1",
+        "ProcessRemoteEvents",
+        Some(params),
+    ));
+    assert_eq!(a.header.code, Code::SUCCESS, "{}", reason(&a));
+    thinghost_tests::within_20s("both events reached the subscription", || {
+        (property(&s, "Pump1", "trips") == json!(13.0)).then_some(())
+    });
+
+    // What the user may not do: refused, audited.
+    let a = ask(device_request(
+        session,
+        15,
+        Code::POST,
+        codes::EVENTS,
+        "Pump1",
+        "Forbidden",
+        None,
+    ));
+    assert_eq!(a.header.code, Code::FORBIDDEN, "{}", reason(&a));
+    let a = ask(device_request(
+        session,
+        16,
+        Code::POST,
+        codes::SERVICES,
+        "Pump1",
+        "SetRemotePropertyBinding",
+        Some(Table::single("propertyName", Value::string("trips"))),
+    ));
+    assert_eq!(a.header.code, Code::FORBIDDEN, "{}", reason(&a));
+    thinghost_tests::within_20s("the denials audited", || {
+        (audited(&s, "permissionDenied")
+            .iter()
+            .filter(|r| r["user"] == "dev")
+            .count()
+            >= 2)
+            .then_some(())
+    });
+    // An invisible Thing answers as a missing one.
+    let hidden = ask(device_request(
+        session,
+        17,
+        Code::GET,
+        codes::PROPERTIES,
+        "Hidden1",
+        "isConnected",
+        None,
+    ));
+    let missing = ask(device_request(
+        session,
+        18,
+        Code::GET,
+        codes::PROPERTIES,
+        "Nothing1",
+        "isConnected",
+        None,
+    ));
+    assert_eq!(hidden.header.code, Code::NOT_FOUND);
+    assert_eq!(
+        reason(&hidden).replace("Hidden1", "X"),
+        reason(&missing).replace("Nothing1", "X")
+    );
+}
+
+/// Seed 000's provisioning, for 100 devices: one user and one application key per device (no
+/// design-time rights), their Remote Things visible through an organization, each user with
+/// run-time rights on its own Thing only. 100 simulated devices connect at once, each binds and
+/// pushes to its own Thing; none may bind or push to another's.
+#[test]
+fn c2_seed_000_provisioning_100_devices_each_on_its_own_thing() {
+    let t = tempfile::tempdir().unwrap();
+    let s = serve(t.path(), &[]);
+    let admin = s.admin_key();
+    const N: usize = 100;
+    let script = format!(
+        r#"
+        create_organization("plant");
+        create_group("pumps");
+        add_organization_member("plant", "plant", "pumps", "Group");
+        create_thing_template("Pump", "RemoteThing");
+        add_property_definition("ThingTemplates/Pump", "pressure", "NUMBER");
+        add_instance_visibility_permission("ThingTemplates/Pump", "plant", "Organization");
+        for n in 1..={N} {{
+            let user = `device-${{n}}`;
+            create_user(user);
+            add_member("pumps", user, "User");
+            create_thing(`Pump${{n}}`, "Pump");
+            for type in ["PropertyRead", "PropertyWrite", "ServiceInvoke", "EventInvoke"] {{
+                add_run_time_permission(`Things/Pump${{n}}`, user, "User", type);
+            }}
+            print(create_application_key(`${{user}}-key`, user).keyId);
+        }}
+        "#
+    );
+    let v = ok(
+        &s,
+        &admin,
+        "/Thingworx/Resources/ScriptServices/Services/RunScript",
+        json!({"script": script}),
+    );
+    let keys: Vec<Json> = v["rows"][0]["result"]["output"]
+        .as_str()
+        .unwrap_or_else(|| panic!("the keys: {v}"))
+        .lines()
+        .map(|k| json!(k.trim()))
+        .collect();
+    assert_eq!(keys.len(), N);
+    let dir = t.path().join("keys");
+    std::fs::create_dir_all(&dir).unwrap();
+    for (i, k) in keys.iter().enumerate() {
+        std::fs::write(dir.join(format!("{}.key", i + 1)), k.as_str().unwrap()).unwrap();
+    }
+
+    let fleet = Simulator::start(
+        &s,
+        &dir.join("%n.key"),
+        &[
+            "--devices",
+            &N.to_string(),
+            "--thing",
+            "Pump%n",
+            "--property",
+            "pressure=7",
+        ],
+    );
+    thinghost_tests::within_20s("every device pushed", || {
+        let said = fleet.said();
+        (said.matches("pushed 1 values: accepted").count() == N).then_some(())
+    });
+    assert!(!fleet.said().contains("refused"), "{}", fleet.said());
+    for n in [1, 50, N] {
+        assert_eq!(property(&s, &format!("Pump{n}"), "pressure"), json!(7.0));
+        assert_eq!(
+            property(&s, &format!("Pump{n}"), "isConnected"),
+            json!(true)
+        );
+    }
+    let v = ok(
+        &s,
+        &admin,
+        "/Thingworx/Subsystems/WSCommunicationsSubsystem/Services/GetConnections",
+        json!({}),
+    );
+    let rows = v["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), N);
+    for row in rows {
+        let user = row["user"].as_str().unwrap();
+        let n = user.trim_start_matches("device-");
+        assert_eq!(row["things"], json!([format!("Pump{n}")]), "{row}");
+    }
+
+    // Device 1's key on device 2's Thing: no bind, no push.
+    let mut intruder = connect(&s);
+    let session = auth(&mut intruder, keys[0].as_str().unwrap());
+    let m = bind(&mut intruder, session, &["Pump2"]);
+    assert_eq!(m.header.code, Code::FORBIDDEN, "{}", reason(&m));
+    send(
+        &mut intruder,
+        &push_message(
+            session,
+            3,
+            "Pump2",
+            &[("pressure", thinghost_alwayson::Value::Number(0.0), None)],
+        ),
+    );
+    let m = receive(&mut intruder).unwrap();
+    assert_eq!(m.header.code, Code::FORBIDDEN, "{}", reason(&m));
+    assert_eq!(property(&s, "Pump2", "pressure"), json!(7.0));
 }

@@ -247,6 +247,7 @@ pub const NUMBER: u8 = 1;
 pub const BOOLEAN: u8 = 2;
 pub const DATETIME: u8 = 3;
 pub const INFOTABLE: u8 = 5;
+pub const JSON: u8 = 8;
 pub const VARIANT: u8 = 18;
 pub const INTEGER: u8 = 22;
 pub const LONG: u8 = 23;

@@ -368,10 +368,55 @@ pub struct ThingBody {
     /// a pushed value older than this does not replace the value. Milliseconds since the epoch.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub value_times: BTreeMap<String, i64>,
+    /// A Remote Thing's bindings to its device (C5): which properties and services are the
+    /// device's, under which names there.
+    #[serde(default, skip_serializing_if = "RemoteBindings::is_empty")]
+    pub remote: RemoteBindings,
     /// Set while the Thing is disabled because the extension its template came from was removed:
     /// what it had from that extension, kept until the extension comes back.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parked: Option<Parked>,
+}
+
+/// A Remote Thing's bindings (the vendor's `SetRemotePropertyBinding` and
+/// `SetRemoteServiceBinding`, DOMAIN C5): a bound property is read and written on the device,
+/// a bound service runs there, under the device-side name.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RemoteBindings {
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub properties: BTreeMap<String, RemoteProperty>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub services: BTreeMap<String, RemoteService>,
+}
+
+impl RemoteBindings {
+    pub fn is_empty(&self) -> bool {
+        self.properties.is_empty() && self.services.is_empty()
+    }
+}
+
+/// A property bound to the device.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RemoteProperty {
+    /// Its name on the device (the vendor's `sourceName`, the SDKs' `edgeName`).
+    pub source_name: String,
+    /// When the device pushes it: `VALUE` (on change), `ALWAYS`, `NEVER`, `DEADBAND`.
+    pub push_type: String,
+    /// The change a `DEADBAND` push waits for.
+    pub push_threshold: f64,
+    /// How long a read or write waits for the device, in milliseconds (0: the server's).
+    pub timeout_ms: u64,
+}
+
+/// A service bound to the device.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RemoteService {
+    /// Its name on the device.
+    pub source_name: String,
+    /// How long a call waits for the device, in milliseconds (0: the server's).
+    pub timeout_ms: u64,
 }
 
 /// What a user's Thing had from an extension that was removed (DOMAIN E5: the Thing stays, with
@@ -618,6 +663,7 @@ impl Entity {
                 definitions: Definitions::default(),
                 values: BTreeMap::new(),
                 value_times: BTreeMap::new(),
+                remote: RemoteBindings::default(),
                 parked: None,
             }),
         )

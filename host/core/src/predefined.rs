@@ -27,6 +27,8 @@ pub const ROLE_RULES: &[(Kind, &str, &str, &str)] = &[
         ADMINISTRATORS,
     ),
     (Kind::Resource, "CollectionFunctions", "*", ADMINISTRATORS),
+    // Who is connected from where is an administrator's to know (DOMAIN section 10).
+    (Kind::Subsystem, WS_COMMUNICATIONS, "*", ADMINISTRATORS),
     (
         Kind::Resource,
         "SecurityServices",
@@ -100,7 +102,10 @@ pub const SUBSYSTEMS: &[&str] = &[
     "AuditSubsystem",
     "EventProcessingSubsystem",
     "PlatformSubsystem",
+    WS_COMMUNICATIONS,
 ];
+/// The subsystem of the AlwaysOn connections (the vendor's name).
+pub const WS_COMMUNICATIONS: &str = "WSCommunicationsSubsystem";
 /// The audit subsystem's Things (U6): (name, template, own properties as (name, type, default)).
 /// Every scheduler has `schedule` (cron, with seconds), `runAsUser` and `enabled`.
 pub const AUDIT_ARCHIVE_REPOSITORY: &str = "AuditArchiveFileRepository";

@@ -674,6 +674,7 @@ impl Manifest {
                 definitions: definitions(&t.members, &t.name)?,
                 values: BTreeMap::new(),
                 value_times: BTreeMap::new(),
+                remote: Default::default(),
                 parked: None,
             });
             out.push(described(Entity::new(&t.name, body), &t.description));

@@ -1,15 +1,23 @@
 //! What a device connected over AlwaysOn may do, decided here like any request (DOMAIN
-//! section 10): binding Remote Things (C2). The adapter (`http/edge.rs`) speaks the protocol.
+//! section 10): binding Remote Things (C2), pushing values (C4); and what the platform asks of
+//! a device: the Remote Things' bindings and the requests forwarded to the device (C5). The
+//! adapter (`http/edge.rs`) speaks the protocol.
 
-use crate::api::ApiError;
+pub mod convert;
+
 use crate::api::authz::{require, visible_entity};
+use crate::api::{ApiError, Call, Reply};
 use crate::state::app::App;
 use crate::state::auth::Caller;
-use crate::state::edge::BindRefused;
+use crate::state::edge::{BindRefused, Unanswered};
 use axum::http::StatusCode;
 use serde_json::json;
+use std::time::Duration;
+use thinghost_alwayson::message::Request;
+use thinghost_alwayson::{Code, codes};
 use thinghost_core::access::Target;
-use thinghost_core::{Body, Kind, Permission, View};
+use thinghost_core::infotable::InfoTable;
+use thinghost_core::{BaseType, Body, Kind, Permission, RemoteProperty, RemoteService, View};
 
 /// The template every Remote Thing's chain holds (shipped by the connection-services extension).
 pub const REMOTE_THING: &str = "RemoteThing";
@@ -236,7 +244,17 @@ pub fn push(
         let Body::Thing(t) = &e.body else {
             unreachable!("a Thing")
         };
-        for v in values {
+        // A device names a bound property by its own name (the binding's sourceName).
+        let by_source: std::collections::HashMap<&str, &str> = t
+            .remote
+            .properties
+            .iter()
+            .map(|(p, b)| (b.source_name.as_str(), p.as_str()))
+            .collect();
+        for mut v in values {
+            if let Some(p) = by_source.get(v.name.as_str()) {
+                v.name = p.to_string();
+            }
             let Some((def, _)) = thinghost_core::validate::find_property(m, e, &v.name) else {
                 return Err(ApiError::new(
                     StatusCode::NOT_FOUND,
@@ -328,4 +346,510 @@ pub fn push(
         }
     }
     Ok(pushed)
+}
+
+// ---- C5: the platform asks the device ----
+
+/// The answer of a request a device could not answer: 503 (not connected, busy, gone) or 504
+/// (no answer in time), naming the Thing.
+fn unanswered(thing: &str, what: &str, e: Unanswered, timeout: Duration) -> ApiError {
+    match e {
+        Unanswered::NotBound => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "Thing {thing} is not connected: {what} is the device's, and no device has bound the Thing; try again once it is connected (isConnected)"
+            ),
+        ),
+        Unanswered::Busy => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "the device of Thing {thing} has too many requests waiting for it; try again later"
+            ),
+        ),
+        Unanswered::Gone => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("the device of Thing {thing} disconnected before it answered {what}"),
+        ),
+        Unanswered::Timeout => ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            format!(
+                "the device of Thing {thing} did not answer {what} within {} ms (the binding's timeout)",
+                timeout.as_millis()
+            ),
+        ),
+        Unanswered::Loop => ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "{what} of Thing {thing} is bound to the device that asks for it: a device's own request is not sent back to it"
+            ),
+        ),
+    }
+}
+
+/// The binding's timeout, or the server's.
+fn timeout_of(app: &App, ms: u64) -> Duration {
+    if ms == 0 {
+        app.edge.limits.device_timeout
+    } else {
+        Duration::from_millis(ms)
+    }
+}
+
+/// Sends a request about `thing` to its device and waits for the answer (C5); an answer that is
+/// not SUCCESS becomes the API's error of the same meaning, with the device's reason.
+fn ask(
+    app: &App,
+    thing: &str,
+    what: &str,
+    code: Code,
+    request: Request,
+    timeout: Duration,
+) -> Result<Option<thinghost_alwayson::Table>, ApiError> {
+    let answer = app
+        .edge
+        .forward(thing, code, request, timeout)
+        .map_err(|e| unanswered(thing, what, e, timeout))?;
+    if answer.code == Code::SUCCESS {
+        return Ok(answer.content);
+    }
+    let status = answer
+        .code
+        .http_status()
+        .and_then(|s| StatusCode::from_u16(s).ok())
+        .filter(|s| s.is_client_error() || s.is_server_error())
+        .unwrap_or(StatusCode::BAD_GATEWAY);
+    Err(ApiError::new(
+        status,
+        format!(
+            "the device of Thing {thing} refused {what}: {}{}",
+            answer.code,
+            answer
+                .reason
+                .map(|r| format!(" ({})", crate::state::auth::bounded(&r, 512)))
+                .unwrap_or_default()
+        ),
+    ))
+}
+
+fn request(
+    characteristic: u8,
+    thing: &str,
+    name: &str,
+    params: Option<thinghost_alwayson::Table>,
+) -> Request {
+    Request {
+        entity_type: codes::THING,
+        entity_name: thing.to_string(),
+        characteristic,
+        name: name.to_string(),
+        headers: Vec::new(),
+        params,
+    }
+}
+
+/// The binding of property `prop` of `e`, if it is a bound Thing's.
+pub fn property_binding(e: &thinghost_core::Entity, prop: &str) -> Option<RemoteProperty> {
+    match &e.body {
+        Body::Thing(t) => t.remote.properties.get(prop).cloned(),
+        _ => None,
+    }
+}
+
+/// The binding of service `service` of `e`, if it is a bound Thing's.
+pub fn service_binding(e: &thinghost_core::Entity, service: &str) -> Option<RemoteService> {
+    match &e.body {
+        Body::Thing(t) => t.remote.services.get(service).cloned(),
+        _ => None,
+    }
+}
+
+/// Reads property `prop` (of type `bt`) of `thing` on its device: a GET under the device-side
+/// name, once the caller's PropertyRead was checked (C5).
+pub fn read_remote(
+    app: &App,
+    thing: &str,
+    prop: &str,
+    bt: BaseType,
+    binding: &RemoteProperty,
+) -> Result<Reply, ApiError> {
+    let what = format!("the read of property {prop}");
+    let timeout = timeout_of(app, binding.timeout_ms);
+    let content = ask(
+        app,
+        thing,
+        &what,
+        Code::GET,
+        request(codes::PROPERTIES, thing, &binding.source_name, None),
+        timeout,
+    )?;
+    convert::answer_reply(content.as_ref(), prop, &binding.source_name, bt).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            format!("Thing {thing}, property {prop}: {e}"),
+        )
+    })
+}
+
+/// Writes `value` (of type `bt`, checked) to property `prop` of `thing` on its device: a PUT of
+/// a one-field InfoTable under the device-side name, once the caller's PropertyWrite was
+/// checked (C5). The stored value changes when the device pushes it.
+pub fn write_remote(
+    app: &App,
+    thing: &str,
+    prop: &str,
+    bt: BaseType,
+    value: &serde_json::Value,
+    binding: &RemoteProperty,
+) -> Result<Reply, ApiError> {
+    let what = format!("the write of property {prop}");
+    let timeout = timeout_of(app, binding.timeout_ms);
+    let mut table = thinghost_alwayson::Table::single(
+        binding.source_name.clone(),
+        convert::from_json(bt, value),
+    );
+    table.fields[0].base_type = convert::wire_type(bt);
+    ask(
+        app,
+        thing,
+        &what,
+        Code::PUT,
+        request(codes::PROPERTIES, thing, &binding.source_name, Some(table)),
+        timeout,
+    )?;
+    Ok(Reply::Empty)
+}
+
+/// Calls service `service` of `thing` on its device: a POST under the device-side name with one
+/// field per parameter (`params`: name, type and checked value, in the definition's order),
+/// once the caller's ServiceInvoke was checked (C5). Its result (of type `result`) is the
+/// device's.
+pub fn call_remote(
+    app: &App,
+    thing: &str,
+    service: &str,
+    params: &[(String, BaseType, serde_json::Value)],
+    result: BaseType,
+    binding: &RemoteService,
+) -> Result<Reply, ApiError> {
+    let what = format!("the call of service {service}");
+    let timeout = timeout_of(app, binding.timeout_ms);
+    let table = thinghost_alwayson::Table {
+        fields: params
+            .iter()
+            .map(|(n, bt, _)| thinghost_alwayson::Field::new(n.clone(), convert::wire_type(*bt)))
+            .collect(),
+        rows: vec![
+            params
+                .iter()
+                .map(|(_, bt, v)| convert::from_json(*bt, v))
+                .collect(),
+        ],
+    };
+    let content = ask(
+        app,
+        thing,
+        &what,
+        Code::POST,
+        request(codes::SERVICES, thing, &binding.source_name, Some(table)),
+        timeout,
+    )?;
+    convert::answer_reply(content.as_ref(), "result", "result", result).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            format!("Thing {thing}, service {service}: {e}"),
+        )
+    })
+}
+
+/// The device is told its Thing's property bindings changed (the SDKs then ask
+/// `GetPropertySubscriptions` again); nothing when no device has bound it.
+fn notify_bindings(app: &App, thing: &str) {
+    app.edge.notify(
+        thing,
+        Code::POST,
+        request(codes::SERVICES, thing, NOTIFY_PROPERTY_UPDATE, None),
+    );
+}
+
+/// The device-side service the SDKs implement to hear that bindings changed.
+pub const NOTIFY_PROPERTY_UPDATE: &str = "NotifyPropertyUpdate";
+/// How a bound property is pushed.
+pub const PUSH_TYPES: &[&str] = &["VALUE", "ALWAYS", "NEVER", "DEADBAND", "ON", "OFF"];
+
+/// The largest binding timeout, in milliseconds (an hour).
+const MAX_TIMEOUT_MS: i64 = 3_600_000;
+
+fn timeout_param(call: &Call<'_>) -> Result<u64, ApiError> {
+    match call
+        .params
+        .get("timeout")
+        .and_then(serde_json::Value::as_i64)
+    {
+        None => Ok(0),
+        Some(ms) if (0..=MAX_TIMEOUT_MS).contains(&ms) => Ok(ms as u64),
+        Some(ms) => Err(crate::api::bad(format!(
+            "timeout is in milliseconds, from 0 (the server's, {} s) to {MAX_TIMEOUT_MS}; not {ms}",
+            call.app.edge.limits.device_timeout.as_secs()
+        ))),
+    }
+}
+
+/// `SetRemotePropertyBinding(propertyName, sourceName, pushType, pushThreshold, timeout)`.
+pub fn set_property_binding(call: &mut Call<'_>) -> Result<Reply, ApiError> {
+    let prop = call.str("propertyName");
+    let source = call.opt_str("sourceName").unwrap_or_else(|| prop.clone());
+    thinghost_core::names::check_member_name(&source)
+        .map_err(|e| crate::api::bad(format!("sourceName {source:?}: {e}")))?;
+    let push_type = call
+        .opt_str("pushType")
+        .unwrap_or_else(|| "VALUE".into())
+        .to_ascii_uppercase();
+    if !PUSH_TYPES.contains(&push_type.as_str()) {
+        return Err(crate::api::bad(format!(
+            "pushType {push_type:?} is not one of {}",
+            PUSH_TYPES.join(", ")
+        )));
+    }
+    let push_threshold = call
+        .params
+        .get("pushThreshold")
+        .and_then(serde_json::Value::as_f64)
+        .unwrap_or(0.0);
+    if !push_threshold.is_finite() || push_threshold < 0.0 {
+        return Err(crate::api::bad("pushThreshold is a number of 0 or more"));
+    }
+    let timeout_ms = timeout_param(call)?;
+    {
+        let m = call.model();
+        let e = m.get(Kind::Thing, &call.entity).expect("checked visible");
+        if thinghost_core::validate::find_property(m, e, &prop).is_none() {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("Thing {} has no property {prop:?} to bind", call.entity),
+            ));
+        }
+    }
+    let binding = RemoteProperty {
+        source_name: source,
+        push_type,
+        push_threshold,
+        timeout_ms,
+    };
+    let r = crate::api::definitions::change_own(call, move |e| {
+        if let Body::Thing(t) = &mut e.body {
+            t.remote.properties.insert(prop, binding);
+        }
+        Ok(())
+    })?;
+    notify_bindings(call.app, &call.entity);
+    Ok(r)
+}
+
+/// `RemoveRemotePropertyBinding(propertyName)`.
+pub fn remove_property_binding(call: &mut Call<'_>) -> Result<Reply, ApiError> {
+    let prop = call.str("propertyName");
+    let r = crate::api::definitions::change_own(call, move |e| match &mut e.body {
+        Body::Thing(t) => match t.remote.properties.remove(&prop) {
+            Some(_) => Ok(()),
+            None => Err(format!("has no remote binding of property {prop:?}")),
+        },
+        _ => Err(format!("has no remote binding of property {prop:?}")),
+    })?;
+    notify_bindings(call.app, &call.entity);
+    Ok(r)
+}
+
+/// `SetRemoteServiceBinding(serviceName, sourceServiceName, timeout)`.
+pub fn set_service_binding(call: &mut Call<'_>) -> Result<Reply, ApiError> {
+    let service = call.str("serviceName");
+    let source = call
+        .opt_str("sourceServiceName")
+        .unwrap_or_else(|| service.clone());
+    thinghost_core::names::check_member_name(&source)
+        .map_err(|e| crate::api::bad(format!("sourceServiceName {source:?}: {e}")))?;
+    let timeout_ms = timeout_param(call)?;
+    {
+        let m = call.model();
+        let e = m.get(Kind::Thing, &call.entity).expect("checked visible");
+        let defined = thinghost_core::validate::merged_definitions(m, e)
+            .is_ok_and(|d| d.services.contains_key(&service));
+        if !defined {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!(
+                    "Thing {} has no service {service:?} to bind: define it first (AddServiceDefinition), with its parameters and result",
+                    call.entity
+                ),
+            ));
+        }
+    }
+    let binding = RemoteService {
+        source_name: source,
+        timeout_ms,
+    };
+    crate::api::definitions::change_own(call, move |e| {
+        if let Body::Thing(t) = &mut e.body {
+            t.remote.services.insert(service, binding);
+        }
+        Ok(())
+    })
+}
+
+/// `RemoveRemoteServiceBinding(serviceName)`.
+pub fn remove_service_binding(call: &mut Call<'_>) -> Result<Reply, ApiError> {
+    let service = call.str("serviceName");
+    crate::api::definitions::change_own(call, move |e| match &mut e.body {
+        Body::Thing(t) => match t.remote.services.remove(&service) {
+            Some(_) => Ok(()),
+            None => Err(format!("has no remote binding of service {service:?}")),
+        },
+        _ => Err(format!("has no remote binding of service {service:?}")),
+    })
+}
+
+/// `GetRemoteBindings()`: the Thing's property and service bindings, as JSON.
+pub fn get_bindings(call: &mut Call<'_>) -> Result<Reply, ApiError> {
+    let m = call.model();
+    let e = m.get(Kind::Thing, &call.entity).expect("checked visible");
+    let remote = match &e.body {
+        Body::Thing(t) => json!(t.remote),
+        _ => json!({}),
+    };
+    Ok(crate::api::result(BaseType::Json, remote))
+}
+
+/// `GetPropertySubscriptions()`: what the device should push, as the SDKs read it: one row per
+/// bound property (`name`, `edgeName`, `pushType`, `pushThreshold`).
+pub fn property_subscriptions(call: &mut Call<'_>) -> Result<Reply, ApiError> {
+    let m = call.model();
+    let e = m.get(Kind::Thing, &call.entity).expect("checked visible");
+    let mut table = InfoTable {
+        fields: [
+            ("name", BaseType::String),
+            ("edgeName", BaseType::String),
+            ("pushType", BaseType::String),
+            ("pushThreshold", BaseType::Number),
+        ]
+        .into_iter()
+        .map(|(n, bt)| thinghost_core::infotable::Field {
+            name: n.into(),
+            base_type: bt,
+        })
+        .collect(),
+        rows: Vec::new(),
+    };
+    if let Body::Thing(t) = &e.body {
+        for (name, b) in &t.remote.properties {
+            let mut row = serde_json::Map::new();
+            row.insert("name".into(), json!(name));
+            row.insert("edgeName".into(), json!(b.source_name));
+            row.insert("pushType".into(), json!(b.push_type));
+            row.insert("pushThreshold".into(), json!(b.push_threshold));
+            table.rows.push(row);
+        }
+    }
+    Ok(Reply::Table(table))
+}
+
+/// `ProcessRemoteEvents(events)`: events a device fired, each `eventName` with its `eventData`
+/// (an InfoTable of one row, or a JSON object); each needs EventInvoke, as a POST to the event.
+/// All are checked before any fires: one refused fires none.
+pub fn process_remote_events(
+    app: &std::sync::Arc<App>,
+    caller: &Caller,
+    r: crate::api::Request,
+) -> Result<Reply, ApiError> {
+    let events = InfoTable::from_json(r.params.get("events").unwrap_or(&serde_json::Value::Null))
+        .map_err(|e| crate::api::bad(format!("events: {e}")))?;
+    if events.rows.len() > MAX_EVENTS {
+        return Err(crate::api::bad(format!(
+            "events: at most {MAX_EVENTS} in one call, not {}",
+            events.rows.len()
+        )));
+    }
+    let mut firings = Vec::with_capacity(events.rows.len());
+    for (i, row) in events.rows.iter().enumerate() {
+        let Some(name) = row.get("eventName").and_then(serde_json::Value::as_str) else {
+            return Err(crate::api::bad(format!(
+                "events, row {i}: eventName is missing; nothing was fired"
+            )));
+        };
+        let data = row
+            .get("eventData")
+            .cloned()
+            .unwrap_or(serde_json::Value::Null);
+        firings.push((name.to_string(), data));
+    }
+    // Checked first (visibility, EventInvoke, the data's shape), then fired.
+    for (name, data) in &firings {
+        crate::api::events::check_fire(app, caller, &r.entity, name, data).map_err(|mut e| {
+            e.message.push_str("; nothing was fired");
+            e
+        })?;
+    }
+    for (name, data) in &firings {
+        crate::api::events::fire(app, caller, Kind::Thing, &r.entity, name, data)?;
+    }
+    Ok(crate::api::result(BaseType::Integer, json!(firings.len())))
+}
+
+/// The most events one `ProcessRemoteEvents` carries.
+const MAX_EVENTS: usize = 1000;
+
+/// `GetConnections()` of `Subsystems/WSCommunicationsSubsystem`: the AlwaysOn connections of
+/// this server (their Things: those the caller can see), each with its user, address, since,
+/// frames in and out.
+pub fn connections(call: &mut Call<'_>) -> Result<Reply, ApiError> {
+    let m = call.model();
+    let mut table = InfoTable {
+        fields: [
+            ("connection", BaseType::Long),
+            ("user", BaseType::String),
+            ("address", BaseType::String),
+            ("since", BaseType::Datetime),
+            ("things", BaseType::Json),
+            ("gateway", BaseType::String),
+            ("framesIn", BaseType::Long),
+            ("framesOut", BaseType::Long),
+        ]
+        .into_iter()
+        .map(|(n, bt)| thinghost_core::infotable::Field {
+            name: n.into(),
+            base_type: bt,
+        })
+        .collect(),
+        rows: Vec::new(),
+    };
+    for (id, c) in call.app.edge.connections() {
+        let things: Vec<&String> = c
+            .things
+            .iter()
+            .filter(|t| visible_entity(m, call.caller, Kind::Thing, t).is_ok())
+            .collect();
+        let mut row = serde_json::Map::new();
+        row.insert("connection".into(), json!(id));
+        row.insert("user".into(), json!(c.user));
+        row.insert("address".into(), json!(c.address.to_string()));
+        row.insert("since".into(), json!(c.since));
+        row.insert("things".into(), json!(things));
+        row.insert("gateway".into(), json!(c.gateway));
+        row.insert(
+            "framesIn".into(),
+            json!(
+                c.traffic
+                    .frames_in
+                    .load(std::sync::atomic::Ordering::Relaxed)
+            ),
+        );
+        row.insert(
+            "framesOut".into(),
+            json!(
+                c.traffic
+                    .frames_out
+                    .load(std::sync::atomic::Ordering::Relaxed)
+            ),
+        );
+        table.rows.push(row);
+    }
+    Ok(Reply::Table(table))
 }

@@ -71,6 +71,15 @@ pub fn read_property(
         prop,
         Permission::PropertyRead,
     )?;
+    // A property bound to the device is read there (C5), without the model's lock.
+    if let Some(binding) = db
+        .model()
+        .get(kind, name)
+        .and_then(|e| crate::api::edge::property_binding(e, prop))
+    {
+        drop(db);
+        return crate::api::edge::read_remote(app, name, prop, def.base_type, &binding);
+    }
     Ok(Reply::One(thinghost_core::infotable::OneValue {
         name: prop.to_string().into(),
         base_type: def.base_type,
@@ -118,6 +127,16 @@ pub fn write_property(
         .base_type
         .normalize(raw)
         .map_err(|err| ApiError::new(StatusCode::BAD_REQUEST, format!("property {prop}: {err}")))?;
+    // A property bound to the device is written there (C5), without the model's lock; the
+    // stored value follows when the device pushes it.
+    if let Some(binding) = db
+        .model()
+        .get(kind, name)
+        .and_then(|e| crate::api::edge::property_binding(e, prop))
+    {
+        drop(db);
+        return crate::api::edge::write_remote(app, name, prop, def.base_type, &value, &binding);
+    }
     // Who a timer or scheduler fires as (B7): the user itself, or an administrator, names it;
     // anyone else could make code run with another's rights.
     if prop == RUN_AS_USER

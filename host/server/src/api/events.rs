@@ -33,51 +33,74 @@ pub fn fire(
     data: &Json,
 ) -> Result<Reply, ApiError> {
     room(app, caller, [thing]);
-    {
-        let db = app.db.read().unwrap_or_else(|p| p.into_inner());
-        let m = db.model();
-        let (e, id) = visible_entity(m, caller, kind, thing)?;
-        if kind != Kind::Thing {
-            return Err(bad(format!(
-                "events are fired by Things; {}/{thing} is a {}: fire it on a Thing of it",
-                kind.collection(),
-                kind.label()
-            )));
-        }
-        if let Some(refusal) = crate::api::entities::disabled(e) {
-            return Err(refusal);
-        }
-        if thinghost_core::validate::platform_events_of(m, e).contains(&event) {
-            return Err(bad(format!(
-                "{event} is fired by the platform ({DATA_CHANGE} when a property changes, Timer and ScheduledEvent by timers and schedulers), not by a request"
-            )));
-        }
-        // The right first: without it, which events the Thing has is none of the caller's
-        // business.
-        require(
-            m,
-            caller,
-            Permission::EventInvoke,
-            Target::Entity {
-                id,
-                resource: m.access().sym(event),
-            },
-            format!("Things/{thing}/Events/{event}"),
-        )?;
-        let merged = merged_definitions(m, e)
-            .map_err(|e| crate::api::change_error(thinghost_store::ChangeError::Model(e)))?;
-        let Some((def, _)) = merged.events.get(event) else {
-            return Err(ApiError::new(
-                StatusCode::NOT_FOUND,
-                format!("Thing {thing} has no event {event:?}"),
-            ));
-        };
-        let data = event_data(m, def.data_shape.as_deref(), data)?;
-        if let Some(f) = prepared(app, &db, caller, thing, event, data) {
-            send(app, f);
-        }
+    let db = app.db.read().unwrap_or_else(|p| p.into_inner());
+    let data = checked_firing(db.model(), caller, kind, thing, event, data)?;
+    if let Some(f) = prepared(app, &db, caller, thing, event, data) {
+        send(app, f);
     }
     Ok(Reply::Empty)
+}
+
+/// Would [`fire`] fire this event? Its checks, without firing (a batch checks every event
+/// before it fires any).
+pub fn check_fire(
+    app: &App,
+    caller: &Caller,
+    thing: &str,
+    event: &str,
+    data: &Json,
+) -> Result<(), ApiError> {
+    let db = app.db.read().unwrap_or_else(|p| p.into_inner());
+    checked_firing(db.model(), caller, Kind::Thing, thing, event, data).map(|_| ())
+}
+
+/// The checks of a firing by a request: a visible, enabled Thing; not one of the platform's
+/// events; `EventInvoke`; an event it has; data of its shape. The data, checked.
+fn checked_firing(
+    m: &Model,
+    caller: &Caller,
+    kind: Kind,
+    thing: &str,
+    event: &str,
+    data: &Json,
+) -> Result<Json, ApiError> {
+    let (e, id) = visible_entity(m, caller, kind, thing)?;
+    if kind != Kind::Thing {
+        return Err(bad(format!(
+            "events are fired by Things; {}/{thing} is a {}: fire it on a Thing of it",
+            kind.collection(),
+            kind.label()
+        )));
+    }
+    if let Some(refusal) = crate::api::entities::disabled(e) {
+        return Err(refusal);
+    }
+    if thinghost_core::validate::platform_events_of(m, e).contains(&event) {
+        return Err(bad(format!(
+            "{event} is fired by the platform ({DATA_CHANGE} when a property changes, Timer and ScheduledEvent by timers and schedulers), not by a request"
+        )));
+    }
+    // The right first: without it, which events the Thing has is none of the caller's
+    // business.
+    require(
+        m,
+        caller,
+        Permission::EventInvoke,
+        Target::Entity {
+            id,
+            resource: m.access().sym(event),
+        },
+        format!("Things/{thing}/Events/{event}"),
+    )?;
+    let merged = merged_definitions(m, e)
+        .map_err(|e| crate::api::change_error(thinghost_store::ChangeError::Model(e)))?;
+    let Some((def, _)) = merged.events.get(event) else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("Thing {thing} has no event {event:?}"),
+        ));
+    };
+    event_data(m, def.data_shape.as_deref(), data)
 }
 
 /// Fires one of the platform's own events of a Thing (`Timer`, `ScheduledEvent`) as `caller`

@@ -784,6 +784,32 @@ fn extension_service(
         },
         &path,
     )?;
+    // A service bound to the device runs there (C5): its parameters checked as for any call,
+    // then sent without the model's lock.
+    if let Some(binding) = crate::api::edge::service_binding(e, service) {
+        {
+            let spec: smallvec::SmallVec<[(&str, BaseType, bool); 8]> = def
+                .parameters
+                .iter()
+                .map(|p| (p.name.as_str(), p.base_type, p.required))
+                .collect();
+            check_params(m, caller, service, &mut params, &spec)?;
+        }
+        let args: Vec<(String, BaseType, Json)> = def
+            .parameters
+            .iter()
+            .map(|p| {
+                let v = params
+                    .get_mut(&p.name)
+                    .map(Json::take)
+                    .unwrap_or(Json::Null);
+                (p.name.clone(), p.base_type, v)
+            })
+            .collect();
+        let result = def.result;
+        drop(db);
+        return crate::api::edge::call_remote(app, name, service, &args, result, &binding);
+    }
     let implementer = found.implementer;
     let implemented = match found.code {
         Some(code) => host_calls::Implemented::Code {

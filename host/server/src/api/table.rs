@@ -394,6 +394,11 @@ const PLATFORM: On = On::Entity(Kind::Subsystem, "PlatformSubsystem");
 const AUDIT_SUBSYSTEM: On = On::Entity(Kind::Subsystem, "AuditSubsystem");
 const EVENT_PROCESSING: On = On::Entity(Kind::Subsystem, "EventProcessingSubsystem");
 const COLLECTIONS: On = On::Entity(Kind::Resource, "CollectionFunctions");
+const REMOTE: On = On::ThingsOf(crate::api::edge::REMOTE_THING);
+const WS_COMMUNICATIONS: On = On::Entity(
+    Kind::Subsystem,
+    thinghost_core::predefined::WS_COMMUNICATIONS,
+);
 
 const NAME: Param = req("name", T::String);
 /// The parameters of `AddServiceDefinition` and `UpdateServiceDefinition`, the vendor's order.
@@ -445,7 +450,7 @@ const AS_JSON: Param = req("permissions", T::Json);
 use crate::api::audit;
 use crate::api::definitions::{self, DefOp, SubOp};
 use crate::api::services::Whose;
-use crate::api::{events, repository, script, security, services};
+use crate::api::{edge, events, repository, script, security, services};
 
 /// The table, built once.
 pub static SERVICES: LazyLock<Vec<Service>> = LazyLock::new(services);
@@ -792,6 +797,38 @@ fn services() -> Vec<Service> {
             .params(AUDIT_QUERY).returns(Returns::Rows).rule(Rule::Invoke).audit(Audit::In(AUDIT))
             .script(Script::BoundAs("query_thing_audit_history"))
             .doc("The entries about this Thing (U4): all of them for Auditors and administrators, the caller's own for anyone else."),
+        // ---- Remote Things (connection-services' RemoteThing; DOMAIN C5) ----
+        row(REMOTE, "SetRemotePropertyBinding", Exclusive(edge::set_property_binding))
+            .params(const { &[req("propertyName", T::String), opt("sourceName", T::String).or("the property's name"),
+                opt("pushType", T::String).or("VALUE (also ALWAYS, NEVER, DEADBAND)"), opt("pushThreshold", T::Number).or("0"),
+                opt("timeout", T::Integer).or("0: the server's (serve --edge-device-timeout-seconds, 30 s); milliseconds")] })
+            .rule(Rule::On(Permission::Update, "change the Thing's bindings")).audit(Audit::Change)
+            .doc("Binds a property to the device: while a device has bound the Thing, reads and writes of it go to the device under `sourceName` (503 when none has, 504 past the timeout), and `GetPropertySubscriptions` tells the device to push it."),
+        row(REMOTE, "RemoveRemotePropertyBinding", Exclusive(edge::remove_property_binding))
+            .params(const { &[req("propertyName", T::String)] })
+            .rule(Rule::On(Permission::Update, "change the Thing's bindings")).audit(Audit::Change)
+            .doc("Unbinds a property: it is the platform's again."),
+        row(REMOTE, "SetRemoteServiceBinding", Exclusive(edge::set_service_binding))
+            .params(const { &[req("serviceName", T::String), opt("sourceServiceName", T::String).or("the service's name"),
+                opt("timeout", T::Integer).or("0: the server's (30 s); milliseconds")] })
+            .rule(Rule::On(Permission::Update, "change the Thing's bindings")).audit(Audit::Change)
+            .doc("Binds a service defined on the Thing to the device: a call of it runs on the device under `sourceServiceName`, after the caller's own check."),
+        row(REMOTE, "RemoveRemoteServiceBinding", Exclusive(edge::remove_service_binding))
+            .params(const { &[req("serviceName", T::String)] })
+            .rule(Rule::On(Permission::Update, "change the Thing's bindings")).audit(Audit::Change)
+            .doc("Unbinds a service."),
+        row(REMOTE, "GetRemoteBindings", Shared(edge::get_bindings))
+            .returns(Returns::Value(T::Json)).rule(Rule::On(Permission::Read, "read the Thing's bindings"))
+            .doc("The Thing's property and service bindings."),
+        row(REMOTE, "GetPropertySubscriptions", Shared(edge::property_subscriptions))
+            .returns(Returns::Rows).rule(Rule::Invoke)
+            .doc("What the device pushes: one row per bound property (`name`, `edgeName`, `pushType`, `pushThreshold`), as the edge SDKs read it."),
+        row(REMOTE, "ProcessRemoteEvents", Unlocked(edge::process_remote_events))
+            .params(const { &[req("events", T::Infotable)] }).returns(Returns::Value(T::Integer)).rule(Rule::Invoke).script(Script::Refused)
+            .doc("Fires events a device sent: rows of `eventName` and `eventData` (one row of the event's shape). Each needs EventInvoke; all are checked before any fires."),
+        row(WS_COMMUNICATIONS, "GetConnections", Shared(edge::connections))
+            .returns(Returns::Rows).rule(Rule::Invoke)
+            .doc("The AlwaysOn connections of this server: user, address, since, the Things bound (those the caller can see), frames in and out. Administrators only."),
         // ---- FileRepository Things ----
         row(On::ThingsOf(crate::state::repository::TEMPLATE), "ListFiles", Unlocked(repository::list_files))
             .params(const { &[opt("path", T::String).or("the repository's top folder")] }).returns(Returns::Rows).rule(Rule::Invoke)

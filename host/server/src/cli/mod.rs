@@ -7,6 +7,7 @@ use std::path::PathBuf;
 mod access;
 mod api;
 mod check;
+pub mod edge;
 pub mod init;
 mod lint;
 mod model;
@@ -45,6 +46,9 @@ enum Command {
     Access(access::Args),
     /// The host services' reference, made from the service table (docs/services.md).
     Api(api::Args),
+    /// Simulated devices that connect over AlwaysOn (/Thingworx/WS), push values and answer
+    /// the platform's requests.
+    Edge(edge::Args),
 }
 
 /// An error that ends a command: printed as `error: ...`, exit status 2.
@@ -87,6 +91,7 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> i32 {
         Command::Lint(a) => lint::run(a),
         Command::Access(a) => access::run(a),
         Command::Api(a) => api::run(a),
+        Command::Edge(a) => edge::run(a),
     };
     match result {
         Ok(code) => code,

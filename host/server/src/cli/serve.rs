@@ -86,6 +86,13 @@ pub struct Args {
     /// The largest AlwaysOn message, reassembled from chunks (C6).
     #[arg(long, value_name = "KIB", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=65536))]
     edge_max_message_kib: u64,
+    /// How long a read, write or service call forwarded to a device waits for its answer when
+    /// the binding names no timeout (C5; then 504).
+    #[arg(long, value_name = "SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    edge_device_timeout_seconds: u64,
+    /// Requests queued for or waiting on one device at once; past it, 503 (C5).
+    #[arg(long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=4096))]
+    edge_max_in_flight: u64,
     /// How long a remote-access nonce key is good for (it is good for one use).
     #[arg(long, value_name = "SECONDS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=3600))]
     nonce_lifetime_seconds: u64,
@@ -322,6 +329,8 @@ pub fn run(args: Args) -> Result<i32, Failure> {
                 chunk_size: args.edge_chunk_size as usize,
                 max_message: args.edge_max_message_kib as usize * 1024,
                 idle: std::time::Duration::from_secs(args.edge_idle_seconds),
+                device_timeout: std::time::Duration::from_secs(args.edge_device_timeout_seconds),
+                max_in_flight: args.edge_max_in_flight as usize,
                 ..Default::default()
             },
         )),

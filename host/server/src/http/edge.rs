@@ -9,17 +9,24 @@
 //! limit is answered BAD_REQUEST and the connection kept (C6). A connection counts against the
 //! server's connection limits for as long as it is open.
 
+use crate::api::ApiError;
+use crate::api::edge::convert;
 use crate::state::app::{App, Peer};
 use crate::state::audit::category::CONNECTIONS;
 use crate::state::auth::{AUDITED_NAME, Caller, bounded};
+use crate::state::edge::{Answer, Handling, Outbound, Traffic};
 use axum::extract::ws::{Message as WsMessage, WebSocket, WebSocketUpgrade};
 use axum::extract::{Extension, State};
 use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use thinghost_alwayson::message::Request;
 use thinghost_alwayson::{Body, Code, Frame, Header, Message, Reassembler, Table, Value, codes};
+use thinghost_core::Kind;
+use tokio::sync::mpsc::Receiver;
 
 const ENDPOINT: &str = "/Thingworx/WS";
 /// How long one send may take before the device is taken for gone.
@@ -67,21 +74,6 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
     tokio::task::spawn_blocking(f).await.ok()
 }
 
-/// When the device was last heard from (shared by the reading and the ticking halves).
-struct Seen(std::sync::Mutex<Instant>);
-
-impl Seen {
-    fn new() -> Seen {
-        Seen(std::sync::Mutex::new(Instant::now()))
-    }
-    fn set(&self, at: Instant) {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = at;
-    }
-    fn get(&self) -> Instant {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
 /// What came in.
 enum Incoming {
     Frame(Vec<u8>),
@@ -92,13 +84,14 @@ enum Incoming {
     Broken(String),
 }
 
-/// The next binary frame. Every frame, pings included, is the device's sign of life (`seen`).
-async fn next_frame(socket: &mut WebSocket, seen: &Seen) -> Incoming {
+/// The next binary frame. Every frame, pings included, is the device's sign of life (counted
+/// in `traffic`).
+async fn next_frame(socket: &mut WebSocket, traffic: &Traffic) -> Incoming {
     loop {
         let Some(frame) = socket.recv().await else {
             return Incoming::Ended;
         };
-        seen.set(Instant::now());
+        traffic.received();
         match frame {
             Ok(WsMessage::Binary(b)) => return Incoming::Frame(b.to_vec()),
             Ok(WsMessage::Text(_)) => {
@@ -113,14 +106,19 @@ async fn next_frame(socket: &mut WebSocket, seen: &Seen) -> Incoming {
 }
 
 /// Sends a message (in chunks when it is large); false when the device is gone or stuck.
-async fn send(socket: &mut WebSocket, app: &App, m: &Message) -> bool {
+async fn send(socket: &mut WebSocket, app: &App, traffic: &Traffic, m: &Message) -> bool {
     let limits = app.edge.limits;
     let Ok(frames) = thinghost_alwayson::frames(m, limits.chunk_size, limits.max_message) else {
         return false;
     };
+    send_frames(socket, traffic, frames).await
+}
+
+/// Sends frames; false when the device is gone or stuck.
+async fn send_frames(socket: &mut WebSocket, traffic: &Traffic, frames: Vec<Vec<u8>>) -> bool {
     for f in frames {
         match tokio::time::timeout(SEND_TIMEOUT, socket.send(WsMessage::Binary(f.into()))).await {
-            Ok(Ok(())) => {}
+            Ok(Ok(())) => traffic.sent(1),
             _ => return false,
         }
     }
@@ -213,9 +211,9 @@ impl Drop for Open {
 async fn connection(app: Arc<App>, peer: Peer, mut socket: WebSocket) {
     let limits = app.edge.limits;
     // C1: AUTH first, within the limit (pings do not extend it).
-    let seen = Seen::new();
+    let traffic = Arc::new(Traffic::default());
     let first =
-        match tokio::time::timeout(limits.auth_timeout, next_frame(&mut socket, &seen)).await {
+        match tokio::time::timeout(limits.auth_timeout, next_frame(&mut socket, &traffic)).await {
             Err(_) => {
                 let why = format!("no AUTH within {} s", limits.auth_timeout.as_secs());
                 refuse_auth(&app, &peer, "", "edgeAuthTimeout", &why).await;
@@ -266,7 +264,7 @@ async fn connection(app: Arc<App>, peer: Peer, mut socket: WebSocket) {
             Code::UNAUTHORIZED,
             Some("AUTH needs the claim appKey".into()),
         );
-        let _ = send(&mut socket, &app, &refusal).await;
+        let _ = send(&mut socket, &app, &traffic, &refusal).await;
         close(&mut socket).await;
         return;
     };
@@ -291,7 +289,7 @@ async fn connection(app: Arc<App>, peer: Peer, mut socket: WebSocket) {
                 Code::UNAUTHORIZED,
                 Some("authentication failed".into()),
             );
-            let _ = send(&mut socket, &app, &refusal).await;
+            let _ = send(&mut socket, &app, &traffic, &refusal).await;
             close(&mut socket).await;
             return;
         }
@@ -300,7 +298,7 @@ async fn connection(app: Arc<App>, peer: Peer, mut socket: WebSocket) {
         close(&mut socket).await;
         return;
     };
-    let conn = app.edge.open(&caller.name, peer.addr);
+    let (conn, requests) = app.edge.open(&caller.name, peer.addr, traffic.clone());
     let mut open = Open {
         app: app.clone(),
         caller: caller.clone(),
@@ -338,10 +336,10 @@ async fn connection(app: Arc<App>, peer: Peer, mut socket: WebSocket) {
         key: &key,
         conn,
         session,
-        seen: &seen,
+        traffic: &traffic,
     };
-    open.why = if send(&mut socket, &app, &welcome).await {
-        link.serve(&mut socket).await
+    open.why = if send(&mut socket, &app, &traffic, &welcome).await {
+        link.serve(&mut socket, requests).await
     } else {
         "the connection failed".to_string()
     };
@@ -368,12 +366,20 @@ struct Link<'a> {
     key: &'a str,
     conn: u64,
     session: u32,
-    seen: &'a Seen,
+    traffic: &'a Traffic,
+}
+
+/// A request sent to the device, waiting for its answer (C5).
+struct Waiting {
+    reply: std::sync::mpsc::SyncSender<Answer>,
+    deadline: Instant,
 }
 
 impl Link<'_> {
-    /// Serves the connection until it ends; why it ended.
-    async fn serve(&self, socket: &mut WebSocket) -> String {
+    /// Serves the connection until it ends; why it ended. Beside the device's messages, it
+    /// sends the platform's requests for the device (`requests`, C5) and hands each answer to
+    /// whoever waits for it.
+    async fn serve(&self, socket: &mut WebSocket, mut requests: Receiver<Outbound>) -> String {
         let (app, limits) = (self.app, self.app.edge.limits);
         let mut joiner = Reassembler::new(
             limits.max_message,
@@ -383,9 +389,12 @@ impl Link<'_> {
         let started = Instant::now();
         let now_ms = || started.elapsed().as_millis() as u64;
         let mut tick = tokio::time::interval(Duration::from_secs(1));
+        // Requests sent to the device, by request id.
+        let mut waiting: HashMap<u32, Waiting> = HashMap::new();
+        let mut last_id: u32 = 0;
         loop {
             let bytes = tokio::select! {
-                incoming = next_frame(socket, self.seen) => match incoming {
+                incoming = next_frame(socket, self.traffic) => match incoming {
                     Incoming::Ended => return "closed by the device".into(),
                     Incoming::Broken(why) => {
                         malformed(app, self.peer, &self.caller.name, socket, &why).await;
@@ -393,19 +402,58 @@ impl Link<'_> {
                     }
                     Incoming::Frame(bytes) => bytes,
                 },
+                Some(out) = requests.recv(), if waiting.len() < limits.max_in_flight => {
+                    if out.deadline <= Instant::now() {
+                        continue;
+                    }
+                    // An id no request waiting for its answer has (ids wrap, skipping 0).
+                    loop {
+                        last_id = last_id.wrapping_add(1).max(1);
+                        if !waiting.contains_key(&last_id) {
+                            break;
+                        }
+                    }
+                    let m = Message {
+                        header: Header { code: out.code, request_id: last_id, endpoint_id: 0, session_id: self.session },
+                        body: Body::Request(out.request),
+                    };
+                    match thinghost_alwayson::frames(&m, limits.chunk_size, limits.max_message) {
+                        Ok(frames) => {
+                            if !send_frames(socket, self.traffic, frames).await {
+                                return "the connection failed".into();
+                            }
+                            if let Some(reply) = out.reply {
+                                waiting.insert(last_id, Waiting { reply, deadline: out.deadline });
+                            }
+                        }
+                        Err(e) => {
+                            if let Some(reply) = out.reply {
+                                let _ = reply.try_send(Answer {
+                                    code: Code::ENTITY_TOO_LARGE,
+                                    reason: Some(format!("the request cannot be sent to the device: {e}")),
+                                    content: None,
+                                });
+                            }
+                        }
+                    }
+                    continue;
+                }
                 _ = tick.tick() => {
-                    if self.seen.get().elapsed() > limits.idle {
+                    if self.traffic.seen().elapsed() > limits.idle {
                         close(socket).await;
                         return format!("nothing received for {} s (missed keep-alives)", limits.idle.as_secs());
                     }
                     if let Some(why) = self.refused().await {
-                        let _ = send(socket, app, &answer(&Header { code: Code::UNAUTHORIZED, request_id: 0, endpoint_id: 0, session_id: self.session }, Code::UNAUTHORIZED, Some(why.clone()))).await;
+                        let _ = send(socket, app, self.traffic, &answer(&Header { code: Code::UNAUTHORIZED, request_id: 0, endpoint_id: 0, session_id: self.session }, Code::UNAUTHORIZED, Some(why.clone()))).await;
                         close(socket).await;
                         return why;
                     }
                     for dropped in joiner.expire(now_ms()) {
                         tracing::warn!(user = %self.caller.name, request = dropped, "an AlwaysOn message stayed incomplete: dropped");
                     }
+                    // Nobody waits past a request's deadline: a late answer is dropped.
+                    let now = Instant::now();
+                    waiting.retain(|_, w| w.deadline > now);
                     continue;
                 }
             };
@@ -418,7 +466,7 @@ impl Link<'_> {
                         Ok(None) => continue,
                         Err(e) if e.is_limit() => {
                             let refusal = answer(&header, Code::BAD_REQUEST, Some(e.to_string()));
-                            if !send(socket, app, &refusal).await {
+                            if !send(socket, app, self.traffic, &refusal).await {
                                 return "the connection failed".into();
                             }
                             continue;
@@ -436,16 +484,31 @@ impl Link<'_> {
                     return why;
                 }
             };
+            // The device's answer to one of the platform's requests: to whoever waits for it
+            // (nobody, once its deadline passed).
+            if message.header.code.is_response() {
+                if message.header.session_id == self.session
+                    && let Body::Response(r) = message.body
+                    && let Some(w) = waiting.remove(&message.header.request_id)
+                {
+                    let _ = w.reply.try_send(Answer {
+                        code: message.header.code,
+                        reason: r.reason,
+                        content: r.content,
+                    });
+                }
+                continue;
+            }
             let reply = match self.handle(message).await {
                 Handled::Answer(m) => m,
                 Handled::Nothing => continue,
                 Handled::Refused(why, m) => {
-                    let _ = send(socket, app, &m).await;
+                    let _ = send(socket, app, self.traffic, &m).await;
                     close(socket).await;
                     return why;
                 }
             };
-            if !send(socket, app, &reply).await {
+            if !send(socket, app, self.traffic, &reply).await {
                 return "the connection failed".into();
             }
         }
@@ -464,10 +527,6 @@ impl Link<'_> {
     /// One message of the authenticated connection.
     async fn handle(&self, m: Message) -> Handled {
         let header = m.header;
-        // A device's answers to the server's requests: none are asked yet.
-        if header.code.is_response() {
-            return Handled::Nothing;
-        }
         if header.session_id != self.session {
             return Handled::Answer(answer(
                 &header,
@@ -556,16 +615,42 @@ impl Link<'_> {
                     None => Handled::Answer(answer(&header, Code::INTERNAL_SERVER_ERROR, None)),
                 }
             }
-            Body::Request(r) => Handled::Answer(answer(
-                &header,
-                Code::NOT_IMPLEMENTED,
-                Some(format!(
-                    "{} {}/{} is not served over AlwaysOn yet",
-                    header.code,
-                    bounded(&r.entity_name, AUDITED_NAME),
-                    bounded(&r.name, AUDITED_NAME)
-                )),
-            )),
+            Body::Request(r) => {
+                let (app, peer, key, caller) = (
+                    self.app.clone(),
+                    self.peer.clone(),
+                    self.key.to_string(),
+                    self.caller.clone(),
+                );
+                let conn = self.conn;
+                let outcome = blocking(move || {
+                    if let Some(why) = check_still(&app, &peer, &key, &caller.name) {
+                        return Err(why);
+                    }
+                    let _handling = Handling::of(conn);
+                    Ok(
+                        device_request(&app, &caller, header.code, r).inspect_err(|e| {
+                            e.audit_denial(&app, &caller.name, json!({"via": "AlwaysOn"}))
+                        }),
+                    )
+                })
+                .await;
+                match outcome {
+                    Some(Ok(Ok(content))) => {
+                        Handled::Answer(Message::answer(&header, Code::SUCCESS, None, content))
+                    }
+                    Some(Ok(Err(e))) => Handled::Answer(answer(
+                        &header,
+                        Code::for_http_status(e.status.as_u16()),
+                        Some(e.message),
+                    )),
+                    Some(Err(why)) => Handled::Refused(
+                        why.clone(),
+                        answer(&header, Code::UNAUTHORIZED, Some(why)),
+                    ),
+                    None => Handled::Answer(answer(&header, Code::INTERNAL_SERVER_ERROR, None)),
+                }
+            }
             Body::Response(_) => Handled::Nothing,
         }
     }
@@ -675,54 +760,62 @@ fn bind_all(
     }
 }
 
-/// A protocol value as the model's JSON: numbers, strings, booleans, DATETIME as epoch
-/// milliseconds, LOCATION as `{longitude, latitude, elevation}`, BLOB and IMAGE as base64, an
-/// InfoTable in its JSON form, a VARIANT as what it holds.
-pub fn to_json(v: &Value) -> serde_json::Value {
-    use base64::Engine as _;
-    match v.unwrapped() {
-        Value::Nothing | Value::Variant(_) => serde_json::Value::Null,
-        Value::Text(_, s) => json!(s),
-        Value::Number(n) => serde_json::Number::from_f64(*n)
-            .map_or(serde_json::Value::Null, serde_json::Value::Number),
-        Value::Integer(i) => json!(i),
-        Value::Long(l) => json!(l),
-        Value::Boolean(b) => json!(b),
-        Value::Datetime(ms) => json!(ms),
-        Value::Location {
-            longitude,
-            latitude,
-            elevation,
-        } => json!({"longitude": longitude, "latitude": latitude, "elevation": elevation}),
-        Value::Bytes(_, b) => json!(base64::engine::general_purpose::STANDARD.encode(b)),
-        Value::InfoTable(t) => {
-            let defs: serde_json::Map<String, serde_json::Value> = t
-                .fields
-                .iter()
-                .enumerate()
-                .map(|(i, f)| {
-                    (
-                        f.name.clone(),
-                        json!({"name": f.name, "baseType": codes::base_type_name(f.base_type).unwrap_or("VARIANT"), "ordinal": i, "aspects": {}}),
-                    )
-                })
-                .collect();
-            let rows: Vec<serde_json::Value> = t
-                .rows
-                .iter()
-                .map(|r| {
-                    serde_json::Value::Object(
-                        t.fields
-                            .iter()
-                            .zip(r)
-                            .map(|(f, v)| (f.name.clone(), to_json(v)))
-                            .collect(),
-                    )
-                })
-                .collect();
-            json!({"dataShape": {"fieldDefinitions": defs}, "rows": rows})
+/// A device's request other than a push (C1: as the key's user, every check applied): GET and
+/// PUT of a property, POST of a service or an event, of any entity the protocol names. The
+/// answer's content: the API's answer as an InfoTable.
+fn device_request(
+    app: &Arc<App>,
+    caller: &Caller,
+    code: Code,
+    r: Request,
+) -> Result<Option<Table>, ApiError> {
+    let Some(kind) = codes::collection(r.entity_type).and_then(Kind::from_collection) else {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "entity type 0x{:02x} is not one the platform serves",
+                r.entity_type
+            ),
+        ));
+    };
+    let (entity, name) = (r.entity_name.as_str(), r.name.as_str());
+    let reply = match (code, r.characteristic) {
+        (Code::GET, codes::PROPERTIES) => {
+            crate::api::entities::read_property(app, caller, kind, entity, name)?
         }
-    }
+        (Code::PUT, codes::PROPERTIES) => {
+            let mut row = convert::first_row(r.params.as_ref());
+            let value = match row.remove(name) {
+                Some(v) => Some(v),
+                None if row.len() == 1 => row.into_iter().next().map(|(_, v)| v),
+                None => None,
+            };
+            crate::api::entities::write_property(app, caller, kind, entity, name, value.as_ref())?
+        }
+        (Code::POST, codes::SERVICES) => {
+            let params = crate::api::params::Params::from_pairs(
+                convert::first_row(r.params.as_ref())
+                    .into_iter()
+                    .map(|(k, v)| (std::borrow::Cow::Owned(k), v))
+                    .collect(),
+            );
+            crate::api::invoke(app, caller, kind, entity, name, params)?
+        }
+        (Code::POST, codes::EVENTS) => {
+            let data = serde_json::Value::Object(convert::first_row(r.params.as_ref()));
+            crate::api::events::fire(app, caller, kind, entity, name, &data)?
+        }
+        _ => {
+            return Err(ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                format!(
+                    "{code} of {} is not served over AlwaysOn: GET and PUT a property, POST a service or an event",
+                    codes::characteristic(r.characteristic).unwrap_or("an unknown characteristic")
+                ),
+            ));
+        }
+    };
+    Ok(convert::reply_table(reply))
 }
 
 /// The values of an `UpdateSubscribedPropertyValues`: its parameter `values`, an InfoTable of
@@ -762,7 +855,7 @@ fn vtqs(params: Option<&Table>) -> Result<Vec<crate::api::edge::Vtq>, String> {
         out.push(crate::api::edge::Vtq {
             name: name.clone(),
             value: at(Some(value))
-                .map(to_json)
+                .map(convert::to_json)
                 .unwrap_or(serde_json::Value::Null),
             time,
             quality,
