@@ -893,6 +893,20 @@ fn c5_the_platform_reads_writes_and_calls_the_device() {
         Some(json!({"propertyName": "mode", "pushType": "SOMETIMES"})),
     );
     assert_eq!(st, 400, "{v}");
+    // A device-side name means one property.
+    for clash in [
+        json!({"propertyName": "mode", "sourceName": "Temp"}),
+        json!({"propertyName": "mode", "sourceName": "temperature"}),
+    ] {
+        let (st, v) = rest(
+            &s,
+            &admin,
+            post.clone(),
+            "/Thingworx/Things/Pump1/Services/SetRemotePropertyBinding",
+            Some(clash),
+        );
+        assert_eq!(st, 400, "{v}");
+    }
     // Lamp1 is no Remote Thing: it has no binding services.
     let (st, _) = rest(
         &s,
@@ -1471,4 +1485,36 @@ fn c2_seed_000_provisioning_100_devices_each_on_its_own_thing() {
     let m = receive(&mut intruder).unwrap();
     assert_eq!(m.header.code, Code::FORBIDDEN, "{}", reason(&m));
     assert_eq!(property(&s, "Pump2", "pressure"), json!(7.0));
+}
+
+/// C1: a device that offers permessage-deflate (the SDKs may) is answered without the
+/// extension (RFC 7692's negotiation: the server declines), and speaks uncompressed.
+#[test]
+fn c1_an_offer_of_permessage_deflate_is_declined_and_the_device_served() {
+    use tungstenite::client::IntoClientRequest;
+    let t = tempfile::tempdir().unwrap();
+    let s = serve(t.path(), &[]);
+    let (dev, _) = devices(&s);
+    let mut request = format!("wss://localhost:{}/Thingworx/WS", s.port())
+        .into_client_request()
+        .unwrap();
+    request.headers_mut().insert(
+        "Sec-WebSocket-Extensions",
+        "permessage-deflate; client_max_window_bits"
+            .parse()
+            .unwrap(),
+    );
+    let (mut socket, response) =
+        tungstenite::client::client(request, thinghost_tests::tls_stream(&s))
+            .expect("the WebSocket handshake");
+    assert!(
+        response.headers().get("Sec-WebSocket-Extensions").is_none(),
+        "{:?}",
+        response.headers()
+    );
+    let session = auth(&mut socket, &dev);
+    assert_eq!(
+        bind(&mut socket, session, &["Pump1"]).header.code,
+        Code::SUCCESS
+    );
 }

@@ -199,12 +199,27 @@ pub struct Pushed {
     pub stale: usize,
 }
 
-/// C4: a device's `UpdateSubscribedPropertyValues` on `thing`, bound to connection `conn`, for
-/// `caller`: every value is a property write of the caller (`PropertyWrite` on that property,
-/// its base type checked), and the push is one change: one refused value refuses the whole push
-/// and nothing is written. A value older than the stored one does not replace it. The push
-/// needs `ServiceInvoke` on the service itself; every denial is audited. Writes fire
-/// `DataChange` as the caller.
+/// One device's `UpdateSubscribedPropertyValues`: who, on which connection, to which Thing.
+#[derive(Clone, Debug)]
+pub struct Push {
+    pub caller: Caller,
+    pub conn: u64,
+    pub thing: String,
+    pub values: Vec<Vtq>,
+}
+
+/// One property write a push plans.
+struct Write {
+    /// The push it belongs to (its caller fires the DataChange).
+    push: usize,
+    prop: String,
+    old: Option<serde_json::Value>,
+    new: serde_json::Value,
+    time: i64,
+    fires: bool,
+}
+
+/// C4: one push (see [`push_all`]).
 pub fn push(
     app: &App,
     caller: &Caller,
@@ -212,140 +227,201 @@ pub fn push(
     thing: &str,
     values: Vec<Vtq>,
 ) -> Result<Pushed, ApiError> {
-    crate::api::events::room(app, caller, [thing]);
+    push_all(
+        app,
+        vec![Push {
+            caller: caller.clone(),
+            conn,
+            thing: thing.to_string(),
+            values,
+        }],
+    )
+    .pop()
+    .expect("one answer per push")
+}
+
+/// C4: devices' `UpdateSubscribedPropertyValues`, each on a Thing bound to its connection, as
+/// its caller: every value is a property write of the caller (`PropertyWrite` on that property,
+/// its base type checked), and each push is all or nothing: one refused value refuses that
+/// push, and nothing of it is written. A value older than the stored one (or than one earlier
+/// in the batch) does not replace it. A push needs `ServiceInvoke` on the service itself; every
+/// denial is audited. The pushes that pass are written in one durable change (a group commit:
+/// one disk write for many devices), in order; the writes fire `DataChange` as their callers.
+/// One answer per push, in order.
+pub fn push_all(app: &App, pushes: Vec<Push>) -> Vec<Result<Pushed, ApiError>> {
+    for p in &pushes {
+        crate::api::events::room(app, &p.caller, [p.thing.as_str()]);
+    }
     let mut db = app.db.write().unwrap_or_else(|p| p.into_inner());
     let now = crate::now_ms();
-    // (property, old value, new value, time, fires)
-    let mut writes: Vec<(
-        String,
-        Option<serde_json::Value>,
-        serde_json::Value,
-        i64,
-        bool,
-    )> = Vec::new();
-    let mut pushed = Pushed::default();
+    let mut writes: Vec<Write> = Vec::new();
+    // (Thing, property) -> its latest write in this batch.
+    let mut latest: std::collections::HashMap<(String, String), usize> =
+        std::collections::HashMap::new();
+    let mut answers: Vec<Result<Pushed, ApiError>> = Vec::with_capacity(pushes.len());
     {
         let m = db.model();
-        let (e, id) = visible_entity(m, caller, Kind::Thing, thing)?;
-        if let Some(refusal) = crate::api::entities::disabled(e) {
-            return Err(refusal);
-        }
-        let denied = |e: ApiError| {
-            e.audit_denial(app, &caller.name, json!({"via": "AlwaysOn"}));
-            e
-        };
-        may_update(app, m, caller, id, thing)?;
-        if app.edge.bound_to(thing) != Some(conn) {
-            return Err(ApiError::new(
-                StatusCode::PRECONDITION_FAILED,
-                format!("Thing {thing} is not bound to this connection: BIND it first"),
-            ));
-        }
-        let Body::Thing(t) = &e.body else {
-            unreachable!("a Thing")
-        };
-        // A device names a bound property by its own name (the binding's sourceName).
-        let by_source: std::collections::HashMap<&str, &str> = t
-            .remote
-            .properties
-            .iter()
-            .map(|(p, b)| (b.source_name.as_str(), p.as_str()))
-            .collect();
-        for mut v in values {
-            if let Some(p) = by_source.get(v.name.as_str()) {
-                v.name = p.to_string();
-            }
-            let Some((def, _)) = thinghost_core::validate::find_property(m, e, &v.name) else {
-                return Err(ApiError::new(
-                    StatusCode::NOT_FOUND,
-                    format!(
-                        "Thing {thing} has no property {:?}; nothing was written",
-                        v.name
-                    ),
-                ));
-            };
-            require(
-                m,
-                caller,
-                Permission::PropertyWrite,
-                Target::Entity {
-                    id,
-                    resource: m.access().sym(&v.name),
-                },
-                format_args!("Things/{thing}/Properties/{}", v.name),
-            )
-            .map_err(|e| {
-                let mut e = denied(e);
-                e.message.push_str("; nothing was written");
-                e
-            })?;
-            if def.read_only {
-                return Err(ApiError::new(
-                    StatusCode::FORBIDDEN,
-                    format!("property {} is read-only; nothing was written", v.name),
-                ));
-            }
-            let value = def.base_type.normalize(&v.value).map_err(|err| {
-                ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    format!("property {}: {err}; nothing was written", v.name),
-                )
-            })?;
-            let time = v.time.unwrap_or(now);
-            // The latest time so far: stored, or earlier in this push.
-            let latest = writes
-                .iter()
-                .rev()
-                .find(|w| w.0 == v.name)
-                .map(|w| w.3)
-                .or_else(|| t.value_times.get(&v.name).copied());
-            if latest.is_some_and(|l| time < l) {
-                pushed.stale += 1;
-                continue;
-            }
-            let old = writes
-                .iter()
-                .rev()
-                .find(|w| w.0 == v.name)
-                .map(|w| Some(w.2.clone()))
-                .unwrap_or_else(|| {
-                    t.values
-                        .get(&v.name)
-                        .cloned()
-                        .or_else(|| def.default_value.clone())
-                });
-            let fires = def.data_change_type.fires(old.as_ref(), &value);
-            writes.push((v.name, old, value, time, fires));
+        for (i, p) in pushes.iter().enumerate() {
+            let planned = plan(app, m, p, i, now, &writes, &latest);
+            answers.push(planned.map(|(planned, pushed)| {
+                for w in planned {
+                    latest.insert((p.thing.clone(), w.prop.clone()), writes.len());
+                    writes.push(w);
+                }
+                pushed
+            }));
         }
     }
     if writes.is_empty() {
-        return Ok(pushed);
+        return answers;
     }
-    db.change_values(
+    let stored = db.change_values(
         |tx| {
-            if let Body::Thing(t) = &mut tx.get_mut(Kind::Thing, thing)?.body {
-                for (prop, _, value, time, _) in &writes {
-                    t.values.insert(prop.clone(), value.clone());
-                    t.value_times.insert(prop.clone(), *time);
+            for w in &writes {
+                if let Body::Thing(t) = &mut tx.get_mut(Kind::Thing, &pushes[w.push].thing)?.body {
+                    t.values.insert(w.prop.clone(), w.new.clone());
+                    t.value_times.insert(w.prop.clone(), w.time);
                 }
             }
             Ok(())
         },
         &[],
-    )
-    .map_err(crate::api::change_error)?;
-    pushed.written = writes.len();
-    for (prop, old, new, _, fires) in writes {
-        if !fires {
+    );
+    if let Err(e) = stored {
+        let e = crate::api::change_error(e);
+        for a in answers.iter_mut().filter(|a| a.is_ok()) {
+            *a = Err(ApiError::new(e.status, e.message.clone()));
+        }
+        return answers;
+    }
+    for w in writes {
+        if !w.fires {
             continue;
         }
-        if let Some(f) =
-            crate::api::events::data_change(app, &db, caller, thing, &prop, old.as_ref(), &new)
-        {
+        let p = &pushes[w.push];
+        if let Some(f) = crate::api::events::data_change(
+            app,
+            &db,
+            &p.caller,
+            &p.thing,
+            &w.prop,
+            w.old.as_ref(),
+            &w.new,
+        ) {
             crate::api::events::send(app, f);
         }
     }
-    Ok(pushed)
+    answers
+}
+
+/// The writes of push `p` (number `i` of its batch), checked, given the writes planned before
+/// it; or why it is refused.
+fn plan(
+    app: &App,
+    m: &thinghost_core::Model,
+    p: &Push,
+    i: usize,
+    now: i64,
+    writes: &[Write],
+    latest: &std::collections::HashMap<(String, String), usize>,
+) -> Result<(Vec<Write>, Pushed), ApiError> {
+    let (caller, thing) = (&p.caller, p.thing.as_str());
+    let mut pushed = Pushed::default();
+    let mut planned: Vec<Write> = Vec::new();
+    let (e, id) = visible_entity(m, caller, Kind::Thing, thing)?;
+    if let Some(refusal) = crate::api::entities::disabled(e) {
+        return Err(refusal);
+    }
+    let denied = |e: ApiError| {
+        e.audit_denial(app, &caller.name, json!({"via": "AlwaysOn"}));
+        e
+    };
+    may_update(app, m, caller, id, thing)?;
+    if app.edge.bound_to(thing) != Some(p.conn) {
+        return Err(ApiError::new(
+            StatusCode::PRECONDITION_FAILED,
+            format!("Thing {thing} is not bound to this connection: BIND it first"),
+        ));
+    }
+    let Body::Thing(t) = &e.body else {
+        unreachable!("a Thing")
+    };
+    // A device names a bound property by its own name (the binding's sourceName).
+    let by_source: std::collections::HashMap<&str, &str> = t
+        .remote
+        .properties
+        .iter()
+        .map(|(p, b)| (b.source_name.as_str(), p.as_str()))
+        .collect();
+    for v in &p.values {
+        let name = by_source.get(v.name.as_str()).copied().unwrap_or(&v.name);
+        let Some((def, _)) = thinghost_core::validate::find_property(m, e, name) else {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("Thing {thing} has no property {name:?}; nothing was written"),
+            ));
+        };
+        require(
+            m,
+            caller,
+            Permission::PropertyWrite,
+            Target::Entity {
+                id,
+                resource: m.access().sym(name),
+            },
+            format_args!("Things/{thing}/Properties/{name}"),
+        )
+        .map_err(|e| {
+            let mut e = denied(e);
+            e.message.push_str("; nothing was written");
+            e
+        })?;
+        if def.read_only {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                format!("property {name} is read-only; nothing was written"),
+            ));
+        }
+        let value = def.base_type.normalize(&v.value).map_err(|err| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("property {name}: {err}; nothing was written"),
+            )
+        })?;
+        let time = v.time.unwrap_or(now);
+        // The latest write so far: earlier in this push, earlier in the batch, or stored.
+        let before = planned.iter().rev().find(|w| w.prop == name).or_else(|| {
+            latest
+                .get(&(thing.to_string(), name.to_string()))
+                .map(|&j| &writes[j])
+        });
+        let latest_time = before
+            .map(|w| w.time)
+            .or_else(|| t.value_times.get(name).copied());
+        if latest_time.is_some_and(|l| time < l) {
+            pushed.stale += 1;
+            continue;
+        }
+        let old = match before {
+            Some(w) => Some(w.new.clone()),
+            None => t
+                .values
+                .get(name)
+                .cloned()
+                .or_else(|| def.default_value.clone()),
+        };
+        let fires = def.data_change_type.fires(old.as_ref(), &value);
+        planned.push(Write {
+            push: i,
+            prop: name.to_string(),
+            old,
+            new: value,
+            time,
+            fires,
+        });
+    }
+    pushed.written = planned.len();
+    Ok((planned, pushed))
 }
 
 // ---- C5: the platform asks the device ----
@@ -412,11 +488,14 @@ fn ask(
     if answer.code == Code::SUCCESS {
         return Ok(answer.content);
     }
+    // The device's refusal, as the same kind of answer; but a device that says "unauthorized"
+    // or "forbidden" refused the platform, not the caller: 502, not 401 or 403.
     let status = answer
         .code
         .http_status()
         .and_then(|s| StatusCode::from_u16(s).ok())
         .filter(|s| s.is_client_error() || s.is_server_error())
+        .filter(|s| *s != StatusCode::UNAUTHORIZED && *s != StatusCode::FORBIDDEN)
         .unwrap_or(StatusCode::BAD_GATEWAY);
     Err(ApiError::new(
         status,
@@ -576,8 +655,9 @@ pub const NOTIFY_PROPERTY_UPDATE: &str = "NotifyPropertyUpdate";
 /// How a bound property is pushed.
 pub const PUSH_TYPES: &[&str] = &["VALUE", "ALWAYS", "NEVER", "DEADBAND", "ON", "OFF"];
 
-/// The largest binding timeout, in milliseconds (an hour).
-const MAX_TIMEOUT_MS: i64 = 3_600_000;
+/// The largest binding timeout, in milliseconds (five minutes: a caller holds a thread while
+/// it waits).
+const MAX_TIMEOUT_MS: i64 = 300_000;
 
 fn timeout_param(call: &Call<'_>) -> Result<u64, ApiError> {
     match call
@@ -627,6 +707,28 @@ pub fn set_property_binding(call: &mut Call<'_>) -> Result<Reply, ApiError> {
                 StatusCode::NOT_FOUND,
                 format!("Thing {} has no property {prop:?} to bind", call.entity),
             ));
+        }
+        // A device's pushes name properties by their device-side names: each must mean one
+        // property (another property's own name, or another binding's, would be two).
+        if let Body::Thing(t) = &e.body {
+            let taken = t
+                .remote
+                .properties
+                .iter()
+                .find(|(p, b)| **p != prop && b.source_name == source);
+            let other_property =
+                source != prop && thinghost_core::validate::find_property(m, e, &source).is_some();
+            if let Some((other, _)) = taken {
+                return Err(crate::api::bad(format!(
+                    "sourceName {source:?} is already the device's name of property {other}: a device-side name means one property"
+                )));
+            }
+            if other_property {
+                return Err(crate::api::bad(format!(
+                    "sourceName {source:?} is the name of another property of Thing {}: the device's pushes of it would be ambiguous; choose another",
+                    call.entity
+                )));
+            }
         }
     }
     let binding = RemoteProperty {

@@ -806,9 +806,36 @@ fn extension_service(
                 (p.name.clone(), p.base_type, v)
             })
             .collect();
-        let result = def.result;
+        let (result, audit) = (def.result, def.audit);
         drop(db);
-        return crate::api::edge::call_remote(app, name, service, &args, result, &binding);
+        let out = crate::api::edge::call_remote(app, name, service, &args, result, &binding);
+        // Audited as a call run here is, passwords masked.
+        if !audit.is_off() {
+            let recorded: Map<String, Json> = args
+                .iter()
+                .map(|(n, bt, v)| {
+                    let v = if *bt == BaseType::Password {
+                        Json::String("***".into())
+                    } else {
+                        v.clone()
+                    };
+                    (n.clone(), v)
+                })
+                .collect();
+            let status = match &out {
+                Ok(_) => 200,
+                Err(e) => e.status.as_u16(),
+            };
+            crate::state::audit::service_call(
+                app,
+                caller,
+                audit,
+                json!({"service": service, "parameters": recorded, "status": status, "device": binding.source_name}),
+                &format!("{}/{name}", kind.collection()),
+                kind.label(),
+            );
+        }
+        return out;
     }
     let implementer = found.implementer;
     let implemented = match found.code {

@@ -117,8 +117,8 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "h" => n * 3600.0,
         _ => return Err(format!("{s:?}: the unit is ms, s, m or h")),
     };
-    if !seconds.is_finite() || seconds <= 0.0 || seconds > 1e9 {
-        return Err(format!("{s:?} is not a positive duration"));
+    if !seconds.is_finite() || !(0.001..=1e9).contains(&seconds) {
+        return Err(format!("{s:?} is not a duration from 1ms on"));
     }
     Ok(Duration::from_secs_f64(seconds))
 }
@@ -135,6 +135,12 @@ pub struct Figures {
     pub values_ok: AtomicU64,
     /// Requests of the platform answered.
     pub answered: AtomicU64,
+    /// How many devices run; when the last of them connected (milliseconds after the start, 0
+    /// until then) and how many values had been accepted by then: the rate of the final line
+    /// counts from there.
+    pub devices: AtomicU64,
+    pub all_connected_ms: AtomicU64,
+    pub values_before: AtomicU64,
 }
 
 /// One device's set-up.
@@ -204,6 +210,9 @@ pub fn run(args: Args) -> Result<i32, Failure> {
         .build()
         .map_err(|e| Failure(format!("cannot start the runtime: {e}")))?;
     let figures = Arc::new(Figures::default());
+    figures
+        .devices
+        .store(u64::from(s.devices), Ordering::Relaxed);
     let started = Instant::now();
     let outcome = runtime.block_on(async {
         let mut tasks = tokio::task::JoinSet::new();
@@ -211,7 +220,7 @@ pub fn run(args: Args) -> Result<i32, Failure> {
             let figures = figures.clone();
             tasks.spawn(async move {
                 let label = spec.label.clone();
-                (label, run_device(spec, figures).await)
+                (label, run_device(spec, figures, started).await)
             });
         }
         let all = async {
@@ -237,8 +246,16 @@ pub fn run(args: Args) -> Result<i32, Failure> {
             _ = tokio::signal::ctrl_c() => 0,
         }
     });
-    let secs = started.elapsed().as_secs_f64();
     let f = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    // The rate counts from when the last device connected (from the start if some never did).
+    let from_ms = f(&figures.all_connected_ms);
+    let secs = started.elapsed().as_secs_f64() - from_ms as f64 / 1000.0;
+    let values = f(&figures.values_ok)
+        - if from_ms > 0 {
+            f(&figures.values_before)
+        } else {
+            0
+        };
     println!(
         "{} devices connected; {} pushes ({} accepted, {} refused), {} values accepted ({:.0} values/s); {} requests of the platform answered",
         f(&figures.connected),
@@ -246,7 +263,7 @@ pub fn run(args: Args) -> Result<i32, Failure> {
         f(&figures.pushed_ok),
         f(&figures.pushed_refused),
         f(&figures.values_ok),
-        f(&figures.values_ok) as f64 / secs.max(1e-3),
+        values as f64 / secs.max(1e-3),
         f(&figures.answered),
     );
     runtime.shutdown_timeout(Duration::from_secs(1));
@@ -269,7 +286,11 @@ fn ws_url(url: &str) -> Result<url::Url, String> {
 }
 
 /// Runs one device until its connection ends: an error says why it ended badly.
-pub async fn run_device(spec: DeviceSpec, figures: Arc<Figures>) -> Result<(), String> {
+pub async fn run_device(
+    spec: DeviceSpec,
+    figures: Arc<Figures>,
+    started: Instant,
+) -> Result<(), String> {
     let url = ws_url(&spec.url)?;
     let host = url.host_str().ok_or("the URL has no host")?.to_string();
     let port = url.port_or_known_default().ok_or("the URL has no port")?;
@@ -286,9 +307,9 @@ pub async fn run_device(spec: DeviceSpec, figures: Arc<Figures>) -> Result<(), S
             .connect(name, tcp)
             .await
             .map_err(|e| format!("TLS with {host}:{port}: {e}"))?;
-        drive(url, tls, spec, figures).await
+        drive(url, tls, spec, figures, started).await
     } else {
-        drive(url, tcp, spec, figures).await
+        drive(url, tcp, spec, figures, started).await
     }
 }
 
@@ -315,6 +336,7 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
     stream: S,
     spec: DeviceSpec,
     figures: Arc<Figures>,
+    started: Instant,
 ) -> Result<(), String> {
     let (ws, _) = tokio_tungstenite::client_async(url.as_str(), stream)
         .await
@@ -334,6 +356,7 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
         waiting: HashMap::new(),
         spec,
         figures,
+        run_started: started,
     };
     d.session_start().await?;
     d.serve().await
@@ -359,6 +382,8 @@ pub struct Device<S> {
     waiting: HashMap<u32, Asked>,
     spec: DeviceSpec,
     figures: Arc<Figures>,
+    /// When the whole run started.
+    run_started: Instant,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Device<S> {
@@ -445,7 +470,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Device<S> {
                 reason.map(|r| format!(" ({r})")).unwrap_or_default()
             ));
         }
-        self.figures.connected.fetch_add(1, Ordering::Relaxed);
+        let connected = self.figures.connected.fetch_add(1, Ordering::Relaxed) + 1;
+        if connected == self.figures.devices.load(Ordering::Relaxed) {
+            self.figures.values_before.store(
+                self.figures.values_ok.load(Ordering::Relaxed),
+                Ordering::Relaxed,
+            );
+            self.figures.all_connected_ms.store(
+                (self.run_started.elapsed().as_millis() as u64).max(1),
+                Ordering::Relaxed,
+            );
+        }
         self.say(format_args!("connected (session {:08x})", self.session));
         let id = self.next_id();
         let bind = Message {

@@ -66,13 +66,23 @@ pub async fn ws(
     upgrade
         .max_message_size(limits.chunk_size)
         .max_frame_size(limits.chunk_size)
+        // A frame is at most a chunk: a read buffer of one chunk (and a frame's header) is
+        // enough, where tungstenite's default zero-fills 128 KiB per connection.
+        .read_buffer_size(limits.chunk_size + 16)
         .on_upgrade(move |socket| connection(app, peer, socket))
 }
 
-/// Runs blocking work (the model's lock, the audit log's disk) off the async workers.
+/// Runs blocking work (the model's lock, the audit log's disk) off the async workers, a few
+/// at a time ([`EDGE_WORK`]).
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+    let _permit = EDGE_WORK.acquire().await.ok()?;
     tokio::task::spawn_blocking(f).await.ok()
 }
+
+/// The AlwaysOn endpoint's blocking work (sign-ins, binds, audits) at once, over all
+/// connections: a thousand devices connecting together queue here instead of starting a
+/// thread each (each costs its stack and an allocator heap, megabytes of memory that stay).
+static EDGE_WORK: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(4);
 
 /// What came in.
 enum Incoming {
@@ -100,7 +110,22 @@ async fn next_frame(socket: &mut WebSocket, traffic: &Traffic) -> Incoming {
             Ok(WsMessage::Close(_)) => return Incoming::Ended,
             // Pings are answered by the WebSocket layer.
             Ok(_) => continue,
-            Err(e) => return Incoming::Broken(format!("the WebSocket: {e}")),
+            Err(e) => {
+                // A device that vanishes (its TCP connection reset or closed without a close
+                // frame) ended the connection; it did not break the protocol.
+                use tokio_tungstenite::tungstenite::Error as E;
+                use tokio_tungstenite::tungstenite::error::ProtocolError as P;
+                let inner = e.into_inner();
+                return match inner.downcast_ref::<E>() {
+                    Some(
+                        E::Io(_)
+                        | E::ConnectionClosed
+                        | E::AlreadyClosed
+                        | E::Protocol(P::ResetWithoutClosingHandshake),
+                    ) => Incoming::Ended,
+                    _ => Incoming::Broken(format!("the WebSocket: {inner}")),
+                };
+            }
         }
     }
 }
@@ -108,8 +133,27 @@ async fn next_frame(socket: &mut WebSocket, traffic: &Traffic) -> Incoming {
 /// Sends a message (in chunks when it is large); false when the device is gone or stuck.
 async fn send(socket: &mut WebSocket, app: &App, traffic: &Traffic, m: &Message) -> bool {
     let limits = app.edge.limits;
-    let Ok(frames) = thinghost_alwayson::frames(m, limits.chunk_size, limits.max_message) else {
-        return false;
+    let frames = match thinghost_alwayson::frames(m, limits.chunk_size, limits.max_message) {
+        Ok(frames) => frames,
+        // An answer too large for the protocol: the device is told so, and the connection
+        // goes on (C6).
+        Err(e) if m.header.code.is_response() => {
+            let refusal = Message {
+                header: Header {
+                    code: Code::ENTITY_TOO_LARGE,
+                    ..m.header
+                },
+                body: Body::Response(thinghost_alwayson::message::Response {
+                    reason: Some(format!("the answer cannot be sent: {e}")),
+                    content: None,
+                }),
+            };
+            match thinghost_alwayson::frames(&refusal, limits.chunk_size, limits.max_message) {
+                Ok(frames) => frames,
+                Err(_) => return false,
+            }
+        }
+        Err(_) => return false,
     };
     send_frames(socket, traffic, frames).await
 }
@@ -131,6 +175,78 @@ async fn close(socket: &mut WebSocket) {
 
 fn answer(request: &Header, code: Code, reason: Option<String>) -> Message {
     Message::answer(request, code, reason, None)
+}
+
+/// A push waiting to be written, and where its answer goes.
+type PushJob = (
+    std::sync::Weak<App>,
+    crate::api::edge::Push,
+    tokio::sync::oneshot::Sender<Result<crate::api::edge::Pushed, ApiError>>,
+);
+
+/// Pushes waiting for the push thread at most; past it, a device's push waits for room (its
+/// connection reads nothing meanwhile: back-pressure to the device).
+const MAX_QUEUED_PUSHES: usize = 4096;
+/// Pushes written in one change at most.
+const MAX_BATCH: usize = 256;
+
+static PUSHER: std::sync::OnceLock<tokio::sync::mpsc::Sender<PushJob>> = std::sync::OnceLock::new();
+
+/// Writes a device's push (C4) with the pushes of every other connection waiting at the same
+/// moment: one thread takes what has queued and writes it in one durable change (a group
+/// commit, `api::edge::push_all`), each push still all or nothing and answered on its own. The
+/// answer; `None` if the push thread could not answer.
+async fn pushed(
+    app: &Arc<App>,
+    push: crate::api::edge::Push,
+) -> Option<Result<crate::api::edge::Pushed, ApiError>> {
+    let queue = PUSHER.get_or_init(|| {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<PushJob>(MAX_QUEUED_PUSHES);
+        let started = std::thread::Builder::new()
+            .name("edge-pushes".into())
+            .spawn(move || {
+                while let Some(first) = rx.blocking_recv() {
+                    let mut batch = vec![first];
+                    while batch.len() < MAX_BATCH {
+                        match rx.try_recv() {
+                            Ok(job) => batch.push(job),
+                            Err(_) => break,
+                        }
+                    }
+                    // (One server per process, but a batch is written per server all the same.)
+                    while let Some(server) = batch.first().map(|j| j.0.clone()) {
+                        let (mine, rest): (Vec<PushJob>, Vec<PushJob>) =
+                            batch.into_iter().partition(|j| j.0.ptr_eq(&server));
+                        batch = rest;
+                        let Some(app) = server.upgrade() else {
+                            continue;
+                        };
+                        let (pushes, replies): (Vec<_>, Vec<_>) =
+                            mine.into_iter().map(|(_, p, r)| (p, r)).unzip();
+                        let answers = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                            crate::api::edge::push_all(&app, pushes)
+                        }));
+                        match answers {
+                            Ok(answers) => {
+                                for (reply, a) in replies.into_iter().zip(answers) {
+                                    let _ = reply.send(a);
+                                }
+                            }
+                            Err(_) => tracing::error!(
+                                "writing devices' pushes panicked (a bug of the server: please report it); they were answered INTERNAL_SERVER_ERROR"
+                            ),
+                        }
+                    }
+                }
+            });
+        if let Err(e) = started {
+            tracing::error!(error = %e, "cannot start the thread that writes devices' pushes");
+        }
+        tx
+    });
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    queue.send((Arc::downgrade(app), push, reply)).await.ok()?;
+    answer.await.ok()
 }
 
 /// Closes a connection that is not speaking the protocol, its reason logged and audited.
@@ -391,6 +507,10 @@ impl Link<'_> {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         // Requests sent to the device, by request id.
         let mut waiting: HashMap<u32, Waiting> = HashMap::new();
+        // The answers to the device's own requests, from their tasks.
+        let (answers, mut answered) =
+            tokio::sync::mpsc::channel::<(Message, Option<String>)>(REQUESTS_PER_DEVICE);
+        let mut running = 0usize;
         let mut last_id: u32 = 0;
         loop {
             let bytes = tokio::select! {
@@ -402,6 +522,17 @@ impl Link<'_> {
                     }
                     Incoming::Frame(bytes) => bytes,
                 },
+                Some((m, refused)) = answered.recv() => {
+                    running -= 1;
+                    if !send(socket, app, self.traffic, &m).await {
+                        return "the connection failed".into();
+                    }
+                    if let Some(why) = refused {
+                        close(socket).await;
+                        return why;
+                    }
+                    continue;
+                }
                 Some(out) = requests.recv(), if waiting.len() < limits.max_in_flight => {
                     if out.deadline <= Instant::now() {
                         continue;
@@ -502,6 +633,30 @@ impl Link<'_> {
             let reply = match self.handle(message).await {
                 Handled::Answer(m) => m,
                 Handled::Nothing => continue,
+                Handled::Spawn(header, _) if running >= REQUESTS_PER_DEVICE => answer(
+                    &header,
+                    Code::SERVICE_UNAVAILABLE,
+                    Some(format!(
+                        "this connection has {REQUESTS_PER_DEVICE} requests being answered; wait for their answers"
+                    )),
+                ),
+                Handled::Spawn(header, r) => {
+                    running += 1;
+                    let task = answer_request(
+                        app.clone(),
+                        self.peer.clone(),
+                        self.key.to_string(),
+                        self.caller.clone(),
+                        self.conn,
+                        header,
+                        r,
+                    );
+                    let answers = answers.clone();
+                    tokio::spawn(async move {
+                        let _ = answers.send(task.await).await;
+                    });
+                    continue;
+                }
                 Handled::Refused(why, m) => {
                     let _ = send(socket, app, self.traffic, &m).await;
                     close(socket).await;
@@ -515,13 +670,26 @@ impl Link<'_> {
     }
 
     /// Why the connection may no longer act (its key or user, K1-K3), audited; `None` while it
-    /// may.
+    /// may. Checked here, on the connection's task: it is a hash and a lookup under the model's
+    /// shared lock (as a property read is), and a thousand devices ask every second (a job on
+    /// another thread each would keep a thread, and its memory, per device).
     async fn refused(&self) -> Option<String> {
-        let (app, peer, key) = (self.app.clone(), self.peer.clone(), self.key.to_string());
-        let user = self.caller.name.clone();
-        blocking(move || check_still(&app, &peer, &key, &user))
-            .await
-            .unwrap_or(Some("the check failed".into()))
+        match crate::http::auth::check_key(self.app, self.key, self.peer) {
+            Ok((caller, _)) if *caller.name == *self.caller.name => None,
+            Ok(_) => Some("the key now belongs to another user".into()),
+            Err(refused) => {
+                let why = format!(
+                    "the connection's key or user no longer signs in: {}",
+                    refused.detail
+                );
+                let (app, addr) = (self.app.clone(), self.peer.addr);
+                blocking(move || {
+                    crate::state::auth::audit_refusal(&app, &refused, addr, Some(ENDPOINT))
+                })
+                .await;
+                Some(why)
+            }
+        }
     }
 
     /// One message of the authenticated connection.
@@ -587,70 +755,29 @@ impl Link<'_> {
                         return Handled::Answer(answer(&header, Code::BAD_REQUEST, Some(why)));
                     }
                 };
-                let (app, peer, key, caller) = (
-                    self.app.clone(),
-                    self.peer.clone(),
-                    self.key.to_string(),
-                    self.caller.clone(),
-                );
-                let (conn, thing) = (self.conn, r.entity_name);
-                let outcome = blocking(move || {
-                    if let Some(why) = check_still(&app, &peer, &key, &caller.name) {
-                        return Err(why);
-                    }
-                    Ok(crate::api::edge::push(&app, &caller, conn, &thing, values))
-                })
-                .await;
-                match outcome {
-                    Some(Ok(Ok(_))) => Handled::Answer(answer(&header, Code::SUCCESS, None)),
-                    Some(Ok(Err(e))) => Handled::Answer(answer(
+                if let Some(why) = self.refused().await {
+                    return Handled::Refused(
+                        why.clone(),
+                        answer(&header, Code::UNAUTHORIZED, Some(why)),
+                    );
+                }
+                let push = crate::api::edge::Push {
+                    caller: self.caller.clone(),
+                    conn: self.conn,
+                    thing: r.entity_name,
+                    values,
+                };
+                match pushed(self.app, push).await {
+                    Some(Ok(_)) => Handled::Answer(answer(&header, Code::SUCCESS, None)),
+                    Some(Err(e)) => Handled::Answer(answer(
                         &header,
                         Code::for_http_status(e.status.as_u16()),
                         Some(e.message),
                     )),
-                    Some(Err(why)) => Handled::Refused(
-                        why.clone(),
-                        answer(&header, Code::UNAUTHORIZED, Some(why)),
-                    ),
                     None => Handled::Answer(answer(&header, Code::INTERNAL_SERVER_ERROR, None)),
                 }
             }
-            Body::Request(r) => {
-                let (app, peer, key, caller) = (
-                    self.app.clone(),
-                    self.peer.clone(),
-                    self.key.to_string(),
-                    self.caller.clone(),
-                );
-                let conn = self.conn;
-                let outcome = blocking(move || {
-                    if let Some(why) = check_still(&app, &peer, &key, &caller.name) {
-                        return Err(why);
-                    }
-                    let _handling = Handling::of(conn);
-                    Ok(
-                        device_request(&app, &caller, header.code, r).inspect_err(|e| {
-                            e.audit_denial(&app, &caller.name, json!({"via": "AlwaysOn"}))
-                        }),
-                    )
-                })
-                .await;
-                match outcome {
-                    Some(Ok(Ok(content))) => {
-                        Handled::Answer(Message::answer(&header, Code::SUCCESS, None, content))
-                    }
-                    Some(Ok(Err(e))) => Handled::Answer(answer(
-                        &header,
-                        Code::for_http_status(e.status.as_u16()),
-                        Some(e.message),
-                    )),
-                    Some(Err(why)) => Handled::Refused(
-                        why.clone(),
-                        answer(&header, Code::UNAUTHORIZED, Some(why)),
-                    ),
-                    None => Handled::Answer(answer(&header, Code::INTERNAL_SERVER_ERROR, None)),
-                }
-            }
+            Body::Request(r) => Handled::Spawn(header, r),
             Body::Response(_) => Handled::Nothing,
         }
     }
@@ -659,6 +786,8 @@ impl Link<'_> {
 enum Handled {
     Answer(Message),
     Nothing,
+    /// A device's own request: answered by a task of its own, beside the connection's loop.
+    Spawn(Header, Request),
     /// The connection may no longer act: the answer, then the connection closes.
     Refused(String, Message),
 }
@@ -760,6 +889,53 @@ fn bind_all(
     }
 }
 
+/// The answer to a device's own request, and why the connection must close (its key or user
+/// no longer signs in), if it must.
+async fn answer_request(
+    app: Arc<App>,
+    peer: Peer,
+    key: String,
+    caller: Caller,
+    conn: u64,
+    header: Header,
+    r: Request,
+) -> (Message, Option<String>) {
+    let Ok(_permit) = DEVICE_REQUESTS.acquire().await else {
+        return (answer(&header, Code::INTERNAL_SERVER_ERROR, None), None);
+    };
+    let outcome = tokio::task::spawn_blocking(move || {
+        if let Some(why) = check_still(&app, &peer, &key, &caller.name) {
+            return Err(why);
+        }
+        let _handling = Handling::of(conn);
+        Ok(device_request(&app, &caller, header.code, r)
+            .inspect_err(|e| e.audit_denial(&app, &caller.name, json!({"via": "AlwaysOn"}))))
+    })
+    .await;
+    match outcome {
+        Ok(Ok(Ok(content))) => (Message::answer(&header, Code::SUCCESS, None, content), None),
+        Ok(Ok(Err(e))) => (
+            answer(
+                &header,
+                Code::for_http_status(e.status.as_u16()),
+                Some(e.message),
+            ),
+            None,
+        ),
+        Ok(Err(why)) => (
+            answer(&header, Code::UNAUTHORIZED, Some(why.clone())),
+            Some(why),
+        ),
+        Err(_) => (answer(&header, Code::INTERNAL_SERVER_ERROR, None), None),
+    }
+}
+
+/// Devices' own requests being answered at once, over all connections: each may wait (for
+/// another device, a slow service) and holds a thread while it does.
+static DEVICE_REQUESTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(64);
+/// A device's own requests answered at once; past them, SERVICE_UNAVAILABLE.
+const REQUESTS_PER_DEVICE: usize = 4;
+
 /// A device's request other than a push (C1: as the key's user, every check applied): GET and
 /// PUT of a property, POST of a service or an event, of any entity the protocol names. The
 /// answer's content: the API's answer as an InfoTable.
@@ -778,6 +954,8 @@ fn device_request(
             ),
         ));
     };
+    convert::within_budget(r.params.as_ref())
+        .map_err(|why| ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, why))?;
     let (entity, name) = (r.entity_name.as_str(), r.name.as_str());
     let reply = match (code, r.characteristic) {
         (Code::GET, codes::PROPERTIES) => {
@@ -823,6 +1001,7 @@ fn device_request(
 fn vtqs(params: Option<&Table>) -> Result<Vec<crate::api::edge::Vtq>, String> {
     let shape = "UpdateSubscribedPropertyValues takes values, an InfoTable of name, value, time and quality";
     let p = params.ok_or(shape)?;
+    convert::within_budget(Some(p))?;
     let column = p.field("values").ok_or(shape)?;
     let Some(Value::InfoTable(t)) = p
         .rows

@@ -151,6 +151,34 @@ pub struct Connection {
     pub traffic: Arc<Traffic>,
     /// Requests for the device (its task sends them).
     outbound: tokio::sync::mpsc::Sender<Outbound>,
+    /// Requests for the device queued or waiting for its answer now.
+    in_flight: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// Threads waiting for a device's answer now, over all devices, at most [`MAX_WAITING`].
+static WAITING: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+/// The most threads that wait for devices at once: past it, 503 at once (each waits up to its
+/// binding's timeout, and holds its thread meanwhile).
+pub const MAX_WAITING: usize = 256;
+
+/// Takes one of a count's places while it lives; `None` when the count is at `max`.
+struct Place<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl<'a> Place<'a> {
+    fn take(count: &'a std::sync::atomic::AtomicUsize, max: usize) -> Option<Place<'a>> {
+        count
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Place(count))
+    }
+}
+
+impl Drop for Place<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// The connections of this server and the Things they have bound.
@@ -209,6 +237,7 @@ impl Edge {
                 gateway: None,
                 traffic,
                 outbound,
+                in_flight: Arc::default(),
             },
         );
         (id, requests)
@@ -223,14 +252,17 @@ impl Edge {
         request: Request,
         timeout: Duration,
     ) -> Result<Answer, Unanswered> {
-        let outbound = {
+        let (outbound, in_flight) = {
             let inner = self.lock();
             let id = inner.bound.get(thing).ok_or(Unanswered::NotBound)?;
             if HANDLING.with(|h| h.get()) == Some(*id) {
                 return Err(Unanswered::Loop);
             }
-            inner.connections[id].outbound.clone()
+            let c = &inner.connections[id];
+            (c.outbound.clone(), c.in_flight.clone())
         };
+        let _mine = Place::take(&in_flight, self.limits.max_in_flight).ok_or(Unanswered::Busy)?;
+        let _waiting = Place::take(&WAITING, MAX_WAITING).ok_or(Unanswered::Busy)?;
         let (reply, answer) = std::sync::mpsc::sync_channel(1);
         outbound
             .try_send(Outbound {

@@ -7,6 +7,48 @@ use serde_json::{Map, Value as Json, json};
 use thinghost_alwayson::{Field, Table, Value, codes};
 use thinghost_core::BaseType;
 
+/// The most memory the JSON of one message's InfoTables may take: 32 times the largest
+/// message (the REST API's body budget, K5). A table's JSON repeats each field's name in every
+/// row, so a small message can describe a large value: it is measured before it is built.
+pub const MAX_JSON_BYTES: usize = 32 << 20;
+
+/// About how many bytes `t` takes as JSON (names repeated per row, nested tables counted).
+pub fn json_cost(t: &Table) -> usize {
+    let names: usize = t.fields.iter().map(|f| f.name.len() + 48).sum();
+    let mut cost = names.saturating_mul(2);
+    for r in &t.rows {
+        cost = cost.saturating_add(names);
+        for v in r {
+            cost = cost.saturating_add(value_cost(v));
+        }
+        if cost > MAX_JSON_BYTES {
+            return cost;
+        }
+    }
+    cost
+}
+
+fn value_cost(v: &Value) -> usize {
+    match v {
+        Value::Text(_, s) => s.len() + 16,
+        Value::Bytes(_, b) => b.len() * 4 / 3 + 16,
+        Value::Variant(inner) => value_cost(inner),
+        Value::InfoTable(t) => json_cost(t),
+        _ => 32,
+    }
+}
+
+/// Refuses a table whose JSON would take more than [`MAX_JSON_BYTES`].
+pub fn within_budget(t: Option<&Table>) -> Result<(), String> {
+    match t {
+        Some(t) if json_cost(t) > MAX_JSON_BYTES => Err(format!(
+            "the InfoTable would take more than {} MiB as JSON (its field names repeat in every row); send fewer rows or shorter names",
+            MAX_JSON_BYTES >> 20
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// The wire's base-type byte of a model type (a type the wire does not name goes as STRING).
 pub fn wire_type(bt: BaseType) -> u8 {
     codes::base_type_byte(bt.name()).unwrap_or(codes::STRING)
@@ -178,6 +220,7 @@ pub fn answer_reply(
     field: &str,
     bt: BaseType,
 ) -> Result<Reply, String> {
+    within_budget(content)?;
     let Some(t) = content else {
         return Ok(match bt {
             BaseType::Nothing => Reply::Empty,
@@ -251,6 +294,19 @@ mod tests {
         let back = thinghost_core::infotable::InfoTable::from_json(&table_json(&wire)).unwrap();
         assert_eq!(back.fields, t.fields);
         assert_eq!(back.rows[0], t.rows[0]);
+    }
+
+    #[test]
+    fn a_table_whose_json_would_be_huge_is_measured_before_it_is_built() {
+        // 1 MiB on the wire: a 500 KB field name and 100,000 empty rows would be 50 GB of JSON.
+        let t = Table {
+            fields: vec![Field::new("n".repeat(500_000), codes::STRING)],
+            rows: vec![vec![Value::Nothing]; 100_000],
+        };
+        assert!(within_budget(Some(&t)).is_err());
+        let small = Table::single("Temp", Value::Number(1.0));
+        assert!(within_budget(Some(&small)).is_ok());
+        assert!(within_budget(None).is_ok());
     }
 
     #[test]
