@@ -205,6 +205,68 @@ pub fn thinghost(args: &[&str]) -> Output {
         .expect("thinghost runs")
 }
 
+/// A `thinghost` command running as a process (a simulated device, a remote-access client):
+/// its output lines (standard output and error) as they come. Killed when dropped.
+pub struct Running {
+    pub child: std::process::Child,
+    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Running {
+    pub fn start<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Running {
+        use std::io::{BufRead, BufReader};
+        let mut child = Command::new(thinghost_bin())
+            .args(args)
+            .env_remove("THINGHOST_DATA")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("thinghost starts");
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        for out in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let lines = lines.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(out).lines().map_while(Result::ok) {
+                    lines.lock().unwrap().push(line);
+                }
+            });
+        }
+        Running { child, lines }
+    }
+
+    /// Waits for a line containing `text`.
+    pub fn wait_for(&self, text: &str) -> String {
+        within_20s(&format!("the process says {text:?}"), || {
+            self.lines
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|l| l.contains(text))
+                .cloned()
+        })
+    }
+
+    /// Everything it said so far.
+    pub fn said(&self) -> String {
+        self.lines.lock().unwrap().join("\n")
+    }
+
+    /// Waits for it to exit (at most 20 s): its exit status.
+    pub fn exited(&mut self) -> std::process::ExitStatus {
+        within_20s("the process exits", || self.child.try_wait().unwrap())
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// `thinghost model --data DIR import FILE`, which must succeed.
 pub fn import(dir: &Path, file: &Path) {
     let o = thinghost(&[

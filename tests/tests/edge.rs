@@ -741,61 +741,28 @@ fn c4_pushed_values_are_writes_of_the_keys_user_all_or_nothing() {
 }
 
 /// `thinghost edge simulate`, the project's device, as a process: its lines as they come.
-struct Simulator {
-    child: std::process::Child,
-    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
-}
+struct Simulator(thinghost_tests::Running);
 
 impl Simulator {
     fn start(s: &Server, key_file: &Path, extra: &[&str]) -> Simulator {
-        use std::io::{BufRead, BufReader};
         let ca = s.dir.join("dev-cert.pem");
-        let mut child = std::process::Command::new(thinghost_tests::thinghost_bin())
-            .args(["edge", "simulate", "--url", &s.url, "--ca-cert"])
-            .arg(&ca)
-            .arg("--app-key-file")
-            .arg(key_file)
-            .args(extra)
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("thinghost edge simulate starts");
-        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        for out in [
-            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
-            Box::new(child.stderr.take().unwrap()),
-        ] {
-            let lines = lines.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(out).lines().map_while(Result::ok) {
-                    lines.lock().unwrap().push(line);
-                }
-            });
-        }
-        Simulator { child, lines }
+        let mut args: Vec<std::ffi::OsString> = ["edge", "simulate", "--url", &s.url, "--ca-cert"]
+            .iter()
+            .map(Into::into)
+            .collect();
+        args.push(ca.into());
+        args.push("--app-key-file".into());
+        args.push(key_file.into());
+        args.extend(extra.iter().map(Into::into));
+        Simulator(thinghost_tests::Running::start(&args))
     }
 
-    /// Waits for a line containing `text`.
     fn wait_for(&self, text: &str) -> String {
-        thinghost_tests::within_20s(&format!("the simulator says {text:?}"), || {
-            self.lines
-                .lock()
-                .unwrap()
-                .iter()
-                .find(|l| l.contains(text))
-                .cloned()
-        })
+        self.0.wait_for(text)
     }
 
     fn said(&self) -> String {
-        self.lines.lock().unwrap().join("\n")
-    }
-}
-
-impl Drop for Simulator {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.0.said()
     }
 }
 

@@ -102,6 +102,24 @@ fn thing(s: &Server, admin: &str, name: &str, template: &str) {
         &format!("{ES}/CreateThing"),
         json!({"name": name, "thingTemplateName": template}),
     );
+    // The endpoints the tests' sessions name (C7: nothing is allowed by default).
+    if template == "RemoteThingWithTunnels" {
+        allow(s, admin, name, json!(["10.0.0.5:22", "10.0.0.9:5900"]));
+    }
+}
+
+/// Sets the endpoints `thing`'s tunnels may reach (as `key`'s user): the status.
+fn allow(s: &Server, key: &str, thing: &str, endpoints: Json) -> u16 {
+    s.client
+        .put(s.at(&format!(
+            "/Thingworx/Things/{thing}/Properties/allowedEndpoints"
+        )))
+        .header("appKey", key)
+        .json(&json!({ "allowedEndpoints": endpoints }))
+        .send()
+        .unwrap()
+        .status()
+        .as_u16()
 }
 
 /// A grant Thing and what goes with it: RAE's or ACE's.
@@ -482,10 +500,16 @@ fn tws(s: &Server, headers: &[(&str, &str)]) -> Result<Socket, u16> {
     }
 }
 
+/// The next JSON message (the tunnel's events, which the tunnel tests read, are skipped).
 fn receive(socket: &mut Socket) -> Json {
     loop {
         match socket.read().unwrap() {
-            tungstenite::Message::Text(t) => return serde_json::from_str(t.as_str()).unwrap(),
+            tungstenite::Message::Text(t) => {
+                let v: Json = serde_json::from_str(t.as_str()).unwrap();
+                if v["event"] != "tunnel" {
+                    return v;
+                }
+            }
             tungstenite::Message::Close(_) => return Json::Null,
             _ => continue,
         }
@@ -1258,4 +1282,460 @@ fn b2_ace_overrides_raes_start_session_reloads_and_rae_stays_while_ace_needs_it(
         result(&s, &ra, "Tunnel1", "StartSession", endpoint)["provider"],
         "ThingworxInternalRemoteAccessProvider"
     );
+}
+
+// ---- tunnels (C7) ----------------------------------------------------------------------------
+
+const HUB: &str = "/Thingworx/Things/ConnectionServicesHub/Services/GrantThingTemplatePermissions";
+
+/// An echo server on loopback, the device's endpoint: its port.
+fn echo_server() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().map_while(Result::ok) {
+            std::thread::spawn(move || {
+                let mut r = conn.try_clone().unwrap();
+                let mut w = conn;
+                let _ = std::io::copy(&mut r, &mut w);
+                let _ = w.shutdown(std::net::Shutdown::Write);
+            });
+        }
+    });
+    port
+}
+
+/// A free local port.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The seed 002 set-up for tunnels: raUser granted on Device1 (allowed to reach the echo
+/// server), the device's own user `dev1` (granted as CSE grants a device), and the simulated
+/// device bound to Device1 with `--tunnels`.
+struct Rig {
+    _t: tempfile::TempDir,
+    s: Server,
+    admin: String,
+    ra: String,
+    echo: u16,
+    device_key: PathBuf,
+    device: Option<thinghost_tests::Running>,
+}
+
+fn rig() -> Rig {
+    let t = tempfile::tempdir().unwrap();
+    let (s, ra) = granted_device(t.path(), &[]);
+    let admin = s.admin_key();
+    ok(
+        &s,
+        &admin,
+        &format!("{ES}/CreateUser"),
+        json!({"name": "dev1", "password": "a long password 1"}),
+    );
+    ok(
+        &s,
+        &admin,
+        &format!("{ES}/CreateGroup"),
+        json!({"name": "devices"}),
+    );
+    ok(
+        &s,
+        &admin,
+        "/Thingworx/Groups/devices/Services/AddMember",
+        json!({"member": "dev1", "type": "User"}),
+    );
+    ok(
+        &s,
+        &admin,
+        &format!("{ES}/CreateOrganization"),
+        json!({"name": "devOrg"}),
+    );
+    ok(
+        &s,
+        &admin,
+        "/Thingworx/Organizations/devOrg/Services/AddMember",
+        json!({"name": "devOrg", "member": "devices", "type": "Group"}),
+    );
+    ok(
+        &s,
+        &admin,
+        HUB,
+        json!({"thingTemplateName": "RemoteThingWithTunnels", "organizationName": "devOrg", "userGroupName": "devices"}),
+    );
+    let v = ok(
+        &s,
+        &admin,
+        &format!("{ES}/CreateApplicationKey"),
+        json!({"name": "dev1-key", "user": "dev1"}),
+    );
+    let device_key = t.path().join("dev1.key");
+    std::fs::write(&device_key, v["rows"][0]["keyId"].as_str().unwrap()).unwrap();
+    let echo = echo_server();
+    assert_eq!(
+        allow(&s, &admin, "Device1", json!([format!("127.0.0.1:{echo}")])),
+        200
+    );
+    let mut r = Rig {
+        _t: t,
+        s,
+        admin,
+        ra,
+        echo,
+        device_key,
+        device: None,
+    };
+    r.device = Some(r.simulate());
+    r
+}
+
+impl Rig {
+    fn ca(&self) -> PathBuf {
+        self.s.dir.join("dev-cert.pem")
+    }
+
+    fn simulate(&self) -> thinghost_tests::Running {
+        let sim = thinghost_tests::Running::start(&[
+            "edge".as_ref(),
+            "simulate".as_ref(),
+            "--url".as_ref(),
+            self.s.url.as_ref(),
+            "--ca-cert".as_ref(),
+            self.ca().as_os_str(),
+            "--app-key-file".as_ref(),
+            self.device_key.as_os_str(),
+            "--thing".as_ref(),
+            "Device1".as_ref(),
+            "--tunnels".as_ref(),
+            std::ffi::OsStr::new("--property=status=ok"),
+        ]);
+        sim.wait_for("bound Device1");
+        sim
+    }
+
+    /// A session of raUser to the echo server (or `endpoint`): its launch URI.
+    fn session(&self, endpoint: Option<&str>) -> String {
+        let endpoint = endpoint
+            .map(str::to_string)
+            .unwrap_or_else(|| format!("127.0.0.1:{}", self.echo));
+        let started = result(
+            &self.s,
+            &self.ra,
+            "Device1",
+            "StartSession",
+            json!({ "remoteEndpoint": endpoint }),
+        );
+        started["launchUri"].as_str().unwrap().to_string()
+    }
+
+    /// `thinghost rac connect URI --local-port P`.
+    fn rac(&self, uri: &str, port: u16) -> thinghost_tests::Running {
+        thinghost_tests::Running::start(&[
+            "rac".as_ref(),
+            "connect".as_ref(),
+            std::ffi::OsStr::new(uri),
+            "--local-port".as_ref(),
+            std::ffi::OsStr::new(&port.to_string()),
+            "--ca-cert".as_ref(),
+            self.ca().as_os_str(),
+        ])
+    }
+}
+
+/// Sends `n` bytes of a pseudo-random stream through `port` while reading what comes back:
+/// (sha-256 of what was sent, of what came back).
+fn round_trip(port: u16, n: usize, seed: u64) -> (Vec<u8>, Vec<u8>) {
+    use sha2::Digest;
+    use std::io::{Read, Write};
+    let conn = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    conn.set_read_timeout(Some(std::time::Duration::from_secs(60)))
+        .unwrap();
+    let mut w = conn.try_clone().unwrap();
+    let writer = std::thread::spawn(move || {
+        let mut sent = sha2::Sha256::new();
+        let mut x = seed | 1;
+        let mut left = n;
+        let mut buf = vec![0u8; 64 * 1024];
+        while left > 0 {
+            let len = left.min(buf.len());
+            for b in &mut buf[..len] {
+                // xorshift: bytes that a lost or reordered chunk would not reproduce.
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                *b = x as u8;
+            }
+            w.write_all(&buf[..len]).unwrap();
+            sent.update(&buf[..len]);
+            left -= len;
+        }
+        sent.finalize().to_vec()
+    });
+    let mut r = conn;
+    let mut got = sha2::Sha256::new();
+    let mut total = 0;
+    let mut buf = vec![0u8; 64 * 1024];
+    while total < n {
+        let k = r.read(&mut buf).expect("the echo comes back");
+        assert!(k > 0, "the tunnel closed after {total} of {n} bytes");
+        got.update(&buf[..k]);
+        total += k;
+    }
+    (writer.join().unwrap(), got.finalize().to_vec())
+}
+
+/// C7: a session's tunnel carries the bytes unchanged both ways between the remote-access
+/// client and the device's endpoint: 10 MiB each way, hashes compared, while a second session
+/// runs beside it; the end of a local connection ends its tunnel, and the next one opens
+/// another; each tunnel is audited with its bytes each way.
+#[test]
+fn c7_a_tunnel_carries_10_mib_each_way_unchanged_beside_another_session() {
+    let r = rig();
+    let (p1, p2) = (free_port(), free_port());
+    let a = r.rac(&r.session(None), p1);
+    let b = r.rac(&r.session(None), p2);
+    a.wait_for("listening on");
+    b.wait_for("listening on");
+    const MIB10: usize = 10 << 20;
+    let beside = std::thread::spawn(move || round_trip(p2, MIB10, 7));
+    let (sent, back) = round_trip(p1, MIB10, 3);
+    assert_eq!(sent, back, "what came back through the tunnel differs");
+    let (sent2, back2) = beside.join().unwrap();
+    assert_eq!(sent2, back2);
+    assert_ne!(sent, sent2);
+    a.wait_for("tunnel closed");
+    // The next local connection gets a tunnel of its own.
+    let (sent, back) = round_trip(p1, 1000, 5);
+    assert_eq!(sent, back);
+    thinghost_tests::within_20s("three tunnels end, audited", || {
+        let ended = audited(&r.s, "tunnelEnded");
+        (ended.len() >= 3).then_some(ended)
+    });
+    let ended = audited(&r.s, "tunnelEnded");
+    let big: Vec<&Json> = ended
+        .iter()
+        .filter(|e| e["args"]["bytesToDevice"] == json!(MIB10))
+        .collect();
+    assert_eq!(big.len(), 2, "{ended:?}");
+    for e in &big {
+        assert_eq!(e["args"]["bytesFromDevice"], json!(MIB10), "{e}");
+        assert_eq!(e["user"], "raUser");
+        assert_eq!(e["category"], "REMOTE_ACCESS");
+        assert_eq!(e["args"]["deviceUser"], "dev1");
+        assert_eq!(e["args"]["endpoint"], format!("127.0.0.1:{}", r.echo));
+    }
+    assert_eq!(audited(&r.s, "tunnelStarted").len(), 3);
+    let device = r.device.as_ref().unwrap();
+    device.wait_for(&format!("{MIB10} bytes to the endpoint, {MIB10} from it"));
+}
+
+/// C7 refusals, each told to the client with its reason and audited: a nonce used twice; an
+/// endpoint the Thing does not list (at StartSession, and at the tunnel when the list changed
+/// since); a device not connected; a device-side connection with an unknown tunnel id. The list
+/// is the Thing's design: raUser, and the device's own user, may not change it.
+#[test]
+fn c7_refused_tunnels_say_why_and_are_audited() {
+    let mut r = rig();
+    // Not listed: refused before anything starts.
+    let (st, v) = call(
+        &r.s,
+        &r.ra,
+        "Device1",
+        "StartSession",
+        json!({"remoteEndpoint": "127.0.0.1:1"}),
+    );
+    assert_eq!(st, 403, "{v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("allowedEndpoints"),
+        "{v}"
+    );
+    let (st, v) = call(
+        &r.s,
+        &r.ra,
+        "Device1",
+        "StartSession",
+        json!({"remoteEndpoint": "nowhere"}),
+    );
+    assert_eq!(st, 400, "{v}");
+    // Only someone with Update on Device1 changes the list.
+    assert_eq!(allow(&r.s, &r.ra, "Device1", json!(["127.0.0.1:1"])), 403);
+    let dev_key = std::fs::read_to_string(&r.device_key).unwrap();
+    assert_eq!(
+        allow(&r.s, &dev_key, "Device1", json!(["127.0.0.1:1"])),
+        403
+    );
+
+    // A nonce is good once: the second client is refused and says so.
+    let uri = r.session(None);
+    let first = r.rac(&uri, free_port());
+    first.wait_for("listening on");
+    let mut second = r.rac(&uri, free_port());
+    assert!(!second.exited().success());
+    assert!(second.said().contains("401"), "{}", second.said());
+    assert!(second.said().contains("nonce"), "{}", second.said());
+    drop(first);
+
+    // Listed when the session started, no longer when the client connects.
+    let uri = r.session(None);
+    assert_eq!(
+        allow(&r.s, &r.admin, "Device1", json!(["127.0.0.1:2"])),
+        200
+    );
+    let mut refused = r.rac(&uri, free_port());
+    assert!(!refused.exited().success());
+    assert!(
+        refused.said().contains("does not allow the endpoint"),
+        "{}",
+        refused.said()
+    );
+    assert_eq!(
+        allow(
+            &r.s,
+            &r.admin,
+            "Device1",
+            json!([format!("127.0.0.1:{}", r.echo)])
+        ),
+        200
+    );
+
+    // The device not connected.
+    r.device = None;
+    thinghost_tests::within_20s("Device1 disconnected", || {
+        let (_, v) = get(
+            &r.s,
+            &r.admin,
+            "/Thingworx/Things/Device1/Properties/isConnected",
+        );
+        (v["rows"][0]["isConnected"] == json!(false)).then_some(())
+    });
+    let mut unbound = r.rac(&r.session(None), free_port());
+    assert!(!unbound.exited().success());
+    assert!(
+        unbound.said().contains("is not connected"),
+        "{}",
+        unbound.said()
+    );
+    let refusals = audited(&r.s, "tunnelRefused");
+    assert!(refusals.len() >= 2, "{refusals:?}");
+    assert!(
+        refusals
+            .iter()
+            .all(|e| e["category"] == "REMOTE_ACCESS" && e["user"] == "raUser"),
+        "{refusals:?}"
+    );
+
+    // A device-side connection for a tunnel nobody waits for: 404, audited.
+    let stream = thinghost_tests::tls_stream(&r.s);
+    stream
+        .sock
+        .set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    let mut request = tungstenite::client::IntoClientRequest::into_client_request(format!(
+        "wss://localhost:{}/Thingworx/WSTunnelServer/0123456789abcdef0123456789abcdef",
+        r.s.port()
+    ))
+    .unwrap();
+    request
+        .headers_mut()
+        .insert("appKey", dev_key.trim().parse().unwrap());
+    match tungstenite::client::client(request, stream) {
+        Err(tungstenite::HandshakeError::Failure(tungstenite::Error::Http(res))) => {
+            assert_eq!(res.status(), 404)
+        }
+        other => panic!("not refused: {:?}", other.map(|_| ())),
+    }
+    thinghost_tests::within_20s("the device side's refusal audited", || {
+        audited(&r.s, "tunnelRefused")
+            .into_iter()
+            .find(|e| e["args"]["side"] == "device" && e["user"] == "dev1")
+    });
+}
+
+/// C7 with K3: a user disabled while their tunnel carries bytes is cut off within about a
+/// second: the client is told why and exits, the local connection closes, the end audited
+/// with the reason.
+#[test]
+fn c7_a_user_disabled_mid_tunnel_is_cut_off() {
+    use std::io::{Read, Write};
+    let r = rig();
+    let port = free_port();
+    let mut client = r.rac(&r.session(None), port);
+    client.wait_for("listening on");
+    let mut conn = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    conn.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    conn.write_all(b"hello").unwrap();
+    let mut buf = [0u8; 5];
+    conn.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"hello");
+    ok(
+        &r.s,
+        &r.admin,
+        "/Thingworx/Users/raUser/Services/DisableUser",
+        json!({}),
+    );
+    let cut = std::time::Instant::now();
+    let mut rest = Vec::new();
+    // The local connection closes (EOF or reset), whatever was in flight.
+    let _ = conn.read_to_end(&mut rest);
+    assert!(
+        cut.elapsed() < std::time::Duration::from_secs(3),
+        "closed after {:?}",
+        cut.elapsed()
+    );
+    client.exited();
+    assert!(client.said().contains("disabled"), "{}", client.said());
+    let ended = thinghost_tests::within_20s("the tunnel's end audited", || {
+        audited(&r.s, "tunnelEnded").into_iter().next()
+    });
+    assert!(
+        ended["args"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("disabled"),
+        "{ended}"
+    );
+}
+
+/// Seed 002 and C7: the grantee tunnels (the other tests); a user of the same organization
+/// without the group's grant cannot start a session, so cannot tunnel.
+#[test]
+fn c7_only_the_seed_002_grantee_may_tunnel() {
+    let r = rig();
+    ok(
+        &r.s,
+        &r.admin,
+        &format!("{ES}/CreateUser"),
+        json!({"name": "other", "password": "a long password 1"}),
+    );
+    ok(
+        &r.s,
+        &r.admin,
+        "/Thingworx/Organizations/raOrg/Services/AddMember",
+        json!({"name": "raOrg", "member": "other", "type": "User"}),
+    );
+    let v = ok(
+        &r.s,
+        &r.admin,
+        &format!("{ES}/CreateApplicationKey"),
+        json!({"name": "other-key", "user": "other"}),
+    );
+    let other = v["rows"][0]["keyId"].as_str().unwrap().to_string();
+    let (st, v) = call(
+        &r.s,
+        &other,
+        "Device1",
+        "StartSession",
+        json!({"remoteEndpoint": format!("127.0.0.1:{}", r.echo)}),
+    );
+    assert!(st == 403 || st == 404, "{st} {v}");
+    let port = free_port();
+    let client = r.rac(&r.session(None), port);
+    client.wait_for("listening on");
+    let (sent, back) = round_trip(port, 4096, 11);
+    assert_eq!(sent, back);
 }

@@ -371,6 +371,9 @@ fn plan(
             },
             format_args!("Things/{thing}/Properties/{name}"),
         )
+        .and_then(|_| {
+            crate::api::entities::require_design_write(m, caller, Kind::Thing, thing, name)
+        })
         .map_err(|e| {
             let mut e = denied(e);
             e.message.push_str("; nothing was written");

@@ -137,6 +137,7 @@ pub fn write_property(
         drop(db);
         return crate::api::edge::write_remote(app, name, prop, def.base_type, &value, &binding);
     }
+    require_design_write(db.model(), caller, kind, name, prop)?;
     // Who a timer or scheduler fires as (B7): the user itself, or an administrator, names it;
     // anyone else could make code run with another's rights.
     if prop == RUN_AS_USER
@@ -290,6 +291,38 @@ fn description(m: &Model, caller: &Caller, e: &Entity) -> Json {
         v["definitions"] = json!(defs);
     }
     v
+}
+
+/// Properties whose value is part of the Thing's design: a write of one needs `Update` on the
+/// Thing besides `PropertyWrite` on the property (C7: where its tunnels may reach).
+const DESIGN_PROPERTIES: &[&str] = &[crate::api::tunnels::ALLOWED_ENDPOINTS];
+
+/// The check a write of a design property needs beyond its `PropertyWrite` (every write path
+/// calls it: REST, scripts, extensions, devices' pushes).
+pub(crate) fn require_design_write(
+    m: &Model,
+    caller: &Caller,
+    kind: Kind,
+    name: &str,
+    prop: &str,
+) -> Result<(), ApiError> {
+    if !DESIGN_PROPERTIES.contains(&prop) {
+        return Ok(());
+    }
+    let Some(id) = m.access().id(kind, name) else {
+        return Ok(());
+    };
+    require(
+        m,
+        caller,
+        Permission::Update,
+        Target::Entity { id, resource: None },
+        format_args!(
+            "{}/{name} (property {prop} is part of its design)",
+            kind.collection()
+        ),
+    )
+    .map(|_| ())
 }
 
 /// The property that names who a timer or scheduler fires as.

@@ -364,6 +364,10 @@ impl Host for HostCtx {
                 }
                 let thing_id = {
                     let db = self.app.db.read().unwrap_or_else(|p| p.into_inner());
+                    crate::api::tunnels::parse_endpoint(&endpoint).map_err(HostError::Invalid)?;
+                    // C7: an endpoint the Thing does not list is refused before anything starts.
+                    crate::api::tunnels::endpoint_allowed(db.model(), &self.me, &endpoint, true)
+                        .map_err(HostError::Denied)?;
                     db.model().access().id(Kind::Thing, &self.me)
                 };
                 let Some(thing_id) = thing_id else {

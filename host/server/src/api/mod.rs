@@ -19,6 +19,7 @@ pub mod script;
 pub mod security;
 pub mod services;
 pub mod table;
+pub mod tunnels;
 
 use crate::state::app::App;
 use crate::state::auth::Caller;

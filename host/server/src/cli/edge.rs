@@ -82,6 +82,11 @@ pub struct Simulate {
     /// each is answered (for measuring; the final line gives the values per second).
     #[arg(long, value_name = "K", default_value_t = 0)]
     pub in_flight: u32,
+    /// Open the remote-access tunnels the platform asks for (StartTunnel): connect to the
+    /// endpoint on this machine and relay it to the platform, as the vendor's tunnel manager
+    /// does. Without it, the device refuses them.
+    #[arg(long)]
+    pub tunnels: bool,
     /// Print nothing but failures and the final figures.
     #[arg(long)]
     pub quiet: bool,
@@ -162,6 +167,8 @@ pub struct DeviceSpec {
     pub label: String,
     /// Pushes kept waiting for their answer (0: push at start and at `every` only).
     pub in_flight: u32,
+    /// Open the tunnels the platform asks for.
+    pub tunnels: bool,
 }
 
 const CHUNK: usize = 8192;
@@ -197,6 +204,7 @@ pub fn run(args: Args) -> Result<i32, Failure> {
             answer_delay: Duration::from_millis(s.answer_delay_ms),
             gateway: s.gateway.clone(),
             in_flight: s.in_flight,
+            tunnels: s.tunnels,
             verbose: !s.quiet,
             label: if s.devices == 1 {
                 "device".into()
@@ -313,7 +321,7 @@ pub async fn run_device(
     }
 }
 
-fn tls_config(ca_pem: Option<&[u8]>) -> Result<rustls::ClientConfig, String> {
+pub(crate) fn tls_config(ca_pem: Option<&[u8]>) -> Result<rustls::ClientConfig, String> {
     use rustls_pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
@@ -693,6 +701,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Device<S> {
                 }
                 Ok(())
             }
+            Body::Request(r)
+                if header.code == Code::POST
+                    && r.characteristic == codes::SERVICES
+                    && r.name == crate::api::tunnels::START_TUNNEL =>
+            {
+                let (code, reason) = self.start_tunnel(&r);
+                self.say(format_args!(
+                    "answered StartTunnel {}: {code}{}",
+                    r.entity_name,
+                    reason
+                        .as_deref()
+                        .map(|r| format!(" ({r})"))
+                        .unwrap_or_default()
+                ));
+                self.figures.answered.fetch_add(1, Ordering::Relaxed);
+                self.send(&Message::answer(&header, code, reason, None))
+                    .await
+            }
             Body::Request(r) => {
                 if !self.spec.answer_delay.is_zero() {
                     tokio::time::sleep(self.spec.answer_delay).await;
@@ -715,6 +741,42 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Device<S> {
             }
             _ => Ok(()),
         }
+    }
+
+    /// `StartTunnel` (C7): with `--tunnels`, the tunnel's agent starts beside the connection
+    /// and the platform hears SUCCESS at once; without, a refusal.
+    fn start_tunnel(&self, r: &Request) -> (Code, Option<String>) {
+        if !self.spec.tunnels {
+            return (
+                Code::FORBIDDEN,
+                Some("this device opens no tunnels (simulate it with --tunnels)".into()),
+            );
+        }
+        if !self.values.contains_key(&r.entity_name) {
+            return (
+                Code::NOT_FOUND,
+                Some(format!("this device has no Thing {}", r.entity_name)),
+            );
+        }
+        let asked = match super::tunnel::TunnelAsked::from_row(&first_row(r.params.as_ref())) {
+            Ok(a) => a,
+            Err(e) => return (Code::BAD_REQUEST, Some(e)),
+        };
+        let (url, key, ca, label, verbose) = (
+            self.spec.url.clone(),
+            self.spec.key.clone(),
+            self.spec.ca_pem.clone(),
+            self.spec.label.clone(),
+            self.spec.verbose,
+        );
+        tokio::spawn(async move {
+            match super::tunnel::agent(&url, &key, ca.as_deref(), asked).await {
+                Ok(done) if verbose => println!("{label}: {done}"),
+                Ok(_) => {}
+                Err(e) => eprintln!("{label}: tunnel: {e}"),
+            }
+        });
+        (Code::SUCCESS, None)
     }
 
     /// The answer to a request of the platform: its code, reason, content, and the property to

@@ -15,6 +15,7 @@ mod plugin;
 pub mod remote;
 mod script;
 mod serve;
+pub mod tunnel;
 
 /// thinghost: a platform core for connected devices, in the style of PTC ThingWorx.
 #[derive(Parser, Debug)]
@@ -49,6 +50,9 @@ enum Command {
     /// Simulated devices that connect over AlwaysOn (/Thingworx/WS), push values and answer
     /// the platform's requests.
     Edge(edge::Args),
+    /// The remote-access client: present a session's nonce, then relay a local port to the
+    /// session's endpoint on the device (through its tunnel).
+    Rac(tunnel::Args),
 }
 
 /// An error that ends a command: printed as `error: ...`, exit status 2.
@@ -92,6 +96,7 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> i32 {
         Command::Access(a) => access::run(a),
         Command::Api(a) => api::run(a),
         Command::Edge(a) => edge::run(a),
+        Command::Rac(a) => tunnel::run(a),
     };
     match result {
         Ok(code) => code,

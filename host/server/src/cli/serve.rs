@@ -93,6 +93,16 @@ pub struct Args {
     /// Requests queued for or waiting on one device at once; past it, 503 (C5).
     #[arg(long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=4096))]
     edge_max_in_flight: u64,
+    /// How long a remote-access tunnel may carry no byte either way before it is closed (C7).
+    #[arg(long, value_name = "SECONDS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=86400))]
+    tunnel_idle_seconds: u64,
+    /// The most remote-access tunnels open at once over the server (C7).
+    #[arg(long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=10000))]
+    max_tunnels: u64,
+    /// The largest message a tunnel relays, in KiB: with four queued each way, about what one
+    /// tunnel holds in memory per direction (C7).
+    #[arg(long, value_name = "KIB", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=4096))]
+    tunnel_max_message_kib: u64,
     /// How long a remote-access nonce key is good for (it is good for one use).
     #[arg(long, value_name = "SECONDS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=3600))]
     nonce_lifetime_seconds: u64,
@@ -331,6 +341,14 @@ pub fn run(args: Args) -> Result<i32, Failure> {
                 idle: std::time::Duration::from_secs(args.edge_idle_seconds),
                 device_timeout: std::time::Duration::from_secs(args.edge_device_timeout_seconds),
                 max_in_flight: args.edge_max_in_flight as usize,
+                ..Default::default()
+            },
+        )),
+        tunnels: Arc::new(crate::state::tunnels::Tunnels::new(
+            crate::state::tunnels::TunnelLimits {
+                idle: std::time::Duration::from_secs(args.tunnel_idle_seconds),
+                max_open: args.max_tunnels as usize,
+                max_message: args.tunnel_max_message_kib as usize * 1024,
                 ..Default::default()
             },
         )),

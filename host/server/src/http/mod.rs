@@ -7,6 +7,7 @@ pub mod edge;
 pub mod lane;
 pub mod rest;
 pub mod tls;
+pub mod tunnel;
 pub mod tws;
 
 use crate::state::app::{App, LoggedUser, Peer};
@@ -29,6 +30,10 @@ pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/health", get(|| async { "ok" }))
         .route("/Thingworx/TWS", any(crate::http::tws::tws))
+        .route(
+            "/Thingworx/WSTunnelServer/{tid}",
+            any(crate::http::tunnel::device),
+        )
         .route("/Thingworx/WS", any(crate::http::edge::ws))
         .route("/Thingworx", any(api))
         .route("/Thingworx/{*rest}", any(api))

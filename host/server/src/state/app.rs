@@ -38,6 +38,9 @@ pub struct App {
     /// Devices connected over AlwaysOn and the Things they have bound (shared with the copies
     /// scripts run on: a device's connection is the server's).
     pub edge: std::sync::Arc<crate::state::edge::Edge>,
+    /// Remote-access tunnels open, and those waiting for their device's side (shared with the
+    /// copies scripts run on).
+    pub tunnels: std::sync::Arc<crate::state::tunnels::Tunnels<crate::state::tunnels::DeviceLink>>,
     /// The data directory (file repositories live under it).
     pub data_dir: std::path::PathBuf,
     /// How long audit entries stay online before `PurgeAuditData` removes them (U6).
@@ -98,6 +101,7 @@ impl App {
             reload_lock: Mutex::new(()),
             sessions: crate::state::sessions::Sessions::new(std::time::Duration::from_secs(15)),
             edge: Default::default(),
+            tunnels: Default::default(),
             data_dir: data_dir.to_path_buf(),
             audit_retention_days: 60,
             deployment: Default::default(),
@@ -137,6 +141,7 @@ impl App {
             reload_lock: Mutex::new(()),
             sessions,
             edge: self.edge.clone(),
+            tunnels: self.tunnels.clone(),
             data_dir: self.data_dir.clone(),
             audit_retention_days: self.audit_retention_days,
             deployment: self.deployment,

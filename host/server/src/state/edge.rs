@@ -292,6 +292,16 @@ impl Edge {
         }
     }
 
+    /// The user of the connection that has bound `thing`, if one has.
+    pub fn bound_user(&self, thing: &str) -> Option<String> {
+        let inner = self.lock();
+        inner
+            .bound
+            .get(thing)
+            .and_then(|id| inner.connections.get(id))
+            .map(|c| c.user.clone())
+    }
+
     /// Sends `request` to the device that has bound `thing`, if one has, without waiting for
     /// an answer (a notification: `NotifyPropertyUpdate`); whether it was queued.
     pub fn notify(&self, thing: &str, code: Code, request: Request) -> bool {

@@ -14,3 +14,4 @@ pub mod keys;
 pub mod repository;
 pub mod scripts;
 pub mod sessions;
+pub mod tunnels;
