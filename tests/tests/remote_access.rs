@@ -1305,6 +1305,26 @@ fn echo_server() -> u16 {
     port
 }
 
+/// An endpoint that speaks first (as SSH and VNC servers do), then echoes: its port.
+fn greeter() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().map_while(Result::ok) {
+            std::thread::spawn(move || {
+                use std::io::Write;
+                let mut w = conn.try_clone().unwrap();
+                let _ = w.write_all(GREETING);
+                let mut r = conn;
+                let _ = std::io::copy(&mut r, &mut w);
+            });
+        }
+    });
+    port
+}
+
+const GREETING: &[u8] = b"SSH-2.0-thinghost_test\r\n";
+
 /// A free local port.
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -1328,8 +1348,12 @@ struct Rig {
 }
 
 fn rig() -> Rig {
+    rig_with(&[])
+}
+
+fn rig_with(serve: &[&str]) -> Rig {
     let t = tempfile::tempdir().unwrap();
-    let (s, ra) = granted_device(t.path(), &[]);
+    let (s, ra) = granted_device(t.path(), serve);
     let admin = s.admin_key();
     ok(
         &s,
@@ -1389,7 +1413,7 @@ fn rig() -> Rig {
         device_key,
         device: None,
     };
-    r.device = Some(r.simulate());
+    r.device = Some(r.simulate(&[]));
     r
 }
 
@@ -1398,21 +1422,24 @@ impl Rig {
         self.s.dir.join("dev-cert.pem")
     }
 
-    fn simulate(&self) -> thinghost_tests::Running {
-        let sim = thinghost_tests::Running::start(&[
+    fn simulate(&self, extra: &[&str]) -> thinghost_tests::Running {
+        let ca = self.ca();
+        let mut args: Vec<&std::ffi::OsStr> = vec![
             "edge".as_ref(),
             "simulate".as_ref(),
             "--url".as_ref(),
             self.s.url.as_ref(),
             "--ca-cert".as_ref(),
-            self.ca().as_os_str(),
+            ca.as_os_str(),
             "--app-key-file".as_ref(),
             self.device_key.as_os_str(),
             "--thing".as_ref(),
             "Device1".as_ref(),
             "--tunnels".as_ref(),
             std::ffi::OsStr::new("--property=status=ok"),
-        ]);
+        ];
+        args.extend(extra.iter().map(std::ffi::OsStr::new));
+        let sim = thinghost_tests::Running::start(&args);
         sim.wait_for("bound Device1");
         sim
     }
@@ -1488,6 +1515,26 @@ fn round_trip(port: u16, n: usize, seed: u64) -> (Vec<u8>, Vec<u8>) {
     (writer.join().unwrap(), got.finalize().to_vec())
 }
 
+/// Sends `n` bytes, then half-closes (no more to send), and reads until the tunnel's end: the
+/// whole answer must come back.
+fn half_closed(port: u16, n: usize) {
+    use std::io::{Read, Write};
+    let mut conn = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    conn.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    let data: Vec<u8> = (0..n).map(|i| (i % 251) as u8).collect();
+    conn.write_all(&data).unwrap();
+    conn.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut back = Vec::new();
+    conn.read_to_end(&mut back).unwrap();
+    assert_eq!(
+        back.len(),
+        n,
+        "after the half-close, the whole answer comes back"
+    );
+    assert!(back == data);
+}
+
 /// C7: a session's tunnel carries the bytes unchanged both ways between the remote-access
 /// client and the device's endpoint: 10 MiB each way, hashes compared, while a second session
 /// runs beside it; the end of a local connection ends its tunnel, and the next one opens
@@ -1508,9 +1555,9 @@ fn c7_a_tunnel_carries_10_mib_each_way_unchanged_beside_another_session() {
     assert_eq!(sent2, back2);
     assert_ne!(sent, sent2);
     a.wait_for("tunnel closed");
-    // The next local connection gets a tunnel of its own.
-    let (sent, back) = round_trip(p1, 1000, 5);
-    assert_eq!(sent, back);
+    // The next local connection gets a tunnel of its own; a half-close (the local side sends
+    // no more) still gets the endpoint's whole answer.
+    half_closed(p1, 300_000);
     thinghost_tests::within_20s("three tunnels end, audited", || {
         let ended = audited(&r.s, "tunnelEnded");
         (ended.len() >= 3).then_some(ended)
@@ -1568,6 +1615,32 @@ fn c7_refused_tunnels_say_why_and_are_audited() {
         allow(&r.s, &dev_key, "Device1", json!(["127.0.0.1:1"])),
         403
     );
+    // So is the switch: the device's user (PropertyWrite on every property) may not turn it.
+    let switch = |key: &str, on: bool| {
+        r.s.client
+            .put(r.s.at("/Thingworx/Things/Device1/Properties/tunnelsEnabled"))
+            .header("appKey", key)
+            .json(&json!({ "tunnelsEnabled": on }))
+            .send()
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!(switch(&dev_key, true), 403);
+    assert_eq!(switch(&r.admin, false), 200);
+    let (st, v) = call(
+        &r.s,
+        &r.ra,
+        "Device1",
+        "StartSession",
+        json!({"remoteEndpoint": format!("127.0.0.1:{}", r.echo)}),
+    );
+    assert_eq!(st, 403, "{v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("tunnelsEnabled"),
+        "{v}"
+    );
+    assert_eq!(switch(&r.admin, true), 200);
 
     // A nonce is good once: the second client is refused and says so.
     let uri = r.session(None);
@@ -1603,7 +1676,7 @@ fn c7_refused_tunnels_say_why_and_are_audited() {
     );
 
     // The device not connected.
-    r.device = None;
+    r.device.take();
     thinghost_tests::within_20s("Device1 disconnected", || {
         let (_, v) = get(
             &r.s,
@@ -1738,4 +1811,99 @@ fn c7_only_the_seed_002_grantee_may_tunnel() {
     client.wait_for("listening on");
     let (sent, back) = round_trip(port, 4096, 11);
     assert_eq!(sent, back);
+
+    // An endpoint that speaks first: its greeting waits for the local connection.
+    let hello = greeter();
+    assert_eq!(
+        allow(
+            &r.s,
+            &r.admin,
+            "Device1",
+            json!([
+                format!("127.0.0.1:{}", r.echo),
+                format!("127.0.0.1:{hello}")
+            ])
+        ),
+        200
+    );
+    let port = free_port();
+    let client = r.rac(&r.session(Some(&format!("127.0.0.1:{hello}"))), port);
+    client.wait_for("listening on");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    {
+        use std::io::{Read, Write};
+        let mut conn = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        conn.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+            .unwrap();
+        let mut greeting = vec![0u8; GREETING.len()];
+        conn.read_exact(&mut greeting).unwrap();
+        assert_eq!(greeting, GREETING);
+        conn.write_all(b"ping").unwrap();
+        let mut pong = [0u8; 4];
+        conn.read_exact(&mut pong).unwrap();
+        assert_eq!(&pong, b"ping");
+    }
+
+    // A device that sends the bytes as the vendor's SDKs do (base64 in text frames).
+    let mut r = r;
+    r.device.take();
+    r.device = Some(r.simulate(&["--tunnels-base64"]));
+    let port = free_port();
+    let client = r.rac(&r.session(None), port);
+    client.wait_for("listening on");
+    let (sent, back) = round_trip(port, 200_000, 13);
+    assert_eq!(sent, back);
+}
+
+/// C7: a tunnel that carries no byte for the idle limit closes (and the next local connection
+/// opens another); EndSession ends the tunnel and the client.
+#[test]
+fn c7_idle_tunnels_close_and_end_session_ends_the_tunnel() {
+    use std::io::{Read, Write};
+    let r = rig_with(&["--tunnel-idle-seconds", "1"]);
+    let port = free_port();
+    let client = r.rac(&r.session(None), port);
+    client.wait_for("listening on");
+    let mut conn = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    conn.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    conn.write_all(b"hi").unwrap();
+    let mut b = [0u8; 2];
+    conn.read_exact(&mut b).unwrap();
+    let mut rest = Vec::new();
+    let _ = conn.read_to_end(&mut rest);
+    client.wait_for("no byte either way for 1 s");
+    let (sent, back) = round_trip(port, 1000, 17);
+    assert_eq!(sent, back);
+    let idle = audited(&r.s, "tunnelEnded");
+    assert!(
+        idle.iter()
+            .any(|e| e["args"]["reason"].as_str().unwrap().contains("no byte")),
+        "{idle:?}"
+    );
+
+    let uri = r.session(None);
+    let session = uri
+        .split('/')
+        .nth(3)
+        .unwrap()
+        .split('?')
+        .next()
+        .unwrap()
+        .to_string();
+    let mut ended = r.rac(&uri, free_port());
+    ended.wait_for("listening on");
+    result(
+        &r.s,
+        &r.ra,
+        "Device1",
+        "EndSession",
+        json!({"sessionId": session}),
+    );
+    assert!(ended.exited().success());
+    assert!(
+        ended.said().contains("the session ended"),
+        "{}",
+        ended.said()
+    );
 }

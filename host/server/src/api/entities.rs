@@ -108,6 +108,7 @@ pub fn write_property(
         prop,
         Permission::PropertyWrite,
     )?;
+    require_design_write(db.model(), caller, kind, name, prop)?;
     if let Some(refusal) = db.model().get(kind, name).and_then(disabled) {
         return Err(refusal);
     }
@@ -137,7 +138,6 @@ pub fn write_property(
         drop(db);
         return crate::api::edge::write_remote(app, name, prop, def.base_type, &value, &binding);
     }
-    require_design_write(db.model(), caller, kind, name, prop)?;
     // Who a timer or scheduler fires as (B7): the user itself, or an administrator, names it;
     // anyone else could make code run with another's rights.
     if prop == RUN_AS_USER
@@ -294,8 +294,12 @@ fn description(m: &Model, caller: &Caller, e: &Entity) -> Json {
 }
 
 /// Properties whose value is part of the Thing's design: a write of one needs `Update` on the
-/// Thing besides `PropertyWrite` on the property (C7: where its tunnels may reach).
-const DESIGN_PROPERTIES: &[&str] = &[crate::api::tunnels::ALLOWED_ENDPOINTS];
+/// Thing besides `PropertyWrite` on the property (C7: where its tunnels may reach, and whether
+/// they may at all).
+const DESIGN_PROPERTIES: &[&str] = &[
+    crate::api::tunnels::ALLOWED_ENDPOINTS,
+    crate::api::tunnels::TUNNELS_ENABLED,
+];
 
 /// The check a write of a design property needs beyond its `PropertyWrite` (every write path
 /// calls it: REST, scripts, extensions, devices' pushes).
@@ -310,7 +314,7 @@ pub(crate) fn require_design_write(
         return Ok(());
     }
     let Some(id) = m.access().id(kind, name) else {
-        return Ok(());
+        return Err(crate::api::authz::not_found(kind, name));
     };
     require(
         m,

@@ -204,7 +204,9 @@ pub fn ask_device(app: &App, thing: &str, t: &TunnelRequest) -> Result<(), Strin
         Ok(a) => Err(format!(
             "the device of Thing {thing} refused the tunnel: {}{}",
             a.code,
-            a.reason.map(|r| format!(" ({r})")).unwrap_or_default()
+            a.reason
+                .map(|r| format!(" ({})", crate::state::auth::bounded(&r, 200)))
+                .unwrap_or_default()
         )),
         Err(Unanswered::NotBound | Unanswered::Gone) => Err(format!(
             "the device of Thing {thing} is not connected: no AlwaysOn connection has bound it"

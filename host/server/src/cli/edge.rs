@@ -87,6 +87,10 @@ pub struct Simulate {
     /// does. Without it, the device refuses them.
     #[arg(long)]
     pub tunnels: bool,
+    /// Send the tunnels' bytes base64-encoded in text frames, as the vendor's SDKs do, instead
+    /// of binary frames (the client's half-close then closes the tunnel).
+    #[arg(long, requires = "tunnels")]
+    pub tunnels_base64: bool,
     /// Print nothing but failures and the final figures.
     #[arg(long)]
     pub quiet: bool,
@@ -169,6 +173,8 @@ pub struct DeviceSpec {
     pub in_flight: u32,
     /// Open the tunnels the platform asks for.
     pub tunnels: bool,
+    /// ... their bytes in base64 text frames, as the vendor's SDKs.
+    pub tunnels_base64: bool,
 }
 
 const CHUNK: usize = 8192;
@@ -205,6 +211,7 @@ pub fn run(args: Args) -> Result<i32, Failure> {
             gateway: s.gateway.clone(),
             in_flight: s.in_flight,
             tunnels: s.tunnels,
+            tunnels_base64: s.tunnels_base64,
             verbose: !s.quiet,
             label: if s.devices == 1 {
                 "device".into()
@@ -706,7 +713,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Device<S> {
                     && r.characteristic == codes::SERVICES
                     && r.name == crate::api::tunnels::START_TUNNEL =>
             {
-                let (code, reason) = self.start_tunnel(&r);
+                let (code, reason) = self.start_tunnel(&r).await;
                 self.say(format_args!(
                     "answered StartTunnel {}: {code}{}",
                     r.entity_name,
@@ -743,9 +750,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Device<S> {
         }
     }
 
-    /// `StartTunnel` (C7): with `--tunnels`, the tunnel's agent starts beside the connection
-    /// and the platform hears SUCCESS at once; without, a refusal.
-    fn start_tunnel(&self, r: &Request) -> (Code, Option<String>) {
+    /// `StartTunnel` (C7): with `--tunnels`, the device connects to the endpoint (as the
+    /// vendor's tunnel manager does) and answers SUCCESS once it has, or why it could not; the
+    /// tunnel's agent then runs beside the connection. Without `--tunnels`, a refusal.
+    async fn start_tunnel(&self, r: &Request) -> (Code, Option<String>) {
         if !self.spec.tunnels {
             return (
                 Code::FORBIDDEN,
@@ -762,15 +770,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Device<S> {
             Ok(a) => a,
             Err(e) => return (Code::BAD_REQUEST, Some(e)),
         };
-        let (url, key, ca, label, verbose) = (
+        let endpoint = match super::tunnel::dial(&asked).await {
+            Ok(s) => s,
+            Err(e) => return (Code::SERVICE_UNAVAILABLE, Some(e)),
+        };
+        let (url, key, ca, label, verbose, base64) = (
             self.spec.url.clone(),
             self.spec.key.clone(),
             self.spec.ca_pem.clone(),
             self.spec.label.clone(),
             self.spec.verbose,
+            self.spec.tunnels_base64,
         );
         tokio::spawn(async move {
-            match super::tunnel::agent(&url, &key, ca.as_deref(), asked).await {
+            match super::tunnel::agent(&url, &key, ca.as_deref(), asked, endpoint, base64).await {
                 Ok(done) if verbose => println!("{label}: {done}"),
                 Ok(_) => {}
                 Err(e) => eprintln!("{label}: tunnel: {e}"),

@@ -29,13 +29,14 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 pub const CHUNK: usize = 32 * 1024;
 
 /// Opens a WebSocket to `url` (`ws://` or `wss://`) with `headers` (and `protocol` asked, if
-/// any). A refusal of the server is the error, with its status and message.
+/// any): the socket and the subprotocol the server chose. A refusal of the server is the
+/// error, with its status and message.
 pub async fn connect(
     url: &url::Url,
     headers: &[(&str, &str)],
     protocol: Option<&str>,
     ca_pem: Option<&[u8]>,
-) -> Result<WebSocketStream<Box<dyn Io>>, String> {
+) -> Result<(WebSocketStream<Box<dyn Io>>, Option<String>), String> {
     let host = url.host_str().ok_or("the URL has no host")?.to_string();
     let port = url.port_or_known_default().ok_or("the URL has no port")?;
     let tcp = tokio::net::TcpStream::connect((host.as_str(), port))
@@ -69,11 +70,20 @@ pub async fn connect(
             axum::http::HeaderValue::from_str(p).map_err(|e| e.to_string())?,
         );
     }
+    // Above the largest message a server relays (`serve --tunnel-max-message-kib`, 4 MiB at
+    // most, a third more in base64).
     let config = WebSocketConfig::default()
-        .max_message_size(Some(1 << 20))
-        .max_frame_size(Some(1 << 20));
+        .max_message_size(Some(8 << 20))
+        .max_frame_size(Some(8 << 20));
     match tokio_tungstenite::client_async_with_config(request, stream, Some(config)).await {
-        Ok((ws, _)) => Ok(ws),
+        Ok((ws, response)) => {
+            let chosen = response
+                .headers()
+                .get("Sec-WebSocket-Protocol")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            Ok((ws, chosen))
+        }
         Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
             let body = response
                 .body()
@@ -116,6 +126,8 @@ pub struct TunnelAsked {
     pub tid: String,
     pub host: String,
     pub port: u16,
+    /// The most bytes to send in one message (`chunksize`).
+    pub chunk: usize,
 }
 
 impl TunnelAsked {
@@ -145,69 +157,83 @@ impl TunnelAsked {
             .and_then(|p| u16::try_from(p).ok())
             .filter(|p| *p != 0)
             .ok_or("StartTunnel's connection has no port")?;
-        Ok(TunnelAsked { tid, host, port })
+        let chunk = row
+            .get("chunksize")
+            .and_then(Json::as_u64)
+            .map_or(CHUNK, |c| (c as usize).clamp(256, CHUNK));
+        Ok(TunnelAsked {
+            tid,
+            host,
+            port,
+            chunk,
+        })
     }
 }
 
-/// Runs one tunnel on the device's side: connects to the endpoint, then to the server with the
-/// device's key, and relays until either side closes. What it did, for the device's log.
+/// Connects to the endpoint a `StartTunnel` names (at most 10 s).
+pub async fn dial(asked: &TunnelAsked) -> Result<tokio::net::TcpStream, String> {
+    match tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio::net::TcpStream::connect((asked.host.as_str(), asked.port)),
+    )
+    .await
+    {
+        Ok(Ok(s)) => {
+            let _ = s.set_nodelay(true);
+            Ok(s)
+        }
+        Ok(Err(e)) => Err(format!("cannot reach {}:{}: {e}", asked.host, asked.port)),
+        Err(_) => Err(format!(
+            "cannot reach {}:{}: timed out",
+            asked.host, asked.port
+        )),
+    }
+}
+
+/// Base64 as the vendor's SDKs write it, padded or not.
+const BASE64: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    base64::engine::GeneralPurposeConfig::new()
+        .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+);
+
+/// Runs one tunnel on the device's side: connects to the server with the device's key and
+/// relays between it and the `endpoint`, already connected, until either side closes. In
+/// `base64` mode the bytes travel as the vendor's SDKs send them (base64 text frames); else as
+/// binary frames, and the client's half-close reaches the endpoint. What it did, for the
+/// device's log.
 pub async fn agent(
     server: &str,
     key: &str,
     ca_pem: Option<&[u8]>,
     asked: TunnelAsked,
+    endpoint: tokio::net::TcpStream,
+    base64: bool,
 ) -> Result<String, String> {
-    let endpoint = tokio::time::timeout(
-        Duration::from_secs(10),
-        tokio::net::TcpStream::connect((asked.host.as_str(), asked.port)),
-    )
-    .await
-    .map_err(|_| "timed out".to_string())
-    .and_then(|r| r.map_err(|e| e.to_string()));
     let url = ws_address(
         server,
         &format!("{}{}", crate::api::tunnels::DEVICE_PATH, asked.tid),
     )?;
-    let mut ws = connect(
-        &url,
-        &[("appKey", key)],
-        Some(crate::api::tunnels::BINARY_PROTOCOL),
-        ca_pem,
-    )
-    .await?;
-    let endpoint = match endpoint {
-        Ok(s) => s,
-        Err(e) => {
-            let why = format!(
-                "cannot reach the endpoint {}:{}: {e}",
-                asked.host, asked.port
-            );
-            let _ = ws
-                .send(WsMessage::Close(Some(
-                    tokio_tungstenite::tungstenite::protocol::CloseFrame {
-                        code: tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode::Error,
-                        reason: crate::state::auth::bounded(&why, 120).into(),
-                    },
-                )))
-                .await;
-            return Err(why);
-        }
-    };
-    let _ = endpoint.set_nodelay(true);
+    let protocol = (!base64).then_some(crate::api::tunnels::BINARY_PROTOCOL);
+    let (ws, chosen) = connect(&url, &[("appKey", key)], protocol, ca_pem).await?;
+    let binary = chosen.as_deref() == Some(crate::api::tunnels::BINARY_PROTOCOL);
     let (mut tcp_r, mut tcp_w) = endpoint.into_split();
     let (mut sink, mut stream) = ws.split();
     let (mut up, mut down) = (0u64, 0u64);
+    let chunk = asked.chunk;
     let to_server = async {
-        let mut buf = vec![0u8; CHUNK];
+        let mut buf = vec![0u8; chunk];
         loop {
             match tcp_r.read(&mut buf).await {
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
-                    if sink
-                        .send(WsMessage::Binary(bytes::Bytes::copy_from_slice(&buf[..n])))
-                        .await
-                        .is_err()
-                    {
+                    let m = if binary {
+                        WsMessage::Binary(bytes::Bytes::copy_from_slice(&buf[..n]))
+                    } else {
+                        use base64::Engine;
+                        WsMessage::Text(BASE64.encode(&buf[..n]).into())
+                    };
+                    if sink.send(m).await.is_err() {
                         return "the server's side closed".to_string();
                     }
                     up += n as u64;
@@ -227,21 +253,36 @@ pub async fn agent(
     };
     let from_server = async {
         while let Some(m) = stream.next().await {
-            match m {
-                Ok(WsMessage::Binary(b)) => {
-                    if tcp_w.write_all(&b).await.is_err() {
-                        return "the endpoint stopped reading".to_string();
+            let data = match m {
+                Ok(WsMessage::Binary(b)) if binary => b.to_vec(),
+                // The client sends no more: so does the endpoint's writer, and its answer
+                // still comes back.
+                Ok(WsMessage::Text(t)) if binary => {
+                    if t.as_str().contains("shutdown") {
+                        let _ = tcp_w.shutdown().await;
                     }
-                    down += b.len() as u64;
+                    continue;
+                }
+                Ok(WsMessage::Text(t)) => {
+                    use base64::Engine;
+                    let text: String = t.as_str().split_whitespace().collect();
+                    match BASE64.decode(text) {
+                        Ok(b) => b,
+                        Err(_) => return "the server sent a text frame that is not base64".into(),
+                    }
                 }
                 Ok(WsMessage::Close(c)) => {
                     return c
                         .map(|c| format!("the server closed the tunnel: {}", c.reason))
                         .unwrap_or_else(|| "the server closed the tunnel".into());
                 }
-                Ok(_) => {}
+                Ok(_) => continue,
                 Err(e) => return format!("the server's connection: {e}"),
+            };
+            if tcp_w.write_all(&data).await.is_err() {
+                return "the endpoint stopped reading".to_string();
             }
+            down += data.len() as u64;
         }
         "the server's connection ended".to_string()
     };
@@ -352,10 +393,14 @@ pub fn run(args: Args) -> Result<i32, Failure> {
 
 /// What the server said on the session's connection.
 enum Said {
-    Open(String),
+    /// The tunnel is open: its endpoint, and the largest message the server takes.
+    Open(String, usize),
     Refused(String),
     Closed(String),
     Ended(String),
+    /// The endpoint's bytes (they may come before a local connection does: a server that
+    /// speaks first, as SSH's and VNC's do).
+    Data(bytes::Bytes),
     Other,
 }
 
@@ -365,9 +410,12 @@ fn said(text: &str) -> Said {
     };
     let reason = v["reason"].as_str().unwrap_or_default().to_string();
     match (v["event"].as_str(), v["state"].as_str()) {
-        (Some("tunnel"), Some("open")) => {
-            Said::Open(v["endpoint"].as_str().unwrap_or_default().to_string())
-        }
+        (Some("tunnel"), Some("open")) => Said::Open(
+            v["endpoint"].as_str().unwrap_or_default().to_string(),
+            v["maxMessage"]
+                .as_u64()
+                .map_or(CHUNK, |m| (m as usize).clamp(256, CHUNK)),
+        ),
         (Some("tunnel"), Some("refused")) => Said::Refused(reason),
         (Some("tunnel"), Some("closed")) => Said::Closed(format!(
             "{reason}: {} bytes to the device, {} from it",
@@ -381,10 +429,11 @@ fn said(text: &str) -> Said {
 type Sink = futures_util::stream::SplitSink<WebSocketStream<Box<dyn Io>>, WsMessage>;
 type Stream = futures_util::stream::SplitStream<WebSocketStream<Box<dyn Io>>>;
 
-/// The next thing the server said that matters (bytes outside a tunnel are dropped).
+/// The next thing the server said that matters.
 async fn next_said(stream: &mut Stream) -> Said {
     while let Some(m) = stream.next().await {
         match m {
+            Ok(WsMessage::Binary(b)) => return Said::Data(b),
             Ok(WsMessage::Text(t)) => match said(&t) {
                 Said::Other => continue,
                 s => return s,
@@ -399,6 +448,24 @@ async fn next_said(stream: &mut Stream) -> Said {
     Said::Ended("the server closed the connection".into())
 }
 
+/// The endpoint's bytes kept for the next local connection, at most this many (then the
+/// server is not read: it holds the device back).
+const EARLY_BYTES: usize = 1 << 20;
+
+/// Waits for the tunnel to open, keeping what the endpoint says first.
+async fn opened(
+    stream: &mut Stream,
+    early: &mut Vec<bytes::Bytes>,
+) -> Result<(String, usize), Said> {
+    loop {
+        match next_said(stream).await {
+            Said::Open(e, max) => return Ok((e, max)),
+            Said::Data(b) => early.push(b),
+            other => return Err(other),
+        }
+    }
+}
+
 async fn client(c: Connect, launch: Launch, ca_pem: Option<Vec<u8>>) -> Result<i32, String> {
     // The local port first: a port in use fails before the nonce is spent.
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", c.local_port))
@@ -410,7 +477,7 @@ async fn client(c: Connect, launch: Launch, ca_pem: Option<Vec<u8>>) -> Result<i
         launch.host, launch.port
     ))
     .map_err(|e| e.to_string())?;
-    let ws = connect(
+    let (ws, _) = connect(
         &url,
         &[("sessionId", &launch.session), ("nonce", &launch.nonce)],
         None,
@@ -421,18 +488,18 @@ async fn client(c: Connect, launch: Launch, ca_pem: Option<Vec<u8>>) -> Result<i
         format!("{e}\nThe nonce was refused: it is good once, for seconds, for its own session; start a new session (StartSession) for a new launch URI.")
     })?;
     let (mut sink, mut stream) = ws.split();
-    let mut endpoint = match next_said(&mut stream).await {
-        Said::Open(e) => e,
-        Said::Refused(why) => return Err(format!("the tunnel was refused: {why}")),
-        Said::Ended(why) | Said::Closed(why) => return Err(format!("the session ended: {why}")),
-        Said::Other => unreachable!("skipped"),
+    let mut early: Vec<bytes::Bytes> = Vec::new();
+    let (mut endpoint, mut chunk) = match opened(&mut stream, &mut early).await {
+        Ok(o) => o,
+        Err(s) => return Err(refusal(&mut sink, &launch, s).await),
     };
     println!(
-        "tunnel open to {endpoint} on the device; listening on 127.0.0.1:{} (one connection at a time)",
+        "tunnel open to {endpoint} on the device; listening on 127.0.0.1:{} (one connection at a time; any local user can connect to it)",
         c.local_port
     );
     let mut open = true;
     loop {
+        let room = early.iter().map(bytes::Bytes::len).sum::<usize>() < EARLY_BYTES;
         let local = tokio::select! {
             accepted = listener.accept() => accepted.map_err(|e| format!("cannot accept a local connection: {e}"))?.0,
             _ = tokio::signal::ctrl_c() => {
@@ -440,28 +507,33 @@ async fn client(c: Connect, launch: Launch, ca_pem: Option<Vec<u8>>) -> Result<i
                 println!("interrupted: the session is ended");
                 return Ok(0);
             }
-            s = next_said(&mut stream) => match s {
+            s = next_said(&mut stream), if room => match s {
                 Said::Ended(why) => { println!("the session ended: {why}"); return Ok(0); }
                 Said::Closed(why) => { println!("tunnel closed ({why})"); open = false; continue; }
+                Said::Data(b) => { early.push(b); continue; }
                 _ => continue,
             },
         };
         if !open {
             send_op(&mut sink, "OpenTunnel").await?;
-            match next_said(&mut stream).await {
-                Said::Open(e) => endpoint = e,
-                Said::Refused(why) => return Err(format!("the tunnel was refused: {why}")),
-                Said::Ended(why) | Said::Closed(why) => {
-                    println!("the session ended: {why}");
-                    return Ok(0);
-                }
-                Said::Other => unreachable!("skipped"),
+            match opened(&mut stream, &mut early).await {
+                Ok((e, max)) => (endpoint, chunk) = (e, max),
+                Err(s) => return Err(refusal(&mut sink, &launch, s).await),
             }
         }
         let _ = local.set_nodelay(true);
         let peer = local.peer_addr().map(|a| a.to_string()).unwrap_or_default();
         println!("relaying {peer} to {endpoint}");
-        match relay(local, &mut sink, &mut stream).await? {
+        let outcome = relay(
+            local,
+            std::mem::take(&mut early),
+            chunk,
+            &mut sink,
+            &mut stream,
+        )
+        .await?;
+        let stop = interrupted(&outcome);
+        match outcome {
             Said::Ended(why) => {
                 println!("the session ended: {why}");
                 return Ok(0);
@@ -470,11 +542,28 @@ async fn client(c: Connect, launch: Launch, ca_pem: Option<Vec<u8>>) -> Result<i
             _ => {}
         }
         open = false;
-        if c.once {
+        if c.once || stop {
             end_session(&mut sink, &launch.session).await;
             return Ok(0);
         }
     }
+}
+
+fn interrupted(s: &Said) -> bool {
+    matches!(s, Said::Refused(r) if r == INTERRUPTED)
+}
+
+const INTERRUPTED: &str = "interrupted";
+
+/// What a client that could not tunnel says, once it ended its session.
+async fn refusal(sink: &mut Sink, launch: &Launch, s: Said) -> String {
+    let why = match s {
+        Said::Refused(why) => format!("the tunnel was refused: {why}"),
+        Said::Ended(why) | Said::Closed(why) => return format!("the session ended: {why}"),
+        _ => "the server said something unexpected".to_string(),
+    };
+    end_session(sink, &launch.session).await;
+    why
 }
 
 async fn send_op(sink: &mut Sink, op: &str) -> Result<(), String> {
@@ -494,16 +583,24 @@ async fn end_session(sink: &mut Sink, session: &str) {
     let _ = sink.close().await;
 }
 
-/// Relays one local connection over the open tunnel until the tunnel closes (its `Closed`) or
-/// the session ends (`Ended`).
+/// Relays one local connection over the open tunnel (first the endpoint's `early` bytes) until
+/// the tunnel closes (`Closed`), the session ends (`Ended`) or the user interrupts. The local
+/// side's end of input is a half-close: the endpoint's answer still comes back.
 async fn relay(
     local: tokio::net::TcpStream,
+    early: Vec<bytes::Bytes>,
+    chunk: usize,
     sink: &mut Sink,
     stream: &mut Stream,
 ) -> Result<Said, String> {
     let (mut local_r, mut local_w) = local.into_split();
+    for b in early {
+        if local_w.write_all(&b).await.is_err() {
+            break;
+        }
+    }
     let up = async {
-        let mut buf = vec![0u8; CHUNK];
+        let mut buf = vec![0u8; chunk];
         loop {
             match local_r.read(&mut buf).await {
                 Ok(0) | Err(_) => break,
@@ -518,7 +615,7 @@ async fn relay(
                 }
             }
         }
-        // The local side is done: the tunnel closes once what was sent has gone.
+        // The local side sends no more: the tunnel hears it after every byte sent.
         let _ = sink
             .send(WsMessage::Text(
                 json!({"op": "CloseTunnel"}).to_string().into(),
@@ -527,40 +624,35 @@ async fn relay(
         std::future::pending::<()>().await
     };
     let down = async {
-        while let Some(m) = stream.next().await {
-            match m {
-                Ok(WsMessage::Binary(b)) => {
-                    if local_w.write_all(&b).await.is_err() {
-                        // The local side stopped reading: the tunnel is closed from here.
-                        return None;
-                    }
-                }
-                Ok(WsMessage::Text(t)) => {
-                    if let s @ (Said::Closed(_) | Said::Ended(_)) = said(&t) {
-                        return Some(s);
-                    }
-                }
-                Ok(WsMessage::Close(c)) => {
-                    return Some(Said::Ended(
-                        c.map(|c| c.reason.to_string()).unwrap_or_default(),
-                    ));
-                }
-                Ok(_) => {}
-                Err(e) => return Some(Said::Ended(format!("the connection failed: {e}"))),
+        loop {
+            match next_said(stream).await {
+                // The local side stopped reading: the tunnel is closed from here.
+                Said::Data(b) => match local_w.write_all(&b).await {
+                    Ok(()) => {}
+                    Err(_) => return None,
+                },
+                s @ (Said::Closed(_) | Said::Ended(_)) => return Some(s),
+                _ => {}
             }
         }
-        Some(Said::Ended("the server closed the connection".into()))
     };
     let outcome = tokio::select! {
         _ = up => None,
         s = down => s,
+        _ = tokio::signal::ctrl_c() => Some(Said::Refused(INTERRUPTED.into())),
     };
     let _ = local_w.shutdown().await;
     match outcome {
         Some(s) => Ok(s),
         None => {
             send_op(sink, "CloseTunnel").await?;
-            Ok(next_said(stream).await)
+            // What still comes is dropped until the tunnel's end.
+            loop {
+                match next_said(stream).await {
+                    s @ (Said::Closed(_) | Said::Ended(_)) => return Ok(s),
+                    _ => continue,
+                }
+            }
         }
     }
 }

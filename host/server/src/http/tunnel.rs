@@ -88,7 +88,7 @@ pub async fn device(
         Err(rejection) => return rejection.into_response(),
     };
     let checked = {
-        let (app, peer, endpoint) = (app.clone(), peer.clone(), endpoint.clone());
+        let (app, peer, endpoint, key) = (app.clone(), peer.clone(), endpoint.clone(), key.clone());
         tokio::task::spawn_blocking(move || {
             let r = crate::http::auth::authenticate_key(&app, &key, &peer);
             if let Err(refused) = &r {
@@ -101,32 +101,22 @@ pub async fn device(
     let Ok(Ok(caller)) = checked else {
         return (StatusCode::UNAUTHORIZED, "authentication failed").into_response();
     };
-    let Some(waiting) = app.tunnels.claim(&tid) else {
-        refused(
-            &app,
-            &caller.name,
-            &tid,
-            peer.addr,
-            "no tunnel of this id waits for its device (unknown, used, or too late)".into(),
-        )
-        .await;
-        return not_found();
+    // Another user's key answers as an unknown id does (and the tunnel keeps waiting for its
+    // own device).
+    let waiting = match app.tunnels.claim(&tid, &caller.name) {
+        Ok(w) => w,
+        Err(owner) => {
+            let why = match owner {
+                None => "no tunnel of this id waits for its device (unknown, used, or given up)"
+                    .to_string(),
+                Some(owner) => format!(
+                    "the key's user is not {owner}, whose connection had bound the tunnel's Thing"
+                ),
+            };
+            refused(&app, &caller.name, &tid, peer.addr, why).await;
+            return not_found();
+        }
     };
-    if *caller.name != *waiting.device_user {
-        // The waiting session connection hears that its device did not connect.
-        refused(
-            &app,
-            &caller.name,
-            &tid,
-            peer.addr,
-            format!(
-                "the key's user is not {}, whose connection has bound Thing {}",
-                waiting.device_user, waiting.thing
-            ),
-        )
-        .await;
-        return not_found();
-    }
     let binary = upgrade
         .requested_protocols()
         .any(|p| p.as_bytes() == BINARY_PROTOCOL.as_bytes());
@@ -139,23 +129,69 @@ pub async fn device(
         .max_frame_size(frame)
         .on_upgrade(move |socket| async move {
             // The connection's place under the server's limits, held while it is open.
-            let _slot = peer.slot;
+            let _slot = peer.slot.clone();
             let (to_device, to_rx) = tokio::sync::mpsc::channel(QUEUED);
             let (from_tx, from_device) = tokio::sync::mpsc::channel(QUEUED);
+            let (done, done_rx) = tokio::sync::oneshot::channel();
             let link = DeviceLink {
                 user: caller.name.to_string(),
+                binary,
                 to_device,
                 from_device,
+                done,
             };
             if waiting.deliver.send(link).is_err() {
                 return;
             }
-            relay(socket, binary, to_rx, from_tx).await
+            let still = Still { app, peer, key };
+            relay(socket, binary, to_rx, from_tx, done_rx, still).await
         })
 }
 
-/// Relays between the device's socket and the tunnel's channels until either ends. Reading
-/// and writing are separate tasks, so that the device is always read from while a write to it
+/// What the device's side is re-checked against, every second: its key still signs its user
+/// in (K1-K3), as its AlwaysOn connection is.
+struct Still {
+    app: Arc<App>,
+    peer: Peer,
+    key: String,
+}
+
+impl Still {
+    /// Why the key no longer signs in, once it does not (checked each second).
+    async fn ends(&self) -> String {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            tick.tick().await;
+            let (app, peer, key) = (self.app.clone(), self.peer.clone(), self.key.clone());
+            let refused = tokio::task::spawn_blocking(move || {
+                crate::http::auth::check_key(&app, &key, &peer)
+                    .err()
+                    .map(|r| {
+                        crate::state::auth::audit_refusal(&app, &r, peer.addr, Some(DEVICE_PATH));
+                        r.detail
+                    })
+            })
+            .await
+            .ok()
+            .flatten();
+            if let Some(why) = refused {
+                return format!("the device's key no longer signs in: {why}");
+            }
+        }
+    }
+}
+
+/// Base64 as the vendor's SDKs write it, padded or not.
+const BASE64: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    base64::engine::GeneralPurposeConfig::new()
+        .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+);
+
+/// Relays between the device's socket and the tunnel's channels until either ends, the
+/// session's side is done with it (`done`), or the device's key no longer signs in. Reading and
+/// writing go on side by side, so that the device is always read from while a write to it
 /// waits (a device that writes and reads in turn, as the vendor's SDKs do, never deadlocks
 /// with the server).
 async fn relay(
@@ -163,8 +199,11 @@ async fn relay(
     binary: bool,
     mut to_device: tokio::sync::mpsc::Receiver<ToDevice>,
     from_device: tokio::sync::mpsc::Sender<FromDevice>,
+    done: tokio::sync::oneshot::Receiver<()>,
+    still: Still,
 ) {
     let (mut sink, mut stream) = socket.split();
+    let told = from_device.clone();
     let writer = async move {
         while let Some(m) = to_device.recv().await {
             let sent = match m {
@@ -172,9 +211,24 @@ async fn relay(
                     let m = if binary {
                         Message::Binary(b)
                     } else {
-                        Message::Text(base64::engine::general_purpose::STANDARD.encode(&b).into())
+                        Message::Text(BASE64.encode(&b).into())
                     };
                     sink.send(m).await
+                }
+                // A device of the binary subprotocol is told in a text frame; the vendor's
+                // base64 has no half-close: its side closes (what it still sends is lost).
+                ToDevice::Shutdown if binary => {
+                    sink.send(Message::Text(r#"{"op":"shutdown"}"#.into()))
+                        .await
+                }
+                ToDevice::Shutdown => {
+                    let _ = sink
+                        .send(Message::Close(Some(CloseFrame {
+                            code: close_code::NORMAL,
+                            reason: "the client closed".into(),
+                        })))
+                        .await;
+                    break;
                 }
                 ToDevice::Close(why) => {
                     let _ = sink
@@ -197,14 +251,17 @@ async fn relay(
         let why = loop {
             let data = match stream.next().await {
                 Some(Ok(Message::Binary(b))) => b,
-                Some(Ok(Message::Text(t))) => {
-                    match base64::engine::general_purpose::STANDARD.decode(t.as_str().trim()) {
+                Some(Ok(Message::Text(t))) if !binary => {
+                    let text: String = t.as_str().split_whitespace().collect();
+                    match BASE64.decode(text) {
                         Ok(b) => bytes::Bytes::from(b),
                         Err(_) => {
                             break "the device sent a text frame that is not base64".to_string();
                         }
                     }
                 }
+                // In the binary subprotocol, text frames are the device's notes (none yet).
+                Some(Ok(Message::Text(_))) => continue,
                 Some(Ok(Message::Close(frame))) => {
                     break match frame {
                         Some(f) if !f.reason.is_empty() => {
@@ -231,5 +288,9 @@ async fn relay(
     tokio::select! {
         _ = writer => {}
         _ = reader => {}
+        _ = done => {}
+        why = still.ends() => {
+            let _ = told.try_send(FromDevice::Closed(why));
+        }
     }
 }

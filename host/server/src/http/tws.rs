@@ -166,7 +166,7 @@ pub async fn tws(
 
 /// One request over the connection, within the seed's minimum rights: a call of the API as the
 /// session's user.
-fn request(app: &Arc<App>, caller: &Caller, thing: &str, session: &str, msg: &Json) -> Json {
+fn answer(app: &Arc<App>, caller: &Caller, thing: &str, session: &str, msg: &Json) -> Json {
     let op = msg["op"].as_str().unwrap_or_default();
     let session_id = || {
         crate::api::Params::from([(
@@ -221,7 +221,14 @@ struct Tunnel {
     endpoint: String,
     device_user: String,
     to_device: tokio::sync::mpsc::Sender<ToDevice>,
-    _place: crate::state::tunnels::Place,
+    /// Dropped once the device's side is closed (or given up on): its socket's task ends.
+    done: tokio::sync::oneshot::Sender<()>,
+    /// Held until the device's side is gone, not only this end.
+    place: crate::state::tunnels::Place,
+    /// The device may be told of a half-close (binary subprotocol).
+    binary: bool,
+    /// The client sent its last byte (CloseTunnel): the device's side ends the tunnel.
+    client_done: bool,
     started: Instant,
     /// The last byte either way.
     last: Instant,
@@ -242,6 +249,7 @@ struct Opened {
 /// awaited on `/Thingworx/WSTunnelServer/{tid}`. `Err`: why not, for the client.
 async fn open_tunnel(
     app: Arc<App>,
+    caller: Caller,
     thing: String,
     session: String,
     endpoint: String,
@@ -258,7 +266,23 @@ async fn open_tunnel(
         tokio::task::spawn_blocking(move || {
             let (host, port) = {
                 let db = app.db.read().unwrap_or_else(|p| p.into_inner());
-                crate::api::tunnels::endpoint_allowed(db.model(), &thing, &endpoint, false)?;
+                let m = db.model();
+                // The user still may start a session on the Thing (a grant taken back since
+                // the session started opens no more tunnels).
+                let (_, id) = crate::api::authz::visible_entity(m, &caller, Kind::Thing, &thing)
+                    .map_err(|e| e.message)?;
+                crate::api::authz::require(
+                    m,
+                    &caller,
+                    thinghost_core::Permission::ServiceInvoke,
+                    thinghost_core::Target::Entity {
+                        id,
+                        resource: m.access().sym("StartSession"),
+                    },
+                    format_args!("Things/{thing}/Services/StartSession"),
+                )
+                .map_err(|e| e.message)?;
+                crate::api::tunnels::endpoint_allowed(m, &thing, &endpoint, false)?;
                 crate::api::tunnels::parse_endpoint(&endpoint)?
             };
             let device_user = app.edge.bound_user(&thing).ok_or_else(|| {
@@ -325,7 +349,7 @@ struct Relay {
     from_device: Option<tokio::sync::mpsc::Receiver<FromDevice>>,
     /// The client's bytes waiting for room towards the device (the client is not read
     /// meanwhile: back-pressure).
-    up: Option<bytes::Bytes>,
+    up: Option<ToDevice>,
     /// Messages waiting for room towards the client (the device is not read while it is
     /// full: back-pressure).
     outq: VecDeque<Message>,
@@ -344,6 +368,7 @@ impl Relay {
         );
         self.outq.push_back(text(json!({
             "event": "tunnel", "state": "open", "tid": o.tid, "endpoint": endpoint,
+            "maxMessage": self.app.tunnels.limits.max_message,
         })));
         self.from_device = Some(o.link.from_device);
         self.tunnel = Some(Tunnel {
@@ -351,7 +376,10 @@ impl Relay {
             endpoint: endpoint.to_string(),
             device_user: o.device_user,
             to_device: o.link.to_device,
-            _place: o.place,
+            done: o.link.done,
+            place: o.place,
+            binary: o.link.binary,
+            client_done: false,
             started: now,
             last: now,
             to_device_bytes: 0,
@@ -380,13 +408,16 @@ impl Relay {
         };
         self.from_device = None;
         self.up = None;
-        let (to_device, reason) = (t.to_device, why.to_string());
+        // The device's side is closed after what was queued for it, given 10 s to go; then its
+        // socket's task is ended however stuck, and only then is the tunnel's place free.
+        let (to_device, mut done, place, reason) = (t.to_device, t.done, t.place, why.to_string());
         tokio::spawn(async move {
-            let _ = tokio::time::timeout(
-                Duration::from_secs(5),
-                to_device.send(ToDevice::Close(reason)),
-            )
+            let _ = tokio::time::timeout(Duration::from_secs(10), async {
+                let _ = to_device.send(ToDevice::Close(reason)).await;
+                done.closed().await;
+            })
             .await;
+            drop(place);
         });
         let figures = json!({
             "sessionId": self.session, "tid": t.tid, "thing": self.thing, "endpoint": t.endpoint,
@@ -450,12 +481,15 @@ async fn connection(
     let open = |app: &Arc<App>| {
         tokio::spawn(open_tunnel(
             app.clone(),
+            caller.clone(),
             thing.clone(),
             session.clone(),
             endpoint.clone(),
         ))
     };
     let mut opening = Some(open(&app));
+    // The client's request being answered, if any.
+    let mut request: Option<tokio::task::JoinHandle<Result<Json, String>>> = None;
     let idle = app.tunnels.limits.idle;
     // The connection acts for its user: each second, and before each request, it asks whether
     // that user still acts (enabled, not locked, not deleted); when not, it closes, saying why.
@@ -536,14 +570,14 @@ async fn connection(
                 }
             }
             permit = async { to_device.as_ref().expect("guarded").reserve().await }, if to_device.is_some() => {
-                let bytes = relay.up.take().expect("guarded");
+                let m = relay.up.take().expect("guarded");
                 // An error: the device's side is gone; its reason comes from the other channel.
                 if let Ok(p) = permit {
-                    if let Some(t) = relay.tunnel.as_mut() {
+                    if let (Some(t), ToDevice::Data(bytes)) = (relay.tunnel.as_mut(), &m) {
                         t.to_device_bytes += bytes.len() as u64;
                         t.last = Instant::now();
                     }
-                    p.send(ToDevice::Data(bytes));
+                    p.send(m);
                 }
             }
             permit = out.reserve(), if !relay.outq.is_empty() => match permit {
@@ -567,8 +601,8 @@ async fn connection(
                 let text_msg = match msg {
                     Some(Ok(Message::Text(t))) => t.to_string(),
                     Some(Ok(Message::Binary(b))) => {
-                        if relay.tunnel.is_some() {
-                            relay.up = Some(b);
+                        if relay.tunnel.as_ref().is_some_and(|t| !t.client_done) {
+                            relay.up = Some(ToDevice::Data(b));
                         } else if !b.is_empty() {
                             relay.outq.push_back(text(json!({"status": 409, "error": "no tunnel is open: its bytes were dropped (send {\"op\": \"OpenTunnel\"} and wait for its open event)"})));
                         }
@@ -594,18 +628,31 @@ async fn connection(
                         continue;
                     }
                     Some("CloseTunnel") => {
-                        if relay.tunnel.is_some() {
-                            relay.end_tunnel("the client closed the tunnel");
-                        } else {
-                            relay.outq.push_back(text(json!({"op": "CloseTunnel", "status": 409, "error": "no tunnel is open"})));
+                        match relay.tunnel.as_mut() {
+                            // A half-close: the device's endpoint hears the end of the
+                            // client's bytes, and what it still sends comes through until it
+                            // closes too (or the idle limit).
+                            Some(t) if t.binary && !t.client_done => {
+                                t.client_done = true;
+                                relay.up = Some(ToDevice::Shutdown);
+                            }
+                            Some(t) if t.client_done => {}
+                            Some(_) => relay.end_tunnel("the client closed the tunnel"),
+                            None => relay.outq.push_back(text(json!({"op": "CloseTunnel", "status": 409, "error": "no tunnel is open"}))),
                         }
                         continue;
                     }
                     _ => {}
                 }
+                // One request at a time, beside the tunnel's bytes (a read of a property bound
+                // to the device waits for the device).
+                if request.is_some() {
+                    relay.outq.push_back(text(json!({"op": msg["op"], "status": 429, "error": "one request at a time: wait for the answer to the one before"})));
+                    continue;
+                }
                 // Before each request, on the blocking pool: does the user still act?
                 let (app2, caller2, thing2, session2) = (app.clone(), caller.clone(), thing.clone(), session.clone());
-                let reply = tokio::task::spawn_blocking(move || {
+                request = Some(tokio::task::spawn_blocking(move || {
                     let acts = {
                         let db = app2.db.read().unwrap_or_else(|p| p.into_inner());
                         crate::state::auth::still_acts(db.model(), &caller2.name, caller2.subject)
@@ -613,12 +660,13 @@ async fn connection(
                     };
                     acts.map(|()| {
                         app2.sessions.touch(&session2);
-                        request(&app2, &caller2, &thing2, &session2, &msg)
+                        answer(&app2, &caller2, &thing2, &session2, &msg)
                     })
-                })
-                .await
-                .unwrap_or_else(|_| Ok(json!({"status": 500, "error": "internal error"})));
-                match reply {
+                }));
+            }
+            reply = async { request.as_mut().expect("guarded").await }, if request.is_some() => {
+                request = None;
+                match reply.unwrap_or_else(|_| Ok(json!({"status": 500, "error": "internal error"}))) {
                     Err(why) => break Some((why, true)),
                     Ok(reply) => relay.outq.push_back(text(reply)),
                 }
@@ -627,6 +675,9 @@ async fn connection(
     };
     if let Some(o) = opening.take() {
         o.abort();
+    }
+    if let Some(r) = request.take() {
+        r.abort();
     }
     let cut = writer.abort_handle();
     let Some((why, user_gone)) = stop else {

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::oneshot;
 
 /// The limits of tunnels (`serve --tunnel-*`).
@@ -52,6 +52,9 @@ pub enum FromDevice {
 #[derive(Debug)]
 pub enum ToDevice {
     Data(bytes::Bytes),
+    /// The client sends no more bytes (its connection half-closed): the device's side shuts
+    /// down its endpoint's writing and goes on reading it.
+    Shutdown,
     /// The tunnel ends: why (the device's side is closed with it).
     Close(String),
 }
@@ -61,8 +64,14 @@ pub enum ToDevice {
 pub struct DeviceLink {
     /// The user of the key the device's side connected with.
     pub user: String,
+    /// Whether the device exchanges the bytes as binary frames (it can then be told of a
+    /// half-close); else base64 text, as the vendor's SDKs.
+    pub binary: bool,
     pub to_device: tokio::sync::mpsc::Sender<ToDevice>,
     pub from_device: tokio::sync::mpsc::Receiver<FromDevice>,
+    /// Dropped when the session's side is done with the tunnel: the device's socket closes
+    /// then, however stuck its writes are.
+    pub done: oneshot::Sender<()>,
 }
 
 /// A tunnel waiting for its device's connection.
@@ -74,7 +83,6 @@ pub struct Waiting<S> {
     pub session: String,
     /// Where the device's socket goes.
     pub deliver: oneshot::Sender<S>,
-    pub since: Instant,
 }
 
 /// The tunnels of this server.
@@ -150,17 +158,27 @@ impl<S> Tunnels<S> {
                 device_user: device_user.to_string(),
                 session: session.to_string(),
                 deliver,
-                since: Instant::now(),
             },
         );
         Ok((tid, arrives))
     }
 
     /// Takes the tunnel `tid` waiting for its device (once: a second claim finds nothing), if
-    /// someone still waits for it and it is not older than [`TunnelLimits::connect_timeout`].
-    pub fn claim(&self, tid: &str) -> Option<Waiting<S>> {
-        let w = self.lock().remove(tid)?;
-        (!w.deliver.is_closed() && w.since.elapsed() <= self.limits.connect_timeout).then_some(w)
+    /// someone still waits for it (the session's connection gives up after
+    /// [`TunnelLimits::connect_timeout`]) and its device user is `user`: `Err` with the
+    /// waiting one's device user when another user claims it (it keeps waiting).
+    pub fn claim(&self, tid: &str, user: &str) -> Result<Waiting<S>, Option<String>> {
+        let mut waiting = self.lock();
+        match waiting.get(tid) {
+            None => return Err(None),
+            Some(w) if w.deliver.is_closed() => {
+                waiting.remove(tid);
+                return Err(None);
+            }
+            Some(w) if w.device_user != user => return Err(Some(w.device_user.clone())),
+            Some(_) => {}
+        }
+        waiting.remove(tid).ok_or(None)
     }
 
     /// Forgets tunnel `tid` if it still waits (its session connection gave up).
@@ -178,27 +196,24 @@ mod tests {
         let t: Tunnels<u32> = Tunnels::default();
         let (tid, arrives) = t.expect("Pump", "device", "s1").unwrap();
         assert_eq!(tid.len(), 32);
-        assert!(t.claim("not-a-tid").is_none());
-        let w = t.claim(&tid).expect("waiting");
+        assert!(t.claim("not-a-tid", "device").is_err());
+        // Another user's claim finds it, says whose it is, and leaves it waiting.
+        assert_eq!(
+            t.claim(&tid, "intruder").err(),
+            Some(Some("device".to_string()))
+        );
+        let w = t.claim(&tid, "device").expect("waiting");
         assert_eq!(
             (w.thing.as_str(), w.device_user.as_str(), w.session.as_str()),
             ("Pump", "device", "s1")
         );
         w.deliver.send(7).unwrap();
         assert_eq!(arrives.blocking_recv().unwrap(), 7);
-        assert!(t.claim(&tid).is_none(), "once");
-        // Nobody waits any more: nothing to claim.
+        assert!(t.claim(&tid, "device").is_err(), "once");
+        // Nobody waits any more (the session's connection gave up): nothing to claim.
         let (tid, arrives) = t.expect("Pump", "device", "s2").unwrap();
         drop(arrives);
-        assert!(t.claim(&tid).is_none());
-        // Too late.
-        let late: Tunnels<u32> = Tunnels::new(TunnelLimits {
-            connect_timeout: Duration::ZERO,
-            ..TunnelLimits::default()
-        });
-        let (tid, _arrives) = late.expect("Pump", "device", "s3").unwrap();
-        std::thread::sleep(Duration::from_millis(5));
-        assert!(late.claim(&tid).is_none());
+        assert_eq!(t.claim(&tid, "device").err(), Some(None));
     }
 
     #[test]
