@@ -26,7 +26,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
 /// The most bytes read from a local socket into one message (the server takes 64 KiB by
 /// default: `serve --tunnel-max-message-kib`).
-pub const CHUNK: usize = 32 * 1024;
+pub const CHUNK: usize = 64 * 1024;
 
 /// Opens a WebSocket to `url` (`ws://` or `wss://`) with `headers` (and `protocol` asked, if
 /// any): the socket and the subprotocol the server chose. A refusal of the server is the
@@ -254,7 +254,7 @@ pub async fn agent(
     let from_server = async {
         while let Some(m) = stream.next().await {
             let data = match m {
-                Ok(WsMessage::Binary(b)) if binary => b.to_vec(),
+                Ok(WsMessage::Binary(b)) if binary => b,
                 // The client sends no more: so does the endpoint's writer, and its answer
                 // still comes back.
                 Ok(WsMessage::Text(t)) if binary => {
@@ -267,7 +267,7 @@ pub async fn agent(
                     use base64::Engine;
                     let text: String = t.as_str().split_whitespace().collect();
                     match BASE64.decode(text) {
-                        Ok(b) => b,
+                        Ok(b) => bytes::Bytes::from(b),
                         Err(_) => return "the server sent a text frame that is not base64".into(),
                     }
                 }

@@ -216,16 +216,17 @@ pub fn spawn(app: Arc<App>) {
     // Timers and schedulers fire their events, and the audit schedulers start their jobs, on
     // one clock (B7).
     crate::jobs::timers::spawn(app.clone());
-    // The housekeeping has a tick of its own, on the blocking pool (it reads the model under its
-    // lock): a long archive or export never delays the end of a session whose user no longer
-    // acts.
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-        loop {
-            tick.tick().await;
-            let app = app.clone();
-            let _ = tokio::task::spawn_blocking(move || housekeeping(&app)).await;
-        }
-    });
+    // The housekeeping has a tick of its own, on a thread of its own (it reads the model under
+    // its lock; not the blocking pool, see `timers::spawn`): a long archive or export never
+    // delays the end of a session whose user no longer acts.
+    let runtime = tokio::runtime::Handle::current();
+    let started = std::thread::Builder::new()
+        .name("housekeeping".into())
+        .spawn(move || {
+            let _context = runtime.enter();
+            crate::jobs::timers::every(std::time::Duration::from_secs(1), || housekeeping(&app));
+        });
+    if let Err(e) = started {
+        tracing::error!(error = %e, "cannot start the housekeeping's thread: sessions will not expire");
+    }
 }

@@ -196,25 +196,39 @@ fn fire_as(app: &App, st: &mut State, thing: &str, event: &str, run_as: &str, no
     }
 }
 
-/// Starts the loop on the current tokio runtime (each look on the blocking pool: it reads the
-/// model under its lock).
+/// Starts the loop on a thread of its own ("timers"), in the current tokio runtime's context:
+/// it reads the model under its lock, and a task on the blocking pool every tick would wake that
+/// pool's idle threads in turn, so that none of them ever ends (each keeps its stack and its
+/// allocator's heap: a burst of work would cost its memory for good).
 pub fn spawn(app: Arc<App>) {
     let jobs = crate::jobs::scheduler::Jobs::start(&app);
-    tokio::spawn(async move {
-        let state = Arc::new(std::sync::Mutex::new(State {
-            jobs: Some(jobs),
-            ..State::default()
-        }));
-        let mut ticker = tokio::time::interval(TICK);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-        loop {
-            ticker.tick().await;
-            let (app, state) = (app.clone(), state.clone());
-            let _ = tokio::task::spawn_blocking(move || {
-                let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
-                tick(&app, &mut st);
-            })
-            .await;
+    let runtime = tokio::runtime::Handle::current();
+    let started = std::thread::Builder::new()
+        .name("timers".into())
+        .spawn(move || {
+            let _context = runtime.enter();
+            let mut st = State {
+                jobs: Some(jobs),
+                ..State::default()
+            };
+            every(TICK, || tick(&app, &mut st));
+        });
+    if let Err(e) = started {
+        tracing::error!(error = %e, "cannot start the timers' thread: timers and schedulers will not fire");
+    }
+}
+
+/// Runs `f` every `period` on this thread, forever; a late run is not made up for.
+pub fn every(period: std::time::Duration, mut f: impl FnMut()) {
+    let mut next = std::time::Instant::now();
+    loop {
+        next += period;
+        let now = std::time::Instant::now();
+        if next > now {
+            std::thread::sleep(next - now);
+        } else {
+            next = now;
         }
-    });
+        f();
+    }
 }
