@@ -11,11 +11,11 @@
 //! `cargo bench -p thinghost-benches --bench edge` (`THINGHOST_BENCH_SECONDS`: seconds per
 //! measurement, 6 by default; `THINGHOST_BENCH_DEVICES`: the largest fleet, 1,000 by default).
 
-use serde_json::{Value as Json, json};
+use serde_json::json;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use thinghost_benches::load::start;
+use thinghost_benches::load::{post, start};
 
 /// A figure of the server's `/proc/PID/status` (`VmRSS` in KiB, `Threads`).
 fn status(pid: u32, field: &str) -> u64 {
@@ -39,19 +39,6 @@ fn client(data: &Path) -> reqwest::blocking::Client {
         .timeout(Duration::from_secs(600))
         .build()
         .unwrap()
-}
-
-fn post(c: &reqwest::blocking::Client, base: &str, key: &str, path: &str, body: Json) -> Json {
-    let r = c
-        .post(format!("{base}{path}"))
-        .header("appKey", key)
-        .json(&body)
-        .send()
-        .expect("the server answers");
-    let status = r.status();
-    let v: Json = r.json().unwrap_or(Json::Null);
-    assert!(status.is_success(), "{path}: {status} {v}");
-    v
 }
 
 /// How many connections the server holds now.

@@ -17,7 +17,7 @@ use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use thinghost_benches::load::start;
+use thinghost_benches::load::{post, start};
 
 fn echo_server() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -101,19 +101,6 @@ fn round_trips(port: u16, n: usize) -> (f64, f64) {
     }
     times.sort_by(f64::total_cmp);
     (times[n / 2], times[n * 99 / 100])
-}
-
-fn post(c: &reqwest::blocking::Client, base: &str, key: &str, path: &str, body: Json) -> Json {
-    let r = c
-        .post(format!("{base}{path}"))
-        .header("appKey", key)
-        .json(&body)
-        .send()
-        .expect("the server answers");
-    let status = r.status();
-    let v: Json = r.json().unwrap_or(Json::Null);
-    assert!(status.is_success(), "{path}: {status} {v}");
-    v
 }
 
 fn free_port() -> u16 {

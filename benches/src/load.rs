@@ -117,3 +117,24 @@ pub fn script(dir: &Path, name: &str, key: &str, post: Option<&str>) -> PathBuf 
     std::fs::write(&path, lua).expect("written");
     path
 }
+
+/// POSTs `body` to `path` of the server at `base` with the key: the JSON answer, which must be
+/// a success.
+pub fn post(
+    c: &reqwest::blocking::Client,
+    base: &str,
+    key: &str,
+    path: &str,
+    body: serde_json::Value,
+) -> serde_json::Value {
+    let r = c
+        .post(format!("{base}{path}"))
+        .header("appKey", key)
+        .json(&body)
+        .send()
+        .expect("the server answers");
+    let status = r.status();
+    let v: serde_json::Value = r.json().unwrap_or(serde_json::Value::Null);
+    assert!(status.is_success(), "{path}: {status} {v}");
+    v
+}

@@ -285,47 +285,15 @@ pub fn run(args: Args) -> Result<i32, Failure> {
     Ok(if outcome > 0 { 1 } else { 0 })
 }
 
-/// The WebSocket address of a server's URL: `https://h:p` -> `wss://h:p/Thingworx/WS`.
-fn ws_url(url: &str) -> Result<url::Url, String> {
-    let mut u = url::Url::parse(url).map_err(|e| format!("{url:?} is not a URL: {e}"))?;
-    let scheme = match u.scheme() {
-        "https" | "wss" => "wss",
-        "http" | "ws" => "ws",
-        other => return Err(format!("{url}: the scheme is https (or http), not {other}")),
-    };
-    u.set_scheme(scheme)
-        .map_err(|_| format!("{url}: cannot use it as a WebSocket address"))?;
-    u.set_path("/Thingworx/WS");
-    u.set_query(None);
-    Ok(u)
-}
-
 /// Runs one device until its connection ends: an error says why it ended badly.
 pub async fn run_device(
     spec: DeviceSpec,
     figures: Arc<Figures>,
     started: Instant,
 ) -> Result<(), String> {
-    let url = ws_url(&spec.url)?;
-    let host = url.host_str().ok_or("the URL has no host")?.to_string();
-    let port = url.port_or_known_default().ok_or("the URL has no port")?;
-    let tcp = tokio::net::TcpStream::connect((host.as_str(), port))
-        .await
-        .map_err(|e| format!("cannot connect to {host}:{port}: {e}"))?;
-    let _ = tcp.set_nodelay(true);
-    if url.scheme() == "wss" {
-        let connector =
-            tokio_rustls::TlsConnector::from(Arc::new(tls_config(spec.ca_pem.as_deref())?));
-        let name = rustls_pki_types::ServerName::try_from(host.clone())
-            .map_err(|e| format!("{host} is not a server name: {e}"))?;
-        let tls = connector
-            .connect(name, tcp)
-            .await
-            .map_err(|e| format!("TLS with {host}:{port}: {e}"))?;
-        drive(url, tls, spec, figures, started).await
-    } else {
-        drive(url, tcp, spec, figures, started).await
-    }
+    let url = super::tunnel::ws_address(&spec.url, "/Thingworx/WS")?;
+    let (ws, _) = super::tunnel::connect(&url, &[], None, spec.ca_pem.as_deref()).await?;
+    drive(ws, spec, figures, started).await
 }
 
 pub(crate) fn tls_config(ca_pem: Option<&[u8]>) -> Result<rustls::ClientConfig, String> {
@@ -347,15 +315,11 @@ pub(crate) fn tls_config(ca_pem: Option<&[u8]>) -> Result<rustls::ClientConfig, 
 }
 
 async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
-    url: url::Url,
-    stream: S,
+    ws: WebSocketStream<S>,
     spec: DeviceSpec,
     figures: Arc<Figures>,
     started: Instant,
 ) -> Result<(), String> {
-    let (ws, _) = tokio_tungstenite::client_async(url.as_str(), stream)
-        .await
-        .map_err(|e| format!("the WebSocket handshake with {url}: {e}"))?;
     let mut d = Device {
         ws,
         session: thinghost_alwayson::message::NO_SESSION,
@@ -918,9 +882,11 @@ mod tests {
         );
         assert!(parse_property("novalue").is_err());
         assert_eq!(
-            ws_url("https://localhost:8443").unwrap().as_str(),
+            super::super::tunnel::ws_address("https://localhost:8443", "/Thingworx/WS")
+                .unwrap()
+                .as_str(),
             "wss://localhost:8443/Thingworx/WS"
         );
-        assert!(ws_url("ftp://x").is_err());
+        assert!(super::super::tunnel::ws_address("ftp://x", "/Thingworx/WS").is_err());
     }
 }

@@ -21,8 +21,8 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 /// A connection to the server, with TLS or without.
-pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send + Sync {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + Sync> Io for T {}
 
 /// The most bytes read from a local socket into one message (the server takes 64 KiB by
 /// default: `serve --tunnel-max-message-kib`).
@@ -509,7 +509,13 @@ async fn client(c: Connect, launch: Launch, ca_pem: Option<Vec<u8>>) -> Result<i
             }
             s = next_said(&mut stream), if room => match s {
                 Said::Ended(why) => { println!("the session ended: {why}"); return Ok(0); }
-                Said::Closed(why) => { println!("tunnel closed ({why})"); open = false; continue; }
+                Said::Closed(why) => {
+                    // What that tunnel's endpoint said is not the next one's.
+                    early.clear();
+                    println!("tunnel closed ({why})");
+                    open = false;
+                    continue;
+                }
                 Said::Data(b) => { early.push(b); continue; }
                 _ => continue,
             },

@@ -290,7 +290,11 @@ async fn relay(
         _ = reader => {}
         _ = done => {}
         why = still.ends() => {
-            let _ = told.try_send(FromDevice::Closed(why));
+            let _ = tokio::time::timeout(
+                std::time::Duration::from_secs(1),
+                told.send(FromDevice::Closed(why)),
+            )
+            .await;
         }
     }
 }

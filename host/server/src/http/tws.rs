@@ -636,7 +636,8 @@ async fn connection(
                                 t.client_done = true;
                                 relay.up = Some(ToDevice::Shutdown);
                             }
-                            Some(t) if t.client_done => {}
+                            // Asked again: the client gives up on the answer too.
+                            Some(t) if t.client_done => relay.end_tunnel("the client closed the tunnel"),
                             Some(_) => relay.end_tunnel("the client closed the tunnel"),
                             None => relay.outq.push_back(text(json!({"op": "CloseTunnel", "status": 409, "error": "no tunnel is open"}))),
                         }
@@ -676,8 +677,14 @@ async fn connection(
     if let Some(o) = opening.take() {
         o.abort();
     }
+    // A request under way (an EndSession, whose own end stopped the loop) is answered first.
     if let Some(r) = request.take() {
-        r.abort();
+        let cut = r.abort_handle();
+        match tokio::time::timeout(Duration::from_secs(2), r).await {
+            Ok(Ok(Ok(reply))) => relay.outq.push_back(text(reply)),
+            Ok(_) => {}
+            Err(_) => cut.abort(),
+        }
     }
     let cut = writer.abort_handle();
     let Some((why, user_gone)) = stop else {

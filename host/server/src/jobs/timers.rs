@@ -218,7 +218,8 @@ pub fn spawn(app: Arc<App>) {
     }
 }
 
-/// Runs `f` every `period` on this thread, forever; a late run is not made up for.
+/// Runs `f` every `period` on this thread, forever; a late run is not made up for, and a run
+/// that panics is logged and the next one runs.
 pub fn every(period: std::time::Duration, mut f: impl FnMut()) {
     let mut next = std::time::Instant::now();
     loop {
@@ -229,6 +230,11 @@ pub fn every(period: std::time::Duration, mut f: impl FnMut()) {
         } else {
             next = now;
         }
-        f();
+        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(&mut f)).is_err() {
+            tracing::error!(
+                thread = std::thread::current().name().unwrap_or_default(),
+                "a periodic job panicked; it runs again at its next tick"
+            );
+        }
     }
 }
