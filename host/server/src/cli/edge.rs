@@ -882,11 +882,11 @@ mod tests {
         );
         assert!(parse_property("novalue").is_err());
         assert_eq!(
-            super::super::tunnel::ws_address("https://localhost:8443", "/Thingworx/WS")
+            crate::cli::tunnel::ws_address("https://localhost:8443", "/Thingworx/WS")
                 .unwrap()
                 .as_str(),
             "wss://localhost:8443/Thingworx/WS"
         );
-        assert!(super::super::tunnel::ws_address("ftp://x", "/Thingworx/WS").is_err());
+        assert!(crate::cli::tunnel::ws_address("ftp://x", "/Thingworx/WS").is_err());
     }
 }
