@@ -281,6 +281,7 @@ fn access(c: &mut Criterion) {
                 read_only: false,
                 data_shape: None,
                 data_change_type: Default::default(),
+                logged: false,
             });
         Ok(())
     })

@@ -175,6 +175,9 @@ pub struct PropertyDef {
     /// When a write fires `DataChange` (B5).
     #[serde(default, skip_serializing_if = "DataChangeType::is_default")]
     pub data_change_type: DataChangeType,
+    /// Every accepted value is recorded in the Thing's value stream (H2).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub logged: bool,
 }
 
 /// When a property write fires `DataChange` (B5): when the value changes (the default), at every

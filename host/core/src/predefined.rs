@@ -268,6 +268,7 @@ pub fn entities() -> Vec<Entity> {
                 read_only: false,
                 data_shape: None,
                 data_change_type: Default::default(),
+                logged: false,
             };
             b.definitions.properties = vec![
                 prop("updateRate", BaseType::Number, Json::from(60_000)),
@@ -316,6 +317,7 @@ pub fn entities() -> Vec<Entity> {
                     read_only: false,
                     data_shape: None,
                     data_change_type: Default::default(),
+                    logged: false,
                 })
                 .collect();
         }

@@ -60,6 +60,7 @@ fn invalid_names_are_refused() {
                 read_only: false,
                 data_shape: None,
                 data_change_type: Default::default(),
+                logged: false,
             });
         }
         tx.create(t)
@@ -205,6 +206,7 @@ fn prop(name: &str, t: BaseType) -> PropertyDef {
         read_only: false,
         data_shape: None,
         data_change_type: Default::default(),
+        logged: false,
     }
 }
 

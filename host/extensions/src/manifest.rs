@@ -99,6 +99,9 @@ pub struct PropertyDecl {
     pub description: String,
     #[serde(default)]
     pub read_only: bool,
+    /// Every accepted value is recorded in the Thing's value stream (H2).
+    #[serde(default)]
+    pub logged: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Deserialize)]
@@ -758,6 +761,7 @@ fn definitions(m: &Members, owner: &str) -> Result<Definitions, String> {
             read_only: p.read_only,
             data_shape: None,
             data_change_type: Default::default(),
+            logged: p.logged,
         });
     }
     let services = m

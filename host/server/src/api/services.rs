@@ -1401,6 +1401,7 @@ pub fn property_definition(call: &mut Call<'_>, add: bool) -> Result<Reply, ApiE
             default_value,
             read_only: call.bool_or("readOnly", false),
             data_shape: None,
+            logged: call.bool_or("logged", false),
             data_change_type: match call.opt_str("dataChangeType") {
                 None => Default::default(),
                 Some(t) => thinghost_core::DataChangeType::parse(&t).ok_or_else(|| {

@@ -523,7 +523,7 @@ fn services() -> Vec<Service> {
     v.extend([
         // ---- definitions, shapes, membership, users, keys ----
         row(On::Kinds(DEFINED), "AddPropertyDefinition", Exclusive(|c| services::property_definition(c, true)))
-            .params(const { &[NAME, req("type", T::String), DESCRIPTION, opt("defaultValue", ANY), opt("readOnly", T::Boolean).or("false"), opt("dataChangeType", T::String).or("VALUE: a write fires DataChange when the value changes (ALWAYS: at every write; NEVER)")] })
+            .params(const { &[NAME, req("type", T::String), DESCRIPTION, opt("defaultValue", ANY), opt("readOnly", T::Boolean).or("false"), opt("dataChangeType", T::String).or("VALUE: a write fires DataChange when the value changes (ALWAYS: at every write; NEVER)"), opt("logged", T::Boolean).or("false: true records every accepted value in the Thing's value stream")] })
             .rule(Rule::On(Permission::Update, "change this entity's definitions")).audit(Audit::Change)
             .doc("Defines a property on a Thing, template or shape.")
             .example(r#"add_property_definition("Things/Pump7", "pressure", "NUMBER");"#),
