@@ -21,15 +21,9 @@ use std::time::{Duration, Instant};
 use thinghost::state::app::App;
 use thinghost::state::audit::AuditLog;
 use thinghost_benches::dispatch::{call, caller};
+use thinghost_benches::env;
 use thinghost_store::audit::AuditQuery;
 use thinghost_store::{AuditRecord, DB_FILE, SqliteStore, Store};
-
-fn env(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn record(i: u64, things: u64, users: u64, span_ms: i64, start: i64) -> AuditRecord {
     AuditRecord {

@@ -58,14 +58,8 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
-    let seconds: u64 = std::env::var("THINGHOST_BENCH_SECONDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(6);
-    let fleet: usize = std::env::var("THINGHOST_BENCH_DEVICES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1000);
+    let seconds = thinghost_benches::env("THINGHOST_BENCH_SECONDS", 6);
+    let fleet = thinghost_benches::env("THINGHOST_BENCH_DEVICES", 1000) as usize;
     let binary = env!("CARGO_BIN_EXE_thinghost-bench-server");
     let tmp = tempfile::tempdir().expect("a temporary directory");
     let (plugins, data, keys) = (
@@ -73,18 +67,7 @@ fn main() {
         tmp.path().join("data"),
         tmp.path().join("keys"),
     );
-    let cse = thinghost_benches::dispatch::root().join("plugins/connection-services");
-    std::fs::create_dir_all(plugins.join("connection-services")).unwrap();
-    for f in std::fs::read_dir(&cse).unwrap() {
-        let f = f.unwrap().path();
-        std::fs::copy(
-            &f,
-            plugins
-                .join("connection-services")
-                .join(f.file_name().unwrap()),
-        )
-        .unwrap();
-    }
+    thinghost_benches::shipped_plugin("connection-services", &plugins);
     std::fs::create_dir_all(&keys).unwrap();
     let serve = || {
         let mut cmd = Command::new(binary);

@@ -19,17 +19,11 @@ use std::time::{Duration, Instant};
 use thinghost::state::app::App;
 use thinghost::state::audit::AuditLog;
 use thinghost_benches::dispatch::caller;
+use thinghost_benches::env;
 use thinghost_core::Kind;
 use thinghost_store::DB_FILE;
 
 const THINGS: usize = 1_000;
-
-fn env(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn invoke(app: &Arc<App>, kind: Kind, entity: &str, service: &str, params: Json) {
     let admin = caller(app, thinghost_core::predefined::ADMINISTRATOR);

@@ -14,7 +14,6 @@
 use serde_json::{Value as Json, json};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use thinghost_benches::load::{post, start};
@@ -139,16 +138,11 @@ struct Figures {
     ten_mib_s: f64,
 }
 
-fn measure(binary: &str, root: &Path, tls: bool, echo: u16, mib: usize) -> Figures {
+fn measure(binary: &str, tls: bool, echo: u16, mib: usize) -> Figures {
     let tmp = tempfile::tempdir().unwrap();
     let (plugins, data) = (tmp.path().join("plugins"), tmp.path().join("data"));
     for ext in ["connection-services", "remote-access"] {
-        let from = root.join("plugins").join(ext);
-        std::fs::create_dir_all(plugins.join(ext)).unwrap();
-        for f in std::fs::read_dir(&from).unwrap() {
-            let f = f.unwrap().path();
-            std::fs::copy(&f, plugins.join(ext).join(f.file_name().unwrap())).unwrap();
-        }
+        thinghost_benches::shipped_plugin(ext, &plugins);
     }
     let mut cmd = Command::new(binary);
     cmd.arg("serve")
@@ -276,12 +270,8 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
-    let mib: usize = std::env::var("THINGHOST_BENCH_MIB")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(64);
+    let mib = thinghost_benches::env("THINGHOST_BENCH_MIB", 64) as usize;
     let binary = env!("CARGO_BIN_EXE_thinghost-bench-server");
-    let root = thinghost_benches::dispatch::root();
     let echo = echo_server();
     eprintln!("direct loopback...");
     let direct = throughput(echo, mib << 20);
@@ -303,7 +293,7 @@ fn main() {
             "tunnels {}...",
             if tls { "over TLS" } else { "without TLS" }
         );
-        rows.push((tls, measure(binary, &root, tls, echo, mib)));
+        rows.push((tls, measure(binary, tls, echo, mib)));
     }
     println!("\n## Row 10: remote-access tunnels (loopback, {mib} MiB each way per measurement)\n");
     println!(
