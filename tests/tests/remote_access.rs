@@ -1702,24 +1702,31 @@ fn c7_refused_tunnels_say_why_and_are_audited() {
     );
 
     // A device-side connection for a tunnel nobody waits for: 404, audited.
-    let stream = thinghost_tests::tls_stream(&r.s);
-    stream
-        .sock
-        .set_read_timeout(Some(std::time::Duration::from_secs(20)))
+    // (An id the server could not have given is answered the same, before the key is checked.)
+    for tid in [
+        "0123456789abcdef0123456789abcdef",
+        "..%2F..%2Fetc",
+        &"a".repeat(4000),
+    ] {
+        let stream = thinghost_tests::tls_stream(&r.s);
+        stream
+            .sock
+            .set_read_timeout(Some(std::time::Duration::from_secs(20)))
+            .unwrap();
+        let mut request = tungstenite::client::IntoClientRequest::into_client_request(format!(
+            "wss://localhost:{}/Thingworx/WSTunnelServer/{tid}",
+            r.s.port()
+        ))
         .unwrap();
-    let mut request = tungstenite::client::IntoClientRequest::into_client_request(format!(
-        "wss://localhost:{}/Thingworx/WSTunnelServer/0123456789abcdef0123456789abcdef",
-        r.s.port()
-    ))
-    .unwrap();
-    request
-        .headers_mut()
-        .insert("appKey", dev_key.trim().parse().unwrap());
-    match tungstenite::client::client(request, stream) {
-        Err(tungstenite::HandshakeError::Failure(tungstenite::Error::Http(res))) => {
-            assert_eq!(res.status(), 404)
+        request
+            .headers_mut()
+            .insert("appKey", dev_key.trim().parse().unwrap());
+        match tungstenite::client::client(request, stream) {
+            Err(tungstenite::HandshakeError::Failure(tungstenite::Error::Http(res))) => {
+                assert_eq!(res.status(), 404, "{tid}")
+            }
+            other => panic!("not refused: {:?}", other.map(|_| ())),
         }
-        other => panic!("not refused: {:?}", other.map(|_| ())),
     }
     thinghost_tests::within_20s("the device side's refusal audited", || {
         audited(&r.s, "tunnelRefused")

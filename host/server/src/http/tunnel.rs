@@ -72,11 +72,23 @@ pub async fn device(
         crate::state::auth::audit_refusal(&app, &refusal, peer.addr, Some(&endpoint));
         return (StatusCode::UNAUTHORIZED, "authentication failed").into_response();
     }
+    // Only an id the server could have given (128 bits, hex) is worth a key check: anything
+    // else answers as an unknown id at once, before any hashing.
+    if tid.len() != 32 || !tid.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return not_found();
+    }
     let Some(key) = headers
         .get("appKey")
         .and_then(|v| v.to_str().ok())
         .map(str::to_string)
     else {
+        let refusal = crate::state::auth::Refused {
+            user: String::new(),
+            key: "noCredentials",
+            detail: "a tunnel's device side without the appKey header".into(),
+            busy: false,
+        };
+        crate::state::auth::audit_refusal(&app, &refusal, peer.addr, Some(&endpoint));
         return (
             StatusCode::UNAUTHORIZED,
             "authentication failed: send the device's application key in the appKey header",
