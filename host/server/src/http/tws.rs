@@ -708,13 +708,24 @@ async fn connection(
                 Ok(())
             }
         });
-        audit_later(
-            &app,
-            &caller.name,
-            "remoteConnectionClosed",
+        // Recorded before the client hears it (as before the tunnel's loop existed).
+        let (app2, user, detail, thing2) = (
+            app.clone(),
+            caller.name.to_string(),
             json!({"sessionId": session, "thing": thing, "reason": why}),
-            &thing,
+            thing.clone(),
         );
+        let _ = tokio::task::spawn_blocking(move || {
+            app2.audit(
+                &user,
+                crate::state::audit::category::REMOTE_ACCESS,
+                "remoteConnectionClosed",
+                detail,
+                &format!("Things/{thing2}"),
+                "Thing",
+            )
+        })
+        .await;
     }
     relay.outq.push_back(text(
         json!({"event": "session", "state": "ended", "sessionId": session, "reason": why}),
