@@ -379,6 +379,44 @@ pub struct ThingBody {
     /// what it had from that extension, kept until the extension comes back.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parked: Option<Parked>,
+    /// Where its history goes and how much is kept (DOMAIN section 11).
+    #[serde(default, skip_serializing_if = "Storage::is_empty")]
+    pub storage: Storage,
+}
+
+/// A Thing's data-storage settings (DOMAIN H1-H5).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Storage {
+    /// The ValueStream Thing its logged properties are recorded in (H2; the vendor's
+    /// `SetValueStream`). Any Thing may have one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value_stream: Option<String>,
+    /// The DataShape of a Stream's entries or a DataTable's rows (the vendor's
+    /// `SetDataShape`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_shape: Option<String>,
+    /// Of a Stream or ValueStream: entries older than this many days are purged (H5; 0: kept).
+    #[serde(default, skip_serializing_if = "is_zero_u32")]
+    pub retention_days: u32,
+    /// Of a Stream or ValueStream: at most this many entries are kept, the oldest purged first
+    /// (H5; 0: no maximum). A ValueStream counts per Thing.
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub max_entries: u64,
+}
+
+impl Storage {
+    pub fn is_empty(&self) -> bool {
+        *self == Storage::default()
+    }
+}
+
+fn is_zero_u32(n: &u32) -> bool {
+    *n == 0
+}
+
+fn is_zero_u64(n: &u64) -> bool {
+    *n == 0
 }
 
 /// A Remote Thing's bindings (the vendor's `SetRemotePropertyBinding` and
@@ -668,6 +706,7 @@ impl Entity {
                 value_times: BTreeMap::new(),
                 remote: RemoteBindings::default(),
                 parked: None,
+                storage: Storage::default(),
             }),
         )
     }

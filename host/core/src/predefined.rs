@@ -68,10 +68,14 @@ pub const SYSTEM_TEMPLATES: &[&str] = &[
     "FileRepository",
     SCHEDULER,
     TIMER,
-    "DataTable",
-    "Stream",
-    "ValueStream",
+    DATA_TABLE,
+    STREAM,
+    VALUE_STREAM,
 ];
+/// The data-storage templates (DOMAIN section 11).
+pub const DATA_TABLE: &str = "DataTable";
+pub const STREAM: &str = "Stream";
+pub const VALUE_STREAM: &str = "ValueStream";
 /// Things of this template fire [`SCHEDULED_EVENT`] when their `schedule` (cron with seconds)
 /// fires, as their `runAsUser`, while `enabled` (B7).
 pub const SCHEDULER: &str = "Scheduler";
@@ -97,7 +101,7 @@ pub fn platform_events<'a>(templates: impl IntoIterator<Item = &'a str>) -> Vec<
     out
 }
 /// Templates whose Things keep data in a persistence provider (DOMAIN P1).
-pub const DATA_STORAGE_TEMPLATES: &[&str] = &["DataTable", "Stream", "ValueStream"];
+pub const DATA_STORAGE_TEMPLATES: &[&str] = &[DATA_TABLE, STREAM, VALUE_STREAM];
 pub const SUBSYSTEMS: &[&str] = &[
     "AuditSubsystem",
     "EventProcessingSubsystem",

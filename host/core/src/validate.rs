@@ -88,6 +88,16 @@ pub(crate) fn visit_references(e: &Entity, f: &mut dyn FnMut(RefTarget<'_>, &dyn
                     format!("the shapes of {}", place())
                 });
             }
+            if let Some(v) = &t.storage.value_stream {
+                f(RefTarget::Entity(Kind::Thing, v), &|| {
+                    format!("the value stream of {}", place())
+                });
+            }
+            if let Some(d) = &t.storage.data_shape {
+                f(RefTarget::Entity(Kind::DataShape, d), &|| {
+                    format!("the data shape of {}", place())
+                });
+            }
         }
         Body::ThingTemplate(t) => {
             if let Some(b) = &t.base_thing_template {
@@ -822,6 +832,7 @@ fn validate_entity(
                     ));
                 }
             }
+            check_storage(view, t, &place)?;
             for (name, value) in &t.values {
                 let Some((def, _)) = merged.properties.get(name) else {
                     return Err(ModelError::invalid(
@@ -936,6 +947,55 @@ fn validate_entity(
             }
         }
         Body::User(_) | Body::Subsystem(_) | Body::Resource(_) | Body::PersistenceProvider(_) => {}
+    }
+    Ok(())
+}
+
+/// Is the template `template`, or one it is based on, `base`?
+pub fn based_on(view: &dyn View, template: &str, base: &str) -> bool {
+    template_chain(view, template).is_ok_and(|chain| chain.iter().any(|t| t.name == base))
+}
+
+/// The data-storage template (`Stream`, `DataTable`, `ValueStream`) a Thing of `template` is
+/// based on, if any.
+pub fn storage_kind(view: &dyn View, template: &str) -> Option<&'static str> {
+    predefined::DATA_STORAGE_TEMPLATES
+        .iter()
+        .copied()
+        .find(|base| based_on(view, template, base))
+}
+
+/// A Thing's data-storage settings (H1-H5): its value stream is a ValueStream Thing; a data
+/// shape only on a Stream or a DataTable, retention only on a Stream or a ValueStream.
+fn check_storage(view: &dyn View, t: &ThingBody, place: &str) -> Result<(), ModelError> {
+    let s = &t.storage;
+    if let Some(v) = &s.value_stream {
+        let is_stream = match view.get(Kind::Thing, v).map(|e| &e.body) {
+            Some(Body::Thing(vs)) => based_on(view, &vs.thing_template, predefined::VALUE_STREAM),
+            _ => false,
+        };
+        if !is_stream {
+            return Err(ModelError::invalid(
+                place,
+                format!("its value stream {v} is not a ValueStream Thing"),
+            ));
+        }
+    }
+    let kind = storage_kind(view, &t.thing_template);
+    if s.data_shape.is_some() && !matches!(kind, Some(predefined::STREAM | predefined::DATA_TABLE))
+    {
+        return Err(ModelError::invalid(
+            place,
+            "only a Stream or a DataTable Thing has a data shape",
+        ));
+    }
+    if (s.retention_days != 0 || s.max_entries != 0)
+        && !matches!(kind, Some(predefined::STREAM | predefined::VALUE_STREAM))
+    {
+        return Err(ModelError::invalid(
+            place,
+            "only a Stream or a ValueStream Thing has a retention or a maximum entry count",
+        ));
     }
     Ok(())
 }

@@ -679,6 +679,7 @@ impl Manifest {
                 value_times: BTreeMap::new(),
                 remote: Default::default(),
                 parked: None,
+                storage: Default::default(),
             });
             out.push(described(Entity::new(&t.name, body), &t.description));
         }

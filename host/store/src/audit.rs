@@ -163,40 +163,30 @@ impl Field {
     }
 }
 
-/// A comparison of a QUERY filter.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Op {
-    Eq,
-    Neq,
-    Gt,
-    Ge,
-    Lt,
-    Le,
-    Like,
-    NotLike,
-}
+/// The audit's QUERY filters (the shared parser, [`crate::query`], over the audit's fields).
+pub type Filter = crate::query::Filter<Field>;
+pub use crate::query::{MAX_FILTER_VALUES, Op, Value};
 
-/// A value in a filter: a number (timestamps, ids) or text.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Value {
-    Int(i64),
-    Text(String),
-}
+/// The fields of an audit entry a query may name.
+pub struct AuditFields;
 
-/// The vendor's QUERY filters, parsed.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Filter {
-    And(Vec<Filter>),
-    Or(Vec<Filter>),
-    Cmp(Field, Op, Value),
-    Between(Field, Value, Value),
-    NotBetween(Field, Value, Value),
-    In(Field, Vec<Value>),
-    NotIn(Field, Vec<Value>),
+impl crate::query::Schema for AuditFields {
+    type Field = Field;
+    fn field(&self, name: &str) -> Option<(Field, crate::query::Type)> {
+        let f = Field::parse(name)?;
+        Some((
+            f,
+            if f.numeric() {
+                crate::query::Type::Int
+            } else {
+                crate::query::Type::Text
+            },
+        ))
+    }
+    fn names(&self) -> String {
+        Field::NAMES.to_string()
+    }
 }
-
-/// The most values a QUERY filter may hold in all.
-pub const MAX_FILTER_VALUES: usize = 10_000;
 
 /// A query: the fixed criteria of `QueryAuditHistory`, the QUERY filter, sorts and a page.
 #[derive(Clone, Debug, PartialEq, Default)]
@@ -215,228 +205,22 @@ pub struct AuditQuery {
     pub limit: u64,
 }
 
-fn value_of(field: Field, v: &Json, at: &str) -> Result<Value, String> {
-    if field.numeric() {
-        match v {
-            Json::Number(n) => n
-                .as_i64()
-                .or_else(|| n.as_f64().map(|f| f as i64))
-                .map(Value::Int)
-                .ok_or_else(|| format!("{at}: {v} is not a whole number")),
-            // Dates may come as ISO 8601 text, as everywhere in the REST API.
-            Json::String(s) => thinghost_core::types::parse_datetime(s)
-                .ok()
-                .or_else(|| s.parse::<i64>().ok())
-                .map(Value::Int)
-                .ok_or_else(|| format!("{at}: {s:?} is neither a date nor a number")),
-            _ => Err(format!("{at}: {v} is not a number or a date")),
-        }
-    } else {
-        match v {
-            Json::String(s) => Ok(Value::Text(s.clone())),
-            Json::Number(n) => Ok(Value::Text(n.to_string())),
-            Json::Bool(b) => Ok(Value::Text(b.to_string())),
-            _ => Err(format!("{at}: {v} is not text")),
-        }
-    }
-}
-
-impl Filter {
-    /// Parses the `filters` part of the vendor's QUERY JSON: `{"type": "And", "filters": [...]}`,
-    /// `{"type": "EQ", "fieldName": "user", "value": "ann"}`, `{"type": "Between", "fieldName":
-    /// "timestamp", "from": ..., "to": ...}`, `{"type": "IN", "fieldName": ..., "values": [...]}`,
-    /// with the types AND, OR, EQ, NE/NEQ, GT, GE, LT, LE, LIKE, NOTLIKE, BETWEEN, NOTBETWEEN, IN,
-    /// NOTIN (any case). `LIKE` patterns use `%` and `_` (the vendor's `*` and `?` too).
+impl crate::query::Filter<Field> {
+    /// Parses the `filters` part of the vendor's QUERY JSON over the audit's fields.
     pub fn parse(v: &Json) -> Result<Filter, String> {
-        let f = Filter::parse_at(v, "filters")?;
-        // Each value is one bound parameter, and SQLite takes at most 32,766 in a statement.
-        let n = f.values();
-        if n > MAX_FILTER_VALUES {
-            return Err(format!(
-                "filters: {n} values in all; a query takes at most {MAX_FILTER_VALUES}"
-            ));
-        }
-        Ok(f)
-    }
-
-    /// How many values the filter compares with (each is one bound parameter).
-    fn values(&self) -> usize {
-        match self {
-            Filter::And(parts) | Filter::Or(parts) => parts.iter().map(Filter::values).sum(),
-            Filter::Cmp(..) => 1,
-            Filter::Between(..) | Filter::NotBetween(..) => 2,
-            Filter::In(_, v) | Filter::NotIn(_, v) => v.len(),
-        }
-    }
-
-    fn parse_at(v: &Json, at: &str) -> Result<Filter, String> {
-        let obj = v
-            .as_object()
-            .ok_or_else(|| format!("{at}: a filter is an object with a type"))?;
-        let kind = obj
-            .get("type")
-            .and_then(Json::as_str)
-            .ok_or_else(|| format!("{at}: a filter needs a type"))?
-            .to_ascii_uppercase();
-        if kind == "AND" || kind == "OR" {
-            let list = obj
-                .get("filters")
-                .and_then(Json::as_array)
-                .ok_or_else(|| format!("{at}: {kind} needs a list of filters"))?;
-            if list.is_empty() || list.len() > 64 {
-                return Err(format!("{at}: {kind} takes 1 to 64 filters"));
-            }
-            let parts = list
-                .iter()
-                .enumerate()
-                .map(|(i, f)| Filter::parse_at(f, &format!("{at}.{kind}[{i}]")))
-                .collect::<Result<Vec<_>, _>>()?;
-            return Ok(if kind == "AND" {
-                Filter::And(parts)
-            } else {
-                Filter::Or(parts)
-            });
-        }
-        let name = obj
-            .get("fieldName")
-            .and_then(Json::as_str)
-            .ok_or_else(|| format!("{at}: {kind} needs a fieldName"))?;
-        let field = Field::parse(name).ok_or_else(|| {
-            format!(
-                "{at}: there is no field {name:?}; the fields are {}",
-                Field::NAMES
-            )
-        })?;
-        let one = |key: &str| -> Result<Value, String> {
-            let v = obj
-                .get(key)
-                .ok_or_else(|| format!("{at}: {kind} needs {key}"))?;
-            value_of(field, v, at)
-        };
-        let op = |op: Op| -> Result<Filter, String> {
-            let mut value = one("value")?;
-            if matches!(op, Op::Like | Op::NotLike) {
-                match &mut value {
-                    Value::Text(t) => *t = t.replace('*', "%").replace('?', "_"),
-                    Value::Int(_) => return Err(format!("{at}: LIKE compares text fields")),
-                }
-            }
-            Ok(Filter::Cmp(field, op, value))
-        };
-        match kind.as_str() {
-            "EQ" => op(Op::Eq),
-            "NE" | "NEQ" => op(Op::Neq),
-            "GT" => op(Op::Gt),
-            "GE" => op(Op::Ge),
-            "LT" => op(Op::Lt),
-            "LE" => op(Op::Le),
-            "LIKE" => op(Op::Like),
-            "NOTLIKE" => op(Op::NotLike),
-            "BETWEEN" => Ok(Filter::Between(field, one("from")?, one("to")?)),
-            "NOTBETWEEN" => Ok(Filter::NotBetween(field, one("from")?, one("to")?)),
-            "IN" | "NOTIN" => {
-                let values = obj
-                    .get("values")
-                    .and_then(Json::as_array)
-                    .ok_or_else(|| format!("{at}: {kind} needs a list of values"))?;
-                if values.is_empty() || values.len() > 1000 {
-                    return Err(format!("{at}: {kind} takes 1 to 1000 values"));
-                }
-                let values = values
-                    .iter()
-                    .map(|v| value_of(field, v, at))
-                    .collect::<Result<Vec<_>, _>>()?;
-                Ok(if kind == "IN" {
-                    Filter::In(field, values)
-                } else {
-                    Filter::NotIn(field, values)
-                })
-            }
-            other => Err(format!(
-                "{at}: {other:?} is not a filter type; use AND, OR, EQ, NEQ, GT, GE, LT, LE, LIKE, NOTLIKE, BETWEEN, NOTBETWEEN, IN or NOTIN"
-            )),
-        }
+        Filter::parse_with(v, &AuditFields)
     }
 }
 
 /// Parses the `sorts` of a QUERY: `[{"fieldName": "timestamp", "isAscending": false}]`.
 pub fn parse_sorts(v: &Json) -> Result<Vec<(Field, bool)>, String> {
-    let list = v
-        .as_array()
-        .ok_or_else(|| "sorts: a list of {fieldName, isAscending}".to_string())?;
-    list.iter()
-        .enumerate()
-        .map(|(i, s)| {
-            let name = s
-                .get("fieldName")
-                .and_then(Json::as_str)
-                .ok_or_else(|| format!("sorts[{i}]: needs a fieldName"))?;
-            let field = Field::parse(name).ok_or_else(|| {
-                format!(
-                    "sorts[{i}]: there is no field {name:?}; the fields are {}",
-                    Field::NAMES
-                )
-            })?;
-            let ascending = s.get("isAscending").and_then(Json::as_bool).unwrap_or(true);
-            Ok((field, ascending))
-        })
-        .collect()
+    crate::query::parse_sorts(v, &AuditFields)
 }
 
 /// A filter as SQL with its parameters (for the SQLite backend): field names come from a fixed
 /// list, values are always parameters.
 pub(crate) fn to_sql(f: &Filter, params: &mut Vec<rusqlite::types::Value>) -> String {
-    use rusqlite::types::Value as V;
-    let bind = |v: &Value, params: &mut Vec<V>| {
-        params.push(match v {
-            Value::Int(i) => V::Integer(*i),
-            Value::Text(t) => V::Text(t.clone()),
-        });
-        "?".to_string()
-    };
-    match f {
-        Filter::And(parts) | Filter::Or(parts) => {
-            let joiner = if matches!(f, Filter::And(_)) {
-                " AND "
-            } else {
-                " OR "
-            };
-            let inner: Vec<String> = parts.iter().map(|p| to_sql(p, params)).collect();
-            format!("({})", inner.join(joiner))
-        }
-        Filter::Cmp(field, op, v) => {
-            let sql_op = match op {
-                Op::Eq => "=",
-                Op::Neq => "<>",
-                Op::Gt => ">",
-                Op::Ge => ">=",
-                Op::Lt => "<",
-                Op::Le => "<=",
-                Op::Like => "LIKE",
-                Op::NotLike => "NOT LIKE",
-            };
-            format!("{} {sql_op} {}", field.column(), bind(v, params))
-        }
-        Filter::Between(field, a, b) | Filter::NotBetween(field, a, b) => {
-            let not = if matches!(f, Filter::NotBetween(..)) {
-                "NOT "
-            } else {
-                ""
-            };
-            let a = bind(a, params);
-            let b = bind(b, params);
-            format!("{} {not}BETWEEN {a} AND {b}", field.column())
-        }
-        Filter::In(field, values) | Filter::NotIn(field, values) => {
-            let not = if matches!(f, Filter::NotIn(..)) {
-                "NOT "
-            } else {
-                ""
-            };
-            let marks: Vec<String> = values.iter().map(|v| bind(v, params)).collect();
-            format!("{} {not}IN ({})", field.column(), marks.join(", "))
-        }
-    }
+    crate::query::to_sql(f, &|field: Field| field.column().to_string(), params)
 }
 
 #[cfg(test)]

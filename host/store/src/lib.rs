@@ -11,6 +11,8 @@
 //! backend implements the same trait with the same schema.
 
 pub mod audit;
+pub mod history;
+pub mod query;
 mod sqlite;
 
 pub use sqlite::{SCHEMA_VERSION, SqliteStore};

@@ -1,0 +1,718 @@
+//! The data of data-storage Things (DOMAIN section 11): the predefined
+//! `ThingworxPersistenceProvider` (H1).
+//!
+//! [`History`] is what every persistence provider implements; [`SqliteHistory`] is the embedded
+//! one: its own SQLite file beside the model's (`history.db`, WAL, `synchronous=FULL`), so that
+//! time-series writes never wait for the model's lock or its file, and the model never waits for
+//! them. An append returns once it is durable.
+//!
+//! Value streams (H2) keep one *series* per (value stream, Thing) and one *prop* per (series,
+//! property, base type); a sample is (series, time, sequence, prop, value, quality), clustered by
+//! series and time (`WITHOUT ROWID`), so the newest entries of a Thing are one range read. Values
+//! keep their base types exactly: each is stored in SQLite's own type for it (NUMBER as an
+//! integer or a real as it came, INTEGER, LONG and DATETIME as integers, BOOLEAN as 0 or 1, text
+//! as text, JSON and INFOTABLE as JSON text) and read back by the prop's base type.
+
+use crate::StoreError;
+use crate::query::{self, Filter, Type, Value};
+use rusqlite::types::{Value as SqlValue, ValueRef};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use serde_json::Value as Json;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use thinghost_core::BaseType;
+
+/// The file of the embedded provider, in the data directory.
+pub const FILE: &str = "history.db";
+
+/// One accepted value of a logged property (H2).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Logged {
+    /// The ValueStream Thing.
+    pub stream: String,
+    pub thing: String,
+    pub property: String,
+    pub base_type: BaseType,
+    /// When it was measured (a device's own time) or written, epoch milliseconds.
+    pub time: i64,
+    pub value: Json,
+    /// The vendor's quality (`GOOD`, `BAD`, `UNKNOWN`, ...); `None` is GOOD.
+    pub quality: Option<String>,
+}
+
+/// A query of a Thing's property history: `QueryPropertyHistory` (all the properties asked
+/// for, one row per timestamp) and the typed `Query*PropertyHistory` (one property).
+#[derive(Clone, Debug, PartialEq)]
+pub struct PropertyQuery {
+    pub stream: String,
+    pub thing: String,
+    /// The properties to answer, with their current base types (a value logged under another
+    /// type is read back with its own).
+    pub properties: Vec<String>,
+    /// Inclusive bounds, epoch milliseconds.
+    pub start: i64,
+    pub end: i64,
+    pub oldest_first: bool,
+    /// At most this many rows.
+    pub limit: usize,
+    /// Over [`PropertyField`]s: evaluated on each row as it is put together.
+    pub filter: Option<Filter<PropertyField>>,
+}
+
+/// A field of a property history row: its timestamp, or the value of the `n`th property asked
+/// for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PropertyField {
+    Timestamp,
+    Property(usize),
+}
+
+/// One row of property history: a timestamp and the values logged at it (by the index of the
+/// property in the query; a property with no value at that time is absent).
+#[derive(Clone, Debug, PartialEq)]
+pub struct HistoryRow {
+    pub time: i64,
+    pub values: Vec<(usize, Json)>,
+}
+
+/// The type a query compares a base type's values as.
+pub fn query_type(bt: BaseType) -> Type {
+    match bt {
+        BaseType::Number => Type::Real,
+        BaseType::Integer | BaseType::Long | BaseType::Datetime => Type::Int,
+        BaseType::Boolean => Type::Bool,
+        _ => Type::Text,
+    }
+}
+
+/// A stored value as a query compares it.
+pub fn query_value(v: &Json) -> Option<Value> {
+    match v {
+        Json::Null => None,
+        Json::Bool(b) => Some(Value::Bool(*b)),
+        Json::Number(n) => Some(
+            n.as_i64()
+                .map(Value::Int)
+                .unwrap_or_else(|| Value::Real(n.as_f64().unwrap_or(f64::NAN))),
+        ),
+        Json::String(s) => Some(Value::Text(s.clone())),
+        other => Some(Value::Text(other.to_string())),
+    }
+}
+
+/// A value as SQLite stores it (see the module's documentation).
+pub fn encode(bt: BaseType, v: &Json) -> SqlValue {
+    match v {
+        Json::Null => SqlValue::Null,
+        Json::Bool(b) => SqlValue::Integer(i64::from(*b)),
+        Json::Number(n) => match n.as_i64() {
+            Some(i) => SqlValue::Integer(i),
+            None => SqlValue::Real(n.as_f64().unwrap_or(f64::NAN)),
+        },
+        Json::String(s) if !json_text(bt) => SqlValue::Text(s.clone()),
+        other => SqlValue::Text(other.to_string()),
+    }
+}
+
+/// Is a base type's value stored as JSON text?
+fn json_text(bt: BaseType) -> bool {
+    matches!(
+        bt,
+        BaseType::Json | BaseType::Infotable | BaseType::Query | BaseType::Nothing
+    )
+}
+
+/// A stored value back as JSON, by its base type.
+pub fn decode(bt: BaseType, v: ValueRef<'_>) -> Json {
+    match v {
+        ValueRef::Null | ValueRef::Blob(_) => Json::Null,
+        ValueRef::Integer(i) if bt == BaseType::Boolean => Json::Bool(i != 0),
+        ValueRef::Integer(i) => Json::from(i),
+        ValueRef::Real(f) => serde_json::Number::from_f64(f).map_or(Json::Null, Json::Number),
+        ValueRef::Text(t) => {
+            let t = String::from_utf8_lossy(t);
+            if json_text(bt) {
+                serde_json::from_str(&t).unwrap_or(Json::String(t.into_owned()))
+            } else {
+                Json::String(t.into_owned())
+            }
+        }
+    }
+}
+
+/// A persistence provider: where the data of data-storage Things lives.
+pub trait History: Send {
+    /// Appends logged values in one transaction; returns once they are durable.
+    fn append(&mut self, values: &[Logged]) -> Result<(), StoreError>;
+    /// A Thing's property history, newest first unless `oldest_first`.
+    fn query_properties(&mut self, q: &PropertyQuery) -> Result<Vec<HistoryRow>, StoreError>;
+    /// Removes a Thing's history in a value stream between two times (inclusive); returns how
+    /// many values went.
+    fn purge_properties(
+        &mut self,
+        stream: &str,
+        thing: &str,
+        start: i64,
+        end: i64,
+    ) -> Result<u64, StoreError>;
+    /// Applies a value stream's retention (H5): values older than `before` go, and of each
+    /// Thing's values only the newest `keep` stay (0: no maximum). Returns how many went.
+    fn trim_value_stream(&mut self, stream: &str, before: i64, keep: u64)
+    -> Result<u64, StoreError>;
+    /// How many values a value stream holds for a Thing (all Things: `None`).
+    fn count_values(&mut self, stream: &str, thing: Option<&str>) -> Result<u64, StoreError>;
+}
+
+/// Numbered schema steps; `PRAGMA user_version` is how many ran.
+const MIGRATIONS: &[&str] = &[
+    // 1: value streams.
+    "CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+     INSERT INTO meta VALUES ('seq', 0);
+     CREATE TABLE series (
+         id INTEGER PRIMARY KEY AUTOINCREMENT,
+         stream TEXT NOT NULL, thing TEXT NOT NULL, UNIQUE (stream, thing));
+     CREATE TABLE props (
+         id INTEGER PRIMARY KEY AUTOINCREMENT,
+         series INTEGER NOT NULL, name TEXT NOT NULL, base_type TEXT NOT NULL,
+         UNIQUE (series, name, base_type));
+     CREATE TABLE samples (
+         series INTEGER NOT NULL, ts INTEGER NOT NULL, seq INTEGER NOT NULL,
+         prop INTEGER NOT NULL, value, quality TEXT,
+         PRIMARY KEY (series, ts, seq)) WITHOUT ROWID;",
+];
+
+/// The embedded persistence provider: SQLite in WAL mode with `synchronous=FULL`.
+pub struct SqliteHistory {
+    conn: Connection,
+    path: PathBuf,
+    /// Ids of (stream, thing), and of (series, property, base type): ids are never reused
+    /// (`AUTOINCREMENT`), so a cached one never names something else.
+    series: HashMap<(String, String), i64>,
+    props: HashMap<(i64, String, BaseType), i64>,
+}
+
+fn sql(path: &Path, e: rusqlite::Error) -> StoreError {
+    StoreError::Sqlite {
+        path: path.to_path_buf(),
+        source: e,
+    }
+}
+
+impl SqliteHistory {
+    /// Opens (creating it if needed) the provider's file and brings its schema up to date.
+    pub fn open(path: &Path) -> Result<SqliteHistory, StoreError> {
+        if !path.exists() {
+            use std::os::unix::fs::OpenOptionsExt;
+            // The history may hold anything a device measures: the server's alone.
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o600)
+                .open(path)
+                .map_err(|e| StoreError::Io {
+                    path: path.to_path_buf(),
+                    source: e,
+                })?;
+        }
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|e| sql(path, e))?;
+        // WAL: readers never wait for the writer; FULL: a commit is on disk when it returns.
+        conn.execute_batch(
+            "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA busy_timeout=10000;",
+        )
+        .map_err(|e| sql(path, e))?;
+        let mut h = SqliteHistory {
+            conn,
+            path: path.to_path_buf(),
+            series: HashMap::new(),
+            props: HashMap::new(),
+        };
+        h.migrate()?;
+        Ok(h)
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn migrate(&mut self) -> Result<(), StoreError> {
+        let found: i64 = self
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(|e| sql(&self.path, e))?;
+        let known = MIGRATIONS.len() as i64;
+        if found > known {
+            return Err(StoreError::TooNew {
+                path: self.path.clone(),
+                found,
+                known,
+            });
+        }
+        for (v, step) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+            let tx = self
+                .conn
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                .map_err(|e| sql(&self.path, e))?;
+            // Another process may have migrated meanwhile: the version is read again under
+            // the write lock.
+            let now: i64 = tx
+                .query_row("PRAGMA user_version", [], |r| r.get(0))
+                .map_err(|e| sql(&self.path, e))?;
+            if now > v as i64 {
+                continue;
+            }
+            tx.execute_batch(step).map_err(|e| sql(&self.path, e))?;
+            tx.execute_batch(&format!("PRAGMA user_version = {}", v + 1))
+                .map_err(|e| sql(&self.path, e))?;
+            tx.commit().map_err(|e| sql(&self.path, e))?;
+        }
+        Ok(())
+    }
+
+    /// The series of (stream, thing), made when `create`.
+    fn series_id(
+        conn: &Connection,
+        cache: &mut HashMap<(String, String), i64>,
+        stream: &str,
+        thing: &str,
+        create: bool,
+    ) -> rusqlite::Result<Option<i64>> {
+        let key = (stream.to_string(), thing.to_string());
+        if let Some(id) = cache.get(&key) {
+            return Ok(Some(*id));
+        }
+        let found: Option<i64> = conn
+            .query_row(
+                "SELECT id FROM series WHERE stream = ?1 AND thing = ?2",
+                params![stream, thing],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let id = match (found, create) {
+            (Some(id), _) => id,
+            (None, true) => {
+                conn.execute(
+                    "INSERT INTO series (stream, thing) VALUES (?1, ?2)",
+                    params![stream, thing],
+                )?;
+                conn.last_insert_rowid()
+            }
+            (None, false) => return Ok(None),
+        };
+        cache.insert(key, id);
+        Ok(Some(id))
+    }
+
+    /// The props of a series: id, name and base type.
+    fn props_of(&self, series: i64) -> rusqlite::Result<Vec<(i64, String, BaseType)>> {
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT id, name, base_type FROM props WHERE series = ?1")?;
+        let rows = st.query_map([series], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, name, bt) = row?;
+            if let Some(bt) = BaseType::parse(&bt) {
+                out.push((id, name, bt));
+            }
+        }
+        Ok(out)
+    }
+
+    fn append_in(&mut self, values: &[Logged]) -> rusqlite::Result<()> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        // Read under the write lock: any number of writers keep the sequence unique.
+        let mut seq: i64 = tx.query_row("SELECT value FROM meta WHERE key = 'seq'", [], |r| {
+            r.get(0)
+        })?;
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO samples (series, ts, seq, prop, value, quality) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?;
+            for v in values {
+                let series = Self::series_id(&tx, &mut self.series, &v.stream, &v.thing, true)?
+                    .expect("created");
+                let key = (series, v.property.clone(), v.base_type);
+                let prop = match self.props.get(&key) {
+                    Some(id) => *id,
+                    None => {
+                        let found: Option<i64> = tx
+                            .query_row(
+                                "SELECT id FROM props WHERE series = ?1 AND name = ?2 AND base_type = ?3",
+                                params![series, v.property, v.base_type.name()],
+                                |r| r.get(0),
+                            )
+                            .optional()?;
+                        let id = match found {
+                            Some(id) => id,
+                            None => {
+                                tx.execute(
+                                    "INSERT INTO props (series, name, base_type) VALUES (?1, ?2, ?3)",
+                                    params![series, v.property, v.base_type.name()],
+                                )?;
+                                tx.last_insert_rowid()
+                            }
+                        };
+                        self.props.insert(key, id);
+                        id
+                    }
+                };
+                seq += 1;
+                insert.execute(params![
+                    series,
+                    v.time,
+                    seq,
+                    prop,
+                    encode(v.base_type, &v.value),
+                    v.quality
+                ])?;
+            }
+        }
+        tx.execute("UPDATE meta SET value = ?1 WHERE key = 'seq'", [seq])?;
+        tx.commit()
+    }
+}
+
+impl History for SqliteHistory {
+    fn append(&mut self, values: &[Logged]) -> Result<(), StoreError> {
+        if values.is_empty() {
+            return Ok(());
+        }
+        let out = self.append_in(values);
+        if out.is_err() {
+            // Ids made in a transaction that rolled back are not ids.
+            self.series.clear();
+            self.props.clear();
+        }
+        out.map_err(|e| sql(&self.path, e))
+    }
+
+    fn query_properties(&mut self, q: &PropertyQuery) -> Result<Vec<HistoryRow>, StoreError> {
+        let path = self.path.clone();
+        let Some(series) = Self::series_id(&self.conn, &mut self.series, &q.stream, &q.thing, false)
+            .map_err(|e| sql(&path, e))?
+        else {
+            return Ok(Vec::new());
+        };
+        // Which prop ids answer which property of the query, read back by which type.
+        let mut wanted: HashMap<i64, (usize, BaseType)> = HashMap::new();
+        for (id, name, bt) in self.props_of(series).map_err(|e| sql(&path, e))? {
+            if let Some(i) = q.properties.iter().position(|p| *p == name) {
+                wanted.insert(id, (i, bt));
+            }
+        }
+        if wanted.is_empty() || q.limit == 0 || q.start > q.end {
+            return Ok(Vec::new());
+        }
+        let order = if q.oldest_first { "ASC" } else { "DESC" };
+        let mut st = self
+            .conn
+            .prepare_cached(&format!(
+                "SELECT ts, prop, value FROM samples WHERE series = ?1 AND ts BETWEEN ?2 AND ?3 ORDER BY ts {order}, seq {order}"
+            ))
+            .map_err(|e| sql(&path, e))?;
+        let mut rows = st
+            .query(params![series, q.start, q.end])
+            .map_err(|e| sql(&path, e))?;
+        let mut out: Vec<HistoryRow> = Vec::new();
+        let mut current: Option<HistoryRow> = None;
+        // A row is complete when the next timestamp starts; it is kept if the filter takes it.
+        let finish = |mut row: HistoryRow, out: &mut Vec<HistoryRow>| {
+            row.values.sort_by_key(|(i, _)| *i);
+            let keep = match &q.filter {
+                None => true,
+                Some(f) => query::matches(f, &|field| match field {
+                    PropertyField::Timestamp => Some(Value::Int(row.time)),
+                    PropertyField::Property(i) => row
+                        .values
+                        .iter()
+                        .find(|(j, _)| *j == i)
+                        .and_then(|(_, v)| query_value(v)),
+                }),
+            };
+            if keep {
+                out.push(row);
+            }
+        };
+        while let Some(r) = rows.next().map_err(|e| sql(&path, e))? {
+            let ts: i64 = r.get(0).map_err(|e| sql(&path, e))?;
+            let prop: i64 = r.get(1).map_err(|e| sql(&path, e))?;
+            let Some((i, bt)) = wanted.get(&prop).copied() else {
+                continue;
+            };
+            let value = decode(bt, r.get_ref(2).map_err(|e| sql(&path, e))?);
+            if current.as_ref().is_some_and(|c| c.time != ts) {
+                finish(current.take().expect("some"), &mut out);
+                if out.len() >= q.limit {
+                    return Ok(out);
+                }
+            }
+            let row = current.get_or_insert_with(|| HistoryRow {
+                time: ts,
+                values: Vec::new(),
+            });
+            // Two values of one property at one millisecond: the one written last.
+            match row.values.iter_mut().find(|(j, _)| *j == i) {
+                Some(slot) if q.oldest_first => slot.1 = value,
+                Some(_) => {}
+                None => row.values.push((i, value)),
+            }
+        }
+        if let Some(c) = current {
+            finish(c, &mut out);
+        }
+        out.truncate(q.limit);
+        Ok(out)
+    }
+
+    fn purge_properties(
+        &mut self,
+        stream: &str,
+        thing: &str,
+        start: i64,
+        end: i64,
+    ) -> Result<u64, StoreError> {
+        let path = self.path.clone();
+        let Some(series) = Self::series_id(&self.conn, &mut self.series, stream, thing, false)
+            .map_err(|e| sql(&path, e))?
+        else {
+            return Ok(0);
+        };
+        let n = self
+            .conn
+            .execute(
+                "DELETE FROM samples WHERE series = ?1 AND ts BETWEEN ?2 AND ?3",
+                params![series, start, end],
+            )
+            .map_err(|e| sql(&path, e))?;
+        Ok(n as u64)
+    }
+
+    fn trim_value_stream(
+        &mut self,
+        stream: &str,
+        before: i64,
+        keep: u64,
+    ) -> Result<u64, StoreError> {
+        let path = self.path.clone();
+        let series: Vec<i64> = {
+            let mut st = self
+                .conn
+                .prepare_cached("SELECT id FROM series WHERE stream = ?1")
+                .map_err(|e| sql(&path, e))?;
+            st.query_map([stream], |r| r.get(0))
+                .and_then(|rows| rows.collect::<rusqlite::Result<Vec<i64>>>())
+                .map_err(|e| sql(&path, e))?
+        };
+        let mut gone = 0u64;
+        for s in series {
+            // One series at a time, each its own short transaction: writers wait for one
+            // series' trim at most.
+            gone += self
+                .conn
+                .execute(
+                    "DELETE FROM samples WHERE series = ?1 AND ts < ?2",
+                    params![s, before],
+                )
+                .map_err(|e| sql(&path, e))? as u64;
+            if keep > 0 {
+                let cut: Option<(i64, i64)> = self
+                    .conn
+                    .query_row(
+                        "SELECT ts, seq FROM samples WHERE series = ?1 ORDER BY ts DESC, seq DESC LIMIT 1 OFFSET ?2",
+                        params![s, (keep - 1).min(i64::MAX as u64) as i64],
+                        |r| Ok((r.get(0)?, r.get(1)?)),
+                    )
+                    .optional()
+                    .map_err(|e| sql(&path, e))?;
+                if let Some((ts, seq)) = cut {
+                    gone += self
+                        .conn
+                        .execute(
+                            "DELETE FROM samples WHERE series = ?1 AND (ts < ?2 OR (ts = ?2 AND seq < ?3))",
+                            params![s, ts, seq],
+                        )
+                        .map_err(|e| sql(&path, e))? as u64;
+                }
+            }
+        }
+        Ok(gone)
+    }
+
+    fn count_values(&mut self, stream: &str, thing: Option<&str>) -> Result<u64, StoreError> {
+        let path = self.path.clone();
+        let n: i64 = match thing {
+            Some(t) => self.conn.query_row(
+                "SELECT count(*) FROM samples WHERE series = (SELECT id FROM series WHERE stream = ?1 AND thing = ?2)",
+                params![stream, t],
+                |r| r.get(0),
+            ),
+            None => self.conn.query_row(
+                "SELECT count(*) FROM samples WHERE series IN (SELECT id FROM series WHERE stream = ?1)",
+                params![stream],
+                |r| r.get(0),
+            ),
+        }
+        .map_err(|e| sql(&path, e))?;
+        Ok(n as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn logged(thing: &str, property: &str, bt: BaseType, time: i64, value: Json) -> Logged {
+        Logged {
+            stream: "VS".into(),
+            thing: thing.into(),
+            property: property.into(),
+            base_type: bt,
+            time,
+            value,
+            quality: None,
+        }
+    }
+
+    fn query(properties: &[&str]) -> PropertyQuery {
+        PropertyQuery {
+            stream: "VS".into(),
+            thing: "P".into(),
+            properties: properties.iter().map(|p| p.to_string()).collect(),
+            start: i64::MIN,
+            end: i64::MAX,
+            oldest_first: false,
+            limit: 100,
+            filter: None,
+        }
+    }
+
+    #[test]
+    fn h1_values_keep_their_base_types_exactly() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut h = SqliteHistory::open(&dir.path().join(FILE)).unwrap();
+        let values = [
+            (BaseType::Number, json!(8)),
+            (BaseType::Number, json!(0.1)),
+            (BaseType::Integer, json!(-7)),
+            (BaseType::Long, json!(9_007_199_254_740_000i64)),
+            (BaseType::Datetime, json!(1_764_000_000_123i64)),
+            (BaseType::Boolean, json!(true)),
+            (BaseType::String, json!("{\"not\": \"json\"}")),
+            (BaseType::Json, json!({"a": [1, 2.5, null]})),
+        ];
+        for (i, (bt, v)) in values.iter().enumerate() {
+            h.append(&[logged("P", &format!("p{i}"), *bt, i as i64, v.clone())])
+                .unwrap();
+        }
+        let names: Vec<String> = (0..values.len()).map(|i| format!("p{i}")).collect();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        let mut q = query(&names);
+        q.oldest_first = true;
+        let rows = h.query_properties(&q).unwrap();
+        assert_eq!(rows.len(), values.len());
+        for (i, row) in rows.iter().enumerate() {
+            assert_eq!(row.time, i as i64);
+            assert_eq!(row.values, vec![(i, values[i].1.clone())], "{:?}", values[i]);
+        }
+    }
+
+    #[test]
+    fn h2_rows_group_by_time_newest_first_within_range_and_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut h = SqliteHistory::open(&dir.path().join(FILE)).unwrap();
+        let mut batch = Vec::new();
+        for t in 0..10 {
+            batch.push(logged("P", "a", BaseType::Number, t, json!(t)));
+            if t % 2 == 0 {
+                batch.push(logged("P", "b", BaseType::Boolean, t, json!(t % 4 == 0)));
+            }
+            batch.push(logged("Q", "a", BaseType::Number, t, json!(100 + t)));
+        }
+        // Two values of one property at one time: the later one counts.
+        batch.push(logged("P", "a", BaseType::Number, 9, json!(99)));
+        h.append(&batch).unwrap();
+        let mut q = query(&["a", "b"]);
+        q.start = 2;
+        q.end = 9;
+        q.limit = 3;
+        let rows = h.query_properties(&q).unwrap();
+        assert_eq!(
+            rows,
+            vec![
+                HistoryRow { time: 9, values: vec![(0, json!(99))] },
+                HistoryRow { time: 8, values: vec![(0, json!(8)), (1, json!(true))] },
+                HistoryRow { time: 7, values: vec![(0, json!(7))] },
+            ]
+        );
+        q.oldest_first = true;
+        q.limit = 100;
+        let rows = h.query_properties(&q).unwrap();
+        assert_eq!(rows.first().unwrap().time, 2);
+        assert_eq!(rows.last().unwrap().values, vec![(0, json!(99))]);
+        // A filter over a row's fields.
+        let schema = Fields(vec![("a", Type::Real), ("b", Type::Bool)]);
+        q.filter = Some(
+            Filter::parse_with(&json!({"type": "EQ", "fieldName": "b", "value": false}), &schema)
+                .unwrap(),
+        );
+        let times: Vec<i64> = h.query_properties(&q).unwrap().iter().map(|r| r.time).collect();
+        assert_eq!(times, vec![2, 6]);
+        assert_eq!(h.count_values("VS", Some("P")).unwrap(), 16);
+        assert_eq!(h.purge_properties("VS", "P", 0, 4).unwrap(), 8);
+        assert_eq!(h.count_values("VS", Some("Q")).unwrap(), 10);
+    }
+
+    struct Fields(Vec<(&'static str, Type)>);
+    impl query::Schema for Fields {
+        type Field = PropertyField;
+        fn field(&self, name: &str) -> Option<(PropertyField, Type)> {
+            if name == "timestamp" {
+                return Some((PropertyField::Timestamp, Type::Int));
+            }
+            let i = self.0.iter().position(|(n, _)| *n == name)?;
+            Some((PropertyField::Property(i), self.0[i].1))
+        }
+        fn names(&self) -> String {
+            String::new()
+        }
+    }
+
+    #[test]
+    fn h5_trimming_keeps_the_newest_per_thing_and_drops_the_old() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut h = SqliteHistory::open(&dir.path().join(FILE)).unwrap();
+        let batch: Vec<Logged> = (0..20)
+            .flat_map(|t| {
+                [
+                    logged("P", "a", BaseType::Number, t, json!(t)),
+                    logged("Q", "a", BaseType::Number, t, json!(t)),
+                ]
+            })
+            .collect();
+        h.append(&batch).unwrap();
+        assert_eq!(h.trim_value_stream("VS", 5, 0).unwrap(), 10);
+        assert_eq!(h.trim_value_stream("VS", 5, 4).unwrap(), 22);
+        let rows = h.query_properties(&query(&["a"])).unwrap();
+        assert_eq!(rows.iter().map(|r| r.time).collect::<Vec<_>>(), vec![19, 18, 17, 16]);
+        // Reopened, the sequence goes on: nothing collides.
+        drop(h);
+        let mut h = SqliteHistory::open(&dir.path().join(FILE)).unwrap();
+        h.append(&[logged("P", "a", BaseType::Number, 19, json!(-1))]).unwrap();
+        assert_eq!(h.query_properties(&query(&["a"])).unwrap()[0].values, vec![(0, json!(-1))]);
+    }
+}
