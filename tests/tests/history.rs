@@ -1,5 +1,5 @@
-//! Data storage Things (DOMAIN section 11) against the real server: what is in so far is H2's
-//! `logged` flag of property definitions, in the model, in manifests and in the metadata.
+//! Data storage Things (DOMAIN section 11) against the real server: the persistence provider
+//! (H1), value streams and logged properties (H2).
 
 use serde_json::{Value as Json, json};
 use thinghost_tests::{Server, ok};
@@ -105,4 +105,461 @@ type = "STRING"
     drop(s);
     let s = Server::start(&data, &args);
     check(&s);
+}
+
+/// The admin's POST of a service; its status and body.
+fn call(s: &Server, key: &str, path: &str, body: Json) -> (u16, Json) {
+    let (st, v) = thinghost_tests::post(s, key, path, body);
+    (st.as_u16(), v)
+}
+
+/// A ValueStream `VS`, a Thing `B1` recording its logged `pressure` (NUMBER) and `running`
+/// (BOOLEAN) there, and `label` (STRING, not logged).
+fn boiler(s: &Server, admin: &str) {
+    ok(
+        s,
+        admin,
+        &format!("{ES}/CreateThing"),
+        json!({"name": "VS", "thingTemplateName": "ValueStream"}),
+    );
+    ok(
+        s,
+        admin,
+        &format!("{ES}/CreateThing"),
+        json!({"name": "B1", "thingTemplateName": "GenericThing"}),
+    );
+    for (name, ty, logged) in [
+        ("pressure", "NUMBER", true),
+        ("running", "BOOLEAN", true),
+        ("label", "STRING", false),
+    ] {
+        ok(
+            s,
+            admin,
+            "/Thingworx/Things/B1/Services/AddPropertyDefinition",
+            json!({"name": name, "type": ty, "logged": logged}),
+        );
+    }
+    ok(
+        s,
+        admin,
+        "/Thingworx/Things/B1/Services/SetValueStream",
+        json!({"name": "VS"}),
+    );
+}
+
+fn put(s: &Server, key: &str, thing: &str, prop: &str, value: Json) -> u16 {
+    s.client
+        .put(s.at(&format!("/Thingworx/Things/{thing}/Properties/{prop}")))
+        .header("appKey", key)
+        .json(&json!({ prop: value }))
+        .send()
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// H1: the predefined ThingworxPersistenceProvider keeps its data in a file of its own beside
+/// the model's (WAL); `GetDefaultDataPersistenceProviderName` answers the configured default,
+/// and a default that is no PersistenceProvider stops the server with what to do.
+#[test]
+fn h1_the_default_provider_is_configured_and_keeps_its_own_file() {
+    let t = tempfile::tempdir().unwrap();
+    let data = t.path().join("d");
+    let s = Server::start(
+        &data,
+        &[
+            "--dev",
+            "--default-persistence-provider",
+            "ThingworxPersistenceProvider",
+        ],
+    );
+    let admin = s.admin_key();
+    let v = ok(
+        &s,
+        &admin,
+        "/Thingworx/Subsystems/PlatformSubsystem/Services/GetDefaultDataPersistenceProviderName",
+        json!({}),
+    );
+    assert_eq!(v["rows"][0]["result"], "ThingworxPersistenceProvider");
+    boiler(&s, &admin);
+    assert_eq!(put(&s, &admin, "B1", "pressure", json!(2.5)), 200);
+    assert!(data.join("history.db").exists());
+    assert!(data.join("history.db-wal").exists(), "WAL mode");
+    drop(s);
+    let out = thinghost_tests::thinghost(&[
+        "serve",
+        "--data",
+        data.to_str().unwrap(),
+        "--dev",
+        "--default-persistence-provider",
+        "Elsewhere",
+    ]);
+    assert!(!out.status.success());
+    let (_, err) = thinghost_tests::text(&out);
+    assert!(
+        err.contains(
+            "--default-persistence-provider Elsewhere: there is no such PersistenceProvider"
+        ) && err.contains("ThingworxPersistenceProvider"),
+        "{err}"
+    );
+}
+
+/// H2: every accepted write of a logged property of a Thing with a value stream is recorded:
+/// over REST, from a script, from a service's code; a refused write is not, nor a property that
+/// is not logged. `QueryPropertyHistory` answers a row per timestamp, newest first (or oldest),
+/// within dates and `maxItems`, filtered by `query`; the typed services answer `timestamp` and
+/// `value` of their own base type; `PurgePropertyHistory` removes it, audited. Bad input is a
+/// 400 naming it. History stays across a restart.
+#[test]
+fn h2_every_accepted_write_of_a_logged_property_is_in_its_value_stream() {
+    let t = tempfile::tempdir().unwrap();
+    let data = t.path().join("d");
+    let s = Server::start(&data, &["--dev", "--max-items", "1000"]);
+    let admin = s.admin_key();
+    boiler(&s, &admin);
+    let desc: Json = s
+        .client
+        .get(s.at("/Thingworx/Things/B1"))
+        .header("appKey", &admin)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(desc["valueStream"], "VS");
+    for p in [1.5, 2.5, 3.5] {
+        assert_eq!(put(&s, &admin, "B1", "pressure", json!(p)), 200);
+    }
+    assert_eq!(put(&s, &admin, "B1", "running", json!(true)), 200);
+    assert_eq!(put(&s, &admin, "B1", "label", json!("not logged")), 200);
+    // A value of the wrong type is refused, and not recorded.
+    assert_eq!(put(&s, &admin, "B1", "pressure", json!("high")), 400);
+    // A script's write, and a service's code.
+    ok(
+        &s,
+        &admin,
+        "/Thingworx/Resources/ScriptServices/Services/RunScript",
+        json!({"script": "set_property(\"Things/B1\", \"pressure\", 4.5);"}),
+    );
+    ok(
+        &s,
+        &admin,
+        "/Thingworx/Things/B1/Services/AddServiceDefinition",
+        json!({"name": "Bump", "code": "set_property(me, \"pressure\", get_property(me, \"pressure\") + 1.0);"}),
+    );
+    ok(&s, &admin, "/Thingworx/Things/B1/Services/Bump", json!({}));
+    let history = |body: Json| {
+        ok(
+            &s,
+            &admin,
+            "/Thingworx/Things/B1/Services/QueryPropertyHistory",
+            body,
+        )
+    };
+    let v = history(json!({}));
+    let fields = v["dataShape"]["fieldDefinitions"].as_object().unwrap();
+    assert_eq!(
+        fields.keys().collect::<Vec<_>>(),
+        ["pressure", "running", "timestamp"],
+        "{v}"
+    );
+    assert_eq!(fields["timestamp"]["baseType"], "DATETIME");
+    let pressures: Vec<Json> = v["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r.get("pressure").cloned())
+        .collect();
+    assert_eq!(
+        pressures,
+        [json!(5.5), json!(4.5), json!(3.5), json!(2.5), json!(1.5)],
+        "{v}"
+    );
+    let times: Vec<i64> = v["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["timestamp"].as_i64().unwrap())
+        .collect();
+    assert!(
+        times.windows(2).all(|w| w[0] >= w[1]),
+        "newest first: {times:?}"
+    );
+    // Oldest first, at most two.
+    let v = history(json!({"oldestFirst": true, "maxItems": 2}));
+    assert_eq!(v["rows"].as_array().unwrap().len(), 2);
+    assert_eq!(v["rows"][0]["pressure"], 1.5);
+    // A query over the row's fields.
+    let v =
+        history(json!({"query": {"filters": {"type": "GT", "fieldName": "pressure", "value": 3}}}));
+    assert_eq!(v["rows"].as_array().unwrap().len(), 3, "{v}");
+    // Typed: rows of timestamp and value.
+    let v = ok(
+        &s,
+        &admin,
+        "/Thingworx/Things/B1/Services/QueryNumberPropertyHistory",
+        json!({"propertyName": "pressure", "maxItems": 1}),
+    );
+    assert_eq!(
+        v["rows"],
+        json!([{"timestamp": times[0], "value": 5.5}]),
+        "{v}"
+    );
+    let v = ok(
+        &s,
+        &admin,
+        "/Thingworx/Things/B1/Services/QueryBooleanPropertyHistory",
+        json!({"propertyName": "running"}),
+    );
+    assert_eq!(v["rows"][0]["value"], true);
+    // Bad input: 400 naming it.
+    for (path, body, says) in [
+        (
+            "QueryNumberPropertyHistory",
+            json!({"propertyName": "running"}),
+            "use QueryBooleanPropertyHistory",
+        ),
+        (
+            "QueryPropertyHistory",
+            json!({"maxItems": 1001}),
+            "maxItems 1001 is above",
+        ),
+        (
+            "QueryPropertyHistory",
+            json!({"startDate": "2026-02-01", "endDate": "2026-01-01"}),
+            "is after endDate",
+        ),
+        (
+            "QueryPropertyHistory",
+            json!({"query": {"filters": {"type": "EQ", "fieldName": "label", "value": "x"}}}),
+            "no field \"label\"",
+        ),
+        (
+            "QueryPropertyHistory",
+            json!({"query": {"filters": {"type": "EQ", "fieldName": "pressure", "value": "x"}}}),
+            "not a number",
+        ),
+    ] {
+        let (st, v) = call(
+            &s,
+            &admin,
+            &format!("/Thingworx/Things/B1/Services/{path}"),
+            body.clone(),
+        );
+        assert_eq!(st, 400, "{path} {body}: {v}");
+        assert!(
+            v["error"].as_str().unwrap().contains(says),
+            "{path} {body}: {v}"
+        );
+    }
+    let (st, _) = call(
+        &s,
+        &admin,
+        "/Thingworx/Things/B1/Services/QueryNumberPropertyHistory",
+        json!({"propertyName": "nothing"}),
+    );
+    assert_eq!(st, 404);
+    // Not a ValueStream: 400; one the caller cannot see: as a missing one.
+    let (st, v) = call(
+        &s,
+        &admin,
+        "/Thingworx/Things/B1/Services/SetValueStream",
+        json!({"name": "B1"}),
+    );
+    assert_eq!(st, 400, "{v}");
+    assert!(v.to_string().contains("not a ValueStream"), "{v}");
+    // A ValueStream in use is not deleted.
+    let (st, v) = call(
+        &s,
+        &admin,
+        &format!("{ES}/DeleteThing"),
+        json!({"name": "VS"}),
+    );
+    assert_eq!(st, 409, "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("still used by Things/B1"),
+        "{v}"
+    );
+    drop(s);
+    let s = Server::start(&data, &["--dev", "--max-items", "1000"]);
+    let v = ok(
+        &s,
+        &admin,
+        "/Thingworx/Things/B1/Services/QueryPropertyHistory",
+        json!({}),
+    );
+    assert_eq!(v["rows"].as_array().unwrap().len(), 6, "{v}");
+    // Purge: everything up to the third value.
+    let purged = ok(
+        &s,
+        &admin,
+        "/Thingworx/Things/B1/Services/PurgePropertyHistory",
+        json!({"endDate": times[2]}),
+    );
+    assert!(
+        purged["rows"][0]["result"].as_i64().unwrap() >= 3,
+        "{purged}"
+    );
+    let v = ok(
+        &s,
+        &admin,
+        "/Thingworx/Things/B1/Services/QueryNumberPropertyHistory",
+        json!({"propertyName": "pressure"}),
+    );
+    let left: Vec<Json> = v["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["value"].clone())
+        .collect();
+    assert_eq!(left, [json!(5.5), json!(4.5)], "{v}");
+    let audit = thinghost_tests::audited(&s, "historyPurged");
+    assert!(
+        audit
+            .iter()
+            .any(|e| e["source"] == "Things/B1" && e["args"]["valueStream"] == "VS"),
+        "{audit:?}"
+    );
+}
+
+/// H2: history answers only what the caller may read: a property without `PropertyRead` is
+/// left out of `QueryPropertyHistory` and refused by the typed service (403, audited), as its
+/// value is; a Thing the caller cannot see is a 404 as a missing one; purging needs
+/// `ServiceInvoke` on `PurgePropertyHistory`.
+#[test]
+fn h2_history_of_a_property_the_caller_may_not_read_is_absent() {
+    let t = tempfile::tempdir().unwrap();
+    let s = Server::start(&t.path().join("d"), &["--dev"]);
+    let admin = s.admin_key();
+    boiler(&s, &admin);
+    ok(
+        &s,
+        &admin,
+        &format!("{ES}/CreateUser"),
+        json!({"name": "ann", "password": "a long password 1"}),
+    );
+    let ann = ok(
+        &s,
+        &admin,
+        &format!("{ES}/CreateApplicationKey"),
+        json!({"name": "ann-key", "user": "ann"}),
+    )["rows"][0]["keyId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    ok(
+        &s,
+        &admin,
+        &format!("{ES}/CreateOrganization"),
+        json!({"name": "annOrg"}),
+    );
+    ok(
+        &s,
+        &admin,
+        "/Thingworx/Organizations/annOrg/Services/AddMember",
+        json!({"name": "annOrg", "member": "ann", "type": "User"}),
+    );
+    for (path, body) in [
+        (
+            "/Thingworx/Things/B1/Services/AddVisibilityPermission",
+            json!({"principal": "annOrg", "principalType": "Organization"}),
+        ),
+        (
+            "/Thingworx/Things/B1/Services/AddRunTimePermission",
+            json!({"principal": "ann", "principalType": "User", "type": "PropertyRead"}),
+        ),
+        (
+            "/Thingworx/Things/B1/Services/AddRunTimePermission",
+            json!({"principal": "ann", "principalType": "User", "type": "PropertyRead", "resource": "running", "allow": false}),
+        ),
+        (
+            "/Thingworx/Things/B1/Services/AddRunTimePermission",
+            json!({"principal": "ann", "principalType": "User", "type": "ServiceInvoke"}),
+        ),
+        (
+            "/Thingworx/Things/B1/Services/AddRunTimePermission",
+            json!({"principal": "ann", "principalType": "User", "type": "ServiceInvoke", "resource": "PurgePropertyHistory", "allow": false}),
+        ),
+    ] {
+        ok(&s, &admin, path, body);
+    }
+    assert_eq!(put(&s, &admin, "B1", "pressure", json!(1.0)), 200);
+    assert_eq!(put(&s, &admin, "B1", "running", json!(true)), 200);
+    let v = ok(
+        &s,
+        &ann,
+        "/Thingworx/Things/B1/Services/QueryPropertyHistory",
+        json!({}),
+    );
+    let fields: Vec<&String> = v["dataShape"]["fieldDefinitions"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .collect();
+    assert_eq!(fields, ["pressure", "timestamp"], "{v}");
+    assert!(!v.to_string().contains("running"), "{v}");
+    // A query naming it is as one naming a field that is not there.
+    let (st, v) = call(
+        &s,
+        &ann,
+        "/Thingworx/Things/B1/Services/QueryPropertyHistory",
+        json!({"query": {"filters": {"type": "EQ", "fieldName": "running", "value": true}}}),
+    );
+    assert_eq!(st, 400, "{v}");
+    let (st, _) = call(
+        &s,
+        &ann,
+        "/Thingworx/Things/B1/Services/QueryBooleanPropertyHistory",
+        json!({"propertyName": "running"}),
+    );
+    assert_eq!(st, 403);
+    let (st, _) = call(
+        &s,
+        &ann,
+        "/Thingworx/Things/B1/Services/PurgePropertyHistory",
+        json!({}),
+    );
+    assert_eq!(st, 403);
+    // Denials are queued: on disk within milliseconds.
+    thinghost_tests::within_20s("ann's denial audited", || {
+        thinghost_tests::audited(&s, "permissionDenied")
+            .iter()
+            .any(|e| e["user"] == "ann" && e["args"].to_string().contains("Properties/running"))
+            .then_some(())
+    });
+    // Nothing was purged.
+    let v = ok(
+        &s,
+        &admin,
+        "/Thingworx/Things/B1/Services/QueryPropertyHistory",
+        json!({}),
+    );
+    assert_eq!(v["rows"].as_array().unwrap().len(), 2);
+    // A Thing ann cannot see: as one that does not exist.
+    ok(
+        &s,
+        &admin,
+        &format!("{ES}/CreateThing"),
+        json!({"name": "Hidden", "thingTemplateName": "GenericThing"}),
+    );
+    let (hidden, a) = call(
+        &s,
+        &ann,
+        "/Thingworx/Things/Hidden/Services/QueryPropertyHistory",
+        json!({}),
+    );
+    let (missing, b) = call(
+        &s,
+        &ann,
+        "/Thingworx/Things/Nothing/Services/QueryPropertyHistory",
+        json!({}),
+    );
+    assert_eq!((hidden, missing), (404, 404));
+    assert_eq!(
+        a.to_string().replace("Hidden", "X"),
+        b.to_string().replace("Nothing", "X")
+    );
 }

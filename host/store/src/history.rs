@@ -157,8 +157,12 @@ pub trait History: Send {
     ) -> Result<u64, StoreError>;
     /// Applies a value stream's retention (H5): values older than `before` go, and of each
     /// Thing's values only the newest `keep` stay (0: no maximum). Returns how many went.
-    fn trim_value_stream(&mut self, stream: &str, before: i64, keep: u64)
-    -> Result<u64, StoreError>;
+    fn trim_value_stream(
+        &mut self,
+        stream: &str,
+        before: i64,
+        keep: u64,
+    ) -> Result<u64, StoreError>;
     /// How many values a value stream holds for a Thing (all Things: `None`).
     fn count_values(&mut self, stream: &str, thing: Option<&str>) -> Result<u64, StoreError>;
 }
@@ -335,9 +339,8 @@ impl SqliteHistory {
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         // Read under the write lock: any number of writers keep the sequence unique.
-        let mut seq: i64 = tx.query_row("SELECT value FROM meta WHERE key = 'seq'", [], |r| {
-            r.get(0)
-        })?;
+        let mut seq: i64 =
+            tx.query_row("SELECT value FROM meta WHERE key = 'seq'", [], |r| r.get(0))?;
         {
             let mut insert = tx.prepare_cached(
                 "INSERT INTO samples (series, ts, seq, prop, value, quality) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -402,8 +405,9 @@ impl History for SqliteHistory {
 
     fn query_properties(&mut self, q: &PropertyQuery) -> Result<Vec<HistoryRow>, StoreError> {
         let path = self.path.clone();
-        let Some(series) = Self::series_id(&self.conn, &mut self.series, &q.stream, &q.thing, false)
-            .map_err(|e| sql(&path, e))?
+        let Some(series) =
+            Self::series_id(&self.conn, &mut self.series, &q.stream, &q.thing, false)
+                .map_err(|e| sql(&path, e))?
         else {
             return Ok(Vec::new());
         };
@@ -627,7 +631,12 @@ mod tests {
         assert_eq!(rows.len(), values.len());
         for (i, row) in rows.iter().enumerate() {
             assert_eq!(row.time, i as i64);
-            assert_eq!(row.values, vec![(i, values[i].1.clone())], "{:?}", values[i]);
+            assert_eq!(
+                row.values,
+                vec![(i, values[i].1.clone())],
+                "{:?}",
+                values[i]
+            );
         }
     }
 
@@ -654,9 +663,18 @@ mod tests {
         assert_eq!(
             rows,
             vec![
-                HistoryRow { time: 9, values: vec![(0, json!(99))] },
-                HistoryRow { time: 8, values: vec![(0, json!(8)), (1, json!(true))] },
-                HistoryRow { time: 7, values: vec![(0, json!(7))] },
+                HistoryRow {
+                    time: 9,
+                    values: vec![(0, json!(99))]
+                },
+                HistoryRow {
+                    time: 8,
+                    values: vec![(0, json!(8)), (1, json!(true))]
+                },
+                HistoryRow {
+                    time: 7,
+                    values: vec![(0, json!(7))]
+                },
             ]
         );
         q.oldest_first = true;
@@ -667,10 +685,18 @@ mod tests {
         // A filter over a row's fields.
         let schema = Fields(vec![("a", Type::Real), ("b", Type::Bool)]);
         q.filter = Some(
-            Filter::parse_with(&json!({"type": "EQ", "fieldName": "b", "value": false}), &schema)
-                .unwrap(),
+            Filter::parse_with(
+                &json!({"type": "EQ", "fieldName": "b", "value": false}),
+                &schema,
+            )
+            .unwrap(),
         );
-        let times: Vec<i64> = h.query_properties(&q).unwrap().iter().map(|r| r.time).collect();
+        let times: Vec<i64> = h
+            .query_properties(&q)
+            .unwrap()
+            .iter()
+            .map(|r| r.time)
+            .collect();
         assert_eq!(times, vec![2, 6]);
         assert_eq!(h.count_values("VS", Some("P")).unwrap(), 16);
         assert_eq!(h.purge_properties("VS", "P", 0, 4).unwrap(), 8);
@@ -708,11 +734,18 @@ mod tests {
         assert_eq!(h.trim_value_stream("VS", 5, 0).unwrap(), 10);
         assert_eq!(h.trim_value_stream("VS", 5, 4).unwrap(), 22);
         let rows = h.query_properties(&query(&["a"])).unwrap();
-        assert_eq!(rows.iter().map(|r| r.time).collect::<Vec<_>>(), vec![19, 18, 17, 16]);
+        assert_eq!(
+            rows.iter().map(|r| r.time).collect::<Vec<_>>(),
+            vec![19, 18, 17, 16]
+        );
         // Reopened, the sequence goes on: nothing collides.
         drop(h);
         let mut h = SqliteHistory::open(&dir.path().join(FILE)).unwrap();
-        h.append(&[logged("P", "a", BaseType::Number, 19, json!(-1))]).unwrap();
-        assert_eq!(h.query_properties(&query(&["a"])).unwrap()[0].values, vec![(0, json!(-1))]);
+        h.append(&[logged("P", "a", BaseType::Number, 19, json!(-1))])
+            .unwrap();
+        assert_eq!(
+            h.query_properties(&query(&["a"])).unwrap()[0].values,
+            vec![(0, json!(-1))]
+        );
     }
 }

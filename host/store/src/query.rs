@@ -211,13 +211,19 @@ impl<F: Copy + PartialEq + std::fmt::Debug> Filter<F> {
         };
         let op = |op: Op| -> Result<Filter<F>, String> {
             if matches!(op, Op::Like | Op::NotLike) && ty != Type::Text {
-                return Err(format!("{at}: LIKE compares text fields; {name} is not one"));
+                return Err(format!(
+                    "{at}: LIKE compares text fields; {name} is not one"
+                ));
             }
             let mut value = one("value")?;
             if matches!(op, Op::Like | Op::NotLike) {
                 match &mut value {
                     Value::Text(t) => *t = t.replace('*', "%").replace('?', "_"),
-                    _ => return Err(format!("{at}: LIKE compares text fields; {name} is not one")),
+                    _ => {
+                        return Err(format!(
+                            "{at}: LIKE compares text fields; {name} is not one"
+                        ));
+                    }
                 }
             }
             Ok(Filter::Cmp(field, op, value))
@@ -302,9 +308,7 @@ pub fn parse<S: Schema>(v: &Json, schema: &S) -> Result<Query<S::Field>, String>
         .ok_or("a query is an object with filters and sorts")?;
     for key in obj.keys() {
         if key != "filters" && key != "sorts" {
-            return Err(format!(
-                "a query has filters and sorts, not {key:?}"
-            ));
+            return Err(format!("a query has filters and sorts, not {key:?}"));
         }
     }
     if let Some(f) = obj.get("filters").filter(|f| !f.is_null()) {
@@ -536,19 +540,34 @@ mod tests {
             .unwrap();
         assert!(!matches(&f, &|_| None));
         assert!(matches(&f, &|_| Some(Value::Int(2))));
-        let m = Filter::parse_with(&json!({"type": "missingvalue", "fieldName": "s"}), &Two)
-            .unwrap();
+        let m =
+            Filter::parse_with(&json!({"type": "missingvalue", "fieldName": "s"}), &Two).unwrap();
         assert!(matches(&m, &|_| None));
     }
 
     #[test]
     fn h4_fields_and_values_are_checked_against_the_schema() {
         for (bad, says) in [
-            (json!({"type": "EQ", "fieldName": "x", "value": 1}), "no field \"x\""),
-            (json!({"type": "EQ", "fieldName": "n", "value": "many"}), "not a number"),
-            (json!({"type": "EQ", "fieldName": "b", "value": 3}), "not true or false"),
-            (json!({"type": "LIKE", "fieldName": "n", "value": "1%"}), "LIKE compares text"),
-            (json!({"type": "EQ", "fieldName": "s", "value": null}), "MISSINGVALUE"),
+            (
+                json!({"type": "EQ", "fieldName": "x", "value": 1}),
+                "no field \"x\"",
+            ),
+            (
+                json!({"type": "EQ", "fieldName": "n", "value": "many"}),
+                "not a number",
+            ),
+            (
+                json!({"type": "EQ", "fieldName": "b", "value": 3}),
+                "not true or false",
+            ),
+            (
+                json!({"type": "LIKE", "fieldName": "n", "value": "1%"}),
+                "LIKE compares text",
+            ),
+            (
+                json!({"type": "EQ", "fieldName": "s", "value": null}),
+                "MISSINGVALUE",
+            ),
         ] {
             let e = Filter::parse_with(&bad, &Two).unwrap_err();
             assert!(e.contains(says), "{bad}: {e}");

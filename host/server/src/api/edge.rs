@@ -119,6 +119,7 @@ pub fn set_connected(app: &App, caller: &Caller, things: &[&str], connected: boo
         bool,
     );
     let mut writes: Vec<Write> = Vec::new();
+    let mut logged = Vec::new();
     {
         let m = db.model();
         for thing in things {
@@ -145,6 +146,9 @@ pub fn set_connected(app: &App, caller: &Caller, things: &[&str], connected: boo
                     .cloned()
                     .or_else(|| def.default_value.clone());
                 let fires = def.data_change_type.fires(old.as_ref(), &value);
+                logged.extend(crate::api::history::logged(
+                    m, thing, def, &value, now, None,
+                ));
                 writes.push((thing.to_string(), prop.to_string(), old, value, fires));
             }
         }
@@ -176,6 +180,11 @@ pub fn set_connected(app: &App, caller: &Caller, things: &[&str], connected: boo
         {
             crate::api::events::send(app, f);
         }
+    }
+    let pending = crate::api::history::append(app, logged);
+    drop(db);
+    if let Err(e) = pending.wait() {
+        tracing::warn!(things = ?things, error = %e, "the connection state of Things was not recorded in their value streams");
     }
 }
 
@@ -217,6 +226,8 @@ struct Write {
     new: serde_json::Value,
     time: i64,
     fires: bool,
+    /// What it appends to the Thing's value stream.
+    logged: Option<thinghost_store::history::Logged>,
 }
 
 /// C4: one push (see [`push_all`]).
@@ -294,7 +305,9 @@ pub fn push_all(app: &App, pushes: Vec<Push>) -> Vec<Result<Pushed, ApiError>> {
         }
         return answers;
     }
+    let mut logged = Vec::new();
     for w in writes {
+        logged.extend(w.logged);
         if !w.fires {
             continue;
         }
@@ -309,6 +322,14 @@ pub fn push_all(app: &App, pushes: Vec<Push>) -> Vec<Result<Pushed, ApiError>> {
             &w.new,
         ) {
             crate::api::events::send(app, f);
+        }
+    }
+    // The pushes are answered once their values are in their value streams too.
+    let pending = crate::api::history::append(app, logged);
+    drop(db);
+    if let Err(e) = crate::api::history::settle(pending) {
+        for a in answers.iter_mut().filter(|a| a.is_ok()) {
+            *a = Err(ApiError::new(e.status, e.message.clone()));
         }
     }
     answers
@@ -414,6 +435,9 @@ fn plan(
                 .or_else(|| def.default_value.clone()),
         };
         let fires = def.data_change_type.fires(old.as_ref(), &value);
+        // Its value stream's entry, with the device's own time and quality (H2).
+        let logged =
+            crate::api::history::logged(m, thing, def, &value, time, Some(v.quality.as_str()));
         planned.push(Write {
             push: i,
             prop: name.to_string(),
@@ -421,6 +445,7 @@ fn plan(
             new: value,
             time,
             fires,
+            logged,
         });
     }
     pushed.written = planned.len();

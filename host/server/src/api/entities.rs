@@ -185,6 +185,7 @@ pub fn write_property(
     .or_else(|| def.default_value.clone());
     let fires = def.data_change_type.fires(old.as_ref(), &value);
     let new = fires.then(|| value.clone());
+    let logged = crate::api::history::logged(db.model(), name, &def, &value, crate::now_ms(), None);
     let name = name.to_string();
     let prop = prop.to_string();
     db.change_values(
@@ -204,6 +205,10 @@ pub fn write_property(
     }) {
         crate::api::events::send(app, f);
     }
+    // Its value stream's entry (H2), queued under the lock, durable before the answer.
+    let pending = crate::api::history::append(app, logged.into_iter().collect());
+    drop(db);
+    crate::api::history::settle(pending)?;
     Ok(Reply::Empty)
 }
 
@@ -223,6 +228,16 @@ fn description(m: &Model, caller: &Caller, e: &Entity) -> Json {
             v["enabled"] = json!(t.parked.is_none());
             if let Some(p) = &t.parked {
                 v["parked"] = json!(p);
+            }
+            // Where its history goes (H2), a stream's or table's data shape, retention (H5).
+            if let Some(s) = &t.storage.value_stream {
+                v["valueStream"] = json!(s);
+            }
+            if let Some(d) = &t.storage.data_shape {
+                v["dataShape"] = json!(d);
+            }
+            if t.storage.retention_days != 0 || t.storage.max_entries != 0 {
+                v["retention"] = json!({"retentionDays": t.storage.retention_days, "maxEntries": t.storage.max_entries});
             }
         }
         Body::ThingTemplate(t) => {

@@ -11,6 +11,7 @@ pub mod docs;
 pub mod edge;
 pub mod entities;
 pub mod events;
+pub mod history;
 pub mod host_calls;
 pub mod params;
 pub mod reload;

@@ -958,7 +958,17 @@ pub fn run_service(
                 for f in fired {
                     crate::api::events::send(app, f);
                 }
+                // And the values its writes of logged properties appended (H2).
+                let logged = script_app
+                    .script
+                    .as_ref()
+                    .map(|s| {
+                        std::mem::take(&mut *s.logged.lock().unwrap_or_else(|p| p.into_inner()))
+                    })
+                    .unwrap_or_default();
+                let pending = crate::api::history::append(app, logged);
                 drop(db);
+                crate::api::history::settle(pending)?;
                 drop(fork);
                 return Ok(crate::api::services::result(
                     BaseType::Json,

@@ -1254,10 +1254,10 @@ pub fn current_user_organizations(call: &mut Call<'_>) -> Result<Reply, ApiError
 }
 
 /// `GetDefaultDataPersistenceProviderName()` of `Subsystems/PlatformSubsystem`.
-pub fn default_persistence_provider(_: &mut Call<'_>) -> Result<Reply, ApiError> {
+pub fn default_persistence_provider(call: &mut Call<'_>) -> Result<Reply, ApiError> {
     Ok(result(
         BaseType::String,
-        json!(predefined::DEFAULT_PERSISTENCE_PROVIDER),
+        json!(call.app.history.default_provider),
     ))
 }
 

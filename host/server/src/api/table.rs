@@ -427,6 +427,9 @@ const EXPORT: &[Param] = &[
     opt("targetPath", T::String),
     req("targetFileName", T::String),
 ];
+const MAX_HISTORY: Param = opt("maxItems", T::Number).or("500, at most serve --max-items (100000)");
+const OLDEST_FIRST: Param = opt("oldestFirst", T::Boolean).or("false: newest first");
+const HISTORY_QUERY: &[Param] = &[MAX_HISTORY, DATE_FROM, DATE_TO, OLDEST_FIRST, QUERY];
 const AUDIT_QUERY: &[Param] = &[MAX_ITEMS, DATE_FROM, DATE_TO, CATEGORY, QUERY];
 const PRINCIPAL: Param = req("principal", T::String);
 const PRINCIPAL_TYPE: Param = req("principalType", T::String);
@@ -450,7 +453,7 @@ const AS_JSON: Param = req("permissions", T::Json);
 use crate::api::audit;
 use crate::api::definitions::{self, DefOp, SubOp};
 use crate::api::services::Whose;
-use crate::api::{edge, events, repository, script, security, services};
+use crate::api::{edge, events, history, repository, script, security, services};
 
 /// The table, built once.
 pub static SERVICES: LazyLock<Vec<Service>> = LazyLock::new(services);
@@ -836,7 +839,30 @@ fn services() -> Vec<Service> {
         row(On::ThingsOf(crate::state::repository::TEMPLATE), "DeleteFile", Unlocked(repository::delete_file))
             .params(const { &[req("path", T::String)] }).rule(Rule::Invoke).script(Script::Refused)
             .doc("Deletes a file (audited when it is part of the audit archive)."),
+        // ---- History (DOMAIN section 11) ----
+        row(On::Kinds(THINGS), "SetValueStream", Exclusive(history::set_value_stream))
+            .params(const { &[opt("name", T::Thingname).or("none: the Thing's logged properties are not recorded")] })
+            .rule(Rule::On(Permission::Update, "change the Thing's value stream")).audit(Audit::Change)
+            .doc("Names the ValueStream Thing (one the caller can see) that records every accepted write of the Thing's logged properties, with its time and quality (H2)."),
+        row(On::Kinds(THINGS), "QueryPropertyHistory", Unlocked(history::query_property_history))
+            .params(HISTORY_QUERY).returns(Returns::Rows)
+            .rule(Rule::Own("anyone who sees the Thing; each logged property is answered only to those with PropertyRead on it, and left out for the rest (H2)"))
+            .doc("The history of the Thing's logged properties: one row per timestamp (`timestamp` and a column per property), newest first unless `oldestFirst`, at most `maxItems`; `query` filters on `timestamp` and the properties."),
+        row(On::Kinds(THINGS), "PurgePropertyHistory", Unlocked(history::purge_property_history))
+            .params(const { &[DATE_FROM.or("the beginning"), DATE_TO.or("now and later")] }).returns(Returns::Value(T::Long))
+            .rule(Rule::Invoke).script(Script::Refused).audit(Audit::In(crate::state::audit::category::MODEL))
+            .doc("Removes the Thing's history between the dates from its value stream; answers how many values went (H2). Audited."),
     ]);
+    // The typed property history services: one row each, one function.
+    for (name, _) in history::TYPED {
+        v.push(
+            row(On::Kinds(THINGS), name, Unlocked(history::query_typed_history))
+                .params(const { &[req("propertyName", T::String), MAX_HISTORY, DATE_FROM, DATE_TO, OLDEST_FIRST, QUERY] })
+                .returns(Returns::Rows)
+                .rule(Rule::Own("PropertyRead on the property (H2)"))
+                .doc("The history of one logged property of the service's base type: rows of `timestamp` and `value`, newest first unless `oldestFirst`, at most `maxItems`; `query` filters on `timestamp` and `value`."),
+        );
+    }
     // The permission families: on an entity, as instance permissions, on a collection.
     for acl in [AclOf::Own, AclOf::Instance, AclOf::Collection] {
         for family in Family::ALL {

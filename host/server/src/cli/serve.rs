@@ -5,7 +5,7 @@ use crate::state::app::App;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
-use thinghost_core::Policy;
+use thinghost_core::{Kind, Policy, View};
 use thinghost_store::{DB_FILE, Db};
 
 #[derive(clap::Args, Debug)]
@@ -103,6 +103,14 @@ pub struct Args {
     /// tunnel holds in memory per direction (C7).
     #[arg(long, value_name = "KIB", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=4096))]
     tunnel_max_message_kib: u64,
+    /// The persistence provider that new DataTables, Streams and ValueStreams use, and that
+    /// `GetDefaultDataPersistenceProviderName` answers (H1): a PersistenceProvider of the model.
+    #[arg(long, value_name = "NAME", default_value = thinghost_core::predefined::DEFAULT_PERSISTENCE_PROVIDER)]
+    default_persistence_provider: String,
+    /// The most rows one query of history, a stream or a data table answers: a larger
+    /// `maxItems` is refused (400).
+    #[arg(long, value_name = "N", default_value_t = crate::state::history::MAX_ITEMS as u64, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    max_items: u64,
     /// How long a remote-access nonce key is good for (it is good for one use).
     #[arg(long, value_name = "SECONDS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=3600))]
     nonce_lifetime_seconds: u64,
@@ -316,6 +324,31 @@ pub fn run(args: Args) -> Result<i32, Failure> {
     // The check unknown users cost (an argon2 hash) is made now, not on a request.
     let _ = crate::state::keys::unmatchable_hash();
     let audit_log = crate::state::audit::AuditLog::open(&dir.join(DB_FILE), audit_off)?;
+    if db
+        .model()
+        .get(
+            Kind::PersistenceProvider,
+            &args.default_persistence_provider,
+        )
+        .is_none()
+    {
+        return Err(format!(
+            "--default-persistence-provider {}: there is no such PersistenceProvider; the model has {}",
+            args.default_persistence_provider,
+            db.model()
+                .entities(Kind::PersistenceProvider)
+                .map(|p| p.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+        .into());
+    }
+    // The embedded provider's own file, beside the model's (H1).
+    let history = crate::state::history::HistoryLog::open(
+        &dir,
+        &args.default_persistence_provider,
+        args.max_items as usize,
+    )?;
     let http_limits = crate::http::Limits {
         header_read_timeout: std::time::Duration::from_secs(args.header_timeout_seconds),
         max_connections,
@@ -386,6 +419,7 @@ pub fn run(args: Args) -> Result<i32, Failure> {
                 thinghost_core::lint::Transport::Tls
             },
         },
+        history: Arc::new(history),
         events: std::sync::Arc::new(crate::state::events::EventQueue::new(
             args.event_workers as usize,
             args.event_queue as usize,

@@ -63,6 +63,9 @@ pub struct App {
     pub script_limits: crate::state::scripts::Limits,
     /// The scripts running now, per user (see `script::Limits::max_running`, `max_per_user`).
     pub scripts_running: crate::state::scripts::Running,
+    /// The data of data-storage Things (H1): value streams, streams, data tables (shared with
+    /// the copies scripts run on, which hold their values back until their changes land).
+    pub history: std::sync::Arc<crate::state::history::HistoryLog>,
     /// Set on the private copy of the server a script runs on (see [`App::for_script`]): the
     /// audit records of its changes wait here, to land with them or not at all.
     pub script: Option<ScriptScope>,
@@ -74,6 +77,8 @@ pub struct ScriptScope {
     pub audit: Mutex<Vec<AuditRecord>>,
     /// The events its changes fired, sent when they land.
     pub fired: Mutex<Vec<crate::state::events::Firing>>,
+    /// The values its writes of logged properties appended (H2), appended when they land.
+    pub logged: Mutex<Vec<thinghost_store::history::Logged>>,
 }
 
 impl App {
@@ -106,6 +111,14 @@ impl App {
             audit_retention_days: 60,
             deployment: Default::default(),
             events: Default::default(),
+            history: std::sync::Arc::new(
+                crate::state::history::HistoryLog::open(
+                    data_dir,
+                    thinghost_core::predefined::DEFAULT_PERSISTENCE_PROVIDER,
+                    crate::state::history::MAX_ITEMS,
+                )
+                .expect("the persistence provider's file opens in the data directory"),
+            ),
             plans: Default::default(),
             code: Default::default(),
             script_limits: Default::default(),
@@ -146,6 +159,7 @@ impl App {
             audit_retention_days: self.audit_retention_days,
             deployment: self.deployment,
             events: self.events.clone(),
+            history: self.history.clone(),
             plans: Default::default(),
             code: self.code.clone(),
             script_limits: self.script_limits,

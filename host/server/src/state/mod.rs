@@ -10,6 +10,7 @@ pub mod auth;
 pub mod code;
 pub mod edge;
 pub mod events;
+pub mod history;
 pub mod keys;
 pub mod repository;
 pub mod scripts;
