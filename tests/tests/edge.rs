@@ -1485,3 +1485,90 @@ fn c1_an_offer_of_permessage_deflate_is_declined_and_the_device_served() {
         Code::SUCCESS
     );
 }
+
+/// H2 with a device: `edge simulate` pushes a logged property at 100 Hz for a minute; then
+/// `QueryNumberPropertyHistory` over REST answers every accepted value, in order, each with the
+/// device's own timestamp (the simulator's values count up by one from 0, so a lost, doubled
+/// or reordered value shows).
+#[test]
+fn h2_a_device_pushing_at_100_hz_for_a_minute_has_every_value_in_history() {
+    let t = tempfile::tempdir().unwrap();
+    let s = serve(t.path(), &[]);
+    let (dev, _) = devices(&s);
+    let admin = s.admin_key();
+    ok(
+        &s,
+        &admin,
+        "/Thingworx/ThingTemplates/Pump/Services/AddPropertyDefinition",
+        json!({"name": "pressure", "type": "NUMBER", "logged": true}),
+    );
+    ok(
+        &s,
+        &admin,
+        &format!("{ES}/CreateThing"),
+        json!({"name": "PumpHistory", "thingTemplateName": "ValueStream"}),
+    );
+    ok(
+        &s,
+        &admin,
+        "/Thingworx/Things/Pump1/Services/SetValueStream",
+        json!({"name": "PumpHistory"}),
+    );
+    let started = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let key = key_file(t.path(), "dev.key", &dev);
+    let device = Simulator::start(
+        &s,
+        &key,
+        &[
+            "--thing",
+            "Pump1",
+            "--property",
+            "pressure=0",
+            "--every",
+            "10ms",
+            "--step",
+            "1",
+            "--for",
+            "60s",
+        ],
+    );
+    // It runs a minute, then says what it did.
+    std::thread::sleep(std::time::Duration::from_secs(55));
+    device.wait_for("devices connected;");
+    let said = device.said();
+    let accepted = said.matches("pushed 1 values: accepted").count();
+    assert!(!said.contains("values: refused"), "{said}");
+    // At least 80 Hz on this machine, or the test proves little.
+    assert!(
+        accepted >= 4_800,
+        "{accepted} pushes accepted in 60 s: {said:.2000}"
+    );
+    let (st, v) = rest(
+        &s,
+        &admin,
+        reqwest::Method::POST,
+        "/Thingworx/Things/Pump1/Services/QueryNumberPropertyHistory",
+        Some(json!({"propertyName": "pressure", "oldestFirst": true, "maxItems": 100000})),
+    );
+    assert_eq!(st, 200, "{v}");
+    let rows = v["rows"].as_array().unwrap();
+    // Pushes still in flight when the simulator stopped may have landed unanswered.
+    assert!(
+        rows.len() >= accepted,
+        "{} rows, {accepted} accepted",
+        rows.len()
+    );
+    let mut last = started;
+    for (i, r) in rows.iter().enumerate() {
+        assert_eq!(r["value"], json!(i as f64), "row {i}: {r}");
+        let ts = r["timestamp"].as_i64().unwrap();
+        assert!(ts >= last, "row {i}: {ts} before {last}");
+        last = ts;
+    }
+    // The device's times: spread over the minute, not the moments the server wrote them.
+    let first = rows[0]["timestamp"].as_i64().unwrap();
+    assert!(last - first >= 55_000, "{first}..{last}");
+}
