@@ -458,7 +458,12 @@ impl History for SqliteHistory {
                 continue;
             };
             let value = decode(bt, r.get_ref(2).map_err(|e| sql(&path, e))?);
-            if current.as_ref().is_some_and(|c| c.time != ts) {
+            // A row is one timestamp; a second value of a property at the same millisecond
+            // starts a row of its own (nothing accepted is lost).
+            if current
+                .as_ref()
+                .is_some_and(|c| c.time != ts || c.values.iter().any(|(j, _)| *j == i))
+            {
                 finish(current.take().expect("some"), &mut out);
                 if out.len() >= q.limit {
                     return Ok(out);
@@ -468,12 +473,7 @@ impl History for SqliteHistory {
                 time: ts,
                 values: Vec::new(),
             });
-            // Two values of one property at one millisecond: the one written last.
-            match row.values.iter_mut().find(|(j, _)| *j == i) {
-                Some(slot) if q.oldest_first => slot.1 = value,
-                Some(_) => {}
-                None => row.values.push((i, value)),
-            }
+            row.values.push((i, value));
         }
         if let Some(c) = current {
             finish(c, &mut out);
@@ -652,7 +652,7 @@ mod tests {
             }
             batch.push(logged("Q", "a", BaseType::Number, t, json!(100 + t)));
         }
-        // Two values of one property at one time: the later one counts.
+        // Two values of one property at one time: two rows, the later one first.
         batch.push(logged("P", "a", BaseType::Number, 9, json!(99)));
         h.append(&batch).unwrap();
         let mut q = query(&["a", "b"]);
@@ -668,12 +668,12 @@ mod tests {
                     values: vec![(0, json!(99))]
                 },
                 HistoryRow {
-                    time: 8,
-                    values: vec![(0, json!(8)), (1, json!(true))]
+                    time: 9,
+                    values: vec![(0, json!(9))]
                 },
                 HistoryRow {
-                    time: 7,
-                    values: vec![(0, json!(7))]
+                    time: 8,
+                    values: vec![(0, json!(8)), (1, json!(true))]
                 },
             ]
         );
