@@ -663,3 +663,521 @@ fn h1_acknowledged_logged_values_survive_kill_9() {
         "only {total} writes acknowledged before the kill"
     );
 }
+
+/// A DataShape of `fields` (name, base type, is a key).
+fn data_shape(s: &Server, admin: &str, name: &str, fields: &[(&str, &str, bool)]) {
+    let fields: Vec<Json> = fields
+        .iter()
+        .map(|(n, t, k)| json!({"name": n, "baseType": t, "isPrimaryKey": k}))
+        .collect();
+    ok(
+        s,
+        admin,
+        &format!("{ES}/CreateDataShape"),
+        json!({"name": name, "fields": fields}),
+    );
+}
+
+fn rows(v: &Json) -> Vec<Json> {
+    v["rows"].as_array().cloned().unwrap_or_default()
+}
+
+/// H3: a Stream with a DataShape takes entries with a timestamp, source, tags, location and
+/// values of its shape (an InfoTable or a plain object; a wrong type or an unknown field is a
+/// 400 and nothing is written); `QueryStreamEntriesWithData` filters by dates, source, tags and
+/// the shared QUERY, sorts, and pages; `DeleteStreamEntry`, `PurgeStreamEntries` (audited) and
+/// `GetStreamEntryCount` do what they say; the shape cannot change a field's type while entries
+/// exist; a Stream deleted and made again starts empty.
+#[test]
+fn h3_stream_entries_with_the_vendors_parameters() {
+    let t = tempfile::tempdir().unwrap();
+    let s = Server::start(&t.path().join("d"), &["--dev"]);
+    let admin = s.admin_key();
+    data_shape(
+        &s,
+        &admin,
+        "Reading",
+        &[
+            ("value", "NUMBER", false),
+            ("label", "STRING", false),
+            ("ok", "BOOLEAN", false),
+        ],
+    );
+    ok(
+        &s,
+        &admin,
+        &format!("{ES}/CreateThing"),
+        json!({"name": "Log", "thingTemplateName": "Stream"}),
+    );
+    let svc = |name: &str| format!("/Thingworx/Things/Log/Services/{name}");
+    // No DataShape yet: 400 saying what to do.
+    let (st, v) = call(
+        &s,
+        &admin,
+        &svc("AddStreamEntry"),
+        json!({"values": {"value": 1}}),
+    );
+    assert_eq!(st, 400);
+    assert!(v["error"].as_str().unwrap().contains("SetDataShape"), "{v}");
+    ok(&s, &admin, &svc("SetDataShape"), json!({"name": "Reading"}));
+    ok(
+        &s,
+        &admin,
+        &svc("AddStreamEntry"),
+        json!({"timestamp": 1000, "source": "Pump1", "tags": ["Plant:North"],
+        "location": {"latitude": 48.1, "longitude": 11.5}, "values": {"value": 1.5, "label": "a", "ok": true}}),
+    );
+    ok(
+        &s,
+        &admin,
+        &svc("AddStreamEntry"),
+        json!({"timestamp": 2000, "source": "Pump2", "tags": "Plant:South,Line:2",
+        "values": {"dataShape": {"fieldDefinitions": {"value": {"name": "value", "baseType": "NUMBER"}}}, "rows": [{"value": 2.5}]}}),
+    );
+    let n = ok(
+        &s,
+        &admin,
+        &svc("AddStreamEntries"),
+        json!({"values": {"rows": [
+            {"timestamp": 3000, "source": "Pump1", "value": 3.5, "label": "c"},
+            {"timestamp": 4000, "source": "Pump1", "value": 4.5, "ok": false, "tags": ["Plant:North"]}
+        ]}}),
+    );
+    assert_eq!(n["rows"][0]["result"], 2);
+    for (body, says) in [
+        (json!({"values": {"value": "high"}}), "field value"),
+        (
+            json!({"values": {"pressure": 1}}),
+            "\"pressure\" is not a field of DataShape Reading",
+        ),
+        (
+            json!({"values": {"value": 1}, "location": {"latitude": "north"}}),
+            "location",
+        ),
+        (json!({"values": {"value": 1}, "tags": 5}), "tags"),
+    ] {
+        let (st, v) = call(&s, &admin, &svc("AddStreamEntry"), body.clone());
+        assert_eq!(st, 400, "{body}: {v}");
+        assert!(v["error"].as_str().unwrap().contains(says), "{body}: {v}");
+    }
+    // All or nothing: one bad row, none written.
+    let (st, _) = call(
+        &s,
+        &admin,
+        &svc("AddStreamEntries"),
+        json!({"values": {"rows": [{"value": 9}, {"value": "x"}]}}),
+    );
+    assert_eq!(st, 400);
+    assert_eq!(
+        ok(&s, &admin, &svc("GetStreamEntryCount"), json!({}))["rows"][0]["result"],
+        4
+    );
+    // Newest first, fields of the entry and of the shape.
+    let v = ok(&s, &admin, &svc("QueryStreamEntriesWithData"), json!({}));
+    let all = rows(&v);
+    assert_eq!(
+        all.iter()
+            .map(|r| r["timestamp"].as_i64().unwrap())
+            .collect::<Vec<_>>(),
+        [4000, 3000, 2000, 1000]
+    );
+    assert_eq!(all[3]["location"]["latitude"], 48.1);
+    assert_eq!(all[3]["tags"], json!(["Plant:North"]));
+    assert_eq!(all[2]["tags"], json!(["Plant:South", "Line:2"]));
+    assert_eq!(all[3]["source"], "Pump1");
+    assert_eq!(
+        v["dataShape"]["fieldDefinitions"]["value"]["baseType"],
+        "NUMBER"
+    );
+    let times = |body: Json| -> Vec<i64> {
+        rows(&ok(&s, &admin, &svc("QueryStreamEntriesWithData"), body))
+            .iter()
+            .map(|r| r["timestamp"].as_i64().unwrap())
+            .collect()
+    };
+    assert_eq!(
+        times(json!({"oldestFirst": true, "maxItems": 2})),
+        [1000, 2000]
+    );
+    assert_eq!(
+        times(json!({"startDate": 2000, "endDate": 3000})),
+        [3000, 2000]
+    );
+    assert_eq!(times(json!({"source": "Pump1"})), [4000, 3000, 1000]);
+    assert_eq!(times(json!({"tags": ["Plant:North"]})), [4000, 1000]);
+    assert_eq!(
+        times(json!({"query": {"filters": {"type": "GT", "fieldName": "value", "value": 2}}})),
+        [4000, 3000, 2000]
+    );
+    assert_eq!(
+        times(json!({"query": {"filters": {"type": "MISSINGVALUE", "fieldName": "label"}}})),
+        [4000, 2000]
+    );
+    assert_eq!(
+        times(json!({"query": {"filters": {"type": "EQ", "fieldName": "ok", "value": false}}})),
+        [4000]
+    );
+    assert_eq!(
+        times(json!({"query": {"sorts": [{"fieldName": "value", "isAscending": true}]}})),
+        [1000, 2000, 3000, 4000]
+    );
+    for (body, says) in [
+        (
+            json!({"query": {"filters": {"type": "EQ", "fieldName": "pressure", "value": 1}}}),
+            "no field \"pressure\"",
+        ),
+        (json!({"maxItems": 100001}), "maxItems"),
+        (json!({"startDate": 5, "endDate": 4}), "after endDate"),
+    ] {
+        let (st, v) = call(&s, &admin, &svc("QueryStreamEntriesWithData"), body.clone());
+        assert_eq!(st, 400, "{body}: {v}");
+        assert!(v["error"].as_str().unwrap().contains(says), "{body}: {v}");
+    }
+    // Delete one entry by its id; a second time it is not there.
+    let id = all[0]["streamEntryId"].as_str().unwrap().to_string();
+    ok(
+        &s,
+        &admin,
+        &svc("DeleteStreamEntry"),
+        json!({"streamEntryId": id}),
+    );
+    let (st, _) = call(
+        &s,
+        &admin,
+        &svc("DeleteStreamEntry"),
+        json!({"streamEntryId": id}),
+    );
+    assert_eq!(st, 404);
+    // The shape may grow, but not change a field's type while entries exist.
+    data_shape(
+        &s,
+        &admin,
+        "Reading2",
+        &[
+            ("value", "NUMBER", false),
+            ("label", "STRING", false),
+            ("ok", "BOOLEAN", false),
+            ("extra", "STRING", false),
+        ],
+    );
+    data_shape(&s, &admin, "Changed", &[("value", "STRING", false)]);
+    let (st, v) = call(&s, &admin, &svc("SetDataShape"), json!({"name": "Changed"}));
+    assert_eq!(st, 409, "{v}");
+    ok(
+        &s,
+        &admin,
+        &svc("SetDataShape"),
+        json!({"name": "Reading2"}),
+    );
+    // A shape with a field every entry has is refused.
+    data_shape(&s, &admin, "Clash", &[("source", "STRING", false)]);
+    let (st, _) = call(&s, &admin, &svc("SetDataShape"), json!({"name": "Clash"}));
+    assert_eq!(st, 400);
+    let purged = ok(
+        &s,
+        &admin,
+        &svc("PurgeStreamEntries"),
+        json!({"endDate": 2000}),
+    );
+    assert_eq!(purged["rows"][0]["result"], 2);
+    assert_eq!(times(json!({})), [3000]);
+    assert!(!thinghost_tests::audited(&s, "streamPurged").is_empty());
+    // Deleted and made again: empty.
+    ok(
+        &s,
+        &admin,
+        &format!("{ES}/DeleteThing"),
+        json!({"name": "Log"}),
+    );
+    ok(
+        &s,
+        &admin,
+        &format!("{ES}/CreateThing"),
+        json!({"name": "Log", "thingTemplateName": "Stream"}),
+    );
+    ok(&s, &admin, &svc("SetDataShape"), json!({"name": "Reading"}));
+    assert_eq!(
+        ok(&s, &admin, &svc("GetStreamEntryCount"), json!({}))["rows"][0]["result"],
+        0
+    );
+}
+
+/// H4: a DataTable's DataShape has a primary key; a duplicate key is 409; add-or-update,
+/// update (404 when missing), by key, find by values, the shared QUERY with sorts, delete by key
+/// and by query, count, purge (audited).
+#[test]
+fn h4_data_table_rows_by_their_key() {
+    let t = tempfile::tempdir().unwrap();
+    let s = Server::start(&t.path().join("d"), &["--dev"]);
+    let admin = s.admin_key();
+    data_shape(
+        &s,
+        &admin,
+        "Part",
+        &[
+            ("sku", "STRING", true),
+            ("qty", "INTEGER", false),
+            ("price", "NUMBER", false),
+        ],
+    );
+    data_shape(&s, &admin, "Keyless", &[("sku", "STRING", false)]);
+    ok(
+        &s,
+        &admin,
+        &format!("{ES}/CreateThing"),
+        json!({"name": "Parts", "thingTemplateName": "DataTable"}),
+    );
+    let svc = |name: &str| format!("/Thingworx/Things/Parts/Services/{name}");
+    let (st, v) = call(&s, &admin, &svc("SetDataShape"), json!({"name": "Keyless"}));
+    assert_eq!(st, 400);
+    assert!(v["error"].as_str().unwrap().contains("primary key"), "{v}");
+    ok(&s, &admin, &svc("SetDataShape"), json!({"name": "Part"}));
+    for (sku, qty, price) in [("A1", 5, 1.5), ("B2", 0, 20.0), ("C3", 12, 3.25)] {
+        ok(
+            &s,
+            &admin,
+            &svc("AddDataTableEntry"),
+            json!({"values": {"sku": sku, "qty": qty, "price": price}}),
+        );
+    }
+    let (st, v) = call(
+        &s,
+        &admin,
+        &svc("AddDataTableEntry"),
+        json!({"values": {"sku": "A1", "qty": 1}}),
+    );
+    assert_eq!(st, 409, "{v}");
+    let (st, v) = call(
+        &s,
+        &admin,
+        &svc("AddDataTableEntry"),
+        json!({"values": {"qty": 1}}),
+    );
+    assert_eq!(st, 400);
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("primary key field sku"),
+        "{v}"
+    );
+    let (st, _) = call(
+        &s,
+        &admin,
+        &svc("AddDataTableEntry"),
+        json!({"values": {"sku": "D4", "qty": 1.5}}),
+    );
+    assert_eq!(st, 400, "an INTEGER is whole");
+    ok(
+        &s,
+        &admin,
+        &svc("AddOrUpdateDataTableEntry"),
+        json!({"values": {"sku": "A1", "qty": 6, "price": 1.5}}),
+    );
+    let (st, _) = call(
+        &s,
+        &admin,
+        &svc("UpdateDataTableEntry"),
+        json!({"values": {"sku": "Z9", "qty": 1}}),
+    );
+    assert_eq!(st, 404);
+    ok(
+        &s,
+        &admin,
+        &svc("UpdateDataTableEntry"),
+        json!({"values": {"sku": "B2", "qty": 1, "price": 19.5}}),
+    );
+    let one = ok(
+        &s,
+        &admin,
+        &svc("GetDataTableEntryByKey"),
+        json!({"key": "A1"}),
+    );
+    assert_eq!(rows(&one).len(), 1);
+    assert_eq!(rows(&one)[0]["qty"], 6);
+    assert!(
+        rows(&ok(
+            &s,
+            &admin,
+            &svc("GetDataTableEntryByKey"),
+            json!({"key": "nope"})
+        ))
+        .is_empty()
+    );
+    let skus = |service: &str, body: Json| -> Vec<String> {
+        rows(&ok(&s, &admin, &svc(service), body))
+            .iter()
+            .map(|r| r["sku"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(skus("GetDataTableEntries", json!({})), ["A1", "B2", "C3"]);
+    assert_eq!(skus("GetDataTableEntries", json!({"maxItems": 1})), ["A1"]);
+    assert_eq!(
+        skus("FindDataTableEntries", json!({"values": {"qty": 12}})),
+        ["C3"]
+    );
+    assert_eq!(
+        skus(
+            "QueryDataTableEntries",
+            json!({"query": {
+        "filters": {"type": "LT", "fieldName": "price", "value": 10},
+        "sorts": [{"fieldName": "qty", "isAscending": false}]}})
+        ),
+        ["C3", "A1"]
+    );
+    let (st, v) = call(
+        &s,
+        &admin,
+        &svc("QueryDataTableEntries"),
+        json!({"query": {"filters": {"type": "EQ", "fieldName": "colour", "value": "red"}}}),
+    );
+    assert_eq!(st, 400, "{v}");
+    ok(
+        &s,
+        &admin,
+        &svc("DeleteDataTableEntry"),
+        json!({"values": {"sku": "A1"}}),
+    );
+    let (st, _) = call(
+        &s,
+        &admin,
+        &svc("DeleteDataTableEntry"),
+        json!({"values": {"sku": "A1"}}),
+    );
+    assert_eq!(st, 404);
+    let gone = ok(
+        &s,
+        &admin,
+        &svc("DeleteDataTableEntries"),
+        json!({"query": {"filters": {"type": "GT", "fieldName": "price", "value": 10}}}),
+    );
+    assert_eq!(gone["rows"][0]["result"], 1);
+    let (st, _) = call(
+        &s,
+        &admin,
+        &svc("DeleteDataTableEntries"),
+        json!({"query": {}}),
+    );
+    assert_eq!(st, 400, "no filters: PurgeDataTableEntries");
+    assert_eq!(
+        ok(&s, &admin, &svc("GetDataTableEntryCount"), json!({}))["rows"][0]["result"],
+        1
+    );
+    assert_eq!(
+        ok(&s, &admin, &svc("PurgeDataTableEntries"), json!({}))["rows"][0]["result"],
+        1
+    );
+    assert!(!thinghost_tests::audited(&s, "dataTablePurged").is_empty());
+}
+
+/// H5: a stream's and a value stream's retention: entries older than the days and beyond the
+/// maximum count go at the next pass of the retention job (here every second), while writes go
+/// on; each removal is audited as System's.
+#[test]
+fn h5_retention_trims_while_writes_continue() {
+    let t = tempfile::tempdir().unwrap();
+    let s = Server::start(
+        &t.path().join("d"),
+        &["--dev", "--retention-interval-seconds", "1"],
+    );
+    let admin = s.admin_key();
+    boiler(&s, &admin);
+    data_shape(&s, &admin, "Reading", &[("value", "NUMBER", false)]);
+    ok(
+        &s,
+        &admin,
+        &format!("{ES}/CreateThing"),
+        json!({"name": "Log", "thingTemplateName": "Stream"}),
+    );
+    ok(
+        &s,
+        &admin,
+        "/Thingworx/Things/Log/Services/SetDataShape",
+        json!({"name": "Reading"}),
+    );
+    // Old entries (two days ago) and new ones.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    for i in 0..10 {
+        let ts = if i < 4 {
+            now - 2 * 86_400_000 + i
+        } else {
+            now + i
+        };
+        ok(
+            &s,
+            &admin,
+            "/Thingworx/Things/Log/Services/AddStreamEntry",
+            json!({"timestamp": ts, "values": {"value": i}}),
+        );
+    }
+    // Not on a GenericThing.
+    let (st, _) = call(
+        &s,
+        &admin,
+        "/Thingworx/Things/B1/Services/SetRetention",
+        json!({"retentionDays": 1}),
+    );
+    assert_eq!(st, 404);
+    ok(
+        &s,
+        &admin,
+        "/Thingworx/Things/Log/Services/SetRetention",
+        json!({"retentionDays": 1, "maxEntries": 5}),
+    );
+    ok(
+        &s,
+        &admin,
+        "/Thingworx/Things/VS/Services/SetRetention",
+        json!({"maxEntries": 3}),
+    );
+    // Writes go on while the job trims.
+    let mut written = 0;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(4);
+    while std::time::Instant::now() < deadline {
+        assert_eq!(put(&s, &admin, "B1", "pressure", json!(written)), 200);
+        written += 1;
+    }
+    assert!(written > 3);
+    thinghost_tests::within_20s("the retention applied", || {
+        let count = ok(
+            &s,
+            &admin,
+            "/Thingworx/Things/Log/Services/GetStreamEntryCount",
+            json!({}),
+        )["rows"][0]["result"]
+            .as_i64()
+            .unwrap();
+        let history = rows(&ok(
+            &s,
+            &admin,
+            "/Thingworx/Things/B1/Services/QueryNumberPropertyHistory",
+            json!({"propertyName": "pressure"}),
+        ));
+        (count == 5 && history.len() == 3).then_some(history)
+    });
+    // The newest stay.
+    let left: Vec<i64> = rows(&ok(
+        &s,
+        &admin,
+        "/Thingworx/Things/Log/Services/QueryStreamEntriesWithData",
+        json!({"oldestFirst": true}),
+    ))
+    .iter()
+    .map(|r| r["value"].as_i64().unwrap())
+    .collect();
+    assert_eq!(left, [5, 6, 7, 8, 9]);
+    let trimmed = thinghost_tests::audited(&s, "historyTrimmed");
+    assert!(
+        trimmed
+            .iter()
+            .any(|e| e["source"] == "Things/Log" && e["user"] == "System"),
+        "{trimmed:?}"
+    );
+    assert!(
+        trimmed.iter().any(|e| e["source"] == "Things/VS"),
+        "{trimmed:?}"
+    );
+}

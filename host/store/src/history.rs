@@ -75,6 +75,98 @@ pub struct HistoryRow {
     pub values: Vec<(usize, Json)>,
 }
 
+/// One entry of a stream (H3): when, from where, tagged how, and values of the stream's
+/// DataShape (checked before they get here).
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct StreamEntry {
+    /// Given by the provider when the entry is added.
+    pub id: i64,
+    pub time: i64,
+    pub source: String,
+    pub source_type: String,
+    pub tags: Vec<String>,
+    /// The vendor's LOCATION (`{"latitude", "longitude", "elevation"}`), if any.
+    pub location: Option<Json>,
+    pub values: serde_json::Map<String, Json>,
+}
+
+/// A data table's row: its key (the canonical JSON of its primary key's values, in the
+/// DataShape's order), and an entry's columns.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct TableRow {
+    pub key: String,
+    pub entry: StreamEntry,
+}
+
+/// How a row is written, and what writing it did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Put {
+    /// Asked: add a new row (a duplicate key is refused). Done: added.
+    Insert,
+    /// Asked: add or replace. Done: replaced.
+    Upsert,
+    /// Asked: replace an existing row (none with the key is refused).
+    Update,
+    /// Done: refused, the key is taken.
+    Duplicate,
+    /// Done: refused, no row has the key.
+    Missing,
+}
+
+/// A field of a stream entry a query may name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EntryField {
+    Timestamp,
+    Id,
+    Source,
+    SourceType,
+    /// The tags, as JSON text (`LIKE '%Plant:North%'`).
+    Tags,
+    /// The `n`th field of the stream's DataShape ([`EntryQuery::fields`]).
+    Data(usize),
+}
+
+/// A query of a stream's entries (`QueryStreamEntriesWithData`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct EntryQuery {
+    pub stream: String,
+    /// The DataShape's fields, by name and base type ([`EntryField::Data`] indexes them).
+    pub fields: Vec<(String, BaseType)>,
+    pub start: i64,
+    pub end: i64,
+    pub oldest_first: bool,
+    pub limit: usize,
+    pub filter: Option<Filter<EntryField>>,
+    /// Before the time order; none: by time only.
+    pub sorts: Vec<(EntryField, bool)>,
+    /// Only entries of this source.
+    pub source: Option<String>,
+    /// Only entries with every one of these tags.
+    pub tags: Vec<String>,
+}
+
+impl EntryField {
+    /// Its column (or JSON path into the entry's data) in the SQLite backend: names from the
+    /// DataShape, which are member names (letters, digits, `_`), never from a request.
+    fn column(self, fields: &[(String, BaseType)]) -> String {
+        match self {
+            EntryField::Timestamp => "ts".into(),
+            EntryField::Id => "id".into(),
+            EntryField::Source => "source".into(),
+            EntryField::SourceType => "source_type".into(),
+            EntryField::Tags => "tags".into(),
+            EntryField::Data(i) => {
+                let name = &fields[i].0;
+                assert!(
+                    thinghost_core::names::check_member_name(name).is_ok(),
+                    "a DataShape's field name is a member name"
+                );
+                format!("json_extract(data, '$.{name}')")
+            }
+        }
+    }
+}
+
 /// The type a query compares a base type's values as.
 pub fn query_type(bt: BaseType) -> Type {
     match bt {
@@ -142,8 +234,54 @@ pub fn decode(bt: BaseType, v: ValueRef<'_>) -> Json {
 
 /// A persistence provider: where the data of data-storage Things lives.
 pub trait History: Send {
+    /// Appends logged values and stream entries in one transaction; returns once they are
+    /// durable, with the id given to each entry (H3).
+    fn write(
+        &mut self,
+        values: &[Logged],
+        entries: &[(String, StreamEntry)],
+    ) -> Result<Vec<i64>, StoreError>;
     /// Appends logged values in one transaction; returns once they are durable.
-    fn append(&mut self, values: &[Logged]) -> Result<(), StoreError>;
+    fn append(&mut self, values: &[Logged]) -> Result<(), StoreError> {
+        self.write(values, &[]).map(|_| ())
+    }
+    /// A stream's entries (H3), in the query's order.
+    fn query_stream(&mut self, q: &EntryQuery) -> Result<Vec<StreamEntry>, StoreError>;
+    /// Removes one entry of a stream; was it there?
+    fn delete_stream_entry(&mut self, stream: &str, id: i64) -> Result<bool, StoreError>;
+    /// Removes a stream's entries between two times (inclusive); returns how many went.
+    fn purge_stream(&mut self, stream: &str, start: i64, end: i64) -> Result<u64, StoreError>;
+    /// Applies a stream's retention (H5): entries older than `before` go, and of the rest only
+    /// the newest `keep` stay (0: no maximum). Returns how many went.
+    fn trim_stream(&mut self, stream: &str, before: i64, keep: u64) -> Result<u64, StoreError>;
+    /// How many entries a stream holds.
+    fn count_stream(&mut self, stream: &str) -> Result<u64, StoreError>;
+    /// Writes a data table's row (H4) as `mode` says; returns what it did.
+    fn put_row(&mut self, table: &str, row: &TableRow, mode: Put) -> Result<Put, StoreError>;
+    /// A data table's row by its key.
+    fn get_row(&mut self, table: &str, key: &str) -> Result<Option<TableRow>, StoreError>;
+    /// A data table's rows (the query's `start`, `end` and `oldest_first` are not used: rows
+    /// come in its sorts' order, then by key).
+    fn query_rows(&mut self, q: &EntryQuery) -> Result<Vec<TableRow>, StoreError>;
+    /// Removes a data table's row by its key, or the rows a filter selects (none: every row);
+    /// returns how many went.
+    fn delete_rows(
+        &mut self,
+        table: &str,
+        key: Option<&str>,
+        fields: &[(String, BaseType)],
+        filter: Option<&Filter<EntryField>>,
+    ) -> Result<u64, StoreError>;
+    /// How many rows a data table holds.
+    fn count_rows(&mut self, table: &str) -> Result<u64, StoreError>;
+    /// Makes sure a data table's rows are indexed by a field of its DataShape.
+    fn index_rows(&mut self, table: &str, field: &str) -> Result<(), StoreError>;
+    /// Removes everything a data-storage Thing holds (it is gone, or new): a stream's entries,
+    /// a table's rows, a value stream's values. (A Thing's history in a value stream stays when
+    /// the Thing goes, as the vendor's does, until purged.)
+    fn forget(&mut self, thing: &str) -> Result<u64, StoreError>;
+    /// The names of the streams, tables and value streams that hold anything.
+    fn owners(&mut self) -> Result<Vec<String>, StoreError>;
     /// A Thing's property history, newest first unless `oldest_first`.
     fn query_properties(&mut self, q: &PropertyQuery) -> Result<Vec<HistoryRow>, StoreError>;
     /// Removes a Thing's history in a value stream between two times (inclusive); returns how
@@ -183,6 +321,23 @@ const MIGRATIONS: &[&str] = &[
          series INTEGER NOT NULL, ts INTEGER NOT NULL, seq INTEGER NOT NULL,
          prop INTEGER NOT NULL, value, quality TEXT,
          PRIMARY KEY (series, ts, seq)) WITHOUT ROWID;",
+    // 2: streams.
+    "CREATE TABLE streams (
+         id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL UNIQUE);
+     CREATE TABLE entries (
+         stream INTEGER NOT NULL, ts INTEGER NOT NULL, id INTEGER NOT NULL,
+         source TEXT NOT NULL, source_type TEXT NOT NULL, tags TEXT NOT NULL,
+         location TEXT, data TEXT NOT NULL,
+         PRIMARY KEY (stream, ts, id)) WITHOUT ROWID;
+     CREATE INDEX entries_by_id ON entries (stream, id);",
+    // 3: data tables.
+    "CREATE TABLE tables (
+         id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL UNIQUE);
+     CREATE TABLE rows (
+         tbl INTEGER NOT NULL, key TEXT NOT NULL, ts INTEGER NOT NULL, id INTEGER NOT NULL,
+         source TEXT NOT NULL, source_type TEXT NOT NULL, tags TEXT NOT NULL,
+         location TEXT, data TEXT NOT NULL,
+         PRIMARY KEY (tbl, key)) WITHOUT ROWID;",
 ];
 
 /// The embedded persistence provider: SQLite in WAL mode with `synchronous=FULL`.
@@ -193,6 +348,60 @@ pub struct SqliteHistory {
     /// (`AUTOINCREMENT`), so a cached one never names something else.
     series: HashMap<(String, String), i64>,
     props: HashMap<(i64, String, BaseType), i64>,
+    streams: HashMap<String, i64>,
+    tables: HashMap<String, i64>,
+}
+
+/// The SELECT of a stream's entries or a table's rows: `from` (`entries`, `rows`) whose
+/// `owner` column is `owner_id`, within the query's time range when `timed`, its source, tags
+/// and filter, in its sorts' order and then `tail_order`, at most its limit. Column names are
+/// fixed or come from [`EntryField::column`]; every value is a parameter.
+fn select(
+    q: &EntryQuery,
+    from: &'static str,
+    owner: &'static str,
+    owner_id: i64,
+    timed: bool,
+    tail_order: &str,
+) -> (String, Vec<SqlValue>) {
+    let key = if from == "rows" { "key, " } else { "" };
+    let mut text = format!("SELECT {key}{ENTRY_SELECT} FROM {from} WHERE {owner} = ?");
+    let mut params: Vec<SqlValue> = vec![SqlValue::Integer(owner_id)];
+    if timed {
+        text.push_str(" AND ts BETWEEN ? AND ?");
+        params.push(SqlValue::Integer(q.start));
+        params.push(SqlValue::Integer(q.end));
+    }
+    if let Some(source) = &q.source {
+        text.push_str(" AND source = ?");
+        params.push(SqlValue::Text(source.clone()));
+    }
+    for tag in &q.tags {
+        text.push_str(&format!(
+            " AND EXISTS (SELECT 1 FROM json_each({from}.tags) WHERE value = ?)"
+        ));
+        params.push(SqlValue::Text(tag.clone()));
+    }
+    if let Some(f) = &q.filter {
+        let column = |field: EntryField| field.column(&q.fields);
+        text.push_str(" AND ");
+        text.push_str(&query::to_sql(f, &column, &mut params));
+    }
+    let mut order: Vec<String> = q
+        .sorts
+        .iter()
+        .map(|(f, asc)| {
+            format!(
+                "{} {}",
+                f.column(&q.fields),
+                if *asc { "ASC" } else { "DESC" }
+            )
+        })
+        .collect();
+    order.push(tail_order.to_string());
+    text.push_str(&format!(" ORDER BY {} LIMIT ?", order.join(", ")));
+    params.push(SqlValue::Integer(q.limit.min(i64::MAX as usize) as i64));
+    (text, params)
 }
 
 fn sql(path: &Path, e: rusqlite::Error) -> StoreError {
@@ -234,6 +443,8 @@ impl SqliteHistory {
             path: path.to_path_buf(),
             series: HashMap::new(),
             props: HashMap::new(),
+            streams: HashMap::new(),
+            tables: HashMap::new(),
         };
         h.migrate()?;
         Ok(h)
@@ -286,8 +497,10 @@ impl SqliteHistory {
         thing: &str,
         create: bool,
     ) -> rusqlite::Result<Option<i64>> {
+        // Only the writer (`create`) trusts its cache: what it forgets (`forget`) it forgets
+        // itself; a reader asks the file every time.
         let key = (stream.to_string(), thing.to_string());
-        if let Some(id) = cache.get(&key) {
+        if create && let Some(id) = cache.get(&key) {
             return Ok(Some(*id));
         }
         let found: Option<i64> = conn
@@ -334,7 +547,52 @@ impl SqliteHistory {
         Ok(out)
     }
 
-    fn append_in(&mut self, values: &[Logged]) -> rusqlite::Result<()> {
+    /// The id of a stream, made when `create`.
+    fn stream_id(
+        conn: &Connection,
+        cache: &mut HashMap<String, i64>,
+        stream: &str,
+        create: bool,
+    ) -> rusqlite::Result<Option<i64>> {
+        Self::owner_id(conn, cache, "streams", stream, create)
+    }
+
+    /// The id of a stream or table (`of`: `streams` or `tables`, fixed names), made when
+    /// `create`.
+    fn owner_id(
+        conn: &Connection,
+        cache: &mut HashMap<String, i64>,
+        of: &'static str,
+        stream: &str,
+        create: bool,
+    ) -> rusqlite::Result<Option<i64>> {
+        if create && let Some(id) = cache.get(stream) {
+            return Ok(Some(*id));
+        }
+        let found: Option<i64> = conn
+            .query_row(
+                &format!("SELECT id FROM {of} WHERE name = ?1"),
+                [stream],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let id = match (found, create) {
+            (Some(id), _) => id,
+            (None, true) => {
+                conn.execute(&format!("INSERT INTO {of} (name) VALUES (?1)"), [stream])?;
+                conn.last_insert_rowid()
+            }
+            (None, false) => return Ok(None),
+        };
+        cache.insert(stream.to_string(), id);
+        Ok(Some(id))
+    }
+
+    fn write_in(
+        &mut self,
+        values: &[Logged],
+        entries: &[(String, StreamEntry)],
+    ) -> rusqlite::Result<Vec<i64>> {
         let tx = self
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
@@ -384,23 +642,416 @@ impl SqliteHistory {
                 ])?;
             }
         }
+        let mut ids = Vec::with_capacity(entries.len());
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO entries (stream, ts, id, source, source_type, tags, location, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?;
+            for (stream, e) in entries {
+                let stream =
+                    Self::stream_id(&tx, &mut self.streams, stream, true)?.expect("created");
+                seq += 1;
+                insert.execute(params![
+                    stream,
+                    e.time,
+                    seq,
+                    e.source,
+                    e.source_type,
+                    Json::from(e.tags.clone()).to_string(),
+                    e.location.as_ref().map(Json::to_string),
+                    Json::Object(e.values.clone()).to_string(),
+                ])?;
+                ids.push(seq);
+            }
+        }
         tx.execute("UPDATE meta SET value = ?1 WHERE key = 'seq'", [seq])?;
-        tx.commit()
+        tx.commit()?;
+        Ok(ids)
     }
 }
 
+/// The columns [`entry_of`] reads, in its order.
+const ENTRY_SELECT: &str = "ts, id, source, source_type, tags, location, data";
+
+/// An entry as the `entries` and `rows` tables hold it, read back from [`ENTRY_SELECT`]'s
+/// columns starting at `at`.
+fn entry_of(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<StreamEntry> {
+    let tags: String = r.get(at + 4)?;
+    let location: Option<String> = r.get(at + 5)?;
+    let data: String = r.get(at + 6)?;
+    Ok(StreamEntry {
+        time: r.get(at)?,
+        id: r.get(at + 1)?,
+        source: r.get(at + 2)?,
+        source_type: r.get(at + 3)?,
+        tags: serde_json::from_str(&tags).unwrap_or_default(),
+        location: location.and_then(|l| serde_json::from_str(&l).ok()),
+        values: match serde_json::from_str(&data) {
+            Ok(Json::Object(m)) => m,
+            _ => serde_json::Map::new(),
+        },
+    })
+}
+
 impl History for SqliteHistory {
-    fn append(&mut self, values: &[Logged]) -> Result<(), StoreError> {
-        if values.is_empty() {
-            return Ok(());
+    fn write(
+        &mut self,
+        values: &[Logged],
+        entries: &[(String, StreamEntry)],
+    ) -> Result<Vec<i64>, StoreError> {
+        if values.is_empty() && entries.is_empty() {
+            return Ok(Vec::new());
         }
-        let out = self.append_in(values);
+        let out = self.write_in(values, entries);
         if out.is_err() {
             // Ids made in a transaction that rolled back are not ids.
             self.series.clear();
             self.props.clear();
+            self.streams.clear();
+            self.tables.clear();
         }
         out.map_err(|e| sql(&self.path, e))
+    }
+
+    fn query_stream(&mut self, q: &EntryQuery) -> Result<Vec<StreamEntry>, StoreError> {
+        let path = self.path.clone();
+        let Some(stream) = Self::stream_id(&self.conn, &mut self.streams, &q.stream, false)
+            .map_err(|e| sql(&path, e))?
+        else {
+            return Ok(Vec::new());
+        };
+        if q.limit == 0 || q.start > q.end {
+            return Ok(Vec::new());
+        }
+        let time_order = if q.oldest_first { "ASC" } else { "DESC" };
+        let (sql_text, params) = select(
+            q,
+            "entries",
+            "stream",
+            stream,
+            true,
+            &format!("ts {time_order}, id {time_order}"),
+        );
+        let mut st = self
+            .conn
+            .prepare_cached(&sql_text)
+            .map_err(|e| sql(&path, e))?;
+        let rows = st
+            .query_map(rusqlite::params_from_iter(params), |r| entry_of(r, 0))
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+            .map_err(|e| sql(&path, e))?;
+        Ok(rows)
+    }
+
+    fn delete_stream_entry(&mut self, stream: &str, id: i64) -> Result<bool, StoreError> {
+        let path = self.path.clone();
+        let Some(stream) = Self::stream_id(&self.conn, &mut self.streams, stream, false)
+            .map_err(|e| sql(&path, e))?
+        else {
+            return Ok(false);
+        };
+        let n = self
+            .conn
+            .execute(
+                "DELETE FROM entries WHERE stream = ?1 AND id = ?2",
+                params![stream, id],
+            )
+            .map_err(|e| sql(&path, e))?;
+        Ok(n > 0)
+    }
+
+    fn purge_stream(&mut self, stream: &str, start: i64, end: i64) -> Result<u64, StoreError> {
+        let path = self.path.clone();
+        let Some(stream) = Self::stream_id(&self.conn, &mut self.streams, stream, false)
+            .map_err(|e| sql(&path, e))?
+        else {
+            return Ok(0);
+        };
+        let n = self
+            .conn
+            .execute(
+                "DELETE FROM entries WHERE stream = ?1 AND ts BETWEEN ?2 AND ?3",
+                params![stream, start, end],
+            )
+            .map_err(|e| sql(&path, e))?;
+        Ok(n as u64)
+    }
+
+    fn trim_stream(&mut self, stream: &str, before: i64, keep: u64) -> Result<u64, StoreError> {
+        let path = self.path.clone();
+        let Some(stream) = Self::stream_id(&self.conn, &mut self.streams, stream, false)
+            .map_err(|e| sql(&path, e))?
+        else {
+            return Ok(0);
+        };
+        let mut gone = self
+            .conn
+            .execute(
+                "DELETE FROM entries WHERE stream = ?1 AND ts < ?2",
+                params![stream, before],
+            )
+            .map_err(|e| sql(&path, e))? as u64;
+        if keep > 0 {
+            let cut: Option<(i64, i64)> = self
+                .conn
+                .query_row(
+                    "SELECT ts, id FROM entries WHERE stream = ?1 ORDER BY ts DESC, id DESC LIMIT 1 OFFSET ?2",
+                    params![stream, (keep - 1).min(i64::MAX as u64) as i64],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()
+                .map_err(|e| sql(&path, e))?;
+            if let Some((ts, id)) = cut {
+                gone += self
+                    .conn
+                    .execute(
+                        "DELETE FROM entries WHERE stream = ?1 AND (ts < ?2 OR (ts = ?2 AND id < ?3))",
+                        params![stream, ts, id],
+                    )
+                    .map_err(|e| sql(&path, e))? as u64;
+            }
+        }
+        Ok(gone)
+    }
+
+    fn count_stream(&mut self, stream: &str) -> Result<u64, StoreError> {
+        let path = self.path.clone();
+        let n: i64 = self
+            .conn
+            .query_row(
+                "SELECT count(*) FROM entries WHERE stream = (SELECT id FROM streams WHERE name = ?1)",
+                [stream],
+                |r| r.get(0),
+            )
+            .map_err(|e| sql(&path, e))?;
+        Ok(n as u64)
+    }
+
+    fn put_row(&mut self, table: &str, row: &TableRow, mode: Put) -> Result<Put, StoreError> {
+        let path = self.path.clone();
+        let run = |h: &mut SqliteHistory| -> rusqlite::Result<Put> {
+            let tx = h
+                .conn
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let tbl = Self::owner_id(&tx, &mut h.tables, "tables", table, true)?.expect("created");
+            let exists: bool = tx
+                .query_row(
+                    "SELECT 1 FROM rows WHERE tbl = ?1 AND key = ?2",
+                    params![tbl, row.key],
+                    |_| Ok(()),
+                )
+                .optional()?
+                .is_some();
+            let done = match (mode, exists) {
+                (Put::Insert, true) => return Ok(Put::Duplicate),
+                (Put::Update, false) => return Ok(Put::Missing),
+                (_, true) => Put::Upsert,
+                (_, false) => Put::Insert,
+            };
+            let mut seq: i64 =
+                tx.query_row("SELECT value FROM meta WHERE key = 'seq'", [], |r| r.get(0))?;
+            seq += 1;
+            let e = &row.entry;
+            tx.execute(
+                "INSERT OR REPLACE INTO rows (tbl, key, ts, id, source, source_type, tags, location, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                params![
+                    tbl,
+                    row.key,
+                    e.time,
+                    seq,
+                    e.source,
+                    e.source_type,
+                    Json::from(e.tags.clone()).to_string(),
+                    e.location.as_ref().map(Json::to_string),
+                    Json::Object(e.values.clone()).to_string(),
+                ],
+            )?;
+            tx.execute("UPDATE meta SET value = ?1 WHERE key = 'seq'", [seq])?;
+            tx.commit()?;
+            Ok(done)
+        };
+        let out = run(self);
+        if out.is_err() {
+            self.tables.clear();
+        }
+        out.map_err(|e| sql(&path, e))
+    }
+
+    fn get_row(&mut self, table: &str, key: &str) -> Result<Option<TableRow>, StoreError> {
+        let path = self.path.clone();
+        self.conn
+            .query_row(
+                &format!(
+                    "SELECT key, {ENTRY_SELECT} FROM rows WHERE tbl = (SELECT id FROM tables WHERE name = ?1) AND key = ?2"
+                ),
+                params![table, key],
+                |r| {
+                    Ok(TableRow {
+                        key: r.get(0)?,
+                        entry: entry_of(r, 1)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(|e| sql(&path, e))
+    }
+
+    fn query_rows(&mut self, q: &EntryQuery) -> Result<Vec<TableRow>, StoreError> {
+        let path = self.path.clone();
+        let Some(tbl) = Self::owner_id(&self.conn, &mut self.tables, "tables", &q.stream, false)
+            .map_err(|e| sql(&path, e))?
+        else {
+            return Ok(Vec::new());
+        };
+        if q.limit == 0 {
+            return Ok(Vec::new());
+        }
+        let (sql_text, params) = select(q, "rows", "tbl", tbl, false, "key ASC");
+        let mut st = self
+            .conn
+            .prepare_cached(&sql_text)
+            .map_err(|e| sql(&path, e))?;
+        let rows = st
+            .query_map(rusqlite::params_from_iter(params), |r| {
+                Ok(TableRow {
+                    key: r.get(0)?,
+                    entry: entry_of(r, 1)?,
+                })
+            })
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+            .map_err(|e| sql(&path, e))?;
+        Ok(rows)
+    }
+
+    fn delete_rows(
+        &mut self,
+        table: &str,
+        key: Option<&str>,
+        fields: &[(String, BaseType)],
+        filter: Option<&Filter<EntryField>>,
+    ) -> Result<u64, StoreError> {
+        let path = self.path.clone();
+        let Some(tbl) = Self::owner_id(&self.conn, &mut self.tables, "tables", table, false)
+            .map_err(|e| sql(&path, e))?
+        else {
+            return Ok(0);
+        };
+        let mut text = String::from("DELETE FROM rows WHERE tbl = ?");
+        let mut params: Vec<SqlValue> = vec![SqlValue::Integer(tbl)];
+        if let Some(k) = key {
+            text.push_str(" AND key = ?");
+            params.push(SqlValue::Text(k.to_string()));
+        }
+        if let Some(f) = filter {
+            let column = |field: EntryField| field.column(fields);
+            text.push_str(" AND ");
+            text.push_str(&query::to_sql(f, &column, &mut params));
+        }
+        let n = self
+            .conn
+            .execute(&text, rusqlite::params_from_iter(params))
+            .map_err(|e| sql(&path, e))?;
+        Ok(n as u64)
+    }
+
+    fn count_rows(&mut self, table: &str) -> Result<u64, StoreError> {
+        let path = self.path.clone();
+        let n: i64 = self
+            .conn
+            .query_row(
+                "SELECT count(*) FROM rows WHERE tbl = (SELECT id FROM tables WHERE name = ?1)",
+                [table],
+                |r| r.get(0),
+            )
+            .map_err(|e| sql(&path, e))?;
+        Ok(n as u64)
+    }
+
+    fn index_rows(&mut self, table: &str, field: &str) -> Result<(), StoreError> {
+        let path = self.path.clone();
+        if thinghost_core::names::check_member_name(field).is_err() {
+            return Err(StoreError::Corrupt {
+                path,
+                what: format!("index of {table}"),
+                message: format!("{field:?} is not a field name"),
+            });
+        }
+        let tbl = Self::owner_id(&self.conn, &mut self.tables, "tables", table, true)
+            .map_err(|e| sql(&path, e))?
+            .expect("created");
+        // A partial index per table and field: the table's id and the field's name are
+        // numbers and member names (checked), never a request's text.
+        self.conn
+            .execute_batch(&format!(
+                "CREATE INDEX IF NOT EXISTS rows_{tbl}_{field} ON rows (tbl, json_extract(data, '$.{field}')) WHERE tbl = {tbl}"
+            ))
+            .map_err(|e| sql(&path, e))
+    }
+
+    fn owners(&mut self) -> Result<Vec<String>, StoreError> {
+        let path = self.path.clone();
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "SELECT name FROM streams UNION SELECT name FROM tables UNION SELECT DISTINCT stream FROM series",
+            )
+            .map_err(|e| sql(&path, e))?;
+        st.query_map([], |r| r.get(0))
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<String>>>())
+            .map_err(|e| sql(&path, e))
+    }
+
+    fn forget(&mut self, thing: &str) -> Result<u64, StoreError> {
+        let path = self.path.clone();
+        let run = |conn: &mut Connection| -> rusqlite::Result<u64> {
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let mut gone = tx.execute(
+                "DELETE FROM entries WHERE stream = (SELECT id FROM streams WHERE name = ?1)",
+                [thing],
+            )? as u64;
+            tx.execute("DELETE FROM streams WHERE name = ?1", [thing])?;
+            // As a data table, with its indexes.
+            let tbl: Option<i64> = tx
+                .query_row("SELECT id FROM tables WHERE name = ?1", [thing], |r| {
+                    r.get(0)
+                })
+                .optional()?;
+            if let Some(tbl) = tbl {
+                gone += tx.execute("DELETE FROM rows WHERE tbl = ?1", [tbl])? as u64;
+                tx.execute("DELETE FROM tables WHERE id = ?1", [tbl])?;
+                let indexes: Vec<String> = {
+                    let mut st = tx.prepare(
+                        "SELECT name FROM sqlite_master WHERE type = 'index' AND name LIKE ?1",
+                    )?;
+                    st.query_map(["rows%"], |r| r.get(0))?
+                        .collect::<rusqlite::Result<_>>()?
+                };
+                for i in indexes {
+                    if i.starts_with(&format!("rows_{tbl}_")) {
+                        tx.execute_batch(&format!("DROP INDEX IF EXISTS \"{i}\""))?;
+                    }
+                }
+            }
+            // As a value stream: every Thing's history in it.
+            gone += tx.execute(
+                "DELETE FROM samples WHERE series IN (SELECT id FROM series WHERE stream = ?1)",
+                [thing],
+            )? as u64;
+            tx.execute(
+                "DELETE FROM props WHERE series IN (SELECT id FROM series WHERE stream = ?1)",
+                [thing],
+            )?;
+            tx.execute("DELETE FROM series WHERE stream = ?1", [thing])?;
+            tx.commit()?;
+            Ok(gone)
+        };
+        let out = run(&mut self.conn).map_err(|e| sql(&path, e));
+        // Ids of what went are never given again; the caches forget them.
+        self.series.clear();
+        self.props.clear();
+        self.streams.clear();
+        self.tables.clear();
+        out
     }
 
     fn query_properties(&mut self, q: &PropertyQuery) -> Result<Vec<HistoryRow>, StoreError> {

@@ -112,14 +112,14 @@ pub fn set_value_stream(call: &mut crate::api::Call<'_>) -> Result<Reply, ApiErr
 
 /// The common parameters of the history queries: `maxItems` (at most the server's cap),
 /// `startDate`, `endDate` (not reversed), `oldestFirst`.
-struct Range {
-    limit: usize,
-    start: i64,
-    end: i64,
-    oldest_first: bool,
+pub(crate) struct Range {
+    pub limit: usize,
+    pub start: i64,
+    pub end: i64,
+    pub oldest_first: bool,
 }
 
-fn range(app: &App, params: &Map<String, Json>) -> Result<Range, ApiError> {
+pub(crate) fn range(app: &App, params: &Map<String, Json>) -> Result<Range, ApiError> {
     let cap = app.history.max_items;
     let limit = match params.get("maxItems").filter(|v| !v.is_null()) {
         None => 500.min(cap),
@@ -292,7 +292,7 @@ fn run_query(
         filter: q.filter,
     };
     app.history
-        .with(|h| h.query_properties(&pq))
+        .read(|h| h.query_properties(&pq))
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
 }
 
@@ -422,10 +422,12 @@ pub fn purge_property_history(
     let Some(stream) = stream else {
         return Ok(crate::api::result(BaseType::Long, json!(0)));
     };
-    let gone = app
-        .history
-        .with(|h| h.purge_properties(&stream, &req.entity, start, end))
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let gone = {
+        let (stream, thing) = (stream.clone(), req.entity.clone());
+        app.history
+            .write(move |h| h.purge_properties(&stream, &thing, start, end))
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e))?
+    };
     app.audit(
         &caller.name,
         crate::state::audit::category::MODEL,
@@ -435,4 +437,32 @@ pub fn purge_property_history(
         "Thing",
     );
     Ok(crate::api::result(BaseType::Long, json!(gone)))
+}
+
+/// `SetRetention(retentionDays, maxEntries)` of a Stream or ValueStream (H5): entries older than
+/// the days go, and at most the count stay (a value stream: per Thing); 0 keeps everything.
+/// Applied by the retention job (`serve --retention-interval-seconds`), audited when it removes.
+pub fn set_retention(call: &mut crate::api::Call<'_>) -> Result<Reply, ApiError> {
+    let whole = |name: &str| -> Result<u64, ApiError> {
+        match call.params.get(name) {
+            None | Some(Json::Null) => Ok(0),
+            Some(v) => v
+                .as_f64()
+                .filter(|n| *n >= 0.0 && n.fract() == 0.0 && *n <= 1e15)
+                .map(|n| n as u64)
+                .ok_or_else(|| bad(format!("{name} is a whole number of 0 or more"))),
+        }
+    };
+    let days = whole("retentionDays")?;
+    let days = u32::try_from(days).map_err(|_| bad("retentionDays is at most 4294967295"))?;
+    let max = whole("maxEntries")?;
+    let thing = call.entity.clone();
+    call.commit("retentionSet", (Kind::Thing, thing.clone()), |tx| {
+        if let Body::Thing(t) = &mut tx.get_mut(Kind::Thing, &thing)?.body {
+            t.storage.retention_days = days;
+            t.storage.max_entries = max;
+        }
+        Ok(())
+    })?;
+    Ok(Reply::Empty)
 }

@@ -19,7 +19,9 @@ pub mod repository;
 pub mod script;
 pub mod security;
 pub mod services;
+pub mod streams;
 pub mod table;
+pub mod tables;
 pub mod tunnels;
 
 use crate::state::app::App;
@@ -544,20 +546,20 @@ pub fn invoke(
 /// Does a row found by name serve this entity? (A [`On::ThingsOf`] row serves the Things of
 /// its template only; other Things may define a service of the same name.)
 fn serves(app: &App, row: &Service, entity: &str) -> bool {
-    let On::ThingsOf(template) = row.on else {
+    let On::ThingsOf(templates) = row.on else {
         return true;
     };
     let db = app.db.read().unwrap_or_else(|p| p.into_inner());
-    of_template(db.model(), entity, template)
+    of_template(db.model(), entity, templates)
 }
 
-/// Is `entity` a Thing whose template chain holds `template`?
-fn of_template(m: &Model, entity: &str, template: &str) -> bool {
+/// Is `entity` a Thing whose template chain holds one of `templates`?
+fn of_template(m: &Model, entity: &str, templates: &[&str]) -> bool {
     let Some(Body::Thing(t)) = m.get(Kind::Thing, entity).map(|e| &e.body) else {
         return false;
     };
     thinghost_core::validate::template_chain(m, &t.thing_template)
-        .is_ok_and(|chain| chain.iter().any(|e| e.name == template))
+        .is_ok_and(|chain| chain.iter().any(|e| templates.contains(&e.name.as_str())))
 }
 
 /// Runs a host service: its password work (before any lock), then under the lock its row names
@@ -651,8 +653,8 @@ fn checked(call: &mut Call<'_>) -> Result<(), ApiError> {
     visible_entity(call.model(), call.caller, kind, &call.entity)?;
     // A row of the Things of a template: still one of them, under this call's lock (the route
     // was chosen under another).
-    if let On::ThingsOf(template) = row.on
-        && !of_template(call.model(), &call.entity, template)
+    if let On::ThingsOf(templates) = row.on
+        && !of_template(call.model(), &call.entity, templates)
     {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,

@@ -872,8 +872,17 @@ pub fn create(call: &mut Call<'_>, kind: Kind) -> Result<Reply, ApiError> {
     let body = match kind {
         Kind::Thing => {
             let template = call.str("thingTemplateName");
-            data_storage_check(call, &template)?;
-            return finish_create(call, Entity::thing(&name, &template), None);
+            let storage = data_storage_check(call, &template)?;
+            let reply = finish_create(call, Entity::thing(&name, &template), None)?;
+            // A new Stream, DataTable or ValueStream starts empty, whatever one of its name
+            // left (the retention job removes that too, in its time).
+            if storage && call.app.script.is_none() {
+                call.app
+                    .history
+                    .write(move |h| h.forget(&name))
+                    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e))?;
+            }
+            return Ok(reply);
         }
         Kind::ThingTemplate => {
             let base = call
@@ -936,14 +945,15 @@ fn finish_create(
 
 /// DOMAIN P1: data-storage Things need a visible persistence provider and ServiceInvoke on
 /// PlatformSubsystem's GetDefaultDataPersistenceProviderName.
-fn data_storage_check(call: &Call<'_>, template: &str) -> Result<(), ApiError> {
+/// Is the template a data-storage one?
+fn data_storage_check(call: &Call<'_>, template: &str) -> Result<bool, ApiError> {
     let m = call.model();
     let chain = validate::template_chain(m, template).map_err(|e| bad(e.to_string()))?;
     if !chain
         .iter()
         .any(|t| predefined::DATA_STORAGE_TEMPLATES.contains(&t.name.as_str()))
     {
-        return Ok(());
+        return Ok(false);
     }
     let s = call.caller.subject;
     let provider_visible = m.entities(Kind::PersistenceProvider).any(|p| {
@@ -974,7 +984,7 @@ fn data_storage_check(call: &Call<'_>, template: &str) -> Result<(), ApiError> {
         missing.push("ServiceInvoke on Subsystems/PlatformSubsystem for GetDefaultDataPersistenceProviderName");
     }
     if missing.is_empty() {
-        Ok(())
+        Ok(true)
     } else {
         Err(forbidden(
             call.caller,

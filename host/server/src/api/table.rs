@@ -80,8 +80,8 @@ impl Param {
 pub enum On {
     /// Every entity of these kinds.
     Kinds(&'static [Kind]),
-    /// The Things whose template chain holds this template.
-    ThingsOf(&'static str),
+    /// The Things whose template chain holds one of these templates.
+    ThingsOf(&'static [&'static str]),
     /// One entity.
     Entity(Kind, &'static str),
 }
@@ -315,7 +315,7 @@ impl Service {
                 .map(|k| format!("{}/{{name}}", k.collection()))
                 .collect::<Vec<_>>()
                 .join(", "),
-            On::ThingsOf(t) => format!("Things of {t}"),
+            On::ThingsOf(t) => format!("Things of {}", t.join(" or ")),
             On::Entity(k, n) => format!("{}/{n}", k.collection()),
         }
     }
@@ -394,7 +394,18 @@ const PLATFORM: On = On::Entity(Kind::Subsystem, "PlatformSubsystem");
 const AUDIT_SUBSYSTEM: On = On::Entity(Kind::Subsystem, "AuditSubsystem");
 const EVENT_PROCESSING: On = On::Entity(Kind::Subsystem, "EventProcessingSubsystem");
 const COLLECTIONS: On = On::Entity(Kind::Resource, "CollectionFunctions");
-const REMOTE: On = On::ThingsOf(crate::api::edge::REMOTE_THING);
+const REMOTE: On = On::ThingsOf(&[crate::api::edge::REMOTE_THING]);
+const STORAGE: On = On::ThingsOf(&[
+    thinghost_core::predefined::STREAM,
+    thinghost_core::predefined::DATA_TABLE,
+]);
+const RETAINED: On = On::ThingsOf(&[
+    thinghost_core::predefined::STREAM,
+    thinghost_core::predefined::VALUE_STREAM,
+]);
+const STREAM: On = On::ThingsOf(&[thinghost_core::predefined::STREAM]);
+const DATA_TABLE: On = On::ThingsOf(&[thinghost_core::predefined::DATA_TABLE]);
+const REPOSITORY: On = On::ThingsOf(&[crate::state::repository::TEMPLATE]);
 const WS_COMMUNICATIONS: On = On::Entity(
     Kind::Subsystem,
     thinghost_core::predefined::WS_COMMUNICATIONS,
@@ -429,6 +440,16 @@ const EXPORT: &[Param] = &[
 ];
 const MAX_HISTORY: Param = opt("maxItems", T::Number).or("500, at most serve --max-items (100000)");
 const OLDEST_FIRST: Param = opt("oldestFirst", T::Boolean).or("false: newest first");
+const VALUES: Param = req("values", T::Json);
+const TAGS_PARAM: Param = opt("tags", ANY).or("none (a list of strings, or text with commas)");
+const LOCATION: Param = opt("location", T::Json);
+const ROW_PARAMS: &[Param] = &[
+    TAGS_PARAM,
+    LOCATION,
+    opt("source", T::String).or("the caller's name"),
+    opt("sourceType", T::String).or("User"),
+    VALUES,
+];
 const HISTORY_QUERY: &[Param] = &[MAX_HISTORY, DATE_FROM, DATE_TO, OLDEST_FIRST, QUERY];
 const AUDIT_QUERY: &[Param] = &[MAX_ITEMS, DATE_FROM, DATE_TO, CATEGORY, QUERY];
 const PRINCIPAL: Param = req("principal", T::String);
@@ -453,7 +474,7 @@ const AS_JSON: Param = req("permissions", T::Json);
 use crate::api::audit;
 use crate::api::definitions::{self, DefOp, SubOp};
 use crate::api::services::Whose;
-use crate::api::{edge, events, history, repository, script, security, services};
+use crate::api::{edge, events, history, repository, script, security, services, streams, tables};
 
 /// The table, built once.
 pub static SERVICES: LazyLock<Vec<Service>> = LazyLock::new(services);
@@ -833,10 +854,10 @@ fn services() -> Vec<Service> {
             .returns(Returns::Rows).rule(Rule::Invoke)
             .doc("The AlwaysOn connections of this server: user, address, since, the Things bound (those the caller can see), frames in and out. Administrators only."),
         // ---- FileRepository Things ----
-        row(On::ThingsOf(crate::state::repository::TEMPLATE), "ListFiles", Unlocked(repository::list_files))
+        row(REPOSITORY, "ListFiles", Unlocked(repository::list_files))
             .params(const { &[opt("path", T::String).or("the repository's top folder")] }).returns(Returns::Rows).rule(Rule::Invoke)
             .doc("The files and folders under `path`."),
-        row(On::ThingsOf(crate::state::repository::TEMPLATE), "DeleteFile", Unlocked(repository::delete_file))
+        row(REPOSITORY, "DeleteFile", Unlocked(repository::delete_file))
             .params(const { &[req("path", T::String)] }).rule(Rule::Invoke).script(Script::Refused)
             .doc("Deletes a file (audited when it is part of the audit archive)."),
         // ---- History (DOMAIN section 11) ----
@@ -852,6 +873,74 @@ fn services() -> Vec<Service> {
             .params(const { &[DATE_FROM.or("the beginning"), DATE_TO.or("now and later")] }).returns(Returns::Value(T::Long))
             .rule(Rule::Invoke).script(Script::Refused).audit(Audit::In(crate::state::audit::category::MODEL))
             .doc("Removes the Thing's history between the dates from its value stream; answers how many values went (H2). Audited."),
+        // ---- Streams and data tables (H3, H4) ----
+        row(STORAGE, "SetDataShape", Exclusive(streams::set_data_shape))
+            .params(const { &[req("name", T::Datashapename)] })
+            .rule(Rule::On(Permission::Update, "change the Thing's DataShape")).audit(Audit::Change)
+            .doc("The DataShape of the stream's entries or the table's rows (one the caller can see; a DataTable's has a primary key). While entries exist, the new shape must keep every field with its type (409 otherwise)."),
+        row(RETAINED, "SetRetention", Exclusive(history::set_retention))
+            .params(const { &[opt("retentionDays", T::Number).or("0: kept whatever their age"), opt("maxEntries", T::Number).or("0: no maximum")] })
+            .rule(Rule::On(Permission::Update, "change the Thing's retention")).audit(Audit::Change)
+            .doc("How much a Stream or ValueStream keeps (H5): entries older than `retentionDays` go, and at most `maxEntries` stay (a ValueStream: per Thing), the oldest first. Applied every `serve --retention-interval-seconds`; each removal is audited."),
+        row(STREAM, "AddStreamEntry", Unlocked(streams::add_stream_entry))
+            .params(const { &[opt("timestamp", T::Datetime).or("now"), opt("source", T::String).or("the caller's name"), opt("sourceType", T::String).or("User"), TAGS_PARAM, LOCATION, VALUES] })
+            .rule(Rule::Invoke).script(Script::Refused)
+            .doc("Adds one entry: `values` (an InfoTable or a JSON object of the DataShape's fields, each of its type) with its time, source, tags and location. Durable when answered."),
+        row(STREAM, "AddStreamEntries", Unlocked(streams::add_stream_entries))
+            .params(const { &[VALUES] }).returns(Returns::Value(T::Integer))
+            .rule(Rule::Invoke).script(Script::Refused).large_body()
+            .doc("Adds the rows of `values` as entries, all or nothing; a row may carry its own `timestamp`, `source`, `sourceType`, `tags` and `location`. Answers how many."),
+        row(STREAM, "QueryStreamEntriesWithData", Unlocked(streams::query_stream_entries))
+            .params(const { &[MAX_HISTORY, DATE_FROM, DATE_TO, OLDEST_FIRST, QUERY, opt("source", T::String), TAGS_PARAM] })
+            .returns(Returns::Rows).rule(Rule::Invoke)
+            .doc("Entries within the dates, of `source` and with every one of `tags`, filtered and sorted by `query` (on `timestamp`, `streamEntryId`, `source`, `sourceType`, `tags` and the DataShape's fields), then newest first unless `oldestFirst`; at most `maxItems`."),
+        row(STREAM, "GetStreamEntriesWithData", Unlocked(streams::query_stream_entries))
+            .params(const { &[MAX_HISTORY, OLDEST_FIRST] }).returns(Returns::Rows).rule(Rule::Invoke)
+            .doc("The newest entries (the oldest with `oldestFirst`), at most `maxItems`."),
+        row(STREAM, "DeleteStreamEntry", Unlocked(streams::delete_stream_entry))
+            .params(const { &[req("streamEntryId", T::String)] }).rule(Rule::Invoke).script(Script::Refused)
+            .doc("Removes one entry by its `streamEntryId` (404 when there is none)."),
+        row(STREAM, "PurgeStreamEntries", Unlocked(streams::purge_stream_entries))
+            .params(const { &[DATE_FROM.or("the beginning"), DATE_TO.or("now and later")] }).returns(Returns::Value(T::Long))
+            .rule(Rule::Invoke).script(Script::Refused).audit(Audit::In(crate::state::audit::category::MODEL))
+            .doc("Removes the entries between the dates; answers how many went. Audited."),
+        row(STREAM, "GetStreamEntryCount", Unlocked(streams::stream_entry_count))
+            .returns(Returns::Value(T::Long)).rule(Rule::Invoke)
+            .doc("How many entries the stream holds."),
+        row(DATA_TABLE, "AddDataTableEntry", Unlocked(tables::add))
+            .params(ROW_PARAMS).rule(Rule::Invoke).script(Script::Refused)
+            .doc("Adds a row (`values`: its DataShape's fields, the primary key's with values); 409 when a row has its key."),
+        row(DATA_TABLE, "AddOrUpdateDataTableEntry", Unlocked(tables::add_or_update))
+            .params(ROW_PARAMS).rule(Rule::Invoke).script(Script::Refused)
+            .doc("Adds a row, or replaces the row of its key."),
+        row(DATA_TABLE, "UpdateDataTableEntry", Unlocked(tables::update))
+            .params(ROW_PARAMS).rule(Rule::Invoke).script(Script::Refused)
+            .doc("Replaces the row of its key (404 when there is none)."),
+        row(DATA_TABLE, "DeleteDataTableEntry", Unlocked(tables::delete_entry))
+            .params(const { &[VALUES] }).rule(Rule::Invoke).script(Script::Refused)
+            .doc("Removes the row of the key in `values` (404 when there is none)."),
+        row(DATA_TABLE, "DeleteDataTableEntries", Unlocked(tables::delete_entries))
+            .params(const { &[req("query", T::Json)] }).returns(Returns::Value(T::Long)).rule(Rule::Invoke).script(Script::Refused)
+            .doc("Removes the rows the query's filters select; answers how many went."),
+        row(DATA_TABLE, "GetDataTableEntryByKey", Unlocked(tables::by_key))
+            .params(const { &[req("key", T::String)] }).returns(Returns::Rows).rule(Rule::Invoke)
+            .doc("The row of the key (a key of several fields: the JSON list of their values); no row, no rows."),
+        row(DATA_TABLE, "GetDataTableEntries", Unlocked(tables::query_entries))
+            .params(const { &[MAX_HISTORY] }).returns(Returns::Rows).rule(Rule::Invoke)
+            .doc("The rows, by key, at most `maxItems`."),
+        row(DATA_TABLE, "FindDataTableEntries", Unlocked(tables::query_entries))
+            .params(const { &[MAX_HISTORY, VALUES] }).returns(Returns::Rows).rule(Rule::Invoke)
+            .doc("The rows whose fields equal those given in `values`."),
+        row(DATA_TABLE, "QueryDataTableEntries", Unlocked(tables::query_entries))
+            .params(const { &[MAX_HISTORY, opt("values", T::Json), QUERY, opt("source", T::String), TAGS_PARAM] })
+            .returns(Returns::Rows).rule(Rule::Invoke)
+            .doc("The rows equal to `values`, of `source`, with every one of `tags`, filtered and sorted by `query`."),
+        row(DATA_TABLE, "GetDataTableEntryCount", Unlocked(tables::count))
+            .returns(Returns::Value(T::Long)).rule(Rule::Invoke)
+            .doc("How many rows the table holds."),
+        row(DATA_TABLE, "PurgeDataTableEntries", Unlocked(tables::purge))
+            .returns(Returns::Value(T::Long)).rule(Rule::Invoke).script(Script::Refused).audit(Audit::In(crate::state::audit::category::MODEL))
+            .doc("Removes every row; answers how many went. Audited."),
     ]);
     // The typed property history services: one row each, one function.
     for (name, _) in history::TYPED {

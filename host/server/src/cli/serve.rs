@@ -111,6 +111,10 @@ pub struct Args {
     /// `maxItems` is refused (400).
     #[arg(long, value_name = "N", default_value_t = crate::state::history::MAX_ITEMS as u64, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
     max_items: u64,
+    /// How often the retention of streams and value streams (`SetRetention`) is applied, and
+    /// what deleted streams, tables and value streams left is removed (H5).
+    #[arg(long, value_name = "SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86400))]
+    retention_interval_seconds: u64,
     /// How long a remote-access nonce key is good for (it is good for one use).
     #[arg(long, value_name = "SECONDS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=3600))]
     nonce_lifetime_seconds: u64,
@@ -509,6 +513,10 @@ pub fn run(args: Args) -> Result<i32, Failure> {
         println!("thinghost {} listening on {scheme}://{local}", crate::VERSION);
         tracing::info!(address = %local, scheme, "listening");
         crate::jobs::scheduler::spawn(app.clone());
+        crate::jobs::retention::spawn(
+            app.clone(),
+            std::time::Duration::from_secs(args.retention_interval_seconds),
+        );
         crate::api::events::start(&app);
         let state = app.clone();
         crate::http::serve(listener, crate::http::router(app), tls, http_limits, shutdown_signal()).await;

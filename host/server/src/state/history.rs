@@ -8,11 +8,19 @@ use std::path::Path;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Mutex, MutexGuard};
 use thinghost_store::StoreError;
-use thinghost_store::history::{History, Logged, SqliteHistory};
+use thinghost_store::history::{History, Logged, SqliteHistory, StreamEntry};
 
 /// What the writer is asked to do.
 enum Job {
-    Append(Vec<Logged>, Option<SyncSender<Result<(), String>>>),
+    /// Values and stream entries to append, and who waits for them (told the entries' ids).
+    Append {
+        values: Vec<Logged>,
+        entries: Vec<(String, StreamEntry)>,
+        done: SyncSender<Result<Vec<i64>, String>>,
+    },
+    /// Any other write (a purge, a trim, a Thing forgotten): run on the writer's connection,
+    /// so that its caches never name what is gone.
+    Run(Box<dyn FnOnce(&mut dyn History) + Send>),
 }
 
 /// The data of data-storage Things, as the server holds it.
@@ -29,7 +37,7 @@ pub struct HistoryLog {
 
 /// A queued append to wait for: durable once [`Pending::wait`] returns `Ok`.
 #[must_use = "an append is durable only once waited for"]
-pub struct Pending(Option<Receiver<Result<(), String>>>);
+pub struct Pending(Option<Receiver<Result<Vec<i64>, String>>>);
 
 impl Pending {
     /// Nothing to wait for.
@@ -39,8 +47,13 @@ impl Pending {
 
     /// Waits until the values are on disk (or their write failed: logged, and said).
     pub fn wait(self) -> Result<(), String> {
+        self.ids().map(|_| ())
+    }
+
+    /// Waits, and gives the ids of the entries appended.
+    pub fn ids(self) -> Result<Vec<i64>, String> {
         match self.0 {
-            None => Ok(()),
+            None => Ok(Vec::new()),
             Some(rx) => rx
                 .recv()
                 .map_err(|_| "the history writer stopped".to_string())?,
@@ -57,28 +70,57 @@ const BATCH: usize = 16_384;
 const READERS: usize = 4;
 
 fn writer(mut store: Box<dyn History>, queue: Receiver<Job>) {
-    while let Ok(first) = queue.recv() {
-        let mut values = Vec::new();
-        let mut waiting = Vec::new();
-        let mut take = |job: Job, values: &mut Vec<Logged>| match job {
-            Job::Append(v, done) => {
-                values.extend(v);
-                waiting.extend(done);
-            }
+    let mut next: Option<Job> = None;
+    loop {
+        let first = match next.take() {
+            Some(job) => job,
+            None => match queue.recv() {
+                Ok(job) => job,
+                Err(_) => return,
+            },
         };
-        take(first, &mut values);
-        while values.len() < BATCH {
+        let (mut values, mut entries, mut waiting) = (Vec::new(), Vec::new(), Vec::new());
+        match first {
+            Job::Run(f) => {
+                f(store.as_mut());
+                continue;
+            }
+            Job::Append {
+                values: v,
+                entries: e,
+                done,
+            } => {
+                waiting.push((entries.len(), e.len(), done));
+                values.extend(v);
+                entries.extend(e);
+            }
+        }
+        // Group commit: what else is queued joins this transaction, up to a run job (it waits
+        // for this batch, keeping the order).
+        while values.len() + entries.len() < BATCH {
             match queue.try_recv() {
-                Ok(job) => take(job, &mut values),
+                Ok(Job::Append {
+                    values: v,
+                    entries: e,
+                    done,
+                }) => {
+                    waiting.push((entries.len(), e.len(), done));
+                    values.extend(v);
+                    entries.extend(e);
+                }
+                Ok(run) => {
+                    next = Some(run);
+                    break;
+                }
                 Err(_) => break,
             }
         }
         // A busy or full disk: try again a few times before giving up on this batch.
         let mut outcome = Err(String::new());
         for attempt in 0..5 {
-            match store.append(&values) {
-                Ok(()) => {
-                    outcome = Ok(());
+            match store.write(&values, &entries) {
+                Ok(ids) => {
+                    outcome = Ok(ids);
                     break;
                 }
                 Err(e) => {
@@ -88,10 +130,13 @@ fn writer(mut store: Box<dyn History>, queue: Receiver<Job>) {
             }
         }
         if let Err(e) = &outcome {
-            tracing::error!(error = %e, values = values.len(), "logged values could not be written to their value streams");
+            tracing::error!(error = %e, values = values.len(), entries = entries.len(), "history could not be written");
         }
-        for done in waiting {
-            let _ = done.send(outcome.clone());
+        for (from, n, done) in waiting {
+            let _ = done.send(match &outcome {
+                Ok(ids) => Ok(ids[from..from + n].to_vec()),
+                Err(e) => Err(e.clone()),
+            });
         }
     }
 }
@@ -124,23 +169,46 @@ impl HistoryLog {
 
     /// Queues values to append (in the order queued); wait on the answer for them to be on disk.
     pub fn append(&self, values: Vec<Logged>) -> Pending {
-        if values.is_empty() {
+        self.append_all(values, Vec::new())
+    }
+
+    /// Queues values and stream entries to append together.
+    pub fn append_all(&self, values: Vec<Logged>, entries: Vec<(String, StreamEntry)>) -> Pending {
+        if values.is_empty() && entries.is_empty() {
             return Pending::none();
         }
         let (done, wait) = sync_channel(1);
-        match self.queue.send(Job::Append(values, Some(done))) {
-            Ok(()) => Pending(Some(wait)),
-            Err(_) => {
-                let (tx, rx) = sync_channel(1);
-                let _ = tx.send(Err("the history writer stopped".to_string()));
-                Pending(Some(rx))
-            }
+        if let Err(std::sync::mpsc::SendError(Job::Append { done, .. })) =
+            self.queue.send(Job::Append {
+                values,
+                entries,
+                done,
+            })
+        {
+            let _ = done.send(Err("the history writer stopped".to_string()));
         }
+        Pending(Some(wait))
     }
 
-    /// Runs a read (or a purge: WAL lets it write beside the writer, which waits for it at
-    /// most the busy timeout) on one of the other connections.
-    pub fn with<T>(&self, f: impl FnOnce(&mut dyn History) -> T) -> T {
+    /// Runs a write other than an append (a purge, a trim) on the writer, after what is queued
+    /// before it; waits for its answer.
+    pub fn write<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut dyn History) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, String> {
+        let (tx, rx) = sync_channel(1);
+        let job = Job::Run(Box::new(move |h: &mut dyn History| {
+            let _ = tx.send(f(h).map_err(|e| e.to_string()));
+        }));
+        self.queue
+            .send(job)
+            .map_err(|_| "the history writer stopped".to_string())?;
+        rx.recv()
+            .map_err(|_| "the history writer stopped".to_string())?
+    }
+
+    /// Runs a read on one of the read connections (WAL: it never waits for the writer).
+    pub fn read<T>(&self, f: impl FnOnce(&mut dyn History) -> T) -> T {
         let mut guard: MutexGuard<'_, Box<dyn History>> = self
             .readers
             .iter()
