@@ -842,9 +842,17 @@ impl History for SqliteHistory {
                 )
                 .optional()?
                 .is_some();
+            let refused = match (mode, exists) {
+                (Put::Insert, true) => Some(Put::Duplicate),
+                (Put::Update, false) => Some(Put::Missing),
+                _ => None,
+            };
+            if let Some(refused) = refused {
+                // Committed all the same: the table's id it may have made is cached.
+                tx.commit()?;
+                return Ok(refused);
+            }
             let done = match (mode, exists) {
-                (Put::Insert, true) => return Ok(Put::Duplicate),
-                (Put::Update, false) => return Ok(Put::Missing),
                 (_, true) => Put::Upsert,
                 (_, false) => Put::Insert,
             };
