@@ -257,7 +257,15 @@ pub trait History: Send {
     /// How many entries a stream holds.
     fn count_stream(&mut self, stream: &str) -> Result<u64, StoreError>;
     /// Writes a data table's row (H4) as `mode` says; returns what it did.
-    fn put_row(&mut self, table: &str, row: &TableRow, mode: Put) -> Result<Put, StoreError>;
+    fn put_row(&mut self, table: &str, row: &TableRow, mode: Put) -> Result<Put, StoreError> {
+        self.put_rows(table, std::slice::from_ref(row), mode)
+            .map(|done| done[0])
+    }
+    /// Writes rows in one transaction, all or nothing: when one is refused (a duplicate key,
+    /// a missing row), none is written, and the answer says which (the others say what they
+    /// would have done).
+    fn put_rows(&mut self, table: &str, rows: &[TableRow], mode: Put)
+    -> Result<Vec<Put>, StoreError>;
     /// A data table's row by its key.
     fn get_row(&mut self, table: &str, key: &str) -> Result<Option<TableRow>, StoreError>;
     /// A data table's rows (the query's `start`, `end` and `oldest_first` are not used: rows
@@ -827,56 +835,67 @@ impl History for SqliteHistory {
         Ok(n as u64)
     }
 
-    fn put_row(&mut self, table: &str, row: &TableRow, mode: Put) -> Result<Put, StoreError> {
+    fn put_rows(
+        &mut self,
+        table: &str,
+        rows: &[TableRow],
+        mode: Put,
+    ) -> Result<Vec<Put>, StoreError> {
         let path = self.path.clone();
-        let run = |h: &mut SqliteHistory| -> rusqlite::Result<Put> {
+        let run = |h: &mut SqliteHistory| -> rusqlite::Result<Vec<Put>> {
             let tx = h
                 .conn
                 .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let tbl = Self::owner_id(&tx, &mut h.tables, "tables", table, true)?.expect("created");
-            let exists: bool = tx
-                .query_row(
-                    "SELECT 1 FROM rows WHERE tbl = ?1 AND key = ?2",
-                    params![tbl, row.key],
-                    |_| Ok(()),
-                )
-                .optional()?
-                .is_some();
-            let refused = match (mode, exists) {
-                (Put::Insert, true) => Some(Put::Duplicate),
-                (Put::Update, false) => Some(Put::Missing),
-                _ => None,
-            };
-            if let Some(refused) = refused {
-                // Committed all the same: the table's id it may have made is cached.
-                tx.commit()?;
-                return Ok(refused);
-            }
-            let done = match (mode, exists) {
-                (_, true) => Put::Upsert,
-                (_, false) => Put::Insert,
-            };
             let mut seq: i64 =
                 tx.query_row("SELECT value FROM meta WHERE key = 'seq'", [], |r| r.get(0))?;
-            seq += 1;
-            let e = &row.entry;
-            tx.execute(
-                "INSERT OR REPLACE INTO rows (tbl, key, ts, id, source, source_type, tags, location, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-                params![
-                    tbl,
-                    row.key,
-                    e.time,
-                    seq,
-                    e.source,
-                    e.source_type,
-                    Json::from(e.tags.clone()).to_string(),
-                    e.location.as_ref().map(Json::to_string),
-                    Json::Object(e.values.clone()).to_string(),
-                ],
-            )?;
+            let mut outcomes = Vec::with_capacity(rows.len());
+            let mut refused = false;
+            {
+                let mut exists_st =
+                    tx.prepare_cached("SELECT 1 FROM rows WHERE tbl = ?1 AND key = ?2")?;
+                let mut write = tx.prepare_cached(
+                    "INSERT OR REPLACE INTO rows (tbl, key, ts, id, source, source_type, tags, location, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                )?;
+                for row in rows {
+                    let exists = exists_st.exists(params![tbl, row.key])?;
+                    let done = match (mode, exists) {
+                        (Put::Insert, true) => Put::Duplicate,
+                        (Put::Update, false) => Put::Missing,
+                        (_, true) => Put::Upsert,
+                        (_, false) => Put::Insert,
+                    };
+                    outcomes.push(done);
+                    if matches!(done, Put::Duplicate | Put::Missing) {
+                        refused = true;
+                    }
+                    if refused {
+                        continue;
+                    }
+                    seq += 1;
+                    let e = &row.entry;
+                    write.execute(params![
+                        tbl,
+                        row.key,
+                        e.time,
+                        seq,
+                        e.source,
+                        e.source_type,
+                        Json::from(e.tags.clone()).to_string(),
+                        e.location.as_ref().map(Json::to_string),
+                        Json::Object(e.values.clone()).to_string(),
+                    ])?;
+                }
+            }
+            if refused {
+                // Nothing is written; the table's id it may have made is cached: drop both.
+                drop(tx);
+                h.tables.clear();
+                return Ok(outcomes);
+            }
             tx.execute("UPDATE meta SET value = ?1 WHERE key = 'seq'", [seq])?;
             tx.commit()?;
-            Ok(done)
+            Ok(outcomes)
         };
         let out = run(self);
         if out.is_err() {
