@@ -17,8 +17,8 @@
 //! `cargo bench -p thinghost-benches --bench history`.
 
 use serde_json::json;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use thinghost::state::app::App;
 use thinghost::state::audit::AuditLog;
@@ -36,7 +36,12 @@ fn app(data: &std::path::Path) -> Arc<App> {
     Arc::new(App::standalone(db, audit_log, data))
 }
 
-fn post(app: &Arc<App>, admin: &thinghost::state::auth::Caller, path: &str, body: serde_json::Value) {
+fn post(
+    app: &Arc<App>,
+    admin: &thinghost::state::auth::Caller,
+    path: &str,
+    body: serde_json::Value,
+) {
     call(app, admin, path, body.to_string().as_bytes())
         .unwrap_or_else(|e| panic!("{path}: {}", e.message));
 }
@@ -98,11 +103,19 @@ fn sqlite_ceiling(n: u64) -> f64 {
     let tx = conn.transaction().unwrap();
     {
         let mut st = tx
-            .prepare("INSERT INTO samples (series, ts, seq, prop, value) VALUES (?1, ?2, ?3, ?4, ?5)")
+            .prepare(
+                "INSERT INTO samples (series, ts, seq, prop, value) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )
             .unwrap();
         for i in 0..n {
-            st.execute(rusqlite::params![(i % 1000) as i64, i as i64, i as i64, 1, i as f64])
-                .unwrap();
+            st.execute(rusqlite::params![
+                (i % 1000) as i64,
+                i as i64,
+                i as i64,
+                1,
+                i as f64
+            ])
+            .unwrap();
         }
     }
     tx.commit().unwrap();
@@ -116,8 +129,12 @@ fn main() {
         .map(|v| v.split(',').filter_map(|n| n.parse().ok()).collect())
         .unwrap_or_else(|| vec![1, 8, 64]);
 
-    println!("## Row 11a: logged values appended per second (each durable before its writer goes on)\n");
-    println!("| writers | 1 value per append | 10 values per append | property writes (whole path) | SQLite's bulk insert (ceiling) |");
+    println!(
+        "## Row 11a: logged values appended per second (each durable before its writer goes on)\n"
+    );
+    println!(
+        "| writers | 1 value per append | 10 values per append | property writes (whole path) | SQLite's bulk insert (ceiling) |"
+    );
     println!("|---|---|---|---|---|");
     for &writers in &writer_counts {
         let dir = tempfile::tempdir().unwrap();
@@ -151,11 +168,31 @@ fn main() {
         let state2 = app(dir2.path());
         let admin = caller(&state2, thinghost_core::predefined::ADMINISTRATOR);
         let es = "/Thingworx/Resources/EntityServices/Services";
-        post(&state2, &admin, &format!("{es}/CreateThing"), json!({"name": "VS", "thingTemplateName": "ValueStream"}));
+        post(
+            &state2,
+            &admin,
+            &format!("{es}/CreateThing"),
+            json!({"name": "VS", "thingTemplateName": "ValueStream"}),
+        );
         for w in 0..writers {
-            post(&state2, &admin, &format!("{es}/CreateThing"), json!({"name": format!("T{w}"), "thingTemplateName": "GenericThing"}));
-            post(&state2, &admin, &format!("/Thingworx/Things/T{w}/Services/AddPropertyDefinition"), json!({"name": "p", "type": "NUMBER", "logged": true}));
-            post(&state2, &admin, &format!("/Thingworx/Things/T{w}/Services/SetValueStream"), json!({"name": "VS"}));
+            post(
+                &state2,
+                &admin,
+                &format!("{es}/CreateThing"),
+                json!({"name": format!("T{w}"), "thingTemplateName": "GenericThing"}),
+            );
+            post(
+                &state2,
+                &admin,
+                &format!("/Thingworx/Things/T{w}/Services/AddPropertyDefinition"),
+                json!({"name": "p", "type": "NUMBER", "logged": true}),
+            );
+            post(
+                &state2,
+                &admin,
+                &format!("/Thingworx/Things/T{w}/Services/SetValueStream"),
+                json!({"name": "VS"}),
+            );
         }
         let (s2, a2) = (state2.clone(), admin.clone());
         let whole = rate(
@@ -180,21 +217,43 @@ fn main() {
         );
     }
 
-    println!("\n## Row 11b: stream entries per second (8 writers, AddStreamEntry through the host path)\n");
+    println!(
+        "\n## Row 11b: stream entries per second (8 writers, AddStreamEntry through the host path)\n"
+    );
     {
         let dir = tempfile::tempdir().unwrap();
         let state = app(dir.path());
         let admin = caller(&state, thinghost_core::predefined::ADMINISTRATOR);
         let es = "/Thingworx/Resources/EntityServices/Services";
-        post(&state, &admin, &format!("{es}/CreateDataShape"), json!({"name": "Reading", "fields": [{"name": "value", "baseType": "NUMBER"}, {"name": "label", "baseType": "STRING"}]}));
-        post(&state, &admin, &format!("{es}/CreateThing"), json!({"name": "Log", "thingTemplateName": "Stream"}));
-        post(&state, &admin, "/Thingworx/Things/Log/Services/SetDataShape", json!({"name": "Reading"}));
+        post(
+            &state,
+            &admin,
+            &format!("{es}/CreateDataShape"),
+            json!({"name": "Reading", "fields": [{"name": "value", "baseType": "NUMBER"}, {"name": "label", "baseType": "STRING"}]}),
+        );
+        post(
+            &state,
+            &admin,
+            &format!("{es}/CreateThing"),
+            json!({"name": "Log", "thingTemplateName": "Stream"}),
+        );
+        post(
+            &state,
+            &admin,
+            "/Thingworx/Things/Log/Services/SetDataShape",
+            json!({"name": "Reading"}),
+        );
         let (s, a) = (state.clone(), admin.clone());
         let entries = rate(
             8,
             secs,
             Arc::new(move |w, i| {
-                post(&s, &a, "/Thingworx/Things/Log/Services/AddStreamEntry", json!({"source": format!("w{w}"), "values": {"value": i, "label": "x"}}));
+                post(
+                    &s,
+                    &a,
+                    "/Thingworx/Things/Log/Services/AddStreamEntry",
+                    json!({"source": format!("w{w}"), "values": {"value": i, "label": "x"}}),
+                );
                 1
             }),
         );
@@ -203,22 +262,50 @@ fn main() {
 
     let total = env("THINGHOST_BENCH_HISTORY_VALUES", 10_000_000);
     let things = 1000u64;
-    println!("\n## Row 11c: QueryPropertyHistory, the newest 1,000 of {total} values of {things} Things\n");
+    println!(
+        "\n## Row 11c: QueryPropertyHistory, the newest 1,000 of {total} values of {things} Things\n"
+    );
     {
         let dir = tempfile::tempdir().unwrap();
         let state = app(dir.path());
         let admin = caller(&state, thinghost_core::predefined::ADMINISTRATOR);
         let es = "/Thingworx/Resources/EntityServices/Services";
-        post(&state, &admin, &format!("{es}/CreateThing"), json!({"name": "VS", "thingTemplateName": "ValueStream"}));
-        post(&state, &admin, &format!("{es}/CreateThingTemplate"), json!({"name": "Meter", "thingTemplateName": "GenericThing"}));
-        post(&state, &admin, "/Thingworx/ThingTemplates/Meter/Services/AddPropertyDefinition", json!({"name": "p0", "type": "NUMBER", "logged": true}));
+        post(
+            &state,
+            &admin,
+            &format!("{es}/CreateThing"),
+            json!({"name": "VS", "thingTemplateName": "ValueStream"}),
+        );
+        post(
+            &state,
+            &admin,
+            &format!("{es}/CreateThingTemplate"),
+            json!({"name": "Meter", "thingTemplateName": "GenericThing"}),
+        );
+        post(
+            &state,
+            &admin,
+            "/Thingworx/ThingTemplates/Meter/Services/AddPropertyDefinition",
+            json!({"name": "p0", "type": "NUMBER", "logged": true}),
+        );
         for t in 0..things {
-            post(&state, &admin, &format!("{es}/CreateThing"), json!({"name": format!("T{t}"), "thingTemplateName": "Meter"}));
-            post(&state, &admin, &format!("/Thingworx/Things/T{t}/Services/SetValueStream"), json!({"name": "VS"}));
+            post(
+                &state,
+                &admin,
+                &format!("{es}/CreateThing"),
+                json!({"name": format!("T{t}"), "thingTemplateName": "Meter"}),
+            );
+            post(
+                &state,
+                &admin,
+                &format!("/Thingworx/Things/T{t}/Services/SetValueStream"),
+                json!({"name": "VS"}),
+            );
         }
         let filled = Instant::now();
         {
-            let mut h = SqliteHistory::open(&dir.path().join(thinghost_store::history::FILE)).unwrap();
+            let mut h =
+                SqliteHistory::open(&dir.path().join(thinghost_store::history::FILE)).unwrap();
             let batch = 100_000u64;
             let mut i = 0;
             while i < total {
@@ -231,7 +318,10 @@ fn main() {
             }
         }
         let fill = filled.elapsed().as_secs_f64();
-        println!("(filled in {fill:.1} s: {:.0} values/s in batches of 100,000)\n", total as f64 / fill);
+        println!(
+            "(filled in {fill:.1} s: {:.0} values/s in batches of 100,000)\n",
+            total as f64 / fill
+        );
         let mut rng = 0x2545_f491_4f6c_dd1du64;
         let mut times = Vec::new();
         let mut rows = 0;
@@ -269,12 +359,28 @@ fn main() {
         let state = app(dir.path());
         let admin = caller(&state, thinghost_core::predefined::ADMINISTRATOR);
         let es = "/Thingworx/Resources/EntityServices/Services";
-        post(&state, &admin, &format!("{es}/CreateDataShape"), json!({"name": "Part", "fields": [{"name": "sku", "baseType": "STRING", "isPrimaryKey": true}, {"name": "qty", "baseType": "INTEGER"}]}));
-        post(&state, &admin, &format!("{es}/CreateThing"), json!({"name": "Parts", "thingTemplateName": "DataTable"}));
-        post(&state, &admin, "/Thingworx/Things/Parts/Services/SetDataShape", json!({"name": "Part"}));
+        post(
+            &state,
+            &admin,
+            &format!("{es}/CreateDataShape"),
+            json!({"name": "Part", "fields": [{"name": "sku", "baseType": "STRING", "isPrimaryKey": true}, {"name": "qty", "baseType": "INTEGER"}]}),
+        );
+        post(
+            &state,
+            &admin,
+            &format!("{es}/CreateThing"),
+            json!({"name": "Parts", "thingTemplateName": "DataTable"}),
+        );
+        post(
+            &state,
+            &admin,
+            "/Thingworx/Things/Parts/Services/SetDataShape",
+            json!({"name": "Part"}),
+        );
         let filled = Instant::now();
         {
-            let mut h = SqliteHistory::open(&dir.path().join(thinghost_store::history::FILE)).unwrap();
+            let mut h =
+                SqliteHistory::open(&dir.path().join(thinghost_store::history::FILE)).unwrap();
             let batch = 100_000u64;
             let mut i = 0;
             while i < total_rows {
@@ -286,7 +392,12 @@ fn main() {
                         values.insert("qty".into(), json!(k % 100));
                         TableRow {
                             key: json!([format!("S{k}")]).to_string(),
-                            entry: StreamEntry { source: "bench".into(), source_type: "User".into(), values, ..Default::default() },
+                            entry: StreamEntry {
+                                source: "bench".into(),
+                                source_type: "User".into(),
+                                values,
+                                ..Default::default()
+                            },
                         }
                     })
                     .collect();
@@ -304,7 +415,13 @@ fn main() {
             let k = rng % total_rows;
             let body = json!({"key": format!("S{k}")}).to_string();
             let started = Instant::now();
-            let reply = call(&state, &admin, "/Thingworx/Things/Parts/Services/GetDataTableEntryByKey", body.as_bytes()).expect("answered");
+            let reply = call(
+                &state,
+                &admin,
+                "/Thingworx/Things/Parts/Services/GetDataTableEntryByKey",
+                body.as_bytes(),
+            )
+            .expect("answered");
             times.push(started.elapsed());
             match reply {
                 thinghost::api::Reply::Table(t) => assert_eq!(t.rows.len(), 1),

@@ -1010,6 +1010,29 @@ fn h4_data_table_rows_by_their_key() {
             .map(|r| r["sku"].as_str().unwrap().to_string())
             .collect()
     };
+    // An index on qty: declared, stored in the model; a field the shape lacks is a 400.
+    ok(
+        &s,
+        &admin,
+        &svc("SetDataTableIndexes"),
+        json!({"fieldNames": ["qty"]}),
+    );
+    let (st, v) = call(
+        &s,
+        &admin,
+        &svc("SetDataTableIndexes"),
+        json!({"fieldNames": ["colour"]}),
+    );
+    assert_eq!(st, 400, "{v}");
+    let desc: Json = s
+        .client
+        .get(s.at("/Thingworx/Things/Parts"))
+        .header("appKey", &admin)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(desc["indexes"], json!(["qty"]), "{desc}");
     assert_eq!(skus("GetDataTableEntries", json!({})), ["A1", "B2", "C3"]);
     assert_eq!(skus("GetDataTableEntries", json!({"maxItems": 1})), ["A1"]);
     assert_eq!(

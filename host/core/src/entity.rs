@@ -403,6 +403,10 @@ pub struct Storage {
     /// (H5; 0: no maximum). A ValueStream counts per Thing.
     #[serde(default, skip_serializing_if = "is_zero_u64")]
     pub max_entries: u64,
+    /// Of a DataTable: the fields of its DataShape its rows are indexed by, besides its key
+    /// (H4).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub indexes: Vec<String>,
 }
 
 impl Storage {

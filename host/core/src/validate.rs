@@ -989,6 +989,16 @@ fn check_storage(view: &dyn View, t: &ThingBody, place: &str) -> Result<(), Mode
             "only a Stream or a DataTable Thing has a data shape",
         ));
     }
+    if !s.indexes.is_empty() && kind != Some(predefined::DATA_TABLE) {
+        return Err(ModelError::invalid(
+            place,
+            "only a DataTable Thing has indexes",
+        ));
+    }
+    for f in &s.indexes {
+        names::check_member_name(f)
+            .map_err(|r| ModelError::invalid(place, format!("index {f:?}: {r}")))?;
+    }
     if (s.retention_days != 0 || s.max_entries != 0)
         && !matches!(kind, Some(predefined::STREAM | predefined::VALUE_STREAM))
     {

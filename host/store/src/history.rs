@@ -264,8 +264,12 @@ pub trait History: Send {
     /// Writes rows in one transaction, all or nothing: when one is refused (a duplicate key,
     /// a missing row), none is written, and the answer says which (the others say what they
     /// would have done).
-    fn put_rows(&mut self, table: &str, rows: &[TableRow], mode: Put)
-    -> Result<Vec<Put>, StoreError>;
+    fn put_rows(
+        &mut self,
+        table: &str,
+        rows: &[TableRow],
+        mode: Put,
+    ) -> Result<Vec<Put>, StoreError>;
     /// A data table's row by its key.
     fn get_row(&mut self, table: &str, key: &str) -> Result<Option<TableRow>, StoreError>;
     /// A data table's rows (the query's `start`, `end` and `oldest_first` are not used: rows
@@ -282,8 +286,9 @@ pub trait History: Send {
     ) -> Result<u64, StoreError>;
     /// How many rows a data table holds.
     fn count_rows(&mut self, table: &str) -> Result<u64, StoreError>;
-    /// Makes sure a data table's rows are indexed by a field of its DataShape.
-    fn index_rows(&mut self, table: &str, field: &str) -> Result<(), StoreError>;
+    /// Makes a data table's rows indexed by exactly these fields of its DataShape (besides its
+    /// key): missing indexes are made, others dropped.
+    fn set_indexes(&mut self, table: &str, fields: &[String]) -> Result<(), StoreError>;
     /// Removes everything a data-storage Thing holds (it is gone, or new): a stream's entries,
     /// a table's rows, a value stream's values. (A Thing's history in a value stream stays when
     /// the Thing goes, as the vendor's does, until purged.)
@@ -373,8 +378,10 @@ fn select(
     tail_order: &str,
 ) -> (String, Vec<SqlValue>) {
     let key = if from == "rows" { "key, " } else { "" };
-    let mut text = format!("SELECT {key}{ENTRY_SELECT} FROM {from} WHERE {owner} = ?");
-    let mut params: Vec<SqlValue> = vec![SqlValue::Integer(owner_id)];
+    // The owner's id as a literal (a number from the provider's own table): a table's partial
+    // indexes name it so.
+    let mut text = format!("SELECT {key}{ENTRY_SELECT} FROM {from} WHERE {owner} = {owner_id}");
+    let mut params: Vec<SqlValue> = Vec::new();
     if timed {
         text.push_str(" AND ts BETWEEN ? AND ?");
         params.push(SqlValue::Integer(q.start));
@@ -963,8 +970,8 @@ impl History for SqliteHistory {
         else {
             return Ok(0);
         };
-        let mut text = String::from("DELETE FROM rows WHERE tbl = ?");
-        let mut params: Vec<SqlValue> = vec![SqlValue::Integer(tbl)];
+        let mut text = format!("DELETE FROM rows WHERE tbl = {tbl}");
+        let mut params: Vec<SqlValue> = Vec::new();
         if let Some(k) = key {
             text.push_str(" AND key = ?");
             params.push(SqlValue::Text(k.to_string()));
@@ -994,25 +1001,54 @@ impl History for SqliteHistory {
         Ok(n as u64)
     }
 
-    fn index_rows(&mut self, table: &str, field: &str) -> Result<(), StoreError> {
+    fn set_indexes(&mut self, table: &str, fields: &[String]) -> Result<(), StoreError> {
         let path = self.path.clone();
-        if thinghost_core::names::check_member_name(field).is_err() {
+        if let Some(bad) = fields
+            .iter()
+            .find(|f| thinghost_core::names::check_member_name(f).is_err())
+        {
             return Err(StoreError::Corrupt {
                 path,
-                what: format!("index of {table}"),
-                message: format!("{field:?} is not a field name"),
+                what: format!("the indexes of {table}"),
+                message: format!("{bad:?} is not a field name"),
             });
         }
-        let tbl = Self::owner_id(&self.conn, &mut self.tables, "tables", table, true)
-            .map_err(|e| sql(&path, e))?
-            .expect("created");
-        // A partial index per table and field: the table's id and the field's name are
-        // numbers and member names (checked), never a request's text.
-        self.conn
-            .execute_batch(&format!(
-                "CREATE INDEX IF NOT EXISTS rows_{tbl}_{field} ON rows (tbl, json_extract(data, '$.{field}')) WHERE tbl = {tbl}"
-            ))
-            .map_err(|e| sql(&path, e))
+        let run = |h: &mut SqliteHistory| -> rusqlite::Result<()> {
+            let tx = h
+                .conn
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let tbl = Self::owner_id(&tx, &mut h.tables, "tables", table, true)?.expect("created");
+            let prefix = format!("rows_{tbl}_");
+            let existing: Vec<String> = {
+                let mut st = tx.prepare(
+                    "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'rows'",
+                )?;
+                st.query_map([], |r| r.get::<_, String>(0))?
+                    .collect::<rusqlite::Result<Vec<_>>>()?
+                    .into_iter()
+                    .filter(|n| n.starts_with(&prefix))
+                    .collect()
+            };
+            for name in &existing {
+                if !fields.iter().any(|f| format!("{prefix}{f}") == *name) {
+                    tx.execute_batch(&format!("DROP INDEX IF EXISTS \"{name}\""))?;
+                }
+            }
+            // A partial index per table and field: the table's id and the field's name are a
+            // number and a member name (checked), never a request's text. Queries name the
+            // table by the same literal, so the planner can use it.
+            for f in fields {
+                tx.execute_batch(&format!(
+                    "CREATE INDEX IF NOT EXISTS {prefix}{f} ON rows (json_extract(data, '$.{f}')) WHERE tbl = {tbl}"
+                ))?;
+            }
+            tx.commit()
+        };
+        let out = run(self);
+        if out.is_err() {
+            self.tables.clear();
+        }
+        out.map_err(|e| sql(&path, e))
     }
 
     fn owners(&mut self) -> Result<Vec<String>, StoreError> {
@@ -1394,6 +1430,55 @@ mod tests {
         fn names(&self) -> String {
             String::new()
         }
+    }
+
+    #[test]
+    fn h4_a_declared_index_serves_queries_of_its_field() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut h = SqliteHistory::open(&dir.path().join(FILE)).unwrap();
+        h.set_indexes("T", &["qty".into()]).unwrap();
+        let q = EntryQuery {
+            stream: "T".into(),
+            fields: vec![("qty".into(), BaseType::Integer)],
+            start: i64::MIN,
+            end: i64::MAX,
+            oldest_first: true,
+            limit: 10,
+            filter: Some(Filter::Cmp(
+                EntryField::Data(0),
+                query::Op::Eq,
+                Value::Int(3),
+            )),
+            sorts: vec![],
+            source: None,
+            tags: vec![],
+        };
+        let (text, params) = select(&q, "rows", "tbl", 1, false, "key ASC");
+        let plan: Vec<String> = {
+            let mut st = h
+                .conn
+                .prepare(&format!("EXPLAIN QUERY PLAN {text}"))
+                .unwrap();
+            st.query_map(rusqlite::params_from_iter(params), |r| {
+                r.get::<_, String>(3)
+            })
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap()
+        };
+        assert!(plan.iter().any(|p| p.contains("rows_1_qty")), "{plan:?}");
+        // Dropped when no longer declared.
+        h.set_indexes("T", &[]).unwrap();
+        let n: i64 = h
+            .conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE name = 'rows_1_qty'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(n, 0);
+        assert!(h.set_indexes("T", &["a'b".into()]).is_err());
     }
 
     #[test]

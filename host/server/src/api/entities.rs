@@ -236,6 +236,9 @@ fn description(m: &Model, caller: &Caller, e: &Entity) -> Json {
             if let Some(d) = &t.storage.data_shape {
                 v["dataShape"] = json!(d);
             }
+            if !t.storage.indexes.is_empty() {
+                v["indexes"] = json!(t.storage.indexes);
+            }
             if t.storage.retention_days != 0 || t.storage.max_entries != 0 {
                 v["retention"] = json!({"retentionDays": t.storage.retention_days, "maxEntries": t.storage.max_entries});
             }

@@ -938,6 +938,10 @@ fn services() -> Vec<Service> {
         row(DATA_TABLE, "GetDataTableEntryCount", Unlocked(tables::count))
             .returns(Returns::Value(T::Long)).rule(Rule::Invoke)
             .doc("How many rows the table holds."),
+        row(DATA_TABLE, "SetDataTableIndexes", Unlocked(tables::set_indexes))
+            .params(const { &[req("fieldNames", ANY)] })
+            .rule(Rule::On(Permission::Update, "change the table's indexes")).script(Script::Refused).audit(Audit::Change)
+            .doc("The fields of the DataShape the rows are indexed by, besides the key (a list; it replaces the one before). Queries, finds and deletions on them use the index."),
         row(DATA_TABLE, "PurgeDataTableEntries", Unlocked(tables::purge))
             .returns(Returns::Value(T::Long)).rule(Rule::Invoke).script(Script::Refused).audit(Audit::In(crate::state::audit::category::MODEL))
             .doc("Removes every row; answers how many went. Audited."),

@@ -388,3 +388,76 @@ pub fn count(app: &Arc<App>, _caller: &Caller, req: Request) -> Result<Reply, Ap
         .map_err(provider_error)?;
     Ok(crate::api::result(BaseType::Long, json!(n)))
 }
+
+/// `SetDataTableIndexes(fieldNames)`: the fields of the DataShape the table's rows are indexed
+/// by, besides the key (the list replaces the one before; `[]`: none). Needs design-time Update
+/// on the table (the row's rule is checked first, under the lock); the indexes are built by the
+/// provider without the model's lock, then the declaration is stored, audited.
+pub fn set_indexes(app: &Arc<App>, caller: &Caller, req: Request) -> Result<Reply, ApiError> {
+    let t = table(app, &req.entity)?;
+    let fields: Vec<String> = match req.params.get("fieldNames") {
+        Some(Json::Array(a)) => a
+            .iter()
+            .map(|f| {
+                f.as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| bad("fieldNames: a list of field names"))
+            })
+            .collect::<Result<_, _>>()?,
+        Some(Json::String(s)) => s
+            .split(',')
+            .map(|f| f.trim().to_string())
+            .filter(|f| !f.is_empty())
+            .collect(),
+        _ => return Err(bad("fieldNames: a list of field names")),
+    };
+    let mut seen = std::collections::BTreeSet::new();
+    for f in &fields {
+        if !t.fields.iter().any(|(n, _)| n == f) {
+            return Err(bad(format!(
+                "fieldNames: {f:?} is not a field of DataShape {} (its fields: {})",
+                t.name,
+                t.fields
+                    .iter()
+                    .map(|(n, _)| n.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+        if !seen.insert(f.as_str()) {
+            return Err(bad(format!("fieldNames: {f} is named twice")));
+        }
+    }
+    let (thing, list) = (req.entity.clone(), fields.clone());
+    app.history
+        .write(move |h| h.set_indexes(&thing, &list))
+        .map_err(provider_error)?;
+    let record = crate::state::audit::record(
+        &caller.name,
+        crate::state::audit::category::MODEL,
+        "indexesSet",
+        json!({"service": req.row.name, "fieldNames": fields}),
+        &format!("Things/{}", req.entity),
+        "Thing",
+    );
+    let records = if app.audit_log.enabled(&record.category) {
+        vec![record]
+    } else {
+        vec![]
+    };
+    let mut db = app.db.write().unwrap_or_else(|p| p.into_inner());
+    let thing = req.entity.clone();
+    db.change_audited(
+        |tx| {
+            if let thinghost_core::Body::Thing(t) =
+                &mut tx.get_mut(thinghost_core::Kind::Thing, &thing)?.body
+            {
+                t.storage.indexes = fields;
+            }
+            Ok(())
+        },
+        &records,
+    )
+    .map_err(crate::api::change_error)?;
+    Ok(Reply::Empty)
+}
