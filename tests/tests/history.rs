@@ -248,7 +248,8 @@ fn h2_every_accepted_write_of_a_logged_property_is_in_its_value_stream() {
         json!({"name": "Bump", "code": "set_property(me, \"pressure\", get_property(me, \"pressure\") + 1.0);"}),
     );
     ok(&s, &admin, "/Thingworx/Things/B1/Services/Bump", json!({}));
-    let history = |body: Json| {
+    let history = |mut body: Json| {
+        body["fillOption"] = json!("None");
         ok(
             &s,
             &admin,
@@ -256,6 +257,22 @@ fn h2_every_accepted_write_of_a_logged_property_is_in_its_value_stream() {
             body,
         )
     };
+    // By default a row shows a property's last value before it (the vendor's fillOption
+    // Previous): the row of running's write shows pressure 3.5.
+    let filled = ok(
+        &s,
+        &admin,
+        "/Thingworx/Things/B1/Services/QueryPropertyHistory",
+        json!({}),
+    );
+    let running_row = filled["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["running"] == true)
+        .unwrap()
+        .clone();
+    assert_eq!(running_row["pressure"], 3.5, "{filled}");
     let v = history(json!({}));
     let fields = v["dataShape"]["fieldDefinitions"].as_object().unwrap();
     assert_eq!(

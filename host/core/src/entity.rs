@@ -379,9 +379,10 @@ pub struct ThingBody {
     /// what it had from that extension, kept until the extension comes back.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parked: Option<Parked>,
-    /// Where its history goes and how much is kept (DOMAIN section 11).
+    /// Where its history goes and how much is kept (DOMAIN section 11). Boxed: most Things
+    /// have none, and a Thing's body stays the size of the others.
     #[serde(default, skip_serializing_if = "Storage::is_empty")]
-    pub storage: Storage,
+    pub storage: Box<Storage>,
 }
 
 /// A Thing's data-storage settings (DOMAIN H1-H5).
@@ -710,7 +711,7 @@ impl Entity {
                 value_times: BTreeMap::new(),
                 remote: RemoteBindings::default(),
                 parked: None,
-                storage: Storage::default(),
+                storage: Box::default(),
             }),
         )
     }

@@ -590,6 +590,19 @@ fn check_acl(acl: &Acl, place: &str, at: AclPlace) -> Result<(), ModelError> {
 }
 
 fn check_definitions(defs: &Definitions, place: &str) -> Result<(), ModelError> {
+    if let Some(p) = defs
+        .properties
+        .iter()
+        .find(|p| p.logged && p.base_type == crate::BaseType::Password)
+    {
+        return Err(ModelError::invalid(
+            place,
+            format!(
+                "property {} is a PASSWORD: its values are never logged (a value stream keeps what it records)",
+                p.name
+            ),
+        ));
+    }
     let mut seen = BTreeSet::new();
     let member = |n: &str, what: &'static str| {
         names::check_member_name(n).map_err(|reason| ModelError::InvalidName {

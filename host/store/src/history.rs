@@ -55,8 +55,11 @@ pub struct PropertyQuery {
     pub oldest_first: bool,
     /// At most this many rows.
     pub limit: usize,
-    /// Over [`PropertyField`]s: evaluated on each row as it is put together.
+    /// Over [`PropertyField`]s: evaluated on each row as it is put together (filled).
     pub filter: Option<Filter<PropertyField>>,
+    /// The vendor's `fillOption`: a property with no value at a row's time gets its last value
+    /// before it (`Previous`, true), or none (`None`, false).
+    pub fill_previous: bool,
 }
 
 /// A field of a property history row: its timestamp, or the value of the `n`th property asked
@@ -289,11 +292,12 @@ pub trait History: Send {
     /// Makes a data table's rows indexed by exactly these fields of its DataShape (besides its
     /// key): missing indexes are made, others dropped.
     fn set_indexes(&mut self, table: &str, fields: &[String]) -> Result<(), StoreError>;
-    /// Removes everything a data-storage Thing holds (it is gone, or new): a stream's entries,
-    /// a table's rows, a value stream's values. (A Thing's history in a value stream stays when
-    /// the Thing goes, as the vendor's does, until purged.)
+    /// Removes everything held under a Thing's name (it is gone, or new): a stream's entries, a
+    /// table's rows, a value stream's values, and the Thing's own history in every value
+    /// stream, so that nothing of a deleted Thing reaches another of its name.
     fn forget(&mut self, thing: &str) -> Result<u64, StoreError>;
-    /// The names of the streams, tables and value streams that hold anything.
+    /// The names of the Things anything is held under: streams, tables, value streams, and the
+    /// Things with history.
     fn owners(&mut self) -> Result<Vec<String>, StoreError>;
     /// A Thing's property history, newest first unless `oldest_first`.
     fn query_properties(&mut self, q: &PropertyQuery) -> Result<Vec<HistoryRow>, StoreError>;
@@ -1056,7 +1060,7 @@ impl History for SqliteHistory {
         let mut st = self
             .conn
             .prepare_cached(
-                "SELECT name FROM streams UNION SELECT name FROM tables UNION SELECT DISTINCT stream FROM series",
+                "SELECT name FROM streams UNION SELECT name FROM tables UNION SELECT stream FROM series UNION SELECT thing FROM series",
             )
             .map_err(|e| sql(&path, e))?;
         st.query_map([], |r| r.get(0))
@@ -1095,16 +1099,20 @@ impl History for SqliteHistory {
                     }
                 }
             }
-            // As a value stream: every Thing's history in it.
+            // As a value stream (every Thing's history in it), and as a Thing (its history in
+            // every value stream).
             gone += tx.execute(
-                "DELETE FROM samples WHERE series IN (SELECT id FROM series WHERE stream = ?1)",
+                "DELETE FROM samples WHERE series IN (SELECT id FROM series WHERE stream = ?1 OR thing = ?1)",
                 [thing],
             )? as u64;
             tx.execute(
-                "DELETE FROM props WHERE series IN (SELECT id FROM series WHERE stream = ?1)",
+                "DELETE FROM props WHERE series IN (SELECT id FROM series WHERE stream = ?1 OR thing = ?1)",
                 [thing],
             )?;
-            tx.execute("DELETE FROM series WHERE stream = ?1", [thing])?;
+            tx.execute(
+                "DELETE FROM series WHERE stream = ?1 OR thing = ?1",
+                [thing],
+            )?;
             tx.commit()?;
             Ok(gone)
         };
@@ -1147,8 +1155,58 @@ impl History for SqliteHistory {
             .map_err(|e| sql(&path, e))?;
         let mut out: Vec<HistoryRow> = Vec::new();
         let mut current: Option<HistoryRow> = None;
-        // A row is complete when the next timestamp starts; it is kept if the filter takes it.
-        let finish = |mut row: HistoryRow, out: &mut Vec<HistoryRow>| {
+        // Filling: each property's prop ids, and (oldest first) its last value so far.
+        let mut ids_of: Vec<Vec<(i64, BaseType)>> = vec![Vec::new(); q.properties.len()];
+        for (id, (i, bt)) in &wanted {
+            ids_of[*i].push((*id, *bt));
+        }
+        let mut last: Vec<Option<Option<Json>>> = vec![None; q.properties.len()];
+        let conn = &self.conn;
+        let before = |i: usize, time: i64| -> rusqlite::Result<Option<Json>> {
+            let marks = vec!["?"; ids_of[i].len()].join(", ");
+            let mut st = conn.prepare_cached(&format!(
+                "SELECT prop, value FROM samples WHERE series = ? AND ts < ? AND prop IN ({marks}) ORDER BY ts DESC, seq DESC LIMIT 1"
+            ))?;
+            let mut args: Vec<SqlValue> = vec![SqlValue::Integer(series), SqlValue::Integer(time)];
+            args.extend(ids_of[i].iter().map(|(id, _)| SqlValue::Integer(*id)));
+            st.query_row(rusqlite::params_from_iter(args), |r| {
+                let prop: i64 = r.get(0)?;
+                let bt = ids_of[i]
+                    .iter()
+                    .find(|(id, _)| *id == prop)
+                    .map_or(BaseType::Json, |(_, bt)| *bt);
+                Ok(decode(bt, r.get_ref(1)?))
+            })
+            .optional()
+        };
+        // A row is complete when the next timestamp starts; it is filled, then kept if the
+        // filter takes it.
+        let mut finish = |mut row: HistoryRow, out: &mut Vec<HistoryRow>| -> rusqlite::Result<()> {
+            if q.fill_previous {
+                let own: Vec<usize> = row.values.iter().map(|(i, _)| *i).collect();
+                for (i, known) in last.iter().enumerate() {
+                    if own.contains(&i) {
+                        continue;
+                    }
+                    let filled = match (known, q.oldest_first) {
+                        (Some(v), true) => v.clone(),
+                        _ => before(i, row.time)?,
+                    };
+                    if let Some(v) = filled {
+                        row.values.push((i, v));
+                    }
+                }
+                if q.oldest_first {
+                    for (i, slot) in last.iter_mut().enumerate() {
+                        *slot = Some(
+                            row.values
+                                .iter()
+                                .find(|(j, _)| *j == i)
+                                .map(|(_, v)| v.clone()),
+                        );
+                    }
+                }
+            }
             row.values.sort_by_key(|(i, _)| *i);
             let keep = match &q.filter {
                 None => true,
@@ -1164,6 +1222,7 @@ impl History for SqliteHistory {
             if keep {
                 out.push(row);
             }
+            Ok(())
         };
         while let Some(r) = rows.next().map_err(|e| sql(&path, e))? {
             let ts: i64 = r.get(0).map_err(|e| sql(&path, e))?;
@@ -1178,7 +1237,7 @@ impl History for SqliteHistory {
                 .as_ref()
                 .is_some_and(|c| c.time != ts || c.values.iter().any(|(j, _)| *j == i))
             {
-                finish(current.take().expect("some"), &mut out);
+                finish(current.take().expect("some"), &mut out).map_err(|e| sql(&path, e))?;
                 if out.len() >= q.limit {
                     return Ok(out);
                 }
@@ -1190,7 +1249,7 @@ impl History for SqliteHistory {
             row.values.push((i, value));
         }
         if let Some(c) = current {
-            finish(c, &mut out);
+            finish(c, &mut out).map_err(|e| sql(&path, e))?;
         }
         out.truncate(q.limit);
         Ok(out)
@@ -1316,6 +1375,7 @@ mod tests {
             oldest_first: false,
             limit: 100,
             filter: None,
+            fill_previous: false,
         }
     }
 
@@ -1415,6 +1475,45 @@ mod tests {
         assert_eq!(h.count_values("VS", Some("P")).unwrap(), 16);
         assert_eq!(h.purge_properties("VS", "P", 0, 4).unwrap(), 8);
         assert_eq!(h.count_values("VS", Some("Q")).unwrap(), 10);
+    }
+
+    #[test]
+    fn h2_fill_previous_gives_a_row_the_last_value_before_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut h = SqliteHistory::open(&dir.path().join(FILE)).unwrap();
+        h.append(&[
+            logged("P", "a", BaseType::Number, 1, json!(1)),
+            logged("P", "b", BaseType::String, 2, json!("x")),
+            logged("P", "a", BaseType::Number, 3, json!(3)),
+            logged("P", "b", BaseType::String, 4, json!("y")),
+        ])
+        .unwrap();
+        let mut q = query(&["a", "b"]);
+        q.fill_previous = true;
+        q.start = 2;
+        for oldest_first in [true, false] {
+            q.oldest_first = oldest_first;
+            let mut rows = h.query_properties(&q).unwrap();
+            if !oldest_first {
+                rows.reverse();
+            }
+            // Time 2: a from time 1 (before the range); time 3: b from 2; time 4: a from 3.
+            assert_eq!(
+                rows.iter().map(|r| r.values.clone()).collect::<Vec<_>>(),
+                vec![
+                    vec![(0, json!(1)), (1, json!("x"))],
+                    vec![(0, json!(3)), (1, json!("x"))],
+                    vec![(0, json!(3)), (1, json!("y"))],
+                ],
+                "oldest first: {oldest_first}"
+            );
+        }
+        q.fill_previous = false;
+        q.oldest_first = true;
+        assert_eq!(
+            h.query_properties(&q).unwrap()[0].values,
+            vec![(1, json!("x"))]
+        );
     }
 
     struct Fields(Vec<(&'static str, Type)>);

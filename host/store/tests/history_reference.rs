@@ -207,11 +207,14 @@ proptest! {
             match op {
                 0 => {
                     let done = h.put_row("T", &row, Put::Insert).unwrap();
-                    if reference.contains_key(&key) {
-                        prop_assert_eq!(done, Put::Duplicate);
-                    } else {
-                        prop_assert_eq!(done, Put::Insert);
-                        reference.insert(key, value);
+                    match reference.entry(key) {
+                        std::collections::btree_map::Entry::Occupied(_) => {
+                            prop_assert_eq!(done, Put::Duplicate);
+                        }
+                        std::collections::btree_map::Entry::Vacant(v) => {
+                            prop_assert_eq!(done, Put::Insert);
+                            v.insert(value);
+                        }
                     }
                 }
                 1 => {
@@ -220,11 +223,12 @@ proptest! {
                 }
                 2 => {
                     let done = h.put_row("T", &row, Put::Update).unwrap();
-                    if reference.contains_key(&key) {
-                        prop_assert_eq!(done, Put::Upsert);
-                        reference.insert(key, value);
-                    } else {
-                        prop_assert_eq!(done, Put::Missing);
+                    match reference.get_mut(&key) {
+                        Some(slot) => {
+                            prop_assert_eq!(done, Put::Upsert);
+                            *slot = value;
+                        }
+                        None => prop_assert_eq!(done, Put::Missing),
                     }
                 }
                 _ => {

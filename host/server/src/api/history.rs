@@ -278,6 +278,17 @@ fn run_query(
             "parameter query: property history is sorted by time (oldestFirst); it takes no sorts",
         ));
     }
+    // The vendor's fillOption: Previous (the default) or None.
+    let fill_previous = match params.get("fillOption").and_then(Json::as_str) {
+        None | Some("") => !typed,
+        Some(f) if f.eq_ignore_ascii_case("previous") => true,
+        Some(f) if f.eq_ignore_ascii_case("none") => false,
+        Some(f) => {
+            return Err(bad(format!(
+                "fillOption {f:?} is Previous (the last value before, the default) or None"
+            )));
+        }
+    };
     let (Some(stream), false) = (&resolved.stream, resolved.properties.is_empty()) else {
         return Ok(Vec::new());
     };
@@ -290,6 +301,7 @@ fn run_query(
         oldest_first: r.oldest_first,
         limit: r.limit,
         filter: q.filter,
+        fill_previous,
     };
     app.history
         .read(|h| h.query_properties(&pq))
@@ -339,7 +351,10 @@ pub const TYPED: &[(&str, BaseType)] = &[
     ("QueryLongPropertyHistory", BaseType::Long),
     ("QueryBooleanPropertyHistory", BaseType::Boolean),
     ("QueryStringPropertyHistory", BaseType::String),
-    ("QueryDatetimePropertyHistory", BaseType::Datetime),
+    // The vendor's spelling.
+    ("QueryDateTimePropertyHistory", BaseType::Datetime),
+    ("QueryJSONPropertyHistory", BaseType::Json),
+    ("QueryInfoTablePropertyHistory", BaseType::Infotable),
 ];
 
 /// `Query{Number,...}PropertyHistory(propertyName, maxItems, startDate, endDate, oldestFirst,

@@ -968,17 +968,25 @@ pub fn run_service(
                     .unwrap_or_default();
                 let pending = crate::api::history::append(app, logged);
                 drop(db);
-                crate::api::history::settle(pending)?;
+                // The script's changes have landed: a history that could not follow is said
+                // (logged, and in the answer), never a failure a client would run again.
+                let history_error = crate::api::history::settle(pending).err().map(|e| {
+                    tracing::error!(error = %e.message, "a script's logged values were not recorded");
+                    e.message
+                });
                 drop(fork);
-                return Ok(crate::api::services::result(
-                    BaseType::Json,
-                    json!({
+                return Ok(crate::api::services::result(BaseType::Json, {
+                    let mut v = json!({
                         "dryRun": false,
                         "output": output,
                         "changes": changes,
                         "milliseconds": started.elapsed().as_millis() as u64,
-                    }),
-                ));
+                    });
+                    if let Some(e) = history_error {
+                        v["historyError"] = json!(e);
+                    }
+                    v
+                }));
             }
             Err(thinghost_store::AdoptError::Changed) => {
                 tracing::info!(

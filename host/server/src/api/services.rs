@@ -872,17 +872,23 @@ pub fn create(call: &mut Call<'_>, kind: Kind) -> Result<Reply, ApiError> {
     let body = match kind {
         Kind::Thing => {
             let template = call.str("thingTemplateName");
-            let storage = data_storage_check(call, &template)?;
-            let reply = finish_create(call, Entity::thing(&name, &template), None)?;
-            // A new Stream, DataTable or ValueStream starts empty, whatever one of its name
-            // left (the retention job removes that too, in its time).
-            if storage && call.app.script.is_none() {
+            data_storage_check(call, &template)?;
+            // A new Thing starts with no history, whatever a deleted one of its name left (the
+            // retention job removes that too, in its time): emptied before it exists, so
+            // nothing of its own is lost.
+            if call.model().get(Kind::Thing, &name).is_none() {
+                let forgotten = name.clone();
                 call.app
                     .history
-                    .write(move |h| h.forget(&name))
-                    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e))?;
+                    .write(move |h| h.forget(&forgotten))
+                    .map_err(|e| {
+                        ApiError::new(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            format!("the persistence provider could not empty what the name {name} held before: {e}; nothing was created"),
+                        )
+                    })?;
             }
-            return Ok(reply);
+            return finish_create(call, Entity::thing(&name, &template), None);
         }
         Kind::ThingTemplate => {
             let base = call

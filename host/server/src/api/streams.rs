@@ -185,9 +185,14 @@ pub(crate) fn rows_of(
                                 .join(", ")
                         ))
                     })?;
-                let norm = bt
-                    .normalize(val)
-                    .map_err(|e| bad(format!("values{}, field {k}: {e}", at(i))))?;
+                // An entry's tags and location are checked as the parameters are (`entry`).
+                let own = shape.fields.iter().any(|f| f.name == *k);
+                let norm = if !own && (k == "tags" || k == "location") {
+                    val.clone()
+                } else {
+                    bt.normalize(val)
+                        .map_err(|e| bad(format!("values{}, field {k}: {e}", at(i))))?
+                };
                 if !norm.is_null() {
                     out.insert(k.clone(), norm);
                 }
@@ -204,6 +209,9 @@ fn at(i: usize) -> String {
         format!(" row {i}")
     }
 }
+
+/// The most tags an entry, a row or a query names.
+pub const MAX_TAGS: usize = 64;
 
 /// The vendor's tags: a list of strings, or text with commas (`Plant:North,Line:2`).
 pub(crate) fn tags_of(v: Option<&Json>) -> Result<Vec<String>, ApiError> {
@@ -224,6 +232,9 @@ pub(crate) fn tags_of(v: Option<&Json>) -> Result<Vec<String>, ApiError> {
             .collect::<Result<_, _>>()?,
         Some(_) => return Err(bad("tags: a list of strings, or text with commas")),
     };
+    if tags.len() > MAX_TAGS {
+        return Err(bad(format!("tags: at most {MAX_TAGS}, not {}", tags.len())));
+    }
     for t in &tags {
         thinghost_core::names::check_tag(t).map_err(|e| bad(format!("tag {t:?}: {e}")))?;
     }
@@ -440,7 +451,7 @@ pub fn query_stream_entries(
 /// `DeleteStreamEntry(streamEntryId)`: 404 when the stream has no such entry.
 pub fn delete_stream_entry(
     app: &Arc<App>,
-    _caller: &Caller,
+    caller: &Caller,
     req: Request,
 ) -> Result<Reply, ApiError> {
     let raw = req.params.get("streamEntryId").cloned().unwrap_or_default();
@@ -459,6 +470,14 @@ pub fn delete_stream_entry(
             format!("Stream {} has no entry {id}", req.entity),
         ));
     }
+    app.audit(
+        &caller.name,
+        crate::state::audit::category::MODEL,
+        "streamEntryDeleted",
+        json!({"streamEntryId": id.to_string()}),
+        &format!("Things/{}", req.entity),
+        "Thing",
+    );
     Ok(Reply::Empty)
 }
 

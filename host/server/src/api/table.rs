@@ -450,7 +450,9 @@ const ROW_PARAMS: &[Param] = &[
     opt("sourceType", T::String).or("User"),
     VALUES,
 ];
-const HISTORY_QUERY: &[Param] = &[MAX_HISTORY, DATE_FROM, DATE_TO, OLDEST_FIRST, QUERY];
+const HISTORY_QUERY: &[Param] = &[MAX_HISTORY, DATE_FROM, DATE_TO, OLDEST_FIRST, QUERY,
+    opt("fillOption", T::String).or("Previous: a property with no value at a row's time shows its last value before (None: nothing)")];
+const IMMEDIATE: Param = opt("immediate", T::Boolean).or("true (a purge is always done at once)");
 const AUDIT_QUERY: &[Param] = &[MAX_ITEMS, DATE_FROM, DATE_TO, CATEGORY, QUERY];
 const PRINCIPAL: Param = req("principal", T::String);
 const PRINCIPAL_TYPE: Param = req("principalType", T::String);
@@ -862,15 +864,15 @@ fn services() -> Vec<Service> {
             .doc("Deletes a file (audited when it is part of the audit archive)."),
         // ---- History (DOMAIN section 11) ----
         row(On::Kinds(THINGS), "SetValueStream", Exclusive(history::set_value_stream))
-            .params(const { &[opt("name", T::Thingname).or("none: the Thing's logged properties are not recorded")] })
+            .params(const { &[opt("name", T::Thingname).or("left out: none, the Thing's logged properties are not recorded")] })
             .rule(Rule::On(Permission::Update, "change the Thing's value stream")).audit(Audit::Change)
             .doc("Names the ValueStream Thing (one the caller can see) that records every accepted write of the Thing's logged properties, with its time and quality (H2)."),
         row(On::Kinds(THINGS), "QueryPropertyHistory", Unlocked(history::query_property_history))
             .params(HISTORY_QUERY).returns(Returns::Rows)
             .rule(Rule::Own("anyone who sees the Thing; each logged property is answered only to those with PropertyRead on it, and left out for the rest (H2)"))
-            .doc("The history of the Thing's logged properties: one row per timestamp (`timestamp` and a column per property), newest first unless `oldestFirst`, at most `maxItems`; `query` filters on `timestamp` and the properties."),
+            .doc("The history of the Thing's logged properties: one row per timestamp (`timestamp` and a column per property; a property with no value at that time shows its last value before, unless `fillOption` is None), newest first unless `oldestFirst`, at most `maxItems` rows; `query` filters the rows on `timestamp` and the properties."),
         row(On::Kinds(THINGS), "PurgePropertyHistory", Unlocked(history::purge_property_history))
-            .params(const { &[DATE_FROM.or("the beginning"), DATE_TO.or("now and later")] }).returns(Returns::Value(T::Long))
+            .params(const { &[DATE_FROM.or("the beginning"), DATE_TO.or("now and later"), IMMEDIATE] }).returns(Returns::Value(T::Long))
             .rule(Rule::Invoke).script(Script::Refused).audit(Audit::In(crate::state::audit::category::MODEL))
             .doc("Removes the Thing's history between the dates from its value stream; answers how many values went (H2). Audited."),
         // ---- Streams and data tables (H3, H4) ----
@@ -901,7 +903,7 @@ fn services() -> Vec<Service> {
             .params(const { &[req("streamEntryId", T::String)] }).rule(Rule::Invoke).script(Script::Refused)
             .doc("Removes one entry by its `streamEntryId` (404 when there is none)."),
         row(STREAM, "PurgeStreamEntries", Unlocked(streams::purge_stream_entries))
-            .params(const { &[DATE_FROM.or("the beginning"), DATE_TO.or("now and later")] }).returns(Returns::Value(T::Long))
+            .params(const { &[DATE_FROM.or("the beginning"), DATE_TO.or("now and later"), IMMEDIATE] }).returns(Returns::Value(T::Long))
             .rule(Rule::Invoke).script(Script::Refused).audit(Audit::In(crate::state::audit::category::MODEL))
             .doc("Removes the entries between the dates; answers how many went. Audited."),
         row(STREAM, "GetStreamEntryCount", Unlocked(streams::stream_entry_count))

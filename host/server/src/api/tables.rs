@@ -56,7 +56,7 @@ fn key_of(t: &Table, values: &Map<String, Json>) -> Result<String, ApiError> {
     let mut key = Vec::new();
     for f in t.shape.fields.iter().filter(|f| f.is_primary_key) {
         match values.get(&f.name) {
-            Some(v) if !v.is_null() => key.push(v.clone()),
+            Some(v) if !v.is_null() => key.push(canonical(v)),
             _ => {
                 return Err(bad(format!(
                     "values: the primary key field {} of DataShape {} needs a value",
@@ -66,6 +66,16 @@ fn key_of(t: &Table, values: &Map<String, Json>) -> Result<String, ApiError> {
         }
     }
     Ok(Json::Array(key).to_string())
+}
+
+/// A key value in one form: a whole NUMBER as an integer (`1.0` and `1` are one key).
+fn canonical(v: &Json) -> Json {
+    match v.as_f64() {
+        Some(f) if v.is_f64() && f.fract() == 0.0 && f.abs() < 9.007_199_254_740_992e15 => {
+            Json::from(f as i64)
+        }
+        _ => v.clone(),
+    }
 }
 
 fn provider_error(e: impl std::fmt::Display) -> ApiError {
@@ -201,8 +211,14 @@ fn equalities(t: &Table, params: &Map<String, Json>) -> Result<Vec<Filter<EntryF
         return Ok(Vec::new());
     };
     let rows = rows_of(&t.shape, &t.name, values, &[])?;
+    if rows.len() > 1 {
+        return Err(bad(format!(
+            "values: one row of the fields to find, not {}",
+            rows.len()
+        )));
+    }
     let mut out = Vec::new();
-    for row in rows.iter().take(1) {
+    for row in &rows {
         for (k, v) in row {
             let i = t.fields.iter().position(|(n, _)| n == k).expect("checked");
             let value = thinghost_store::history::query_value(v)
@@ -324,7 +340,7 @@ pub fn by_key(app: &Arc<App>, _caller: &Caller, req: Request) -> Result<Reply, A
                 .ok_or_else(|| bad(format!("key: {s:?} is not a {} value", f.base_type)))?,
             (_, Err(e)) => return Err(bad(format!("key {}: {e}", f.name))),
         };
-        values.push(v);
+        values.push(canonical(&v));
     }
     let key = Json::Array(values).to_string();
     let thing = req.entity.clone();
@@ -357,7 +373,15 @@ pub fn delete_entries(app: &Arc<App>, caller: &Caller, req: Request) -> Result<R
         .history
         .write(move |h| h.delete_rows(&thing, None, &fields, Some(&filter)))
         .map_err(provider_error)?;
-    let _ = caller;
+    // A query may select every row: audited as a purge is.
+    app.audit(
+        &caller.name,
+        crate::state::audit::category::MODEL,
+        "dataTableEntriesDeleted",
+        json!({"query": req.params.get("query"), "rows": gone}),
+        &format!("Things/{}", req.entity),
+        "Thing",
+    );
     Ok(crate::api::result(BaseType::Long, json!(gone)))
 }
 
@@ -428,10 +452,6 @@ pub fn set_indexes(app: &Arc<App>, caller: &Caller, req: Request) -> Result<Repl
             return Err(bad(format!("fieldNames: {f} is named twice")));
         }
     }
-    let (thing, list) = (req.entity.clone(), fields.clone());
-    app.history
-        .write(move |h| h.set_indexes(&thing, &list))
-        .map_err(provider_error)?;
     let record = crate::state::audit::record(
         &caller.name,
         crate::state::audit::category::MODEL,
@@ -445,19 +465,32 @@ pub fn set_indexes(app: &Arc<App>, caller: &Caller, req: Request) -> Result<Repl
     } else {
         vec![]
     };
-    let mut db = app.db.write().unwrap_or_else(|p| p.into_inner());
+    // The declaration first, then the indexes (without the model's lock): a failed build
+    // leaves queries right, only slower, and says so.
+    {
+        let mut db = app.db.write().unwrap_or_else(|p| p.into_inner());
+        let (thing, declared) = (req.entity.clone(), fields.clone());
+        db.change_audited(
+            |tx| {
+                if let thinghost_core::Body::Thing(t) =
+                    &mut tx.get_mut(thinghost_core::Kind::Thing, &thing)?.body
+                {
+                    t.storage.indexes = declared;
+                }
+                Ok(())
+            },
+            &records,
+        )
+        .map_err(crate::api::change_error)?;
+    }
     let thing = req.entity.clone();
-    db.change_audited(
-        |tx| {
-            if let thinghost_core::Body::Thing(t) =
-                &mut tx.get_mut(thinghost_core::Kind::Thing, &thing)?.body
-            {
-                t.storage.indexes = fields;
-            }
-            Ok(())
-        },
-        &records,
-    )
-    .map_err(crate::api::change_error)?;
+    app.history
+        .write(move |h| h.set_indexes(&thing, &fields))
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("the indexes are declared, but could not be built: {e}; queries still answer, without them"),
+            )
+        })?;
     Ok(Reply::Empty)
 }

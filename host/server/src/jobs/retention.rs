@@ -3,8 +3,9 @@
 //! Every `serve --retention-interval-seconds` (60), on a thread of its own: the settings are
 //! read under the model's shared lock, which is released before anything is deleted; each
 //! stream's and value stream's retention (`SetRetention`: days, and a maximum entry count) is
-//! applied by the provider's writer, and what a Stream, DataTable or ValueStream that no longer
-//! exists left behind is removed. Every removal is recorded in the audit (MODEL, as `System`).
+//! applied by the provider's writer, and what a Thing that no longer exists left behind (a
+//! Stream's entries, a DataTable's rows, a ValueStream's values, a Thing's history) is removed.
+//! Every removal is recorded in the audit (MODEL, as `System`).
 
 use crate::state::app::App;
 use serde_json::json;
@@ -15,8 +16,8 @@ use thinghost_core::{Body, Kind, View, predefined};
 struct Plan {
     /// (Thing, is a value stream, retention days, maximum entries).
     trims: Vec<(String, bool, u32, u64)>,
-    /// The data-storage Things there are.
-    storage: std::collections::BTreeSet<String>,
+    /// The Things there are.
+    things: std::collections::BTreeSet<String>,
 }
 
 fn plan(app: &App) -> Plan {
@@ -24,14 +25,14 @@ fn plan(app: &App) -> Plan {
     let m = db.model();
     let mut out = Plan {
         trims: Vec::new(),
-        storage: Default::default(),
+        things: Default::default(),
     };
     for e in m.entities(Kind::Thing) {
         let Body::Thing(t) = &e.body else { continue };
+        out.things.insert(e.name.clone());
         let Some(kind) = thinghost_core::validate::storage_kind(m, &t.thing_template) else {
             continue;
         };
-        out.storage.insert(e.name.clone());
         let s = &t.storage;
         if s.retention_days != 0 || s.max_entries != 0 {
             out.trims.push((
@@ -81,7 +82,7 @@ pub fn run_once(app: &App, now: i64) -> Vec<(String, u64)> {
             }
         }
     }
-    // What deleted data-storage Things left behind.
+    // What deleted Things left behind: their streams, tables and value streams, their history.
     let owners = match app.history.read(|h| h.owners()) {
         Ok(o) => o,
         Err(e) => {
@@ -90,17 +91,29 @@ pub fn run_once(app: &App, now: i64) -> Vec<(String, u64)> {
         }
     };
     for owner in owners {
-        if plan.storage.contains(&owner) {
+        if plan.things.contains(&owner) {
+            continue;
+        }
+        // Under the model's shared lock, checked again: a Thing of this name made meanwhile
+        // (its creation empties what the name held, then its data is its own) waits for this.
+        let db = app.db.read().unwrap_or_else(|p| p.into_inner());
+        if db
+            .model()
+            .get(thinghost_core::Kind::Thing, &owner)
+            .is_some()
+        {
             continue;
         }
         let name = owner.clone();
-        match app.history.write(move |h| h.forget(&name)) {
+        let gone = app.history.write(move |h| h.forget(&name));
+        drop(db);
+        match gone {
             Ok(n) => {
                 app.audit(
                     predefined::SYSTEM,
                     crate::state::audit::category::MODEL,
                     "historyForgotten",
-                    json!({"removed": n, "why": "the Thing that held it was deleted"}),
+                    json!({"removed": n, "why": "the Thing it was held under was deleted"}),
                     &format!("Things/{owner}"),
                     "Thing",
                 );

@@ -10,6 +10,9 @@ use std::sync::{Mutex, MutexGuard};
 use thinghost_store::StoreError;
 use thinghost_store::history::{History, Logged, SqliteHistory, StreamEntry};
 
+/// A write other than an append, run on the writer's connection.
+type WriteJob = Box<dyn FnOnce(&mut dyn History) + Send>;
+
 /// What the writer is asked to do.
 enum Job {
     /// Values and stream entries to append, and who waits for them (told the entries' ids).
@@ -20,7 +23,7 @@ enum Job {
     },
     /// Any other write (a purge, a trim, a Thing forgotten): run on the writer's connection,
     /// so that its caches never name what is gone.
-    Run(Box<dyn FnOnce(&mut dyn History) + Send>),
+    Run(WriteJob),
 }
 
 /// The data of data-storage Things, as the server holds it.
@@ -82,7 +85,15 @@ fn writer(mut store: Box<dyn History>, queue: Receiver<Job>) {
         let (mut values, mut entries, mut waiting) = (Vec::new(), Vec::new(), Vec::new());
         match first {
             Job::Run(f) => {
-                f(store.as_mut());
+                // A job that panics is its caller's failure (its answer channel closes), not
+                // the writer's: the writer goes on.
+                if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(store.as_mut())))
+                    .is_err()
+                {
+                    tracing::error!(
+                        "a write of the persistence provider panicked; the writer goes on"
+                    );
+                }
                 continue;
             }
             Job::Append {
@@ -118,7 +129,17 @@ fn writer(mut store: Box<dyn History>, queue: Receiver<Job>) {
         // A busy or full disk: try again a few times before giving up on this batch.
         let mut outcome = Err(String::new());
         for attempt in 0..5 {
-            match store.write(&values, &entries) {
+            let written = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                store.write(&values, &entries)
+            }))
+            .unwrap_or_else(|_| {
+                Err(thinghost_store::StoreError::Corrupt {
+                    path: std::path::PathBuf::from(thinghost_store::history::FILE),
+                    what: "an append".into(),
+                    message: "the write panicked".into(),
+                })
+            });
+            match written {
                 Ok(ids) => {
                     outcome = Ok(ids);
                     break;
