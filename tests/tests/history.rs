@@ -269,17 +269,18 @@ fn h2_every_accepted_write_of_a_logged_property_is_in_its_value_stream() {
         .as_array()
         .unwrap()
         .iter()
-        .find(|r| r["running"] == true)
+        .rfind(|r| r["running"] == true)
         .unwrap()
         .clone();
+    // (The newer rows show running too: its last value.)
     assert_eq!(running_row["pressure"], 3.5, "{filled}");
+    assert_eq!(filled["rows"][0]["running"], true, "{filled}");
     let v = history(json!({}));
     let fields = v["dataShape"]["fieldDefinitions"].as_object().unwrap();
-    assert_eq!(
-        fields.keys().collect::<Vec<_>>(),
-        ["pressure", "running", "timestamp"],
-        "{v}"
-    );
+    // (Key order is serde_json's: compared as a set.)
+    let mut names: Vec<&String> = fields.keys().collect();
+    names.sort();
+    assert_eq!(names, ["pressure", "running", "timestamp"], "{v}");
     assert_eq!(fields["timestamp"]["baseType"], "DATETIME");
     let pressures: Vec<Json> = v["rows"]
         .as_array()
@@ -516,6 +517,8 @@ fn h2_history_of_a_property_the_caller_may_not_read_is_absent() {
         .unwrap()
         .keys()
         .collect();
+    let mut fields = fields;
+    fields.sort();
     assert_eq!(fields, ["pressure", "timestamp"], "{v}");
     assert!(!v.to_string().contains("running"), "{v}");
     // A query naming it is as one naming a field that is not there.
@@ -611,8 +614,46 @@ fn h1_acknowledged_logged_values_survive_kill_9() {
             json!({"name": "VS"}),
         );
     }
+    // And a stream, written by a fifth writer.
+    data_shape(&s, &admin, "Count", &[("n", "INTEGER", false)]);
+    ok(
+        &s,
+        &admin,
+        &format!("{ES}/CreateThing"),
+        json!({"name": "Log", "thingTemplateName": "Stream"}),
+    );
+    ok(
+        &s,
+        &admin,
+        "/Thingworx/Things/Log/Services/SetDataShape",
+        json!({"name": "Count"}),
+    );
     let stop = std::sync::atomic::AtomicBool::new(false);
+    let mut entries_acked: Vec<i64> = Vec::new();
     let acked: Vec<Vec<i64>> = std::thread::scope(|scope| {
+        let entries = {
+            let client = s.client.clone();
+            let url = s.at("/Thingworx/Things/Log/Services/AddStreamEntry");
+            let (admin, stop) = (admin.clone(), &stop);
+            scope.spawn(move || {
+                let mut acked = Vec::new();
+                for i in 0i64.. {
+                    if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        break;
+                    }
+                    let r = client
+                        .post(&url)
+                        .header("appKey", &admin)
+                        .json(&json!({"values": {"n": i}}))
+                        .send();
+                    match r {
+                        Ok(r) if r.status() == 200 => acked.push(i),
+                        _ => break,
+                    }
+                }
+                acked
+            })
+        };
         let writers: Vec<_> = (1..=4)
             .map(|n| {
                 let client = s.client.clone();
@@ -642,6 +683,7 @@ fn h1_acknowledged_logged_values_survive_kill_9() {
         s.child.kill().unwrap(); // SIGKILL, mid-stream
         s.child.wait().unwrap();
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        entries_acked = entries.join().unwrap();
         writers.into_iter().map(|w| w.join().unwrap()).collect()
     });
     drop(s);
@@ -679,6 +721,21 @@ fn h1_acknowledged_logged_values_survive_kill_9() {
         total >= 20,
         "only {total} writes acknowledged before the kill"
     );
+    let v = ok(
+        &s,
+        &admin,
+        "/Thingworx/Things/Log/Services/QueryStreamEntriesWithData",
+        json!({"oldestFirst": true, "maxItems": 100000}),
+    );
+    let stored: Vec<i64> = rows(&v).iter().map(|r| r["n"].as_i64().unwrap()).collect();
+    assert_eq!(stored, (0..stored.len() as i64).collect::<Vec<_>>());
+    assert!(
+        stored.len() == entries_acked.len() || stored.len() == entries_acked.len() + 1,
+        "{} entries acknowledged, {} stored",
+        entries_acked.len(),
+        stored.len()
+    );
+    assert!(!entries_acked.is_empty());
 }
 
 /// A DataShape of `fields` (name, base type, is a key).
@@ -727,6 +784,45 @@ fn h3_stream_entries_with_the_vendors_parameters() {
         json!({"name": "Log", "thingTemplateName": "Stream"}),
     );
     let svc = |name: &str| format!("/Thingworx/Things/Log/Services/{name}");
+    // A LOCATION field keeps its value exactly, in a stream of its own.
+    data_shape(&s, &admin, "Fix", &[("where", "LOCATION", false)]);
+    ok(
+        &s,
+        &admin,
+        &format!("{ES}/CreateThing"),
+        json!({"name": "Fixes", "thingTemplateName": "Stream"}),
+    );
+    ok(
+        &s,
+        &admin,
+        "/Thingworx/Things/Fixes/Services/SetDataShape",
+        json!({"name": "Fix"}),
+    );
+    let here = json!({"latitude": 48.137, "longitude": 11.575, "elevation": 519.5});
+    ok(
+        &s,
+        &admin,
+        "/Thingworx/Things/Fixes/Services/AddStreamEntry",
+        json!({"values": {"where": here}}),
+    );
+    let (st, _) = call(
+        &s,
+        &admin,
+        "/Thingworx/Things/Fixes/Services/AddStreamEntry",
+        json!({"values": {"where": {"latitude": "north"}}}),
+    );
+    assert_eq!(st, 400);
+    let fixes = ok(
+        &s,
+        &admin,
+        "/Thingworx/Things/Fixes/Services/GetStreamEntriesWithData",
+        json!({}),
+    );
+    assert_eq!(rows(&fixes)[0]["where"], here);
+    assert_eq!(
+        fixes["dataShape"]["fieldDefinitions"]["where"]["baseType"],
+        "LOCATION"
+    );
     // No DataShape yet: 400 saying what to do.
     let (st, v) = call(
         &s,

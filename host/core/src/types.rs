@@ -17,6 +17,9 @@ pub enum BaseType {
     Datetime,
     Json,
     Infotable,
+    /// The vendor's LOCATION: `{"latitude", "longitude", "elevation"}` (numbers; elevation and
+    /// `units` optional).
+    Location,
     Query,
     Password,
     Text,
@@ -33,7 +36,7 @@ pub enum BaseType {
 }
 
 impl BaseType {
-    pub const ALL: [BaseType; 22] = [
+    pub const ALL: [BaseType; 23] = [
         BaseType::Nothing,
         BaseType::String,
         BaseType::Number,
@@ -43,6 +46,7 @@ impl BaseType {
         BaseType::Datetime,
         BaseType::Json,
         BaseType::Infotable,
+        BaseType::Location,
         BaseType::Query,
         BaseType::Password,
         BaseType::Text,
@@ -69,6 +73,7 @@ impl BaseType {
             BaseType::Datetime => "DATETIME",
             BaseType::Json => "JSON",
             BaseType::Infotable => "INFOTABLE",
+            BaseType::Location => "LOCATION",
             BaseType::Query => "QUERY",
             BaseType::Password => "PASSWORD",
             BaseType::Text => "TEXT",
@@ -195,6 +200,25 @@ impl BaseType {
                 Json::Object(_) => Ok(value.clone()),
                 _ => wrong(),
             },
+            BaseType::Location => {
+                match value {
+                    Json::Object(o)
+                        if ["latitude", "longitude"].iter().all(|k| {
+                            o.get(*k).and_then(Json::as_f64).is_some_and(f64::is_finite)
+                        }) && o.get("elevation").is_none_or(|e| {
+                            e.is_null() || e.as_f64().is_some_and(f64::is_finite)
+                        }) && o.keys().all(|k| {
+                            matches!(k.as_str(), "latitude" | "longitude" | "elevation" | "units")
+                        }) =>
+                    {
+                        Ok(value.clone())
+                    }
+                    _ => Err(format!(
+                        "expected a LOCATION (an object of numeric latitude and longitude, and elevation), got {}",
+                        describe(value)
+                    )),
+                }
+            }
             BaseType::Guid => match value {
                 Json::String(s) if is_guid(s) => Ok(value.clone()),
                 _ => wrong(),

@@ -213,7 +213,11 @@ pub fn encode(bt: BaseType, v: &Json) -> SqlValue {
 fn json_text(bt: BaseType) -> bool {
     matches!(
         bt,
-        BaseType::Json | BaseType::Infotable | BaseType::Query | BaseType::Nothing
+        BaseType::Json
+            | BaseType::Infotable
+            | BaseType::Query
+            | BaseType::Location
+            | BaseType::Nothing
     )
 }
 
@@ -1392,6 +1396,14 @@ mod tests {
             (BaseType::Boolean, json!(true)),
             (BaseType::String, json!("{\"not\": \"json\"}")),
             (BaseType::Json, json!({"a": [1, 2.5, null]})),
+            (
+                BaseType::Location,
+                json!({"latitude": 48.1, "longitude": 11.5, "elevation": 520.25}),
+            ),
+            (
+                BaseType::Infotable,
+                json!({"dataShape": {"fieldDefinitions": {}}, "rows": []}),
+            ),
         ];
         for (i, (bt, v)) in values.iter().enumerate() {
             h.append(&[logged("P", &format!("p{i}"), *bt, i as i64, v.clone())])

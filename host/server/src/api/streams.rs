@@ -26,7 +26,7 @@ pub const ENTRY_COLUMNS: &[(&str, BaseType)] = &[
     ("source", BaseType::String),
     ("sourceType", BaseType::String),
     ("tags", BaseType::Json),
-    ("location", BaseType::Json),
+    ("location", BaseType::Location),
 ];
 
 /// The DataShape of a Stream or DataTable Thing: its name and fields; 400 when it has none.
@@ -245,18 +245,10 @@ pub(crate) fn tags_of(v: Option<&Json>) -> Result<Vec<String>, ApiError> {
 pub(crate) fn location_of(v: Option<&Json>) -> Result<Option<Json>, ApiError> {
     match v {
         None | Some(Json::Null) => Ok(None),
-        Some(Json::Object(o))
-            if ["latitude", "longitude"]
-                .iter()
-                .all(|k| o.get(*k).and_then(Json::as_f64).is_some_and(f64::is_finite))
-                && o.get("elevation")
-                    .is_none_or(|e| e.is_null() || e.is_number()) =>
-        {
-            Ok(Some(Json::Object(o.clone())))
-        }
-        Some(_) => Err(bad(
-            "location: an object with numeric latitude and longitude (and elevation)",
-        )),
+        Some(v) => BaseType::Location
+            .normalize(v)
+            .map(Some)
+            .map_err(|e| bad(format!("location: {e}"))),
     }
 }
 

@@ -20,7 +20,7 @@ const ROW_COLUMNS: &[(&str, BaseType)] = &[
     ("source", BaseType::String),
     ("sourceType", BaseType::String),
     ("tags", BaseType::Json),
-    ("location", BaseType::Json),
+    ("location", BaseType::Location),
 ];
 
 /// A table's DataShape, read under the shared lock: its name, its fields, its key's fields.

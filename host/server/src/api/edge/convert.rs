@@ -54,8 +54,8 @@ pub fn wire_type(bt: BaseType) -> u8 {
     codes::base_type_byte(bt.name()).unwrap_or(codes::STRING)
 }
 
-/// The model's type of a wire base-type byte: the same name where the model has it; JSON for
-/// a LOCATION or a VARIANT (their JSON carries their shape), STRING for the other string-like
+/// The model's type of a wire base-type byte: the same name where the model has it (LOCATION
+/// included); JSON for a VARIANT (its JSON carries its shape), STRING for the other string-like
 /// types and for BLOB and IMAGE (base64).
 pub fn model_type(byte: u8) -> BaseType {
     if let Some(bt) = codes::base_type_name(byte).and_then(BaseType::parse) {
@@ -160,6 +160,17 @@ pub fn from_json(bt: BaseType, v: &Json) -> Value {
                 .map_or_else(|_| Value::string(text()), Value::Datetime),
             _ => Value::string(text()),
         },
+        BaseType::Location => {
+            let num = |k: &str| v.get(k).and_then(Json::as_f64);
+            match (num("latitude"), num("longitude")) {
+                (Some(latitude), Some(longitude)) => Value::Location {
+                    longitude,
+                    latitude,
+                    elevation: num("elevation").unwrap_or(0.0),
+                },
+                _ => Value::Text(codes::JSON, text()),
+            }
+        }
         BaseType::Infotable => match thinghost_core::infotable::InfoTable::from_json(v) {
             Ok(t) => Value::InfoTable(Box::new(wire_table(&t))),
             Err(_) => Value::Text(codes::JSON, text()),
