@@ -427,6 +427,44 @@ fn select(
     (text, params)
 }
 
+/// Retention (H5) of one owner's rows in `table` (`entries` by `stream`, `samples` by
+/// `series`; `order` the column that orders rows of one time): those older than `before` go,
+/// and of the rest only the newest `keep` stay (0: no maximum). Names are fixed by the callers.
+fn trim(
+    conn: &Connection,
+    table: &'static str,
+    owner: &'static str,
+    order: &'static str,
+    id: i64,
+    before: i64,
+    keep: u64,
+) -> rusqlite::Result<u64> {
+    let mut gone = conn.execute(
+        &format!("DELETE FROM {table} WHERE {owner} = ?1 AND ts < ?2"),
+        params![id, before],
+    )? as u64;
+    if keep > 0 {
+        let cut: Option<(i64, i64)> = conn
+            .query_row(
+                &format!(
+                    "SELECT ts, {order} FROM {table} WHERE {owner} = ?1 ORDER BY ts DESC, {order} DESC LIMIT 1 OFFSET ?2"
+                ),
+                params![id, (keep - 1).min(i64::MAX as u64) as i64],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        if let Some((ts, n)) = cut {
+            gone += conn.execute(
+                &format!(
+                    "DELETE FROM {table} WHERE {owner} = ?1 AND (ts < ?2 OR (ts = ?2 AND {order} < ?3))"
+                ),
+                params![id, ts, n],
+            )? as u64;
+        }
+    }
+    Ok(gone)
+}
+
 fn sql(path: &Path, e: rusqlite::Error) -> StoreError {
     StoreError::Sqlite {
         path: path.to_path_buf(),
@@ -807,34 +845,7 @@ impl History for SqliteHistory {
         else {
             return Ok(0);
         };
-        let mut gone = self
-            .conn
-            .execute(
-                "DELETE FROM entries WHERE stream = ?1 AND ts < ?2",
-                params![stream, before],
-            )
-            .map_err(|e| sql(&path, e))? as u64;
-        if keep > 0 {
-            let cut: Option<(i64, i64)> = self
-                .conn
-                .query_row(
-                    "SELECT ts, id FROM entries WHERE stream = ?1 ORDER BY ts DESC, id DESC LIMIT 1 OFFSET ?2",
-                    params![stream, (keep - 1).min(i64::MAX as u64) as i64],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )
-                .optional()
-                .map_err(|e| sql(&path, e))?;
-            if let Some((ts, id)) = cut {
-                gone += self
-                    .conn
-                    .execute(
-                        "DELETE FROM entries WHERE stream = ?1 AND (ts < ?2 OR (ts = ?2 AND id < ?3))",
-                        params![stream, ts, id],
-                    )
-                    .map_err(|e| sql(&path, e))? as u64;
-            }
-        }
-        Ok(gone)
+        trim(&self.conn, "entries", "stream", "id", stream, before, keep).map_err(|e| sql(&path, e))
     }
 
     fn count_stream(&mut self, stream: &str) -> Result<u64, StoreError> {
@@ -1300,35 +1311,10 @@ impl History for SqliteHistory {
         };
         let mut gone = 0u64;
         for s in series {
-            // One series at a time, each its own short transaction: writers wait for one
+            // One series at a time, each its own short statements: writers wait for one
             // series' trim at most.
-            gone += self
-                .conn
-                .execute(
-                    "DELETE FROM samples WHERE series = ?1 AND ts < ?2",
-                    params![s, before],
-                )
-                .map_err(|e| sql(&path, e))? as u64;
-            if keep > 0 {
-                let cut: Option<(i64, i64)> = self
-                    .conn
-                    .query_row(
-                        "SELECT ts, seq FROM samples WHERE series = ?1 ORDER BY ts DESC, seq DESC LIMIT 1 OFFSET ?2",
-                        params![s, (keep - 1).min(i64::MAX as u64) as i64],
-                        |r| Ok((r.get(0)?, r.get(1)?)),
-                    )
-                    .optional()
-                    .map_err(|e| sql(&path, e))?;
-                if let Some((ts, seq)) = cut {
-                    gone += self
-                        .conn
-                        .execute(
-                            "DELETE FROM samples WHERE series = ?1 AND (ts < ?2 OR (ts = ?2 AND seq < ?3))",
-                            params![s, ts, seq],
-                        )
-                        .map_err(|e| sql(&path, e))? as u64;
-                }
-            }
+            gone += trim(&self.conn, "samples", "series", "seq", s, before, keep)
+                .map_err(|e| sql(&path, e))?;
         }
         Ok(gone)
     }

@@ -119,6 +119,22 @@ pub(crate) struct Range {
     pub oldest_first: bool,
 }
 
+/// `startDate` and `endDate` (epoch milliseconds, both inclusive; absent: the beginning and
+/// the end of time); a `startDate` after the `endDate` is a 400.
+pub(crate) fn dates(params: &Map<String, Json>) -> Result<(i64, i64), ApiError> {
+    let date = |name: &str| params.get(name).and_then(Json::as_i64);
+    let start = date("startDate").unwrap_or(i64::MIN);
+    let end = date("endDate").unwrap_or(i64::MAX);
+    if start > end {
+        return Err(bad(format!(
+            "startDate ({}) is after endDate ({}): nothing could match",
+            thinghost_core::types::format_datetime(start),
+            thinghost_core::types::format_datetime(end)
+        )));
+    }
+    Ok((start, end))
+}
+
 pub(crate) fn range(app: &App, params: &Map<String, Json>) -> Result<Range, ApiError> {
     let cap = app.history.max_items;
     let limit = match params.get("maxItems").filter(|v| !v.is_null()) {
@@ -136,16 +152,7 @@ pub(crate) fn range(app: &App, params: &Map<String, Json>) -> Result<Range, ApiE
             n as usize
         }
     };
-    let date = |name: &str| params.get(name).and_then(Json::as_i64);
-    let start = date("startDate").unwrap_or(i64::MIN);
-    let end = date("endDate").unwrap_or(i64::MAX);
-    if start > end {
-        return Err(bad(format!(
-            "startDate ({}) is after endDate ({}): nothing could match",
-            thinghost_core::types::format_datetime(start),
-            thinghost_core::types::format_datetime(end)
-        )));
-    }
+    let (start, end) = dates(params)?;
     Ok(Range {
         limit,
         start,
@@ -426,14 +433,7 @@ pub fn purge_property_history(
             _ => None,
         }
     };
-    let date = |name: &str| req.params.get(name).and_then(Json::as_i64);
-    let (start, end) = (
-        date("startDate").unwrap_or(i64::MIN),
-        date("endDate").unwrap_or(i64::MAX),
-    );
-    if start > end {
-        return Err(bad("startDate is after endDate: nothing could be purged"));
-    }
+    let (start, end) = dates(&req.params)?;
     let Some(stream) = stream else {
         return Ok(crate::api::result(BaseType::Long, json!(0)));
     };

@@ -480,14 +480,7 @@ pub fn purge_stream_entries(
     caller: &Caller,
     req: Request,
 ) -> Result<Reply, ApiError> {
-    let date = |name: &str| req.params.get(name).and_then(Json::as_i64);
-    let (start, end) = (
-        date("startDate").unwrap_or(i64::MIN),
-        date("endDate").unwrap_or(i64::MAX),
-    );
-    if start > end {
-        return Err(bad("startDate is after endDate: nothing could be purged"));
-    }
+    let (start, end) = crate::api::history::dates(&req.params)?;
     let stream = req.entity.clone();
     let gone = app
         .history
