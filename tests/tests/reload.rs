@@ -846,3 +846,59 @@ fn b2_a_new_version_of_an_overridden_extension_keeps_the_overrides_handlers_vali
     assert_eq!(st, 200, "{v}");
     assert_eq!(vent(&s), "gently 2");
 }
+
+/// Issue 23 (quiet failures): a refused folder is tried again only when its content changes:
+/// one log line and one audit entry per distinct failure, however long it stays broken and
+/// however often its files are touched (reading a folder is no change of it). Fixed, it loads.
+#[test]
+fn a_refused_folder_is_tried_again_only_when_its_content_changes() {
+    let t = tempfile::tempdir().unwrap();
+    let p = t.path().join("plugins");
+    let broken = "[[thing_templates]]\nname = \"Boiler\"\nbase = \"NoSuchTemplate\"\n";
+    rhai_package(&p, "broken", "1.0.0", "", broken);
+    let log = t.path().join("server.log");
+    let s = thinghost_tests::Server::start_with(
+        &t.path().join("d"),
+        &["--dev", "--plugins", p.to_str().unwrap()],
+        &thinghost_tests::Setup {
+            log: Some(log.clone()),
+            ..Default::default()
+        },
+    );
+    let refusals = || {
+        (
+            std::fs::read_to_string(&log)
+                .unwrap()
+                .matches("extension change refused")
+                .count(),
+            thinghost_tests::audited(&s, "extensionLoadRefused").len(),
+        )
+    };
+    // Broken from the start: refused once, and left alone while it stays as it is.
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    assert_eq!(refusals(), (1, 1));
+    // Touched, same content: not tried again.
+    let code = p.join("broken/main.rhai");
+    std::fs::write(&code, "").unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert_eq!(refusals(), (1, 1));
+    // Another content, still broken: tried once more.
+    std::fs::write(&code, "// still broken\n").unwrap();
+    thinghost_tests::within_20s("the new content tried", || {
+        (refusals() == (2, 2)).then_some(())
+    });
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert_eq!(refusals(), (2, 2));
+    // Fixed: it loads.
+    rhai_package(
+        &p,
+        "broken",
+        "1.0.1",
+        "",
+        "[[thing_templates]]\nname = \"Boiler\"\nbase = \"GenericThing\"\n",
+    );
+    thinghost_tests::within_20s("the fixed package loaded", || {
+        (!thinghost_tests::audited(&s, "extensionLoaded").is_empty()).then_some(())
+    });
+    assert_eq!(refusals(), (2, 2));
+}

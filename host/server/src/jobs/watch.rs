@@ -31,6 +31,20 @@ pub fn spawn(app: Arc<App>, dir: PathBuf, quiet: Duration) -> Result<impl Drop, 
         .spawn(move || {
             // The folders that changed, and when they last did.
             let mut pending: HashMap<String, Instant> = HashMap::new();
+            // The content hash of each folder's last refused attempt: the same content is not
+            // tried (nor logged, nor audited) again until it changes.
+            let mut refused: HashMap<String, String> = HashMap::new();
+            // Those refused at start count as tried.
+            for st in app.extensions.load().packages.values() {
+                if let crate::runtime::extensions::State::Refused { dir: folder, .. } = st
+                    && let (Some(name), Ok(h)) = (
+                        folder.file_name().map(|n| n.to_string_lossy().into_owned()),
+                        thinghost_extensions::package::content_hash(folder),
+                    )
+                {
+                    refused.insert(name, h);
+                }
+            }
             loop {
                 let wait = if pending.is_empty() {
                     Duration::from_secs(3600)
@@ -38,6 +52,9 @@ pub fn spawn(app: Arc<App>, dir: PathBuf, quiet: Duration) -> Result<impl Drop, 
                     quiet / 4
                 };
                 match rx.recv_timeout(wait) {
+                    // Reading a folder (a load, a hash) is no change of it: without this, a
+                    // refused folder's every attempt set off the next.
+                    Ok(Ok(event)) if matches!(event.kind, notify::EventKind::Access(_)) => {}
                     Ok(Ok(event)) => {
                         for path in &event.paths {
                             if let Some(folder) = top_folder(&dir, path) {
@@ -59,7 +76,7 @@ pub fn spawn(app: Arc<App>, dir: PathBuf, quiet: Duration) -> Result<impl Drop, 
                     .collect();
                 for folder in quiet_now {
                     pending.remove(&folder);
-                    changed(&app, &dir, &folder);
+                    changed(&app, &dir, &folder, &mut refused);
                 }
             }
         })
@@ -77,13 +94,31 @@ fn top_folder(dir: &Path, path: &Path) -> Option<String> {
 
 /// A folder of the plugin directory changed and is quiet now: add, change or remove its
 /// extension, as `ReloadExtension` would (never forced: a downgrade needs a hand).
-fn changed(app: &Arc<App>, dir: &Path, folder: &str) {
-    let _ = crate::api::reload::sync_audited(
-        app,
-        thinghost_core::predefined::SYSTEM,
-        &dir.join(folder),
-        false,
-    );
+///
+/// A folder whose content is what was refused last time is left alone (it would be refused
+/// again, with the same log line and audit entry): one of each per distinct failure.
+fn changed(app: &Arc<App>, dir: &Path, folder: &str, refused: &mut HashMap<String, String>) {
+    let path = dir.join(folder);
+    let hash = thinghost_extensions::package::content_hash(&path).ok();
+    if let (Some(h), Some(last)) = (&hash, refused.get(folder))
+        && h == last
+    {
+        tracing::debug!(
+            folder,
+            "the folder's content is what was refused: not tried again"
+        );
+        return;
+    }
+    match crate::api::reload::sync_audited(app, thinghost_core::predefined::SYSTEM, &path, false) {
+        Err(_) => {
+            if let Some(h) = hash {
+                refused.insert(folder.to_string(), h);
+            }
+        }
+        Ok(_) => {
+            refused.remove(folder);
+        }
+    }
 }
 
 #[cfg(test)]
