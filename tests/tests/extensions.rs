@@ -618,6 +618,8 @@ fn e4_hostile_wasm_code_can_do_nothing_its_caller_could_not() {
     let start = std::time::Instant::now();
     let e = failure(&s, &mallory, "Spin");
     assert!(e.contains("deadline of 1s"), "{e}");
+    // It says which limit, and where it is raised (issue 23).
+    assert!(e.contains("[limits] deadline_ms"), "{e}");
     assert!(start.elapsed() < std::time::Duration::from_secs(10));
     // A memory bomb stops at the cap (64 MiB by default).
     let e = failure(&s, &mallory, "Bomb");

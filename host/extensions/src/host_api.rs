@@ -458,7 +458,9 @@ impl HostError {
 /// Why a call into an extension failed (every runtime).
 #[derive(Clone, Debug, PartialEq, Eq, Error)]
 pub enum CallError {
-    #[error("the call took longer than its deadline of {0:?} and was stopped")]
+    #[error(
+        "the call took longer than its deadline of {0:?} and was stopped (an extension's deadline is `[limits] deadline_ms` in its plugin.toml, at most 60000)"
+    )]
     Deadline(std::time::Duration),
     #[error("the extension hit a limit: {0}")]
     Limit(String),

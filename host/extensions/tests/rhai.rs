@@ -126,6 +126,8 @@ fn an_infinite_loop_is_stopped_at_the_deadline() {
         .call(Arc::new(Recorder::default()), "spin", &[])
         .unwrap_err();
     assert!(matches!(err, CallError::Deadline(_)), "{err}");
+    // The error names the limit and where an extension raises it (issue 23).
+    assert!(err.to_string().contains("`[limits] deadline_ms`"), "{err}");
     assert!(start.elapsed() < Duration::from_secs(5));
     // The extension still works afterwards.
     let ok = compile("fn one() { 1 }");
