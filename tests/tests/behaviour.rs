@@ -1532,3 +1532,48 @@ fn e3_b5_b6_an_extensions_events_and_subscriptions_and_fire_event_as_the_caller(
     assert_eq!(value(&s, &admin, "B1", "alarms").as_f64(), Some(3.0));
     assert_eq!(value(&s, &admin, "B1", "lastAlarm").as_f64(), Some(200.0));
 }
+
+/// Issue 23 (quiet failures): the request log line of a failed request carries its reason,
+/// quoted (a service whose code throws: `status=500` and the error's text).
+#[test]
+fn the_request_log_line_of_a_failed_request_says_why() {
+    let t = tempfile::tempdir().unwrap();
+    let log = t.path().join("server.log");
+    let s = thinghost_tests::Server::start_with(
+        &t.path().join("d"),
+        &["--dev"],
+        &thinghost_tests::Setup {
+            log: Some(log.clone()),
+            ..Default::default()
+        },
+    );
+    let admin = s.admin_key();
+    thinghost_tests::ok(
+        &s,
+        &admin,
+        "/Thingworx/Resources/EntityServices/Services/CreateThing",
+        serde_json::json!({"name": "Kettle", "thingTemplateName": "GenericThing"}),
+    );
+    thinghost_tests::ok(
+        &s,
+        &admin,
+        "/Thingworx/Things/Kettle/Services/AddServiceDefinition",
+        serde_json::json!({"name": "Boil", "code": "throw \"the kettle is empty\";"}),
+    );
+    let (st, _) = thinghost_tests::post(
+        &s,
+        &admin,
+        "/Thingworx/Things/Kettle/Services/Boil",
+        serde_json::json!({}),
+    );
+    assert_eq!(st.as_u16(), 500);
+    let line = thinghost_tests::within_20s("the request logged", || {
+        std::fs::read_to_string(&log)
+            .unwrap()
+            .lines()
+            .find(|l| l.contains("path=/Thingworx/Things/Kettle/Services/Boil"))
+            .map(str::to_string)
+    });
+    assert!(line.contains("status=500"), "{line}");
+    assert!(line.contains("the kettle is empty"), "{line}");
+}

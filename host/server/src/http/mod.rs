@@ -10,7 +10,7 @@ pub mod tls;
 pub mod tunnel;
 pub mod tws;
 
-use crate::state::app::{App, LoggedUser, Peer};
+use crate::state::app::{App, LoggedError, LoggedUser, Peer};
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
@@ -42,7 +42,7 @@ pub fn router(app: Arc<App>) -> Router {
 }
 
 /// One log line per request: method, path (never the query, which could hold a key), user,
-/// status, duration.
+/// status, duration, and for a refused or failed request its reason.
 async fn log_request(req: Request, next: Next) -> Response {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
@@ -53,14 +53,27 @@ async fn log_request(req: Request, next: Next) -> Response {
         .get::<LoggedUser>()
         .map(|u| u.0.clone())
         .unwrap_or_default();
-    tracing::info!(
-        method = %method,
-        path = %path,
-        user = %user,
-        status = res.status().as_u16(),
-        duration_ms = start.elapsed().as_secs_f64() * 1000.0,
-        "request"
-    );
+    let duration_ms = start.elapsed().as_secs_f64() * 1000.0;
+    match res.extensions().get::<LoggedError>() {
+        // The reason, quoted and escaped (a message may hold what a client sent).
+        Some(LoggedError(error)) => tracing::info!(
+            method = %method,
+            path = %path,
+            user = %user,
+            status = res.status().as_u16(),
+            duration_ms,
+            error = ?error,
+            "request"
+        ),
+        None => tracing::info!(
+            method = %method,
+            path = %path,
+            user = %user,
+            status = res.status().as_u16(),
+            duration_ms,
+            "request"
+        ),
+    }
     res
 }
 
@@ -246,7 +259,10 @@ async fn api(
         },
         Ok(Err(e)) => {
             e.audit_denial(&app, &caller.name, serde_json::json!({}));
-            json_response(e.status, &e.body())
+            let mut res = json_response(e.status, &e.body());
+            res.extensions_mut()
+                .insert(LoggedError(e.message.chars().take(300).collect()));
+            res
         }
         Err(failed) => {
             tracing::error!(error = %failed, "a request gave no answer");

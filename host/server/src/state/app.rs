@@ -260,6 +260,10 @@ impl std::fmt::Debug for Slot {
 #[derive(Clone, Debug)]
 pub struct LoggedUser(pub String);
 
+/// Why a request failed, for the request log (its first 300 characters).
+#[derive(Clone, Debug)]
+pub struct LoggedError(pub String);
+
 /// The limits of the HTTP layer (`serve --header-timeout-seconds`,
 /// `--max-connections`, `--max-header-kib`, `--max-body-kib`, `--max-script-body-mib`).
 #[derive(Clone, Copy, Debug)]
