@@ -902,3 +902,46 @@ fn a_refused_folder_is_tried_again_only_when_its_content_changes() {
     });
     assert_eq!(refusals(), (2, 2));
 }
+
+/// Issue 23 (quiet failures): every log line of extension code names its extension: a Rhai
+/// handler's `print` and `debug` as its host `log` does.
+#[test]
+fn a_rhai_print_line_names_its_extension() {
+    let t = tempfile::tempdir().unwrap();
+    let p = t.path().join("plugins");
+    rhai_package(
+        &p,
+        "chatty",
+        "1.0.0",
+        "fn say() { print(\"hello from chatty\"); debug(\"debugging chatty\"); 1 }",
+        "[[things]]\nname = \"Chatty1\"\ntemplate = \"GenericThing\"\n\n[[things.services]]\nname = \"Say\"\nhandler = \"say\"\nresult = \"NUMBER\"\n",
+    );
+    let log = t.path().join("server.log");
+    let s = thinghost_tests::Server::start_with(
+        &t.path().join("d"),
+        &["--dev", "--plugins", p.to_str().unwrap(), "--no-watch"],
+        &thinghost_tests::Setup {
+            log: Some(log.clone()),
+            ..Default::default()
+        },
+    );
+    let admin = s.admin_key();
+    let (st, v) = call(&s, &admin, "Chatty1", "Say", json!({}));
+    assert_eq!(st, 200, "{v}");
+    let lines = thinghost_tests::within_20s("the prints logged", || {
+        let text = std::fs::read_to_string(&log).unwrap();
+        let lines: Vec<String> = text
+            .lines()
+            .filter(|l| l.contains("chatty\"") && !l.contains("path="))
+            .filter(|l| l.contains("hello from chatty") || l.contains("debugging chatty"))
+            .map(str::to_string)
+            .collect();
+        (lines.len() == 2).then_some(lines)
+    });
+    for l in &lines {
+        assert!(
+            l.contains("extension=\"chatty\"") || l.contains("extension=chatty"),
+            "{l}"
+        );
+    }
+}

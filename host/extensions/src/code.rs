@@ -60,11 +60,14 @@ impl Code {
             Runtime::Rhai => {
                 let source = std::fs::read_to_string(&entry)
                     .map_err(|e| format!("cannot read {origin}: {e}"))?;
-                Code::Rhai(Box::new(RhaiExtension::compile(
-                    &source,
-                    &origin,
-                    rhai_runtime::Limits::from_manifest(&m.limits),
-                )?))
+                Code::Rhai(Box::new(
+                    RhaiExtension::compile(
+                        &source,
+                        &origin,
+                        rhai_runtime::Limits::from_manifest(&m.limits),
+                    )?
+                    .named(&m.extension.name),
+                ))
             }
             Runtime::Wasm => {
                 let bytes =

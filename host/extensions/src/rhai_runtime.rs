@@ -174,8 +174,8 @@ fn engine(limits: &Limits) -> Engine {
             _ => None,
         })
     });
-    engine.on_print(tracing_line);
-    engine.on_debug(|s, _, _| tracing_line(s));
+    engine.on_print(|s| tracing_line(None, s));
+    engine.on_debug(|s, _, _| tracing_line(None, s));
     register_host_api(&mut engine);
     engine
 }
@@ -224,6 +224,15 @@ impl RhaiExtension {
             ast,
             limits,
         })
+    }
+
+    /// Names the extension in every line its `print` and `debug` write to the host's log.
+    pub fn named(mut self, extension: &str) -> RhaiExtension {
+        let (a, b) = (extension.to_string(), extension.to_string());
+        self.engine.on_print(move |s| tracing_line(Some(&a), s));
+        self.engine
+            .on_debug(move |s, _, _| tracing_line(Some(&b), s));
+        self
     }
 
     /// Does the script define `name` with `arity` parameters?
@@ -346,7 +355,7 @@ fn thrown(e: &EvalAltResult) -> Option<String> {
     }
 }
 
-fn tracing_line(s: &str) {
+fn tracing_line(extension: Option<&str>, s: &str) {
     // Extensions' print/debug output goes to the host's log (text or JSON), one event each:
     // control characters escaped (a newline would forge a log line of the host's), at most
     // 8 KiB of it.
@@ -363,7 +372,14 @@ fn tracing_line(s: &str) {
             })
         })
         .collect();
-    tracing::info!(target: "extension", message = %escaped, "extension print");
+    match extension {
+        Some(name) => {
+            tracing::info!(target: "extension", extension = name, message = %escaped, "extension print")
+        }
+        None => {
+            tracing::info!(target: "extension", source = "model", message = %escaped, "model code print")
+        }
+    }
 }
 
 /// Registers every function of [`HOST_FUNCTIONS`], from its row: its name, its parameters' types
