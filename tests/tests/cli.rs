@@ -411,7 +411,8 @@ fn plugin_check_reports_each_package_and_fails_when_one_would_be_refused() {
     let out = text(&o).0;
     assert!(
         out.contains("broken-handler 1.0.0: REFUSED")
-            && out.contains("does not define the handler run_it(x)"),
+            && out.contains("defines run_it with 0 parameters")
+            && out.contains("write it as run_it(x)"),
         "{out}"
     );
     assert!(out.contains("hostile 1.0.0: loads"), "{out}");

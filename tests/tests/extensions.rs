@@ -332,7 +332,7 @@ fn e1_broken_packages_are_refused_with_their_reason_and_the_others_load() {
         r["reason"]
             .as_str()
             .unwrap()
-            .contains("does not define the handler run_it(x)"),
+            .contains("defines run_it with 0 parameters, but service"),
         "{r}"
     );
     let r = state("needs-missing");

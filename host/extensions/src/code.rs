@@ -105,21 +105,22 @@ impl Code {
                     Some(params) => format!("{}({})", h.handler, params.join(", ")),
                     None => format!("{}(...)", h.handler),
                 };
-                let found = if arities.is_empty() {
-                    String::new()
-                } else {
-                    format!(
-                        " (it defines {} with {} parameters)",
+                // Defined with another number of parameters is not missing: say so.
+                if let (Some(params), false) = (&h.params, arities.is_empty()) {
+                    return Err(format!(
+                        "{origin} defines {} with {} parameters, but {} passes {}: write it as {wanted}",
                         h.handler,
                         arities
                             .iter()
                             .map(|a| a.to_string())
                             .collect::<Vec<_>>()
-                            .join(" or ")
-                    )
-                };
+                            .join(" or "),
+                        h.describe(),
+                        params.len()
+                    ));
+                }
                 return Err(format!(
-                    "{origin} does not define the handler {wanted} of {}{found}",
+                    "{origin} does not define the handler {wanted} of {}",
                     h.describe()
                 ));
             }

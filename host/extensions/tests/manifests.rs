@@ -634,7 +634,7 @@ fn e3_b2_an_override_handler_must_take_the_parameters_of_the_definition_it_overr
         .err()
         .unwrap();
     assert!(
-        err.contains("cool(eventData) of subscription OnOverheat on ThingTemplates/Boiler (it defines cool with 0 parameters)"),
+        err.contains("defines cool with 0 parameters, but subscription OnOverheat on ThingTemplates/Boiler passes 1: write it as cool(eventData)"),
         "{err}"
     );
     // The override's parameter count is the inherited definition's, known to the model.
