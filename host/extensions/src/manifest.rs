@@ -461,6 +461,39 @@ fn check_extension_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// An unknown key, reported at its own line: toml reports it at the line of its table.
+fn unknown_key_at_its_line(text: &str, e: &toml::de::Error) -> Option<String> {
+    let message = e.message();
+    let key = message
+        .strip_prefix("unknown field `")?
+        .split('`')
+        .next()?
+        .to_string();
+    let from = e.span().map_or(0, |s| s.start);
+    let mut offset = 0;
+    for (n, line) in text.split_inclusive('\n').enumerate() {
+        let start = offset;
+        offset += line.len();
+        if offset <= from {
+            continue;
+        }
+        let trimmed = line.trim_start();
+        let named = trimmed
+            .strip_prefix(key.as_str())
+            .or_else(|| trimmed.strip_prefix(&format!("\"{key}\"")))
+            .is_some_and(|rest| rest.trim_start().starts_with('='));
+        if named && start + (line.len() - trimmed.len()) >= from {
+            return Some(format!(
+                "line {}: {} ({})",
+                n + 1,
+                message.trim().replace('\n', " "),
+                line.trim()
+            ));
+        }
+    }
+    None
+}
+
 impl Manifest {
     /// Parses manifest text; `origin` names the file in errors.
     pub fn parse(text: &str, origin: &Path) -> Result<Manifest, ManifestError> {
@@ -474,8 +507,13 @@ impl Manifest {
             file: origin.display().to_string(),
             cause,
         };
-        let m: Manifest = toml::from_str(text)
-            .map_err(|e| err(&fallback, e.to_string().trim().replace('\n', " ")))?;
+        let m: Manifest = toml::from_str(text).map_err(|e| {
+            err(
+                &fallback,
+                unknown_key_at_its_line(text, &e)
+                    .unwrap_or_else(|| e.to_string().trim().replace('\n', " ")),
+            )
+        })?;
         let name = m.extension.name.clone();
         check_extension_name(&name).map_err(|c| err(&name, c))?;
         for c in &m.extension.audit_categories {

@@ -385,6 +385,14 @@ fn limits_default_per_key_and_out_of_range_values_are_refused() {
         let e = parse(&format!("{head}[limits]\n{line}\n")).unwrap_err();
         assert!(e.to_string().contains(cause), "{line}: {e}");
     }
+    // An unknown key is reported at its own line, not its table's (issue 23): [limits] is
+    // line 7, fuel line 9.
+    let e = parse(&format!("{head}[limits]\ndeadline_ms = 5\nfuel = 1\n")).unwrap_err();
+    assert!(
+        e.to_string().contains("line 9: unknown field `fuel`")
+            && e.to_string().contains("(fuel = 1)"),
+        "{e}"
+    );
     let e = parse(&format!("{head}[capabilities]\nfunctions = [\"spawn\"]\n")).unwrap_err();
     assert!(
         e.to_string()
