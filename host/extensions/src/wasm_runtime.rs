@@ -941,7 +941,15 @@ impl WasmExtension {
         let said = String::from_utf8_lossy(&stderr.contents())
             .trim()
             .to_string();
-        let text = format!("{e:#}");
+        // The whole error, the WebAssembly backtrace included, goes to the server's log; the
+        // caller gets what failed, without the frames (issue 23).
+        let full = format!("{e:#}");
+        tracing::warn!(error = %full, "a WebAssembly call failed");
+        let text = match e.downcast_ref::<Trap>() {
+            Some(trap) => trap.to_string(),
+            None => e.root_cause().to_string(),
+        };
+        let text = text.lines().next().unwrap_or_default().to_string();
         match e.downcast_ref::<Trap>() {
             Some(Trap::Interrupt) => return CallError::Deadline(self.limits.deadline),
             Some(Trap::StackOverflow) => {
@@ -956,8 +964,8 @@ impl WasmExtension {
                 "the server runs the most WebAssembly instances it may at once ({MAX_CONCURRENT_INSTANCES}, calls in progress and the calls they made); try again shortly"
             ));
         }
-        if text.contains("forcing a memory growth failure")
-            || text.contains("forcing trap when growing memory")
+        if full.contains("forcing a memory growth failure")
+            || full.contains("forcing trap when growing memory")
         {
             return CallError::Limit(format!(
                 "the memory cap of {} MiB was reached",
@@ -967,6 +975,8 @@ impl WasmExtension {
         let last = said
             .lines()
             .filter(|l| !l.trim().is_empty())
+            // Rust's hint about backtraces means nothing to the caller.
+            .filter(|l| !l.starts_with("note: run with `RUST_BACKTRACE"))
             .take(8)
             .collect::<Vec<_>>()
             .join(" / ");
