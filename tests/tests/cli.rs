@@ -424,3 +424,35 @@ fn plugin_check_reports_each_package_and_fails_when_one_would_be_refused() {
     assert_eq!(o.status.code(), Some(2));
     assert!(text(&o).1.contains("cannot read the plugin directory"));
 }
+
+/// Issue 23: `plugin check` reads a Rhai package's code and names every host function it calls
+/// that `[capabilities]` does not list, with what to add; it fails (1).
+#[test]
+fn plugin_check_names_every_host_function_the_code_calls_without_the_capability() {
+    let t = tempfile::tempdir().unwrap();
+    let p = t.path().join("plugins/greedy");
+    std::fs::create_dir_all(&p).unwrap();
+    std::fs::write(
+        p.join("plugin.toml"),
+        "[extension]\nname = \"greedy\"\nversion = \"1.0.0\"\nhost = \">=0.1\"\nruntime = \"rhai\"\nentry = \"main.rhai\"\n\n[capabilities]\nfunctions = [\"log\"]\n\n[[things]]\nname = \"Greedy\"\n\n[[things.services]]\nname = \"Take\"\nhandler = \"take\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        p.join("main.rhai"),
+        "fn take() { log(\"taking\"); let v = get_property(\"Pump1\", \"level\"); set_property(\"Pump1\", \"level\", v + 1.0); }",
+    )
+    .unwrap();
+    let o = thinghost(&[
+        "plugin",
+        "check",
+        t.path().join("plugins").to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{:?}", text(&o));
+    let out = text(&o).0;
+    assert!(
+        out.contains(
+            "greedy 1.0.0: REFUSED: main.rhai calls the host functions get_property, set_property"
+        ) && out.contains(r#"functions = ["log", "get_property", "set_property"]"#),
+        "{out}"
+    );
+}

@@ -576,6 +576,8 @@ fn e6_a_manifest_that_lists_no_functions_may_call_none() {
         e.contains("not declared in the extension's [capabilities]: host function get_property"),
         "{e}"
     );
+    // It says what to add (issue 23).
+    assert!(e.contains("add \"get_property\" there"), "{e}");
     // The property is there, and the administrator may read it: only the code may not.
     let r = s
         .client

@@ -28,6 +28,38 @@ pub enum Code {
     Native(NativeExtension),
 }
 
+/// What a Rhai package's code calls that its manifest's `[capabilities] functions` does not
+/// list, read from the code (`rhai_runtime::host_calls_in`), as a message that names every
+/// one and what to add; `None` when nothing is missing (or the package is not Rhai). `plugin
+/// check` refuses such a package; the server loads it, warns, and denies each such call when
+/// it is made (E6), naming the same fix.
+pub fn capability_gaps(m: &Manifest, dir: &Path) -> Option<String> {
+    if m.extension.runtime != Runtime::Rhai {
+        return None;
+    }
+    let source = std::fs::read_to_string(dir.join(&m.extension.entry)).ok()?;
+    let missing: Vec<&str> = rhai_runtime::host_calls_in(&source)
+        .into_iter()
+        .filter(|f| !m.capabilities.functions.iter().any(|x| x == f))
+        .collect();
+    if missing.is_empty() {
+        return None;
+    }
+    let mut all: Vec<String> = m.capabilities.functions.clone();
+    all.extend(missing.iter().map(|f| f.to_string()));
+    Some(format!(
+        "{} calls the host function{} {}, which [capabilities] functions does not list: add {}, as functions = [{}]",
+        m.extension.entry,
+        if missing.len() == 1 { "" } else { "s" },
+        missing.join(", "),
+        if missing.len() == 1 { "it" } else { "them" },
+        all.iter()
+            .map(|f| format!("{f:?}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ))
+}
+
 impl Code {
     /// Loads the entry of the package in `folder` with the runtime its manifest names, and checks
     /// that it defines every handler the manifest declares (with the declared parameter count).

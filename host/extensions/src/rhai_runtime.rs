@@ -275,6 +275,86 @@ impl RhaiExtension {
     }
 }
 
+/// The host functions Rhai `source` calls, from its text: comments and string literals left
+/// out, and a function the script defines itself (`fn log(...)`) not counted. What `plugin
+/// check` and loading compare with the manifest's `[capabilities] functions`.
+pub fn host_calls_in(source: &str) -> std::collections::BTreeSet<&'static str> {
+    let code = strip_comments_and_strings(source);
+    let defined: std::collections::BTreeSet<&str> = code
+        .split("fn ")
+        .skip(1)
+        .filter_map(|rest| rest.split(|c: char| c == '(' || c.is_whitespace()).next())
+        .collect();
+    let bytes = code.as_bytes();
+    let mut found = std::collections::BTreeSet::new();
+    for f in crate::host_api::HOST_FUNCTIONS {
+        if defined.contains(f.name) {
+            continue;
+        }
+        let mut at = 0;
+        while let Some(i) = code[at..].find(f.name) {
+            let start = at + i;
+            let end = start + f.name.len();
+            at = end;
+            let before_ok = start == 0 || {
+                let b = bytes[start - 1];
+                !(b.is_ascii_alphanumeric() || b == b'_')
+            };
+            let after = code[end..].trim_start();
+            if before_ok && after.starts_with('(') {
+                found.insert(f.name);
+                break;
+            }
+        }
+    }
+    found
+}
+
+/// `source` with its comments and string literals blanked (their length kept).
+fn strip_comments_and_strings(source: &str) -> String {
+    let mut out = String::with_capacity(source.len());
+    let mut chars = source.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '/' if chars.peek() == Some(&'/') => {
+                for n in chars.by_ref() {
+                    if n == '\n' {
+                        out.push('\n');
+                        break;
+                    }
+                }
+            }
+            '/' if chars.peek() == Some(&'*') => {
+                chars.next();
+                let mut last = ' ';
+                for n in chars.by_ref() {
+                    if last == '*' && n == '/' {
+                        break;
+                    }
+                    last = n;
+                }
+                out.push(' ');
+            }
+            '"' | '`' => {
+                let quote = c;
+                let mut escaped = false;
+                for n in chars.by_ref() {
+                    if escaped {
+                        escaped = false;
+                    } else if n == '\\' {
+                        escaped = true;
+                    } else if n == quote {
+                        break;
+                    }
+                }
+                out.push_str("\"\"");
+            }
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
 /// Code that does not compile: where and why.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CodeError {

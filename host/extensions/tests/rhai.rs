@@ -246,3 +246,24 @@ fn the_native_header_names_the_abi_version_and_every_host_function() {
         );
     }
 }
+
+/// Issue 23: the host functions Rhai code calls, read from its text: comments, strings and a
+/// function of the script's own name left out.
+#[test]
+fn the_host_functions_a_script_calls_are_read_from_its_code() {
+    let source = r#"
+        // set_property("x", "y", 1) in a comment
+        /* invoke_service("a", "b", #{}) */
+        fn log(x) { x }          // its own log, not the host's
+        fn run() {
+            let s = "audit(\"not a call\")";
+            let v = get_property ("Pump1", "level");
+            log(v);
+            caller()
+        }
+    "#;
+    let found: Vec<&str> = thinghost_extensions::rhai_runtime::host_calls_in(source)
+        .into_iter()
+        .collect();
+    assert_eq!(found, ["caller", "get_property"]);
+}

@@ -181,7 +181,7 @@ impl HostCtx {
         // E6: deny by default. A manifest that lists no host functions may call none.
         if !caps.functions.iter().any(|x| x == f) {
             return Err(HostError::Capability(format!(
-                "host function {f} (the manifest's [capabilities] functions does not list it)"
+                "host function {f} (the manifest's [capabilities] functions does not list it: add \"{f}\" there)"
             )));
         }
         let (list, path, thing) = match call {

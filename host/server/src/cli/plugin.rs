@@ -137,8 +137,23 @@ pub fn run(args: Args) -> Result<i32, Failure> {
             }
         }
     }
+    // What Rhai code calls that its [capabilities] do not list: every such call would be
+    // refused (E6); `check` fails on it, naming every one and what to add.
+    let mut gaps = false;
+    for st in registry.packages.values() {
+        if let crate::runtime::extensions::State::Loaded(l) = st
+            && let Some(gap) = thinghost_extensions::code::capability_gaps(&l.manifest, &l.dir)
+        {
+            gaps = true;
+            let word = if check { "REFUSED" } else { "WARNING" };
+            println!(
+                "{} {}: {word}: {gap}",
+                l.manifest.extension.name, l.manifest.extension.version
+            );
+        }
+    }
     let refused = summary.iter().any(|p| p["state"] != "loaded");
-    Ok(if check && refused { 1 } else { 0 })
+    Ok(if check && (refused || gaps) { 1 } else { 0 })
 }
 
 fn reload(r: Reload) -> Result<i32, Failure> {
