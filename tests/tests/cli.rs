@@ -456,3 +456,24 @@ fn plugin_check_names_every_host_function_the_code_calls_without_the_capability(
         "{out}"
     );
 }
+
+/// Issue 23: examples/README.md lists every example folder.
+#[test]
+fn the_examples_readme_lists_every_example() {
+    let dir = workspace().join("examples");
+    let readme = std::fs::read_to_string(dir.join("README.md")).unwrap();
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            assert!(
+                readme.contains(&format!("`{name}/`")),
+                "examples/README.md does not list {name}/"
+            );
+        }
+    }
+    assert!(
+        !readme.contains("join when those runtimes land"),
+        "out of date"
+    );
+}

@@ -944,4 +944,30 @@ fn a_rhai_print_line_names_its_extension() {
             "{l}"
         );
     }
+    // The same lines, per extension, from the running server: `plugin logs` (administrators).
+    let out = thinghost_tests::thinghost(&[
+        "plugin",
+        "logs",
+        "chatty",
+        "--url",
+        &s.url,
+        "--app-key-file",
+        s.dir.join("admin.appkey").to_str().unwrap(),
+        "--ca-cert",
+        s.dir.join("dev-cert.pem").to_str().unwrap(),
+    ]);
+    let (stdout, stderr) = thinghost_tests::text(&out);
+    assert!(out.status.success(), "{stdout} {stderr}");
+    assert!(
+        stdout.contains("hello from chatty") && stdout.contains("debugging chatty"),
+        "{stdout}"
+    );
+    // An unknown package is a 400.
+    let (st, _) = thinghost_tests::post(
+        &s,
+        &admin,
+        "/Thingworx/Subsystems/PlatformSubsystem/Services/GetExtensionLog",
+        json!({"packageName": "nothing-here"}),
+    );
+    assert_eq!(st.as_u16(), 400);
 }

@@ -1827,3 +1827,55 @@ pub fn extension_packages(call: &mut Call<'_>, details: bool) -> Result<Reply, A
         .into_json(),
     ))
 }
+
+/// `GetExtensionLog(packageName, maxItems, after)` of `Subsystems/PlatformSubsystem`: an
+/// extension's recent log lines (its code's `print`, `debug` and `log`, its refusals and
+/// failures), oldest first, those after the sequence number `after`. Administrators only: a
+/// line may hold what any caller's call carried.
+pub fn extension_log(call: &mut Call<'_>) -> Result<Reply, ApiError> {
+    call.require_admin("read an extension's log")?;
+    let name = call.str("packageName");
+    let max = call
+        .params
+        .get("maxItems")
+        .and_then(Json::as_f64)
+        .unwrap_or(100.0)
+        .clamp(0.0, crate::state::logs::PER_EXTENSION as f64) as usize;
+    let after = call
+        .params
+        .get("after")
+        .and_then(Json::as_f64)
+        .unwrap_or(0.0)
+        .max(0.0) as u64;
+    let known = call.app.extensions.load().packages.contains_key(&name);
+    let lines = crate::state::logs::recent(&name, after, max);
+    if !known && lines.is_empty() {
+        return Err(bad(format!(
+            "parameter packageName: there is no extension package {name:?}"
+        )));
+    }
+    let field = |name: &str, base_type| thinghost_core::infotable::Field {
+        name: name.into(),
+        base_type,
+    };
+    let table = thinghost_core::infotable::InfoTable {
+        fields: vec![
+            field("seq", BaseType::Long),
+            field("timestamp", BaseType::Datetime),
+            field("level", BaseType::String),
+            field("message", BaseType::String),
+        ],
+        rows: lines
+            .into_iter()
+            .map(|l| {
+                let mut r = Map::new();
+                r.insert("seq".into(), json!(l.seq));
+                r.insert("timestamp".into(), json!(l.time));
+                r.insert("level".into(), json!(l.level));
+                r.insert("message".into(), json!(l.text));
+                r
+            })
+            .collect(),
+    };
+    Ok(Reply::Table(table))
+}

@@ -769,6 +769,10 @@ fn services() -> Vec<Service> {
         row(PLATFORM, "GetExtensionPackageDetails", Shared(|c| services::extension_packages(c, true)))
             .params(const { &[req("packageName", T::String)] }).returns(Returns::Value(T::Json)).rule(Rule::Invoke)
             .doc("One package: its contributions, declared capabilities, state."),
+        row(PLATFORM, "GetExtensionLog", Shared(services::extension_log))
+            .params(const { &[req("packageName", T::String), opt("maxItems", T::Number).or("100, at most 500"), opt("after", T::Long).or("0: the newest maxItems")] })
+            .returns(Returns::Rows).rule(Rule::Own("administrators (A2)"))
+            .doc("An extension's recent log lines, oldest first: its code's `print`, `debug` and `log`, its refusals and failures (`seq`, `timestamp`, `level`, `message`; the newest 500 are kept). `after` gives only the lines after that `seq` (`thinghost plugin logs NAME --follow`)."),
         row(PLATFORM, "ReloadExtension", Unlocked(services::reload_extension))
             .params(const { &[req("packageName", T::String), opt("force", T::Boolean).or("false")] })
             .returns(Returns::Value(T::Json)).rule(Rule::Invoke)

@@ -28,10 +28,27 @@ enum Action {
     /// new one, replace a changed one, remove one whose folder is gone), as the directory's
     /// watcher does; the server's ReloadExtension service. Exit status 1 if refused.
     Reload(Reload),
+    /// Print a running server's recent log lines of one extension (its code's print, debug
+    /// and log, its refusals and failures); --follow keeps printing new ones. Administrators.
+    Logs(Logs),
     /// Print the reference of the Rhai host API (generated from the host API's one definition).
     RhaiApi,
     /// Print the WIT contract of WebAssembly extensions (generated from the same definition).
     Wit,
+}
+
+#[derive(clap::Args, Debug)]
+struct Logs {
+    /// The package's name.
+    name: String,
+    /// Keep printing new lines (every second) until interrupted.
+    #[arg(long)]
+    follow: bool,
+    /// How many of the newest lines to print first.
+    #[arg(long, value_name = "N", default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=500))]
+    lines: u64,
+    #[command(flatten)]
+    remote: super::remote::Remote,
 }
 
 #[derive(clap::Args, Debug)]
@@ -73,6 +90,7 @@ pub fn run(args: Args) -> Result<i32, Failure> {
             return Ok(0);
         }
         Action::Reload(r) => return reload(r),
+        Action::Logs(l) => return logs(l),
     };
     let mut model = match &target.data {
         Some(d) => {
@@ -94,7 +112,26 @@ pub fn run(args: Args) -> Result<i32, Failure> {
             model.change(change).map(|_| ()).map_err(|e| e.to_string())
         },
     )?;
-    let summary = registry.summary();
+    let mut summary = registry.summary();
+    // What Rhai code calls that its [capabilities] do not list: every such call would be
+    // refused (E6); `check` fails on it, naming every one and what to add.
+    let mut gaps: Vec<(String, String, String)> = Vec::new();
+    for st in registry.packages.values() {
+        if let crate::runtime::extensions::State::Loaded(l) = st
+            && let Some(gap) = thinghost_extensions::code::capability_gaps(&l.manifest, &l.dir)
+        {
+            gaps.push((
+                l.manifest.extension.name.clone(),
+                l.manifest.extension.version.to_string(),
+                gap,
+            ));
+        }
+    }
+    for p in summary.iter_mut() {
+        if let Some((_, _, gap)) = gaps.iter().find(|(n, ..)| p["name"] == n.as_str()) {
+            p["capabilityGap"] = serde_json::json!(gap);
+        }
+    }
     if target.json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
     } else if summary.is_empty() {
@@ -137,23 +174,49 @@ pub fn run(args: Args) -> Result<i32, Failure> {
             }
         }
     }
-    // What Rhai code calls that its [capabilities] do not list: every such call would be
-    // refused (E6); `check` fails on it, naming every one and what to add.
-    let mut gaps = false;
-    for st in registry.packages.values() {
-        if let crate::runtime::extensions::State::Loaded(l) = st
-            && let Some(gap) = thinghost_extensions::code::capability_gaps(&l.manifest, &l.dir)
-        {
-            gaps = true;
-            let word = if check { "REFUSED" } else { "WARNING" };
-            println!(
-                "{} {}: {word}: {gap}",
-                l.manifest.extension.name, l.manifest.extension.version
-            );
+    if !target.json {
+        let word = if check { "REFUSED" } else { "WARNING" };
+        for (name, version, gap) in &gaps {
+            println!("{name} {version}: {word}: {gap}");
         }
     }
     let refused = summary.iter().any(|p| p["state"] != "loaded");
-    Ok(if check && (refused || gaps) { 1 } else { 0 })
+    Ok(if check && (refused || !gaps.is_empty()) {
+        1
+    } else {
+        0
+    })
+}
+
+fn logs(l: Logs) -> Result<i32, Failure> {
+    let path = "/Thingworx/Subsystems/PlatformSubsystem/Services/GetExtensionLog";
+    let mut after = 0u64;
+    let mut first = true;
+    loop {
+        let max = if first { l.lines } else { 500 };
+        let body = serde_json::json!({"packageName": l.name, "maxItems": max, "after": after});
+        let (status, reply) = l.remote.post(path, &body)?;
+        if status != 200 {
+            return Err(super::remote::Remote::refused(status, &reply));
+        }
+        for row in reply["rows"].as_array().into_iter().flatten() {
+            let time = row["timestamp"]
+                .as_i64()
+                .map(thinghost_core::types::format_datetime)
+                .unwrap_or_default();
+            println!(
+                "{time} {:5} {}",
+                row["level"].as_str().unwrap_or(""),
+                row["message"].as_str().unwrap_or("")
+            );
+            after = after.max(row["seq"].as_u64().unwrap_or(0));
+        }
+        if !l.follow {
+            return Ok(0);
+        }
+        first = false;
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
 }
 
 fn reload(r: Reload) -> Result<i32, Failure> {

@@ -626,16 +626,21 @@ async fn shutdown_signal() {
 }
 
 fn init_logging(format: &str) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let fmt = tracing_subscriber::fmt::layer()
         .with_ansi(ansi)
         .with_writer(std::io::stderr);
+    // Beside the log, each extension's recent lines (`plugin logs`, GetExtensionLog).
+    let registry = tracing_subscriber::registry()
+        .with(filter)
+        .with(crate::state::logs::Layer);
     let _ = if format == "json" {
-        builder.json().try_init()
+        registry.with(fmt.json()).try_init()
     } else {
-        builder.try_init()
+        registry.with(fmt).try_init()
     };
 }

@@ -12,6 +12,7 @@ pub mod edge;
 pub mod events;
 pub mod history;
 pub mod keys;
+pub mod logs;
 pub mod repository;
 pub mod scripts;
 pub mod sessions;
