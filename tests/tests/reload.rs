@@ -971,3 +971,49 @@ fn a_rhai_print_line_names_its_extension() {
     );
     assert_eq!(st.as_u16(), 400);
 }
+
+/// Issue 23: `thinghost plugin new NAME` writes a working package: `plugin check` passes it,
+/// and a server serves it (its service reads and writes its own Thing within its
+/// least-privilege capabilities). An existing folder or a bad name is refused.
+#[test]
+fn plugin_new_writes_a_package_that_checks_and_serves() {
+    let t = tempfile::tempdir().unwrap();
+    let p = t.path().join("plugins");
+    std::fs::create_dir_all(&p).unwrap();
+    let o =
+        thinghost_tests::thinghost(&["plugin", "new", "water-tank", "--dir", p.to_str().unwrap()]);
+    assert!(o.status.success(), "{:?}", thinghost_tests::text(&o));
+    for f in ["plugin.toml", "main.rhai", "README.md"] {
+        assert!(p.join("water-tank").join(f).is_file(), "{f}");
+    }
+    let o = thinghost_tests::thinghost(&["plugin", "check", p.to_str().unwrap()]);
+    let out = thinghost_tests::text(&o).0;
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    assert!(out.contains("water-tank 0.1.0: loads"), "{out}");
+    // Again: refused, nothing overwritten; a name that is not one: refused.
+    let o =
+        thinghost_tests::thinghost(&["plugin", "new", "water-tank", "--dir", p.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{:?}", thinghost_tests::text(&o));
+    assert!(thinghost_tests::text(&o).1.contains("exists already"));
+    let o =
+        thinghost_tests::thinghost(&["plugin", "new", "Water Tank", "--dir", p.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    let s = serve(t.path(), &p, &["--no-watch"]);
+    let admin = s.admin_key();
+    let r = s
+        .client
+        .put(s.at("/Thingworx/Things/WaterTank1/Properties/pressure"))
+        .header("appKey", &admin)
+        .json(&json!({"pressure": 5}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let (st, v) = call(&s, &admin, "WaterTank1", "Vent", json!({"amount": 2}));
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["rows"][0]["result"], 3.0);
+    let (st, v) = call(&s, &admin, "WaterTank1", "Vent", json!({"amount": 10}));
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["rows"][0]["result"], 0.0);
+    let (st, _) = call(&s, &admin, "WaterTank1", "Vent", json!({"amount": -1}));
+    assert_eq!(st, 400);
+}

@@ -447,7 +447,8 @@ pub struct Package {
     pub manifest: Manifest,
 }
 
-fn check_extension_name(name: &str) -> Result<(), String> {
+/// Checks an extension's name: 1-64 characters of a-z, 0-9 and -.
+pub fn check_extension_name(name: &str) -> Result<(), String> {
     if name.is_empty()
         || name.len() > 64
         || !name

@@ -28,6 +28,10 @@ enum Action {
     /// new one, replace a changed one, remove one whose folder is gone), as the directory's
     /// watcher does; the server's ReloadExtension service. Exit status 1 if refused.
     Reload(Reload),
+    /// Write a new, working extension package: a manifest (a template with a property and a
+    /// service, a Thing of it, least-privilege capabilities), its code and a README, ready for
+    /// `plugin check` and a plugin directory.
+    New(New),
     /// Print a running server's recent log lines of one extension (its code's print, debug
     /// and log, its refusals and failures); --follow keeps printing new ones. Administrators.
     Logs(Logs),
@@ -35,6 +39,25 @@ enum Action {
     RhaiApi,
     /// Print the WIT contract of WebAssembly extensions (generated from the same definition).
     Wit,
+}
+
+#[derive(clap::Args, Debug)]
+struct New {
+    /// The extension's name (1-64 characters of a-z, 0-9 and -): also its folder's.
+    name: String,
+    /// The runtime of its code.
+    #[arg(long, value_enum, default_value_t = NewRuntime::Rhai)]
+    runtime: NewRuntime,
+    /// Where to write the package's folder (it must not exist yet).
+    #[arg(long, value_name = "DIR", default_value = ".")]
+    dir: std::path::PathBuf,
+}
+
+/// The runtimes `plugin new` writes packages for.
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum NewRuntime {
+    /// A Rhai script: nothing to build.
+    Rhai,
 }
 
 #[derive(clap::Args, Debug)]
@@ -91,6 +114,7 @@ pub fn run(args: Args) -> Result<i32, Failure> {
         }
         Action::Reload(r) => return reload(r),
         Action::Logs(l) => return logs(l),
+        Action::New(n) => return new_package(n),
     };
     let mut model = match &target.data {
         Some(d) => {
@@ -186,6 +210,134 @@ pub fn run(args: Args) -> Result<i32, Failure> {
     } else {
         0
     })
+}
+
+/// `Boiler` from `boiler`, `WaterTank` from `water-tank`: the template's name.
+fn pascal(name: &str) -> String {
+    name.split('-')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let mut c = p.chars();
+            c.next()
+                .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
+                .unwrap_or_default()
+        })
+        .collect()
+}
+
+fn new_package(n: New) -> Result<i32, Failure> {
+    thinghost_extensions::manifest::check_extension_name(&n.name)
+        .map_err(|e| Failure(format!("{}: {e}", n.name)))?;
+    let folder = n.dir.join(&n.name);
+    if folder.exists() {
+        return Err(Failure(format!(
+            "{} exists already: plugin new writes a new folder; choose another name or --dir",
+            folder.display()
+        )));
+    }
+    let mut template = pascal(&n.name);
+    if !template.starts_with(|c: char| c.is_ascii_alphabetic()) {
+        template = format!("X{template}");
+    }
+    let NewRuntime::Rhai = n.runtime;
+    let manifest = format!(
+        r#"# {name}: written by `thinghost plugin new`. Check it with `thinghost plugin check DIR`,
+# where DIR holds this folder; run it with `thinghost serve --plugins DIR`.
+[extension]
+name = "{name}"
+version = "0.1.0"
+host = ">=0.1"
+runtime = "rhai"
+entry = "main.rhai"
+description = "A {template} with a pressure and a Vent(amount) service."
+
+# Deny by default: the host functions the code calls, nothing more. Its own Things (made from
+# its templates) it may read and write without more; add `read`, `write` or `invoke` patterns
+# for anything else.
+[capabilities]
+functions = ["get_property", "set_property", "me"]
+
+# The defaults, to raise when a service needs more.
+[limits]
+deadline_ms = 1000
+memory_mib = 64
+
+[[thing_templates]]
+name = "{template}"
+base = "GenericThing"
+description = "What a {template} has and does."
+
+[[thing_templates.properties]]
+name = "pressure"
+type = "NUMBER"
+default = 0.0
+
+[[thing_templates.services]]
+name = "Vent"
+handler = "vent"
+result = "NUMBER"
+params = [{{ name = "amount", type = "NUMBER", required = true }}]
+
+[[things]]
+name = "{template}1"
+template = "{template}"
+"#,
+        name = n.name
+    );
+    let code = r#"// The handlers of the manifest's services: each runs with the rights of the user who called
+// the service, and may call the host functions [capabilities] lists (sdk/rhai-api.md).
+
+// A number as a float, whether it came as 8 or 8.0.
+fn num(x) { if type_of(x) == "i64" { x.to_float() } else { x } }
+
+// Vent(amount): lowers the Thing's pressure by `amount`, never below 0; answers the new pressure.
+fn vent(amount) {
+    if num(amount) < 0.0 {
+        throw "invalid: amount must be 0 or more";
+    }
+    let next = num(get_property(me(), "pressure")) - num(amount);
+    if next < 0.0 {
+        next = 0.0;
+    }
+    set_property(me(), "pressure", next);
+    next
+}
+"#;
+    let readme = format!(
+        r#"# {name}
+
+A Rhai extension written by `thinghost plugin new`: the template `{template}` (a `pressure`
+and the service `Vent(amount)`), and the Thing `{template}1`.
+
+```sh
+thinghost plugin check .          # from the folder that holds {name}/: what would load, and why not
+thinghost serve --data ./data --dev --plugins .
+# then, as the Administrator:
+curl -s --cacert data/dev-cert.pem -H "appKey: $(cat data/admin.appkey)" -H 'Content-Type: application/json'   -X PUT https://localhost:8443/Thingworx/Things/{template}1/Properties/pressure -d '{{"pressure": 5}}'
+curl -s --cacert data/dev-cert.pem -H "appKey: $(cat data/admin.appkey)" -H 'Content-Type: application/json'   -X POST https://localhost:8443/Thingworx/Things/{template}1/Services/Vent -d '{{"amount": 2}}'
+```
+
+The server reloads the extension when this folder changes (`thinghost plugin logs {name}` shows
+its recent log lines). `plugin.toml` says what it contributes, which host functions it may call
+and its limits; `main.rhai` is its code.
+"#,
+        name = n.name
+    );
+    let write = |file: &str, text: &str| -> Result<(), Failure> {
+        std::fs::write(folder.join(file), text)
+            .map_err(|e| Failure(format!("cannot write {}: {e}", folder.join(file).display())))
+    };
+    std::fs::create_dir_all(&folder)
+        .map_err(|e| Failure(format!("cannot create {}: {e}", folder.display())))?;
+    write("plugin.toml", &manifest)?;
+    write("main.rhai", code)?;
+    write("README.md", &readme)?;
+    println!(
+        "wrote {} (plugin.toml, main.rhai, README.md): `thinghost plugin check {}` checks it",
+        folder.display(),
+        n.dir.display()
+    );
+    Ok(0)
 }
 
 fn logs(l: Logs) -> Result<i32, Failure> {
