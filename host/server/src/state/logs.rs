@@ -121,6 +121,10 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Layer {
         event: &tracing::Event<'_>,
         _ctx: tracing_subscriber::layer::Context<'_, S>,
     ) {
+        // Most events (every request's line) name no extension: nothing is visited for them.
+        if event.metadata().fields().field("extension").is_none() {
+            return;
+        }
         let mut f = Fields::default();
         event.record(&mut f);
         let Some(extension) = f.extension else {
