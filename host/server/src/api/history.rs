@@ -135,6 +135,15 @@ pub(crate) fn dates(params: &Map<String, Json>) -> Result<(i64, i64), ApiError> 
     Ok((start, end))
 }
 
+/// The `query` parameter (the vendor's QUERY) over `schema`: a 400 naming what is wrong.
+pub(crate) fn query_param<S: Schema>(
+    params: &Map<String, Json>,
+    schema: &S,
+) -> Result<query::Query<S::Field>, ApiError> {
+    query::parse(params.get("query").unwrap_or(&Json::Null), schema)
+        .map_err(|e| bad(format!("parameter query: {e}")))
+}
+
 pub(crate) fn range(app: &App, params: &Map<String, Json>) -> Result<Range, ApiError> {
     let cap = app.history.max_items;
     let limit = match params.get("maxItems").filter(|v| !v.is_null()) {
@@ -278,8 +287,7 @@ fn run_query(
         properties: &resolved.properties,
         typed,
     };
-    let q = query::parse(params.get("query").unwrap_or(&Json::Null), &schema)
-        .map_err(|e| bad(format!("parameter query: {e}")))?;
+    let q = query_param(params, &schema)?;
     if !q.sorts.is_empty() {
         return Err(bad(
             "parameter query: property history is sorted by time (oldestFirst); it takes no sorts",

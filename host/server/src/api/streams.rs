@@ -16,7 +16,7 @@ use std::sync::Arc;
 use thinghost_core::infotable::{Field, InfoTable};
 use thinghost_core::{BaseType, Body, DataShapeBody, Kind, View};
 use thinghost_store::history::{EntryField, EntryQuery, StreamEntry, query_type};
-use thinghost_store::query::{self, Schema, Type};
+use thinghost_store::query::{Schema, Type};
 
 /// The columns every stream entry has besides its DataShape's fields (a DataShape with a field
 /// of one of these names cannot be a stream's).
@@ -411,11 +411,7 @@ pub fn query_stream_entries(
         .map(|f| (f.name.clone(), f.base_type))
         .collect();
     let r = crate::api::history::range(app, &req.params)?;
-    let q = query::parse(
-        req.params.get("query").unwrap_or(&Json::Null),
-        &EntryFields { fields: &fields },
-    )
-    .map_err(|e| bad(format!("parameter query: {e}")))?;
+    let q = crate::api::history::query_param(&req.params, &EntryFields { fields: &fields })?;
     let eq = EntryQuery {
         stream: req.entity.clone(),
         fields: fields.clone(),

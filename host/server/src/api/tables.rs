@@ -12,7 +12,7 @@ use std::sync::Arc;
 use thinghost_core::infotable::{Field, InfoTable};
 use thinghost_core::{BaseType, DataShapeBody};
 use thinghost_store::history::{EntryField, EntryQuery, Put, StreamEntry, TableRow, query_type};
-use thinghost_store::query::{self, Filter, Op, Schema, Type};
+use thinghost_store::query::{Filter, Op, Schema, Type};
 
 /// The columns a row has besides its DataShape's fields.
 const ROW_COLUMNS: &[(&str, BaseType)] = &[
@@ -267,11 +267,7 @@ fn rows_table(fields: &[(String, BaseType)], rows: Vec<TableRow>) -> InfoTable {
 pub fn query_entries(app: &Arc<App>, _caller: &Caller, req: Request) -> Result<Reply, ApiError> {
     let t = table(app, &req.entity)?;
     let r = crate::api::history::range(app, &req.params)?;
-    let q = query::parse(
-        req.params.get("query").unwrap_or(&Json::Null),
-        &RowFields { fields: &t.fields },
-    )
-    .map_err(|e| bad(format!("parameter query: {e}")))?;
+    let q = crate::api::history::query_param(&req.params, &RowFields { fields: &t.fields })?;
     let mut all = equalities(&t, &req.params)?;
     all.extend(q.filter);
     let filter = match all.len() {
@@ -358,11 +354,7 @@ pub fn by_key(app: &Arc<App>, _caller: &Caller, req: Request) -> Result<Reply, A
 /// refused: `PurgeDataTableEntries` removes every row). Answers how many went.
 pub fn delete_entries(app: &Arc<App>, caller: &Caller, req: Request) -> Result<Reply, ApiError> {
     let t = table(app, &req.entity)?;
-    let q = query::parse(
-        req.params.get("query").unwrap_or(&Json::Null),
-        &RowFields { fields: &t.fields },
-    )
-    .map_err(|e| bad(format!("parameter query: {e}")))?;
+    let q = crate::api::history::query_param(&req.params, &RowFields { fields: &t.fields })?;
     let Some(filter) = q.filter else {
         return Err(bad(
             "query: DeleteDataTableEntries needs filters; PurgeDataTableEntries removes every row",
